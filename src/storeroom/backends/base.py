@@ -1,0 +1,481 @@
+"""The one extension point: :class:`StorageBackend`.
+
+A backend implements a handful of primitives (write, read, head, delete, list, copy and,
+where the store can, sign), each in a sync and an async form. Everything a user calls is
+built once here on top of them: path validation, reading content of any supported type,
+counting and checksumming bytes as they stream, choosing between one PUT and a multipart
+upload, and turning the underlying library's exceptions into storeroom's.
+"""
+
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, Literal
+
+from storeroom.errors import (
+    BackendError,
+    ConfigurationError,
+    ObjectNotFound,
+    SigningNotSupported,
+    StoreroomError,
+)
+from storeroom.paths import safe_path
+from storeroom.streams import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_CONCURRENCY,
+    Content,
+    Meter,
+    Prefetch,
+    aiter_content,
+    iter_content,
+    read_size_for,
+)
+
+__all__ = [
+    "DEFAULT_READ_CHUNK_SIZE",
+    "ObjectInfo",
+    "PutResult",
+    "StorageBackend",
+    "WriteOptions",
+]
+
+DEFAULT_READ_CHUNK_SIZE = 1024 * 1024
+"""Smallest chunk yielded by streaming reads (the last one may be shorter)."""
+
+Method = Literal["GET", "PUT"]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a store knows about one object (from ``head`` or ``list``)."""
+
+    path: str
+    size: int
+    etag: str | None = None
+    last_modified: datetime | None = None
+    version: str | None = None
+    content_type: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    """Outcome of a save: what was written, measured while it streamed."""
+
+    path: str
+    size: int
+    checksum: str | None
+    etag: str | None
+    version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOptions:
+    """How a backend primitive should write one object."""
+
+    content_type: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    multipart: bool = False
+
+
+def _check_tuning(chunk_size: int, max_concurrency: int) -> None:
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ConfigurationError(
+            f"chunk_size must be a positive number of bytes, got {chunk_size!r}"
+        )
+    if not isinstance(max_concurrency, int) or max_concurrency < 1:
+        raise ConfigurationError(
+            f"max_concurrency must be a positive integer, got {max_concurrency!r}"
+        )
+
+
+def _check_range(start: int, end: int | None) -> None:
+    if start < 0 or (end is not None and end < start):
+        raise ConfigurationError(
+            f"invalid byte range start={start!r}, end={end!r}: need 0 <= start <= end "
+            "(end is exclusive, None for 'to the end')"
+        )
+
+
+async def _achain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in head:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
+
+
+class StorageBackend(ABC):
+    """Base class of every backend; subclasses implement the underscore primitives.
+
+    Paths given to public methods are relative to the backend's root (bucket, prefix or
+    directory) and are validated by :func:`storeroom.paths.safe_path` before any I/O.
+    """
+
+    key: str
+    """The name this backend is registered under."""
+
+    #: Whether content type and user metadata are stored with the object itself.
+    stores_attributes: bool = True
+
+    def __init__(self, key: str) -> None:
+        if not isinstance(key, str) or not key.strip():
+            raise ConfigurationError(f"backend key must be a non-empty string, got {key!r}")
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(key={self.key!r}, location={self.location!r})"
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the objects live, as a URL without credentials (for messages and reprs)."""
+
+    # -- primitives -------------------------------------------------------------------------
+
+    @abstractmethod
+    def _write(self, path: str, body: bytes | Iterator[bytes], opts: WriteOptions) -> PutResult:
+        """Store ``body`` at ``path``; size and checksum fields are filled in by the caller."""
+
+    @abstractmethod
+    async def _write_async(
+        self, path: str, body: bytes | AsyncIterator[bytes], opts: WriteOptions
+    ) -> PutResult:
+        """Async form of :meth:`_write`."""
+
+    @abstractmethod
+    def _read(self, path: str, start: int, end: int | None, chunk_size: int) -> Iterator[bytes]:
+        """Start reading bytes ``[start, end)``; raise at once if the object is missing."""
+
+    @abstractmethod
+    async def _read_async(
+        self, path: str, start: int, end: int | None, chunk_size: int
+    ) -> AsyncIterator[bytes]:
+        """Async form of :meth:`_read` (awaiting it performs the request)."""
+
+    @abstractmethod
+    def _head(self, path: str) -> ObjectInfo: ...
+
+    @abstractmethod
+    async def _head_async(self, path: str) -> ObjectInfo: ...
+
+    @abstractmethod
+    def _delete(self, path: str) -> None:
+        """Delete ``path``; a missing object is not an error."""
+
+    @abstractmethod
+    async def _delete_async(self, path: str) -> None: ...
+
+    @abstractmethod
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]: ...
+
+    @abstractmethod
+    def _list_async(self, prefix: str) -> AsyncIterator[ObjectInfo]: ...
+
+    @abstractmethod
+    def _copy(self, src: str, dst: str) -> None:
+        """Copy within this backend, server-side where the store can."""
+
+    @abstractmethod
+    async def _copy_async(self, src: str, dst: str) -> None: ...
+
+    def _sign(self, path: str, method: Method, expires_in: int, content_type: str | None) -> str:
+        raise self._signing_not_supported()
+
+    async def _sign_async(
+        self, path: str, method: Method, expires_in: int, content_type: str | None
+    ) -> str:
+        return self._sign(path, method, expires_in, content_type)
+
+    def _translate(self, exc: Exception, path: str) -> StoreroomError | None:
+        """Map a library exception to a storeroom one (None: wrap it in BackendError)."""
+        if isinstance(exc, FileNotFoundError):
+            return self._not_found(path)
+        return None
+
+    # -- shared logic -----------------------------------------------------------------------
+
+    def _signing_not_supported(self) -> SigningNotSupported:
+        return SigningNotSupported(
+            f"backend {self.key!r} ({self.location}) cannot sign URLs: the store has no "
+            "native signing. Use an S3, GCS or Azure backend, or configure an HMAC URL "
+            "signer for this backend."
+        )
+
+    def _not_found(self, path: str) -> ObjectNotFound:
+        return ObjectNotFound(f"object {path!r} does not exist in backend {self.key!r}")
+
+    def _error(self, exc: Exception, path: str, action: str) -> StoreroomError:
+        if isinstance(exc, StoreroomError):
+            return exc
+        mapped = self._translate(exc, path)
+        if mapped is not None:
+            return mapped
+        return BackendError(
+            f"{action} {path!r} on backend {self.key!r} failed: {type(exc).__name__}: {exc}"
+        )
+
+    @contextmanager
+    def _guard(self, path: str, action: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            raise self._error(exc, path, action) from exc
+
+    def _guard_iter(self, chunks: Iterator[Any], path: str, action: str) -> Iterator[Any]:
+        with self._guard(path, action):
+            yield from chunks
+
+    async def _guard_aiter(
+        self, chunks: AsyncIterator[Any], path: str, action: str
+    ) -> AsyncIterator[Any]:
+        with self._guard(path, action):
+            async for chunk in chunks:
+                yield chunk
+
+    @staticmethod
+    def _options(
+        content_type: str | None,
+        metadata: Mapping[str, str] | None,
+        chunk_size: int,
+        max_concurrency: int,
+    ) -> WriteOptions:
+        _check_tuning(chunk_size, max_concurrency)
+        return WriteOptions(
+            content_type=content_type,
+            metadata=MappingProxyType(dict(metadata or {})),
+            chunk_size=chunk_size,
+            max_concurrency=max_concurrency,
+        )
+
+    @staticmethod
+    def _measured(result: PutResult, meter: Meter) -> PutResult:
+        return PutResult(
+            path=result.path,
+            size=meter.size,
+            checksum=meter.checksum,
+            etag=result.etag,
+            version=result.version,
+        )
+
+    # -- public API -------------------------------------------------------------------------
+
+    def put(
+        self,
+        path: str,
+        content: Content,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        checksum: str | None = "sha256",
+    ) -> PutResult:
+        """Stream ``content`` to ``path``, replacing any object there.
+
+        Content up to ``chunk_size`` bytes is sent in one PUT; larger content as one
+        multipart upload of ``chunk_size`` parts, ``max_concurrency`` at a time. Size and
+        checksum (``checksum`` names a hashlib algorithm, None to skip) are measured on the
+        way; no request beyond the upload is made.
+        """
+        path = safe_path(path)
+        opts = self._options(content_type, metadata, chunk_size, max_concurrency)
+        meter = Meter(checksum)
+        prefetch = Prefetch(chunk_size)
+        with self._guard(path, "saving"):
+            chunks = meter.wrap(iter_content(content, read_size_for(chunk_size)))
+            body: bytes | Iterator[bytes] = b""
+            for chunk in chunks:
+                if prefetch.feed(chunk):
+                    body = itertools.chain(prefetch.drain(), chunks)
+                    opts = replace(opts, multipart=True)
+                    break
+            else:
+                body = prefetch.body
+            return self._measured(self._write(path, body, opts), meter)
+
+    async def put_async(
+        self,
+        path: str,
+        content: Content,
+        *,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        checksum: str | None = "sha256",
+    ) -> PutResult:
+        """Async form of :meth:`put`; also accepts async iterables and async file objects."""
+        path = safe_path(path)
+        opts = self._options(content_type, metadata, chunk_size, max_concurrency)
+        meter = Meter(checksum)
+        prefetch = Prefetch(chunk_size)
+        with self._guard(path, "saving"):
+            chunks = meter.awrap(aiter_content(content, read_size_for(chunk_size)))
+            body: bytes | AsyncIterator[bytes] = b""
+            async for chunk in chunks:
+                if prefetch.feed(chunk):
+                    body = _achain(prefetch.drain(), chunks)
+                    opts = replace(opts, multipart=True)
+                    break
+            else:
+                body = prefetch.body
+            return self._measured(await self._write_async(path, body, opts), meter)
+
+    def stream(
+        self,
+        path: str,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        chunk_size: int = DEFAULT_READ_CHUNK_SIZE,
+    ) -> Iterator[bytes]:
+        """Read bytes ``[start, end)`` of ``path`` as an iterator of chunks.
+
+        The request is made before this returns, so a missing object raises
+        :class:`ObjectNotFound` here rather than on the first ``next()``.
+        """
+        path = safe_path(path)
+        _check_range(start, end)
+        with self._guard(path, "reading"):
+            chunks = self._read(path, start, end, chunk_size)
+        return self._guard_iter(chunks, path, "reading")
+
+    async def stream_async(
+        self,
+        path: str,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        chunk_size: int = DEFAULT_READ_CHUNK_SIZE,
+    ) -> AsyncIterator[bytes]:
+        """Async form of :meth:`stream`: ``async for chunk in await backend.stream_async(p)``."""
+        path = safe_path(path)
+        _check_range(start, end)
+        with self._guard(path, "reading"):
+            chunks = await self._read_async(path, start, end, chunk_size)
+        return self._guard_aiter(chunks, path, "reading")
+
+    def get(self, path: str, *, start: int = 0, end: int | None = None) -> bytes:
+        """Return bytes ``[start, end)`` of ``path`` (the whole object by default).
+
+        Holds the result in memory: for large objects use :meth:`stream`.
+        """
+        return b"".join(self.stream(path, start=start, end=end))
+
+    async def get_async(self, path: str, *, start: int = 0, end: int | None = None) -> bytes:
+        """Async form of :meth:`get`."""
+        return b"".join([chunk async for chunk in await self.stream_async(path, start=start, end=end)])
+
+    def head(self, path: str) -> ObjectInfo:
+        """Return what the store knows about ``path``; ObjectNotFound if it is missing."""
+        path = safe_path(path)
+        with self._guard(path, "inspecting"):
+            return self._head(path)
+
+    async def head_async(self, path: str) -> ObjectInfo:
+        """Async form of :meth:`head`."""
+        path = safe_path(path)
+        with self._guard(path, "inspecting"):
+            return await self._head_async(path)
+
+    def exists(self, path: str) -> bool:
+        """Whether an object exists at ``path``."""
+        try:
+            self.head(path)
+        except ObjectNotFound:
+            return False
+        return True
+
+    async def exists_async(self, path: str) -> bool:
+        """Async form of :meth:`exists`."""
+        try:
+            await self.head_async(path)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def delete(self, path: str) -> None:
+        """Delete ``path``. Deleting a missing object is not an error (deletes are idempotent)."""
+        path = safe_path(path)
+        with self._guard(path, "deleting"):
+            self._delete(path)
+
+    async def delete_async(self, path: str) -> None:
+        """Async form of :meth:`delete`."""
+        path = safe_path(path)
+        with self._guard(path, "deleting"):
+            await self._delete_async(path)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Iterate over the objects whose path starts with the directory ``prefix``."""
+        prefix = safe_path(prefix) if prefix else ""
+        return self._guard_iter(self._list(prefix), prefix, "listing")
+
+    def list_async(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Async form of :meth:`list`."""
+        prefix = safe_path(prefix) if prefix else ""
+        return self._guard_aiter(self._list_async(prefix), prefix, "listing")
+
+    def copy(self, src: str, dst: str) -> None:
+        """Copy ``src`` to ``dst`` within this backend (server-side where possible)."""
+        src, dst = safe_path(src), safe_path(dst)
+        with self._guard(src, "copying"):
+            self._copy(src, dst)
+
+    async def copy_async(self, src: str, dst: str) -> None:
+        """Async form of :meth:`copy`."""
+        src, dst = safe_path(src), safe_path(dst)
+        with self._guard(src, "copying"):
+            await self._copy_async(src, dst)
+
+    def sign(
+        self,
+        path: str,
+        *,
+        expires_in: int = 3600,
+        for_upload: bool = False,
+        content_type: str | None = None,
+    ) -> str:
+        """Return a URL that grants GET (or PUT with ``for_upload``) on ``path`` for a while.
+
+        Raises :class:`SigningNotSupported` when the store cannot sign.
+        """
+        path = safe_path(path)
+        _check_expiry(expires_in)
+        with self._guard(path, "signing"):
+            return self._sign(path, "PUT" if for_upload else "GET", expires_in, content_type)
+
+    async def sign_async(
+        self,
+        path: str,
+        *,
+        expires_in: int = 3600,
+        for_upload: bool = False,
+        content_type: str | None = None,
+    ) -> str:
+        """Async form of :meth:`sign`."""
+        path = safe_path(path)
+        _check_expiry(expires_in)
+        with self._guard(path, "signing"):
+            method: Method = "PUT" if for_upload else "GET"
+            return await self._sign_async(path, method, expires_in, content_type)
+
+
+def _check_expiry(expires_in: int) -> None:
+    if not isinstance(expires_in, int) or isinstance(expires_in, bool) or expires_in < 1:
+        raise ConfigurationError(
+            f"expires_in must be a positive number of seconds, got {expires_in!r}"
+        )
+    if expires_in > 7 * 24 * 3600:
+        raise ConfigurationError(
+            f"expires_in={expires_in} is longer than 7 days (604800 s), the longest any "
+            "supported store accepts for a signed URL"
+        )

@@ -1,0 +1,305 @@
+"""Backends on obstore: S3 and S3-compatible servers (MinIO), GCS, Azure Blob, local disk, memory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import obstore
+from obstore.exceptions import (
+    AlreadyExistsError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    UnknownConfigurationKeyError,
+)
+from obstore.store import (
+    AzureStore,
+    GCSStore,
+    HTTPStore,
+    LocalStore,
+    MemoryStore,
+    S3Store,
+    from_url,
+)
+
+from storeroom.backends.base import Method, ObjectInfo, PutResult, StorageBackend, WriteOptions
+from storeroom.backends.obstore_options import (
+    split_options,
+    store_kind,
+    unknown_option_error,
+)
+from storeroom.errors import (
+    BackendError,
+    ConfigurationError,
+    RangeNotSatisfiable,
+    StoreroomError,
+)
+
+if TYPE_CHECKING:
+    from obstore import ObjectMeta
+    from obstore.store import ObjectStore
+
+__all__ = ["ObstoreBackend"]
+
+_KIND_OF_STORE: tuple[tuple[type[Any], str], ...] = (
+    (S3Store, "s3"),
+    (GCSStore, "gcs"),
+    (AzureStore, "azure"),
+    (LocalStore, "local"),
+    (MemoryStore, "memory"),
+    (HTTPStore, "http"),
+)
+
+
+def _public_url(url: str) -> str:
+    """``url`` without userinfo, query or fragment (which may carry credentials)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not host:
+        return f"{parts.scheme}://{parts.path}"
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _info(meta: ObjectMeta, attributes: Mapping[str, Any] | None = None) -> ObjectInfo:
+    attributes = dict(attributes or {})
+    content_type = attributes.pop("Content-Type", None)
+    for standard in ("Content-Disposition", "Content-Encoding", "Content-Language",
+                     "Cache-Control", "Storage-Class"):
+        attributes.pop(standard, None)
+    return ObjectInfo(
+        path=meta["path"],
+        size=meta["size"],
+        etag=meta.get("e_tag"),
+        last_modified=meta.get("last_modified"),
+        version=meta.get("version"),
+        content_type=content_type,
+        metadata={str(k): str(v) for k, v in attributes.items()},
+    )
+
+
+def _is_metadata_key(kind: str, name: str) -> bool:
+    # Azure stores user metadata as C# identifiers; other stores take any header-safe token.
+    if kind == "azure":
+        return name.isidentifier() and name.isascii()
+    return name.isascii() and all(ch.isalnum() or ch in "-_." for ch in name)
+
+
+class ObstoreBackend(StorageBackend):
+    """A backend on an obstore store, built from a URL and options or given as an instance.
+
+    ``fs`` is a URL (``s3://bucket/prefix``, ``gs://``, ``az://``/``abfs://``,
+    ``file:///dir``, ``memory://``) or an obstore store. Options use obstore's names
+    (``aws_access_key_id``, ``aws_endpoint``, ``aws_region``, ``google_service_account``,
+    ``azure_account_name``...). Options whose value is None are ignored, client options such
+    as ``aws_allow_http`` or ``timeout`` may be given directly, and
+    ``azure_storage_connection_string`` is understood. Local directories are created when
+    missing.
+
+    Example::
+
+        ObstoreBackend(key="private", fs="s3://private/", aws_region="us-east-1")
+    """
+
+    def __init__(self, key: str, fs: str | ObjectStore, **options: Any) -> None:
+        super().__init__(key)
+        if isinstance(fs, str):
+            self._kind = store_kind(fs)
+            self._url = _public_url(fs)
+            self.store: ObjectStore = self._build(fs, options)
+        else:
+            kinds = [kind for cls, kind in _KIND_OF_STORE if isinstance(fs, cls)]
+            if not kinds:
+                raise ConfigurationError(
+                    f"backend {key!r}: fs must be a storage URL or an obstore store, got "
+                    f"{type(fs).__name__}"
+                )
+            if options:
+                raise ConfigurationError(
+                    f"backend {key!r}: options ({', '.join(sorted(options))}) cannot be "
+                    "applied to an obstore store instance; pass them when creating the store "
+                    "or pass a URL as fs"
+                )
+            self._kind = kinds[0]
+            self._url = f"{self._kind}://" + (getattr(fs, "prefix", None) or "")
+            self.store = fs
+        self.stores_attributes = self._kind not in ("local", "http")
+
+    def _build(self, url: str, options: Mapping[str, Any]) -> ObjectStore:
+        split = split_options(self._kind, options)
+        try:
+            return from_url(url, **split.as_kwargs())
+        except UnknownConfigurationKeyError as exc:
+            name = _unknown_key(str(exc)) or "?"
+            raise unknown_option_error(self._kind, name, self.key) from exc
+        except TypeError as exc:
+            raise ConfigurationError(f"backend {self.key!r}: invalid option value: {exc}") from exc
+        except BaseException as exc:
+            # obstore raises a PanicException (a BaseException) for some option mixes.
+            if type(exc).__name__ != "PanicException" and not isinstance(exc, Exception):
+                raise
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigurationError(
+                f"backend {self.key!r}: obstore rejected the options for {self._url!r} "
+                f"({', '.join(sorted(options))}): {message}"
+            ) from exc
+
+    @property
+    def location(self) -> str:
+        """The store URL, without credentials."""
+        return self._url
+
+    @property
+    def kind(self) -> str:
+        """'s3', 'gcs', 'azure', 'local', 'memory' or 'http'."""
+        return self._kind
+
+    def _translate(self, exc: Exception, path: str) -> StoreroomError | None:
+        if isinstance(exc, (FileNotFoundError, NotFoundError)):
+            return self._not_found(path)
+        if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)):
+            return BackendError(
+                f"backend {self.key!r} ({self._url}) refused access to {path!r}: check its "
+                f"credentials and permissions ({type(exc).__name__})"
+            )
+        if isinstance(exc, AlreadyExistsError):
+            return BackendError(f"object {path!r} already exists in backend {self.key!r}")
+        if "Invalid range" in str(exc) or "Range" in type(exc).__name__:
+            return RangeNotSatisfiable(
+                f"byte range requested from {path!r} in backend {self.key!r} starts at or "
+                "beyond the end of the object"
+            )
+        return None
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _attributes(self, opts: WriteOptions) -> dict[str, str] | None:
+        if not self.stores_attributes:
+            return None
+        attributes = {
+            name: value for name, value in opts.metadata.items()
+            if _is_metadata_key(self._kind, name)
+        }
+        if opts.content_type:
+            attributes["Content-Type"] = opts.content_type
+        return attributes or None
+
+    def _put_kwargs(self, opts: WriteOptions) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"attributes": self._attributes(opts)}
+        if opts.multipart:
+            kwargs.update(chunk_size=opts.chunk_size, max_concurrency=opts.max_concurrency)
+        else:
+            kwargs["use_multipart"] = False
+        return kwargs
+
+    def _write(self, path: str, body: bytes | Iterator[bytes], opts: WriteOptions) -> PutResult:
+        result = obstore.put(self.store, path, body, **self._put_kwargs(opts))
+        return PutResult(path, 0, None, result["e_tag"], result["version"])
+
+    async def _write_async(
+        self, path: str, body: bytes | AsyncIterator[bytes], opts: WriteOptions
+    ) -> PutResult:
+        result = await obstore.put_async(self.store, path, body, **self._put_kwargs(opts))
+        return PutResult(path, 0, None, result["e_tag"], result["version"])
+
+    # -- reading ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _range(start: int, end: int | None) -> dict[str, Any]:
+        if end is not None:
+            return {"range": (start, end)}
+        if start:
+            return {"range": {"offset": start}}
+        return {}
+
+    def _read(self, path: str, start: int, end: int | None, chunk_size: int) -> Iterator[bytes]:
+        if end == start:
+            self._head(path)
+            return iter(())
+        result = obstore.get(self.store, path, options=cast(Any, self._range(start, end)))
+        return iter(result.stream(min_chunk_size=chunk_size))
+
+    async def _read_async(
+        self, path: str, start: int, end: int | None, chunk_size: int
+    ) -> AsyncIterator[bytes]:
+        if end == start:
+            await self._head_async(path)
+            return _empty()
+        options = cast(Any, self._range(start, end))
+        result = await obstore.get_async(self.store, path, options=options)
+        return cast(AsyncIterator[bytes], aiter(result.stream(min_chunk_size=chunk_size)))
+
+    def _head(self, path: str) -> ObjectInfo:
+        if not self.stores_attributes:
+            return _info(obstore.head(self.store, path))
+        result = obstore.get(self.store, path, options={"head": True})
+        return _info(result.meta, result.attributes)
+
+    async def _head_async(self, path: str) -> ObjectInfo:
+        if not self.stores_attributes:
+            return _info(await obstore.head_async(self.store, path))
+        result = await obstore.get_async(self.store, path, options={"head": True})
+        return _info(result.meta, result.attributes)
+
+    # -- the rest ---------------------------------------------------------------------------
+
+    def _delete(self, path: str) -> None:
+        try:
+            obstore.delete(self.store, path)
+        except FileNotFoundError:
+            pass
+
+    async def _delete_async(self, path: str) -> None:
+        try:
+            await obstore.delete_async(self.store, path)
+        except FileNotFoundError:
+            pass
+
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
+        for batch in obstore.list(self.store, prefix or None):
+            for meta in batch:
+                yield _info(meta)
+
+    async def _list_async(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        async for batch in obstore.list(self.store, prefix or None):
+            for meta in batch:
+                yield _info(meta)
+
+    def _copy(self, src: str, dst: str) -> None:
+        obstore.copy(self.store, src, dst)
+
+    async def _copy_async(self, src: str, dst: str) -> None:
+        await obstore.copy_async(self.store, src, dst)
+
+    def _can_sign(self) -> bool:
+        return self._kind in ("s3", "gcs", "azure")
+
+    def _sign(self, path: str, method: Method, expires_in: int, content_type: str | None) -> str:
+        if not self._can_sign():
+            raise self._signing_not_supported()
+        store = cast(Any, self.store)
+        return obstore.sign(store, method, path, timedelta(seconds=expires_in))
+
+    async def _sign_async(
+        self, path: str, method: Method, expires_in: int, content_type: str | None
+    ) -> str:
+        if not self._can_sign():
+            raise self._signing_not_supported()
+        store = cast(Any, self.store)
+        return await obstore.sign_async(store, method, path, timedelta(seconds=expires_in))
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    for chunk in ():
+        yield chunk
+
+
+def _unknown_key(message: str) -> str | None:
+    marker = "Configuration key: '"
+    if marker in message:
+        return message.split(marker, 1)[1].split("'", 1)[0]
+    return None

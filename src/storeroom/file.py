@@ -1,0 +1,447 @@
+"""FileObject: where a file lives, what is known about it, and its pending content."""
+
+from __future__ import annotations
+
+import io
+import mimetypes
+from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from storeroom.backends.base import (
+    DEFAULT_READ_CHUNK_SIZE,
+    ObjectInfo,
+    PutResult,
+    StorageBackend,
+)
+from storeroom.errors import ConfigurationError, IntegrityError
+from storeroom.readers import AsyncObjectReader, ObjectReader
+from storeroom.registry import StorageRegistry, storages
+from storeroom.streams import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY, Content, Meter
+
+__all__ = ["FileObject"]
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+_FIELDS = (
+    "backend",
+    "filename",
+    "path",
+    "content_type",
+    "size",
+    "checksum",
+    "etag",
+    "version",
+    "last_modified",
+    "metadata",
+)
+
+
+def guess_content_type(filename: str) -> str:
+    """Content type for ``filename`` from its extension; application/octet-stream if unknown."""
+    guessed, _ = mimetypes.guess_type(filename, strict=False)
+    return guessed or DEFAULT_CONTENT_TYPE
+
+
+class FileObject:
+    """A file kept in a storage backend, plus what is known about it.
+
+    ``backend`` is a registered backend's key (or a backend instance); ``filename`` is the
+    user-facing name; ``path`` is the object's key inside the backend (the filename unless
+    given; the ORM column chooses a unique one). ``content`` is saved by :meth:`save` (or by
+    the session flush when the object is assigned to a ``StoredObject`` column).
+
+    Example::
+
+        doc = FileObject(backend="private", filename="report.pdf", content=b"%PDF...")
+        doc.save()
+        url = doc.sign(expires_in=3600)
+    """
+
+    __slots__ = (
+        "_backend_key",
+        "_pending",
+        "_registry",
+        "_storage",
+        "checksum",
+        "content_type",
+        "etag",
+        "filename",
+        "last_modified",
+        "metadata",
+        "path",
+        "size",
+        "version",
+    )
+
+    def __init__(
+        self,
+        backend: str | StorageBackend | None = None,
+        filename: str | None = None,
+        *,
+        path: str | None = None,
+        content_type: str | None = None,
+        size: int | None = None,
+        checksum: str | None = None,
+        etag: str | None = None,
+        version: str | None = None,
+        last_modified: datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        content: Content | None = None,
+        registry: StorageRegistry | None = None,
+    ) -> None:
+        if filename is None and path is None:
+            raise ConfigurationError("FileObject needs a filename (or a path)")
+        self._registry = registry or storages
+        self._storage: StorageBackend | None = None
+        self._backend_key: str | None
+        if isinstance(backend, StorageBackend):
+            self._storage = backend
+            self._backend_key = backend.key
+        elif backend is None or isinstance(backend, str):
+            self._backend_key = backend
+        else:
+            raise ConfigurationError(
+                f"FileObject backend must be a backend key (str) or a StorageBackend, got "
+                f"{type(backend).__name__}"
+            )
+        self.filename: str = filename if filename is not None else str(path).rsplit("/", 1)[-1]
+        self.path: str = path if path is not None else self.filename
+        self.content_type: str = content_type or guess_content_type(self.filename)
+        self.size = size
+        self.checksum = checksum
+        self.etag = etag
+        self.version = version
+        self.last_modified = last_modified
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self._pending: Content | None = content
+
+    # -- identity ---------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> str | None:
+        """The key of the backend holding this file (None until one is chosen)."""
+        return self._backend_key
+
+    @backend.setter
+    def backend(self, value: str | StorageBackend | None) -> None:
+        if isinstance(value, StorageBackend):
+            self._storage, self._backend_key = value, value.key
+        else:
+            self._storage, self._backend_key = None, value
+
+    @property
+    def storage(self) -> StorageBackend:
+        """The backend instance, resolved through the registry (the default when unset)."""
+        if self._storage is not None:
+            return self._storage
+        backend = self._registry.get_backend(self._backend_key)
+        if self._backend_key is None:
+            self._backend_key = backend.key
+        return backend
+
+    @property
+    def has_pending_content(self) -> bool:
+        """Whether content was given that has not been saved yet."""
+        return self._pending is not None
+
+    def set_content(self, content: Content) -> None:
+        """Replace the content to be written by the next :meth:`save`."""
+        self._pending = content
+
+    def __repr__(self) -> str:
+        parts = [f"backend={self.backend!r}", f"path={self.path!r}"]
+        if self.filename != self.path:
+            parts.append(f"filename={self.filename!r}")
+        parts += [f"size={self.size!r}", f"content_type={self.content_type!r}"]
+        if self._pending is not None:
+            parts.append("pending=True")
+        return f"FileObject({', '.join(parts)})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FileObject):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- serialisation ----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of everything known about the file (not its pending content)."""
+        data: dict[str, Any] = {name: getattr(self, name) for name in _FIELDS}
+        if self.last_modified is not None:
+            data["last_modified"] = self.last_modified.isoformat()
+        data["metadata"] = dict(self.metadata)
+        return data
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], *, registry: StorageRegistry | None = None
+    ) -> FileObject:
+        """Rebuild a FileObject from :meth:`to_dict` output."""
+        unknown = set(data) - set(_FIELDS)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown FileObject fields {sorted(unknown)}; expected some of {list(_FIELDS)}"
+            )
+        values = dict(data)
+        modified = values.get("last_modified")
+        if isinstance(modified, str):
+            values["last_modified"] = datetime.fromisoformat(modified)
+        return cls(registry=registry, **values)
+
+    # -- saving -----------------------------------------------------------------------------
+
+    def _content_to_save(self, content: Content | None) -> Content:
+        chosen = content if content is not None else self._pending
+        if chosen is None:
+            raise ConfigurationError(
+                f"nothing to save for {self.path!r}: pass content to save() or to FileObject()"
+            )
+        return chosen
+
+    def _save_kwargs(self, chunk_size: int, max_concurrency: int) -> dict[str, Any]:
+        return {
+            "content_type": self.content_type,
+            "metadata": {k: str(v) for k, v in self.metadata.items()},
+            "chunk_size": chunk_size,
+            "max_concurrency": max_concurrency,
+        }
+
+    def _saved(self, result: PutResult) -> FileObject:
+        self.size = result.size
+        self.checksum = result.checksum
+        self.etag = result.etag
+        self.version = result.version
+        self.last_modified = datetime.now(timezone.utc)
+        self._pending = None
+        return self
+
+    def save(
+        self,
+        content: Content | None = None,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    ) -> FileObject:
+        """Write ``content`` (or the pending content) to the backend, streaming it.
+
+        Content larger than ``chunk_size`` goes up as one multipart upload with
+        ``max_concurrency`` parts in flight. Records size, checksum, etag and version; makes
+        exactly one upload and no other request. Returns self.
+        """
+        data = self._content_to_save(content)
+        storage = self.storage
+        result = storage.put(self.path, data, **self._save_kwargs(chunk_size, max_concurrency))
+        return self._saved(result)
+
+    async def save_async(
+        self,
+        content: Content | None = None,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    ) -> FileObject:
+        """Async form of :meth:`save`; also accepts async iterables and async file objects."""
+        data = self._content_to_save(content)
+        storage = self.storage
+        kwargs = self._save_kwargs(chunk_size, max_concurrency)
+        return self._saved(await storage.put_async(self.path, data, **kwargs))
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _verifier(self) -> Meter:
+        algorithm = self.checksum.split(":", 1)[0] if self.checksum else None
+        return Meter(algorithm)
+
+    def _verify(self, meter: Meter) -> None:
+        if self.size is not None and meter.size != self.size:
+            raise IntegrityError(
+                f"{self.path!r} in backend {self.backend!r} has {meter.size} bytes, but "
+                f"{self.size} were recorded when it was saved"
+            )
+        if self.checksum and meter.checksum != self.checksum:
+            raise IntegrityError(
+                f"{self.path!r} in backend {self.backend!r} does not match its recorded "
+                f"checksum {self.checksum}; it was changed or corrupted in the store"
+            )
+
+    def iter_chunks(self, chunk_size: int = DEFAULT_READ_CHUNK_SIZE) -> Iterator[bytes]:
+        """Stream the whole file; its size and checksum are verified at the end.
+
+        Raises :class:`ObjectNotFound` before yielding when the object is missing, and
+        :class:`IntegrityError` after the last chunk when the bytes do not match.
+        """
+        chunks = self.storage.stream(self.path, chunk_size=chunk_size)
+        return self._verified(chunks)
+
+    def _verified(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        meter = self._verifier()
+        yield from meter.wrap(chunks)
+        self._verify(meter)
+
+    async def aiter_chunks(
+        self, chunk_size: int = DEFAULT_READ_CHUNK_SIZE
+    ) -> AsyncIterator[bytes]:
+        """Async form of :meth:`iter_chunks`: ``async for chunk in await f.aiter_chunks()``."""
+        chunks = await self.storage.stream_async(self.path, chunk_size=chunk_size)
+        return self._averified(chunks)
+
+    async def _averified(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        meter = self._verifier()
+        async for chunk in meter.awrap(chunks):
+            yield chunk
+        self._verify(meter)
+
+    def get_content(self) -> bytes:
+        """The whole file in memory, verified. For large files use :meth:`iter_chunks`."""
+        return b"".join(self.iter_chunks())
+
+    async def get_content_async(self) -> bytes:
+        """Async form of :meth:`get_content`."""
+        return b"".join([chunk async for chunk in await self.aiter_chunks()])
+
+    def read_range(self, start: int, end: int | None = None) -> bytes:
+        """Bytes ``[start, end)`` of the file (to the end when ``end`` is None)."""
+        return self.storage.get(self.path, start=start, end=end)
+
+    async def read_range_async(self, start: int, end: int | None = None) -> bytes:
+        """Async form of :meth:`read_range`."""
+        return await self.storage.get_async(self.path, start=start, end=end)
+
+    def open(self, chunk_size: int = DEFAULT_READ_CHUNK_SIZE) -> io.BufferedReader:
+        """A seekable, buffered binary reader; seeks become ranged reads."""
+        size = self.size if self.size is not None else self.refresh().size
+        raw = ObjectReader(self.storage, self.path, size or 0, chunk_size)
+        return io.BufferedReader(raw, buffer_size=chunk_size)
+
+    async def open_async(self, chunk_size: int = DEFAULT_READ_CHUNK_SIZE) -> AsyncObjectReader:
+        """Async form of :meth:`open`."""
+        size = self.size if self.size is not None else (await self.refresh_async()).size
+        return AsyncObjectReader(self.storage, self.path, size or 0, chunk_size)
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        """Whether the object is in the backend."""
+        return self.storage.exists(self.path)
+
+    async def exists_async(self) -> bool:
+        """Async form of :meth:`exists`."""
+        return await self.storage.exists_async(self.path)
+
+    def _refreshed(self, info: ObjectInfo) -> FileObject:
+        self.size = info.size
+        self.etag = info.etag
+        self.version = info.version
+        self.last_modified = info.last_modified
+        if info.content_type:
+            self.content_type = info.content_type
+        return self
+
+    def refresh(self) -> FileObject:
+        """Update size, etag, version, last modified (and content type) from the store."""
+        return self._refreshed(self.storage.head(self.path))
+
+    async def refresh_async(self) -> FileObject:
+        """Async form of :meth:`refresh`."""
+        return self._refreshed(await self.storage.head_async(self.path))
+
+    def delete(self) -> None:
+        """Delete the object from its backend (a missing object is not an error)."""
+        self.storage.delete(self.path)
+
+    async def delete_async(self) -> None:
+        """Async form of :meth:`delete`."""
+        await self.storage.delete_async(self.path)
+
+    # -- copying ----------------------------------------------------------------------------
+
+    def _copy_target(
+        self, backend: str | StorageBackend, path: str | None
+    ) -> tuple[FileObject, bool]:
+        target = FileObject(
+            backend=backend,
+            filename=self.filename,
+            path=path or self.path,
+            content_type=self.content_type,
+            size=self.size,
+            checksum=self.checksum,
+            metadata=self.metadata,
+            registry=self._registry,
+        )
+        same_backend = target.storage is self.storage
+        if same_backend and target.path == self.path:
+            raise ConfigurationError(
+                f"copy_to() would copy {self.path!r} onto itself in backend {self.backend!r}; "
+                "give another path or backend"
+            )
+        return target, same_backend
+
+    def _copy_mismatch(self, target: FileObject, result: PutResult) -> IntegrityError | None:
+        target._saved(result)
+        if self.checksum and result.checksum and self.checksum != result.checksum:
+            return IntegrityError(
+                f"copying {self.path!r} from backend {self.backend!r} read different bytes "
+                "than were recorded at save; the copy was deleted"
+            )
+        return None
+
+    def copy_to(
+        self, backend: str | StorageBackend, path: str | None = None, *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> FileObject:
+        """Copy the file to ``backend`` (a key or instance), returning the new FileObject.
+
+        Within one backend the store copies server-side; between backends the bytes stream
+        through this process and their checksum is verified against the recorded one.
+        """
+        target, same_backend = self._copy_target(backend, path)
+        if same_backend:
+            self.storage.copy(self.path, target.path)
+            target.etag = target.version = None
+            return target
+        chunks = self.storage.stream(self.path)
+        kwargs = self._save_kwargs(chunk_size, DEFAULT_MAX_CONCURRENCY)
+        error = self._copy_mismatch(target, target.storage.put(target.path, chunks, **kwargs))
+        if error is not None:
+            target.delete()
+            raise error
+        return target
+
+    async def copy_to_async(
+        self, backend: str | StorageBackend, path: str | None = None, *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> FileObject:
+        """Async form of :meth:`copy_to`."""
+        target, same_backend = self._copy_target(backend, path)
+        if same_backend:
+            await self.storage.copy_async(self.path, target.path)
+            target.etag = target.version = None
+            return target
+        chunks = await self.storage.stream_async(self.path)
+        kwargs = self._save_kwargs(chunk_size, DEFAULT_MAX_CONCURRENCY)
+        result = await target.storage.put_async(target.path, chunks, **kwargs)
+        error = self._copy_mismatch(target, result)
+        if error is not None:
+            await target.delete_async()
+            raise error
+        return target
+
+    # -- signing ----------------------------------------------------------------------------
+
+    def sign(self, expires_in: int = 3600, for_upload: bool = False) -> str:
+        """A URL granting download (or upload, with ``for_upload``) for ``expires_in`` seconds."""
+        return self.storage.sign(
+            self.path, expires_in=expires_in, for_upload=for_upload,
+            content_type=self.content_type if for_upload else None,
+        )
+
+    async def sign_async(self, expires_in: int = 3600, for_upload: bool = False) -> str:
+        """Async form of :meth:`sign`."""
+        return await self.storage.sign_async(
+            self.path, expires_in=expires_in, for_upload=for_upload,
+            content_type=self.content_type if for_upload else None,
+        )
+

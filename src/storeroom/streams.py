@@ -1,0 +1,260 @@
+"""Turning whatever a user hands us into chunks, and measuring them as they pass.
+
+Content may be ``bytes``/``bytearray``/``memoryview``, ``str`` (UTF-8), a path, a binary file
+object (sync, or async with an awaitable ``read``), or a sync/async iterable of bytes. Sync
+code accepts every form but the async ones; async code accepts all. Nothing here holds more
+than one chunk, except :class:`Prefetch`, which holds at most ``limit`` bytes to decide
+between a single PUT and a multipart upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, Union, runtime_checkable
+
+from storeroom.errors import ContentUnreadable, UnsupportedContent
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_MAX_CONCURRENCY",
+    "AsyncReadable",
+    "Content",
+    "Meter",
+    "Prefetch",
+    "aiter_content",
+    "iter_content",
+    "read_size_for",
+]
+
+DEFAULT_CHUNK_SIZE = 5 * 1024 * 1024
+"""Part size of multipart uploads, and the largest upload done as a single PUT (5 MiB)."""
+
+DEFAULT_MAX_CONCURRENCY = 12
+"""Parts of one multipart upload sent at the same time."""
+
+_READ_SIZE_MIN = 64 * 1024
+_READ_SIZE_MAX = 8 * 1024 * 1024
+
+
+@runtime_checkable
+class AsyncReadable(Protocol):
+    """A binary file object whose ``read`` is a coroutine (aiofiles, Starlette's UploadFile)."""
+
+    async def read(self, size: int = -1, /) -> bytes: ...
+
+
+Content = Union[
+    bytes,
+    bytearray,
+    memoryview,
+    str,
+    "os.PathLike[str]",
+    BinaryIO,
+    AsyncReadable,
+    Iterable[bytes],
+    AsyncIterable[bytes],
+]
+"""Everything :meth:`StorageBackend.put` and :meth:`FileObject.save` accept."""
+
+
+def read_size_for(chunk_size: int) -> int:
+    """How many bytes to read from a file per call when uploading with ``chunk_size`` parts."""
+    return max(_READ_SIZE_MIN, min(chunk_size, _READ_SIZE_MAX))
+
+
+def _describe(content: object) -> str:
+    return f"{type(content).__module__}.{type(content).__qualname__}"
+
+
+def _is_async_source(content: object) -> bool:
+    if isinstance(content, AsyncIterable):
+        return True
+    read = getattr(content, "read", None)
+    return read is not None and inspect.iscoroutinefunction(read)
+
+
+def _as_bytes(content: object) -> bytes | None:
+    if isinstance(content, bytes):
+        return content
+    if isinstance(content, (bytearray, memoryview)):
+        return bytes(content)
+    if isinstance(content, str):
+        return content.encode("utf-8")
+    return None
+
+
+def _unsupported(content: object, *, sync: bool) -> UnsupportedContent:
+    if sync and _is_async_source(content):
+        return UnsupportedContent(
+            f"cannot read async content ({_describe(content)}) from sync code; "
+            "call the *_async method (for example save_async) instead"
+        )
+    return UnsupportedContent(
+        f"cannot store content of type {_describe(content)}; pass bytes, str, a path, "
+        "a binary file object, or a (sync or async) iterable of bytes"
+    )
+
+
+def _open_source(path: os.PathLike[str]) -> BinaryIO:
+    try:
+        return open(path, "rb")  # noqa: SIM115 - closed by the caller
+    except OSError as exc:
+        raise ContentUnreadable(
+            f"cannot read the content to save from {os.fspath(path)!r}: {exc.strerror or exc}"
+        ) from exc
+
+
+def _iter_file(fileobj: BinaryIO, read_size: int) -> Iterator[bytes]:
+    while chunk := fileobj.read(read_size):
+        if isinstance(chunk, str):
+            raise UnsupportedContent(
+                "the file object returned str; open it in binary mode ('rb')"
+            )
+        yield bytes(chunk)
+
+
+def iter_content(content: Any, read_size: int) -> Iterator[bytes]:
+    """Yield ``content`` as non-empty bytes chunks, reading files ``read_size`` at a time."""
+    data = _as_bytes(content)
+    if data is not None:
+        if data:
+            yield data
+        return
+    if isinstance(content, os.PathLike):
+        with _open_source(content) as fileobj:
+            yield from _iter_file(fileobj, read_size)
+        return
+    if _is_async_source(content):
+        raise _unsupported(content, sync=True)
+    if callable(getattr(content, "read", None)):
+        yield from _iter_file(content, read_size)
+        return
+    if isinstance(content, Iterable):
+        for chunk in content:
+            piece = _as_bytes(chunk)
+            if piece is None:
+                raise UnsupportedContent(
+                    f"an iterable of content yielded {_describe(chunk)}; it must yield bytes"
+                )
+            if piece:
+                yield piece
+        return
+    raise _unsupported(content, sync=True)
+
+
+async def aiter_content(content: Any, read_size: int) -> AsyncIterator[bytes]:
+    """Async form of :func:`iter_content`; blocking reads run in a worker thread."""
+    data = _as_bytes(content)
+    if data is not None:
+        if data:
+            yield data
+        return
+    if isinstance(content, os.PathLike):
+        fileobj = await asyncio.to_thread(_open_source, content)
+        try:
+            while chunk := await asyncio.to_thread(fileobj.read, read_size):
+                yield chunk
+        finally:
+            fileobj.close()
+        return
+    read = getattr(content, "read", None)
+    if read is not None and inspect.iscoroutinefunction(read):
+        while chunk := await read(read_size):
+            yield bytes(chunk)
+        return
+    if callable(read):
+        while chunk := await asyncio.to_thread(read, read_size):
+            if isinstance(chunk, str):
+                raise UnsupportedContent(
+                    "the file object returned str; open it in binary mode ('rb')"
+                )
+            yield bytes(chunk)
+        return
+    if isinstance(content, AsyncIterable):
+        async for chunk in content:
+            piece = _as_bytes(chunk)
+            if piece is None:
+                raise UnsupportedContent(
+                    f"an iterable of content yielded {_describe(chunk)}; it must yield bytes"
+                )
+            if piece:
+                yield piece
+        return
+    if isinstance(content, Iterable):
+        for chunk in iter_content(content, read_size):
+            yield chunk
+        return
+    raise _unsupported(content, sync=False)
+
+
+@dataclass(slots=True)
+class Meter:
+    """Counts bytes and computes a checksum of the chunks that pass through it."""
+
+    algorithm: str | None = "sha256"
+    size: int = 0
+    _hasher: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.algorithm is not None:
+            self._hasher = hashlib.new(self.algorithm)
+
+    def update(self, chunk: bytes) -> bytes:
+        """Account for ``chunk`` and return it unchanged."""
+        self.size += len(chunk)
+        if self._hasher is not None:
+            self._hasher.update(chunk)
+        return chunk
+
+    @property
+    def checksum(self) -> str | None:
+        """``"<algorithm>:<hex digest>"`` of everything seen so far, or None when disabled."""
+        if self._hasher is None:
+            return None
+        return f"{self.algorithm}:{self._hasher.hexdigest()}"
+
+    def wrap(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """Pass ``chunks`` through, metering each."""
+        for chunk in chunks:
+            yield self.update(chunk)
+
+    async def awrap(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        """Async form of :meth:`wrap`."""
+        async for chunk in chunks:
+            yield self.update(chunk)
+
+
+@dataclass(slots=True)
+class Prefetch:
+    """Buffers the head of a stream to choose between one PUT and a multipart upload.
+
+    Feed chunks until :meth:`feed` returns True (the stream is larger than ``limit``) or the
+    stream ends. A stream that ended is sent whole (:attr:`body`); otherwise the buffered
+    chunks are sent first, followed by the rest of the stream.
+    """
+
+    limit: int
+    buffered: list[bytes] = field(default_factory=list)
+    size: int = 0
+
+    def feed(self, chunk: bytes) -> bool:
+        """Buffer ``chunk``; return True once more than ``limit`` bytes were seen."""
+        self.buffered.append(chunk)
+        self.size += len(chunk)
+        return self.size > self.limit
+
+    @property
+    def body(self) -> bytes:
+        """The whole (small) stream as one bytes object."""
+        return b"".join(self.buffered)
+
+    def drain(self) -> list[bytes]:
+        """Hand over the buffered chunks, forgetting them."""
+        chunks, self.buffered = self.buffered, []
+        return chunks
