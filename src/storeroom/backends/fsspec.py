@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from storeroom.backends.base import Method, ObjectInfo, PutResult, StorageBackend, WriteOptions
-from storeroom.errors import BackendError, ConfigurationError, StoreroomError
+from storeroom.errors import BackendError, ConfigurationError, RangeNotSatisfiable, StoreroomError
 
 try:
     import fsspec
@@ -219,8 +219,14 @@ class FSSpecBackend(StorageBackend):
 
     def _open_read(self, path: str, start: int, chunk_size: int) -> Any:
         full = self._full(path)
-        if not self.fs.isfile(full):
+        info = self.fs.info(full)
+        if info.get("type") == "directory":
             raise FileNotFoundError(full)
+        if start and start >= int(info.get("size") or 0):
+            raise RangeNotSatisfiable(
+                f"byte range requested from {path!r} in backend {self.key!r} starts at "
+                f"{start}, beyond the end of the object ({info.get('size')} bytes)"
+            )
         handle = self.fs.open(full, "rb", block_size=chunk_size)
         if start:
             handle.seek(start)

@@ -168,7 +168,8 @@ class ObstoreBackend(StorageBackend):
             )
         if isinstance(exc, AlreadyExistsError):
             return BackendError(f"object {path!r} already exists in backend {self.key!r}")
-        if "Invalid range" in str(exc) or "Range" in type(exc).__name__:
+        message = str(exc).lower()
+        if "range" in message and ("invalid" in message or "not satisfiable" in message):
             return RangeNotSatisfiable(
                 f"byte range requested from {path!r} in backend {self.key!r} starts at or "
                 "beyond the end of the object"

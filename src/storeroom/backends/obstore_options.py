@@ -41,7 +41,7 @@ STORE_KINDS: Mapping[str, str] = {
     "https": "http",
 }
 
-_PREFIX = {"s3": "aws_", "gcs": "google_", "azure": "azure_"}
+_PREFIX = {"s3": "aws_", "gcs": "google_", "azure": "azure_storage_"}
 
 _CLIENT_OPTIONS = frozenset(
     {
@@ -86,7 +86,6 @@ _CONFIG_KEYS: Mapping[str, tuple[str, ...]] = {
         "authority_host", "sas_key", "token", "use_emulator", "endpoint", "container_name",
         "msi_endpoint", "object_id", "msi_resource_id", "federated_token_file",
         "use_azure_cli", "skip_signature", "use_fabric_endpoint", "disable_tagging",
-        "storage_connection_string",
     ),
 }
 
@@ -143,6 +142,7 @@ def valid_option_names(kind: str) -> list[str]:
     """Option names (in their prefixed spelling) that a store of ``kind`` accepts."""
     prefix = _PREFIX.get(kind, "")
     names = [prefix + k for k in _CONFIG_KEYS.get(kind, ())]
+    names += ["azure_storage_connection_string"] if kind == "azure" else []
     names += [prefix + "allow_http"] if prefix else []
     names += sorted(_CLIENT_OPTIONS) + list(_PASS_THROUGH)
     if kind == "local":
@@ -174,7 +174,7 @@ def parse_azure_connection_string(value: str) -> dict[str, Any]:
         if not sep:
             raise ConfigurationError(
                 "azure_storage_connection_string is malformed: expected 'Name=value' pairs "
-                f"separated by ';', found a part without '=' (named {name[:20]!r})"
+                "separated by ';', found a part without '='"
             )
         parts[name.strip().lower()] = val.strip()
     options: dict[str, Any] = {}
@@ -232,7 +232,7 @@ def split_options(kind: str, options: Mapping[str, Any]) -> ObstoreOptions:
             if parsed.pop("allow_http", False):
                 out.client_options.setdefault("allow_http", True)
             for key, val in parsed.items():
-                out.config.setdefault(f"azure_{key}" if key != "use_emulator" else key, val)
+                out.config.setdefault(key, val)
         elif kind == "local" and name in ("mkdir", "automatic_cleanup"):
             out.local[name] = value
         elif _client_option_name(name, prefix) is not None:
@@ -247,7 +247,9 @@ def split_options(kind: str, options: Mapping[str, Any]) -> ObstoreOptions:
 def _client_option_name(name: str, prefix: str) -> str | None:
     if name in _CLIENT_OPTIONS:
         return name
-    for candidate_prefix in {prefix, "aws_", "google_", "azure_"} - {""}:
+    for candidate_prefix in (prefix, "aws_", "google_", "azure_storage_", "azure_"):
+        if not candidate_prefix:
+            continue
         if name.startswith(candidate_prefix) and name[len(candidate_prefix) :] in _CLIENT_OPTIONS:
             return name[len(candidate_prefix) :]
     return None

@@ -1,0 +1,131 @@
+"""Path safety: no name a user supplies reaches outside a backend's root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from storeroom import ObstoreBackend, StorageBackend, UnsafePath
+from storeroom.backends.fsspec import FSSpecBackend
+from storeroom.paths import MAX_PATH_LENGTH, safe_path
+
+HOSTILE = [
+    "",
+    "/",
+    "/etc/passwd",
+    "../x",
+    "..",
+    ".",
+    "a/../../b",
+    "a/./b",
+    "a//b",
+    "a/",
+    "\\windows\\system32",
+    "..\\..\\x",
+    "a\\..\\b",
+    "C:\\x",
+    "C:/x",
+    "c:x",
+    "a\x00b",
+    "a\nb",
+    "a\rb",
+    "\x7f",
+    " /x",
+    "a/ /b",
+    "   ",
+    "x" * (MAX_PATH_LENGTH + 1),
+    "é" * (MAX_PATH_LENGTH // 2 + 1),
+    "e\u0301",  # decomposed é: not NFC
+    "a/\ud800",
+    "//server/share",
+    "./a",
+    "a/..",
+    "../",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE, ids=[repr(n)[:30] for n in HOSTILE])
+def test_hostile_names_are_rejected(name: str) -> None:
+    with pytest.raises(UnsafePath) as caught:
+        safe_path(name)
+    assert "unsafe object path" in str(caught.value) or "must be a str" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "name", ["a", "a/b/c.txt", "résumé.pdf", "%2e%2e/x", "a..b", "...", ".hidden", "a b/c d"]
+)
+def test_ordinary_names_are_accepted(name: str) -> None:
+    assert safe_path(name) == name
+
+
+def test_non_string_is_rejected() -> None:
+    with pytest.raises(UnsafePath, match="str"):
+        safe_path(b"x")  # type: ignore[arg-type]
+
+
+def _backends(tmp: Path) -> list[tuple[StorageBackend, Path]]:
+    roots = [tmp / "obstore" / "root", tmp / "fsspec" / "root"]
+    for root in roots:
+        root.mkdir(parents=True)
+    return [
+        (ObstoreBackend("obstore-local", f"file://{roots[0]}"), roots[0]),
+        (FSSpecBackend("fsspec-local", "file", prefix=str(roots[1])), roots[1]),
+    ]
+
+
+def _files_under(top: Path) -> set[Path]:
+    found = set()
+    for dirpath, _dirs, files in os.walk(top):
+        for name in files:
+            found.add(Path(dirpath) / name)
+    return found
+
+
+segment = st.sampled_from(["..", ".", "", "a", "b", " ", "\\", "..\\..", "%2e%2e", "\x00", "C:"])
+hostile_names = st.one_of(
+    st.lists(segment, min_size=1, max_size=6).map("/".join),
+    st.lists(segment, min_size=1, max_size=6).map("\\".join),
+    st.text(min_size=0, max_size=40),
+    st.builds(lambda a, b: a + b, st.sampled_from(["/", "../", "..\\", "./", "//"]), st.text()),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=hostile_names)
+def test_no_byte_lands_outside_the_root(tmp_path_factory: pytest.TempPathFactory, name: str) -> None:
+    tmp = tmp_path_factory.mktemp("escape")
+    for backend, root in _backends(tmp):
+        try:
+            backend.put(name, b"payload")
+        except UnsafePath:
+            continue
+        except OSError:
+            # The OS may refuse a name we let through (e.g. too long a segment); nothing written.
+            pass
+        for written in _files_under(tmp):
+            assert root in written.parents, f"{name!r} escaped to {written}"
+        for op in (backend.get, backend.delete, backend.exists):
+            try:
+                op(name)
+            except (UnsafePath, FileNotFoundError, OSError):
+                pass
+
+
+
+
+def test_hostile_names_rejected_by_every_operation(local_backend: StorageBackend) -> None:
+    for name in HOSTILE:
+        for call in (
+            lambda: local_backend.put(name, b"x"),
+            lambda: local_backend.get(name),
+            lambda: local_backend.head(name),
+            lambda: local_backend.delete(name),
+            lambda: local_backend.copy("ok", name),
+            lambda: local_backend.sign(name),
+        ):
+            with pytest.raises(UnsafePath):
+                call()
