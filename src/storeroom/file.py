@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import mimetypes
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -39,7 +40,15 @@ _FIELDS = (
 
 def guess_content_type(filename: str) -> str:
     """Content type for ``filename`` from its extension; application/octet-stream if unknown."""
-    guessed, _ = mimetypes.guess_type(filename, strict=False)
+    _, dot, extension = filename.rpartition(".")
+    return _content_type_for_extension(extension.lower() if dot else "")
+
+
+@functools.lru_cache(maxsize=512)
+def _content_type_for_extension(extension: str) -> str:
+    guessed, _ = mimetypes.guess_type(f"file.{extension}", strict=False) if extension else (
+        None, None
+    )
     return guessed or DEFAULT_CONTENT_TYPE
 
 

@@ -18,6 +18,8 @@ MAX_PATH_LENGTH = 1024
 """Longest accepted path in UTF-8 bytes (S3's and GCS's object key limit)."""
 
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SUSPICIOUS_SEGMENT = re.compile(r"(?:^|/)(?:\.{1,2}|\s*)(?:/|$)")
 
 
 def _reject(path: str, why: str) -> UnsafePath:
@@ -41,29 +43,33 @@ def safe_path(path: str) -> str:
         raise UnsafePath(f"object path must be a str, got {type(path).__name__}")
     if not path:
         raise _reject(path, "it is empty")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+    if _CONTROL.search(path):
         raise _reject(path, "it contains a control character")
     if "\\" in path:
         raise _reject(path, "it contains a backslash")
-    if path.startswith("/") or _WINDOWS_DRIVE.match(path):
+    if path[0] == "/" or _WINDOWS_DRIVE.match(path):
         raise _reject(path, "it is absolute")
-    if path.endswith("/"):
+    if path[-1] == "/":
         raise _reject(path, "it ends with '/'")
-    for segment in path.split("/"):
-        if segment == "":
-            raise _reject(path, "it contains an empty segment ('//')")
-        if segment in (".", ".."):
-            raise _reject(path, f"it contains a {segment!r} segment")
-        if segment.strip() == "":
-            raise _reject(path, "it contains a segment made only of spaces")
-    if unicodedata.normalize("NFC", path) != path:
-        raise _reject(path, "it is not NFC-normalised unicode")
-    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_LENGTH:
+    if _SUSPICIOUS_SEGMENT.search(path):
+        for segment in path.split("/"):
+            if segment == "":
+                raise _reject(path, "it contains an empty segment ('//')")
+            if segment in (".", ".."):
+                raise _reject(path, f"it contains a {segment!r} segment")
+            if segment.strip() == "":
+                raise _reject(path, "it contains a segment made only of spaces")
+    if not path.isascii():
+        if unicodedata.normalize("NFC", path) != path:
+            raise _reject(path, "it is not NFC-normalised unicode")
+        try:
+            encoded = path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _reject(path, "it is not valid unicode (lone surrogate)") from None
+        if len(encoded) > MAX_PATH_LENGTH:
+            raise _reject(path, f"it is longer than {MAX_PATH_LENGTH} bytes")
+    elif len(path) > MAX_PATH_LENGTH:
         raise _reject(path, f"it is longer than {MAX_PATH_LENGTH} bytes")
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _reject(path, "it is not valid unicode (lone surrogate)") from None
     return path
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "Meter",
     "Prefetch",
     "aiter_content",
+    "as_bytes",
     "iter_content",
     "read_size_for",
 ]
@@ -79,7 +80,8 @@ def _is_async_source(content: object) -> bool:
     return read is not None and inspect.iscoroutinefunction(read)
 
 
-def _as_bytes(content: object) -> bytes | None:
+def as_bytes(content: object) -> bytes | None:
+    """``content`` as bytes if it is bytes, bytearray, memoryview or str; else None."""
     if isinstance(content, bytes):
         return content
     if isinstance(content, (bytearray, memoryview)):
@@ -121,7 +123,7 @@ def _iter_file(fileobj: BinaryIO, read_size: int) -> Iterator[bytes]:
 
 def iter_content(content: Any, read_size: int) -> Iterator[bytes]:
     """Yield ``content`` as non-empty bytes chunks, reading files ``read_size`` at a time."""
-    data = _as_bytes(content)
+    data = as_bytes(content)
     if data is not None:
         if data:
             yield data
@@ -137,7 +139,7 @@ def iter_content(content: Any, read_size: int) -> Iterator[bytes]:
         return
     if isinstance(content, Iterable):
         for chunk in content:
-            piece = _as_bytes(chunk)
+            piece = as_bytes(chunk)
             if piece is None:
                 raise UnsupportedContent(
                     f"an iterable of content yielded {_describe(chunk)}; it must yield bytes"
@@ -150,7 +152,7 @@ def iter_content(content: Any, read_size: int) -> Iterator[bytes]:
 
 async def aiter_content(content: Any, read_size: int) -> AsyncIterator[bytes]:
     """Async form of :func:`iter_content`; blocking reads run in a worker thread."""
-    data = _as_bytes(content)
+    data = as_bytes(content)
     if data is not None:
         if data:
             yield data
@@ -178,7 +180,7 @@ async def aiter_content(content: Any, read_size: int) -> AsyncIterator[bytes]:
         return
     if isinstance(content, AsyncIterable):
         async for chunk in content:
-            piece = _as_bytes(chunk)
+            piece = as_bytes(chunk)
             if piece is None:
                 raise UnsupportedContent(
                     f"an iterable of content yielded {_describe(chunk)}; it must yield bytes"

@@ -33,6 +33,7 @@ from storeroom.streams import (
     Meter,
     Prefetch,
     aiter_content,
+    as_bytes,
     iter_content,
     read_size_for,
 )
@@ -290,6 +291,9 @@ class StorageBackend(ABC):
         meter = Meter(checksum)
         prefetch = Prefetch(chunk_size)
         with self._guard(path, "saving"):
+            small = _small_body(content, meter, chunk_size)
+            if small is not None:
+                return self._measured(self._write(path, small, opts), meter)
             chunks = meter.wrap(iter_content(content, read_size_for(chunk_size)))
             body: bytes | Iterator[bytes] = b""
             for chunk in chunks:
@@ -318,6 +322,9 @@ class StorageBackend(ABC):
         meter = Meter(checksum)
         prefetch = Prefetch(chunk_size)
         with self._guard(path, "saving"):
+            small = _small_body(content, meter, chunk_size)
+            if small is not None:
+                return self._measured(await self._write_async(path, small, opts), meter)
             chunks = meter.awrap(aiter_content(content, read_size_for(chunk_size)))
             body: bytes | AsyncIterator[bytes] = b""
             async for chunk in chunks:
@@ -467,6 +474,14 @@ class StorageBackend(ABC):
         with self._guard(path, "signing"):
             method: Method = "PUT" if for_upload else "GET"
             return await self._sign_async(path, method, expires_in, content_type)
+
+
+def _small_body(content: Content, meter: Meter, chunk_size: int) -> bytes | None:
+    """``content`` as bytes when it already is bytes-like and fits one PUT (the fast path)."""
+    data = as_bytes(content)
+    if data is None or len(data) > chunk_size:
+        return None
+    return meter.update(data)
 
 
 def _check_expiry(expires_in: int) -> None:

@@ -295,7 +295,8 @@ class ObstoreBackend(StorageBackend):
 
 
 async def _empty() -> AsyncIterator[bytes]:
-    for chunk in ():
+    nothing: tuple[bytes, ...] = ()
+    for chunk in nothing:
         yield chunk
 
 
