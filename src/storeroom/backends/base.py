@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from storeroom.errors import (
     BackendError,
@@ -43,6 +43,7 @@ __all__ = [
     "ObjectInfo",
     "PutResult",
     "StorageBackend",
+    "UrlSigner",
     "WriteOptions",
 ]
 
@@ -113,6 +114,23 @@ async def _achain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterato
         yield chunk
 
 
+@runtime_checkable
+class UrlSigner(Protocol):
+    """Signs URLs for backends whose store cannot (see :mod:`storeroom.signing`)."""
+
+    def sign(
+        self,
+        backend: str,
+        path: str,
+        *,
+        method: Method,
+        expires_in: int,
+        content_type: str | None = None,
+    ) -> str:
+        """A URL granting ``method`` on ``path`` of ``backend`` for ``expires_in`` seconds."""
+        ...
+
+
 class StorageBackend(ABC):
     """Base class of every backend; subclasses implement the underscore primitives.
 
@@ -125,6 +143,9 @@ class StorageBackend(ABC):
 
     #: Whether content type and user metadata are stored with the object itself.
     stores_attributes: bool = True
+
+    #: Signs URLs where the store cannot (local disk, memory); set by the configuration.
+    url_signer: UrlSigner | None = None
 
     def __init__(self, key: str) -> None:
         if not isinstance(key, str) or not key.strip():
@@ -186,6 +207,10 @@ class StorageBackend(ABC):
 
     @abstractmethod
     async def _copy_async(self, src: str, dst: str) -> None: ...
+
+    def signs_natively(self, method: Method) -> bool:
+        """Whether the store itself can sign a URL for ``method``."""
+        return False
 
     def _sign(self, path: str, method: Method, expires_in: int, content_type: str | None) -> str:
         raise self._signing_not_supported()
@@ -457,8 +482,13 @@ class StorageBackend(ABC):
         """
         path = safe_path(path)
         _check_expiry(expires_in)
+        method: Method = "PUT" if for_upload else "GET"
+        if self.url_signer is not None and not self.signs_natively(method):
+            return self.url_signer.sign(
+                self.key, path, method=method, expires_in=expires_in, content_type=content_type
+            )
         with self._guard(path, "signing"):
-            return self._sign(path, "PUT" if for_upload else "GET", expires_in, content_type)
+            return self._sign(path, method, expires_in, content_type)
 
     async def sign_async(
         self,
@@ -471,8 +501,12 @@ class StorageBackend(ABC):
         """Async form of :meth:`sign`."""
         path = safe_path(path)
         _check_expiry(expires_in)
+        method: Method = "PUT" if for_upload else "GET"
+        if self.url_signer is not None and not self.signs_natively(method):
+            return self.url_signer.sign(
+                self.key, path, method=method, expires_in=expires_in, content_type=content_type
+            )
         with self._guard(path, "signing"):
-            method: Method = "PUT" if for_upload else "GET"
             return await self._sign_async(path, method, expires_in, content_type)
 
 

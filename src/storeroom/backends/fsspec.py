@@ -334,8 +334,14 @@ class FSSpecBackend(StorageBackend):
     async def _copy_async(self, src: str, dst: str) -> None:
         await self._in_thread(self._copy, src, dst)
 
-    def _sign(self, path: str, method: Method, expires_in: int, content_type: str | None) -> str:
+    def signs_natively(self, method: Method) -> bool:
+        """Filesystems with a ``sign`` method (s3fs, gcsfs) sign downloads; nothing signs PUT."""
         if method != "GET" or self._local or self._memory:
+            return False
+        return type(self.fs).sign is not AbstractFileSystem.sign
+
+    def _sign(self, path: str, method: Method, expires_in: int, content_type: str | None) -> str:
+        if not self.signs_natively(method):
             raise self._signing_not_supported()
         try:
             return str(self.fs.sign(self._full(path), expiration=expires_in))

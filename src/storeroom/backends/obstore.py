@@ -276,11 +276,12 @@ class ObstoreBackend(StorageBackend):
     async def _copy_async(self, src: str, dst: str) -> None:
         await obstore.copy_async(self.store, src, dst)
 
-    def _can_sign(self) -> bool:
+    def signs_natively(self, method: Method) -> bool:
+        """S3, GCS and Azure stores sign GET and PUT URLs themselves."""
         return self._kind in ("s3", "gcs", "azure")
 
     def _sign(self, path: str, method: Method, expires_in: int, content_type: str | None) -> str:
-        if not self._can_sign():
+        if not self.signs_natively(method):
             raise self._signing_not_supported()
         store = cast(Any, self.store)
         return obstore.sign(store, method, path, timedelta(seconds=expires_in))
@@ -288,7 +289,7 @@ class ObstoreBackend(StorageBackend):
     async def _sign_async(
         self, path: str, method: Method, expires_in: int, content_type: str | None
     ) -> str:
-        if not self._can_sign():
+        if not self.signs_natively(method):
             raise self._signing_not_supported()
         store = cast(Any, self.store)
         return await obstore.sign_async(store, method, path, timedelta(seconds=expires_in))
