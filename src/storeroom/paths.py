@@ -17,7 +17,6 @@ __all__ = ["MAX_PATH_LENGTH", "join_path", "safe_path"]
 MAX_PATH_LENGTH = 1024
 """Longest accepted path in UTF-8 bytes (S3's and GCS's object key limit)."""
 
-_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SUSPICIOUS_SEGMENT = re.compile(r"(?:^|/)(?:\.{1,2}|\s*)(?:/|$)")
 
@@ -47,7 +46,7 @@ def safe_path(path: str) -> str:
         raise _reject(path, "it contains a control character")
     if "\\" in path:
         raise _reject(path, "it contains a backslash")
-    if path[0] == "/" or _WINDOWS_DRIVE.match(path):
+    if path[0] == "/" or (path[1:2] == ":" and path[0].isalpha()):
         raise _reject(path, "it is absolute")
     if path[-1] == "/":
         raise _reject(path, "it ends with '/'")

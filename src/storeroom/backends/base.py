@@ -12,10 +12,8 @@ from __future__ import annotations
 import itertools
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from types import MappingProxyType
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from storeroom.errors import (
@@ -112,6 +110,29 @@ async def _achain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterato
         yield chunk
     async for chunk in rest:
         yield chunk
+
+
+class _Guard:
+    """Turns library exceptions raised inside ``with`` into storeroom errors.
+
+    A plain class rather than ``@contextmanager``: it wraps every call, including the
+    small-file fast path, where a generator-based context manager costs measurably more.
+    """
+
+    __slots__ = ("action", "backend", "path")
+
+    def __init__(self, backend: StorageBackend, path: str, action: str) -> None:
+        self.backend, self.path, self.action = backend, path, action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        if isinstance(exc, Exception) and not isinstance(exc, StoreroomError):
+            raise self.backend._error(exc, self.path, self.action) from exc
+        return False
 
 
 @runtime_checkable
@@ -248,12 +269,8 @@ class StorageBackend(ABC):
             f"{action} {path!r} on backend {self.key!r} failed: {type(exc).__name__}: {exc}"
         )
 
-    @contextmanager
-    def _guard(self, path: str, action: str) -> Iterator[None]:
-        try:
-            yield
-        except Exception as exc:
-            raise self._error(exc, path, action) from exc
+    def _guard(self, path: str, action: str) -> _Guard:
+        return _Guard(self, path, action)
 
     def _guard_iter(self, chunks: Iterator[Any], path: str, action: str) -> Iterator[Any]:
         with self._guard(path, action):
@@ -276,7 +293,7 @@ class StorageBackend(ABC):
         _check_tuning(chunk_size, max_concurrency)
         return WriteOptions(
             content_type=content_type,
-            metadata=MappingProxyType(dict(metadata or {})),
+            metadata=dict(metadata) if metadata else {},
             chunk_size=chunk_size,
             max_concurrency=max_concurrency,
         )
