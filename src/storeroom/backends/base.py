@@ -129,7 +129,7 @@ class _Guard:
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> bool:
+    ) -> Literal[False]:
         if isinstance(exc, Exception) and not isinstance(exc, StoreroomError):
             raise self.backend._error(exc, self.path, self.action) from exc
         return False

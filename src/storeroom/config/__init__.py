@@ -1,0 +1,67 @@
+"""Configuration: environment variables, files and settings objects -> registered backends.
+
+Every source produces :class:`BackendSpec` values, which :func:`register_specs` builds and
+registers::
+
+    from storeroom.config import configure_from_env, configure_from_file
+
+    configure_from_env()                    # STORAGE_BACKEND, {NAME}_STORAGE_URI, STORAGE__*
+    configure_from_file("storage.toml")     # [[storage.backends]] (TOML, JSON or YAML)
+
+:class:`StorageSettings` (pydantic-settings, optional extra) is imported lazily;
+:class:`StorageConfig` is its plain-dataclass twin.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from storeroom.config.dataclass import StorageConfig
+from storeroom.config.env import configure_from_env, specs_from_env
+from storeroom.config.files import (
+    InvalidConfigFile,
+    configure_from_file,
+    load_config_file,
+    specs_from_config,
+)
+from storeroom.config.spec import (
+    RESERVED_FIELDS,
+    TYPE_ALIASES,
+    BackendSpec,
+    InvalidBackendSpec,
+    backend_from_url,
+    build_backends,
+    register_specs,
+    spec_from_mapping,
+)
+
+if TYPE_CHECKING:
+    from storeroom.config.settings import StorageSettings
+
+__all__ = [
+    "RESERVED_FIELDS",
+    "TYPE_ALIASES",
+    "BackendSpec",
+    "InvalidBackendSpec",
+    "InvalidConfigFile",
+    "StorageConfig",
+    "StorageSettings",
+    "backend_from_url",
+    "build_backends",
+    "configure_from_env",
+    "configure_from_file",
+    "load_config_file",
+    "register_specs",
+    "spec_from_mapping",
+    "specs_from_config",
+    "specs_from_env",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # pydantic-settings is an optional extra: import StorageSettings only when asked for.
+    if name == "StorageSettings":
+        from storeroom.config.settings import StorageSettings
+
+        return StorageSettings
+    raise AttributeError(f"module 'storeroom.config' has no attribute {name!r}")

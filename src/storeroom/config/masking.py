@@ -1,0 +1,116 @@
+"""Keeping secrets out of reprs, error messages and logs.
+
+A value is secret when its option name says so (``storeroom.backends.obstore_options.
+is_secret_option``: keys, key ids, tokens, passwords, connection strings...) or when it is
+the HMAC ``signing_secret``. Secrets are shown as ``'***'``; URLs lose their password and
+query string (an Azure SAS token travels in the query).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from storeroom.backends.obstore_options import is_secret_option
+
+__all__ = [
+    "MASK",
+    "is_secret_field",
+    "mask_url",
+    "masked",
+    "masked_mapping",
+    "redact",
+    "reveal",
+    "secret_values",
+    "url_secrets",
+]
+
+MASK = "***"
+"""What a secret value is shown as."""
+
+# Below this length a "secret" is too short to redact from a message without mangling it
+# (and too short to be a real credential).
+_MIN_REDACT_LENGTH = 4
+
+
+def is_secret_field(name: str) -> bool:
+    """Whether the value of the field or option ``name`` must never be shown."""
+    lowered = name.lower()
+    if lowered.endswith("_file"):
+        # A path to a secret file is not itself a secret (and helps when the file is missing).
+        return False
+    return lowered == "signing_secret" or is_secret_option(lowered)
+
+
+def reveal(value: Any) -> Any:
+    """The plain value behind a pydantic ``SecretStr`` (or anything with
+    ``get_secret_value``); other values unchanged."""
+    getter = getattr(value, "get_secret_value", None)
+    return getter() if callable(getter) else value
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password and query string replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{MASK}@{host}" if ":" in userinfo else f"{MASK}@{host}"
+    query = MASK if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def masked(name: str, value: Any) -> Any:
+    """``value`` as it may be shown for the field or option ``name``."""
+    if value is None:
+        return None
+    if is_secret_field(name):
+        return MASK
+    if isinstance(value, Mapping):
+        return masked_mapping(value)
+    if name in ("url", "endpoint", "signing_base_url") and isinstance(value, str):
+        return mask_url(value)
+    return MASK if hasattr(value, "get_secret_value") else value
+
+
+def masked_mapping(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``values`` with every secret value replaced by ``***``."""
+    return {str(name): masked(str(name), value) for name, value in values.items()}
+
+
+def secret_values(values: Mapping[str, Any]) -> list[str]:
+    """The secret strings in ``values`` (nested mappings included), for :func:`redact`."""
+    found: list[str] = []
+    for name, value in values.items():
+        value = reveal(value)
+        if isinstance(value, Mapping):
+            found += secret_values(value)
+        elif is_secret_field(str(name)) and value is not None:
+            found.append(str(value))
+        elif hasattr(value, "get_secret_value"):
+            found.append(str(reveal(value)))
+    return found
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The password and query string of ``url``, for :func:`redact`."""
+    if not url:
+        return []
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return [url]
+    return [s for s in (parts.password, parts.query) if s]
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each secret replaced by ``***``."""
+    for secret in sorted({s for s in secrets if len(s) >= _MIN_REDACT_LENGTH}, key=len,
+                         reverse=True):
+        text = text.replace(secret, MASK)
+    return text
