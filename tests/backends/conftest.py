@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -75,6 +76,19 @@ def _obstore_azure(request: pytest.FixtureRequest, tmp_path: Path) -> StorageBac
     )
 
 
+def _fsspec_gcs(request: pytest.FixtureRequest, tmp_path: Path) -> StorageBackend:
+    # Without this, gcsfs probes each bucket for hierarchical namespaces and hangs 60 s.
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    import gcsfs
+
+    from storeroom.backends.fsspec import FSSpecBackend
+
+    server = request.getfixturevalue("fake_gcs_server")
+    bucket = request.getfixturevalue("gcs_bucket")
+    fs = gcsfs.GCSFileSystem(endpoint_url=server.endpoint, token="anon", skip_instance_cache=True)
+    return FSSpecBackend("fsspec-gcs", fs, prefix=f"{bucket}/prefix")
+
+
 FACTORIES: dict[str, BackendFactory] = {
     "obstore-memory": _obstore_memory,
     "obstore-local": _obstore_local,
@@ -83,12 +97,14 @@ FACTORIES: dict[str, BackendFactory] = {
     "obstore-s3": _obstore_s3,
     "fsspec-s3": _fsspec_s3,
     "obstore-azure": _obstore_azure,
+    "fsspec-gcs": _fsspec_gcs,
 }
 
 MARKS = {
     "obstore-s3": [pytest.mark.s3],
     "fsspec-s3": [pytest.mark.s3],
     "obstore-azure": [pytest.mark.azure],
+    "fsspec-gcs": [pytest.mark.gcs],
 }
 
 

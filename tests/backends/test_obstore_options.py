@@ -131,3 +131,14 @@ def test_local_directory_is_created(tmp_path) -> None:  # type: ignore[no-untype
     backend = ObstoreBackend("local", f"file://{target}")
     backend.put("nested/deeper/file.txt", b"x")
     assert (target / "nested" / "deeper" / "file.txt").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("url", ["file://./data/up", "file:data/up", "file://data/up"])
+def test_relative_file_urls_resolve_against_the_working_directory(
+    url: str, tmp_path, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    backend = ObstoreBackend("rel", url)
+    assert backend.location == f"file://{tmp_path}/data/up"
+    backend.put("x.txt", b"1")
+    assert (tmp_path / "data" / "up" / "x.txt").read_bytes() == b"1"

@@ -43,7 +43,7 @@ class Page:
 
 def _pages() -> list[Page]:
     pages = []
-    for path in sorted(DOCS.glob("**/*.md")):
+    for path in [DOCS.parent / "README.md", *sorted(DOCS.glob("**/*.md"))]:
         text = path.read_text()
         page = Page(path)
         for match in BLOCK.finditer(text):
@@ -104,6 +104,6 @@ def test_page_examples_run(
 
 
 def test_every_page_has_a_title() -> None:
-    for path in DOCS.glob("**/*.md"):
+    for path in [DOCS.parent / "README.md", *DOCS.glob("**/*.md")]:
         assert path.read_text().startswith("# "), f"{path.name} must start with a '# ' title"
 

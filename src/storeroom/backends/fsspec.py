@@ -15,7 +15,7 @@ try:
     import fsspec
     from fsspec.implementations.local import LocalFileSystem
     from fsspec.implementations.memory import MemoryFileSystem
-    from fsspec.spec import AbstractFileSystem
+    from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "FSSpecBackend needs fsspec: pip install 'storeroom[fsspec]'"
@@ -187,6 +187,9 @@ class FSSpecBackend(StorageBackend):
             handle.discard()
         except Exception:  # noqa: BLE001 - the original error matters more
             pass
+        if isinstance(handle, AbstractBufferedFile):
+            # Discarded: closing it later (e.g. at garbage collection) must not upload.
+            handle.closed = True
 
     def _write(self, path: str, body: bytes | Iterator[bytes], opts: WriteOptions) -> PutResult:
         full, handle = self._begin(path, opts)

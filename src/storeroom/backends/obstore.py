@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -65,6 +66,17 @@ def _public_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+def _absolute_file_url(url: str) -> str:
+    """``file://./dir``, ``file:dir`` and ``file://~/dir`` as absolute ``file:///...`` URLs."""
+    if not url.lower().startswith("file:"):
+        return url
+    rest = url[5:]
+    if rest.startswith("///"):
+        return url
+    rest = rest[2:] if rest.startswith("//") else rest
+    return "file://" + os.path.abspath(os.path.expanduser(rest))
+
+
 def _info(meta: ObjectMeta, attributes: Mapping[str, Any] | None = None) -> ObjectInfo:
     attributes = dict(attributes or {})
     content_type = attributes.pop("Content-Type", None)
@@ -108,6 +120,7 @@ class ObstoreBackend(StorageBackend):
     def __init__(self, key: str, fs: str | ObjectStore, **options: Any) -> None:
         super().__init__(key)
         if isinstance(fs, str):
+            fs = _absolute_file_url(fs)
             self._kind = store_kind(fs)
             self._url = _public_url(fs)
             self.store: ObjectStore = self._build(fs, options)
