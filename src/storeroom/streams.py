@@ -15,7 +15,6 @@ import inspect
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO, Protocol, Union, runtime_checkable
 
 from storeroom.errors import ContentUnreadable, UnsupportedContent
@@ -105,7 +104,7 @@ def _unsupported(content: object, *, sync: bool) -> UnsupportedContent:
 
 def _open_source(path: os.PathLike[str]) -> BinaryIO:
     try:
-        return open(path, "rb")  # noqa: SIM115 - closed by the caller
+        return open(path, "rb")
     except OSError as exc:
         raise ContentUnreadable(
             f"cannot read the content to save from {os.fspath(path)!r}: {exc.strerror or exc}"

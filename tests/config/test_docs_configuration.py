@@ -31,5 +31,5 @@ def test_configuration_page_examples_run(
     for match in blocks:
         line = text[: match.start("code")].count("\n") + 1
         code = compile(textwrap.dedent(match.group("code")), f"configuration.md:{line}", "exec")
-        exec(code, namespace)  # noqa: S102 - our own documentation
+        exec(code, namespace)
     assert "default" in storages

@@ -70,10 +70,10 @@ def _run_block(code: str, namespace: dict[str, object], where: str) -> None:
     source = textwrap.dedent(code)
     compiled = compile(source, where, "exec", flags=0x2000)  # PyCF_ALLOW_TOP_LEVEL_AWAIT
     if inspect.CO_COROUTINE & compiled.co_flags:
-        result = eval(compiled, namespace)  # noqa: S307 - our own documentation
+        result = eval(compiled, namespace)
         asyncio.run(result)
     else:
-        exec(compiled, namespace)  # noqa: S102 - our own documentation
+        exec(compiled, namespace)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.path.name for p in PAGES])

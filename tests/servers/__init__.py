@@ -40,7 +40,7 @@ def wait_for_port(port: int, deadline_s: float, alive: object = None) -> bool:
     """Poll until 127.0.0.1:``port`` accepts connections or the deadline passes."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        if alive is not None and getattr(alive, "poll")() is not None:
+        if alive is not None and alive.poll() is not None:
             return False
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()

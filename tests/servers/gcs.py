@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import urllib.parse
@@ -49,7 +48,7 @@ class FakeGcsServer:
             headers={"Content-Type": "application/json"},
         )
         try:
-            urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - loopback
+            urllib.request.urlopen(request, timeout=10).close()
         except urllib.error.HTTPError as exc:
             if exc.code != 409:
                 raise
@@ -62,7 +61,7 @@ class FakeGcsServer:
             f"{self.endpoint}/upload/storage/v1/b/{bucket}/o?{query}", data=data,
             method="POST", headers={"Content-Type": content_type},
         )
-        urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - loopback
+        urllib.request.urlopen(request, timeout=10).close()
 
     def service_account(self, directory: Path) -> Path:
         """A service-account file pointing obstore at this server without OAuth."""

@@ -41,7 +41,7 @@ class MotoServer:
     def reset(self) -> None:
         """Drop every bucket and object."""
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
-        urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - loopback
+        urllib.request.urlopen(request, timeout=10).close()
 
     def stop(self) -> None:
         """Stop the server."""

@@ -421,7 +421,8 @@ class StorageBackend(ABC):
 
     async def get_async(self, path: str, *, start: int = 0, end: int | None = None) -> bytes:
         """Async form of :meth:`get`."""
-        return b"".join([chunk async for chunk in await self.stream_async(path, start=start, end=end)])
+        chunks = await self.stream_async(path, start=start, end=end)
+        return b"".join([chunk async for chunk in chunks])
 
     def head(self, path: str) -> ObjectInfo:
         """Return what the store knows about ``path``; ObjectNotFound if it is missing."""

@@ -185,7 +185,7 @@ class FSSpecBackend(StorageBackend):
             return
         try:
             handle.discard()
-        except Exception:  # noqa: BLE001 - the original error matters more
+        except Exception:
             pass
         if isinstance(handle, AbstractBufferedFile):
             # Discarded: closing it later (e.g. at garbage collection) must not upload.

@@ -1,4 +1,4 @@
-"""Backends on obstore: S3 and S3-compatible servers (MinIO), GCS, Azure Blob, local disk, memory."""
+"""Backends on obstore: S3 and compatible servers (MinIO), GCS, Azure Blob, local disk, memory."""
 
 from __future__ import annotations
 

@@ -19,10 +19,15 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import tomllib
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from storeroom.config.spec import BackendSpec, InvalidBackendSpec, register_specs, spec_from_mapping
 
