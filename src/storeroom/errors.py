@@ -15,6 +15,7 @@ __all__ = [
     "BackendAlreadyRegistered",
     "ConfigurationError",
     "ContentUnreadable",
+    "CredentialsNotFound",
     "IntegrityError",
     "ObjectNotFound",
     "RangeNotSatisfiable",
@@ -88,3 +89,16 @@ class BackendError(StoreroomError):
 
     The original exception is chained as ``__cause__``.
     """
+
+
+class CredentialsNotFound(BackendError):
+    """No credential source had credentials for a cloud backend.
+
+    Raised at the backend's first request. The message lists every source tried, in order
+    (option and environment variable names, file paths, profile names; never their values);
+    ``sources`` holds the same lines.
+    """
+
+    def __init__(self, message: str, *, sources: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.sources = sources

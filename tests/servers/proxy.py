@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 
 Fault = Callable[[int, str, str], "int | str | None"]
 """Called with (request number, method, path); returns None to forward, an HTTP status to
-answer with instead, "drop" to close the connection without answering."""
+answer with instead, "drop" to close the connection without answering, or "stall" to hold
+the request for ``stall_seconds`` and then drop it."""
 
 
 @dataclass
@@ -26,6 +27,7 @@ class RecordedRequest:
     path: str
     query: str
     status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -34,10 +36,12 @@ class RecordingProxy:
 
     upstream: str
     fault: Fault | None = None
+    stall_seconds: float = 3.0
     requests: list[RecordedRequest] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
 
     @property
     def endpoint(self) -> str:
@@ -56,6 +60,7 @@ class RecordingProxy:
 
     def stop(self) -> None:
         """Stop serving."""
+        self._stop.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -102,8 +107,12 @@ class RecordingProxy:
 
             def _forward(self) -> None:
                 number, entry = proxy._record(self.command, self.path)
+                entry.headers = {k.lower(): v for k, v in self.headers.items()}
                 body = self._body()
                 action = proxy.fault(number, self.command, self.path) if proxy.fault else None
+                if action == "stall":
+                    proxy._stop.wait(proxy.stall_seconds)
+                    action = "drop"
                 if action == "drop":
                     self.close_connection = True
                     self.connection.close()

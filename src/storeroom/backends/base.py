@@ -10,12 +10,14 @@ upload, and turning the underlying library's exceptions into storeroom's.
 from __future__ import annotations
 
 import itertools
+import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
+from storeroom import events
 from storeroom.errors import (
     BackendError,
     ConfigurationError,
@@ -23,7 +25,9 @@ from storeroom.errors import (
     SigningNotSupported,
     StoreroomError,
 )
+from storeroom.events import Operation
 from storeroom.paths import safe_path
+from storeroom.retry import DEFAULT_RETRY, RetryPolicy
 from storeroom.streams import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
@@ -44,6 +48,8 @@ __all__ = [
     "UrlSigner",
     "WriteOptions",
 ]
+
+T = TypeVar("T")
 
 DEFAULT_READ_CHUNK_SIZE = 1024 * 1024
 """Smallest chunk yielded by streaming reads (the last one may be shorter)."""
@@ -112,27 +118,68 @@ async def _achain(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterato
         yield chunk
 
 
+_ACTIONS: dict[Operation, str] = {
+    "put": "saving",
+    "get": "reading",
+    "head": "inspecting",
+    "delete": "deleting",
+    "list": "listing",
+    "copy": "copying",
+    "sign": "signing",
+}
+
+
 class _Guard:
-    """Turns library exceptions raised inside ``with`` into storeroom errors.
+    """Wraps one operation: translates library errors, counts attempts, emits its event.
 
     A plain class rather than ``@contextmanager``: it wraps every call, including the
     small-file fast path, where a generator-based context manager costs measurably more.
+    Timing starts only when someone subscribed to events.
     """
 
-    __slots__ = ("action", "backend", "path")
+    __slots__ = ("attempts", "backend", "operation", "path", "size", "started")
 
-    def __init__(self, backend: StorageBackend, path: str, action: str) -> None:
-        self.backend, self.path, self.action = backend, path, action
+    def __init__(self, backend: StorageBackend, path: str, operation: Operation) -> None:
+        self.backend, self.path, self.operation = backend, path, operation
+        self.size: int | None = None
+        self.attempts = 1
+        self.started = time.perf_counter() if events.has_subscribers() else None
 
-    def __enter__(self) -> None:
-        return None
+    def __enter__(self) -> _Guard:
+        return self
+
+    def retried(self, attempt: int) -> None:
+        """Record that attempt number ``attempt`` is starting."""
+        self.attempts = attempt
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> Literal[False]:
+        error: BaseException | None = exc
         if isinstance(exc, Exception) and not isinstance(exc, StoreroomError):
-            raise self.backend._error(exc, self.path, self.action) from exc
+            error = self.backend._error(exc, self.path, _ACTIONS[self.operation])
+        if self.started is not None and (exc is None or isinstance(exc, Exception)):
+            self.emit(error)
+        if error is not exc and error is not None:
+            raise error from exc
         return False
+
+    def emit(self, error: BaseException | None = None) -> None:
+        """Send the operation's event (done by ``__exit__``; streams call it at their end)."""
+        if self.started is None:
+            return
+        events.emit(
+            events.StorageEvent(
+                operation=self.operation,
+                backend=self.backend.key,
+                path=self.path,
+                duration=time.perf_counter() - self.started,
+                size=self.size,
+                attempts=self.attempts,
+                error=None if error is None else f"{type(error).__name__}: {error}",
+            )
+        )
+        self.started = None
 
 
 @runtime_checkable
@@ -167,6 +214,12 @@ class StorageBackend(ABC):
 
     #: Signs URLs where the store cannot (local disk, memory); set by the configuration.
     url_signer: UrlSigner | None = None
+
+    #: How failed requests are retried (see :mod:`storeroom.retry`).
+    retry: RetryPolicy = DEFAULT_RETRY
+
+    #: Whether the store's own client retries (then storeroom does not retry again).
+    retries_natively: bool = False
 
     def __init__(self, key: str) -> None:
         if not isinstance(key, str) or not key.strip():
@@ -269,19 +322,38 @@ class StorageBackend(ABC):
             f"{action} {path!r} on backend {self.key!r} failed: {type(exc).__name__}: {exc}"
         )
 
-    def _guard(self, path: str, action: str) -> _Guard:
-        return _Guard(self, path, action)
+    def _guard(self, path: str, operation: Operation) -> _Guard:
+        return _Guard(self, path, operation)
 
-    def _guard_iter(self, chunks: Iterator[Any], path: str, action: str) -> Iterator[Any]:
-        with self._guard(path, action):
-            yield from chunks
+    def _retrying(self, guard: _Guard, func: Callable[[], T]) -> T:
+        """Run an idempotent primitive under the retry policy, unless the store retries."""
+        if self.retries_natively:
+            return func()
+        return self.retry.call(func, guard.retried)
 
-    async def _guard_aiter(
-        self, chunks: AsyncIterator[Any], path: str, action: str
+    async def _aretrying(self, guard: _Guard, func: Callable[[], Awaitable[T]]) -> T:
+        if self.retries_natively:
+            return await func()
+        return await self.retry.acall(func, guard.retried)
+
+    def _counted(self, items: Iterator[Any], guard: _Guard, measure: bool) -> Iterator[Any]:
+        """Pass ``items`` through inside ``guard``; the event fires when they run out."""
+        with guard:
+            count = 0
+            for item in items:
+                count += len(item) if measure else 1
+                yield item
+            guard.size = count
+
+    async def _acounted(
+        self, items: AsyncIterator[Any], guard: _Guard, measure: bool
     ) -> AsyncIterator[Any]:
-        with self._guard(path, action):
-            async for chunk in chunks:
-                yield chunk
+        with guard:
+            count = 0
+            async for item in items:
+                count += len(item) if measure else 1
+                yield item
+            guard.size = count
 
     @staticmethod
     def _options(
@@ -332,10 +404,12 @@ class StorageBackend(ABC):
         opts = self._options(content_type, metadata, chunk_size, max_concurrency)
         meter = Meter(checksum)
         prefetch = Prefetch(chunk_size)
-        with self._guard(path, "saving"):
+        with self._guard(path, "put") as guard:
             small = _small_body(content, meter, chunk_size)
             if small is not None:
-                return self._measured(self._write(path, small, opts), meter)
+                written = self._retrying(guard, lambda: self._write(path, small, opts))
+                guard.size = meter.size
+                return self._measured(written, meter)
             chunks = meter.wrap(iter_content(content, read_size_for(chunk_size)))
             body: bytes | Iterator[bytes] = b""
             for chunk in chunks:
@@ -345,7 +419,9 @@ class StorageBackend(ABC):
                     break
             else:
                 body = prefetch.body
-            return self._measured(self._write(path, body, opts), meter)
+            result = self._measured(self._write(path, body, opts), meter)
+            guard.size = result.size
+            return result
 
     async def put_async(
         self,
@@ -363,10 +439,14 @@ class StorageBackend(ABC):
         opts = self._options(content_type, metadata, chunk_size, max_concurrency)
         meter = Meter(checksum)
         prefetch = Prefetch(chunk_size)
-        with self._guard(path, "saving"):
+        with self._guard(path, "put") as guard:
             small = _small_body(content, meter, chunk_size)
             if small is not None:
-                return self._measured(await self._write_async(path, small, opts), meter)
+                written = await self._aretrying(
+                    guard, lambda: self._write_async(path, small, opts)
+                )
+                guard.size = meter.size
+                return self._measured(written, meter)
             chunks = meter.awrap(aiter_content(content, read_size_for(chunk_size)))
             body: bytes | AsyncIterator[bytes] = b""
             async for chunk in chunks:
@@ -376,7 +456,9 @@ class StorageBackend(ABC):
                     break
             else:
                 body = prefetch.body
-            return self._measured(await self._write_async(path, body, opts), meter)
+            result = self._measured(await self._write_async(path, body, opts), meter)
+            guard.size = result.size
+            return result
 
     def stream(
         self,
@@ -393,9 +475,13 @@ class StorageBackend(ABC):
         """
         path = safe_path(path)
         _check_range(start, end)
-        with self._guard(path, "reading"):
-            chunks = self._read(path, start, end, chunk_size)
-        return self._guard_iter(chunks, path, "reading")
+        guard = self._guard(path, "get")
+        try:
+            chunks = self._retrying(guard, lambda: self._read(path, start, end, chunk_size))
+        except BaseException:
+            with guard:
+                raise
+        return self._counted(chunks, guard, measure=True)
 
     async def stream_async(
         self,
@@ -408,9 +494,15 @@ class StorageBackend(ABC):
         """Async form of :meth:`stream`: ``async for chunk in await backend.stream_async(p)``."""
         path = safe_path(path)
         _check_range(start, end)
-        with self._guard(path, "reading"):
-            chunks = await self._read_async(path, start, end, chunk_size)
-        return self._guard_aiter(chunks, path, "reading")
+        guard = self._guard(path, "get")
+        try:
+            chunks = await self._aretrying(
+                guard, lambda: self._read_async(path, start, end, chunk_size)
+            )
+        except BaseException:
+            with guard:
+                raise
+        return self._acounted(chunks, guard, measure=True)
 
     def get(self, path: str, *, start: int = 0, end: int | None = None) -> bytes:
         """Return bytes ``[start, end)`` of ``path`` (the whole object by default).
@@ -427,14 +519,14 @@ class StorageBackend(ABC):
     def head(self, path: str) -> ObjectInfo:
         """Return what the store knows about ``path``; ObjectNotFound if it is missing."""
         path = safe_path(path)
-        with self._guard(path, "inspecting"):
-            return self._head(path)
+        with self._guard(path, "head") as guard:
+            return self._retrying(guard, lambda: self._head(path))
 
     async def head_async(self, path: str) -> ObjectInfo:
         """Async form of :meth:`head`."""
         path = safe_path(path)
-        with self._guard(path, "inspecting"):
-            return await self._head_async(path)
+        with self._guard(path, "head") as guard:
+            return await self._aretrying(guard, lambda: self._head_async(path))
 
     def exists(self, path: str) -> bool:
         """Whether an object exists at ``path``."""
@@ -455,36 +547,38 @@ class StorageBackend(ABC):
     def delete(self, path: str) -> None:
         """Delete ``path``. Deleting a missing object is not an error (deletes are idempotent)."""
         path = safe_path(path)
-        with self._guard(path, "deleting"):
-            self._delete(path)
+        with self._guard(path, "delete") as guard:
+            self._retrying(guard, lambda: self._delete(path))
 
     async def delete_async(self, path: str) -> None:
         """Async form of :meth:`delete`."""
         path = safe_path(path)
-        with self._guard(path, "deleting"):
-            await self._delete_async(path)
+        with self._guard(path, "delete") as guard:
+            await self._aretrying(guard, lambda: self._delete_async(path))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Iterate over the objects whose path starts with the directory ``prefix``."""
         prefix = safe_path(prefix) if prefix else ""
-        return self._guard_iter(self._list(prefix), prefix, "listing")
+        return self._counted(self._list(prefix), self._guard(prefix, "list"), measure=False)
 
     def list_async(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         """Async form of :meth:`list`."""
         prefix = safe_path(prefix) if prefix else ""
-        return self._guard_aiter(self._list_async(prefix), prefix, "listing")
+        return self._acounted(
+            self._list_async(prefix), self._guard(prefix, "list"), measure=False
+        )
 
     def copy(self, src: str, dst: str) -> None:
         """Copy ``src`` to ``dst`` within this backend (server-side where possible)."""
         src, dst = safe_path(src), safe_path(dst)
-        with self._guard(src, "copying"):
-            self._copy(src, dst)
+        with self._guard(src, "copy") as guard:
+            self._retrying(guard, lambda: self._copy(src, dst))
 
     async def copy_async(self, src: str, dst: str) -> None:
         """Async form of :meth:`copy`."""
         src, dst = safe_path(src), safe_path(dst)
-        with self._guard(src, "copying"):
-            await self._copy_async(src, dst)
+        with self._guard(src, "copy") as guard:
+            await self._aretrying(guard, lambda: self._copy_async(src, dst))
 
     def sign(
         self,
@@ -505,7 +599,7 @@ class StorageBackend(ABC):
             return self.url_signer.sign(
                 self.key, path, method=method, expires_in=expires_in, content_type=content_type
             )
-        with self._guard(path, "signing"):
+        with self._guard(path, "sign"):
             return self._sign(path, method, expires_in, content_type)
 
     async def sign_async(
@@ -524,7 +618,7 @@ class StorageBackend(ABC):
             return self.url_signer.sign(
                 self.key, path, method=method, expires_in=expires_in, content_type=content_type
             )
-        with self._guard(path, "signing"):
+        with self._guard(path, "sign"):
             return await self._sign_async(path, method, expires_in, content_type)
 
 

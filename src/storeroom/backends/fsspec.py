@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from storeroom.backends.base import Method, ObjectInfo, PutResult, StorageBackend, WriteOptions
 from storeroom.errors import BackendError, ConfigurationError, RangeNotSatisfiable, StoreroomError
+from storeroom.retry import RetryPolicy
 
 try:
     import fsspec
@@ -65,7 +66,10 @@ class FSSpecBackend(StorageBackend):
     ``filecache`` wrapper...). The same instance serves sync and async code: async calls run
     the filesystem's blocking API in a worker thread (for async filesystems such as s3fs that
     API drives the filesystem's own event loop, so the instance never gets attached to the
-    caller's loop). Writes are atomic: a failed upload leaves no partial object.
+    caller's loop). Writes are atomic: a failed upload leaves no partial object. Idempotent
+    operations (reads, head, list, delete, copy, single-request saves) are retried under
+    ``retry``; set timeouts through the filesystem's own options (e.g. s3fs
+    ``config_kwargs={"connect_timeout": 5, "read_timeout": 30}``).
 
     Example::
 
@@ -77,9 +81,12 @@ class FSSpecBackend(StorageBackend):
         key: str,
         fs: str | AbstractFileSystem,
         prefix: str = "",
+        *,
+        retry: RetryPolicy | Mapping[str, Any] | int | None = None,
         **storage_options: Any,
     ) -> None:
         super().__init__(key)
+        self.retry = RetryPolicy.from_value(retry)
         if isinstance(fs, str):
             options = {k: v for k, v in storage_options.items() if v is not None}
             if fs in ("file", "local"):
@@ -109,6 +116,10 @@ class FSSpecBackend(StorageBackend):
             )
         if not isinstance(prefix, str):
             raise ConfigurationError(f"backend {key!r}: prefix must be a str, got {prefix!r}")
+        # s3fs, gcsfs and adlfs retry inside their own clients; storeroom must not retry again.
+        self.retries_natively = hasattr(self.fs, "retries") or _protocol_name(self.fs) in (
+            "s3", "s3a", "gs", "gcs", "abfs", "az", "adl"
+        )
         self._local = isinstance(self.fs, LocalFileSystem)
         self._memory = isinstance(self.fs, MemoryFileSystem)
         self.prefix = self._normalise_prefix(prefix)

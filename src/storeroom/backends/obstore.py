@@ -32,12 +32,14 @@ from storeroom.backends.obstore_options import (
     store_kind,
     unknown_option_error,
 )
+from storeroom.credentials import CredentialPlan, plan_credentials
 from storeroom.errors import (
     BackendError,
     ConfigurationError,
     RangeNotSatisfiable,
     StoreroomError,
 )
+from storeroom.retry import RetryPolicy, timeout_option
 
 if TYPE_CHECKING:
     from obstore import ObjectMeta
@@ -110,19 +112,36 @@ class ObstoreBackend(StorageBackend):
     ``azure_account_name``...). Options whose value is None are ignored, client options such
     as ``aws_allow_http`` or ``timeout`` may be given directly, and
     ``azure_storage_connection_string`` is understood. Local directories are created when
-    missing.
+    missing. ``retry`` (a :class:`~storeroom.retry.RetryPolicy`, a mapping of its fields or a
+    number of attempts) becomes obstore's retry configuration, so requests are retried by
+    obstore's client and never twice; ``timeout`` (seconds or a duration such as ``"30s"``)
+    bounds each request.
 
     Example::
 
         ObstoreBackend(key="private", fs="s3://private/", aws_region="us-east-1")
     """
 
-    def __init__(self, key: str, fs: str | ObjectStore, **options: Any) -> None:
+    retries_natively = True
+
+    def __init__(
+        self,
+        key: str,
+        fs: str | ObjectStore,
+        *,
+        retry: RetryPolicy | Mapping[str, Any] | int | None = None,
+        timeout: float | str | timedelta | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__(key)
+        self.retry = RetryPolicy.from_value(retry)
         if isinstance(fs, str):
             fs = _absolute_file_url(fs)
             self._kind = store_kind(fs)
             self._url = _public_url(fs)
+            if timeout is not None:
+                options = {**options, "timeout": timeout_option(timeout)}
+            options.setdefault("retry_config", self.retry.obstore_config())
             self.store: ObjectStore = self._build(fs, options)
         else:
             kinds = [kind for cls, kind in _KIND_OF_STORE if isinstance(fs, cls)]
@@ -131,7 +150,7 @@ class ObstoreBackend(StorageBackend):
                     f"backend {key!r}: fs must be a storage URL or an obstore store, got "
                     f"{type(fs).__name__}"
                 )
-            if options:
+            if options or timeout is not None:
                 raise ConfigurationError(
                     f"backend {key!r}: options ({', '.join(sorted(options))}) cannot be "
                     "applied to an obstore store instance; pass them when creating the store "
@@ -144,6 +163,14 @@ class ObstoreBackend(StorageBackend):
 
     def _build(self, url: str, options: Mapping[str, Any]) -> ObjectStore:
         split = split_options(self._kind, options)
+        self.credential_plan = plan_credentials(
+            self._kind,
+            split.config,
+            credential_provider=split.credential_provider,
+            aws_profile=split.aws_profile,
+        )
+        if split.credential_provider is None:
+            split.credential_provider = self.credential_plan.provider
         try:
             return from_url(url, **split.as_kwargs())
         except UnknownConfigurationKeyError as exc:
@@ -174,6 +201,9 @@ class ObstoreBackend(StorageBackend):
     def _translate(self, exc: Exception, path: str) -> StoreroomError | None:
         if isinstance(exc, (FileNotFoundError, NotFoundError)):
             return self._not_found(path)
+        missing = self._missing_credentials(exc)
+        if missing is not None:
+            return missing
         if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)):
             return BackendError(
                 f"backend {self.key!r} ({self._url}) refused access to {path!r}: check its "
@@ -186,6 +216,22 @@ class ObstoreBackend(StorageBackend):
             return RangeNotSatisfiable(
                 f"byte range requested from {path!r} in backend {self.key!r} starts at or "
                 "beyond the end of the object"
+            )
+        return None
+
+    def _missing_credentials(self, exc: Exception) -> StoreroomError | None:
+        plan = self.credential_plan
+        if plan.resolved:
+            return None
+        failure = getattr(plan.provider, "failure", None)
+        if failure is not None and isinstance(exc, UnauthenticatedError):
+            return plan.not_found(self.key, self._url, str(failure))
+        message = str(exc).split("Debug source:")[0]
+        if plan.provider is None and (
+            "169.254.169.254" in message or "metadata" in message.lower()
+        ):
+            return plan.not_found(
+                self.key, self._url, "the instance metadata service did not answer"
             )
         return None
 

@@ -105,6 +105,9 @@ class ObstoreOptions:
     retry_config: dict[str, Any] | None = None
     credential_provider: Any = None
     local: dict[str, Any] = field(default_factory=dict)
+    #: ``aws_profile``: a profile of the shared AWS files (resolved by storeroom.credentials,
+    #: never passed to obstore).
+    aws_profile: str | None = None
 
     def as_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``from_url``."""
@@ -144,6 +147,7 @@ def valid_option_names(kind: str) -> list[str]:
     names = [prefix + k for k in _CONFIG_KEYS.get(kind, ())]
     names += ["azure_storage_connection_string"] if kind == "azure" else []
     names += [prefix + "allow_http"] if prefix else []
+    names += ["aws_profile"] if kind == "s3" else []
     names += sorted(_CLIENT_OPTIONS) + list(_PASS_THROUGH)
     if kind == "local":
         names += ["mkdir", "automatic_cleanup"]
@@ -222,6 +226,8 @@ def split_options(kind: str, options: Mapping[str, Any]) -> ObstoreOptions:
             out.retry_config = dict(value)
         elif name == "credential_provider":
             out.credential_provider = value
+        elif kind == "s3" and name in ("aws_profile", "profile"):
+            out.aws_profile = str(value)
         elif name == "config":
             out.config.update({k: v for k, v in dict(value).items() if v is not None})
         elif kind == "azure" and name in (

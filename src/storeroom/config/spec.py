@@ -449,6 +449,18 @@ class BackendSpec:
         bucket = (self.bucket or "").split("://", 1)[-1].strip("/")
         return f"{self.protocol}://" + "/".join(p for p in (bucket, prefix) if p)
 
+    def _tuning(self) -> dict[str, Any]:
+        """``retry`` and ``timeout`` for an obstore backend (fsspec takes neither option)."""
+        tuning: dict[str, Any] = {}
+        url_kind = urlsplit(self.url).scheme if self.kind == "url" and self.url else None
+        if url_kind is not None and url_kind not in STORE_KINDS:
+            return tuning
+        if self.retry is not None:
+            tuning["retry"] = self.retry
+        if self.timeout is not None:
+            tuning["timeout"] = self.timeout
+        return tuning
+
     def build(self) -> StorageBackend:
         """Build the backend this spec describes (does not register it).
 
@@ -457,12 +469,23 @@ class BackendSpec:
         """
         try:
             if self.kind == "fsspec":
-                return _fsspec_backend(self)
-            if self.kind == "url":
-                return backend_from_url(self.key, self.url or "", **self.backend_options())
-            from storeroom.backends.obstore import ObstoreBackend
+                backend = _fsspec_backend(self)
+            elif self.kind == "url":
+                backend = backend_from_url(
+                    self.key, self.url or "", **self.backend_options(), **self._tuning()
+                )
+            else:
+                from storeroom.backends.obstore import ObstoreBackend
 
-            return ObstoreBackend(self.key, self.location_url(), **self.backend_options())
+                backend = ObstoreBackend(
+                    self.key, self.location_url(), **self.backend_options(), **self._tuning()
+                )
+            if self.retry is not None:
+                # Backends that retry natively got it at construction; the rest read it here.
+                from storeroom.retry import RetryPolicy
+
+                backend.retry = RetryPolicy.from_value(self.retry)
+            return backend
         except InvalidBackendSpec:
             raise
         except ConfigurationError as exc:
