@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import re
 import textwrap
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from storeroom import storages
+from storeroom import events, storages
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 BLOCK = re.compile(
@@ -95,12 +96,18 @@ def test_page_examples_run(
         monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
     monkeypatch.chdir(tmp_path)
     storages.clear()
+    root = logging.getLogger()
+    saved_logging = (root.level, list(root.handlers))
+    saved_subscribers = events._subscribers
     namespace: dict[str, object] = {"__name__": f"docs_{page.path.stem}"}
     try:
         for line, code in page.blocks:
             _run_block(code, namespace, f"{page.path.name}:{line}")
     finally:
         storages.clear()
+        events._subscribers = saved_subscribers
+        root.setLevel(saved_logging[0])
+        root.handlers[:] = saved_logging[1]
 
 
 def test_every_page_has_a_title() -> None:
