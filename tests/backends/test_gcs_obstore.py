@@ -52,3 +52,33 @@ async def test_file_object_reads_async(gcs_backend: ObstoreBackend) -> None:
     assert [c async for c in await gcs_backend.stream_async("docs/b.bin", start=250)] == [
         bytes(range(250, 256))
     ]
+
+
+def test_gcs_signs_v4_urls_with_a_service_account_key(tmp_path: Path) -> None:
+    """Signing happens locally with the service account's RSA key (no emulator verifies it)."""
+    import json
+    from urllib.parse import parse_qs, urlsplit
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    account = tmp_path / "sa.json"
+    account.write_text(json.dumps({
+        "type": "service_account", "client_email": "signer@example.iam.gserviceaccount.com",
+        "private_key": pem, "private_key_id": "k1", "disable_oauth": False,
+    }))
+    backend = ObstoreBackend("images", "gs://product-images/", google_service_account=str(account))
+    download = urlsplit(backend.sign("a/b.png", expires_in=300))
+    upload = urlsplit(backend.sign("a/b.png", expires_in=60, for_upload=True))
+    assert download.path == "/product-images/a/b.png"
+    query = parse_qs(download.query)
+    assert query["X-Goog-Algorithm"] == ["GOOG4-RSA-SHA256"]
+    assert query["X-Goog-Expires"] == ["300"]
+    assert len(query["X-Goog-Signature"][0]) == 512  # 2048-bit RSA, hex
+    assert parse_qs(upload.query)["X-Goog-Signature"] != query["X-Goog-Signature"]
+    assert "PRIVATE KEY" not in repr(backend)
