@@ -134,6 +134,8 @@ class ObstoreBackend(StorageBackend):
         **options: Any,
     ) -> None:
         super().__init__(key)
+        #: Where the credentials come from (see :mod:`storeroom.credentials`).
+        self.credential_plan = CredentialPlan("unknown", "configured on the store instance")
         self.retry = RetryPolicy.from_value(retry)
         if isinstance(fs, str):
             fs = _absolute_file_url(fs)
@@ -169,7 +171,7 @@ class ObstoreBackend(StorageBackend):
             credential_provider=split.credential_provider,
             aws_profile=split.aws_profile,
         )
-        if split.credential_provider is None:
+        if self.credential_plan.provider is not None:
             split.credential_provider = self.credential_plan.provider
         try:
             return from_url(url, **split.as_kwargs())
@@ -221,11 +223,11 @@ class ObstoreBackend(StorageBackend):
 
     def _missing_credentials(self, exc: Exception) -> StoreroomError | None:
         plan = self.credential_plan
-        if plan.resolved:
-            return None
         failure = getattr(plan.provider, "failure", None)
         if failure is not None and isinstance(exc, UnauthenticatedError):
             return plan.not_found(self.key, self._url, str(failure))
+        if plan.resolved:
+            return None
         message = str(exc).split("Debug source:")[0]
         if plan.provider is None and (
             "169.254.169.254" in message or "metadata" in message.lower()
