@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from storeroom import events
 from storeroom.backends.base import ObjectInfo, PutResult, StorageBackend
 from storeroom.backends.obstore import ObstoreBackend
 from storeroom.errors import (
@@ -17,6 +18,7 @@ from storeroom.errors import (
     BackendNotRegistered,
     ConfigurationError,
     ContentUnreadable,
+    CredentialsNotFound,
     IntegrityError,
     ObjectNotFound,
     RangeNotSatisfiable,
@@ -28,6 +30,7 @@ from storeroom.errors import (
     UnsupportedContent,
 )
 from storeroom.file import FileObject
+from storeroom.orm.types import StoredObject
 from storeroom.registry import StorageRegistry, storages
 
 if TYPE_CHECKING:
@@ -39,6 +42,7 @@ __all__ = [
     "BackendNotRegistered",
     "ConfigurationError",
     "ContentUnreadable",
+    "CredentialsNotFound",
     "FSSpecBackend",
     "FileObject",
     "IntegrityError",
@@ -52,9 +56,11 @@ __all__ = [
     "SigningNotSupported",
     "StorageBackend",
     "StorageRegistry",
+    "StoredObject",
     "StoreroomError",
     "UnsafePath",
     "UnsupportedContent",
+    "events",
     "storages",
 ]
 

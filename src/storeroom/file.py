@@ -69,6 +69,7 @@ class FileObject:
 
     __slots__ = (
         "_backend_key",
+        "_path_given",
         "_pending",
         "_registry",
         "_storage",
@@ -116,6 +117,7 @@ class FileObject:
             )
         self.filename: str = filename if filename is not None else str(path).rsplit("/", 1)[-1]
         self.path: str = path if path is not None else self.filename
+        self._path_given = path is not None
         self.content_type: str = content_type or guess_content_type(self.filename)
         self.size = size
         self.checksum = checksum
@@ -148,6 +150,16 @@ class FileObject:
         if self._backend_key is None:
             self._backend_key = backend.key
         return backend
+
+    @property
+    def has_explicit_path(self) -> bool:
+        """Whether ``path`` was given (else it is the filename, and the ORM may choose one)."""
+        return self._path_given
+
+    def assign_path(self, path: str) -> None:
+        """Set where the file will be stored (before it is saved)."""
+        self.path = path
+        self._path_given = True
 
     @property
     def has_pending_content(self) -> bool:

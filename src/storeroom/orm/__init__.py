@@ -1,0 +1,37 @@
+"""SQLAlchemy integration: the ``StoredObject`` column, transaction-safe uploads, base models.
+
+Assigning a FileObject with content to a ``StoredObject`` column uploads it during the
+session's flush, before the commit; a rollback deletes it again, and files a committed
+change replaced or removed are deleted after the commit. See :mod:`storeroom.orm.lifecycle`.
+"""
+
+from __future__ import annotations
+
+from storeroom.orm.base import Base, UTCDateTime, UUIDAuditBase, UUIDBase
+from storeroom.orm.layout import PathFunction, default_path, safe_filename
+from storeroom.orm.lifecycle import OrmSettings, settings
+from storeroom.orm.maintenance import (
+    DanglingReference,
+    find_dangling,
+    find_orphans,
+    referenced_files,
+)
+from storeroom.orm.types import FileList, StoredObject
+
+__all__ = [
+    "Base",
+    "DanglingReference",
+    "FileList",
+    "OrmSettings",
+    "PathFunction",
+    "StoredObject",
+    "UTCDateTime",
+    "UUIDAuditBase",
+    "UUIDBase",
+    "default_path",
+    "find_dangling",
+    "find_orphans",
+    "referenced_files",
+    "safe_filename",
+    "settings",
+]

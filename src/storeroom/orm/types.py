@@ -1,0 +1,154 @@
+"""The ``StoredObject`` column type: FileObjects (or lists of them) stored as JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, SupportsIndex
+
+from sqlalchemy import JSON
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.mutable import MutableList
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from storeroom.errors import ConfigurationError
+from storeroom.file import FileObject
+from storeroom.orm.layout import PathFunction, default_path
+
+__all__ = ["FileList", "StoredObject"]
+
+
+def _key(file: FileObject) -> tuple[str | None, str]:
+    return (file.backend, file.path)
+
+
+class FileList(MutableList[FileObject]):
+    """A list of FileObjects whose in-place changes SQLAlchemy tracks.
+
+    It remembers the files it held when loaded (or last committed), so files removed from
+    it can be deleted from the store once the removal is committed.
+    """
+
+    _committed: list[FileObject]
+
+    @classmethod
+    def coerce(cls, key: str, value: Any) -> FileList | None:
+        """Turn an assigned plain list into a FileList (None stays None)."""
+        if value is None or isinstance(value, FileList):
+            return value
+        if isinstance(value, list):
+            files = cls(_as_file(item) for item in value)
+            files._committed = []
+            return files
+        return cls(_as_file(item) for item in super().coerce(key, value) or [])
+
+    def committed_files(self) -> list[FileObject]:
+        """The files this list held when it was loaded or last committed."""
+        return list(getattr(self, "_committed", []))
+
+    def mark_committed(self) -> None:
+        """Record the current files as the committed state."""
+        self._committed = list(self)
+
+    # Items added in place are converted like assigned lists.
+    def append(self, item: FileObject) -> None:
+        super().append(_as_file(item))
+
+    def extend(self, items: Iterable[FileObject]) -> None:
+        super().extend(_as_file(item) for item in items)
+
+    def insert(self, index: SupportsIndex, item: FileObject) -> None:
+        super().insert(index, _as_file(item))
+
+    def __reduce_ex__(self, proto: SupportsIndex) -> tuple[type[FileList], tuple[list[Any]]]:
+        return (self.__class__, (list(self),))
+
+
+def _as_file(item: Any) -> FileObject:
+    if isinstance(item, FileObject):
+        return item
+    raise ConfigurationError(
+        f"a StoredObject(multiple=True) column holds FileObjects, got {type(item).__name__}"
+    )
+
+
+class StoredObject(TypeDecorator[Any]):
+    """A column holding a :class:`FileObject` (or a list of them with ``multiple=True``).
+
+    Stored as JSON (JSONB on PostgreSQL): backend key, path, filename, content type, size,
+    checksum, etag, version, last modified and metadata. Assigning a FileObject with pending
+    content to the column uploads it during the session's flush, before the commit (see
+    :mod:`storeroom.orm.lifecycle`). ``backend`` is the backend for FileObjects assigned
+    without one; ``path`` chooses where uploads go (default: :func:`default_path`).
+
+    Example::
+
+        class TeamFile(UUIDAuditBase):
+            __tablename__ = "team_file"
+            name: Mapped[str]
+            file: Mapped[FileObject] = mapped_column(StoredObject(backend="private"))
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def __init__(
+        self,
+        backend: str | None = None,
+        multiple: bool = False,
+        *,
+        path: PathFunction | None = None,
+    ) -> None:
+        super().__init__()
+        if backend is not None and (not isinstance(backend, str) or not backend):
+            raise ConfigurationError(
+                f"StoredObject(backend=...) takes a backend key, got {backend!r}"
+            )
+        self.backend = backend
+        self.multiple = multiple
+        self.path_function: PathFunction = path or default_path
+        if multiple:
+            # Track in-place list changes on every attribute mapped with this type.
+            FileList.as_mutable(self)
+        from storeroom.orm import lifecycle
+
+        lifecycle.install()
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(JSON())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if self.multiple:
+            if isinstance(value, FileObject):
+                raise ConfigurationError(
+                    "this StoredObject column has multiple=True: assign a list of FileObjects"
+                )
+            return [_as_file(item).to_dict() for item in value]
+        return _as_file(value).to_dict()
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):  # drivers that return JSON as text
+            import json
+
+            value = json.loads(value)
+        if self.multiple:
+            files = FileList(FileObject.from_dict(item) for item in value)
+            files.mark_committed()
+            return files
+        return FileObject.from_dict(value)
+
+    def copy(self, **kw: Any) -> StoredObject:
+        return StoredObject(self.backend, self.multiple, path=self.path_function)
+
+    @property
+    def python_type(self) -> type[Any]:
+        return list if self.multiple else FileObject
+
+    def __repr__(self) -> str:
+        return f"StoredObject(backend={self.backend!r}, multiple={self.multiple!r})"

@@ -1,0 +1,239 @@
+"""One ``db`` fixture over every database and driver, and models with file columns.
+
+Each test body is written once, as async code against :class:`Db`; for the sync drivers
+the session calls simply run synchronously. Tables get a unique suffix per test session
+so runs sharing a database server never collide, and are dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import ForeignKey, String, UniqueConstraint, create_engine, text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from storeroom import FileObject, ObstoreBackend, StoredObject, storages
+from storeroom.backends.base import PutResult, WriteOptions
+from storeroom.orm import UUIDAuditBase
+from tests.servers.databases import DatabaseUrls
+
+SUFFIX = uuid.uuid4().hex[:8]
+
+
+class Document(UUIDAuditBase):
+    """A row owning one file and a list of attachments."""
+
+    __tablename__ = f"sr_document_{SUFFIX}"
+    __table_args__ = (UniqueConstraint("name"),)
+
+    name: Mapped[str] = mapped_column(String(100))
+    file: Mapped[FileObject | None] = mapped_column(StoredObject(backend="files"), nullable=True)
+    attachments: Mapped[list[FileObject] | None] = mapped_column(
+        StoredObject(backend="files", multiple=True), nullable=True
+    )
+
+
+def dated_path(row: Any, column: str, file: FileObject) -> str:
+    return f"custom/{row.name}/{file.filename}"
+
+
+class Report(UUIDAuditBase):
+    """A row whose file goes where a user-supplied path function says."""
+
+    __tablename__ = f"sr_report_{SUFFIX}"
+
+    name: Mapped[str] = mapped_column(String(100))
+    document_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey(f"{Document.__tablename__}.id"), nullable=True
+    )
+    file: Mapped[FileObject] = mapped_column(StoredObject(backend="files", path=dated_path))
+
+
+class FaultyBackend(ObstoreBackend):
+    """A real in-memory backend whose Nth write fails, and which records concurrency."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key, "memory://")
+        self.fail_on: set[int] = set()
+        self.writes = 0
+        self.active = 0
+        self.max_active = 0
+        self._lock = threading.Lock()
+
+    def _count(self) -> None:
+        with self._lock:
+            self.writes += 1
+            number = self.writes
+        if number in self.fail_on:
+            raise ConnectionError(f"injected failure on write {number}")
+
+    def _write(self, path: str, body: Any, opts: WriteOptions) -> PutResult:
+        self._count()
+        with self._lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            return super()._write(path, body, opts)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+    async def _write_async(self, path: str, body: Any, opts: WriteOptions) -> PutResult:
+        import asyncio
+
+        self._count()
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            await asyncio.sleep(0)  # let other uploads of the flush start
+            return await super()._write_async(path, body, opts)
+        finally:
+            self.active -= 1
+
+    def paths(self) -> set[str]:
+        return {info.path for info in self.list()}
+
+
+class SessionAdapter:
+    """The subset of Session/AsyncSession the tests use, awaitable for both."""
+
+    def __init__(self, session: Session | AsyncSession) -> None:
+        self.raw = session
+        self.is_async = isinstance(session, AsyncSession)
+
+    async def _call(self, name: str, *args: Any) -> Any:
+        result = getattr(self.raw, name)(*args)
+        if self.is_async:
+            return await result
+        return result
+
+    def add(self, row: Any) -> None:
+        self.raw.add(row)
+
+    def add_all(self, rows: list[Any]) -> None:
+        self.raw.add_all(rows)
+
+    async def commit(self) -> None:
+        await self._call("commit")
+
+    async def rollback(self) -> None:
+        await self._call("rollback")
+
+    async def flush(self) -> None:
+        await self._call("flush")
+
+    async def delete(self, row: Any) -> None:
+        await self._call("delete", row)
+
+    async def refresh(self, row: Any) -> None:
+        await self._call("refresh", row)
+
+    async def get(self, model: Any, key: Any) -> Any:
+        return await self._call("get", model, key)
+
+    async def scalars(self, statement: Any) -> list[Any]:
+        result = await self._call("scalars", statement)
+        return list(result.all())
+
+    async def close(self) -> None:
+        await self._call("close")
+
+    def begin_nested(self) -> Any:
+        return self.raw.begin_nested()
+
+    async def run_sync(self, func: Callable[[Session], Any]) -> Any:
+        if isinstance(self.raw, AsyncSession):
+            return await self.raw.run_sync(func)
+        return func(self.raw)
+
+
+@dataclass
+class Db:
+    """A database with a driver, and a way to open sessions on it."""
+
+    name: str
+    url: str
+    is_async: bool
+    engine: Any
+
+    def session(self) -> SessionAdapter:
+        if self.is_async:
+            return SessionAdapter(AsyncSession(self.engine, expire_on_commit=False))
+        return SessionAdapter(Session(self.engine, expire_on_commit=False))
+
+
+DATABASES = [
+    ("sqlite", False),
+    ("sqlite", True),
+    ("postgresql", False),
+    ("postgresql", True),
+    ("mariadb", False),
+    ("mariadb", True),
+]
+DRIVER_IDS = [
+    "sqlite-pysqlite", "sqlite-aiosqlite", "postgresql-psycopg", "postgresql-asyncpg",
+    "mariadb-pymysql", "mariadb-aiomysql",
+]
+
+
+def _urls(request: pytest.FixtureRequest, name: str, tmp_path: Any) -> DatabaseUrls:
+    if name == "sqlite":
+        path = tmp_path / "test.sqlite"
+        return DatabaseUrls("sqlite", f"sqlite:///{path}", f"sqlite+aiosqlite:///{path}")
+    fixture = "postgres_url" if name == "postgresql" else "mariadb_url"
+    return request.getfixturevalue(fixture)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(db, marks=[getattr(pytest.mark, db[0])] if db[0] != "sqlite" else [])
+        for db in DATABASES
+    ],
+    ids=DRIVER_IDS,
+)
+async def db(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Db]:
+    name, is_async = request.param
+    urls = _urls(request, name, tmp_path)
+    sync_engine = create_engine(urls.sync)
+    tables = [Document.__table__, Report.__table__]
+    UUIDAuditBase.metadata.create_all(sync_engine, tables=tables)
+    try:
+        if is_async:
+            engine = create_async_engine(urls.async_)
+            yield Db(name, urls.async_, True, engine)
+            await engine.dispose()
+        else:
+            yield Db(name, urls.sync, False, sync_engine)
+    finally:
+        UUIDAuditBase.metadata.drop_all(sync_engine, tables=tables)
+        sync_engine.dispose()
+
+
+@pytest.fixture
+def files() -> Iterator[FaultyBackend]:
+    """The in-memory backend ``files`` the models store into."""
+    backend = FaultyBackend("files")
+    storages.register_backend(backend, overwrite=True)
+    yield backend
+
+
+def row_json(db: Db, table: str, name: str) -> Any:
+    """The raw JSON stored in a row's ``file`` column, read without the ORM."""
+    import json
+
+    engine = create_engine(db.url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
+                           .replace("+aiomysql", "+pymysql"))
+    try:
+        with engine.connect() as conn:
+            value = conn.execute(
+                text(f"SELECT file FROM {table} WHERE name = :n"), {"n": name}
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return json.loads(value) if isinstance(value, str) else value
