@@ -7,6 +7,7 @@ so runs sharing a database server never collide, and are dropped afterwards.
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,7 +24,7 @@ from storeroom.backends.base import PutResult, WriteOptions
 from storeroom.orm import UUIDAuditBase
 from tests.servers.databases import DatabaseUrls
 
-SUFFIX = uuid.uuid4().hex[:8]
+SUFFIX = os.environ.get("STOREROOM_TEST_SUFFIX") or uuid.uuid4().hex[:8]
 
 
 class Document(UUIDAuditBase):
