@@ -69,7 +69,8 @@ PAGES = _pages()
 
 def _run_block(code: str, namespace: dict[str, object], where: str) -> None:
     source = textwrap.dedent(code)
-    compiled = compile(source, where, "exec", flags=0x2000)  # PyCF_ALLOW_TOP_LEVEL_AWAIT
+    # dont_inherit: the page must not inherit this module's `from __future__ import annotations`.
+    compiled = compile(source, where, "exec", flags=0x2000, dont_inherit=True)
     if inspect.CO_COROUTINE & compiled.co_flags:
         result = eval(compiled, namespace)
         asyncio.run(result)
