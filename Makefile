@@ -34,7 +34,9 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/orm.py
 
 demo: $(STAMP)
 	$(BIN)/python -m storeroom.demo

@@ -1,0 +1,185 @@
+"""ORM benchmark: storeroom's StoredObject against advanced-alchemy's, same run.
+
+    python benchmarks/orm.py            # needs advanced-alchemy (pip install '.[bench]')
+    python benchmarks/orm.py --rows 200 # a quick run
+
+For each database (SQLite file, PostgreSQL on 127.0.0.1 if reachable) and each mode (sync,
+async): insert 1,000 rows each with a 4 KiB file, one commit per row (as a web request
+would), then read every row back with its bytes. Both libraries store into an obstore
+memory store, so the figures compare the libraries, not a disk. Each case runs in its own
+subprocess. Prints rows/s and the storeroom/advanced-alchemy ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+PAYLOAD = os.urandom(4096)
+POSTGRES = ("postgresql+psycopg://postgres@127.0.0.1:5432/test",
+            "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+
+def _models(library: str, table: str) -> tuple[Any, Any, Any]:
+    """(declarative base, model, FileObject class) for ``library``."""
+    if library == "storeroom":
+        from storeroom import FileObject, ObstoreBackend, StoredObject, storages
+
+        storages.register_backend(ObstoreBackend("bench", "memory://"), overwrite=True)
+    else:
+        from advanced_alchemy.types import FileObject, StoredObject
+        from advanced_alchemy.types.file_object import storages
+        from advanced_alchemy.types.file_object.backends.obstore import ObstoreBackend
+
+        storages.register_backend(ObstoreBackend(key="bench", fs="memory://"))
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Row(Base):
+        __tablename__ = table
+        id: Mapped[int] = mapped_column(primary_key=True)
+        name: Mapped[str] = mapped_column(String(100))
+        file: Mapped[Any] = mapped_column(StoredObject(backend="bench"))
+
+    return Base, Row, FileObject
+
+
+def _sessionmaker(library: str, engine: Any, is_async: bool) -> Any:
+    from sqlalchemy import event
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+    from sqlalchemy.orm import sessionmaker
+
+    if library == "storeroom":
+        if is_async:
+            return async_sessionmaker(engine, expire_on_commit=False)
+        return sessionmaker(engine, expire_on_commit=False)
+    # advanced-alchemy's own wiring (what its SQLAlchemyConfig does).
+    from advanced_alchemy._listeners import AsyncFileObjectListener, SyncFileObjectListener
+
+    listener = AsyncFileObjectListener if is_async else SyncFileObjectListener
+    sync_maker = sessionmaker()
+    for name in ("before_flush", "after_commit", "after_rollback"):
+        event.listen(sync_maker, name, getattr(listener, name))
+    if is_async:
+        return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=sync_maker)
+    sync_maker.configure(bind=engine, expire_on_commit=False)
+    return sync_maker
+
+
+def run_case(library: str, url: str, is_async: bool, rows: int) -> dict[str, float]:
+    from sqlalchemy import create_engine, select
+
+    table = f"bench_{library.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
+    base, model, file_cls = _models(library, table)
+    sync_url = url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
+    setup = create_engine(sync_url)
+    base.metadata.create_all(setup)
+    try:
+        if is_async:
+            return asyncio.run(_run_async(library, url, model, file_cls, rows))
+        engine = create_engine(url)
+        maker = _sessionmaker(library, engine, False)
+        start = time.perf_counter()
+        for i in range(rows):
+            with maker() as session:
+                session.add(model(name=f"r{i}", file=file_cls(
+                    backend="bench", filename=f"f{i}.bin", content=PAYLOAD)))
+                session.commit()
+        written = time.perf_counter()
+        with maker() as session:
+            got = [r.file.get_content() for r in session.scalars(select(model)).all()]
+        assert len(got) == rows and all(len(g) == 4096 for g in got)
+        done = time.perf_counter()
+        engine.dispose()
+        return {"write": rows / (written - start), "read": rows / (done - written)}
+    finally:
+        base.metadata.drop_all(setup)
+        setup.dispose()
+
+
+async def _run_async(library: str, url: str, model: Any, file_cls: Any, rows: int) -> dict[str, float]:
+    from sqlalchemy import select
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    maker = _sessionmaker(library, engine, True)
+    start = time.perf_counter()
+    for i in range(rows):
+        async with maker() as session:
+            session.add(model(name=f"r{i}", file=file_cls(
+                backend="bench", filename=f"f{i}.bin", content=PAYLOAD)))
+            await session.commit()
+    # advanced-alchemy uploads after the commit in background tasks: let them finish.
+    while len(asyncio.all_tasks()) > 1:
+        await asyncio.sleep(0)
+    written = time.perf_counter()
+    async with maker() as session:
+        found = (await session.scalars(select(model))).all()
+        got = [await r.file.get_content_async() for r in found]
+    assert len(got) == rows and all(len(g) == 4096 for g in got), len(got)
+    done = time.perf_counter()
+    await engine.dispose()
+    return {"write": rows / (written - start), "read": rows / (done - written)}
+
+
+def _postgres_available() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1000)
+    parser.add_argument("--case", nargs=3, metavar=("LIBRARY", "URL", "MODE"))
+    args = parser.parse_args()
+    if args.case:
+        library, url, mode = args.case
+        print(json.dumps(run_case(library, url, mode == "async", args.rows)))
+        return
+    tmp = tempfile.mkdtemp(prefix="storeroom-orm-bench-")
+    databases = [("SQLite", f"sqlite:///{tmp}/b.db", f"sqlite+aiosqlite:///{tmp}/b.db")]
+    if _postgres_available():
+        databases.append(("PostgreSQL", *POSTGRES))
+    print(f"{'database':<11} {'mode':<6} {'operation':<10} {'storeroom':>12} "
+          f"{'adv.-alchemy':>13} {'ratio':>6}")
+    for label, sync_url, async_url in databases:
+        for mode, url in (("sync", sync_url), ("async", async_url)):
+            results = {}
+            for library in ("storeroom", "advanced-alchemy"):
+                done = subprocess.run(
+                    [sys.executable, __file__, "--rows", str(args.rows), "--case", library, url,
+                     mode], capture_output=True, text=True,
+                )
+                if done.returncode != 0:
+                    raise SystemExit(f"{library} {label} {mode} failed:\n{done.stderr[-3000:]}")
+                results[library] = json.loads(done.stdout.strip().splitlines()[-1])
+            for op in ("write", "read"):
+                ours, theirs = results["storeroom"][op], results["advanced-alchemy"][op]
+                name = "insert+commit" if op == "write" else "read back"
+                print(f"{label:<11} {mode:<6} {name:<14}{ours:>8,.0f} rows/s {theirs:>8,.0f} rows/s "
+                      f"{ours / theirs:>5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
