@@ -456,13 +456,13 @@ class FileObject:
         """A URL granting download (or upload, with ``for_upload``) for ``expires_in`` seconds."""
         return self.storage.sign(
             self.path, expires_in=expires_in, for_upload=for_upload,
-            content_type=self.content_type if for_upload else None,
+            content_type=self.content_type,
         )
 
     async def sign_async(self, expires_in: int = 3600, for_upload: bool = False) -> str:
         """Async form of :meth:`sign`."""
         return await self.storage.sign_async(
             self.path, expires_in=expires_in, for_upload=for_upload,
-            content_type=self.content_type if for_upload else None,
+            content_type=self.content_type,
         )
 

@@ -1,0 +1,128 @@
+"""The WSGI twin of :mod:`storeroom.web.asgi` (Flask, Django, any WSGI server)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from storeroom.backends.base import DEFAULT_READ_CHUNK_SIZE
+from storeroom.cors import CorsRules
+from storeroom.errors import ObjectNotFound
+from storeroom.registry import StorageRegistry, storages
+from storeroom.web.protocol import (
+    Reply,
+    UploadTooLarge,
+    Verdict,
+    count_upload,
+    judge,
+    plan_download,
+    preflight,
+    upload_content_type,
+    upload_problem,
+    upload_reply,
+)
+
+__all__ = ["SignedUrlWsgiApp"]
+
+StartResponse = Callable[..., Any]
+
+_REASONS = {200: "OK", 204: "No Content", 206: "Partial Content", 304: "Not Modified",
+            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+            413: "Content Too Large", 415: "Unsupported Media Type",
+            416: "Range Not Satisfiable"}
+
+
+def _status(code: int) -> str:
+    return f"{code} {_REASONS.get(code, '')}".strip()
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items()
+               if k.startswith("HTTP_")}
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = environ[key]
+    return headers
+
+
+class SignedUrlWsgiApp:
+    """The WSGI app. ``registry`` defaults to ``storages``; ``cors`` answers preflights."""
+
+    def __init__(
+        self,
+        registry: StorageRegistry | None = None,
+        *,
+        cors: CorsRules | None = None,
+        chunk_size: int = DEFAULT_READ_CHUNK_SIZE,
+    ) -> None:
+        self.registry = registry or storages
+        self.cors = cors
+        self.chunk_size = chunk_size
+
+    def _reply(self, start_response: StartResponse, reply: Reply, head: bool = False
+               ) -> Iterable[bytes]:
+        start_response(_status(reply.status), reply.headers)
+        return [b"" if head else reply.body]
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse
+                 ) -> Iterable[bytes]:
+        method = environ["REQUEST_METHOD"].upper()
+        headers = _headers(environ)
+        reply = preflight(method, headers, self.cors)
+        if reply is not None:
+            return self._reply(start_response, reply)
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        verdict = judge(self.registry, method, path, environ.get("SCRIPT_NAME", ""),
+                        environ.get("QUERY_STRING", ""), headers, self.cors)
+        if isinstance(verdict, Reply):
+            return self._reply(start_response, verdict, head=method == "HEAD")
+        if method == "PUT":
+            return self._upload(verdict, headers, environ, start_response)
+        return self._download(verdict, headers, start_response, head=method == "HEAD")
+
+    def _download(self, verdict: Verdict, headers: dict[str, str],
+                  start_response: StartResponse, *, head: bool) -> Iterable[bytes]:
+        backend, grant = verdict.backend, verdict.grant
+        try:
+            info = backend.head(grant.path)
+        except ObjectNotFound:
+            return self._reply(start_response, Reply.text(404, "not found"), head=head)
+        plan = plan_download(info, grant, headers, verdict.cors)
+        if isinstance(plan, Reply):
+            return self._reply(start_response, plan, head=head)
+        start_response(_status(plan.status), plan.headers)
+        if head or plan.end <= plan.start:
+            return [b""]
+        return backend.stream(grant.path, start=plan.start, end=plan.end,
+                              chunk_size=self.chunk_size)
+
+    def _upload(self, verdict: Verdict, headers: dict[str, str], environ: dict[str, Any],
+                start_response: StartResponse) -> Iterable[bytes]:
+        grant = verdict.grant
+        problem = upload_problem(grant, headers)
+        if problem is not None:
+            return self._reply(start_response, problem)
+        stream = environ["wsgi.input"]
+        length = headers.get("content-length")
+        remaining = int(length) if length and length.isdigit() else None
+
+        def body() -> Iterator[bytes]:
+            nonlocal remaining
+            seen = 0
+            while remaining is None or remaining > 0:
+                size = self.chunk_size if remaining is None else min(self.chunk_size, remaining)
+                chunk = stream.read(size)
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                seen = count_upload(grant, seen, chunk)
+                yield chunk
+
+        try:
+            result = verdict.backend.put(
+                grant.path, body(), content_type=upload_content_type(grant, headers)
+            )
+        except UploadTooLarge as exc:
+            return self._reply(start_response, Reply.text(413, str(exc), verdict.cors))
+        return self._reply(start_response, upload_reply(result, verdict.cors))
