@@ -39,7 +39,7 @@ def test_sign_and_verify_round_trip() -> None:
     url = signer.sign("uploads", "a/b c.pdf", method="GET", expires_in=60,
                       content_type="application/pdf", filename="b c.pdf")
     assert url.startswith("https://app.example.com/files/uploads/a/b%20c.pdf?")
-    backend, path, query = _parts(url)
+    _backend, _path, query = _parts(url)
     grant = signer.verify("uploads", "a/b c.pdf", "GET", query)
     assert (grant.path, grant.content_type, grant.filename) == ("a/b c.pdf", "application/pdf",
                                                                 "b c.pdf")

@@ -78,7 +78,7 @@ _ALLOW_HTTP_OPTION = {
 _MINIO_DEFAULT_ENDPOINT = "http://localhost:9000"
 _MINIO_DEFAULT_REGION = "us-east-1"
 
-#: Settings later features read from a spec; accepted and kept, not acted on yet.
+#: Settings applied after the backend is built: HMAC URL signing, retry policy, timeout.
 RESERVED_FIELDS = ("signing_secret", "signing_base_url", "retry", "timeout")
 
 #: Every field a spec mapping may hold; any other entry is a backend option.
@@ -485,6 +485,22 @@ class BackendSpec:
                 from storeroom.retry import RetryPolicy
 
                 backend.retry = RetryPolicy.from_value(self.retry)
+            if self.signing_secret is not None:
+                from storeroom.signing import configure_signing
+
+                if not self.signing_base_url:
+                    raise self._error(
+                        "signing_base_url",
+                        "is required with signing_secret: the URL where storeroom's web "
+                        "handler is mounted",
+                        "e.g. signing_base_url = 'https://app.example.com/files'",
+                    )
+                secrets = reveal(self.signing_secret)
+                configure_signing(
+                    backend,
+                    secret=secrets.split(",") if isinstance(secrets, str) else secrets,
+                    base_url=self.signing_base_url,
+                )
             return backend
         except InvalidBackendSpec:
             raise
