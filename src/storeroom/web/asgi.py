@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import quote
 
 from storeroom.backends.base import DEFAULT_READ_CHUNK_SIZE
 from storeroom.cors import CorsRules
@@ -46,7 +47,11 @@ async def _send_reply(send: Send, reply: Reply, head: bool = False) -> None:
 
 
 class SignedUrlApp:
-    """The ASGI app. ``registry`` defaults to ``storages``; ``cors`` answers preflights."""
+    """The ASGI app. ``registry`` defaults to ``storages``; ``cors`` answers preflights.
+
+    ``mount_path`` is the prefix of the URLs it serves when the framework does not say so in
+    ``root_path`` (Starlette and FastAPI mounts do; Litestar's plugin passes it).
+    """
 
     def __init__(
         self,
@@ -54,10 +59,12 @@ class SignedUrlApp:
         *,
         cors: CorsRules | None = None,
         chunk_size: int = DEFAULT_READ_CHUNK_SIZE,
+        mount_path: str | None = None,
     ) -> None:
         self.registry = registry or storages
         self.cors = cors
         self.chunk_size = chunk_size
+        self.mount_path = mount_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -77,8 +84,10 @@ class SignedUrlApp:
         if reply is not None:
             await _send_reply(send, reply)
             return
+        raw = scope.get("raw_path")
+        raw_path = raw.decode("latin-1") if raw else quote(scope.get("path", ""))
         verdict = judge(
-            self.registry, method, scope.get("path", ""), scope.get("root_path", ""),
+            self.registry, method, raw_path, self.mount_path or scope.get("root_path", ""),
             scope.get("query_string", b"").decode("latin-1"), headers, self.cors,
         )
         if isinstance(verdict, Reply):

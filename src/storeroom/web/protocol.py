@@ -71,9 +71,12 @@ class Verdict:
     cors: Headers
 
 
-def _route(path: str, root_path: str) -> tuple[str, str] | None:
-    if root_path and path.startswith(root_path):
-        path = path[len(root_path):]
+def _route(raw_path: str, prefix: str) -> tuple[str, str] | None:
+    """``(backend key, object path)`` from a still-percent-encoded request path."""
+    path = raw_path.split("?", 1)[0]
+    prefix = prefix.rstrip("/")
+    if prefix and path.startswith(prefix + "/"):
+        path = path[len(prefix):]
     backend, sep, rest = path.lstrip("/").partition("/")
     if not sep or not backend or not rest:
         return None
@@ -100,20 +103,23 @@ def preflight(
 def judge(
     registry: StorageRegistry,
     method: str,
-    path: str,
-    root_path: str,
+    raw_path: str,
+    prefix: str,
     query_string: str,
     headers: Mapping[str, str],
     cors: CorsRules | None,
 ) -> Verdict | Reply:
     """Route and verify a GET, HEAD or PUT; return the verdict or the error reply.
 
+    ``raw_path`` is the request path as sent (percent-encoded); ``prefix`` is where the
+    handler is mounted, stripped from it.
+
     403 for a bad, expired or wrong-method signature (and for an unsafe path, which no
     signature can cover), 404 for an unknown backend, 405 for other methods.
     """
     if method not in ("GET", "HEAD", "PUT"):
         return Reply.text(405, f"method {method} is not allowed", [("allow", "GET, HEAD, PUT")])
-    routed = _route(path, root_path)
+    routed = _route(raw_path, prefix)
     if routed is None:
         return Reply.text(404, "not found")
     key, object_path = routed

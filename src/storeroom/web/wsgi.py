@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 from storeroom.backends.base import DEFAULT_READ_CHUNK_SIZE
 from storeroom.cors import CorsRules
@@ -71,8 +72,9 @@ class SignedUrlWsgiApp:
         reply = preflight(method, headers, self.cors)
         if reply is not None:
             return self._reply(start_response, reply)
-        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-        verdict = judge(self.registry, method, path, environ.get("SCRIPT_NAME", ""),
+        # PATH_INFO arrives decoded (as latin-1); encode it back so names with '%' survive.
+        raw_path = quote(environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8"))
+        verdict = judge(self.registry, method, raw_path, "",
                         environ.get("QUERY_STRING", ""), headers, self.cors)
         if isinstance(verdict, Reply):
             return self._reply(start_response, verdict, head=method == "HEAD")

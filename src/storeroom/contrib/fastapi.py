@@ -1,0 +1,86 @@
+"""FastAPI: a lifespan that registers backends, a router serving signed URLs, helpers.
+
+::
+
+    from fastapi import FastAPI
+    from storeroom.contrib.fastapi import signed_url_router, storeroom_lifespan
+
+    app = FastAPI(lifespan=storeroom_lifespan(configure_storage))
+    app.include_router(signed_url_router())          # or app.mount("/files", SignedUrlApp())
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, UploadFile
+from fastapi.responses import StreamingResponse
+from starlette.routing import Mount
+
+from storeroom.contrib._startup import Configure, configure_backends
+from storeroom.cors import CorsRules
+from storeroom.file import FileObject
+from storeroom.registry import StorageRegistry, storages
+from storeroom.web.asgi import SignedUrlApp
+from storeroom.web.files import abody, plan_file_response_async
+
+__all__ = ["file_response", "get_storages", "save_upload", "signed_url_router",
+           "storeroom_lifespan"]
+
+
+def storeroom_lifespan(
+    configure: Configure = None, registry: StorageRegistry | None = None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """A FastAPI ``lifespan`` that registers backends before the app serves requests."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_backends(configure, registry)
+        yield
+
+    return lifespan
+
+
+def signed_url_router(
+    mount_path: str = "/files",
+    registry: StorageRegistry | None = None,
+    cors: CorsRules | None = None,
+) -> APIRouter:
+    """An APIRouter that serves signed URLs under ``mount_path``."""
+    router = APIRouter()
+    router.routes.append(Mount(mount_path, app=SignedUrlApp(registry, cors=cors)))
+    return router
+
+
+def get_storages() -> StorageRegistry:
+    """Dependency: the registry (``Depends(get_storages)``)."""
+    return storages
+
+
+async def save_upload(
+    upload: UploadFile,
+    *,
+    backend: str | None = None,
+    filename: str | None = None,
+    path: str | None = None,
+    registry: StorageRegistry | None = None,
+) -> FileObject:
+    """Stream a multipart upload (spooled by Starlette) into the store, in chunks."""
+    file = FileObject(
+        backend=backend, filename=filename or upload.filename or "upload", path=path,
+        content_type=upload.content_type or None, registry=registry,
+    )
+    return await file.save_async(upload)
+
+
+async def file_response(
+    file: FileObject, headers: Mapping[str, str] | None = None, *, attachment: bool = True
+) -> StreamingResponse:
+    """A streaming, range-capable response for ``file`` (pass ``request.headers``)."""
+    plan = await plan_file_response_async(file, headers or {}, attachment=attachment)
+    response_headers: dict[str, Any] = dict(plan.headers)
+    return StreamingResponse(abody(file, plan), status_code=plan.status,
+                             headers=response_headers,
+                             media_type=response_headers.get("content-type"))

@@ -1,0 +1,109 @@
+"""Litestar: ``StoreroomPlugin`` registers backends, mounts signed URLs, injects storage.
+
+::
+
+    from litestar import Litestar
+    from storeroom.contrib.litestar import StoreroomPlugin
+
+    app = Litestar(route_handlers=[...], plugins=[StoreroomPlugin(configure=configure_storage)])
+
+Handlers can then ask for ``storages`` (the registry) by dependency injection, accept
+uploads with :func:`save_upload` and answer with :func:`file_response`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+from litestar import Response
+from litestar.config.app import AppConfig
+from litestar.datastructures import UploadFile
+from litestar.di import Provide
+from litestar.handlers import asgi
+from litestar.plugins import InitPluginProtocol
+from litestar.response import Stream
+from litestar.types import Receive, Scope, Send
+
+from storeroom.contrib._startup import Configure, configure_backends
+from storeroom.cors import CorsRules
+from storeroom.file import FileObject
+from storeroom.registry import StorageRegistry, storages
+from storeroom.web.asgi import SignedUrlApp
+from storeroom.web.files import abody, plan_file_response_async
+
+__all__ = ["StoreroomPlugin", "file_response", "save_upload"]
+
+
+class StoreroomPlugin(InitPluginProtocol):
+    """Registers backends at start-up, mounts the signed-URL handler, provides ``storages``.
+
+    Args:
+        configure: A function that registers backends (the specification's
+            ``configure_storage_from_env``), a configuration file, or None to read the
+            environment (``storeroom.config.configure_from_env``).
+        mount_path: Where signed URLs are served; the signers' ``base_url`` must end here.
+        registry: The registry to use (default: ``storages``).
+        cors: CORS rules for browser uploads to signed URLs.
+    """
+
+    def __init__(
+        self,
+        configure: Configure = None,
+        *,
+        mount_path: str = "/files",
+        registry: StorageRegistry | None = None,
+        cors: CorsRules | None = None,
+    ) -> None:
+        self.configure = configure
+        self.mount_path = mount_path
+        self.registry = registry or storages
+        self.app = SignedUrlApp(self.registry, cors=cors, mount_path=mount_path)
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        signed_urls = asgi(self.mount_path, is_mount=True, copy_scope=True)(self._serve)
+        app_config.route_handlers.append(signed_urls)
+        app_config.on_startup.append(self._startup)
+        app_config.dependencies["storages"] = Provide(self._registry, sync_to_thread=False)
+        return app_config
+
+    def _registry(self) -> StorageRegistry:
+        return self.registry
+
+    def _startup(self) -> None:
+        configure_backends(self.configure, self.registry)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Litestar's event types are TypedDicts; the app takes the plain ASGI mapping form.
+        await self.app(cast(Any, scope), cast(Any, receive), cast(Any, send))
+
+
+async def save_upload(
+    upload: UploadFile,
+    *,
+    backend: str | None = None,
+    filename: str | None = None,
+    path: str | None = None,
+    registry: StorageRegistry | None = None,
+) -> FileObject:
+    """Stream a multipart upload into the store and return its FileObject.
+
+    Litestar spools large parts to a temporary file; the content is read from it in chunks,
+    never whole.
+    """
+    file = FileObject(
+        backend=backend, filename=filename or upload.filename or "upload", path=path,
+        content_type=upload.content_type or None, registry=registry,
+    )
+    return await file.save_async(upload)
+
+
+async def file_response(
+    file: FileObject, headers: Mapping[str, str] | None = None, *, attachment: bool = True
+) -> Response[Any]:
+    """A streaming, range-capable response for ``file`` (pass ``request.headers``)."""
+    plan = await plan_file_response_async(file, headers or {}, attachment=attachment)
+    return Stream(
+        abody(file, plan), status_code=plan.status, headers=dict(plan.headers),
+        media_type=dict(plan.headers).get("content-type"),
+    )
