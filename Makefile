@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/orm.py
+	$(BIN)/python benchmarks/web_memory.py
 
 demo: $(STAMP)
 	$(BIN)/python -m storeroom.demo
