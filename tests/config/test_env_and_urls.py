@@ -104,3 +104,14 @@ def test_backend_from_url_passes_options(s3_env: Any, s3_bucket: str, round_trip
         "k", f"s3://{s3_bucket}/", aws_endpoint=s3_env.endpoint, aws_allow_http=True,
     ))
     round_trip("k", registry)
+
+
+def test_file_urls_are_not_mistaken_for_relative_paths(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from storeroom.config import backend_from_url
+
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "elsewhere"
+    backend = backend_from_url("files", f"file://{target}")
+    backend.put("a.txt", b"x")
+    assert (target / "a.txt").read_bytes() == b"x"
+    assert not (tmp_path / "file:").exists()

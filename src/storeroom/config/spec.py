@@ -590,7 +590,7 @@ def backend_from_url(key: str, url: str, **options: Any) -> StorageBackend:
     from storeroom.backends.obstore import ObstoreBackend
 
     kind = _url_type(url)
-    if kind == "local":
+    if kind == "local" and not url.lower().startswith("file:"):
         return ObstoreBackend(key, Path(url).expanduser().resolve().as_uri(), **options)
     if kind != "fsspec":
         store_kind(url)
