@@ -218,6 +218,7 @@ def test_registration_log_shows_key_and_location_only(
 ) -> None:
     caplog.set_level(logging.INFO, logger="storeroom.config")
     register_specs([BackendSpec(key="scratch", type="memory", signing_secret=SECRET,
+                                signing_base_url="https://app.example.com/files",
                                 source="test")], registry)
     assert "registered storage backend 'scratch' at memory://" in caplog.text
     assert SECRET not in caplog.text
