@@ -17,7 +17,9 @@ import asyncio
 import inspect
 import logging
 import re
+import sys
 import textwrap
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,11 +102,15 @@ def test_page_examples_run(
     root = logging.getLogger()
     saved_logging = (root.level, list(root.handlers))
     saved_subscribers = events._subscribers
-    namespace: dict[str, object] = {"__name__": f"docs_{page.path.stem}"}
+    # A real module: frameworks look up a handler's module in sys.modules.
+    module = types.ModuleType(f"docs_{page.path.stem.replace('-', '_')}")
+    sys.modules[module.__name__] = module
+    namespace: dict[str, object] = module.__dict__
     try:
         for line, code in page.blocks:
             _run_block(code, namespace, f"{page.path.name}:{line}")
     finally:
+        sys.modules.pop(module.__name__, None)
         storages.clear()
         events._subscribers = saved_subscribers
         root.setLevel(saved_logging[0])
