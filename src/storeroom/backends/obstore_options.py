@@ -247,7 +247,17 @@ def split_options(kind: str, options: Mapping[str, Any]) -> ObstoreOptions:
             out.config[name] = value
     if kind == "local" and "mkdir" not in out.local:
         out.local["mkdir"] = True
+    if "allow_http" not in out.client_options and _plain_http_endpoint(out.config):
+        # An explicit http:// endpoint (MinIO, an emulator) is a request for plain HTTP.
+        out.client_options["allow_http"] = True
     return out
+
+
+def _plain_http_endpoint(config: Mapping[str, Any]) -> bool:
+    return any(
+        "endpoint" in name and isinstance(value, str) and value.lower().startswith("http://")
+        for name, value in config.items()
+    )
 
 
 def _client_option_name(name: str, prefix: str) -> str | None:

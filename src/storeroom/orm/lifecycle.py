@@ -31,11 +31,15 @@ from sqlalchemy.util.concurrency import await_only, in_greenlet
 from storeroom.errors import BackendError, StoreroomError
 from storeroom.file import FileObject
 
-__all__ = ["OrmSettings", "install", "settings"]
+__all__ = ["KEEP_REPLACED_FILES", "OrmSettings", "install", "settings"]
 
 logger = logging.getLogger("storeroom.orm")
 
 _LEDGER = "storeroom.ledger"
+
+#: Set ``session.info[KEEP_REPLACED_FILES] = True`` to repoint rows at other objects without
+#: deleting the ones they referenced (what a migration between backends does).
+KEEP_REPLACED_FILES = "storeroom.keep_replaced_files"
 _ROOT = "root"
 
 
@@ -273,7 +277,7 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
             if isinstance(first, StoreroomError):
                 raise first
             raise BackendError(f"upload failed during flush: {first}") from first
-    if doomed:
+    if doomed and not session.info.get(KEEP_REPLACED_FILES):
         ledger.for_key(ledger.doomed, key).extend(doomed)
 
 

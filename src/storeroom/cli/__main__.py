@@ -1,0 +1,5 @@
+"""``python -m storeroom.cli``."""
+
+from storeroom.cli import main
+
+main()
