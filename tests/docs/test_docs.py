@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from storeroom import events, storages
+from storeroom.orm import Base
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 BLOCK = re.compile(
@@ -102,6 +103,7 @@ def test_page_examples_run(
     root = logging.getLogger()
     saved_logging = (root.level, list(root.handlers))
     saved_subscribers = events._subscribers
+    tables_before = set(Base.metadata.tables)
     # A real module: frameworks look up a handler's module in sys.modules.
     module = types.ModuleType(f"docs_{page.path.stem.replace('-', '_')}")
     sys.modules[module.__name__] = module
@@ -111,6 +113,9 @@ def test_page_examples_run(
             _run_block(code, namespace, f"{page.path.name}:{line}")
     finally:
         sys.modules.pop(module.__name__, None)
+        # Pages define models on storeroom's shared Base: forget their tables afterwards.
+        for name in set(Base.metadata.tables) - tables_before:
+            Base.metadata.remove(Base.metadata.tables[name])
         storages.clear()
         events._subscribers = saved_subscribers
         root.setLevel(saved_logging[0])
