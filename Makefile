@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: venv test test-only lint bench demo docs clean
+.PHONY: venv test test-only lint bench demo clean
 
 $(STAMP): pyproject.toml package.json package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,13 @@ ifneq ($(NPM),)
 else
 	@echo "npm not found: Azure tests need node + npm (the Azurite emulator); they will skip"
 endif
+	@# The browser test drives Debian's Chromium (Playwright cannot download browsers here).
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	      || echo "could not install chromium: the browser test will skip"; \
+	  else echo "chromium not found (apt-get install chromium): the browser test will skip"; fi; \
+	fi
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -39,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/orm.py
 	$(BIN)/python benchmarks/web_memory.py
 
+## Start the demo on http://127.0.0.1:8000 (SQLite and local disk under ./data).
 demo: $(STAMP)
 	$(BIN)/python -m storeroom.demo
 

@@ -1,0 +1,150 @@
+"""The demo's Litestar application."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, cast
+
+from litestar import Litestar, MediaType, Response, delete, get, post
+from litestar.exceptions import HTTPException, NotFoundException
+from sqlalchemy import Table, select
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from storeroom import FileObject, storages
+from storeroom.backends.obstore import ObstoreBackend
+from storeroom.contrib.litestar import StoreroomPlugin
+from storeroom.demo.models import TeamFile
+from storeroom.demo.page import PAGE
+from storeroom.demo.settings import DemoSettings, type_allowed
+from storeroom.orm import UUIDAuditBase, safe_filename
+from storeroom.signing import configure_signing
+
+__all__ = ["create_app"]
+
+UPLOAD_TTL = 600
+
+
+@dataclass
+class PendingUpload:
+    """An upload URL handed out and not yet completed."""
+
+    path: str
+    name: str
+    content_type: str
+    size: int
+    expires: float
+
+
+def configure_storage(settings: DemoSettings) -> None:
+    """The environment's backends if any are set, else local disk under the data folder."""
+    from storeroom.config import configure_from_env
+
+    if any(k.startswith(("STORAGE__", "STORAGE_BACKEND")) for k in os.environ):
+        configure_from_env(storages, overwrite=True)
+        return
+    backend = ObstoreBackend("private", f"file://{settings.data_dir / 'uploads'}")
+    configure_signing(backend, secret=settings.signing_secret(),
+                      base_url=f"{settings.base_url}/files",
+                      max_upload_size=settings.max_upload_bytes)
+    storages.register_backend(backend, overwrite=True)
+
+
+def _problem(status: int, message: str) -> HTTPException:
+    return HTTPException(status_code=status, detail=message)
+
+
+def create_app(settings: DemoSettings | None = None) -> Litestar:
+    """Build the demo app (settings default to the environment)."""
+    settings = settings or DemoSettings.from_env()
+    engine: AsyncEngine = create_async_engine(settings.database_url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    pending: dict[str, PendingUpload] = {}
+
+    async def create_tables() -> None:
+        async with engine.begin() as conn:
+            table = cast(Table, TeamFile.__table__)
+            await conn.run_sync(UUIDAuditBase.metadata.create_all, tables=[table])
+
+    async def describe(row: TeamFile) -> dict[str, Any]:
+        return {"id": str(row.id), "name": row.name, "size": row.file.size,
+                "content_type": row.file.content_type,
+                "uploaded": row.created_at.isoformat(timespec="seconds"),
+                "download_url": await row.url()}
+
+    @get("/", media_type=MediaType.HTML)
+    async def index() -> str:
+        return PAGE.replace("{{MAX_BYTES}}", str(settings.max_upload_bytes))
+
+    @get("/api/files")
+    async def list_files() -> list[dict[str, Any]]:
+        async with sessions() as session:
+            rows = (await session.scalars(
+                select(TeamFile).order_by(TeamFile.created_at.desc()))).all()
+            return [await describe(row) for row in rows]
+
+    @post("/api/uploads")
+    async def start_upload(data: dict[str, Any]) -> dict[str, Any]:
+        name = str(data.get("name") or "").strip()
+        size = data.get("size")
+        content_type = str(data.get("content_type") or "application/octet-stream")
+        if not name:
+            raise _problem(400, "Choose a file first.")
+        if not isinstance(size, int) or size <= 0:
+            raise _problem(400, f"{name} is empty: there is nothing to store.")
+        if size > settings.max_upload_bytes:
+            raise _problem(413, f"{name} is {size / 2**20:.1f} MiB; the limit is "
+                                f"{settings.max_upload_bytes / 2**20:.0f} MiB.")
+        if not type_allowed(content_type):
+            raise _problem(415, f"{name}: files of type {content_type} are not accepted.")
+        upload_id = uuid.uuid4().hex
+        path = f"team_file/file/{upload_id}/{safe_filename(name)}"
+        file = FileObject(backend="private", filename=name, path=path,
+                          content_type=content_type)
+        url = file.storage.sign(path, expires_in=UPLOAD_TTL, for_upload=True,
+                                content_type=content_type)
+        pending[upload_id] = PendingUpload(path, name, content_type, size,
+                                           time.time() + UPLOAD_TTL)
+        return {"upload_id": upload_id, "upload_url": url}
+
+    @post("/api/uploads/{upload_id:str}/complete")
+    async def complete_upload(upload_id: str) -> dict[str, Any]:
+        upload = pending.pop(upload_id, None)
+        if upload is None or upload.expires < time.time():
+            raise _problem(404, "This upload is unknown or has expired; please upload again.")
+        file = FileObject(backend="private", filename=upload.name, path=upload.path,
+                          content_type=upload.content_type)
+        if not await file.exists_async():
+            raise _problem(400, f"{upload.name} did not reach storage; please upload again.")
+        await file.refresh_async()
+        if file.size != upload.size:
+            await file.delete_async()
+            raise _problem(400, f"{upload.name} arrived incomplete; please upload again.")
+        async with sessions() as session:
+            row = TeamFile(name=upload.name, file=file)
+            session.add(row)
+            await session.commit()
+            return await describe(row)
+
+    @delete("/api/files/{file_id:uuid}", status_code=200)
+    async def delete_file(file_id: uuid.UUID) -> dict[str, str]:
+        async with sessions() as session:
+            row = await session.get(TeamFile, file_id)
+            if row is None:
+                raise NotFoundException("no such file")
+            await session.delete(row)
+            await session.commit()  # the stored file is deleted after the commit
+        return {"deleted": str(file_id)}
+
+    @get("/healthz")
+    async def health() -> Response[str]:
+        return Response("ok", media_type=MediaType.TEXT)
+
+    return Litestar(
+        route_handlers=[index, list_files, start_upload, complete_upload, delete_file, health],
+        plugins=[StoreroomPlugin(configure=lambda: configure_storage(settings))],
+        on_startup=[create_tables],
+        on_shutdown=[engine.dispose],
+    )
