@@ -61,52 +61,6 @@ def round_trip() -> RoundTrip:
     return check
 
 
-# -- temporary: until tests/conftest.py provides the shared server fixtures ------------------
-
-
-class _Moto:
-    region = "us-east-1"
-    access_key = "testing"
-    secret_key = "testing"
-
-    def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
-
-    def client(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3", endpoint_url=self.endpoint, region_name=self.region,
-            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
-        )
-
-    def create_bucket(self, name: str) -> str:
-        client = self.client()
-        try:
-            client.create_bucket(Bucket=name)
-        except client.exceptions.BucketAlreadyOwnedByYou:
-            pass
-        return name
-
-    def stop(self) -> None:
-        self._server.stop()
-
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[_Moto]:
-    server = _Moto()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def s3_bucket(moto_server: _Moto) -> str:
-    return moto_server.create_bucket(f"bucket-{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture

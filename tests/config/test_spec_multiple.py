@@ -84,10 +84,7 @@ FAKE_AZURE = (
 
 
 def _azure_connection_string(request: pytest.FixtureRequest) -> str | None:
-    try:
-        server = request.getfixturevalue("azurite_server")
-    except pytest.FixtureLookupError:
-        return None
+    server = request.getfixturevalue("azurite_server")
     from azure.core.exceptions import ResourceExistsError
     from azure.storage.blob import BlobServiceClient
 
