@@ -24,7 +24,7 @@ from storeroom.cors import CorsRules
 from storeroom.file import FileObject
 from storeroom.registry import StorageRegistry, storages
 from storeroom.web.asgi import SignedUrlApp
-from storeroom.web.files import abody, plan_file_response_async
+from storeroom.web.files import abody, plan_file_response_async, upload_target
 
 __all__ = ["file_response", "get_storages", "save_upload", "signed_url_router",
            "storeroom_lifespan"]
@@ -68,10 +68,9 @@ async def save_upload(
     registry: StorageRegistry | None = None,
 ) -> FileObject:
     """Stream a multipart upload (spooled by Starlette) into the store, in chunks."""
-    file = FileObject(
-        backend=backend, filename=filename or upload.filename or "upload", path=path,
-        content_type=upload.content_type or None, registry=registry,
-    )
+    file = upload_target(filename or upload.filename, upload.content_type,
+                         backend=backend, path=path,
+                         registry=registry)
     return await file.save_async(upload)
 
 

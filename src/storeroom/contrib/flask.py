@@ -25,7 +25,7 @@ from storeroom.contrib._startup import Configure, configure_backends
 from storeroom.cors import CorsRules
 from storeroom.file import FileObject
 from storeroom.registry import StorageRegistry, storages
-from storeroom.web.files import body, plan_file_response
+from storeroom.web.files import body, plan_file_response, upload_target
 from storeroom.web.wsgi import SignedUrlWsgiApp
 
 __all__ = ["Storeroom", "file_response", "save_upload"]
@@ -78,10 +78,9 @@ def save_upload(
     registry: StorageRegistry | None = None,
 ) -> FileObject:
     """Stream a multipart upload (``request.files[...]``) into the store, in chunks."""
-    file = FileObject(
-        backend=backend, filename=filename or upload.filename or "upload", path=path,
-        content_type=upload.mimetype or None, registry=registry,
-    )
+    file = upload_target(filename or upload.filename, upload.mimetype,
+                         backend=backend, path=path,
+                         registry=registry)
     return file.save(upload.stream)
 
 

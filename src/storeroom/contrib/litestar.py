@@ -30,7 +30,7 @@ from storeroom.cors import CorsRules
 from storeroom.file import FileObject
 from storeroom.registry import StorageRegistry, storages
 from storeroom.web.asgi import SignedUrlApp
-from storeroom.web.files import abody, plan_file_response_async
+from storeroom.web.files import abody, plan_file_response_async, upload_target
 
 __all__ = ["StoreroomPlugin", "file_response", "save_upload"]
 
@@ -91,10 +91,9 @@ async def save_upload(
     Litestar spools large parts to a temporary file; the content is read from it in chunks,
     never whole.
     """
-    file = FileObject(
-        backend=backend, filename=filename or upload.filename or "upload", path=path,
-        content_type=upload.content_type or None, registry=registry,
-    )
+    file = upload_target(filename or upload.filename, upload.content_type,
+                         backend=backend, path=path,
+                         registry=registry)
     return await file.save_async(upload)
 
 

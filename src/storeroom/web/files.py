@@ -6,10 +6,31 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 
 from storeroom.file import FileObject
+from storeroom.registry import StorageRegistry
 from storeroom.signing import SignedRequest
 from storeroom.web.protocol import Download, Reply, plan_download
 
-__all__ = ["FileResponsePlan", "plan_file_response", "plan_file_response_async"]
+__all__ = [
+    "FileResponsePlan",
+    "plan_file_response",
+    "plan_file_response_async",
+    "upload_target",
+]
+
+
+def upload_target(
+    filename: str | None,
+    content_type: str | None,
+    *,
+    backend: str | None = None,
+    path: str | None = None,
+    registry: StorageRegistry | None = None,
+) -> FileObject:
+    """The FileObject a framework's multipart upload is saved into."""
+    return FileObject(
+        backend=backend, filename=filename or "upload", path=path,
+        content_type=content_type or None, registry=registry,
+    )
 
 
 @dataclass
