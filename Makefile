@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: venv test test-only lint bench demo clean
+.PHONY: venv test test-only lint bench demo docs clean
 
 $(STAMP): pyproject.toml package.json package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench: $(STAMP)
 ## Start the demo on http://127.0.0.1:8000 (SQLite and local disk under ./data).
 demo: $(STAMP)
 	$(BIN)/python -m storeroom.demo
+
+## Regenerate docs/api.md from the docstrings.
+docs: $(STAMP)
+	$(BIN)/python docs/gen_api.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
