@@ -283,6 +283,9 @@ class ObstoreBackend(StorageBackend):
             self._head(path)
             return iter(())
         result = obstore.get(self.store, path, options=cast(Any, self._range(start, end)))
+        if _span(result) <= chunk_size:
+            # One chunk anyway: take the body in one call rather than through a stream.
+            return iter((bytes(result.bytes()),))
         return iter(result.stream(min_chunk_size=chunk_size))
 
     async def _read_async(
@@ -293,6 +296,8 @@ class ObstoreBackend(StorageBackend):
             return _empty()
         options = cast(Any, self._range(start, end))
         result = await obstore.get_async(self.store, path, options=options)
+        if _span(result) <= chunk_size:
+            return _single(bytes(await result.bytes_async()))
         return cast(AsyncIterator[bytes], aiter(result.stream(min_chunk_size=chunk_size)))
 
     def _head(self, path: str) -> ObjectInfo:
@@ -354,6 +359,15 @@ class ObstoreBackend(StorageBackend):
             raise self._signing_not_supported()
         store = cast(Any, self.store)
         return await obstore.sign_async(store, method, path, timedelta(seconds=expires_in))
+
+
+def _span(result: Any) -> int:
+    start, end = result.range
+    return int(end - start)
+
+
+async def _single(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 async def _empty() -> AsyncIterator[bytes]:
