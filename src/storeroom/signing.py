@@ -21,6 +21,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,12 +62,43 @@ class SignedRequest:
 
 
 def _canonical(request: SignedRequest) -> bytes:
-    fields = (
-        "storeroom-v1", request.method, request.backend, request.path, str(request.expires),
-        request.content_type or "", "" if request.max_size is None else str(request.max_size),
-        request.filename or "",
-    )
-    return "\n".join(fields).encode()
+    # A JSON array, not joined text: no field value (a content type or filename chosen by a
+    # client, say) can shift bytes into its neighbour and so forge a different grant.
+    fields = [
+        "storeroom-v2",
+        request.method,
+        request.backend,
+        request.path,
+        request.expires,
+        request.content_type,
+        request.max_size,
+        request.filename,
+    ]
+    return json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+# type/subtype with optional parameters; no control characters (the value becomes a header).
+_CONTENT_TYPE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
+    r"(\s*;\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+=(\"[^\"\x00-\x1f\x7f]*\"|[A-Za-z0-9!#$%&'*+.^_`|~-]+))*"
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_grant(content_type: str | None, max_size: int | None, filename: str | None) -> None:
+    if content_type is not None and not _CONTENT_TYPE.fullmatch(content_type):
+        raise ConfigurationError(
+            f"content_type {content_type!r} is not a media type like 'image/png'; "
+            "pass a valid type (or None to accept any)"
+        )
+    if max_size is not None and (
+        not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 0
+    ):
+        raise ConfigurationError(
+            f"max_size must be a non-negative number of bytes or None, got {max_size!r}"
+        )
+    if filename is not None and _CONTROL.search(filename):
+        raise ConfigurationError(f"filename {filename!r} contains a control character")
 
 
 class HmacUrlSigner:
@@ -123,6 +156,8 @@ class HmacUrlSigner:
             raise ConfigurationError(f"signed URLs are for GET or PUT, not {method!r}")
         if method == "PUT" and max_size is None:
             max_size = self.max_upload_size
+        content_type, filename = content_type or None, filename or None
+        _check_grant(content_type, max_size, filename)
         request = SignedRequest(
             backend=backend, path=safe_path(path), method=method,
             expires=int(self._clock()) + int(expires_in),

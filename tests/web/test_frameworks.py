@@ -215,3 +215,49 @@ def test_flask_factory_snippet_and_extension(upload_dir: Path) -> None:
                      data=b"direct", headers={"Content-Type": "application/octet-stream"})
     assert put.status_code == 200
     assert (upload_dir / "direct.bin").read_bytes() == b"direct"
+
+
+def test_fastapi_get_storages_is_the_lifespans_registry(tmp_path: Path) -> None:
+    from fastapi import Depends, FastAPI
+    from fastapi.testclient import TestClient
+
+    from storeroom import ObstoreBackend, StorageRegistry
+    from storeroom.contrib.fastapi import get_storages, storeroom_lifespan
+
+    registry = StorageRegistry()
+
+    def configure() -> None:
+        registry.register_backend(ObstoreBackend("private", f"file://{tmp_path}/p"))
+
+    app = FastAPI(lifespan=storeroom_lifespan(configure, registry))
+
+    @app.get("/backends")
+    def backends(registry: StorageRegistry = Depends(get_storages)) -> list[str]:  # noqa: B008
+        return sorted(registry.registered_backends())
+
+    with TestClient(app) as client:
+        assert client.get("/backends").json() == ["private"]
+    assert not storages.is_registered("private")
+
+
+def test_litestar_signed_put_is_not_capped_by_the_request_body_limit(upload_dir: Path) -> None:
+    """Litestar refuses request bodies over 10 MB by default; signed uploads stream past it."""
+    import hashlib
+
+    from litestar import Litestar, get
+    from litestar.testing import TestClient
+
+    from storeroom.contrib.litestar import StoreroomPlugin
+
+    @get("/")
+    async def index() -> str:
+        return "ok"
+
+    app = Litestar([index], plugins=[StoreroomPlugin(configure=configure_storage_from_env)])
+    data = hashlib.sha256(b"big").digest() * (12 * 1024 * 1024 // 32)  # 12 MiB
+    with TestClient(app=app) as client:
+        target = FileObject(backend="default", filename="big.bin")
+        put = client.put(target.sign(for_upload=True).replace("http://testserver", ""),
+                         content=data, headers={"Content-Type": "application/octet-stream"})
+        assert put.status_code == 200, put.text
+    assert (upload_dir / "big.bin").read_bytes() == data

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -124,7 +124,8 @@ async def test_upload_through_signed_put(served: Served) -> None:
 @pytest.mark.parametrize(
     "case",
     ["signature", "path", "method", "expired", "oversize", "content-type", "traversal",
-     "unknown-backend", "missing-object"],
+     "unknown-backend", "missing-object", "tampered-expiry", "tampered-max-size",
+     "tampered-content-type", "put-over-existing-with-get-url"],
 )
 async def test_rejection_matrix(served: Served, case: str) -> None:
     existing = _file(served, b"secret bytes", "doc.pdf")
@@ -161,6 +162,25 @@ async def test_rejection_matrix(served: Served, case: str) -> None:
     elif case == "unknown-backend":
         reply = await served.request("GET", get_url.replace("/uploads/", "/nope/"))
         expected = 404
+    elif case == "tampered-expiry":
+        expires = parse_qs(urlsplit(get_url).query)["expires"][0]
+        later = get_url.replace(f"expires={expires}", f"expires={int(expires) + 86400}")
+        reply = await served.request("GET", later)
+        expected = 403
+    elif case == "tampered-max-size":
+        bigger = put_url.replace("max_size=1000000", "max_size=9000000")
+        assert bigger != put_url
+        reply = await served.request("PUT", bigger, content=b"x" * 1_000_001, headers=pdf)
+        expected = 403
+    elif case == "tampered-content-type":
+        html = put_url.replace("content_type=application%2Fpdf", "content_type=text%2Fhtml")
+        assert html != put_url
+        reply = await served.request("PUT", html, content=b"<script>",
+                                     headers={"Content-Type": "text/html"})
+        expected = 403
+    elif case == "put-over-existing-with-get-url":
+        reply = await served.request("PUT", get_url, content=b"replaced", headers=pdf)
+        expected = 403
     else:
         existing.delete()
         reply = await served.request("GET", get_url)
@@ -169,6 +189,8 @@ async def test_rejection_matrix(served: Served, case: str) -> None:
     assert b"secret bytes" not in reply.content
     assert not served.backend.exists("new.pdf")
     assert SECRET not in reply.text
+    if case != "missing-object":
+        assert served.backend.get("doc.pdf") == b"secret bytes"
 
 
 @pytest.mark.parametrize("served", ["asgi"], indirect=True)  # WSGI bodies carry a length
@@ -201,3 +223,38 @@ async def test_cors_preflight(served: Served) -> None:
     assert refused.status_code == 403
     get = await served.request("GET", url, headers={"Origin": "https://app.example.com"})
     assert get.headers["access-control-expose-headers"] == "ETag"
+
+
+async def test_download_security_and_cache_headers(served: Served) -> None:
+    page = _file(served, b"<script>alert(document.cookie)</script>", "page.html")
+    reply = await served.request("GET", page.sign(expires_in=60))
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "text/html"
+    assert reply.headers["x-content-type-options"] == "nosniff"
+    assert reply.headers["content-disposition"].startswith('attachment; filename="page.html"')
+    assert reply.headers["content-security-policy"].startswith("sandbox")
+    pdf = await served.request("GET", _file(served, b"%PDF", "r.pdf").sign(expires_in=60))
+    assert pdf.headers["x-content-type-options"] == "nosniff"
+    assert "content-disposition" not in pdf.headers  # no filename signed: shown inline
+    assert "content-security-policy" not in pdf.headers
+    assert pdf.headers["last-modified"].endswith(" GMT")
+
+
+async def test_conditional_and_odd_ranges(served: Served) -> None:
+    data = bytes(range(100))
+    url = _file(served, data, "c.bin").sign(expires_in=60)
+    etag = (await served.request("HEAD", url)).headers["etag"]
+    weak = await served.request("GET", url, headers={"If-None-Match": f"W/{etag}, \"other\""})
+    assert weak.status_code == 304
+    stale = await served.request("GET", url, headers={"Range": "bytes=0-9",
+                                                      "If-Range": '"an-older-version"'})
+    assert stale.status_code == 200 and stale.content == data
+    fresh = await served.request("GET", url, headers={"Range": "bytes=0-9", "If-Range": etag})
+    assert fresh.status_code == 206 and fresh.content == data[:10]
+    backwards = await served.request("GET", url, headers={"Range": "bytes=9-3"})
+    assert backwards.status_code == 200 and backwards.content == data  # invalid: ignored
+    several = await served.request("GET", url, headers={"Range": "bytes=0-1,5-6"})
+    assert several.status_code == 200 and several.content == data  # multi-range: whole
+    clipped = await served.request("GET", url, headers={"Range": "bytes=95-500"})
+    assert clipped.status_code == 206 and clipped.content == data[95:]
+    assert clipped.headers["content-range"] == "bytes 95-99/100"

@@ -124,3 +124,45 @@ def test_file_object_sign_uses_the_hmac_signer_where_the_store_cannot_sign() -> 
     assert download.startswith("http://127.0.0.1:8000/files/uploads/report.pdf?")
     assert "method=GET" in download and "method=PUT" in upload
     assert "content_type=application%2Fpdf" in upload
+
+
+def test_field_values_cannot_shift_into_their_neighbours(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A content type carrying a separator must not forge a bigger size limit.
+
+    Signing validates content types, so the check is switched off here to prove that the
+    canonical form alone resists: under the old newline-joined form this forgery verified.
+    """
+    import storeroom.signing
+
+    monkeypatch.setattr(storeroom.signing, "_check_grant", lambda *args: None)
+    signer = HmacUrlSigner(SECRET, "/files", max_upload_size=1000)
+    _b, _p, query = _parts(signer.sign("up", "a.png", method="PUT", expires_in=60,
+                                       content_type="image/png\n999999999"))
+    forged = {"method": "PUT", "expires": query["expires"], "content_type": "image/png",
+              "max_size": "999999999", "filename": "1000\n", "signature": query["signature"]}
+    with pytest.raises(SignatureInvalid):
+        signer.verify("up", "a.png", "PUT", forged)
+
+
+@pytest.mark.parametrize(
+    "grant",
+    [{"content_type": "text/html\r\nSet-Cookie: a=b"}, {"content_type": "html"},
+     {"max_size": -1}, {"filename": "a\nb.pdf"}],
+    ids=["header-injection", "not-a-media-type", "negative-size", "control-in-filename"],
+)
+def test_unsafe_grants_are_refused_at_signing(grant: dict[str, object]) -> None:
+    signer = HmacUrlSigner(SECRET, "/files")
+    with pytest.raises(ConfigurationError):
+        signer.sign("up", "a.bin", method="PUT", expires_in=60, **grant)  # type: ignore[arg-type]
+
+
+def test_media_types_with_parameters_and_empty_values_round_trip() -> None:
+    signer = HmacUrlSigner(SECRET, "/files")
+    url = signer.sign("up", "a.txt", method="PUT", expires_in=60,
+                      content_type='text/plain; charset="utf-8"', filename="", max_size=0)
+    _b, _p, query = _parts(url)
+    grant = signer.verify("up", "a.txt", "PUT", query)
+    assert (grant.content_type, grant.max_size, grant.filename) == (
+        'text/plain; charset="utf-8"', 0, None)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, UploadFile
+from fastapi import APIRouter, FastAPI, Request, UploadFile
 from fastapi.responses import StreamingResponse
 from starlette.routing import Mount
 
@@ -38,6 +38,7 @@ def storeroom_lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_backends(configure, registry)
+        app.state.storeroom_registry = registry or storages
         yield
 
     return lifespan
@@ -54,9 +55,13 @@ def signed_url_router(
     return router
 
 
-def get_storages() -> StorageRegistry:
-    """Dependency: the registry (``Depends(get_storages)``)."""
-    return storages
+def get_storages(request: Request) -> StorageRegistry:
+    """Dependency: the registry (``Depends(get_storages)``).
+
+    The one :func:`storeroom_lifespan` was given, else the default ``storages``.
+    """
+    registry = getattr(request.app.state, "storeroom_registry", None)
+    return registry if isinstance(registry, StorageRegistry) else storages
 
 
 async def save_upload(

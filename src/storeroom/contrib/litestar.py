@@ -61,6 +61,7 @@ class StoreroomPlugin(InitPluginProtocol):
         self.app = SignedUrlApp(self.registry, cors=cors, mount_path=mount_path)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        """Mount the signed-URL handler, add the start-up hook and the ``storages`` dependency."""
         signed_urls = asgi(self.mount_path, is_mount=True, copy_scope=True)(self._serve)
         app_config.route_handlers.append(signed_urls)
         app_config.on_startup.append(self._startup)

@@ -7,6 +7,7 @@ size limit and content type the URL was signed with enforced as the bytes arrive
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +21,9 @@ from storeroom.web.protocol import (
     Reply,
     UploadTooLarge,
     Verdict,
+    check_complete,
     count_upload,
+    declared_length,
     judge,
     plan_download,
     preflight,
@@ -110,12 +113,20 @@ class SignedUrlApp:
         if isinstance(plan, Reply):
             await _send_reply(send, plan, head=head)
             return
+        chunks: AsyncIterator[bytes] | None = None
+        if not head and plan.end > plan.start:
+            # Opened before the status goes out: an object deleted since the HEAD is a 404,
+            # not a 200 that breaks off.
+            try:
+                chunks = await backend.stream_async(
+                    grant.path, start=plan.start, end=plan.end, chunk_size=self.chunk_size
+                )
+            except ObjectNotFound:
+                await _send_reply(send, Reply.text(404, "not found"))
+                return
         await send({"type": "http.response.start", "status": plan.status,
                     "headers": _encode(plan.headers)})
-        if not head and plan.end > plan.start:
-            chunks = await backend.stream_async(
-                grant.path, start=plan.start, end=plan.end, chunk_size=self.chunk_size
-            )
+        if chunks is not None:
             async for chunk in chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
@@ -129,6 +140,8 @@ class SignedUrlApp:
             await _send_reply(send, problem)
             return
 
+        declared = declared_length(headers)
+
         async def body() -> AsyncIterator[bytes]:
             seen = 0
             while True:
@@ -140,6 +153,7 @@ class SignedUrlApp:
                 if chunk:
                     yield chunk
                 if not message.get("more_body", False):
+                    check_complete(seen, declared)
                     return
 
         try:
@@ -149,6 +163,10 @@ class SignedUrlApp:
         except UploadTooLarge as exc:
             await _send_reply(send, Reply.text(413, str(exc), verdict.cors))
             return
-        except ClientDisconnected:
+        except ClientDisconnected as exc:
+            # Usually nobody is listening any more; a body shorter than its Content-Length
+            # from a client still connected gets told why.
+            with contextlib.suppress(OSError, RuntimeError):
+                await _send_reply(send, Reply.text(400, str(exc), verdict.cors))
             return
         await _send_reply(send, upload_reply(result, verdict.cors))

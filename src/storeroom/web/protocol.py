@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import format_datetime, parsedate_to_datetime
 from urllib.parse import parse_qsl, quote, unquote
 
 from storeroom.backends.base import ObjectInfo, PutResult, StorageBackend
@@ -30,11 +32,16 @@ __all__ = [
     "Reply",
     "UploadTooLarge",
     "Verdict",
+    "ACTIVE_CONTENT_TYPES",
     "byte_range",
+    "check_complete",
     "content_disposition",
+    "declared_length",
     "download_headers",
     "count_upload",
+    "http_date",
     "judge",
+    "range_applies",
     "not_modified",
     "plan_download",
     "preflight",
@@ -150,8 +157,8 @@ def upload_problem(grant: SignedRequest, headers: Mapping[str, str]) -> Reply | 
         sent = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if sent != grant.content_type.split(";", 1)[0].strip().lower():
             return Reply.text(415, f"this link accepts only {grant.content_type} uploads")
-    length = headers.get("content-length", "")
-    if grant.max_size is not None and length.isdigit() and int(length) > grant.max_size:
+    length = declared_length(headers)
+    if grant.max_size is not None and length is not None and length > grant.max_size:
         return Reply.text(413, f"upload larger than the {grant.max_size} bytes allowed")
     return None
 
@@ -159,26 +166,65 @@ def upload_problem(grant: SignedRequest, headers: Mapping[str, str]) -> Reply | 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | Reply | None:
     """The ``[start, end)`` a ``Range`` header asks for; None for the whole object.
 
-    Only single ranges are served; a multi-range request gets the whole object (which RFC
-    9110 allows). An unsatisfiable range gets a 416 reply.
+    Only single ranges are served; a multi-range request gets the whole object, and so does
+    a header that is not a valid byte range (both as RFC 9110 allows). A valid range that
+    lies wholly past the end gets a 416 reply.
     """
     if not header or not header.startswith("bytes=") or "," in header:
         return None
     first, _, last = header[6:].strip().partition("-")
-    try:
-        if first == "":
-            length = int(last)
-            if length <= 0:
-                raise ValueError
-            start, end = max(0, size - length), size
-        else:
-            start = int(first)
-            end = min(size, int(last) + 1) if last else size
-    except ValueError:
+    first, last = first.strip(), last.strip()
+    if not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
         return None
-    if start >= size or end <= start:
-        return Reply.text(416, "range not satisfiable", [("content-range", f"bytes */{size}")])
-    return start, end
+    if first == "":
+        if last == "":
+            return None
+        length = int(last)
+        if length == 0 or size == 0:
+            return _unsatisfiable(size)
+        return max(0, size - length), size
+    start = int(first)
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        return _unsatisfiable(size)
+    return start, min(size, int(last) + 1) if last else size
+
+
+def _unsatisfiable(size: int) -> Reply:
+    return Reply.text(416, "range not satisfiable", [("content-range", f"bytes */{size}")])
+
+
+def http_date(moment: datetime) -> str:
+    """``moment`` as an HTTP date (``Last-Modified``), naive datetimes taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return format_datetime(moment.astimezone(timezone.utc), usegmt=True)
+
+
+def range_applies(info: ObjectInfo, headers: Mapping[str, str]) -> bool:
+    """Whether a ``Range`` may be honoured: ``If-Range`` absent or naming this version.
+
+    A client resuming a download sends the ETag (or date) it saw; if the object has changed
+    since, it must get the whole new object rather than a piece of it.
+    """
+    condition = headers.get("if-range", "").strip()
+    if not condition:
+        return True
+    if condition.startswith('"'):
+        return bool(info.etag) and condition == _quoted(info.etag or "")
+    if condition.startswith("W/") or info.last_modified is None:
+        return False
+    try:
+        return parsedate_to_datetime(condition) == parsedate_to_datetime(
+            http_date(info.last_modified)
+        )
+    except (TypeError, ValueError):
+        return False
+
+
+def _quoted(etag: str) -> str:
+    return etag if etag.startswith(('"', "W/")) else f'"{etag}"'
 
 
 def content_disposition(filename: str) -> str:
@@ -187,20 +233,51 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
+#: Types a browser would run as a page with scripts. Served from the application's own
+#: origin, an uploaded one could act as the signed-in user (stored XSS), so the handler
+#: sends them as downloads in a sandbox, never as pages.
+ACTIVE_CONTENT_TYPES = frozenset({
+    "text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml",
+    "text/xsl", "application/xslt+xml", "application/mathml+xml", "text/javascript",
+    "application/javascript", "application/ecmascript", "text/ecmascript",
+    "application/x-shockwave-flash",
+})
+
+
+def _is_active(content_type: str) -> bool:
+    essence = content_type.split(";", 1)[0].strip().lower()
+    return essence in ACTIVE_CONTENT_TYPES or essence.endswith("+xml")
+
+
 def download_headers(
     info: ObjectInfo,
     grant: SignedRequest,
     window: tuple[int, int] | None,
     extra: Headers,
 ) -> tuple[int, Headers]:
-    """Status and headers of a GET/HEAD answer for ``info`` (206 when ``window`` is set)."""
+    """Status and headers of a GET/HEAD answer for ``info`` (206 when ``window`` is set).
+
+    Every answer carries ``X-Content-Type-Options: nosniff``; active content (HTML, SVG,
+    XML, scripts: :data:`ACTIVE_CONTENT_TYPES`) is also sent as an attachment under
+    ``Content-Security-Policy: sandbox``, so an uploaded page cannot run on this origin.
+    """
     content_type = grant.content_type or info.content_type or "application/octet-stream"
-    headers: Headers = [("content-type", content_type), ("accept-ranges", "bytes"),
-                        ("cache-control", "private, no-store")]
+    headers: Headers = [
+        ("content-type", content_type),
+        ("accept-ranges", "bytes"),
+        ("cache-control", "private, no-store"),
+        ("x-content-type-options", "nosniff"),
+    ]
     if info.etag:
-        headers.append(("etag", info.etag if info.etag.startswith('"') else f'"{info.etag}"'))
-    if grant.filename:
-        headers.append(("content-disposition", content_disposition(grant.filename)))
+        headers.append(("etag", _quoted(info.etag)))
+    if info.last_modified is not None:
+        headers.append(("last-modified", http_date(info.last_modified)))
+    active = _is_active(content_type)
+    if grant.filename or active:
+        name = grant.filename or grant.path.rsplit("/", 1)[-1]
+        headers.append(("content-disposition", content_disposition(name)))
+    if active:
+        headers.append(("content-security-policy", "sandbox; default-src 'none'"))
     status = 200
     length = info.size
     if window is not None:
@@ -212,14 +289,19 @@ def download_headers(
 
 
 def not_modified(info: ObjectInfo, headers: Mapping[str, str], extra: Headers) -> Reply | None:
-    """A 304 when ``If-None-Match`` names the object's current ETag."""
+    """A 304 when ``If-None-Match`` names the object's current ETag (weak comparison)."""
     wanted = headers.get("if-none-match")
     if not wanted or not info.etag:
         return None
-    etag = info.etag.strip('"')
-    if wanted.strip() == "*" or etag in [t.strip().strip('"') for t in wanted.split(",")]:
-        return Reply(304, b"", [("etag", f'"{etag}"'), *extra])
+    etag = _opaque(info.etag)
+    if wanted.strip() == "*" or etag in [_opaque(tag) for tag in wanted.split(",")]:
+        return Reply(304, b"", [("etag", _quoted(info.etag)), *extra])
     return None
+
+
+def _opaque(tag: str) -> str:
+    tag = tag.strip()
+    return (tag[2:] if tag.startswith("W/") else tag).strip('"')
 
 
 class UploadTooLarge(StoreroomError):
@@ -238,13 +320,29 @@ def count_upload(grant: SignedRequest, seen: int, chunk: bytes) -> int:
     return seen
 
 
+def declared_length(headers: Mapping[str, str]) -> int | None:
+    """The body length a request announces (None: not given or not a number)."""
+    length = headers.get("content-length", "").strip()
+    return int(length) if length.isdigit() else None
+
+
+def check_complete(seen: int, declared: int | None) -> None:
+    """Raise ClientDisconnected when a body ended before the length it announced.
+
+    Called when the body ends, before the store commits the upload, so a connection that
+    drops mid-way never replaces an object with a truncated one.
+    """
+    if declared is not None and seen != declared:
+        raise ClientDisconnected(f"the upload ended after {seen} of {declared} bytes")
+
+
 def upload_reply(result: PutResult, extra: Headers) -> Reply:
     """The answer to a successful upload: 200 with the ETag and a small JSON body."""
     body = json.dumps({"path": result.path, "size": result.size,
                        "checksum": result.checksum}).encode()
     headers: Headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
     if result.etag:
-        headers.append(("etag", result.etag if result.etag.startswith('"') else f'"{result.etag}"'))
+        headers.append(("etag", _quoted(result.etag)))
     return Reply(200, body, headers + extra)
 
 
@@ -270,7 +368,7 @@ def plan_download(
     reply = not_modified(info, headers, extra)
     if reply is not None:
         return reply
-    window = byte_range(headers.get("range"), info.size)
+    window = byte_range(headers.get("range"), info.size) if range_applies(info, headers) else None
     if isinstance(window, Reply):
         return window
     status, response_headers = download_headers(info, grant, window, extra)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote
 
@@ -11,10 +12,13 @@ from storeroom.cors import CorsRules
 from storeroom.errors import ObjectNotFound
 from storeroom.registry import StorageRegistry, storages
 from storeroom.web.protocol import (
+    ClientDisconnected,
     Reply,
     UploadTooLarge,
     Verdict,
+    check_complete,
     count_upload,
+    declared_length,
     judge,
     plan_download,
     preflight,
@@ -27,14 +31,12 @@ __all__ = ["SignedUrlWsgiApp"]
 
 StartResponse = Callable[..., Any]
 
-_REASONS = {200: "OK", 204: "No Content", 206: "Partial Content", 304: "Not Modified",
-            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-            413: "Content Too Large", 415: "Unsupported Media Type",
-            416: "Range Not Satisfiable"}
-
 
 def _status(code: int) -> str:
-    return f"{code} {_REASONS.get(code, '')}".strip()
+    try:
+        return f"{code} {HTTPStatus(code).phrase}"
+    except ValueError:
+        return str(code)
 
 
 def _headers(environ: dict[str, Any]) -> dict[str, str]:
@@ -92,11 +94,17 @@ class SignedUrlWsgiApp:
         plan = plan_download(info, grant, headers, verdict.cors)
         if isinstance(plan, Reply):
             return self._reply(start_response, plan, head=head)
-        start_response(_status(plan.status), plan.headers)
         if head or plan.end <= plan.start:
+            start_response(_status(plan.status), plan.headers)
             return [b""]
-        return backend.stream(grant.path, start=plan.start, end=plan.end,
-                              chunk_size=self.chunk_size)
+        try:
+            # Opened before the status goes out: an object deleted since the HEAD is a 404.
+            chunks = backend.stream(grant.path, start=plan.start, end=plan.end,
+                                    chunk_size=self.chunk_size)
+        except ObjectNotFound:
+            return self._reply(start_response, Reply.text(404, "not found"))
+        start_response(_status(plan.status), plan.headers)
+        return chunks
 
     def _upload(self, verdict: Verdict, headers: dict[str, str], environ: dict[str, Any],
                 start_response: StartResponse) -> Iterable[bytes]:
@@ -105,8 +113,15 @@ class SignedUrlWsgiApp:
         if problem is not None:
             return self._reply(start_response, problem)
         stream = environ["wsgi.input"]
-        length = headers.get("content-length")
-        remaining = int(length) if length and length.isdigit() else None
+        declared = declared_length(headers)
+        remaining = declared
+        if remaining is None and not environ.get("wsgi.input_terminated"):
+            # Without a length, reading to the end is only safe where the server marks the
+            # input as terminated (chunked requests on Werkzeug, Gunicorn, ...); elsewhere
+            # it could block forever.
+            return self._reply(start_response, Reply.text(
+                411, "send a Content-Length (this server cannot stream a body without one)"
+            ))
 
         def body() -> Iterator[bytes]:
             nonlocal remaining
@@ -115,11 +130,12 @@ class SignedUrlWsgiApp:
                 size = self.chunk_size if remaining is None else min(self.chunk_size, remaining)
                 chunk = stream.read(size)
                 if not chunk:
-                    return
+                    break
                 if remaining is not None:
                     remaining -= len(chunk)
                 seen = count_upload(grant, seen, chunk)
                 yield chunk
+            check_complete(seen, declared)
 
         try:
             result = verdict.backend.put(
@@ -127,4 +143,6 @@ class SignedUrlWsgiApp:
             )
         except UploadTooLarge as exc:
             return self._reply(start_response, Reply.text(413, str(exc), verdict.cors))
+        except ClientDisconnected as exc:
+            return self._reply(start_response, Reply.text(400, str(exc), verdict.cors))
         return self._reply(start_response, upload_reply(result, verdict.cors))
