@@ -52,6 +52,11 @@ def _storeroom(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Po
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def adopted(summary: str) -> int:
+    """The ``(adopted N)`` count of a migrate summary line."""
+    return int(summary.split("(adopted ", 1)[1].split(")", 1)[0])
+
+
 def _lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
@@ -97,7 +102,11 @@ def test_migration_killed_halfway_resumes_without_copying_twice(
         second = _storeroom(args, env, tmp_path)
         out, err = second.communicate(timeout=300)
         assert second.returncode == 0, err.decode()
-        assert b"failed 0" in out and f"rows updated {FILES}".encode() in out
+        summary = out.decode().splitlines()
+        assert summary[0].startswith(f"copied {FILES - journaled - adopted(summary[0])} ")
+        assert f"already done {journaled + adopted(summary[0])} " in summary[0]
+        assert ", failed 0 in " in summary[0]
+        assert summary[1].startswith(f"rows updated {FILES} in ")
     finally:
         proxy.stop()
 
@@ -119,22 +128,40 @@ def test_migration_killed_halfway_resumes_without_copying_twice(
     assert sample.get_content() == f"file {rows[123].name[1:]} ".encode() * 50
     assert len(list(local.list())) == FILES  # sources are never deleted
 
-    # Inject one orphan and one dangling row, then verify and gc find exactly those.
+    # Inject an orphan, a dangling row, and rows whose size / checksum disagree with the
+    # store; verify and gc find exactly those.
     s3.put("stray/orphan.bin", b"nobody references me")
+    s3.put("stray/short.bin", b"12345")
+    s3.put("stray/wrong.bin", b"abc")
     with Session(engine) as session:
-        session.add(Document(name="dangling", file=FileObject(
-            backend="s3", filename="gone.txt", path="never/uploaded.txt", size=3)))
+        session.add_all([
+            Document(name="dangling", file=FileObject(
+                backend="s3", filename="gone.txt", path="never/uploaded.txt", size=3)),
+            Document(name="short", file=FileObject(
+                backend="s3", filename="short.bin", path="stray/short.bin", size=4)),
+            Document(name="wrong", file=FileObject(
+                backend="s3", filename="wrong.bin", path="stray/wrong.bin", size=3,
+                checksum="sha256:" + "0" * 64)),
+        ])
         session.commit()
     env["STORAGE__S3__AWS_ENDPOINT"] = moto_server.endpoint
     common = ["--model", "tests.cli.models:Document"]
     verify = subprocess.run([sys.executable, "-m", "storeroom.cli", "verify", *common,
-                             "--backend", "s3", "--grace", "0s", "--json"],
+                             "--backend", "s3", "--grace", "0s", "--checksums", "--json"],
                             env=env, cwd=tmp_path, capture_output=True, timeout=120)
     assert verify.returncode == 1, verify.stderr.decode()
     found = json.loads(verify.stdout)
     assert [d["path"] for d in found["dangling"]] == ["never/uploaded.txt"]
     assert [o["path"] for o in found["orphans"]] == ["stray/orphan.bin"]
-    assert found["mismatched"] == []
+    assert sorted((m["path"], m["kind"]) for m in found["mismatched"]) == [
+        ("stray/short.bin", "size"), ("stray/wrong.bin", "checksum")]
+    assert found["summary"]["references"] == FILES + 3
+    text = subprocess.run([sys.executable, "-m", "storeroom.cli", "verify", *common],
+                          env=env, cwd=tmp_path, capture_output=True, timeout=120)
+    assert text.returncode == 1
+    assert text.stdout.decode().splitlines()[-1] == (
+        f"{FILES + 3} references: dangling 1, mismatched 1, orphans not checked "
+        "(pass --backend)")
     dry = subprocess.run([sys.executable, "-m", "storeroom.cli", "gc", *common, "--backend",
                           "s3", "--grace", "0s"], env=env, cwd=tmp_path, capture_output=True)
     assert b"would delete stray/orphan.bin" in dry.stdout and s3.exists("stray/orphan.bin")
@@ -147,4 +174,4 @@ def test_migration_killed_halfway_resumes_without_copying_twice(
                           capture_output=True)
     assert b"deleted stray/orphan.bin" in real.stdout
     assert not s3.exists("stray/orphan.bin")
-    assert len(list(s3.list())) == FILES
+    assert len(list(s3.list())) == FILES + 2

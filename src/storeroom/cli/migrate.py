@@ -1,0 +1,176 @@
+"""``storeroom migrate``: copy a backend's objects (or a model's files) to another, verified."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from storeroom.backends.base import StorageBackend
+from storeroom.cli.app import Context, fail, pass_context, run_async
+from storeroom.cli.formatting import human_size
+from storeroom.cli.rows import columns_of, load_model, model_options, session_factory
+
+__all__ = ["migrate"]
+
+
+@click.command(short_help="Copy all objects (or a model's files) to another backend.")
+@click.argument("source")
+@click.argument("destination")
+@click.option("--prefix", default="", help="Only objects under this prefix (without --model).")
+@model_options()
+@click.option("--state", "state_path", metavar="FILE",
+              type=click.Path(path_type=Path, dir_okay=False),
+              help="Journal of verified copies, read to resume "
+              "[default: .storeroom-migrate-SOURCE-DESTINATION.jsonl].")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Objects copied at once.")
+@click.option("--verify-read/--no-verify-read", default=True, show_default=True,
+              help="Also read each copy back and compare its SHA-256 (size and the SHA-256 "
+              "of the bytes sent are always checked).")
+@click.option("--update-rows", is_flag=True,
+              help="Then switch the model's rows to DESTINATION (needs --model).")
+@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Rows per transaction with --update-rows.")
+@click.option("--dry-run", is_flag=True, help="Show what would be copied; change nothing.")
+@click.option("--progress/--no-progress", default=True,
+              help="Show a progress bar on a terminal [default: progress].")
+@pass_context
+def migrate(ctx: Context, source: str, destination: str, prefix: str, database: str | None,
+            models: str | None, column: str | None, state_path: Path | None,
+            concurrency: int, verify_read: bool, update_rows: bool, batch_size: int,
+            dry_run: bool, progress: bool) -> None:
+    """Copy every object of SOURCE, or the files a model references, to DESTINATION.
+
+    Each object is streamed (never whole in memory), its SHA-256 computed on the way and
+    compared with the one recorded for the file, and its copy verified on DESTINATION
+    before it is written to the state journal. Run the same command again after an
+    interruption (even kill -9) and it copies only what is missing.
+
+    With --update-rows the rows are then switched to DESTINATION in batches, one
+    transaction each, and only for copies the journal records as verified: a row never
+    points at an object that is not verified on DESTINATION.
+
+    Source objects are never deleted. Once 'storeroom verify' is clean, remove them with
+    'storeroom gc --backend SOURCE --yes' (they are orphans by then).
+
+    Exit codes: 0 done, 1 some objects failed (listed; run again), 2 bad arguments.
+
+    \b
+    Examples:
+      storeroom migrate local s3 --dry-run
+      storeroom migrate local s3 --model app.models:Document --update-rows
+    """
+    from storeroom import migrate as migration
+
+    src, dst = ctx.backend(source), ctx.backend(destination)
+    if src is dst:
+        fail("SOURCE and DESTINATION are the same backend")
+    if update_rows and not models:
+        fail("--update-rows needs --model MODULE:CLASS (and --database)")
+    if models and prefix:
+        fail("--prefix selects objects, --model selects rows' files: pass one of them")
+    columns = columns_of(load_model(models), column) if models else []
+    sessions = session_factory(database) if columns else None
+    if sessions is not None:
+        from storeroom.orm import referenced_files
+
+        with sessions() as session:
+            files = [f for _row, _col, f in referenced_files(session, columns)]
+        items = migration.plan_rows(files, src.key)
+    else:
+        items = migration.plan_objects(src, prefix.rstrip("/"))
+    total = sum(i.size or 0 for i in items)
+    path = state_path or Path(f".storeroom-migrate-{src.key}-{dst.key}.jsonl")
+
+    if dry_run:
+        verified = _journaled(path, src, dst)
+        remaining = [i for i in items if i.source not in verified]
+        click.echo(f"would copy {len(remaining)} of {len(items)} objects "
+                   f"({human_size(sum(i.size or 0 for i in remaining))} of "
+                   f"{human_size(total)}) from {src.key} to {dst.key}; "
+                   f"{len(items) - len(remaining)} already verified in {path}")
+        for item in remaining[:10]:
+            click.echo(f"  {item.source}  {human_size(item.size)}")
+        if len(remaining) > 10:
+            click.echo("  ...")
+        if update_rows:
+            click.echo(f"would then switch the rows referencing them to {dst.key}, "
+                       f"{batch_size} per transaction")
+        return
+
+    started = time.monotonic()
+    with migration.MigrationState(path, src.key, dst.key) as state:
+        report = _copy_with_progress(src, dst, items, state, concurrency, verify_read,
+                                     progress, total)
+        elapsed = max(time.monotonic() - started, 1e-9)
+        click.echo(
+            f"copied {report.copied} ({human_size(report.bytes_copied)}), already done "
+            f"{report.skipped} (adopted {report.adopted}), failed {len(report.failed)} "
+            f"in {elapsed:.1f} s ({report.copied / elapsed:.0f} objects/s, "
+            f"{human_size(int(report.bytes_copied / elapsed))}/s); journal {path}"
+        )
+        if sessions is not None and update_rows:
+            batches = 0
+
+            def batch_done(_changed: int) -> None:
+                nonlocal batches
+                batches += 1
+
+            for col in columns:
+                report.rows_updated += migration.update_rows(
+                    sessions, col, src.key, dst.key, state, batch_size=batch_size,
+                    on_batch=batch_done,
+                )
+            click.echo(f"rows updated {report.rows_updated} in {batches} transactions")
+    for source_path, error in report.failed[:20]:
+        click.echo(f"failed {source_path}: {error}", err=True)
+    if report.failed:
+        click.get_current_context().exit(1)
+
+
+def _journaled(path: Path, src: StorageBackend, dst: StorageBackend) -> set[str]:
+    from storeroom.migrate import MigrationState
+
+    if not path.exists():
+        return set()
+    with MigrationState(path, src.key, dst.key) as state:
+        return set(state.verified)
+
+
+def _copy_with_progress(src: StorageBackend, dst: StorageBackend, items: Sequence[Any],
+                        state: Any, concurrency: int, verify_read: bool, progress: bool,
+                        total: int) -> Any:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from storeroom.migrate import copy_objects
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+                  TransferSpeedColumn(), TextColumn("{task.fields[objects]}"),
+                  TimeRemainingColumn(), console=console, transient=True,
+                  disable=not (progress and console.is_terminal)) as bar:
+        done = 0
+        task = bar.add_task(f"{src.key} -> {dst.key}", total=total or None,
+                            objects=f"0/{len(items)}")
+
+        def advance(item: Any, size: int) -> None:
+            nonlocal done
+            done += 1
+            bar.update(task, advance=item.size or size, objects=f"{done}/{len(items)}")
+
+        return run_async(lambda: copy_objects(
+            src, dst, items, state=state, concurrency=concurrency, verify_read=verify_read,
+            on_progress=advance,
+        ))

@@ -1,0 +1,221 @@
+"""The object commands: backends, ls, stat, put, get, rm, cp and sign."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
+import click
+
+from storeroom.backends.base import StorageBackend
+from storeroom.cli.app import Context, fail, pass_context
+from storeroom.cli.formatting import human_size, print_table
+from storeroom.errors import IntegrityError, ObjectNotFound
+
+__all__ = ["backends", "cp", "get", "ls", "put", "rm", "sign", "stat"]
+
+CHUNK = 1024 * 1024
+
+
+def _target(ctx: Context, spec: str) -> tuple[StorageBackend, str]:
+    key, sep, path = spec.partition(":")
+    if not sep or not key or not path:
+        fail(f"expected BACKEND:PATH (for example local:docs/report.pdf), got {spec!r}")
+    return ctx.backend(key), path
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the specs as JSON (secrets masked).")
+@pass_context
+def backends(ctx: Context, as_json: bool) -> None:
+    """List the configured backends, secrets masked.
+
+    \b
+    Examples:
+      storeroom backends
+      storeroom --config storage.toml backends --json
+    """
+    registry = ctx.registry
+    specs = {spec.key: spec for spec in ctx.specs}
+    if not specs:
+        fail("no backends configured: pass --config FILE or set STORAGE__<KEY>__URL")
+    if as_json:
+        click.echo(json.dumps([specs[k].masked() for k in sorted(specs)], indent=2,
+                              default=str))
+        return
+    rows = []
+    for key in sorted(specs):
+        backend, spec = registry.get_backend(key), specs[key]
+        options = ", ".join(f"{k}={v}" for k, v in sorted(spec.masked().get("options",
+                                                                             {}).items()))
+        rows.append((key, type(backend).__name__, backend.location,
+                     "yes" if registry.default_key == key else "", options))
+    print_table(rows, ("key", "type", "location", "default", "options"))
+
+
+@click.command("ls")
+@click.argument("backend")
+@click.argument("prefix", default="")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_context
+def ls(ctx: Context, backend: str, prefix: str, as_json: bool) -> None:
+    """List the objects of BACKEND under PREFIX.
+
+    \b
+    Examples:
+      storeroom ls local docs/
+      storeroom ls s3 --json | jq .size
+    """
+    store = ctx.backend(backend)
+    infos = sorted(store.list(prefix.rstrip("/")), key=lambda i: i.path)
+    if as_json:
+        for info in infos:
+            click.echo(json.dumps({
+                "path": info.path, "size": info.size, "etag": info.etag,
+                "last_modified": info.last_modified.isoformat() if info.last_modified else None,
+            }))
+        return
+    print_table([(human_size(i.size), str(i.last_modified or "")[:19], i.path) for i in infos],
+                ("size", "modified", "path"))
+    click.echo(f"{len(infos)} objects, {human_size(sum(i.size for i in infos))}")
+
+
+@click.command()
+@click.argument("target", metavar="BACKEND:PATH")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_context
+def stat(ctx: Context, target: str, as_json: bool) -> None:
+    """Show what the store knows about one object."""
+    store, path = _target(ctx, target)
+    info = store.head(path)
+    fields = {"path": info.path, "size": info.size, "etag": info.etag, "version": info.version,
+              "content_type": info.content_type,
+              "last_modified": info.last_modified.isoformat() if info.last_modified else None,
+              "metadata": dict(info.metadata)}
+    if as_json:
+        click.echo(json.dumps(fields, indent=2))
+        return
+    for name, value in fields.items():
+        shown = "-" if value in (None, {}) else value
+        click.echo(f"{name.replace('_', ' '):<14} {shown}")
+
+
+@click.command(short_help="Upload a file or standard input to BACKEND:PATH, streamed.")
+@click.argument("target", metavar="BACKEND:PATH")
+@click.argument("source", type=click.Path(allow_dash=True, dir_okay=False), default="-")
+@click.option("--content-type", help="Content type to store (default: guessed from PATH).")
+@pass_context
+def put(ctx: Context, target: str, source: str, content_type: str | None) -> None:
+    """Upload SOURCE (a file, or - for standard input) to BACKEND:PATH, streamed.
+
+    Prints the path, size and SHA-256 of what was stored.
+
+    \b
+    Examples:
+      storeroom put local:docs/report.pdf report.pdf
+      pg_dump app | storeroom put s3:backups/app.sql -
+    """
+    from storeroom.file import guess_content_type
+
+    store, path = _target(ctx, target)
+    if source != "-" and not (os.path.isfile(source) and os.access(source, os.R_OK)):
+        fail(f"cannot read {source!r}: no such readable file")
+    stream: BinaryIO | Path = sys.stdin.buffer if source == "-" else Path(source)
+    result = store.put(path, stream, content_type=content_type or guess_content_type(path))
+    click.echo(f"{path}  {human_size(result.size)}  {result.checksum}")
+
+
+@click.command(short_help="Download BACKEND:PATH to a file or standard output, streamed.")
+@click.argument("target", metavar="BACKEND:PATH")
+@click.argument("destination", type=click.Path(allow_dash=True), default="-")
+@pass_context
+def get(ctx: Context, target: str, destination: str) -> None:
+    """Download BACKEND:PATH to DESTINATION (a file, a directory, or - for stdout), streamed.
+
+    A file is written under a temporary name and renamed when complete.
+    """
+    store, path = _target(ctx, target)
+    chunks = store.stream(path, chunk_size=CHUNK)
+    if destination == "-":
+        for chunk in chunks:
+            sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+        return
+    final = Path(destination)
+    if destination.endswith(("/", os.sep)):
+        final.mkdir(parents=True, exist_ok=True)
+    if final.is_dir():
+        final = final / Path(path).name
+    partial = final.with_name(final.name + ".part")
+    try:
+        with partial.open("wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        partial.replace(final)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+@click.command(short_help="Delete BACKEND:PATH.")
+@click.argument("target", metavar="BACKEND:PATH")
+@click.option("-f", "--force", is_flag=True, help="No error when the object does not exist.")
+@pass_context
+def rm(ctx: Context, target: str, force: bool) -> None:
+    """Delete BACKEND:PATH (an error if it does not exist, unless --force)."""
+    store, path = _target(ctx, target)
+    if not force and not store.exists(path):
+        raise ObjectNotFound(f"object {path!r} does not exist in backend {store.key!r}")
+    store.delete(path)
+
+
+@click.command()
+@click.argument("source", metavar="SRC_BACKEND:PATH")
+@click.argument("destination", metavar="DST_BACKEND:PATH")
+@pass_context
+def cp(ctx: Context, source: str, destination: str) -> None:
+    """Copy an object, within a backend or between backends (streamed).
+
+    Within one backend the store copies server-side; between backends the bytes stream
+    through this process (never whole in memory) and the copy's size is checked.
+
+    \b
+    Examples:
+      storeroom cp local:docs/report.pdf s3:docs/report.pdf
+    """
+    src, src_path = _target(ctx, source)
+    dst, dst_path = _target(ctx, destination)
+    if src is dst:
+        src.copy(src_path, dst_path)
+        click.echo(f"copied {source} -> {destination}")
+        return
+    info = src.head(src_path)
+    result = dst.put(dst_path, src.stream(src_path, chunk_size=CHUNK),
+                     content_type=info.content_type)
+    if result.size != info.size:
+        raise IntegrityError(f"copied {result.size} bytes of {source}, which has {info.size}")
+    click.echo(f"copied {source} -> {destination}  {human_size(result.size)}  "
+               f"{result.checksum}")
+
+
+@click.command()
+@click.argument("target", metavar="BACKEND:PATH")
+@click.option("--expires", default=3600, show_default=True, type=click.IntRange(min=1),
+              help="Seconds the URL stays valid.")
+@click.option("--upload", is_flag=True, help="Sign an upload (PUT) URL instead of a download.")
+@click.option("--content-type", help="With --upload: the content type the upload must send.")
+@pass_context
+def sign(ctx: Context, target: str, expires: int, upload: bool,
+         content_type: str | None) -> None:
+    """Print a signed URL for BACKEND:PATH.
+
+    \b
+    Examples:
+      storeroom sign s3:docs/report.pdf --expires 600
+      storeroom sign s3:uploads/new.bin --upload
+    """
+    store, path = _target(ctx, target)
+    click.echo(store.sign(path, expires_in=expires, for_upload=upload,
+                          content_type=content_type))
