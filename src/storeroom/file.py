@@ -166,6 +166,11 @@ class FileObject:
         """Whether content was given that has not been saved yet."""
         return self._pending is not None
 
+    @property
+    def pending_content(self) -> Content | None:
+        """The content the next :meth:`save` writes (None when there is none)."""
+        return self._pending
+
     def set_content(self, content: Content) -> None:
         """Replace the content to be written by the next :meth:`save`."""
         self._pending = content

@@ -62,6 +62,7 @@ class FaultyBackend(ObstoreBackend):
     def __init__(self, key: str) -> None:
         super().__init__(key, "memory://")
         self.fail_on: set[int] = set()
+        self.fail_deletes = False
         self.writes = 0
         self.active = 0
         self.max_active = 0
@@ -96,6 +97,16 @@ class FaultyBackend(ObstoreBackend):
             return await super()._write_async(path, body, opts)
         finally:
             self.active -= 1
+
+    def _delete(self, path: str) -> None:
+        if self.fail_deletes:
+            raise ConnectionError(f"injected delete failure for {path}")
+        super()._delete(path)
+
+    async def _delete_async(self, path: str) -> None:
+        if self.fail_deletes:
+            raise ConnectionError(f"injected delete failure for {path}")
+        await super()._delete_async(path)
 
     def paths(self) -> set[str]:
         return {info.path for info in self.list()}
@@ -177,6 +188,7 @@ DATABASES = [
     ("mariadb", False),
     ("mariadb", True),
 ]
+MARKS = {"postgresql": pytest.mark.postgres, "mariadb": pytest.mark.mariadb}
 DRIVER_IDS = [
     "sqlite-pysqlite", "sqlite-aiosqlite", "postgresql-psycopg", "postgresql-asyncpg",
     "mariadb-pymysql", "mariadb-aiomysql",
@@ -193,7 +205,7 @@ def _urls(request: pytest.FixtureRequest, name: str, tmp_path: Any) -> DatabaseU
 
 @pytest.fixture(
     params=[
-        pytest.param(db, marks=[getattr(pytest.mark, db[0])] if db[0] != "sqlite" else [])
+        pytest.param(db, marks=[MARKS[db[0]]] if db[0] in MARKS else [])
         for db in DATABASES
     ],
     ids=DRIVER_IDS,

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
+from sqlalchemy.orm.attributes import flag_modified
 
 from storeroom import FileObject, ObstoreBackend, StoreroomError, storages
 from storeroom.orm import find_dangling, find_orphans
@@ -112,7 +113,9 @@ async def test_randomized_operations_keep_store_and_rows_consistent(
         existing = await rows()
         op = rng.choice(
             ["insert", "insert", "replace", "clear", "append", "remove", "delete",
-             "rollback", "savepoint", "fail-upload", "fail-commit"]
+             "rollback", "savepoint", "fail-upload", "fail-commit", "move", "move-in-two-flushes",
+             "put-back",
+             "append-then-remove", "new-content", "retry"]
             if existing else ["insert", "fail-upload"]
         )
         counts[op] = counts.get(op, 0) + 1
@@ -161,6 +164,47 @@ async def test_randomized_operations_keep_store_and_rows_consistent(
                 with pytest.raises(StoreroomError):
                     await session.commit()
                 await session.rollback()
+            elif op == "move":  # a file changes rows within one transaction
+                source, target = rng.choice(existing), rng.choice(existing)
+                target.file, source.file = source.file, None
+                await session.commit()
+            elif op == "move-in-two-flushes":  # taken by one row, then given up by the other
+                source, target = rng.choice(existing), rng.choice(existing)
+                if source is not target and source.file is not None:
+                    target.file = source.file
+                    await session.flush()
+                    source.file = None
+                await session.commit()
+            elif op == "put-back":  # replaced, flushed, then the old value restored
+                row = rng.choice(existing)
+                old = row.file
+                row.file = new_file()
+                await session.flush()
+                row.file = old
+                await session.commit()
+            elif op == "append-then-remove":
+                row = rng.choice(existing)
+                row.attachments = list(row.attachments or [])
+                row.attachments.append(new_file())
+                await session.flush()
+                row.attachments.pop()
+                await session.commit()
+            elif op == "new-content":  # set_content on a stored file
+                row = rng.choice(existing)
+                if row.file is not None:
+                    row.file.set_content(os.urandom(rng.randint(0, 3000)))
+                    flag_modified(row, "file")
+                await session.commit()
+            elif op == "retry":  # constraint violation, then the same row fixed and re-added
+                row = Document(name=rng.choice(existing).name, file=new_file())
+                session.add(row)
+                with pytest.raises(DatabaseIntegrityError):
+                    await session.commit()
+                await session.rollback()
+                names += 1
+                row.name = f"r{names}"
+                session.add(row)
+                await session.commit()
             elif op == "fail-commit":
                 session.add(Document(name=rng.choice(existing).name, file=new_file()))
                 with pytest.raises(DatabaseIntegrityError):

@@ -9,6 +9,7 @@ name and the FileObject) to choose another layout.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 import uuid
@@ -47,10 +48,14 @@ def safe_filename(name: str, *, max_length: int = 120) -> str:
     return cleaned
 
 
+@functools.lru_cache(maxsize=1024)
+def _prefix(table: str, column: str) -> str:
+    return f"{safe_filename(table)}/{safe_filename(column)}/"
+
+
 def default_path(row: Any, column: str, file: FileObject) -> str:
     """``{table}/{column}/{uuid4 hex}/{safe filename}``."""
     table = getattr(getattr(row, "__table__", None), "name", None) or type(row).__name__
     return safe_path(
-        f"{safe_filename(str(table))}/{safe_filename(column)}/{uuid.uuid4().hex}/"
-        f"{safe_filename(file.filename)}"
+        f"{_prefix(str(table), column)}{uuid.uuid4().hex}/{safe_filename(file.filename)}"
     )

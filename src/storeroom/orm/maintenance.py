@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from storeroom.backends.base import ObjectInfo, StorageBackend
@@ -35,21 +35,22 @@ class DanglingReference:
     file: FileObject
 
 
-Columns = Iterable[InstrumentedAttribute[Any]] | InstrumentedAttribute[Any] | type
+Target = InstrumentedAttribute[Any] | type
+Columns = Target | Iterable[Target]
+"""A model class (all its file columns), one column attribute, or several of either."""
 
 
 def _columns(target: Columns) -> list[InstrumentedAttribute[Any]]:
     if isinstance(target, InstrumentedAttribute):
         return [target]
     if isinstance(target, type):
-        from sqlalchemy import inspect
-
         mapper: Any = inspect(target)
         found = [getattr(target, name) for name, _kind in file_columns(mapper)]
         if not found:
             raise ConfigurationError(f"model {target.__name__} has no StoredObject columns")
         return found
-    return list(target)
+    items = cast(Iterable[Target], target)
+    return [column for item in items for column in _columns(item)]
 
 
 def referenced_files(
@@ -111,8 +112,6 @@ def find_dangling(
         if key not in listings:
             listings[key] = {info.path for info in registry.get_backend(key).list()}
         if file.path not in listings[key]:
-            from sqlalchemy import inspect
-
             identity = inspect(row).identity or ()
             dangling.append(DanglingReference(type(row).__name__, tuple(identity), column, file))
     return dangling
