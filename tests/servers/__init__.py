@@ -7,13 +7,17 @@ variable ``STOREROOM_REQUIRE_SERVICES=1`` is set (as ``.ci/run`` does): then the
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import time
 from typing import NoReturn
 
 import pytest
 
-__all__ = ["free_port", "require_service", "services_required", "wait_for_port"]
+__all__ = [
+    "free_port", "require_service", "services_required", "stop_process", "wait_for_port",
+]
 
 
 def services_required() -> bool:
@@ -48,3 +52,15 @@ def wait_for_port(port: int, deadline_s: float, alive: object = None) -> bool:
         except OSError:
             time.sleep(0.02)
     return False
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """Stop a server process: SIGTERM, then SIGKILL if it has not exited within 10 s."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.servers import free_port, wait_for_port
+from tests.servers import free_port, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "devstoreaccount1"
@@ -50,13 +49,7 @@ class AzuriteServer:
 
     def stop(self) -> None:
         """Stop the node process and remove its working directory."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=10)
+        stop_process(self._process)
         if self._workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)
 
