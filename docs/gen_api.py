@@ -14,10 +14,11 @@ from pathlib import Path
 MODULES = [
     "storeroom", "storeroom.backends.obstore", "storeroom.backends.fsspec",
     "storeroom.backends.base", "storeroom.config", "storeroom.orm", "storeroom.signing",
-    "storeroom.web", "storeroom.events", "storeroom.retry", "storeroom.migrate",
-    "storeroom.testing", "storeroom.cors", "storeroom.credentials", "storeroom.paths",
+    "storeroom.web", "storeroom.events", "storeroom.retry", "storeroom.orm.migration",
+    "storeroom.testing", "storeroom.cors", "storeroom.backends.obstore.bucket_cors",
+    "storeroom.backends.obstore.credentials", "storeroom.paths",
     "storeroom.contrib.litestar", "storeroom.contrib.fastapi", "storeroom.contrib.flask",
-    "storeroom.otel", "storeroom.errors",
+    "storeroom.contrib.otel", "storeroom.errors",
 ]
 OUTPUT = Path(__file__).with_name("api.md")
 

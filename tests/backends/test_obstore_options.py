@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from storeroom import ConfigurationError, ObstoreBackend
-from storeroom.backends.obstore_options import (
+from storeroom.backends.obstore.options import (
     is_secret_option,
     parse_azure_connection_string,
     split_options,

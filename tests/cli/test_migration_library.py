@@ -1,4 +1,4 @@
-"""``storeroom.migrate`` as a library: journal, resume, adoption, integrity, row updates.
+"""``storeroom.orm.migration`` as a library: journal, resume, adoption, integrity, row updates.
 
 In-process, on memory backends (and SQLite); the kill -9 run against S3 is in
 ``test_migrate.py``.
@@ -21,7 +21,8 @@ from storeroom import FileObject, StoredObject, storages
 from storeroom.backends.base import PutResult
 from storeroom.backends.obstore import ObstoreBackend
 from storeroom.errors import BackendError
-from storeroom.migrate import (
+from storeroom.orm import UUIDAuditBase
+from storeroom.orm.migration import (
     CopyItem,
     MigrationState,
     copy_objects,
@@ -30,7 +31,6 @@ from storeroom.migrate import (
     update_rows,
     update_rows_async,
 )
-from storeroom.orm import UUIDAuditBase
 
 
 class Counting(ObstoreBackend):

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 
 from storeroom import ObjectNotFound, ObstoreBackend, events
-from storeroom.otel import OpenTelemetrySubscriber
+from storeroom.contrib.otel import OpenTelemetrySubscriber
 
 
 def test_spans_and_metrics_per_operation() -> None:

@@ -11,14 +11,9 @@ from click.testing import CliRunner
 
 from storeroom import storages
 from storeroom.backends.obstore import ObstoreBackend
-from storeroom.cors import (
-    CorsRules,
-    apply_bucket_cors,
-    get_bucket_cors,
-    preflight_headers,
-    response_headers,
-)
-from storeroom.cors_cli import cors
+from storeroom.backends.obstore.bucket_cors import apply_bucket_cors, get_bucket_cors
+from storeroom.cli.cors import cors
+from storeroom.cors import CorsRules, preflight_headers, response_headers
 from storeroom.errors import ConfigurationError
 from tests.security.conftest import ALPHA, AwsHome
 from tests.servers.azurite import AzuriteServer

@@ -16,7 +16,7 @@ import pytest
 
 from storeroom import FileObject
 from storeroom.backends.obstore import ObstoreBackend
-from storeroom.credentials import BotocoreCredentialProvider, plan_credentials
+from storeroom.backends.obstore.credentials import BotocoreCredentialProvider, plan_credentials
 from storeroom.errors import ConfigurationError, CredentialsNotFound
 from tests.security.conftest import ALPHA, BETA, DEFAULT, AwsHome, KeyRecordingProxy
 from tests.servers.moto import MotoServer
@@ -403,7 +403,7 @@ def test_failing_provider_is_reported_as_missing_credentials(
 def test_without_botocore_profiles_are_reported_not_fatal(
     aws_home: AwsHome, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import storeroom.credentials as credentials
+    import storeroom.backends.obstore.credentials as credentials
 
     monkeypatch.setattr(credentials, "_has_module", lambda name: False)
     ambient = plan_credentials("s3", {}, environ={"AWS_PROFILE": "dev"})

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
+
+#: Database name on both servers. Set STOREROOM_TEST_DATABASE to give parallel runs of the
+#: suite (several checkouts on one machine) their own database; it must exist.
+DATABASE = os.environ.get("STOREROOM_TEST_DATABASE", "test")
 
 
 @dataclass(frozen=True)
@@ -17,13 +22,13 @@ class DatabaseUrls:
 
 POSTGRES = DatabaseUrls(
     "postgresql",
-    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-    "postgresql+asyncpg://postgres@127.0.0.1:5432/test",
+    f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}",
+    f"postgresql+asyncpg://postgres@127.0.0.1:5432/{DATABASE}",
 )
 MARIADB = DatabaseUrls(
     "mariadb",
-    "mysql+pymysql://root@127.0.0.1:3306/test",
-    "mysql+aiomysql://root@127.0.0.1:3306/test",
+    f"mysql+pymysql://root@127.0.0.1:3306/{DATABASE}",
+    f"mysql+aiomysql://root@127.0.0.1:3306/{DATABASE}",
 )
 
 

@@ -1,7 +1,7 @@
 """Where the commands are registered into the ``storeroom`` group, under help headings.
 
 To add a command or a command group (``cors`` below is one, built in
-:mod:`storeroom.cors_cli`), write it as a plain ``@click.command()`` / ``@click.group()``
+:mod:`storeroom.cli.cors`), write it as a plain ``@click.command()`` / ``@click.group()``
 in its own module and add one line here::
 
     cli.add_command(my_group, section="Security")
@@ -14,10 +14,10 @@ bad argument with :func:`storeroom.cli.app.fail` (one line, exit code 2).
 from __future__ import annotations
 
 from storeroom.cli.app import cli
+from storeroom.cli.cors import cors
 from storeroom.cli.maintenance import gc, verify
 from storeroom.cli.migrate import migrate
 from storeroom.cli.objects import backends, cp, get, ls, put, rm, sign, stat
-from storeroom.cors_cli import cors
 
 __all__ = ["cli"]
 

@@ -133,7 +133,7 @@ def migrate(ctx: Context, source: str, destination: str, prefix: str, database: 
 
 
 def _journaled(path: Path, src: StorageBackend, dst: StorageBackend) -> set[str]:
-    from storeroom.migrate import MigrationState
+    from storeroom.orm.migration import MigrationState
 
     if not path.exists():
         return set()
@@ -154,7 +154,7 @@ def _copy_with_progress(src: StorageBackend, dst: StorageBackend, items: Sequenc
         TransferSpeedColumn,
     )
 
-    from storeroom.migrate import copy_objects
+    from storeroom.orm.migration import copy_objects
 
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),

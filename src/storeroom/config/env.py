@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from storeroom.backends.obstore_options import valid_option_names
+from storeroom.backends.obstore.options import valid_option_names
 from storeroom.config.conventions import single_backend_spec
 from storeroom.config.spec import (
     BackendSpec,

@@ -1,6 +1,6 @@
 """Keeping secrets out of reprs, error messages and logs.
 
-A value is secret when its option name says so (``storeroom.backends.obstore_options.
+A value is secret when its option name says so (``storeroom.backends.obstore.options.
 is_secret_option``: keys, key ids, tokens, passwords, connection strings...) or when it is
 the HMAC ``signing_secret``. Secrets are shown as ``'***'``; URLs lose their password and
 query string (an Azure SAS token travels in the query).
@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from storeroom.backends.obstore_options import is_secret_option
+from storeroom.backends.obstore.options import is_secret_option
 
 __all__ = [
     "MASK",

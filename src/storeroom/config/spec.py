@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from storeroom.backends.obstore_options import STORE_KINDS, store_kind
+from storeroom.backends.obstore.options import STORE_KINDS, store_kind
 from storeroom.config.masking import (
     MASK,
     mask_url,

@@ -105,7 +105,7 @@ class ObstoreOptions:
     retry_config: dict[str, Any] | None = None
     credential_provider: Any = None
     local: dict[str, Any] = field(default_factory=dict)
-    #: ``aws_profile``: a profile of the shared AWS files (resolved by storeroom.credentials,
+    #: ``aws_profile``: a profile of the shared AWS files (resolved by the credentials module,
     #: never passed to obstore).
     aws_profile: str | None = None
 

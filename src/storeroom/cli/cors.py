@@ -16,7 +16,8 @@ from pathlib import Path
 import click
 
 from storeroom.backends.base import StorageBackend
-from storeroom.cors import CorsRules, apply_bucket_cors, get_bucket_cors
+from storeroom.backends.obstore.bucket_cors import apply_bucket_cors, get_bucket_cors
+from storeroom.cors import CorsRules
 from storeroom.errors import StoreroomError
 from storeroom.registry import StorageRegistry, storages
 

@@ -27,12 +27,12 @@ from obstore.store import (
 )
 
 from storeroom.backends.base import Method, ObjectInfo, PutResult, StorageBackend, WriteOptions
-from storeroom.backends.obstore_options import (
+from storeroom.backends.obstore.credentials import CredentialPlan, plan_credentials
+from storeroom.backends.obstore.options import (
     split_options,
     store_kind,
     unknown_option_error,
 )
-from storeroom.credentials import CredentialPlan, plan_credentials
 from storeroom.errors import (
     BackendError,
     ConfigurationError,
@@ -134,7 +134,7 @@ class ObstoreBackend(StorageBackend):
         **options: Any,
     ) -> None:
         super().__init__(key)
-        #: Where the credentials come from (see :mod:`storeroom.credentials`).
+        #: Where the credentials come from (see :mod:`storeroom.backends.obstore.credentials`).
         self.credential_plan = CredentialPlan("unknown", "configured on the store instance")
         self.retry = RetryPolicy.from_value(retry)
         if isinstance(fs, str):
