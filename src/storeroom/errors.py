@@ -17,6 +17,7 @@ __all__ = [
     "ContentUnreadable",
     "CredentialsNotFound",
     "IntegrityError",
+    "ObjectExists",
     "ObjectNotFound",
     "RangeNotSatisfiable",
     "SignatureExpired",
@@ -50,6 +51,10 @@ class BackendAlreadyRegistered(ConfigurationError):
 
 class ObjectNotFound(StoreroomError, FileNotFoundError):
     """The object does not exist in the backend."""
+
+
+class ObjectExists(StoreroomError, FileExistsError):
+    """A create-only write (``overwrite=False``) found an object already at its path."""
 
 
 class UnsafePath(StoreroomError, ValueError):

@@ -227,12 +227,15 @@ class FileObject:
             )
         return chosen
 
-    def _save_kwargs(self, chunk_size: int, max_concurrency: int) -> dict[str, Any]:
+    def _save_kwargs(
+        self, chunk_size: int, max_concurrency: int, overwrite: bool
+    ) -> dict[str, Any]:
         return {
             "content_type": self.content_type,
             "metadata": {k: str(v) for k, v in self.metadata.items()},
             "chunk_size": chunk_size,
             "max_concurrency": max_concurrency,
+            "overwrite": overwrite,
         }
 
     def _saved(self, result: PutResult) -> FileObject:
@@ -250,16 +253,20 @@ class FileObject:
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        overwrite: bool = True,
     ) -> FileObject:
         """Write ``content`` (or the pending content) to the backend, streaming it.
 
         Content larger than ``chunk_size`` goes up as one multipart upload with
         ``max_concurrency`` parts in flight. Records size, checksum, etag and version; makes
-        exactly one upload and no other request. Returns self.
+        exactly one upload and no other request. With ``overwrite=False`` the write is
+        create-only and raises :class:`~storeroom.errors.ObjectExists` if the path is taken.
+        Returns self.
         """
         data = self._content_to_save(content)
         storage = self.storage
-        result = storage.put(self.path, data, **self._save_kwargs(chunk_size, max_concurrency))
+        kwargs = self._save_kwargs(chunk_size, max_concurrency, overwrite)
+        result = storage.put(self.path, data, **kwargs)
         return self._saved(result)
 
     async def save_async(
@@ -268,11 +275,12 @@ class FileObject:
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        overwrite: bool = True,
     ) -> FileObject:
         """Async form of :meth:`save`; also accepts async iterables and async file objects."""
         data = self._content_to_save(content)
         storage = self.storage
-        kwargs = self._save_kwargs(chunk_size, max_concurrency)
+        kwargs = self._save_kwargs(chunk_size, max_concurrency, overwrite)
         return self._saved(await storage.put_async(self.path, data, **kwargs))
 
     # -- reading ----------------------------------------------------------------------------
@@ -429,7 +437,7 @@ class FileObject:
             target.etag = target.version = None
             return target
         chunks = self.storage.stream(self.path)
-        kwargs = self._save_kwargs(chunk_size, DEFAULT_MAX_CONCURRENCY)
+        kwargs = self._save_kwargs(chunk_size, DEFAULT_MAX_CONCURRENCY, True)
         error = self._copy_mismatch(target, target.storage.put(target.path, chunks, **kwargs))
         if error is not None:
             target.delete()
@@ -447,7 +455,7 @@ class FileObject:
             target.etag = target.version = None
             return target
         chunks = await self.storage.stream_async(self.path)
-        kwargs = self._save_kwargs(chunk_size, DEFAULT_MAX_CONCURRENCY)
+        kwargs = self._save_kwargs(chunk_size, DEFAULT_MAX_CONCURRENCY, True)
         result = await target.storage.put_async(target.path, chunks, **kwargs)
         error = self._copy_mismatch(target, result)
         if error is not None:

@@ -379,3 +379,35 @@ def test_unicode_names_round_trip(backend: StorageBackend) -> None:
     assert backend.get(name) == b"x"
     assert [i.path for i in backend.list("dossier")] == [name]
 
+
+
+def test_create_only_write_refuses_an_existing_object_and_leaves_it(
+    backend: StorageBackend,
+) -> None:
+    from storeroom import ObjectExists
+
+    backend.put("create/one.txt", b"first")
+    with pytest.raises(ObjectExists, match="create/one.txt"):
+        backend.put("create/one.txt", b"second", overwrite=False)
+    assert backend.get("create/one.txt") == b"first"
+    big = _payload(6 * MiB)
+    with pytest.raises(ObjectExists):
+        backend.put("create/one.txt", big, overwrite=False, chunk_size=5 * MiB)
+    assert backend.get("create/one.txt") == b"first"
+    backend.put("create/two.txt", b"new", overwrite=False)
+    assert backend.get("create/two.txt") == b"new"
+
+
+async def test_create_only_write_async_refuses_an_existing_object(
+    backend: StorageBackend,
+) -> None:
+    from storeroom import ObjectExists
+
+    await backend.put_async("create/a.txt", b"first")
+    with pytest.raises(FileExistsError):
+        await backend.put_async("create/a.txt", b"second", overwrite=False)
+    assert await backend.get_async("create/a.txt") == b"first"
+    with pytest.raises(ObjectExists):
+        await backend.put_async("create/a.txt", _payload(6 * MiB), overwrite=False,
+                                chunk_size=5 * MiB)
+    assert await backend.get_async("create/a.txt") == b"first"

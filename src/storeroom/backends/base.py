@@ -90,6 +90,8 @@ class WriteOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     multipart: bool = False
+    create_only: bool = False
+    """Fail with :class:`ObjectExists` instead of replacing an object already at the path."""
 
 
 def _check_tuning(chunk_size: int, max_concurrency: int) -> None:
@@ -361,6 +363,7 @@ class StorageBackend(ABC):
         metadata: Mapping[str, str] | None,
         chunk_size: int,
         max_concurrency: int,
+        overwrite: bool = True,
     ) -> WriteOptions:
         _check_tuning(chunk_size, max_concurrency)
         return WriteOptions(
@@ -368,6 +371,7 @@ class StorageBackend(ABC):
             metadata=dict(metadata) if metadata else {},
             chunk_size=chunk_size,
             max_concurrency=max_concurrency,
+            create_only=not overwrite,
         )
 
     @staticmethod
@@ -392,16 +396,20 @@ class StorageBackend(ABC):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         checksum: str | None = "sha256",
+        overwrite: bool = True,
     ) -> PutResult:
-        """Stream ``content`` to ``path``, replacing any object there.
+        """Stream ``content`` to ``path``, replacing any object there unless ``overwrite=False``.
 
         Content up to ``chunk_size`` bytes is sent in one PUT; larger content as one
         multipart upload of ``chunk_size`` parts, ``max_concurrency`` at a time. Size and
         checksum (``checksum`` names a hashlib algorithm, None to skip) are measured on the
-        way; no request beyond the upload is made.
+        way; no request beyond the upload is made. With ``overwrite=False`` the write is
+        create-only (a conditional write on obstore stores: ``If-None-Match: *`` on S3 and
+        GCS, exclusive create on local disk) and raises :class:`ObjectExists` when an object
+        is already there, leaving that object untouched.
         """
         path = safe_path(path)
-        opts = self._options(content_type, metadata, chunk_size, max_concurrency)
+        opts = self._options(content_type, metadata, chunk_size, max_concurrency, overwrite)
         meter = Meter(checksum)
         prefetch = Prefetch(chunk_size)
         with self._guard(path, "put") as guard:
@@ -433,10 +441,11 @@ class StorageBackend(ABC):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         checksum: str | None = "sha256",
+        overwrite: bool = True,
     ) -> PutResult:
         """Async form of :meth:`put`; also accepts async iterables and async file objects."""
         path = safe_path(path)
-        opts = self._options(content_type, metadata, chunk_size, max_concurrency)
+        opts = self._options(content_type, metadata, chunk_size, max_concurrency, overwrite)
         meter = Meter(checksum)
         prefetch = Prefetch(chunk_size)
         with self._guard(path, "put") as guard:

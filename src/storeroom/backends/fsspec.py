@@ -9,7 +9,13 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from storeroom.backends.base import Method, ObjectInfo, PutResult, StorageBackend, WriteOptions
-from storeroom.errors import BackendError, ConfigurationError, RangeNotSatisfiable, StoreroomError
+from storeroom.errors import (
+    BackendError,
+    ConfigurationError,
+    ObjectExists,
+    RangeNotSatisfiable,
+    StoreroomError,
+)
 from storeroom.retry import RetryPolicy
 
 try:
@@ -178,12 +184,25 @@ class FSSpecBackend(StorageBackend):
 
     def _begin(self, path: str, opts: WriteOptions) -> tuple[str, Any]:
         full = self._full(path)
+        if opts.create_only:
+            self._refuse_existing(path, full)
         if self._memory:
             return full, io.BytesIO()
         self._prepare_dirs(full)
         return full, self.fs.open(full, "wb", autocommit=False, block_size=opts.chunk_size)
 
-    def _finish(self, full: str, handle: Any) -> None:
+    def _refuse_existing(self, path: str, full: str) -> None:
+        # fsspec has no conditional write: create-only is a check before the write and
+        # again before the commit (documented as best effort on fsspec filesystems).
+        if self.fs.exists(full):
+            raise ObjectExists(
+                f"object {path!r} already exists in backend {self.key!r} and the write was "
+                "create-only (overwrite=False); nothing was changed. Choose a new path."
+            )
+
+    def _finish(self, path: str, full: str, handle: Any, opts: WriteOptions) -> None:
+        if opts.create_only:
+            self._refuse_existing(path, full)
         if self._memory:
             self.fs.pipe_file(full, handle.getvalue())
             return
@@ -207,7 +226,7 @@ class FSSpecBackend(StorageBackend):
         try:
             for chunk in [body] if isinstance(body, bytes) else body:
                 handle.write(chunk)
-            self._finish(full, handle)
+            self._finish(path, full, handle, opts)
         except BaseException:
             self._abort(handle)
             raise
@@ -223,7 +242,7 @@ class FSSpecBackend(StorageBackend):
             else:
                 async for chunk in body:
                     await self._in_thread(handle.write, chunk)
-            await self._in_thread(self._finish, full, handle)
+            await self._in_thread(self._finish, path, full, handle, opts)
         except BaseException:
             await self._in_thread(self._abort, handle)
             raise

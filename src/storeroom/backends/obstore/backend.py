@@ -36,6 +36,7 @@ from storeroom.backends.obstore.options import (
 from storeroom.errors import (
     BackendError,
     ConfigurationError,
+    ObjectExists,
     RangeNotSatisfiable,
     StoreroomError,
 )
@@ -212,7 +213,10 @@ class ObstoreBackend(StorageBackend):
                 f"credentials and permissions ({type(exc).__name__})"
             )
         if isinstance(exc, AlreadyExistsError):
-            return BackendError(f"object {path!r} already exists in backend {self.key!r}")
+            return ObjectExists(
+                f"object {path!r} already exists in backend {self.key!r} and the write was "
+                "create-only (overwrite=False); nothing was changed. Choose a new path."
+            )
         message = str(exc).lower()
         if "range" in message and ("invalid" in message or "not satisfiable" in message):
             return RangeNotSatisfiable(
@@ -256,6 +260,8 @@ class ObstoreBackend(StorageBackend):
             kwargs.update(chunk_size=opts.chunk_size, max_concurrency=opts.max_concurrency)
         else:
             kwargs["use_multipart"] = False
+        if opts.create_only:
+            kwargs["mode"] = "create"
         return kwargs
 
     def _write(self, path: str, body: bytes | Iterator[bytes], opts: WriteOptions) -> PutResult:
