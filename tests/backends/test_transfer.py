@@ -1,0 +1,163 @@
+"""The verified transfer module: streamed and server-side copies, each mismatch caught."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from storeroom import ObstoreBackend
+from storeroom.backends import transfer
+from storeroom.backends.base import PutResult, WriteOptions
+from storeroom.backends.fsspec import FSSpecBackend
+from storeroom.errors import ConfigurationError, IntegrityError, ObjectNotFound
+
+DATA = b"0123456789" * 30_000  # 300 kB: several chunks
+
+
+class FlippingStore(ObstoreBackend):
+    """A real memory store that stores a different last byte than it was sent (bit rot)."""
+
+    def _write(self, path: str, body: bytes | Iterator[bytes], opts: WriteOptions) -> PutResult:
+        data = body if isinstance(body, bytes) else b"".join(body)
+        return super()._write(path, data[:-1] + bytes([data[-1] ^ 1]), opts)
+
+    async def _write_async(
+        self, path: str, body: bytes | AsyncIterator[bytes], opts: WriteOptions
+    ) -> PutResult:
+        data = body if isinstance(body, bytes) else b"".join([c async for c in body])
+        return await super()._write_async(path, data[:-1] + bytes([data[-1] ^ 1]), opts)
+
+
+class TruncatingStore(ObstoreBackend):
+    """A real memory store that loses the last byte of every object it stores."""
+
+    def _write(self, path: str, body: bytes | Iterator[bytes], opts: WriteOptions) -> PutResult:
+        data = body if isinstance(body, bytes) else b"".join(body)
+        return super()._write(path, data[:-1], opts)
+
+
+def test_digest_streams_and_names_its_algorithm() -> None:
+    chunks = iter([DATA[:1000], DATA[1000:]])
+    found = transfer.digest(chunks, "md5")
+    assert found.size == len(DATA)
+    assert found.checksum == "md5:" + hashlib.md5(DATA).hexdigest()
+    assert transfer.algorithm_of("sha512:abc") == "sha512"
+    assert transfer.algorithm_of(None) == "sha256"
+    with pytest.raises(ConfigurationError, match="'crc99' is not available"):
+        transfer.new_hash("crc99")
+
+
+def test_digest_object_matches_the_checksum_recorded_at_save() -> None:
+    store = ObstoreBackend("mem", "memory://")
+    saved = store.put("a.bin", DATA)
+    found = transfer.digest_object(store, "a.bin", transfer.algorithm_of(saved.checksum))
+    assert found.checksum == saved.checksum and found.size == len(DATA)
+    with pytest.raises(ObjectNotFound):
+        transfer.digest_object(store, "missing.bin")
+
+
+async def test_async_digest_equals_sync_digest() -> None:
+    store = ObstoreBackend("mem", "memory://")
+    store.put("a.bin", DATA)
+    assert await transfer.digest_object_async(store, "a.bin") == transfer.digest_object(
+        store, "a.bin"
+    )
+
+
+def test_streamed_copy_between_backends_is_verified_with_the_recorded_algorithm(
+    tmp_path: Path,
+) -> None:
+    source = ObstoreBackend("mem", "memory://")
+    destination = FSSpecBackend("fs", "file", prefix=str(tmp_path))
+    saved = source.put("a.bin", DATA, checksum="md5")
+    copied = transfer.copy(source, "a.bin", destination, "b/a.bin", size=saved.size,
+                           checksum=saved.checksum, content_type="application/pdf",
+                           verify_read=True)
+    assert copied.checksum == saved.checksum and copied.checksum.startswith("md5:")
+    assert copied.size == len(DATA) and not copied.server_side
+    assert (tmp_path / "b" / "a.bin").read_bytes() == DATA
+
+
+def test_a_source_that_no_longer_matches_its_record_is_not_copied() -> None:
+    source = ObstoreBackend("src", "memory://")
+    destination = ObstoreBackend("dst", "memory://")
+    saved = source.put("a.bin", DATA)
+    source.put("a.bin", DATA[:-1] + b"X")  # same size, different bytes
+    with pytest.raises(IntegrityError, match="not its recorded sha256:.*copy was deleted"):
+        transfer.copy(source, "a.bin", destination, "a.bin", size=saved.size,
+                      checksum=saved.checksum)
+    assert not destination.exists("a.bin")
+    with pytest.raises(IntegrityError, match=f"read {len(DATA)} bytes, but 5 are recorded"):
+        transfer.copy(source, "a.bin", destination, "a.bin", size=5)
+    assert not destination.exists("a.bin")
+
+
+def test_a_store_that_loses_bytes_is_caught_by_the_size_check() -> None:
+    source = ObstoreBackend("src", "memory://")
+    destination = TruncatingStore("dst", "memory://")
+    source.put("a.txt", b"hello")
+    with pytest.raises(IntegrityError, match="has 4 bytes after the copy, expected 5"):
+        transfer.copy(source, "a.txt", destination, "a.txt")
+    assert not destination.exists("a.txt")
+
+
+def test_a_store_that_changes_bytes_is_caught_by_reading_back() -> None:
+    source = ObstoreBackend("src", "memory://")
+    destination = FlippingStore("dst", "memory://")
+    source.put("a.txt", b"hello")
+    # Same size: the HEAD check cannot see it; reading back can.
+    assert transfer.copy(source, "a.txt", destination, "unchecked.txt").size == 5
+    with pytest.raises(IntegrityError, match="reads back different bytes"):
+        transfer.copy(source, "a.txt", destination, "a.txt", verify_read=True)
+    assert not destination.exists("a.txt")
+
+
+async def test_async_copy_catches_what_the_sync_copy_catches() -> None:
+    source = ObstoreBackend("src", "memory://")
+    destination = FlippingStore("dst", "memory://")
+    await source.put_async("a.txt", b"hello")
+    with pytest.raises(IntegrityError, match="reads back different bytes"):
+        await transfer.copy_async(source, "a.txt", destination, "a.txt", verify_read=True)
+    assert not await destination.exists_async("a.txt")
+    good = ObstoreBackend("good", "memory://")
+    sync = transfer.copy(source, "a.txt", good, "s.txt", verify_read=True)
+    asynchronous = await transfer.copy_async(source, "a.txt", good, "a.txt", verify_read=True)
+    assert (sync.size, sync.checksum) == (asynchronous.size, asynchronous.checksum)
+
+
+def test_within_one_backend_the_store_copies_and_the_size_is_checked() -> None:
+    store = ObstoreBackend("mem", "memory://")
+    saved = store.put("a.bin", DATA)
+    copied = transfer.copy(store, "a.bin", store, "b.bin", size=saved.size,
+                           checksum=saved.checksum)
+    assert copied.server_side and copied.checksum == saved.checksum
+    assert store.get("b.bin") == DATA
+    with pytest.raises(IntegrityError, match="expected 3"):
+        transfer.copy(store, "a.bin", store, "c.bin", size=3)
+    assert not store.exists("c.bin")
+    with pytest.raises(ConfigurationError, match="onto itself"):
+        transfer.copy(store, "a.bin", store, "a.bin")
+    with pytest.raises(ConfigurationError, match="'nope' is not available"):
+        transfer.copy(store, "a.bin", store, "d.bin", checksum="nope:00")
+    assert not store.exists("d.bin")
+
+
+async def test_existing_copy_keeps_only_a_verified_copy() -> None:
+    source = ObstoreBackend("src", "memory://")
+    destination = ObstoreBackend("dst", "memory://")
+    saved = await source.put_async("a.txt", b"hello")
+    assert await transfer.existing_copy_async(source, "a.txt", destination, "a.txt") is None
+    await destination.put_async("a.txt", b"hellO")
+    assert await transfer.existing_copy_async(source, "a.txt", destination, "a.txt") is None
+    assert transfer.existing_copy(source, "a.txt", destination, "a.txt",
+                                  checksum=saved.checksum) is None
+    await destination.put_async("a.txt", b"hello")
+    kept = transfer.existing_copy(source, "a.txt", destination, "a.txt", size=5,
+                                  checksum=saved.checksum)
+    assert kept is not None and kept.checksum == saved.checksum
+    found = await transfer.existing_copy_async(source, "a.txt", destination, "a.txt")
+    assert found is not None and found.size == 5
+    assert destination.get("a.txt") == b"hello"  # nothing deleted
