@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from storeroom.config.spec import TYPE_ALIASES, BackendSpec, spec_error
+from storeroom.config.errors import spec_error
+from storeroom.config.spec import BackendSpec, spec_from_mapping
+from storeroom.config.validation import TYPE_ALIASES
 
 __all__ = ["NO_BACKEND", "single_backend_spec"]
 
@@ -84,27 +86,11 @@ def single_backend_spec(
     )
 
 
-#: The fields both settings classes share, with their defaults.
-SETTINGS_FIELDS: Mapping[str, Any] = {
-    "backend": None,
-    "s3_bucket": None,
-    "s3_region": "us-east-1",
-    "endpoint": None,
-    "aws_access_key_id": None,
-    "aws_secret_access_key": None,
-    "gcs_bucket": None,
-    "google_service_account": None,
-    "azure_container": None,
-    "azure_storage_connection_string": None,
-    "upload_dir": "/var/app/uploads",
-    "backends": None,
-}
-
-
 def specs_from_settings(
     values: Mapping[str, Any], *, source: str, env_prefix: str = "STORAGE_"
 ) -> list[BackendSpec]:
-    """The specs a settings object describes (``values`` holds :data:`SETTINGS_FIELDS`).
+    """The specs a settings object describes (``values`` holds the fields of
+    :data:`~storeroom.config.fields.SETTINGS_FIELDS`).
 
     ``backends`` (a mapping of key -> backend table) registers any number of backends;
     ``backend`` selects the type of the one ``"default"`` backend, whose location comes from
@@ -113,8 +99,6 @@ def specs_from_settings(
     ``upload_dir``. When ``backend`` is unset it is ``local`` if ``backends`` is empty, and
     ``none`` otherwise.
     """
-    from storeroom.config.spec import spec_from_mapping
-
     tables = values.get("backends") or {}
     if not isinstance(tables, Mapping):
         raise spec_error(
