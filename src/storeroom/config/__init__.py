@@ -23,17 +23,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from storeroom.config.construction import build_backends, register_specs
 from storeroom.config.dataclass import StorageConfig
 from storeroom.config.env import configure_from_env, specs_from_env
+from storeroom.config.errors import InvalidBackendSpec
+from storeroom.config.fields import SETTINGS_FIELDS, SettingField
 from storeroom.config.files import (
     InvalidConfigFile,
     configure_from_file,
     load_config_file,
     specs_from_config,
 )
-from storeroom.config.construction import build_backends, register_specs
-from storeroom.config.errors import InvalidBackendSpec
-from storeroom.config.fields import SETTINGS_FIELDS, SettingField
 from storeroom.config.spec import BackendSpec, spec_from_mapping
 from storeroom.config.urls import backend_from_url
 from storeroom.config.validation import RESERVED_FIELDS, TYPE_ALIASES
