@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Any
 
 from storeroom.backends import transfer
-from storeroom.backends.base import StorageBackend
+from storeroom.backends.base import ObjectInfo, StorageBackend
 from storeroom.errors import ObjectNotFound, StoreroomError
 from storeroom.file import FileObject
 
@@ -38,6 +38,7 @@ __all__ = [
     "MigrationState",
     "copy_objects",
     "plan_objects",
+    "plan_objects_async",
     "plan_rows",
     "repoint",
     "update_rows",
@@ -150,10 +151,18 @@ class MigrationState:
         self.close()
 
 
+def _planned(info: ObjectInfo) -> CopyItem:
+    return CopyItem(info.path, info.path, info.size, None, info.content_type)
+
+
 def plan_objects(source: StorageBackend, prefix: str = "") -> list[CopyItem]:
     """Every object of ``source`` under ``prefix``, to be copied to the same path."""
-    return [CopyItem(info.path, info.path, info.size, None, info.content_type)
-            for info in source.list(prefix)]
+    return [_planned(info) for info in source.list(prefix)]
+
+
+async def plan_objects_async(source: StorageBackend, prefix: str = "") -> list[CopyItem]:
+    """Async form of :func:`plan_objects`."""
+    return [_planned(info) async for info in source.list_async(prefix)]
 
 
 def plan_rows(files: Iterable[FileObject], source_key: str) -> list[CopyItem]:
