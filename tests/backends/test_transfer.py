@@ -161,3 +161,98 @@ async def test_existing_copy_keeps_only_a_verified_copy() -> None:
     found = await transfer.existing_copy_async(source, "a.txt", destination, "a.txt")
     assert found is not None and found.size == 5
     assert destination.get("a.txt") == b"hello"  # nothing deleted
+
+
+class DroppingSource(ObstoreBackend):
+    """A real memory store whose reads drop the connection after ``good`` 256 KiB chunks."""
+
+    good = 6
+    sent = 0
+
+    def _read(self, path: str, start: int, end: int | None, chunk_size: int) -> Iterator[bytes]:
+        chunks = super()._read(path, start, end, chunk_size)
+
+        def dropping() -> Iterator[bytes]:
+            sent = 0
+            for chunk in chunks:
+                for start in range(0, len(chunk), 256 * 1024):
+                    if sent == self.good:
+                        raise ConnectionResetError("connection reset by peer")
+                    sent += 1
+                    self.sent = sent
+                    yield chunk[start:start + 256 * 1024]
+
+        return dropping()
+
+
+class FailingStore(ObstoreBackend):
+    """A real memory store whose writes fail after taking ``good`` chunks of the body."""
+
+    good = 2
+    taken = 0
+
+    def _write(self, path: str, body: bytes | Iterator[bytes], opts: WriteOptions) -> PutResult:
+        if isinstance(body, bytes):
+            return super()._write(path, body, opts)
+        for number, _ in enumerate(body):
+            self.taken = number + 1
+            if self.taken == self.good:
+                raise PermissionError("disk quota exceeded")
+        raise AssertionError("the body should have been longer")
+
+
+def _transfer_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name == "storeroom-transfer"]
+
+
+BIG = bytes(range(256)) * 16_384  # 4 MiB: a multipart write with 1 MiB parts
+
+
+def test_a_large_copy_between_two_obstore_stores_streams_in_parts() -> None:
+    # A sync obstore write reads its body inside obstore's runtime; a sync obstore stream
+    # read there would panic. The transfer reads the source in its own thread.
+    source = ObstoreBackend("src", "memory://")
+    destination = ObstoreBackend("dst", "memory://")
+    saved = source.put("big.bin", BIG)
+    copied = transfer.copy(source, "big.bin", destination, "big.bin", size=saved.size,
+                           checksum=saved.checksum, chunk_size=1024 * 1024, verify_read=True)
+    assert copied.checksum == saved.checksum and destination.get("big.bin") == BIG
+    assert _transfer_threads() == []
+
+
+def test_a_source_that_drops_mid_copy_fails_the_copy_and_leaves_nothing(tmp_path: Path) -> None:
+    source = DroppingSource("src", "memory://")
+    destination = ObstoreBackend("dst", f"file://{tmp_path}")
+    source.put("big.bin", BIG)
+    with pytest.raises(Exception, match="connection reset") as caught:
+        transfer.copy(source, "big.bin", destination, "big.bin", chunk_size=1024 * 1024)
+    assert not isinstance(caught.value, IntegrityError)
+    assert not destination.exists("big.bin")
+    assert list(tmp_path.rglob("*")) == []  # no partial file either
+    assert _transfer_threads() == []
+
+
+def test_a_destination_that_fails_mid_copy_stops_the_reader() -> None:
+    source = DroppingSource("src", "memory://")
+    source.good = 10**9  # 256 KiB chunks, never dropping
+    destination = FailingStore("dst", "memory://")
+    source.put("big.bin", BIG)
+    with pytest.raises(Exception, match="disk quota exceeded"):
+        transfer.copy(source, "big.bin", destination, "big.bin", chunk_size=1024 * 1024)
+    assert destination.taken == 2
+    assert _transfer_threads() == []
+    assert source.sent < len(BIG) // (256 * 1024)  # the reader stopped early
+    assert not destination.exists("big.bin")
+
+
+def test_file_copy_to_handles_files_larger_than_one_part() -> None:
+    from storeroom import FileObject, StorageRegistry
+
+    registry = StorageRegistry()
+    registry.register_backend(ObstoreBackend("a", "memory://"))
+    registry.register_backend(ObstoreBackend("b", "memory://"))
+    original = FileObject(backend="a", filename="big.bin", content=BIG, registry=registry).save()
+    copy = original.copy_to("b", chunk_size=1024 * 1024)
+    assert copy.checksum == original.checksum and copy.get_content() == BIG
