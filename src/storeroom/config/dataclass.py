@@ -12,17 +12,11 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from storeroom.config.construction import register_specs
-from storeroom.config.conventions import specs_from_settings
+from storeroom.config.conventions import SettingsBackends
 from storeroom.config.env import read_env
 from storeroom.config.fields import SETTINGS_FIELDS
 from storeroom.config.masking import MASK, masked_mapping
 from storeroom.config.validation import parse_json_object
-
-if TYPE_CHECKING:
-    from storeroom.backends.base import StorageBackend
-    from storeroom.config.spec import BackendSpec
-    from storeroom.registry import StorageRegistry
 
 __all__ = ["StorageConfig"]
 
@@ -39,7 +33,7 @@ else:
     _Fields.__module__ = __name__
 
 
-class StorageConfig(_Fields):
+class StorageConfig(SettingsBackends, _Fields):
     """Storage settings as a plain dataclass; :meth:`register_backends` registers them.
 
     ``backend`` selects the type of one ``"default"`` backend (``s3``, ``minio``, ``gcs``,
@@ -86,14 +80,3 @@ class StorageConfig(_Fields):
             else:
                 values[f.name] = value
         return cls(**values)
-
-    def specs(self) -> list[BackendSpec]:
-        """The backend specs these settings describe."""
-        values = {f.name: getattr(self, f.name) for f in SETTINGS_FIELDS}
-        return specs_from_settings(values, source="StorageConfig")
-
-    def register_backends(
-        self, registry: StorageRegistry | None = None, *, overwrite: bool = False
-    ) -> list[StorageBackend]:
-        """Register the backends on ``registry`` (default ``storages``); returns them."""
-        return register_specs(self.specs(), registry, overwrite=overwrite)

@@ -19,14 +19,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "StorageSettings needs pydantic-settings: pip install 'storeroom[settings]'"
     ) from exc
 
-from storeroom.config.construction import register_specs
-from storeroom.config.conventions import specs_from_settings
+from storeroom.config.conventions import SettingsBackends
 from storeroom.config.fields import ENV_PREFIX, SETTINGS_FIELDS
-
-if TYPE_CHECKING:
-    from storeroom.backends.base import StorageBackend
-    from storeroom.config.spec import BackendSpec
-    from storeroom.registry import StorageRegistry
 
 __all__ = ["StorageSettings"]
 
@@ -47,7 +41,7 @@ else:
     )
 
 
-class StorageSettings(_Fields):
+class StorageSettings(SettingsBackends, _Fields):
     """Storage settings read from ``STORAGE_*`` variables.
 
     ``STORAGE_BACKEND`` selects the type of one ``"default"`` backend (``s3``, ``minio``,
@@ -76,14 +70,3 @@ class StorageSettings(_Fields):
                 yield name, {k: masked_mapping(v) for k, v in value.items()}
             else:
                 yield name, value
-
-    def specs(self) -> list[BackendSpec]:
-        """The backend specs these settings describe (secrets stay SecretStr)."""
-        values = {f.name: getattr(self, f.name) for f in SETTINGS_FIELDS}
-        return specs_from_settings(values, source="StorageSettings")
-
-    def register_backends(
-        self, registry: StorageRegistry | None = None, *, overwrite: bool = False
-    ) -> list[StorageBackend]:
-        """Register the backends on ``registry`` (default ``storages``); returns them."""
-        return register_specs(self.specs(), registry, overwrite=overwrite)
