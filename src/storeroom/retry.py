@@ -67,6 +67,8 @@ _TRANSIENT_KINDS = frozenset({
     ("urllib3", "ConnectTimeoutError"), ("urllib3", "NewConnectionError"),
     ("requests", "ConnectionError"), ("requests", "Timeout"),
     ("httpx", "TransportError"),
+    ("azure", "ServiceRequestError"), ("azure", "ServiceResponseError"),
+    ("http", "IncompleteRead"), ("asyncio", "IncompleteReadError"),
 })
 # Kinds that look like connection trouble but that no retry fixes.
 _PERMANENT_KINDS = frozenset({"SSLError", "ClientSSLError", "ClientConnectorCertificateError",
@@ -133,7 +135,7 @@ def is_transient(exc: BaseException) -> bool:
     Decided from what the error is, never from its message: the HTTP status it carries
     (:data:`TRANSIENT_STATUSES`), a store's error code (:data:`TRANSIENT_ERROR_CODES`), its
     kind (``ConnectionError``, ``TimeoutError``, the connection errors of aiohttp, botocore,
-    urllib3, requests and httpx) or its ``errno`` (:data:`TRANSIENT_ERRNOS`), then the same
+    urllib3, requests, httpx and azure-core) or its ``errno`` (:data:`TRANSIENT_ERRNOS`), then the same
     for the error it was raised from. obstore's errors are never transient here: obstore's
     client has already retried what could be retried. Errors about the request itself
     (storeroom errors, not found, permission, bad value) are never transient.

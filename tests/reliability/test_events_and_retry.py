@@ -157,6 +157,21 @@ def test_transient_kinds_from_botocore_and_wrapped_causes() -> None:
         assert not is_transient(wrapped)
 
 
+def test_dropped_bodies_and_azure_connection_errors_are_transient() -> None:
+    import http.client
+
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError
+
+    assert is_transient(http.client.IncompleteRead(b"partial", 10))
+    assert is_transient(asyncio.IncompleteReadError(b"partial", 10))
+    assert is_transient(ServiceRequestError("connection refused"))
+    throttled = HttpResponseError("throttled")
+    throttled.status_code = 503
+    assert is_transient(throttled)
+    throttled.status_code = 409
+    assert not is_transient(throttled)
+
+
 def test_obstore_errors_are_left_to_obstore() -> None:
     import obstore
     from obstore.store import MemoryStore
