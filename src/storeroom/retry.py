@@ -135,10 +135,10 @@ def is_transient(exc: BaseException) -> bool:
     Decided from what the error is, never from its message: the HTTP status it carries
     (:data:`TRANSIENT_STATUSES`), a store's error code (:data:`TRANSIENT_ERROR_CODES`), its
     kind (``ConnectionError``, ``TimeoutError``, the connection errors of aiohttp, botocore,
-    urllib3, requests, httpx and azure-core) or its ``errno`` (:data:`TRANSIENT_ERRNOS`), then the same
-    for the error it was raised from. obstore's errors are never transient here: obstore's
-    client has already retried what could be retried. Errors about the request itself
-    (storeroom errors, not found, permission, bad value) are never transient.
+    urllib3, requests, httpx and azure-core) or its ``errno`` (:data:`TRANSIENT_ERRNOS`),
+    then the same for the error it was raised from. obstore's errors are never transient
+    here: obstore's client has already retried what could be retried. Errors about the
+    request itself (storeroom errors, not found, permission, bad value) are never transient.
     """
     seen: set[int] = set()
     current: BaseException | None = exc

@@ -256,3 +256,20 @@ def test_file_copy_to_handles_files_larger_than_one_part() -> None:
     original = FileObject(backend="a", filename="big.bin", content=BIG, registry=registry).save()
     copy = original.copy_to("b", chunk_size=1024 * 1024)
     assert copy.checksum == original.checksum and copy.get_content() == BIG
+
+
+async def test_a_create_only_copy_never_replaces_what_is_there() -> None:
+    from storeroom.errors import ObjectExists
+
+    store = ObstoreBackend("mem", "memory://")
+    other = ObstoreBackend("other", "memory://")
+    store.put("a.txt", b"new")
+    store.put("b.txt", b"kept")
+    other.put("b.txt", b"kept too")
+    with pytest.raises(ObjectExists):
+        transfer.copy(store, "a.txt", store, "b.txt", overwrite=False)  # within one backend
+    with pytest.raises(ObjectExists):
+        await transfer.copy_async(store, "a.txt", other, "b.txt", overwrite=False)
+    assert store.get("b.txt") == b"kept" and other.get("b.txt") == b"kept too"
+    created = transfer.copy(store, "a.txt", store, "c.txt", overwrite=False)
+    assert not created.server_side and store.get("c.txt") == b"new"

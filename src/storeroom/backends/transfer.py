@@ -175,10 +175,12 @@ class _Plan:
 
 def _plan(
     source: StorageBackend, src_path: str, destination: StorageBackend, dst_path: str,
-    size: int | None, checksum: str | None,
+    size: int | None, checksum: str | None, overwrite: bool = True,
 ) -> _Plan:
-    server_side = source is destination
-    if server_side and src_path == dst_path:
+    # A store's own copy replaces what is at the destination: a create-only copy streams
+    # instead, through the destination's conditional write.
+    server_side = source is destination and overwrite
+    if source is destination and src_path == dst_path:
         raise ConfigurationError(
             f"cannot copy {src_path!r} onto itself in backend {source.key!r}; give another "
             "path or backend"
@@ -341,12 +343,15 @@ def copy(
     ``size`` and ``checksum`` are what is recorded for the source (either may be None);
     the copy must match them. ``content_type`` and ``metadata`` are written with a streamed
     copy (a server-side copy keeps the source's). ``verify_read`` also reads the copy back
-    and hashes it. Raises :class:`~storeroom.errors.IntegrityError` (after deleting the copy)
+    and hashes it. ``overwrite=False`` makes the copy create-only: it raises
+    :class:`~storeroom.errors.ObjectExists` and leaves the object already at ``dst_path``
+    untouched (within one backend such a copy is streamed, as the store's own copy would
+    replace it). Raises :class:`~storeroom.errors.IntegrityError` (after deleting the copy)
     on a mismatch, :class:`~storeroom.errors.ObjectNotFound` for a missing source and
     :class:`~storeroom.errors.ConfigurationError` for a copy onto itself or an unknown
     checksum algorithm.
     """
-    plan = _plan(source, src_path, destination, dst_path, size, checksum)
+    plan = _plan(source, src_path, destination, dst_path, size, checksum, overwrite)
     written: PutResult | None = None
     if plan.server_side:
         source.copy(src_path, dst_path)
@@ -384,7 +389,7 @@ async def copy_async(
     overwrite: bool = True,
 ) -> Transfer:
     """Async form of :func:`copy` (same checks, same errors)."""
-    plan = _plan(source, src_path, destination, dst_path, size, checksum)
+    plan = _plan(source, src_path, destination, dst_path, size, checksum, overwrite)
     written: PutResult | None = None
     if plan.server_side:
         await source.copy_async(src_path, dst_path)
