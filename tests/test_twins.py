@@ -10,8 +10,11 @@ collects every mismatch before failing, so one run shows all of them.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from storeroom import FileObject, StorageRegistry
@@ -29,8 +32,10 @@ CLASSES: list[type] = [FileObject, StorageBackend, ObstoreBackend, FSSpecBackend
 #: Sync class -> its async twin class (same method names).
 TWIN_CLASSES: dict[type, type] = {ObjectReader: AsyncObjectReader}
 
-#: Modules whose public sync functions need ``x_async`` twins.
-MODULES = [transfer, migration]
+#: Modules whose public sync functions need ``x_async`` twins (upload sessions once they land).
+MODULES: list[ModuleType] = [transfer, migration]
+if importlib.util.find_spec("storeroom.uploads") is not None:
+    MODULES.append(importlib.import_module("storeroom.uploads"))
 
 #: Twin names that do not follow ``x`` -> ``x_async``.
 ESTABLISHED = {"iter_chunks": "aiter_chunks", "iter_content": "aiter_content",
@@ -46,6 +51,7 @@ NO_IO: dict[str, set[str]] = {
     "ObjectReader": {"readable", "readall", "readinto", "seekable", "seek", "tell"},
     "storeroom.backends.transfer": {"algorithm_of", "new_hash"},
     "storeroom.orm.migration": {"plan_rows", "repoint"},
+    "storeroom.uploads": {"enforced_limits"},
 }
 
 
