@@ -13,9 +13,10 @@ objects with :func:`digest_object`.
   raised. With ``verify_read`` the destination is read back and hashed as well.
 
 A checksum is a string ``"<algorithm>:<hex digest>"`` (``"sha256:9f86..."``); a copy is
-hashed with the algorithm its source's checksum names. Decisions (what to check, what a
-mismatch means) are plain functions here; :func:`copy` and :func:`copy_async` only
-sequence the I/O around them.
+hashed with the algorithm its source's checksum names. The decisions (which steps, what to
+check, what a mismatch means) are written once, as generators that yield the I/O step to
+do next (httpx's ``auth_flow`` pattern); :func:`copy` and :func:`copy_async` only perform
+the steps, with the sync or the async API.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import contextvars
 import hashlib
 import queue
 import threading
-from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -157,6 +158,8 @@ class Transfer:
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
+    """One copy: what it is from and to, what is recorded, and how to write it."""
+
     source: StorageBackend
     src_path: str
     destination: StorageBackend
@@ -165,6 +168,8 @@ class _Plan:
     checksum: str | None
     algorithm: str
     server_side: bool
+    verify_read: bool = False
+    put_options: Mapping[str, Any] = field(default_factory=dict)
 
     def where(self) -> str:
         return f"{self.src_path!r} on backend {self.source.key!r}"
@@ -175,7 +180,9 @@ class _Plan:
 
 def _plan(
     source: StorageBackend, src_path: str, destination: StorageBackend, dst_path: str,
-    size: int | None, checksum: str | None, overwrite: bool = True,
+    size: int | None, checksum: str | None, overwrite: bool = True, verify_read: bool = False,
+    content_type: str | None = None, metadata: Mapping[str, str] | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> _Plan:
     # A store's own copy replaces what is at the destination: a create-only copy streams
     # instead, through the destination's conditional write.
@@ -187,8 +194,10 @@ def _plan(
         )
     algorithm = algorithm_of(checksum)
     new_hash(algorithm)  # an unknown algorithm fails before any byte moves
+    put_options = {"content_type": content_type, "metadata": metadata,
+                   "chunk_size": chunk_size, "checksum": algorithm, "overwrite": overwrite}
     return _Plan(source, src_path, destination, dst_path, size, checksum, algorithm,
-                 server_side)
+                 server_side, verify_read, put_options)
 
 
 def _written_mismatch(plan: _Plan, result: PutResult) -> IntegrityError | None:
@@ -252,10 +261,57 @@ def _result(plan: _Plan, written: PutResult | None, info: ObjectInfo | None,
     )
 
 
-def _put_options(plan: _Plan, content_type: str | None, metadata: Mapping[str, str] | None,
-                 chunk_size: int, overwrite: bool) -> dict[str, Any]:
-    return {"content_type": content_type, "metadata": metadata, "chunk_size": chunk_size,
-            "checksum": plan.algorithm, "overwrite": overwrite}
+# The I/O a copy needs, named: the steps below yield these, and each twin performs them.
+_COPY = "copy"            # the store copies src to dst              -> None
+_PUT = "put"              # stream src into dst                       -> PutResult
+_HEAD = "head"            # HEAD dst                                  -> ObjectInfo
+_HEAD_OR_NONE = "head?"   # HEAD dst, None when it is missing         -> ObjectInfo | None
+_DIGEST = "digest"        # read dst back and hash it                 -> Digest
+_DIGEST_SOURCE = "digest source"  # read src and hash it             -> Digest
+_DELETE = "delete"        # delete dst                                -> None
+
+Steps = Generator[str, Any, Any]
+
+
+def _copy_steps(plan: _Plan) -> Steps:
+    """A verified copy as a sequence of I/O steps: every decision, no I/O.
+
+    Yields the name of each step; the twin performs it and sends back its result. Returns
+    the :class:`Transfer`, or raises the mismatch after the step that deletes the copy.
+    """
+    written: PutResult | None = None
+    if plan.server_side:
+        yield _COPY
+    else:
+        written = yield _PUT
+        yield from _fail_if(_written_mismatch(plan, written))
+    if plan.verify_read:
+        read: Digest = yield _DIGEST
+        yield from _fail_if(_read_mismatch(plan, read, written))
+        return _result(plan, written, None, read)
+    info: ObjectInfo = yield _HEAD
+    yield from _fail_if(_head_mismatch(plan, info, written))
+    return _result(plan, written, info, None)
+
+
+def _fail_if(error: IntegrityError | None) -> Steps:
+    if error is not None:
+        yield _DELETE
+        raise error
+
+
+def _existing_steps(plan: _Plan) -> Steps:
+    """Whether the object at the destination is already a verified copy (steps, no I/O)."""
+    info: ObjectInfo | None = yield _HEAD_OR_NONE
+    if info is None or (plan.size is not None and info.size != plan.size):
+        return None
+    expected = plan.checksum
+    if not expected:
+        expected = (yield _DIGEST_SOURCE).checksum
+    found: Digest = yield _DIGEST
+    if found.checksum != expected or (plan.size is not None and found.size != plan.size):
+        return None
+    return Transfer(plan.dst_path, found.size, found.checksum, info.etag, info.version)
 
 
 class _Relay:
@@ -324,6 +380,73 @@ class _Relay:
 # -- the twins: I/O only ------------------------------------------------------------------
 
 
+def _run(plan: _Plan, steps: Steps) -> Any:
+    """Perform ``steps`` with the sync API; returns what they return."""
+    result: Any = None
+    while True:
+        try:
+            step = steps.send(result)
+        except StopIteration as done:
+            return done.value
+        result = _perform(plan, step)
+
+
+async def _arun(plan: _Plan, steps: Steps) -> Any:
+    """Perform ``steps`` with the async API; returns what they return."""
+    result: Any = None
+    while True:
+        try:
+            step = steps.send(result)
+        except StopIteration as done:
+            return done.value
+        result = await _aperform(plan, step)
+
+
+def _perform(plan: _Plan, step: str) -> Any:
+    source, destination = plan.source, plan.destination
+    if step == _PUT:
+        chunks = source.stream(plan.src_path, chunk_size=DEFAULT_READ_CHUNK_SIZE)
+        with _Relay(chunks) as relayed:
+            return destination.put(plan.dst_path, iter(relayed), **plan.put_options)
+    if step == _COPY:
+        return source.copy(plan.src_path, plan.dst_path)
+    if step in (_HEAD, _HEAD_OR_NONE):
+        try:
+            return destination.head(plan.dst_path)
+        except ObjectNotFound:
+            if step == _HEAD:
+                raise
+            return None
+    if step == _DIGEST:
+        return digest_object(destination, plan.dst_path, plan.algorithm)
+    if step == _DIGEST_SOURCE:
+        return digest_object(source, plan.src_path, plan.algorithm)
+    assert step == _DELETE, step
+    return destination.delete(plan.dst_path)
+
+
+async def _aperform(plan: _Plan, step: str) -> Any:
+    source, destination = plan.source, plan.destination
+    if step == _PUT:
+        chunks = await source.stream_async(plan.src_path, chunk_size=DEFAULT_READ_CHUNK_SIZE)
+        return await destination.put_async(plan.dst_path, chunks, **plan.put_options)
+    if step == _COPY:
+        return await source.copy_async(plan.src_path, plan.dst_path)
+    if step in (_HEAD, _HEAD_OR_NONE):
+        try:
+            return await destination.head_async(plan.dst_path)
+        except ObjectNotFound:
+            if step == _HEAD:
+                raise
+            return None
+    if step == _DIGEST:
+        return await digest_object_async(destination, plan.dst_path, plan.algorithm)
+    if step == _DIGEST_SOURCE:
+        return await digest_object_async(source, plan.src_path, plan.algorithm)
+    assert step == _DELETE, step
+    return await destination.delete_async(plan.dst_path)
+
+
 def copy(
     source: StorageBackend,
     src_path: str,
@@ -343,35 +466,19 @@ def copy(
     ``size`` and ``checksum`` are what is recorded for the source (either may be None);
     the copy must match them. ``content_type`` and ``metadata`` are written with a streamed
     copy (a server-side copy keeps the source's). ``verify_read`` also reads the copy back
-    and hashes it. ``overwrite=False`` makes the copy create-only: it raises
-    :class:`~storeroom.errors.ObjectExists` and leaves the object already at ``dst_path``
-    untouched (within one backend such a copy is streamed, as the store's own copy would
-    replace it). Raises :class:`~storeroom.errors.IntegrityError` (after deleting the copy)
-    on a mismatch, :class:`~storeroom.errors.ObjectNotFound` for a missing source and
+    and hashes it (without it, the copy's size is checked with a HEAD). ``overwrite=False``
+    makes the copy create-only: it raises :class:`~storeroom.errors.ObjectExists` and leaves
+    the object already at ``dst_path`` untouched (within one backend such a copy is
+    streamed, as the store's own copy would replace it). Raises
+    :class:`~storeroom.errors.IntegrityError` (after deleting the copy) on a mismatch,
+    :class:`~storeroom.errors.ObjectNotFound` for a missing source and
     :class:`~storeroom.errors.ConfigurationError` for a copy onto itself or an unknown
     checksum algorithm.
     """
-    plan = _plan(source, src_path, destination, dst_path, size, checksum, overwrite)
-    written: PutResult | None = None
-    if plan.server_side:
-        source.copy(src_path, dst_path)
-    else:
-        chunks = source.stream(src_path, chunk_size=DEFAULT_READ_CHUNK_SIZE)
-        with _Relay(chunks) as relayed:
-            written = destination.put(
-                dst_path, iter(relayed),
-                **_put_options(plan, content_type, metadata, chunk_size, overwrite),
-            )
-        _fail_if(destination, dst_path, _written_mismatch(plan, written))
-    info: ObjectInfo | None = None
-    read: Digest | None = None
-    if verify_read:
-        read = digest_object(destination, dst_path, plan.algorithm)
-        _fail_if(destination, dst_path, _read_mismatch(plan, read, written))
-    else:
-        info = destination.head(dst_path)
-        _fail_if(destination, dst_path, _head_mismatch(plan, info, written))
-    return _result(plan, written, info, read)
+    plan = _plan(source, src_path, destination, dst_path, size, checksum, overwrite,
+                 verify_read, content_type, metadata, chunk_size)
+    transfer: Transfer = _run(plan, _copy_steps(plan))
+    return transfer
 
 
 async def copy_async(
@@ -388,54 +495,11 @@ async def copy_async(
     verify_read: bool = False,
     overwrite: bool = True,
 ) -> Transfer:
-    """Async form of :func:`copy` (same checks, same errors)."""
-    plan = _plan(source, src_path, destination, dst_path, size, checksum, overwrite)
-    written: PutResult | None = None
-    if plan.server_side:
-        await source.copy_async(src_path, dst_path)
-    else:
-        chunks = await source.stream_async(src_path, chunk_size=DEFAULT_READ_CHUNK_SIZE)
-        written = await destination.put_async(
-            dst_path, chunks, **_put_options(plan, content_type, metadata, chunk_size, overwrite)
-        )
-        await _afail_if(destination, dst_path, _written_mismatch(plan, written))
-    info: ObjectInfo | None = None
-    read: Digest | None = None
-    if verify_read:
-        read = await digest_object_async(destination, dst_path, plan.algorithm)
-        await _afail_if(destination, dst_path, _read_mismatch(plan, read, written))
-    else:
-        info = await destination.head_async(dst_path)
-        await _afail_if(destination, dst_path, _head_mismatch(plan, info, written))
-    return _result(plan, written, info, read)
-
-
-def _fail_if(destination: StorageBackend, path: str, error: IntegrityError | None) -> None:
-    if error is not None:
-        destination.delete(path)
-        raise error
-
-
-async def _afail_if(destination: StorageBackend, path: str,
-                    error: IntegrityError | None) -> None:
-    if error is not None:
-        await destination.delete_async(path)
-        raise error
-
-
-# -- is the copy already there? -------------------------------------------------------------
-
-
-def _existing_expected(plan: _Plan, info: ObjectInfo) -> bool:
-    """Whether a HEAD of the destination leaves it a candidate (size as expected)."""
-    return plan.size is None or info.size == plan.size
-
-
-def _existing_result(plan: _Plan, info: ObjectInfo, expected: str, found: Digest
-                     ) -> Transfer | None:
-    if found.checksum != expected or (plan.size is not None and found.size != plan.size):
-        return None
-    return Transfer(plan.dst_path, found.size, found.checksum, info.etag, info.version)
+    """Async form of :func:`copy` (same steps, same checks, same errors)."""
+    plan = _plan(source, src_path, destination, dst_path, size, checksum, overwrite,
+                 verify_read, content_type, metadata, chunk_size)
+    transfer: Transfer = await _arun(plan, _copy_steps(plan))
+    return transfer
 
 
 def existing_copy(
@@ -449,15 +513,8 @@ def existing_copy(
     read of the source. Nothing is deleted.
     """
     plan = _plan(source, src_path, destination, dst_path, size, checksum)
-    try:
-        info = destination.head(dst_path)
-    except ObjectNotFound:
-        return None
-    if not _existing_expected(plan, info):
-        return None
-    expected = checksum or digest_object(source, src_path, plan.algorithm).checksum
-    found = digest_object(destination, dst_path, plan.algorithm)
-    return _existing_result(plan, info, expected, found)
+    found: Transfer | None = _run(plan, _existing_steps(plan))
+    return found
 
 
 async def existing_copy_async(
@@ -466,12 +523,5 @@ async def existing_copy_async(
 ) -> Transfer | None:
     """Async form of :func:`existing_copy`."""
     plan = _plan(source, src_path, destination, dst_path, size, checksum)
-    try:
-        info = await destination.head_async(dst_path)
-    except ObjectNotFound:
-        return None
-    if not _existing_expected(plan, info):
-        return None
-    expected = checksum or (await digest_object_async(source, src_path, plan.algorithm)).checksum
-    found = await digest_object_async(destination, dst_path, plan.algorithm)
-    return _existing_result(plan, info, expected, found)
+    found: Transfer | None = await _arun(plan, _existing_steps(plan))
+    return found
