@@ -16,7 +16,6 @@ from storeroom.backends.base import (
     PutResult,
     StorageBackend,
 )
-from storeroom.backends.transfer import Transfer
 from storeroom.errors import ConfigurationError, IntegrityError
 from storeroom.readers import AsyncObjectReader, ObjectReader
 from storeroom.registry import StorageRegistry, storages
@@ -422,7 +421,7 @@ class FileObject:
         }
 
     @staticmethod
-    def _copied(target: FileObject, result: Transfer) -> FileObject:
+    def _copied(target: FileObject, result: transfer.Transfer) -> FileObject:
         target.size = result.size
         target.checksum = result.checksum
         target.etag = result.etag

@@ -141,20 +141,14 @@ def test_transient_kinds_from_botocore_and_wrapped_causes() -> None:
     assert not is_transient(client_error("AccessDenied", 403))
     assert is_transient(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
     # fsspec implementations re-raise library errors as OSError: the cause decides.
-    try:
+    def wrapped(cause: BaseException, message: str) -> OSError:
         try:
-            raise client_error("SlowDown", 503)
-        except ClientError as exc:
-            raise OSError("request failed for q500/report.pdf") from exc
-    except OSError as wrapped:
-        assert is_transient(wrapped)
-    try:
-        try:
-            raise client_error("NoSuchBucket", 404)
-        except ClientError as exc:
-            raise OSError("503 in the message") from exc
-    except OSError as wrapped:
-        assert not is_transient(wrapped)
+            raise OSError(message) from cause
+        except OSError as exc:
+            return exc
+
+    assert is_transient(wrapped(client_error("SlowDown", 503), "failed for q500/report.pdf"))
+    assert not is_transient(wrapped(client_error("NoSuchBucket", 404), "503 in the message"))
 
 
 def test_dropped_bodies_and_azure_connection_errors_are_transient() -> None:
