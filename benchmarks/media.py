@@ -115,6 +115,7 @@ def thumbnails(runs: int) -> None:
 
 def jobs(count: int, redis_url: str) -> None:
     import redis
+
     from storeroom.jobs.saq import SaqQueue
 
     name = f"bench-{uuid.uuid4().hex[:8]}"
@@ -129,14 +130,14 @@ def jobs(count: int, redis_url: str) -> None:
     }
     command = [sys.executable, "-m", "storeroom.jobs.saq", "--url", redis_url, "--name", name,
                "--import", "tests.jobs.saq_handlers", "--concurrency", "8",
-               "--heartbeat", "2", "--sweep", "1"]
+               "--sweep", "1"]
     queue = SaqQueue(redis_url, name=name, heartbeat=2)
     workers = [subprocess.Popen(command, env=env) for _ in range(2)]
     killed = False
     try:
         started = time.perf_counter()
         for number in range(count):
-            queue.enqueue("bench.record", {"n": number, "prefix": prefix})
+            queue.enqueue("test.record", {"n": number, "prefix": prefix, "sleep": 0.002})
         enqueued = time.perf_counter() - started
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
