@@ -142,7 +142,9 @@ def test_jobs_run_on_workers_and_failures_are_retried(run: Run) -> None:
         assert queue.drain(timeout=60)
         assert run.done() == set(range(10))
         runs = run.runs()
-        assert all(runs[n] == 2 for n in (0, 3, 6, 9)), runs  # failed once, retried once
+        # failed once, then retried (a sweep racing a dequeue may run a job once more: SAQ
+        # delivers at least once, which is why handlers are idempotent)
+        assert all(runs[n] >= 2 for n in (0, 3, 6, 9)), runs
     finally:
         queue.close()
 
@@ -152,9 +154,11 @@ def test_key_makes_a_queued_job_unique(run: Run) -> None:
     try:
         for _ in range(3):
             queue.enqueue("test.record", {"n": 1, "prefix": run.prefix}, key=f"{run.name}-one")
+        queue.enqueue("test.record", {"n": 2, "prefix": run.prefix}, key=f"{run.name}-two")
+        assert run.client.llen(f"saq:{run.name}:queued") == 2  # one job per key
         run.start_worker()
         assert queue.drain(timeout=60)
-        assert run.runs() == {1: 1}
+        assert run.done() == {1, 2}
     finally:
         queue.close()
 
