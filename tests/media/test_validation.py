@@ -406,3 +406,51 @@ async def test_refused_file_is_never_stored_by_an_async_save() -> None:
 def test_format_size() -> None:
     assert format_size(20 * MIB) == "20 MiB (20,971,520 bytes)"
     assert format_size(999) == "999 bytes"
+
+
+def test_unreadable_raster_header_is_refused_once_headers_were_looked_for() -> None:
+    tiff = image_bytes("TIFF", (10, 10))
+
+    def chunks() -> Iterator[bytes]:
+        yield tiff + bytes(8192)
+        for _ in range(1000):
+            pulled.append(1)
+            yield bytes(65536)
+
+    pulled: list[int] = []
+    with pytest.raises(ValidationError, match="image/tiff"):
+        consume(inspect_content(chunks(), [ImageLimits(max_pixels=10**6)], filename="a.tif"))
+    assert pulled == []  # refused on the first chunk, not at the end
+
+
+def test_duck_typed_rule_objects_are_accepted() -> None:
+    class EvenSize:
+        def check(self, findings: Findings, *, final: bool) -> None:
+            if final and findings.size % 2:
+                raise ValidationError("odd", filename=findings.filename, rule="EvenSize",
+                                      value=findings.size, limit="even")
+
+    assert consume(inspect_content(b"ab", [EvenSize()])) == b"ab"
+    with pytest.raises(ValidationError, match="odd"):
+        consume(inspect_content(b"abc", [EvenSize()]))
+
+
+@pytest.mark.parametrize("head", [b"%PDF-1.7\n", png_bomb_header(100, 100), b"plain text "])
+def test_memory_stays_bounded_on_a_large_stream(head: bytes) -> None:
+    import tracemalloc
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        for _ in range(64):  # 32 MiB
+            yield b"\x00" * (512 * 1024)
+
+    tracemalloc.start()
+    try:
+        content = inspect_content(chunks(), [MaxSize("1 GiB")])
+        for _ in content:
+            pass
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert content.findings.size == len(head) + 32 * MIB
+    assert peak < 6 * MIB, f"peak {peak / MIB:.1f} MiB while inspecting 32 MiB"

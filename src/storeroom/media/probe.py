@@ -18,7 +18,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-__all__ = ["HEADER_LIMIT", "ImageHeader", "Mp4Duration", "audio_duration", "image_header"]
+__all__ = [
+    "HEADER_LIMIT", "ImageHeader", "Mp4Duration", "audio_duration", "image_format", "image_header",
+    "may_have_duration",
+]
 
 HEADER_LIMIT = 1024 * 1024
 """Bytes from the start of a file within which an image's size must appear (1 MiB: JPEG
@@ -157,6 +160,11 @@ def _jpeg(head: bytes) -> tuple[int, int] | None:
 
 
 _PARSERS = {"png": _png, "gif": _gif, "bmp": _bmp, "webp": _webp, "jpeg": _jpeg}
+
+
+def may_have_duration(head: bytes) -> bool:
+    """Whether the first (at least 12) bytes are WAV or FLAC, whose header gives a duration."""
+    return (head[:4] == b"RIFF" and head[8:12] == b"WAVE") or head[:4] == b"fLaC"
 
 
 def audio_duration(head: bytes) -> tuple[float, str] | None:

@@ -525,7 +525,9 @@ class _Inspection:
             if duration is not None:
                 findings.metadata.update(duration=round(duration[0], 3), format=duration[1])
                 self.audio_done = True
-            elif len(data) >= probe.HEADER_LIMIT or final:
+            elif len(data) >= probe.HEADER_LIMIT or final or (
+                len(data) >= 12 and not probe.may_have_duration(data)
+            ):
                 self.audio_done = True
         if self.image_done and self.audio_done and findings.content_type is not None:
             findings.headers_read = True
