@@ -1,6 +1,8 @@
-"""The SAQ adapter with real worker subprocesses on Redis (127.0.0.1:6379, db 7 by default).
+"""The SAQ adapter with real worker subprocesses, on Redis and on PostgreSQL.
 
-STOREROOM_TEST_REDIS overrides the URL. Without Redis (or SAQ) the tests skip with the reason;
+The queue lives on Redis (127.0.0.1:6379, db 7 unless STOREROOM_TEST_REDIS says otherwise) or
+on PostgreSQL (the test database, STOREROOM_TEST_DATABASE); the handlers record their effects
+in Redis either way. Without a service (or SAQ) the tests skip with the reason;
 STOREROOM_REQUIRE_SERVICES=1 makes that a failure.
 """
 
@@ -20,9 +22,11 @@ import pytest
 from storeroom.errors import ConfigurationError
 from storeroom.jobs import JobQueue, get_queue, set_queue
 from tests.servers import require_service, stop_process
+from tests.servers.databases import DATABASE, check_connects
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("STOREROOM_TEST_REDIS", "redis://127.0.0.1:6379/7")
+POSTGRES_URL = f"postgresql://postgres@127.0.0.1:5432/{DATABASE}"
 
 pytestmark = pytest.mark.slow
 
@@ -42,11 +46,26 @@ def redis_client():  # type: ignore[no-untyped-def]
     return client
 
 
+@pytest.fixture(scope="module", params=["redis", "postgres"])
+def queue_url(request: pytest.FixtureRequest, redis_client) -> str:  # type: ignore[no-untyped-def]
+    if request.param == "redis":
+        return REDIS_URL
+    try:
+        import psycopg_pool  # noqa: F401
+    except ImportError as exc:
+        require_service("SAQ on PostgreSQL", f"install storeroom[saq] ({exc})")
+    problem = check_connects(f"postgresql+psycopg://postgres@127.0.0.1:5432/{DATABASE}")
+    if problem:
+        require_service("PostgreSQL", problem)
+    return POSTGRES_URL
+
+
 class Run:
     """One queue name, its key prefix, and the worker subprocesses started for it."""
 
-    def __init__(self, client) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, client, url: str) -> None:  # type: ignore[no-untyped-def]
         self.client = client
+        self.url = url
         self.name = f"t-{uuid.uuid4().hex[:10]}"
         self.prefix = f"storeroom-test:{self.name}"
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -58,7 +77,7 @@ class Run:
             "STOREROOM_JOBS_TEST_REDIS": REDIS_URL,
         }
         process = subprocess.Popen(
-            [sys.executable, "-m", "storeroom.jobs.saq", "--url", REDIS_URL, "--name", self.name,
+            [sys.executable, "-m", "storeroom.jobs.saq", "--url", self.url, "--name", self.name,
              "--import", "tests.jobs.saq_handlers", "--concurrency", str(concurrency),
              "--sweep", "1"],
             env=env,
@@ -89,11 +108,16 @@ class Run:
         for pattern in (f"{self.prefix}:*", f"saq:{self.name}:*"):
             for key in self.client.scan_iter(pattern):
                 self.client.delete(key)
+        if self.url.startswith("postgres"):
+            import psycopg
+
+            with psycopg.connect(self.url, autocommit=True) as connection:
+                connection.execute("DELETE FROM saq_jobs WHERE queue = %s", (self.name,))
 
 
 @pytest.fixture
-def run(redis_client) -> Iterator[Run]:  # type: ignore[no-untyped-def]
-    current = Run(redis_client)
+def run(redis_client, queue_url: str) -> Iterator[Run]:  # type: ignore[no-untyped-def]
+    current = Run(redis_client, queue_url)
     try:
         yield current
     finally:
@@ -103,7 +127,7 @@ def run(redis_client) -> Iterator[Run]:  # type: ignore[no-untyped-def]
 def make_queue(run: Run, **options: object):  # type: ignore[no-untyped-def]
     from storeroom.jobs.saq import SaqQueue
 
-    return SaqQueue(REDIS_URL, name=run.name, **options)  # type: ignore[arg-type]
+    return SaqQueue(run.url, name=run.name, **options)  # type: ignore[arg-type]
 
 
 def test_adapter_implements_the_protocol_and_plugs_in(run: Run) -> None:
@@ -155,7 +179,8 @@ def test_key_makes_a_queued_job_unique(run: Run) -> None:
         for _ in range(3):
             queue.enqueue("test.record", {"n": 1, "prefix": run.prefix}, key=f"{run.name}-one")
         queue.enqueue("test.record", {"n": 2, "prefix": run.prefix}, key=f"{run.name}-two")
-        assert run.client.llen(f"saq:{run.name}:queued") == 2  # one job per key
+        if run.url == REDIS_URL:
+            assert run.client.llen(f"saq:{run.name}:queued") == 2  # one job per key
         run.start_worker()
         assert queue.drain(timeout=60)
         assert run.done() == {1, 2}
