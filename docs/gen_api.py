@@ -20,6 +20,7 @@ MODULES = [
     "storeroom.backends.obstore.credentials", "storeroom.paths",
     "storeroom.contrib.litestar", "storeroom.contrib.fastapi", "storeroom.contrib.flask",
     "storeroom.contrib.otel", "storeroom.errors",
+    "storeroom.media.validation", "storeroom.media.variants", "storeroom.jobs.saq",
 ]
 OUTPUT = Path(__file__).with_name("api.md")
 
