@@ -51,6 +51,7 @@ __all__ = [
     "preflight",
     "upload_content_type",
     "upload_problem",
+    "undecodable_path",
     "upload_reply",
 ]
 
@@ -92,6 +93,24 @@ def _decode(segment: str) -> str:
         return unquote_to_bytes(segment.encode("latin-1")).decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
         raise MalformedPath(f"request path {segment!r} is not UTF-8") from None
+
+
+def undecodable_path(raw_uri: str | None) -> Reply | None:
+    """400 when the request target as sent (``RAW_URI``/``REQUEST_URI``) is not UTF-8.
+
+    Some WSGI servers (Werkzeug among them) replace invalid bytes in ``PATH_INFO`` with
+    U+FFFD before the app sees them; the raw target still shows what the client sent.
+    """
+    if not raw_uri:
+        return None
+    path = raw_uri.split("?", 1)[0]
+    if "://" in path:
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    try:
+        _decode(path)
+    except MalformedPath:
+        return Reply.text(400, "the request path is not percent-encoded UTF-8")
+    return None
 
 
 def _route(raw_path: str, prefix: str) -> tuple[str, str] | None:

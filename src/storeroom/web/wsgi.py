@@ -23,6 +23,7 @@ from storeroom.web.protocol import (
     judge,
     plan_download,
     preflight,
+    undecodable_path,
     upload_content_type,
     upload_problem,
     upload_reply,
@@ -75,6 +76,9 @@ class SignedUrlWsgiApp:
         reply = preflight(method, headers, self.cors)
         if reply is not None:
             return self._reply(start_response, reply)
+        problem = undecodable_path(environ.get("RAW_URI") or environ.get("REQUEST_URI"))
+        if problem is not None:
+            return self._reply(start_response, problem, head=method == "HEAD")
         # PATH_INFO arrives decoded, its bytes as latin-1 text; percent-encode those bytes
         # again so names with '%' survive and the router decodes UTF-8 once, strictly.
         path_info = environ.get("PATH_INFO", "")
