@@ -226,3 +226,36 @@ async def test_async_twins(tmp_path: Path) -> None:
         with pytest.raises(UploadSessionInvalid):
             await complete_async(session, target.id)
     await engine.dispose()
+
+
+def test_active_content_is_refused_even_where_a_pattern_matches(env: Env) -> None:
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>'
+    with Session(env.engine) as session:
+        target = begin(session, Photo.image, filename="logo.png", content_type="image/png",
+                       size=len(svg), limits=IMAGES)
+        session.commit()
+    assert env.send(target.instructions, svg) == 200
+    with Session(env.engine) as session, pytest.raises(UploadRejected, match="svg") as caught:
+        complete(session, target.id)
+    assert caught.value.rule == "content_type" and "no active content" in str(caught.value)
+    assert env.files() == []
+
+
+def test_a_replay_after_the_rows_file_was_deleted_is_removed_at_expiry(env: Env) -> None:
+    with Session(env.engine) as session:
+        target = begin(session, Photo.image, filename="x.png", content_type="image/png",
+                       size=len(PNG), limits=IMAGES)
+        session.commit()
+    assert env.send(target.instructions, PNG) == 200
+    with Session(env.engine) as session:
+        photo = Photo(image=complete(session, target.id))
+        session.add(photo)
+        session.commit()
+        session.delete(photo)
+        session.commit()  # the row's file is deleted after the commit
+    assert env.files() == []
+    assert env.send(target.instructions, PNG) == 200  # the URL has not expired yet
+    with Session(env.engine) as session:
+        assert remove_expired(session, now=target.expires_at + timedelta(seconds=1)) == 1
+        session.commit()
+    assert env.files() == []

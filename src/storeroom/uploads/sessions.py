@@ -49,7 +49,7 @@ from sqlalchemy import (
 from storeroom.backends.base import StorageBackend
 from storeroom.errors import ConfigurationError, ObjectNotFound, StoreroomError
 from storeroom.file import FileObject
-from storeroom.media.sniff import SNIFF_BYTES, sniff_type
+from storeroom.media.sniff import SNIFF_BYTES, is_active_content, sniff_type
 from storeroom.orm.layout import default_path, safe_filename
 from storeroom.paths import safe_path
 from storeroom.registry import StorageRegistry, storages
@@ -88,6 +88,10 @@ upload_sessions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
     Column("completed_at", DateTime(timezone=True), nullable=True),
+    # The completed object as it was verified: a later object at the same path with another
+    # ETag or date can only be a replay written after the row's own file was deleted.
+    Column("etag", String(255), nullable=True),
+    Column("stored_at", DateTime(timezone=True), nullable=True),
 )
 """One row per upload session: where it goes, what was declared, when it expires."""
 
@@ -117,26 +121,31 @@ class UploadLimits:
     """What an upload may be: a size range and allowed types (``image/*`` patterns).
 
     ``content_types`` empty allows any type; the type checked is the one sniffed from the
-    bytes, never the one the client declared.
+    bytes, never the one the client declared. Active content (HTML, SVG, XML, scripts:
+    :func:`storeroom.media.sniff.is_active_content`) is refused even where a pattern
+    matches it (``image/*`` matches SVG, ``text/*`` HTML) unless ``allow_active``.
     """
 
     max_size: int | None = None
     min_size: int = 0
     content_types: Sequence[str] = ()
+    allow_active: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The form stored with the session."""
         return {"max_size": self.max_size, "min_size": self.min_size,
-                "content_types": list(self.content_types)}
+                "content_types": list(self.content_types), "allow_active": self.allow_active}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UploadLimits:
         """Inverse of :meth:`to_json`."""
         return cls(data.get("max_size"), int(data.get("min_size") or 0),
-                   tuple(data.get("content_types") or ()))
+                   tuple(data.get("content_types") or ()), bool(data.get("allow_active")))
 
     def allows_type(self, content_type: str) -> bool:
         """Whether ``content_type`` (parameters ignored) matches an allowed pattern."""
+        if is_active_content(content_type) and not self.allow_active:
+            return False
         if not self.content_types:
             return True
         essence = content_type.split(";", 1)[0].strip().lower()
@@ -193,6 +202,11 @@ def _destination(destination: Any, registry: StorageRegistry) -> tuple[StorageBa
     return registry.get_backend(kind.backend), destination.class_, destination.key
 
 
+def _allowed(limits: UploadLimits) -> str:
+    patterns = ", ".join(limits.content_types) or "any type"
+    return patterns if limits.allow_active else f"{patterns} (no active content such as HTML)"
+
+
 def _check_declared(filename: str, content_type: str, size: int, limits: UploadLimits) -> None:
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise UploadRejected(f"declared size must be a whole number of bytes, got {size!r}",
@@ -207,8 +221,8 @@ def _check_declared(filename: str, content_type: str, size: int, limits: UploadL
             rule="min_size", value=size)
     if not limits.allows_type(content_type):
         raise UploadRejected(
-            f"declared type {content_type!r} is not allowed; allowed: "
-            f"{', '.join(limits.content_types)}", rule="content_type", value=content_type)
+            f"declared type {content_type!r} is not allowed; allowed: {_allowed(limits)}",
+            rule="content_type", value=content_type)
 
 
 def _plan(
@@ -335,7 +349,7 @@ def _type_problem(row: Any, sniffed: str) -> UploadRejected | None:
     if not limits.allows_type(sniffed):
         return UploadRejected(
             f"the uploaded bytes are {sniffed!r}, which is not allowed; allowed: "
-            f"{', '.join(limits.content_types)}", rule="content_type", value=sniffed)
+            f"{_allowed(limits)}", rule="content_type", value=sniffed)
     return None
 
 
@@ -345,12 +359,12 @@ def _missing(row: Any) -> UploadRejected:
         rule="missing", value=row.upload_path)
 
 
-def _claim(session_id: str, now: datetime) -> Any:
+def _claim(session_id: str, now: datetime, info: Any) -> Any:
     return (update(upload_sessions)
             .where(and_(upload_sessions.c.id == session_id,
                         upload_sessions.c.completed_at.is_(None),
                         upload_sessions.c.expires_at > now))
-            .values(completed_at=now))
+            .values(completed_at=now, etag=info.etag, stored_at=info.last_modified))
 
 
 def _lost_race(session_id: str) -> UploadSessionInvalid:
@@ -407,7 +421,7 @@ def complete(session: Any, session_id: str, *, registry: StorageRegistry | None 
     if problem is not None:
         backend.delete(row.upload_path)
         raise problem
-    if session.execute(_claim(session_id, now)).rowcount != 1:
+    if session.execute(_claim(session_id, now, info)).rowcount != 1:
         raise _lost_race(session_id)
     if row.upload_path != row.path:
         backend.copy(row.upload_path, row.path)
@@ -438,7 +452,7 @@ async def complete_async(
     if problem is not None:
         await backend.delete_async(row.upload_path)
         raise problem
-    if (await session.execute(_claim(session_id, now))).rowcount != 1:
+    if (await session.execute(_claim(session_id, now, info))).rowcount != 1:
         raise _lost_race(session_id)
     if row.upload_path != row.path:
         await backend.copy_async(row.upload_path, row.path)
@@ -459,13 +473,30 @@ def _leftovers(row: Any) -> list[str]:
     return [row.upload_path] if row.upload_path != row.path else []
 
 
+def _replayed(row: Any, info: Any) -> bool:
+    """Whether the object now at a completed session's path is not the one it verified.
+
+    Create-only uploads cannot replace the verified object; a different one there means
+    the row's file was deleted and the URL replayed before it expired: nobody owns it.
+    """
+    if row.completed_at is None or row.upload_path != row.path:
+        return False
+    if row.etag is not None or info.etag is not None:
+        return bool(row.etag != info.etag)
+    if row.stored_at is None or info.last_modified is None:
+        return False
+    return _aware(row.stored_at) != _aware(info.last_modified)
+
+
 def remove_expired(
     session: Any, *, registry: StorageRegistry | None = None, now: datetime | None = None
 ) -> int:
     """Delete the objects of expired sessions and their rows; return how many were removed.
 
     A completed session's final object belongs to its row and is kept; what a replayed
-    upload may have put at its staging path is deleted. Commit afterwards.
+    upload may have put at its staging path, or at its final path after the row's file was
+    deleted (another ETag than the one verified), is deleted. ``storeroom gc`` calls this;
+    commit afterwards.
     """
     now = now or _now()
     removed = 0
@@ -473,6 +504,12 @@ def remove_expired(
         backend = (registry or storages).get_backend(row.backend)
         for path in _leftovers(row):
             backend.delete(path)
+        if row.completed_at is not None and row.upload_path == row.path:
+            try:
+                if _replayed(row, backend.head(row.path)):
+                    backend.delete(row.path)
+            except ObjectNotFound:
+                pass
         session.execute(upload_sessions.delete().where(upload_sessions.c.id == row.id))
         removed += 1
     return removed
@@ -488,6 +525,12 @@ async def remove_expired_async(
         backend = (registry or storages).get_backend(row.backend)
         for path in _leftovers(row):
             await backend.delete_async(path)
+        if row.completed_at is not None and row.upload_path == row.path:
+            try:
+                if _replayed(row, await backend.head_async(row.path)):
+                    await backend.delete_async(row.path)
+            except ObjectNotFound:
+                pass
         await session.execute(upload_sessions.delete().where(upload_sessions.c.id == row.id))
         removed += 1
     return removed
