@@ -488,6 +488,12 @@ def _replayed(row: Any, info: Any) -> bool:
     return _aware(row.stored_at) != _aware(info.last_modified)
 
 
+def _has_table(session: Any) -> bool:
+    from sqlalchemy import inspect
+
+    return bool(inspect(session.connection()).has_table(upload_sessions.name))
+
+
 def remove_expired(
     session: Any, *, registry: StorageRegistry | None = None, now: datetime | None = None
 ) -> int:
@@ -496,8 +502,10 @@ def remove_expired(
     A completed session's final object belongs to its row and is kept; what a replayed
     upload may have put at its staging path, or at its final path after the row's file was
     deleted (another ETag than the one verified), is deleted. ``storeroom gc`` calls this;
-    commit afterwards.
+    a database without the sessions table has nothing to remove (0). Commit afterwards.
     """
+    if not _has_table(session):
+        return 0
     now = now or _now()
     removed = 0
     for row in session.execute(_expired(now)).all():
@@ -519,6 +527,8 @@ async def remove_expired_async(
     session: Any, *, registry: StorageRegistry | None = None, now: datetime | None = None
 ) -> int:
     """Async form of :func:`remove_expired`."""
+    if not await session.run_sync(_has_table):
+        return 0
     now = now or _now()
     removed = 0
     for row in (await session.execute(_expired(now))).all():
