@@ -4,8 +4,12 @@
   handler enforces the size cap and the content type, and writes create-only.
 - S3 with static credentials: a SigV4 URL that signs ``content-length``, ``content-type`` and
   ``if-none-match: *``, so S3 refuses another size, another type and a second write.
-- S3 without static keys, GCS, Azure: the store's own signed URL (it signs the host only);
-  everything is checked at completion.
+- GCS with a service-account key: a V4 URL that signs ``content-type``,
+  ``x-goog-content-length-range`` (exactly the declared size) and
+  ``x-goog-if-generation-match: 0``, so GCS refuses another size, another type and a second
+  write.
+- S3 without static keys, GCS without a key file, Azure: the store's own signed URL (it
+  signs the host only); everything is checked at completion.
 
 Where the store cannot refuse a second write, the browser uploads to a staging path and
 completion copies the verified object to its final path (see :mod:`storeroom.uploads.sessions`).
@@ -13,8 +17,10 @@ completion copies the verified object to its final path (see :mod:`storeroom.upl
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from storeroom.backends.base import StorageBackend
@@ -64,11 +70,32 @@ def _s3_credentials(backend: StorageBackend) -> dict[str, Any] | None:
     return config
 
 
+def _gcs_account(backend: StorageBackend) -> dict[str, Any] | None:
+    """The service account (client_email, private_key) a GCS backend signs with, if any."""
+    if getattr(backend, "kind", None) != "gcs":
+        return None
+    config = dict(getattr(getattr(backend, "store", None), "config", None) or {})
+    try:
+        import cryptography  # noqa: F401  (the RSA signature needs it)
+
+        if config.get("service_account_key"):
+            account = json.loads(str(config["service_account_key"]))
+        elif config.get("service_account"):
+            account = json.loads(Path(str(config["service_account"])).read_text())
+        else:
+            return None
+    except (ImportError, OSError, ValueError):
+        return None
+    if not account.get("client_email") or not account.get("private_key"):
+        return None
+    return {**account, "bucket": config.get("bucket")}
+
+
 def enforced_limits(backend: StorageBackend) -> tuple[str, ...]:
     """The limits ``backend``'s store enforces on a direct upload (see the module table)."""
     if _hmac_signer(backend) is not None:
         return ("size", "type", "create-only")
-    if _s3_credentials(backend) is not None:
+    if _s3_credentials(backend) is not None or _gcs_account(backend) is not None:
         return ("size", "type", "create-only")
     return ()
 
@@ -122,6 +149,22 @@ def instructions(
             url, "PUT", {"Content-Type": content_type, "If-None-Match": "*"},
             enforced=enforced_limits(backend),
         )
+    account = _gcs_account(backend)
+    if account is not None:
+        from storeroom.uploads._sigv4 import presign_gcs
+
+        base = str(account.get("gcs_base_url") or "https://storage.googleapis.com").rstrip("/")
+        prefix = (getattr(backend.store, "prefix", None) or "").strip("/")  # type: ignore[attr-defined]
+        key = f"{prefix}/{path}" if prefix else path
+        sent = {"Content-Type": content_type, "x-goog-content-length-range": f"{size},{size}",
+                "x-goog-if-generation-match": "0"}
+        url = presign_gcs(
+            method="PUT", url_base=base, key_path=f"/{account['bucket']}/{key}",
+            headers={**sent, "host": base.split("://", 1)[1]},
+            client_email=str(account["client_email"]),
+            private_key_pem=str(account["private_key"]), expires_in=expires_in, now=now,
+        )
+        return UploadInstructions(url, "PUT", sent, enforced=enforced_limits(backend))
     if not backend.signs_natively("PUT"):
         raise ConfigurationError(
             f"backend {backend.key!r} cannot take direct uploads: its store does not sign URLs "
