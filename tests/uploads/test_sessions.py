@@ -259,3 +259,15 @@ def test_a_replay_after_the_rows_file_was_deleted_is_removed_at_expiry(env: Env)
         assert remove_expired(session, now=target.expires_at + timedelta(seconds=1)) == 1
         session.commit()
     assert env.files() == []
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("content_type", "text/plain, text/html"), ("content_type", "image/png\r\nX-Evil: 1"),
+    ("content_type", ""), ("filename", "a\x00.png"), ("filename", ""),
+])
+def test_malformed_declarations_are_refused_with_the_rule(env: Env, field: str, value: str) -> None:
+    declaration = {"filename": "a.png", "content_type": "image/png", field: value}
+    with Session(env.engine) as session, pytest.raises(UploadRejected) as caught:
+        begin(session, Photo.image, size=10, limits=UploadLimits(allow_active=True),
+              **declaration)
+    assert caught.value.rule == field and caught.value.value == value

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -103,7 +104,8 @@ class UploadRejected(StoreroomError):
     """A completed upload broke a rule; its object was deleted.
 
     ``rule`` names the rule (``"missing"``, ``"max_size"``, ``"min_size"``, ``"declared_size"``,
-    ``"content_type"``), ``value`` the offending value.
+    ``"content_type"``, and at :func:`begin` also ``"filename"``), ``value`` the offending
+    value.
     """
 
     def __init__(self, message: str, *, rule: str, value: Any) -> None:
@@ -207,7 +209,24 @@ def _allowed(limits: UploadLimits) -> str:
     return patterns if limits.allow_active else f"{patterns} (no active content such as HTML)"
 
 
+# One type, no list, no control characters: the value is signed into a header.
+_DECLARED_TYPE = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
+    r"(\s*;\s*[A-Za-z0-9!#$%&'*+.^_`|~-]+=(\"[^\"\x00-\x1f\x7f]*\"|[A-Za-z0-9!#$%&'*+.^_`|~-]+))*"
+)
+
+
 def _check_declared(filename: str, content_type: str, size: int, limits: UploadLimits) -> None:
+    if not isinstance(content_type, str) or not _DECLARED_TYPE.fullmatch(content_type):
+        raise UploadRejected(
+            f"declared type {content_type!r} is not a single media type like 'image/png'",
+            rule="content_type", value=content_type)
+    if not isinstance(filename, str) or not filename or any(
+        ord(ch) < 32 or ord(ch) == 127 for ch in filename
+    ):
+        raise UploadRejected(
+            f"filename {filename!r} is empty or contains a control character",
+            rule="filename", value=filename)
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise UploadRejected(f"declared size must be a whole number of bytes, got {size!r}",
                              rule="declared_size", value=size)
