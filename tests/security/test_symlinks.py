@@ -131,3 +131,34 @@ def test_gc_finds_and_deletes_no_orphan_outside_the_root(
             backend.delete(orphan.path)
     assert (outside / "secret.txt").read_bytes() == SECRET
     engine.dispose()
+
+
+def test_storeroom_gc_and_verify_never_touch_files_behind_a_link(tmp_path: Path) -> None:
+    """The issue's case: `storeroom gc --yes` deleted a file outside the root through a
+    symlinked directory."""
+    import subprocess
+    import sys
+
+    from tests.cli.models import Document
+
+    root, outside = tmp_path / "local", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "precious.txt").write_bytes(SECRET)
+    (root / "orphan.txt").write_bytes(b"nobody references me")
+    os.symlink(outside, root / "linked")
+    engine = create_engine(f"sqlite:///{tmp_path}/app.db")
+    Document.__table__.create(engine)  # type: ignore[attr-defined]
+    engine.dispose()
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{repo}/src:{repo}",
+           "STOREROOM_CLI_TABLE": Document.__tablename__,
+           "STORAGE__LOCAL__URL": f"file://{root}", "DATABASE_URL": f"sqlite:///{tmp_path}/app.db"}
+    common = ["--model", "tests.cli.models:Document", "--backend", "local", "--grace", "0s"]
+    for command in (["verify", *common], ["gc", *common, "--yes"]):
+        done = subprocess.run([sys.executable, "-m", "storeroom.cli", *command], env=env,
+                              cwd=tmp_path, capture_output=True, timeout=120)
+        assert b"precious" not in done.stdout, done.stdout
+        assert done.returncode in (0, 1), done.stderr.decode()
+    assert (outside / "precious.txt").read_bytes() == SECRET
+    assert not (root / "orphan.txt").exists()  # gc still does its job inside the root
