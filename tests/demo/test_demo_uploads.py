@@ -1,105 +1,131 @@
-"""The demo's upload API as an attacker drives it: replays, lies about the type, restarts."""
+"""The demo's upload API as an attacker drives it: replays, lies about the type, restarts.
+
+The demo runs as its own process (as in the browser test), so a restart is a real one and
+its models stay out of this test process's metadata.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
-from storeroom import storages
-from storeroom.demo.app import create_app
-from storeroom.demo.settings import DemoSettings
+from tests.servers import free_port, wait_for_port
 
+ROOT = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
 
 
+class Demo:
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("STORAGE__", "STORAGE_BACKEND", "DATABASE_URL"))}
+        self.env.update(DEMO_PORT=str(self.port), DEMO_DATA_DIR=str(data),
+                        DEMO_MAX_UPLOAD_MB="1", PYTHONPATH=f"{ROOT}/src")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "storeroom.demo"], env=self.env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if not wait_for_port(self.port, 30, alive=self.process):
+            pytest.fail(f"demo did not start: {self.process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def start_upload(self, name: str, data: bytes, content_type: str) -> dict[str, Any]:
+        reply = httpx.post(f"{self.url}/api/uploads", json={
+            "name": name, "size": len(data), "content_type": content_type})
+        assert reply.status_code == 201, reply.text
+        return dict(reply.json())
+
+    def put(self, target: dict[str, Any], data: bytes) -> int:
+        return httpx.request(target["method"], target["upload_url"], content=data,
+                             headers=target["headers"]).status_code
+
+    def complete(self, target: dict[str, Any]) -> httpx.Response:
+        return httpx.post(f"{self.url}/api/uploads/{target['upload_id']}/complete")
+
+    def stored(self) -> list[Path]:
+        return [p for p in (self.data / "uploads").rglob("*") if p.is_file()]
+
+
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DemoSettings:
-    for name in list(__import__("os").environ):
-        if name.startswith(("STORAGE__", "STORAGE_BACKEND")):
-            monkeypatch.delenv(name)
-    return DemoSettings(data_dir=tmp_path, host="127.0.0.1", port=8000,
-                        database_url=f"sqlite+aiosqlite:///{tmp_path}/demo.db",
-                        max_upload_bytes=1 << 20)
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    running = Demo(tmp_path / "data")
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
-def _client(settings: DemoSettings) -> Any:
-    from litestar.testing import TestClient
-
-    return TestClient(create_app(settings))
-
-
-def _start(client: Any, name: str, data: bytes, content_type: str) -> dict[str, Any]:
-    reply = client.post("/api/uploads", json={"name": name, "size": len(data),
-                                              "content_type": content_type})
-    assert reply.status_code == 201, reply.text
-    return dict(reply.json())
-
-
-def _put(client: Any, target: dict[str, Any], data: bytes) -> int:
-    url = urlsplit(target["upload_url"])
-    return int(client.request(target["method"], f"{url.path}?{url.query}", content=data,
-                              headers=target["headers"]).status_code)
-
-
-def test_replayed_upload_and_second_completion_are_refused(settings: DemoSettings) -> None:
-    with _client(settings) as client:
-        target = _start(client, "a.png", PNG, "image/png")
-        assert _put(client, target, PNG) == 200
-        done = client.post(f"/api/uploads/{target['upload_id']}/complete")
-        assert done.status_code == 201 and done.json()["size"] == len(PNG)
-        assert _put(client, target, b"\x89PNG replaced") == 409
-        again = client.post(f"/api/uploads/{target['upload_id']}/complete")
-        assert again.status_code == 404
-        files = client.get("/api/files").json()
-        assert [f["size"] for f in files] == [len(PNG)]
-        client.delete(f"/api/files/{files[0]['id']}")
-        # After the row and its file are gone, a replay within the URL's lifetime can
-        # recreate an object no row references; expiry removes it.
-        _put(client, target, PNG)
-    storages._backends.clear()
-    _remove_expired(settings)
-    assert not [p for p in (settings.data_dir / "uploads").rglob("*") if p.is_file()]
+def test_replayed_upload_and_second_completion_are_refused(demo: Demo) -> None:
+    target = demo.start_upload("a.png", PNG, "image/png")
+    assert demo.put(target, PNG) == 200
+    done = demo.complete(target)
+    assert done.status_code == 201 and done.json()["size"] == len(PNG)
+    assert demo.put(target, b"\x89PNG replaced") == 409
+    assert demo.complete(target).status_code == 404
+    files = httpx.get(f"{demo.url}/api/files").json()
+    assert [f["size"] for f in files] == [len(PNG)]
+    httpx.delete(f"{demo.url}/api/files/{files[0]['id']}")
+    assert demo.stored() == []
+    # Within the URL's lifetime a replay can recreate an object no row references; the
+    # expiry sweep (which `storeroom gc` runs) removes it.
+    demo.put(target, PNG)
+    demo.stop()
+    sweep = subprocess.run([sys.executable, "-c", _SWEEP, str(demo.data)], env=demo.env,
+                           capture_output=True, timeout=120)
+    assert sweep.stdout.strip() == b"1", sweep.stderr.decode()
+    assert demo.stored() == []
 
 
-def _remove_expired(settings: DemoSettings) -> None:
-    from datetime import datetime, timedelta, timezone
+_SWEEP = """
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+from storeroom import uploads
+from storeroom.demo.app import configure_storage
+from storeroom.demo.settings import DemoSettings
 
-    from sqlalchemy import create_engine
-    from sqlalchemy.orm import Session
-
-    from storeroom import uploads
-    from storeroom.demo.app import configure_storage
-
-    configure_storage(settings)
-    engine = create_engine(f"sqlite:///{settings.data_dir}/demo.db")
-    with Session(engine) as session:
-        later = datetime.now(timezone.utc) + timedelta(days=1)
-        assert uploads.remove_expired(session, now=later) == 1
-        session.commit()
-    engine.dispose()
-    storages._backends.clear()
+settings = DemoSettings.from_env()
+configure_storage(settings)
+engine = create_engine(f"sqlite:///{Path(sys.argv[1]) / 'demo.db'}")
+with Session(engine) as session:
+    later = datetime.now(timezone.utc) + timedelta(days=1)
+    print(uploads.remove_expired(session, now=later))
+    session.commit()
+"""
 
 
-def test_html_declared_as_an_image_is_refused_and_removed(settings: DemoSettings) -> None:
+def test_html_declared_as_an_image_is_refused_and_removed(demo: Demo) -> None:
     page = b"<!doctype html><script>alert(1)</script>"
-    with _client(settings) as client:
-        target = _start(client, "cat.png", page, "image/png")
-        assert _put(client, target, page) == 200
-        done = client.post(f"/api/uploads/{target['upload_id']}/complete")
-        assert done.status_code == 415 and "text/html" in done.json()["detail"]
-        assert not [p for p in (settings.data_dir / "uploads").rglob("*") if p.is_file()]
-    storages._backends.clear()
+    target = demo.start_upload("cat.png", page, "image/png")
+    assert demo.put(target, page) == 200
+    done = demo.complete(target)
+    assert done.status_code == 415 and "text/html" in done.json()["detail"]
+    assert demo.stored() == []
 
 
-def test_a_pending_upload_survives_a_restart(settings: DemoSettings) -> None:
-    with _client(settings) as client:
-        target = _start(client, "a.png", PNG, "image/png")
-        assert _put(client, target, PNG) == 200
-    storages._backends.clear()
-    with _client(settings) as restarted:
-        done = restarted.post(f"/api/uploads/{target['upload_id']}/complete")
-        assert done.status_code == 201, done.text
-    storages._backends.clear()
+def test_a_pending_upload_survives_a_restart(demo: Demo) -> None:
+    target = demo.start_upload("a.png", PNG, "image/png")
+    assert demo.put(target, PNG) == 200
+    demo.stop()
+    demo.start()
+    done = demo.complete(target)
+    assert done.status_code == 201, done.text
