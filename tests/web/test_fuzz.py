@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote_to_bytes, urlsplit
 
 import pytest
@@ -40,10 +41,11 @@ class Request:
 
 
 class Generator:
-    def __init__(self, seed: int, registry: StorageRegistry) -> None:
+    def __init__(self, seed: int, registry: StorageRegistry, helpers: bool = False) -> None:
         self.rng = random.Random(seed)
         self.registry = registry
         self.fresh = 0
+        self.helpers = helpers  # the app also serves /download/<path> with file_response
 
     def _signed(self) -> tuple[str, bytes, str | None]:
         rng = self.rng
@@ -108,6 +110,10 @@ class Generator:
 
     def request(self) -> Request:
         rng = self.rng
+        if self.helpers and rng.random() < 0.25:
+            path = quote(rng.choice(list(EXISTING)) + rng.choice(["", "", "x", "/../a"]))
+            return Request(rng.choice(["GET", "GET", "HEAD"]), f"/download/{path}".encode(),
+                           self._headers(), b"")
         method, target, granted = self._signed()
         original = target
         damaged = rng.random() < 0.7
@@ -214,7 +220,8 @@ def test_fuzzed_requests_never_fail_or_store_unsigned_bytes(target: str, tmp_pat
     for path, data in EXISTING.items():
         backend.put(path, data)
     driver = _driver(target, registry)
-    generator = Generator(seed=sorted(COUNTS).index(target) + 14, registry=registry)
+    generator = Generator(seed=sorted(COUNTS).index(target) + 14, registry=registry,
+                          helpers=target in ("litestar", "fastapi", "flask"))
     granted: set[str] = set()
     failures: list[str] = []
     statuses: dict[int, int] = {}
@@ -243,28 +250,52 @@ def _driver(target: str, registry: StorageRegistry) -> Callable[[Request], int]:
     if target == "wsgi":
         return _wsgi_driver(SignedUrlWsgiApp(registry))
     if target == "litestar":
-        from litestar import Litestar
+        from litestar import Litestar, get
+        from litestar import Request as LitestarRequest
         from litestar.testing import TestClient
 
         from storeroom.contrib.litestar import StoreroomPlugin
+        from storeroom.contrib.litestar import file_response as litestar_response
 
-        client = TestClient(Litestar([], plugins=[StoreroomPlugin(configure=lambda: None)]),
+        @get("/download/{path:path}")
+        async def download(path: str, request: LitestarRequest) -> Any:  # type: ignore[type-arg]
+            file = FileObject(backend="fz", filename="f", path=path.lstrip("/"))
+            return await litestar_response(file, request.headers)
+
+        client = TestClient(Litestar([download],
+                                     plugins=[StoreroomPlugin(configure=lambda: None)]),
                             raise_server_exceptions=True)
         return _http_driver(client)
     if target == "fastapi":
         from fastapi import FastAPI
+        from fastapi import Request as FastRequest
         from fastapi.testclient import TestClient as FastClient
 
+        from storeroom.contrib.fastapi import file_response as fastapi_response
         from storeroom.contrib.fastapi import signed_url_router
 
         app = FastAPI()
         app.include_router(signed_url_router("/files"))
+
+        @app.api_route("/download/{path:path}", methods=["GET", "HEAD"])
+        async def download(path: str, request: FastRequest) -> Any:
+            return await fastapi_response(FileObject(backend="fz", filename="f", path=path),
+                                          request.headers)
+
         return _http_driver(FastClient(app, raise_server_exceptions=True))
     from flask import Flask
+    from flask import request as flask_request
 
     from storeroom.contrib.flask import Storeroom
+    from storeroom.contrib.flask import file_response as flask_response
 
     flask_app = Flask(__name__)
     flask_app.testing = True  # exceptions propagate instead of becoming 500s
     Storeroom(flask_app, configure=lambda: None)
+
+    @flask_app.get("/download/<path:path>")
+    def download(path: str) -> Any:
+        return flask_response(FileObject(backend="fz", filename="f", path=path),
+                              flask_request.headers)
+
     return _http_driver(flask_app.test_client(), flask=True)

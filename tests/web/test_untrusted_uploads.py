@@ -44,9 +44,9 @@ def _litestar() -> App:
         return saved.to_dict()
 
     @get("/download/{path:path}")
-    async def download(path: str, request: Request, content_type: str | None = None) -> Any:  # type: ignore[type-arg]
+    async def download(path: str, request: Request) -> Any:  # type: ignore[type-arg]
         file = FileObject(backend="default", filename="f", path=path.lstrip("/"),
-                          content_type=content_type)
+                          content_type=request.query_params.get("content_type"))
         return await file_response(file, request.headers, attachment=False)
 
     client = TestClient(Litestar([upload, download], plugins=[StoreroomPlugin(configure=lambda: None)]))
@@ -191,3 +191,12 @@ def test_non_ascii_paths_download_and_upload(app: App, upload_dir: Path) -> None
     assert (upload_dir / "新/日本.bin").read_bytes() == b"data"
     status, _, _ = app.get("/files/default/%FF%FE.txt?signature=x")
     assert status == 400
+
+
+def test_missing_objects_and_unsatisfiable_ranges_answer_with_a_matching_body(app: App) -> None:
+    status, headers, body = app.get("/download/no/such.txt")
+    assert status == 404 and int(headers["content-length"]) == len(body) > 0
+    storages.get_backend("default").put("r/ten.bin", b"0123456789")
+    status, headers, body = app.get("/download/r/ten.bin", headers={"Range": "bytes=50-"})
+    assert status == 416 and headers["content-range"] == "bytes */10"
+    assert int(headers["content-length"]) == len(body)

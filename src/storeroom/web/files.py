@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass
 from typing import Any
 
+from storeroom.errors import ObjectNotFound, UnsafePath
 from storeroom.file import FileObject
 from storeroom.media.sniff import SNIFF_BYTES, sniff_type
 from storeroom.paths import safe_path
@@ -101,11 +102,16 @@ async def aread_head(
 
 @dataclass
 class FileResponsePlan:
-    """Status, headers and body of a response serving a FileObject."""
+    """Status, headers and body of a response serving a FileObject.
+
+    ``download`` is the byte window to stream; when it is None the body is ``content`` (the
+    short text of a 404 or 416, empty for a 304).
+    """
 
     status: int
     headers: list[tuple[str, str]]
     download: Download | None
+    content: bytes = b""
 
 
 def _grant(file: FileObject, attachment: bool) -> SignedRequest:
@@ -117,15 +123,26 @@ def _grant(file: FileObject, attachment: bool) -> SignedRequest:
 
 def _planned(outcome: Download | Reply) -> FileResponsePlan:
     if isinstance(outcome, Reply):
-        return FileResponsePlan(outcome.status, outcome.headers, None)
+        return FileResponsePlan(outcome.status, outcome.headers, None, outcome.body)
     return FileResponsePlan(outcome.status, outcome.headers, outcome)
+
+
+def _missing() -> FileResponsePlan:
+    return _planned(Reply.text(404, "not found"))
 
 
 def plan_file_response(
     file: FileObject, headers: Mapping[str, str], *, attachment: bool = True
 ) -> FileResponsePlan:
-    """Decide how to answer a request for ``file`` (honours Range and If-None-Match)."""
-    info = file.storage.head(file.path)
+    """Decide how to answer a request for ``file`` (honours Range and If-None-Match).
+
+    A missing object is a 404 plan, not an exception: the helpers answer it like the
+    signed-URL handler does.
+    """
+    try:
+        info = file.storage.head(file.path)
+    except (ObjectNotFound, UnsafePath):
+        return _missing()
     lowered = {k.lower(): v for k, v in headers.items()}
     return _planned(plan_download(info, _grant(file, attachment), lowered, []))
 
@@ -134,21 +151,30 @@ async def plan_file_response_async(
     file: FileObject, headers: Mapping[str, str], *, attachment: bool = True
 ) -> FileResponsePlan:
     """Async form of :func:`plan_file_response`."""
-    info = await file.storage.head_async(file.path)
+    try:
+        info = await file.storage.head_async(file.path)
+    except (ObjectNotFound, UnsafePath):
+        return _missing()
     lowered = {k.lower(): v for k, v in headers.items()}
     return _planned(plan_download(info, _grant(file, attachment), lowered, []))
 
 
 def body(file: FileObject, plan: FileResponsePlan) -> Iterator[bytes]:
-    """The response body's chunks (nothing for 304/416)."""
-    if plan.download is None or plan.download.end <= plan.download.start:
+    """The response body's chunks (the short text of a 404/416, nothing for a 304)."""
+    if plan.download is None:
+        return iter((plan.content,) if plan.content else ())
+    if plan.download.end <= plan.download.start:
         return iter(())
     return file.storage.stream(file.path, start=plan.download.start, end=plan.download.end)
 
 
 async def abody(file: FileObject, plan: FileResponsePlan) -> AsyncIterator[bytes]:
     """Async form of :func:`body`."""
-    if plan.download is None or plan.download.end <= plan.download.start:
+    if plan.download is None:
+        if plan.content:
+            yield plan.content
+        return
+    if plan.download.end <= plan.download.start:
         return
     chunks = await file.storage.stream_async(
         file.path, start=plan.download.start, end=plan.download.end
