@@ -200,3 +200,16 @@ def test_missing_objects_and_unsatisfiable_ranges_answer_with_a_matching_body(ap
     status, headers, body = app.get("/download/r/ten.bin", headers={"Range": "bytes=50-"})
     assert status == 416 and headers["content-range"] == "bytes */10"
     assert int(headers["content-length"]) == len(body)
+
+
+@pytest.mark.parametrize(("value", "status"), [
+    ("²", 400), ("-1", 400), ("1e3", 400), ("0x10", 400), ("5, 5", 400), ("", 400),
+    ("9" * 5000, 413), ("18446744073709551616", 413), (" 5 ", None), ("5", None),
+])
+def test_content_length_values_are_judged_per_rfc_9110(value: str, status: int | None) -> None:
+    from storeroom.signing import SignedRequest
+    from storeroom.web.protocol import upload_problem
+
+    grant = SignedRequest(backend="b", path="p", method="PUT", expires=0, max_size=100)
+    problem = upload_problem(grant, {"content-length": value})
+    assert (problem.status if problem else None) == status

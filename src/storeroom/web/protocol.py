@@ -200,6 +200,8 @@ def upload_problem(grant: SignedRequest, headers: Mapping[str, str]) -> Reply | 
         if sent != grant.content_type.split(";", 1)[0].strip().lower():
             return Reply.text(415, f"this link accepts only {grant.content_type} uploads")
     if "content-length" in headers and declared_length(headers) is None:
+        if _DIGITS.fullmatch(headers["content-length"].strip()):
+            return Reply.text(413, "upload larger than any this server accepts")
         return Reply.text(400, "Content-Length must be a number of bytes")
     length = declared_length(headers)
     if grant.max_size is not None and length is not None and length > grant.max_size:
