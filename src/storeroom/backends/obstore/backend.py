@@ -27,6 +27,7 @@ from obstore.store import (
 )
 
 from storeroom.backends.base import Method, ObjectInfo, PutResult, StorageBackend, WriteOptions
+from storeroom.backends.local_root import confine, contained, real_root
 from storeroom.backends.obstore.credentials import CredentialPlan, plan_credentials
 from storeroom.backends.obstore.options import (
     split_options,
@@ -163,6 +164,13 @@ class ObstoreBackend(StorageBackend):
             self._url = f"{self._kind}://" + (getattr(fs, "prefix", None) or "")
             self.store = fs
         self.stores_attributes = self._kind not in ("local", "http")
+        # Local roots never follow links (storeroom.backends.local_root).
+        self._root = _local_root(self.store) if self._kind == "local" else None
+
+    def _confine(self, *paths: str) -> None:
+        if self._root is not None:
+            for path in paths:
+                confine(self._root, path, self.key)
 
     def _build(self, url: str, options: Mapping[str, Any]) -> ObjectStore:
         split = split_options(self._kind, options)
@@ -186,6 +194,7 @@ class ObstoreBackend(StorageBackend):
             if type(exc).__name__ != "PanicException" and not isinstance(exc, Exception):
                 raise
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            message = _masked(message)
             raise ConfigurationError(
                 f"backend {self.key!r}: obstore rejected the options for {self._url!r} "
                 f"({', '.join(sorted(options))}): {message}"
@@ -224,6 +233,17 @@ class ObstoreBackend(StorageBackend):
                 "beyond the end of the object"
             )
         return None
+
+    def _error(self, exc: Exception, path: str, action: str) -> StoreroomError:
+        # obstore's messages quote the request URL, endpoint password included: mask it
+        # before the message reaches an exception, an event or a log line.
+        error = super()._error(exc, path, action)
+        if error is not exc:
+            text = str(error)
+            masked = _masked(text)
+            if masked != text:
+                error.args = (masked,)
+        return error
 
     def _missing_credentials(self, exc: Exception) -> StoreroomError | None:
         plan = self.credential_plan
@@ -265,12 +285,14 @@ class ObstoreBackend(StorageBackend):
         return kwargs
 
     def _write(self, path: str, body: bytes | Iterator[bytes], opts: WriteOptions) -> PutResult:
+        self._confine(path)
         result = obstore.put(self.store, path, body, **self._put_kwargs(opts))
         return PutResult(path, 0, None, result["e_tag"], result["version"])
 
     async def _write_async(
         self, path: str, body: bytes | AsyncIterator[bytes], opts: WriteOptions
     ) -> PutResult:
+        self._confine(path)
         result = await obstore.put_async(self.store, path, body, **self._put_kwargs(opts))
         return PutResult(path, 0, None, result["e_tag"], result["version"])
 
@@ -285,6 +307,7 @@ class ObstoreBackend(StorageBackend):
         return {}
 
     def _read(self, path: str, start: int, end: int | None, chunk_size: int) -> Iterator[bytes]:
+        self._confine(path)
         if end == start:
             self._head(path)
             return iter(())
@@ -297,6 +320,7 @@ class ObstoreBackend(StorageBackend):
     async def _read_async(
         self, path: str, start: int, end: int | None, chunk_size: int
     ) -> AsyncIterator[bytes]:
+        self._confine(path)
         if end == start:
             await self._head_async(path)
             return _empty()
@@ -307,12 +331,14 @@ class ObstoreBackend(StorageBackend):
         return cast(AsyncIterator[bytes], aiter(result.stream(min_chunk_size=chunk_size)))
 
     def _head(self, path: str) -> ObjectInfo:
+        self._confine(path)
         if not self.stores_attributes:
             return _info(obstore.head(self.store, path))
         result = obstore.get(self.store, path, options={"head": True})
         return _info(result.meta, result.attributes)
 
     async def _head_async(self, path: str) -> ObjectInfo:
+        self._confine(path)
         if not self.stores_attributes:
             return _info(await obstore.head_async(self.store, path))
         result = await obstore.get_async(self.store, path, options={"head": True})
@@ -321,12 +347,14 @@ class ObstoreBackend(StorageBackend):
     # -- the rest ---------------------------------------------------------------------------
 
     def _delete(self, path: str) -> None:
+        self._confine(path)
         try:
             obstore.delete(self.store, path)
         except FileNotFoundError:
             pass
 
     async def _delete_async(self, path: str) -> None:
+        self._confine(path)
         try:
             await obstore.delete_async(self.store, path)
         except FileNotFoundError:
@@ -335,17 +363,21 @@ class ObstoreBackend(StorageBackend):
     def _list(self, prefix: str) -> Iterator[ObjectInfo]:
         for batch in obstore.list(self.store, prefix or None):
             for meta in batch:
-                yield _info(meta)
+                if self._root is None or contained(self._root, meta["path"]):
+                    yield _info(meta)
 
     async def _list_async(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         async for batch in obstore.list(self.store, prefix or None):
             for meta in batch:
-                yield _info(meta)
+                if self._root is None or contained(self._root, meta["path"]):
+                    yield _info(meta)
 
     def _copy(self, src: str, dst: str) -> None:
+        self._confine(src, dst)
         obstore.copy(self.store, src, dst)
 
     async def _copy_async(self, src: str, dst: str) -> None:
+        self._confine(src, dst)
         await obstore.copy_async(self.store, src, dst)
 
     def signs_natively(self, method: Method) -> bool:
@@ -365,6 +397,17 @@ class ObstoreBackend(StorageBackend):
             raise self._signing_not_supported()
         store = cast(Any, self.store)
         return await obstore.sign_async(store, method, path, timedelta(seconds=expires_in))
+
+
+def _local_root(store: Any) -> str | None:
+    prefix = getattr(store, "prefix", None)
+    return real_root(str(prefix)) if prefix is not None else None
+
+
+def _masked(text: str) -> str:
+    from storeroom.config.masking import mask_text  # the config package imports backends
+
+    return mask_text(text)
 
 
 def _span(result: Any) -> int:
