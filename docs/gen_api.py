@@ -18,7 +18,8 @@ MODULES = [
     "storeroom.testing", "storeroom.cors", "storeroom.backends.obstore.bucket_cors",
     "storeroom.backends.obstore.credentials", "storeroom.paths",
     "storeroom.contrib.litestar", "storeroom.contrib.fastapi", "storeroom.contrib.flask",
-    "storeroom.contrib.otel", "storeroom.errors",
+    "storeroom.contrib.otel", "storeroom.errors", "storeroom.serialization",
+    "storeroom.orm.alembic",
 ]
 OUTPUT = Path(__file__).with_name("api.md")
 
