@@ -126,3 +126,59 @@ def test_demo_starts_on_the_demo_install(demo_server: int) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{demo_server}/", timeout=30) as answer:
         assert answer.status == 200
         assert b"<html" in answer.read().lower()
+
+
+# What each extra must be enough for: a program run on an install with only that extra.
+EXTRA_PROGRAMS = {
+    "litestar": """
+from litestar import Litestar, post
+from litestar.datastructures import UploadFile
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from storeroom import FileObject
+from storeroom.contrib.litestar import StoreroomPlugin, save_upload
+
+
+@post("/upload")
+async def upload(data: UploadFile = Body(media_type=RequestEncodingType.MULTI_PART)) -> FileObject:
+    return await save_upload(data, backend="files")
+
+
+Litestar([upload], plugins=[StoreroomPlugin(configure=lambda: None)])
+""",
+    "fastapi": """
+from fastapi import FastAPI, UploadFile
+from storeroom import FileObject
+from storeroom.contrib.fastapi import save_upload, signed_url_router, storeroom_lifespan
+
+app = FastAPI(lifespan=storeroom_lifespan(lambda: None))
+app.include_router(signed_url_router())
+
+
+@app.post("/upload")
+async def upload(file: UploadFile) -> FileObject:  # needs python-multipart
+    return await save_upload(file, backend="files")
+""",
+    "flask": """
+from flask import Flask
+from storeroom.contrib.flask import Storeroom
+
+app = Flask(__name__)
+Storeroom(app, configure=lambda: None)
+""",
+    "cli": "from storeroom.cli import main\nmain(['--help'])\n",
+    "alembic": """
+from alembic.autogenerate import render_python_code
+from storeroom.orm.alembic import render_item
+""",
+}
+
+
+@pytest.mark.parametrize("extra", sorted(EXTRA_PROGRAMS))
+def test_each_extra_is_enough_for_its_integration(
+    extra: str, wheel: Path, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    python = _venv(tmp_path_factory, extra, f"storeroom[{extra}] @ {wheel.as_uri()}")
+    done = _run(python, "-I", "-c", EXTRA_PROGRAMS[extra], cwd=tmp_path, env=_clean_env(),
+                timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
