@@ -1,7 +1,7 @@
 """Each install target is enough for what it names, in a fresh virtualenv.
 
-The wheel is built from this checkout (not an editable install) and installed from PyPI's
-dependencies into new virtualenvs: one with the base package only, one with the demo extra
+The wheel is built from this checkout (not an editable install) and installed, with its
+dependencies from PyPI, into new virtualenvs: one with the base package only, one with the demo extra
 only, and one per framework extra. The base one runs every Python block of README.md on its
 own, twice; the demo one starts ``python -m storeroom.demo`` and fetches its page; each extra
 runs a program wiring its integration. A dependency that only the test extra brings in
