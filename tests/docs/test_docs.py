@@ -1,7 +1,8 @@
 """Every Python code block in docs/ runs, page by page, in order; README's blocks each alone.
 
-README.md's blocks are independent: each runs on its own, twice in the same folder (as a
-reader would run a copied block a second time).
+README.md's blocks (and those of the pages in SELF_CONTAINED) are independent: each runs on
+its own, twice in the same folder (as a reader would run a copied block a second time).
+Every other page runs whole, twice in the same folder (except the pages in RUN_ONCE).
 
 A page's blocks share one namespace and run in a fresh temporary working directory with the
 default registry emptied before and after. Markers (HTML comments on their own line):
@@ -149,21 +150,25 @@ def test_page_examples_run(
                 _run_block(code, namespace, f"{page.path.name}:{line} (run {run})")
 
 
-README_PAGE = next(p for p in PAGES if p.path.name == "README.md")
+# Pages whose every block runs on its own (a reader copies any one of them into a file).
+# README.md must stay in this set; add a page once its blocks stop depending on each other.
+SELF_CONTAINED = {"README.md", "getting-started.md", "serialization.md", "alembic.md"}
+ALONE = [(page, line, code) for page in PAGES if page.path.name in SELF_CONTAINED
+         for line, code in page.blocks]
 
 
-@pytest.mark.parametrize("line", [line for line, _ in README_PAGE.blocks],
-                         ids=[f"README.md:{line}" for line, _ in README_PAGE.blocks])
-def test_readme_block_runs_on_its_own_twice(
-    line: int, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("page", "line", "code"), ALONE,
+                         ids=[f"{page.path.name}:{line}" for page, line, _ in ALONE])
+def test_block_runs_on_its_own_twice(
+    page: Page, line: int, code: str, request: pytest.FixtureRequest, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A reader copies one block into a fresh file and runs it, then runs it again."""
-    code = dict(README_PAGE.blocks)[line]
-    _with_services(README_PAGE, request, monkeypatch)
+    """One block alone in a fresh namespace, run, then run again in the same folder."""
+    _with_services(page, request, monkeypatch)
     monkeypatch.chdir(tmp_path)
     for run in (1, 2):
-        with _page_namespace(README_PAGE, run) as namespace:
-            _run_block(code, namespace, f"README.md:{line} (run {run})")
+        with _page_namespace(page, run) as namespace:
+            _run_block(code, namespace, f"{page.path.name}:{line} (run {run})")
 
 
 def test_readme_links_every_docs_page() -> None:
