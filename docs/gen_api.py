@@ -21,6 +21,7 @@ MODULES = [
     "storeroom.contrib.litestar", "storeroom.contrib.fastapi", "storeroom.contrib.flask",
     "storeroom.contrib.otel", "storeroom.errors", "storeroom.uploads", "storeroom.media.sniff",
     "storeroom.media.validation", "storeroom.media.variants", "storeroom.jobs", "storeroom.jobs.saq",
+    "storeroom.serialization", "storeroom.orm.alembic",
 ]
 OUTPUT = Path(__file__).with_name("api.md")
 
