@@ -25,12 +25,13 @@ import os
 import pickle
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, cast
 
-from sqlalchemy import Text, inspect, select
+from sqlalchemy import JSON, Text, inspect, select, type_coerce
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -57,7 +58,7 @@ DEFAULT_PAGE_SIZE = 1000
 """Rows fetched per round trip while scanning (one row may hold a list of many files)."""
 
 _BATCH = 5000  # references or listed objects inserted into the index per executemany
-_CACHE_KIB = 32 * 1024  # SQLite page cache: the part of the index kept in memory
+_CACHE_KIB = 16 * 1024  # SQLite page cache per file: the part of the index kept in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,19 +169,19 @@ class ReferenceScan:
         self._sources: list[tuple[str, str]] = []
         self._listed: dict[str, str] = {}  # backend key -> prefix listed ('' = everything)
         self._stores: dict[str, StorageBackend] = {}  # backends passed in, maybe unregistered
-        handle, self._path = tempfile.mkstemp(prefix="storeroom-scan-", suffix=".sqlite",
-                                              dir=directory)
-        os.close(handle)
-        self._db = sqlite3.connect(self._path, isolation_level=None)
-        for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE",
-                       f"cache_size=-{_CACHE_KIB}"):
-            self._db.execute(f"PRAGMA {pragma}")
+        self._paths = [_temporary(directory), _temporary(directory)]
+        self._db = _connect(self._paths[0])
+        # Listings go to a second file through their own connection, so a backend can be
+        # listed in a thread while the rows are read; the main connection attaches it.
+        self._lister = _connect(self._paths[1], check_same_thread=False)
+        self._lister.execute("CREATE TABLE obj (backend TEXT, path TEXT, size INTEGER, "
+                             "modified REAL, etag TEXT, version TEXT)")
+        self._db.execute("ATTACH DATABASE ? AS l", (self._paths[1],))
+        self._db.execute(f"PRAGMA l.cache_size=-{_CACHE_KIB}")
         self._db.executescript(
             """
             CREATE TABLE ref (id INTEGER PRIMARY KEY, backend TEXT, path TEXT, size INTEGER,
                               checksum TEXT, source INTEGER, key BLOB, file TEXT);
-            CREATE TABLE obj (backend TEXT, path TEXT, size INTEGER, modified REAL,
-                              etag TEXT, version TEXT);
             CREATE TABLE candidate (path TEXT PRIMARY KEY, size INTEGER, modified REAL,
                                     etag TEXT, version TEXT) WITHOUT ROWID;
             """
@@ -195,20 +196,56 @@ class ReferenceScan:
     def close(self) -> None:
         """Delete the temporary index."""
         self._db.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path)
+        self._lister.close()
+        for path in self._paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     # -- loading -------------------------------------------------------------------------
 
-    def read_rows(self, session: Session) -> int:
+    def read_rows(self, session: Session, *, list_ahead: Mapping[str, str] | None = None) -> int:
         """(Re)load every reference of the columns from ``session``; returns how many.
 
-        Only the primary key and the column's JSON are read (cast to text, so no driver
-        builds objects), ``page_size`` rows per round trip through a server-side cursor.
+        Only the primary key and the column's JSON are read (cast to text; for one-file
+        columns the database extracts the fields), ``page_size`` rows per round trip
+        through a server-side cursor. Meanwhile a thread lists the backends of
+        ``list_ahead`` (backend key -> prefix; default: the columns' backends, whole),
+        starting once the first query runs, so a reference read is never newer than the
+        listing it is compared with.
         """
+        if list_ahead is None:
+            list_ahead = {}
+            for column in self.columns:
+                key = getattr(column.property.columns[0].type, "backend", None)
+                if key and (key in self._stores or self.registry.is_registered(key)):
+                    list_ahead[key] = ""
+        ahead = list_ahead
+        listers: list[_Lister] = []
+
+        def start_listing() -> None:
+            if not listers:
+                listers.append(_Lister(self, ahead))
+
         db = self._db
-        db.execute("DROP INDEX IF EXISTS ref_at")
-        db.execute("DELETE FROM ref")
+        db.execute("BEGIN")  # one transaction: SQLite commits per statement otherwise
+        try:
+            db.execute("DROP INDEX IF EXISTS ref_at")
+            db.execute("DELETE FROM ref")
+            count = self._load_references(session, start_listing)
+            db.execute("CREATE INDEX ref_at ON ref (backend, path)")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            for lister in listers:
+                lister.join(quiet=True)
+            raise
+        start_listing()
+        listers[0].join()
+        self.references = count
+        return count
+
+    def _load_references(self, session: Session, started: Callable[[], None]) -> int:
         self._sources = []
         count = 0
         batch: list[tuple[Any, ...]] = []
@@ -219,33 +256,39 @@ class ReferenceScan:
             default = getattr(kind, "backend", None) or self.registry.default_key or ""
             source = len(self._sources)
             self._sources.append((model.__name__, column.key))
-            statement = (
-                select(*mapper.primary_key, sql_cast(column, Text))
-                .where(column.isnot(None))
-                .execution_options(yield_per=self.page_size)
-            )
-            for row in session.execute(statement):
-                text = row[-1]
-                if text is None:
+            keys = len(mapper.primary_key)
+            if getattr(kind, "multiple", False):
+                # A list: parsed here, one element at a time (a row's list is the unit read).
+                statement = select(*mapper.primary_key, sql_cast(column, Text))
+                fields: tuple[Any, ...] = ()
+            else:
+                # One file: the database extracts the fields, so no JSON is parsed here.
+                data = type_coerce(column, JSON)
+                fields = (data["backend"].as_string(), data["path"].as_string(),
+                          data["size"].as_integer(), data["checksum"].as_string())
+                statement = select(*mapper.primary_key, sql_cast(column, Text), *fields)
+            statement = statement.where(column.isnot(None)).execution_options(
+                yield_per=self.page_size)
+            rows = session.execute(statement)
+            started()
+            for row in rows:
+                text = row[keys]
+                if text is None or text == "null":
                     continue
-                value = json.loads(text)
-                if value is None:
-                    continue
-                key = pickle.dumps(tuple(row[:-1]))
-                if isinstance(value, list):
-                    items = [(item, json.dumps(item)) for item in value]
+                key = pickle.dumps(tuple(row[:keys]))
+                if fields:
+                    batch.append((row[keys + 1] or default, row[keys + 2], row[keys + 3],
+                                  row[keys + 4], source, key, text))
                 else:
-                    items = [(value, text)]
-                for item, item_text in items:
-                    batch.append((item.get("backend") or default, item.get("path"),
-                                  item.get("size"), item.get("checksum"), source, key,
-                                  item_text))
-                    if len(batch) >= _BATCH:
-                        count += self._insert_refs(batch)
-        count += self._insert_refs(batch)
-        db.execute("CREATE INDEX ref_at ON ref (backend, path)")
-        self.references = count
-        return count
+                    for item in json.loads(text) or ():
+                        batch.append((item.get("backend") or default, item.get("path"),
+                                      item.get("size"), item.get("checksum"), source, key,
+                                      json.dumps(item)))
+                        if len(batch) >= _BATCH:
+                            count += self._insert_refs(batch)
+                if len(batch) >= _BATCH:
+                    count += self._insert_refs(batch)
+        return count + self._insert_refs(batch)
 
     def _insert_refs(self, batch: list[tuple[Any, ...]]) -> int:
         done = len(batch)
@@ -259,10 +302,10 @@ class ReferenceScan:
     def _list(self, key: str, prefix: str = "") -> StorageBackend:
         """List backend ``key`` (under ``prefix``) into the index unless already covered."""
         store = self._store(key)
-        done = self._listed.get(key)
-        if done is not None and (done == "" or prefix == done or prefix.startswith(done + "/")):
+        if self._covered(key, prefix):
             return store
-        db = self._db
+        db = self._lister
+        db.execute("BEGIN")
         db.execute("DROP INDEX IF EXISTS obj_at")
         db.execute("DELETE FROM obj WHERE backend = ?", (key,))
         batch: list[tuple[Any, ...]] = []
@@ -274,8 +317,14 @@ class ReferenceScan:
                 batch.clear()
         db.executemany("INSERT INTO obj VALUES (?, ?, ?, ?, ?, ?)", batch)
         db.execute("CREATE UNIQUE INDEX obj_at ON obj (backend, path)")
+        db.execute("COMMIT")
         self._listed[key] = prefix
         return store
+
+    def _covered(self, key: str, prefix: str) -> bool:
+        done = self._listed.get(key)
+        return done is not None and (done == "" or prefix == done
+                                     or prefix.startswith(done + "/"))
 
     def _store(self, key: str) -> StorageBackend:
         return self._stores.get(key) or self.registry.get_backend(key or None)
@@ -295,14 +344,19 @@ class ReferenceScan:
         return model, pickle.loads(key), column, file
 
     def dangling(self) -> Iterator[DanglingReference]:
-        """References whose object is missing from its backend, in row order."""
+        """References whose object is missing from its backend, in row order.
+
+        Each one missing from the listing is confirmed with a HEAD request: a row read
+        after the listing began may reference an object uploaded since.
+        """
         self._list_referenced()
-        for source, key, text in self._db.execute(
-            "SELECT source, key, file FROM ref r WHERE NOT EXISTS "
-            "(SELECT 1 FROM obj o WHERE o.backend = r.backend AND o.path = r.path) "
+        for source, key, text, backend, path in self._db.execute(
+            "SELECT source, key, file, backend, path FROM ref r WHERE NOT EXISTS "
+            "(SELECT 1 FROM l.obj o WHERE o.backend = r.backend AND o.path = r.path) "
             "ORDER BY r.id"
         ):
-            yield DanglingReference(*self._finding(source, key, text))
+            if path is None or not self._store(backend).exists(path):
+                yield DanglingReference(*self._finding(source, key, text))
 
     def mismatched(self, *, checksums: bool = False) -> Iterator[MismatchedObject]:
         """References whose object's size (or, with ``checksums``, SHA-256) differs.
@@ -313,7 +367,7 @@ class ReferenceScan:
         self._list_referenced()
         query = (
             "SELECT r.source, r.key, r.file, r.backend, r.path, r.size, o.size, r.checksum "
-            "FROM ref r JOIN obj o ON o.backend = r.backend AND o.path = r.path "
+            "FROM ref r JOIN l.obj o ON o.backend = r.backend AND o.path = r.path "
             "WHERE (r.size IS NOT NULL AND r.size != o.size)"
         )
         if checksums:
@@ -350,7 +404,7 @@ class ReferenceScan:
         self._list(key, prefix)
         cutoff = (datetime.now(timezone.utc) - grace).timestamp()
         query = (
-            "SELECT path, size, modified, etag, version FROM obj o WHERE o.backend = ? "
+            "SELECT path, size, modified, etag, version FROM l.obj o WHERE o.backend = ? "
             "AND (o.modified IS NULL OR o.modified <= ?) AND NOT EXISTS "
             "(SELECT 1 FROM ref r WHERE r.backend = o.backend AND r.path = o.path)"
         )
@@ -367,6 +421,7 @@ class ReferenceScan:
         """Keep ``objects`` (orphans found so far) in the index; returns how many."""
         count = 0
         batch: list[tuple[Any, ...]] = []
+        self._db.execute("BEGIN")
         self._db.execute("DELETE FROM candidate")
         for info in objects:
             modified = info.last_modified.timestamp() if info.last_modified else None
@@ -376,6 +431,7 @@ class ReferenceScan:
                 self._db.executemany("INSERT INTO candidate VALUES (?, ?, ?, ?, ?)", batch)
                 batch.clear()
         self._db.executemany("INSERT INTO candidate VALUES (?, ?, ?, ?, ?)", batch)
+        self._db.execute("COMMIT")
         return count
 
     def candidates(self, backend: str) -> Iterator[tuple[ObjectInfo, bool]]:
@@ -386,6 +442,48 @@ class ReferenceScan:
             "FROM candidate c ORDER BY c.path", (backend,)
         ):
             yield _object(path, size, modified, etag, version), bool(referenced)
+
+
+class _Lister:
+    """Lists backends into a scan's index in a thread; :meth:`join` re-raises its error."""
+
+    def __init__(self, scan: ReferenceScan, ahead: Mapping[str, str]) -> None:
+        self._scan = scan
+        self._todo = [(k, p) for k, p in ahead.items() if not scan._covered(k, p)]
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if self._todo:
+            self._thread = threading.Thread(target=self._run, name="storeroom-scan-list",
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for key, prefix in self._todo:
+                self._scan._list(key, prefix)
+        except BaseException as exc:  # handed to the caller's thread by join()
+            self._error = exc
+
+    def join(self, *, quiet: bool = False) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None and not quiet:
+            raise self._error
+
+
+def _temporary(directory: str | None) -> str:
+    handle, path = tempfile.mkstemp(prefix="storeroom-scan-", suffix=".sqlite", dir=directory)
+    os.close(handle)
+    return path
+
+
+def _connect(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
+    for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE",
+                   f"cache_size=-{_CACHE_KIB}"):
+        db.execute(f"PRAGMA {pragma}")
+    return db
 
 
 def _object(path: str, size: int, modified: float | None, etag: str | None,
