@@ -149,18 +149,18 @@ def run_case(case: str, n: int, database: str, root: Path, src: Path, models: Pa
     if case == "verify":
         args = [sys.executable, "-m", "storeroom.cli", "verify", "--model", "bench_models:Row",
                 "--backend", "bench", "--grace", "0s", "--json"]
-        out = tempfile.TemporaryFile()
-        start = time.perf_counter()
-        child = subprocess.Popen(args, env=env, cwd=models, stdout=out,
-                                 stderr=subprocess.PIPE)
-        _pid, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        err = child.stderr.read().decode() if child.stderr else ""
-        if child.returncode not in (0, 1):
-            raise SystemExit(f"verify failed ({child.returncode}): {err[-2000:]}")
-        out.seek(0)
-        summary = json.load(out)["summary"]
+        with tempfile.TemporaryFile() as out:
+            start = time.perf_counter()
+            child = subprocess.Popen(args, env=env, cwd=models, stdout=out,
+                                     stderr=subprocess.PIPE)
+            _pid, status, usage = os.wait4(child.pid, 0)
+            seconds = time.perf_counter() - start
+            child.returncode = os.waitstatus_to_exitcode(status)
+            err = child.stderr.read().decode() if child.stderr else ""
+            if child.returncode not in (0, 1):
+                raise SystemExit(f"verify failed ({child.returncode}): {err[-2000:]}")
+            out.seek(0)
+            summary = json.load(out)["summary"]
         return {"seconds": seconds, "rss_mib": usage.ru_maxrss / KiB, "growth_mib": float("nan"),
                 "cpu": usage.ru_utime + usage.ru_stime,
                 "found": summary["orphans"] + summary["dangling"] * 1_000_000,
