@@ -9,7 +9,8 @@ each owning a 1 KiB file on local disk (written directly, rows loaded with COPY)
 orphans (files no row references) and 1% dangling rows (their file was never written).
 Then, for each code checkout, runs each case in its own subprocess with that checkout's
 ``src`` first on PYTHONPATH: ``find_orphans`` and ``find_dangling`` (library calls, grace 0)
-and ``storeroom verify --backend bench --grace 0s --json`` (the CLI, output discarded).
+and ``storeroom verify --backend bench --grace 0s --json`` (the CLI, output discarded), next to
+``raw_listing``: obstore alone listing the store, which no check of the store can beat.
 Reports wall time, references per second, the child's CPU time (user + system; the wall
 time depends on what else the machine runs), its peak RSS (``wait4``) and, for the library
 calls, how far that rose above the RSS after imports, and checks every count is exact.
@@ -76,7 +77,11 @@ with engine.connect() as conn:
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 with Session(engine) as session:
-    if sys.argv[1] == "find_orphans":
+    if sys.argv[1] == "raw_listing":  # the floor: obstore alone lists the store, nothing else
+        import obstore
+        store = storages.get_backend("bench").store
+        found = sum(len(batch) for batch in obstore.list(store)) - int(sys.argv[5])
+    elif sys.argv[1] == "find_orphans":
         found = len(find_orphans(session, Row, "bench", grace=timedelta(0)))
     else:
         found = len(find_dangling(session, Row))
@@ -165,7 +170,7 @@ def run_case(case: str, n: int, database: str, root: Path, src: Path, models: Pa
                 "cpu": usage.ru_utime + usage.ru_stime,
                 "found": summary["orphans"] + summary["dangling"] * 1_000_000,
                 "references": summary["references"]}
-    args = [sys.executable, "-c", CASE, case, database, str(models), store]
+    args = [sys.executable, "-c", CASE, case, database, str(models), store, str(n)]
     child = subprocess.Popen(args, env=env, cwd=models, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
     _pid, status, usage = os.wait4(child.pid, 0)
@@ -191,7 +196,8 @@ def main() -> None:
                         help="where the seeded files live (kept between runs)")
     parser.add_argument("--before", metavar="CHECKOUT",
                         help="also measure this checkout (e.g. a git worktree of an older commit)")
-    parser.add_argument("--cases", default="find_orphans,find_dangling,verify")
+    parser.add_argument("--cases", default="raw_listing,find_orphans,find_dangling,verify",
+                        help="raw_listing is obstore listing the store alone: the floor")
     parser.add_argument("--reseed", action="store_true")
     opts = parser.parse_args()
     sizes = [int(s) for s in opts.sizes.split(",") if s]
@@ -211,8 +217,10 @@ def main() -> None:
         extra = max(1, n // 100)
         for label, src in codes:
             for case in opts.cases.split(","):
+                if case == "raw_listing" and label == "before":
+                    continue  # the same for every checkout
                 r = run_case(case, n, opts.database, root, src, models)
-                expected = {"find_orphans": extra, "find_dangling": extra,
+                expected = {"raw_listing": extra, "find_orphans": extra, "find_dangling": extra,
                             "verify": extra + extra * 1_000_000}[case]
                 exact = "yes" if r["found"] == expected else f"NO ({r['found']})"
                 growth = "" if r["growth_mib"] != r["growth_mib"] else f"+{r['growth_mib']:.0f} MiB"
