@@ -57,6 +57,12 @@ class Row(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str]
     file: Mapped[Any] = mapped_column(StoredObject(backend="bench"), nullable=True)
+
+
+class ListRow(Base):
+    __tablename__ = "bench_maint_list"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    files: Mapped[Any] = mapped_column(StoredObject(backend="bench", multiple=True))
 '''
 
 # Runs in the measured subprocess: one library call, prints what it found and how long.
@@ -145,14 +151,39 @@ def seed(n: int, database: str, root: Path, reseed: bool) -> None:
           file=sys.stderr)
 
 
-def run_case(case: str, n: int, database: str, root: Path, src: Path, models: Path
-             ) -> dict[str, float]:
+def seed_list_row(files: int, database: str, root: Path) -> None:
+    """One row whose list column holds ``files`` files (the issue's last figure)."""
+    import psycopg
+
+    store = root / "list"
+    marker = root / f"list{files}.seeded"
+    if marker.exists():
+        return
+    shutil.rmtree(store, ignore_errors=True)
+    (store / "list").mkdir(parents=True)
+    items = []
+    for i in range(files):
+        path = f"list/{i:08d}.bin"
+        (store / path).write_bytes(PAYLOAD)
+        items.append({"backend": "bench", "filename": f"{i}.bin", "path": path,
+                      "content_type": "application/octet-stream", "size": len(PAYLOAD),
+                      "checksum": CHECKSUM, "etag": None, "version": None,
+                      "last_modified": None, "metadata": {}})
+    with psycopg.connect(_pg_dsn(database), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_maint_list")
+        conn.execute("CREATE TABLE bench_maint_list (id integer PRIMARY KEY, files jsonb)")
+        conn.execute("INSERT INTO bench_maint_list VALUES (1, %s)", (json.dumps(items),))
+    marker.touch()
+
+
+def run_case(case: str, n: int, database: str, root: Path, src: Path, models: Path,
+             model: str = "Row", store_dir: str = "") -> dict[str, float]:
     """Run one case in a fresh subprocess; time, peak RSS, and the count it found."""
+    store = str(root / (store_dir or f"n{n}"))
     env = {**os.environ, "PYTHONPATH": f"{src}", "BENCH_TABLE": _table(n),
-           "STORAGE__BENCH__URL": f"file://{root / f'n{n}'}", "DATABASE_URL": database}
-    store = str(root / f"n{n}")
+           "STORAGE__BENCH__URL": f"file://{store}", "DATABASE_URL": database}
     if case == "verify":
-        args = [sys.executable, "-m", "storeroom.cli", "verify", "--model", "bench_models:Row",
+        args = [sys.executable, "-m", "storeroom.cli", "verify", "--model", f"bench_models:{model}",
                 "--backend", "bench", "--grace", "0s", "--json"]
         with tempfile.TemporaryFile() as out:
             start = time.perf_counter()
@@ -199,6 +230,8 @@ def main() -> None:
     parser.add_argument("--cases", default="raw_listing,find_orphans,find_dangling,verify",
                         help="raw_listing is obstore listing the store alone: the floor")
     parser.add_argument("--reseed", action="store_true")
+    parser.add_argument("--list-row", type=int, default=0, metavar="FILES",
+                        help="also verify one row holding FILES files in a list column")
     opts = parser.parse_args()
     sizes = [int(s) for s in opts.sizes.split(",") if s]
     if opts.million and 1_000_000 not in sizes:
@@ -228,6 +261,15 @@ def main() -> None:
                       f"{r['references'] / r['seconds']:>9,.0f}  {r['cpu']:>6.1f} s  "
                       f"{r['rss_mib']:>5.0f} MiB  "
                       f"{growth:>8}  {exact}", flush=True)
+    if opts.list_row:
+        seed_list_row(opts.list_row, opts.database, root)
+        for label, src in codes:
+            r = run_case("verify", 0, opts.database, root, src, models, "ListRow", "list")
+            exact = "yes" if r["found"] == 0 else f"NO ({r['found']})"
+            print(f"{'1 row':>9}  {label:<6}  {'verify list':<13}  {r['seconds']:>6.1f} s  "
+                  f"{r['references'] / r['seconds']:>9,.0f}  {r['cpu']:>6.1f} s  "
+                  f"{r['rss_mib']:>5.0f} MiB  {'':>8}  {exact}  "
+                  f"({opts.list_row:,} files in one list)", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,15 +10,18 @@ started to reference between the scan and the delete.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from storeroom import FileObject
-from storeroom.errors import ConfigurationError
+from storeroom import FileObject, storages
+from storeroom.backends.base import ObjectInfo
+from storeroom.errors import ConfigurationError, StoreroomError
 from storeroom.orm import (
     ReferenceScan,
     collect_findings,
@@ -224,3 +227,30 @@ async def test_a_row_holding_many_files_in_a_list_is_read_whole_and_counted(
     assert report["summary"]["references"] == many + 1
     assert [d["path"] for d in report["dangling"]] == [f"bulk/{many:04d}.bin"]
     assert report["orphans"] == [] and report["mismatched"] == []
+
+
+class _BrokenListing(FaultyBackend):
+    """Lists a few objects, then the connection drops."""
+
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
+        for number, info in enumerate(super()._list(prefix)):
+            if number == 3:
+                raise ConnectionError("listing interrupted")
+            yield info
+
+
+async def test_a_listing_that_fails_in_its_thread_fails_the_scan_and_leaves_no_files(
+    db: Db, tmp_path: Path
+) -> None:
+    broken = storages.register_backend(_BrokenListing("files"), overwrite=True)
+    await _seed(db, broken)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+
+    def scan(session: Session) -> None:
+        with ReferenceScan(TARGET, directory=str(scans)) as index:
+            index.read_rows(session)  # lists "files" in a thread meanwhile
+
+    with pytest.raises(StoreroomError, match="listing interrupted"):
+        await _run(db, scan)
+    assert list(scans.iterdir()) == []
