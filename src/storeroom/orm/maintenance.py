@@ -31,8 +31,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, cast
 
-from sqlalchemy import JSON, Text, inspect, select, type_coerce
+from sqlalchemy import (
+    JSON,
+    Select,
+    Text,
+    case,
+    func,
+    inspect,
+    literal_column,
+    select,
+    type_coerce,
+)
 from sqlalchemy import cast as sql_cast
+from sqlalchemy import column as sql_column
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from storeroom.backends.base import ObjectInfo, StorageBackend
@@ -257,18 +269,10 @@ class ReferenceScan:
             source = len(self._sources)
             self._sources.append((model.__name__, column.key))
             keys = len(mapper.primary_key)
-            if getattr(kind, "multiple", False):
-                # A list: parsed here, one element at a time (a row's list is the unit read).
-                statement = select(*mapper.primary_key, sql_cast(column, Text))
-                fields: tuple[Any, ...] = ()
-            else:
-                # One file: the database extracts the fields, so no JSON is parsed here.
-                data = type_coerce(column, JSON)
-                fields = (data["backend"].as_string(), data["path"].as_string(),
-                          data["size"].as_integer(), data["checksum"].as_string())
-                statement = select(*mapper.primary_key, sql_cast(column, Text), *fields)
-            statement = statement.where(column.isnot(None)).execution_options(
-                yield_per=self.page_size)
+            statement, fields = _reference_query(
+                column, mapper.primary_key, bool(getattr(kind, "multiple", False)),
+                session.get_bind(mapper=mapper).dialect.name)
+            statement = statement.execution_options(yield_per=self.page_size)
             rows = session.execute(statement)
             started()
             for row in rows:
@@ -442,6 +446,35 @@ class ReferenceScan:
             "FROM candidate c ORDER BY c.path", (backend,)
         ):
             yield _object(path, size, modified, etag, version), bool(referenced)
+
+
+def _reference_query(column: InstrumentedAttribute[Any], keys: Any, multiple: bool,
+                     dialect: str) -> tuple[Select[Any], bool]:
+    """The query for one column's references, and whether the database extracts the fields.
+
+    Its rows are the primary key, the file's JSON as text and, when extracted, backend,
+    path, size and checksum. A list column is unnested by the database where it can
+    (PostgreSQL, SQLite): one result row per file, so a row holding 100,000 files is read
+    in pages like any other; elsewhere each row's list is parsed here, whole.
+    """
+    source: Any = column
+    if multiple and dialect == "postgresql":
+        # JSON null (a list column set to None) is a scalar: give the function an empty list.
+        array = case((func.jsonb_typeof(column) == "array", column),
+                     else_=literal_column("'[]'::jsonb"))
+        elements = func.jsonb_array_elements(array).table_valued(
+            sql_column("value", JSONB), joins_implicitly=True)
+        source = elements.c.value
+    elif multiple and dialect == "sqlite":
+        elements = func.json_each(column).table_valued("value", joins_implicitly=True)
+        source = elements.c.value
+    elif multiple:
+        return select(*keys, sql_cast(column, Text)).where(column.isnot(None)), False
+    data = type_coerce(source, JSON)
+    fields = (data["backend"].as_string(), data["path"].as_string(),
+              data["size"].as_integer(), data["checksum"].as_string())
+    text = sql_cast(source, Text) if source is column or dialect != "sqlite" else source
+    return select(*keys, text, *fields).where(column.isnot(None)), True
 
 
 class _Lister:
