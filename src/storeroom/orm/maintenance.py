@@ -273,11 +273,12 @@ class ReferenceScan:
             source = len(self._sources)
             self._sources.append((model.__name__, column.key))
             keys = len(mapper.primary_key)
+            # Core rather than ORM execution: plain tuples, nothing for the session to track.
+            connection = session.connection(bind_arguments={"mapper": mapper})
             statement, fields = _reference_query(
                 column, mapper.primary_key, bool(getattr(kind, "multiple", False)),
-                session.get_bind(mapper=mapper).dialect.name)
-            statement = statement.execution_options(yield_per=self.page_size)
-            rows = session.execute(statement)
+                connection.dialect.name)
+            rows = connection.execute(statement.execution_options(yield_per=self.page_size))
             started()
             for row in rows:
                 text = row[keys]
