@@ -244,6 +244,7 @@ def main() -> None:
     if opts.before:
         codes.insert(0, ("before", Path(opts.before).resolve() / "src"))
     print(f"{'N':>9}  {'code':<6}  {'case':<13}  {'time':>8}  {'refs/s':>9}  {'CPU':>8}  "
+          f"{'refs/CPU-s':>10}  "
           f"{'peak RSS':>9}  {'growth':>8}  exact")
     for n in sizes:
         seed(n, opts.database, root, opts.reseed)
@@ -259,7 +260,7 @@ def main() -> None:
                 growth = "" if r["growth_mib"] != r["growth_mib"] else f"+{r['growth_mib']:.0f} MiB"
                 print(f"{n:>9,}  {label:<6}  {case:<13}  {r['seconds']:>6.1f} s  "
                       f"{r['references'] / r['seconds']:>9,.0f}  {r['cpu']:>6.1f} s  "
-                      f"{r['rss_mib']:>5.0f} MiB  "
+                      f"{r['references'] / r['cpu']:>10,.0f}  {r['rss_mib']:>5.0f} MiB  "
                       f"{growth:>8}  {exact}", flush=True)
     if opts.list_row:
         seed_list_row(opts.list_row, opts.database, root)
@@ -268,7 +269,8 @@ def main() -> None:
             exact = "yes" if r["found"] == 0 else f"NO ({r['found']})"
             print(f"{'1 row':>9}  {label:<6}  {'verify list':<13}  {r['seconds']:>6.1f} s  "
                   f"{r['references'] / r['seconds']:>9,.0f}  {r['cpu']:>6.1f} s  "
-                  f"{r['rss_mib']:>5.0f} MiB  {'':>8}  {exact}  "
+                  f"{r['references'] / r['cpu']:>10,.0f}  {r['rss_mib']:>5.0f} MiB  {'':>8}  "
+                  f"{exact}  "
                   f"({opts.list_row:,} files in one list)", flush=True)
 
 
