@@ -121,6 +121,13 @@ def test_gc_lists_then_deletes_exactly_the_orphans_under_the_prefix(
     local = storages.get_backend("local")
     for name in ("stray/a.bin", "stray/b.bin", "other/c.bin"):
         local.put(name, b"orphan")
+    # Only the last section has entries: the document is still valid.
+    orphans_only = storeroom("verify", *MODEL, "--backend", "local", "--grace", "0s", "--json",
+                             env=env, cwd=tmp_path)
+    report = json.loads(orphans_only.stdout)
+    assert report["dangling"] == [] and report["mismatched"] == []
+    assert [o["path"] for o in report["orphans"]] == ["other/c.bin", "stray/a.bin",
+                                                      "stray/b.bin"]
     dry = storeroom("gc", *MODEL, "--backend", "local", "--grace", "0s", "--prefix", "stray/",
                     env=env, cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr.decode()
