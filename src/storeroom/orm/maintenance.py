@@ -248,7 +248,6 @@ class ReferenceScan:
             db.execute("DROP INDEX IF EXISTS ref_at")
             db.execute("DELETE FROM ref")
             count = self._load_references(session, start_listing)
-            db.execute("CREATE INDEX ref_at ON ref (backend, path)")
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -325,7 +324,6 @@ class ReferenceScan:
                 db.executemany("INSERT INTO obj VALUES (?, ?, ?, ?, ?, ?)", batch)
                 batch.clear()
         db.executemany("INSERT INTO obj VALUES (?, ?, ?, ?, ?, ?)", batch)
-        db.execute("CREATE UNIQUE INDEX obj_at ON obj (backend, path)")
         db.execute("COMMIT")
         self._listed[key] = prefix
         return store
@@ -342,6 +340,14 @@ class ReferenceScan:
         keys = [key for (key,) in self._db.execute("SELECT DISTINCT backend FROM ref")]
         for key in keys:
             self._list(key)
+        self._index("obj")
+
+    def _index(self, table: Literal["ref", "obj"]) -> None:
+        """Index the side a question probes, once it is needed (built by sorting, after loading)."""
+        if table == "obj":
+            self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS l.obj_at ON obj (backend, path)")
+        else:
+            self._db.execute("CREATE INDEX IF NOT EXISTS ref_at ON ref (backend, path)")
 
     # -- questions -----------------------------------------------------------------------
 
@@ -411,6 +417,7 @@ class ReferenceScan:
             key = backend
         prefix = prefix.strip("/")
         self._list(key, prefix)
+        self._index("ref")
         cutoff = (datetime.now(timezone.utc) - grace).timestamp()
         query = (
             "SELECT path, size, modified, etag, version FROM l.obj o WHERE o.backend = ? "
@@ -445,6 +452,7 @@ class ReferenceScan:
 
     def candidates(self, backend: str) -> Iterator[tuple[ObjectInfo, bool]]:
         """Each remembered candidate and whether a reference (as last read) points at it."""
+        self._index("ref")
         for path, size, modified, etag, version, referenced in self._db.execute(
             "SELECT c.path, c.size, c.modified, c.etag, c.version, EXISTS "
             "(SELECT 1 FROM ref r WHERE r.backend = ? AND r.path = c.path) "
