@@ -23,9 +23,17 @@ from storeroom.cli.rows import (
     parse_duration,
     session_factory,
 )
-from storeroom.orm.maintenance import collect_findings
 
-__all__ = ["collect_findings", "gc", "verify"]
+__all__ = ["gc", "verify"]
+
+
+def __getattr__(name: str) -> Any:
+    # collect_findings moved to the library; imported lazily so the CLI starts without the ORM.
+    if name == "collect_findings":
+        from storeroom.orm.maintenance import collect_findings
+
+        return collect_findings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _SECTIONS = ("dangling", "mismatched", "orphans")
 
