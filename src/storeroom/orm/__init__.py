@@ -12,9 +12,14 @@ from storeroom.orm.layout import PathFunction, default_path, safe_filename
 from storeroom.orm.lifecycle import OrmSettings, settings
 from storeroom.orm.maintenance import (
     DanglingReference,
+    MismatchedObject,
+    ReferenceScan,
+    collect_findings,
     find_dangling,
     find_orphans,
+    iter_findings,
     referenced_files,
+    remove_orphans,
 )
 from storeroom.orm.types import FileList, StoredObject
 
@@ -22,16 +27,21 @@ __all__ = [
     "Base",
     "DanglingReference",
     "FileList",
+    "MismatchedObject",
     "OrmSettings",
     "PathFunction",
+    "ReferenceScan",
     "StoredObject",
     "UTCDateTime",
     "UUIDAuditBase",
     "UUIDBase",
+    "collect_findings",
     "default_path",
     "find_dangling",
     "find_orphans",
+    "iter_findings",
     "referenced_files",
+    "remove_orphans",
     "safe_filename",
     "settings",
 ]
