@@ -148,3 +148,46 @@ def test_gc_lists_then_deletes_exactly_the_orphans_under_the_prefix(
     assert after.returncode == 0
     assert after.stdout.decode().splitlines() == [
         "3 references: dangling 0, mismatched 0, orphans 0"]
+
+
+def test_gc_yes_removes_expired_upload_sessions_and_their_objects(
+    setup: tuple[dict[str, str], Any, Any], tmp_path: Path
+) -> None:
+    from sqlalchemy import update
+
+    from storeroom.signing import configure_signing
+    from storeroom.uploads import begin, metadata, upload_sessions
+
+    env, engine, _Document = setup
+    local = storages.get_backend("local")
+    configure_signing(local, secret="gc-uploads-secret-0123456789", base_url="/files")
+    metadata.create_all(engine)
+    try:
+        with Session(engine) as session:
+            pending = begin(session, "local", filename="a.pdf", content_type="application/pdf",
+                            size=9)
+            live = begin(session, "local", filename="b.pdf", content_type="application/pdf",
+                         size=9)
+            session.commit()
+        local.put(pending.path, b"%PDF-1.7\n", overwrite=False)
+        local.put(live.path, b"%PDF-1.7\n", overwrite=False)
+        with Session(engine) as session:
+            session.execute(update(upload_sessions)
+                            .where(upload_sessions.c.path == pending.path)
+                            .values(expires_at=pending.expires_at.replace(year=2000)))
+            session.commit()
+        dry = storeroom("gc", *MODEL, "--backend", "local", "--grace", "1d", env=env,
+                        cwd=tmp_path)
+        assert dry.returncode == 0, dry.stderr.decode()
+        assert local.exists(pending.path)  # a dry run removes nothing
+        real = storeroom("gc", *MODEL, "--backend", "local", "--grace", "1d", "--yes",
+                         env=env, cwd=tmp_path)
+        assert real.returncode == 0, real.stderr.decode()
+        assert "1 expired upload sessions removed" in real.stdout.decode().splitlines()
+        assert not local.exists(pending.path)
+        assert local.exists(live.path)  # not expired: still pending
+        with Session(engine) as session:
+            paths = {row.path for row in session.execute(upload_sessions.select())}
+        assert paths == {live.path}
+    finally:
+        metadata.drop_all(engine)

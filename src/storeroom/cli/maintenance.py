@@ -171,7 +171,20 @@ def gc(ctx: Context, database: str | None, models: tuple[str, ...], column: str 
     store = ctx.backend(backend_key)
     delay = parse_duration(grace, "--grace")
     sessions = session_factory(database)
+    if yes:
+        _remove_expired_uploads(sessions, ctx)
     _collect_orphans(sessions, columns, ctx, store.key, prefix.rstrip("/"), delay, grace, yes)
+
+
+def _remove_expired_uploads(sessions: Any, ctx: Context) -> None:
+    """gc's upload-session step: expired upload sessions and what they left in the stores."""
+    from storeroom.uploads import remove_expired
+
+    with sessions() as session:
+        removed = remove_expired(session, registry=ctx.registry)
+        session.commit()
+    if removed:
+        click.echo(f"{removed} expired upload sessions removed")
 
 
 def _collect_orphans(sessions: Any, columns: list[Any], ctx: Context, key: str, prefix: str,

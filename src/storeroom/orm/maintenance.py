@@ -19,7 +19,6 @@ merge of two sorted streams would need no disk, but stores do not all list in ke
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import pickle
@@ -47,6 +46,7 @@ from sqlalchemy import column as sql_column
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from storeroom.backends import transfer
 from storeroom.backends.base import ObjectInfo, StorageBackend
 from storeroom.errors import ConfigurationError
 from storeroom.file import FileObject
@@ -134,17 +134,6 @@ def referenced_files(
             files = [value] if isinstance(value, FileObject) else list(value or [])
             for file in files:
                 yield row, column.key, file
-
-
-def _sha256(store: StorageBackend, path: str) -> str:
-    """The SHA-256 of an object, read as a stream.
-
-    Stands in for the streaming digest of ``storeroom.backends.transfer`` until that exists.
-    """
-    digest = hashlib.sha256()
-    for chunk in store.stream(path):
-        digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
 
 
 def _prefix_bounds(prefix: str) -> tuple[str, str]:
@@ -374,10 +363,10 @@ class ReferenceScan:
                 yield DanglingReference(*self._finding(source, key, text))
 
     def mismatched(self, *, checksums: bool = False) -> Iterator[MismatchedObject]:
-        """References whose object's size (or, with ``checksums``, SHA-256) differs.
+        """References whose object's size (or, with ``checksums``, checksum) differs.
 
-        With ``checksums``, every object whose size agrees and whose row records a
-        ``sha256:`` checksum is read in full, as a stream.
+        With ``checksums``, every object whose size agrees and whose row records a checksum
+        is read in full, as a stream, and hashed with the algorithm the record names.
         """
         self._list_referenced()
         query = (
@@ -386,14 +375,16 @@ class ReferenceScan:
             "WHERE (r.size IS NOT NULL AND r.size != o.size)"
         )
         if checksums:
-            query += " OR r.checksum LIKE 'sha256:%'"
+            query += " OR r.checksum IS NOT NULL"
         for source, key, text, backend, path, recorded, stored, checksum in self._db.execute(
             query + " ORDER BY r.id"
         ):
             if recorded is not None and recorded != stored:
                 yield MismatchedObject(*self._finding(source, key, text), "size", recorded, stored)
                 continue
-            digest = _sha256(self._store(backend), path)
+            digest = transfer.digest_object(
+                self._store(backend), path, transfer.algorithm_of(checksum)
+            ).checksum
             if digest != checksum:
                 yield MismatchedObject(*self._finding(source, key, text), "checksum", checksum,
                                        digest)
