@@ -21,7 +21,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from storeroom import FileObject, ObstoreBackend, StoredObject, storages
 from storeroom.backends.base import PutResult, WriteOptions
-from storeroom.orm import UUIDAuditBase
+from storeroom.orm import UUIDAuditBase, wait_for_cleanup
 from tests.servers.databases import DatabaseUrls
 
 SUFFIX = os.environ.get("STOREROOM_TEST_SUFFIX") or uuid.uuid4().hex[:8]
@@ -132,7 +132,9 @@ class SessionAdapter:
         self.raw.add_all(rows)
 
     async def commit(self) -> None:
+        """Commit, then wait for the post-commit deletes (they run in the background)."""
         await self._call("commit")
+        assert wait_for_cleanup(60)
 
     async def rollback(self) -> None:
         await self._call("rollback")
