@@ -756,6 +756,8 @@ def cascade_files(relationship: Any) -> None:
     entries = _cascades.setdefault(parent, [])
     if all(existing is not child for existing, _p in entries):
         entries.append((child, pairs))  # type: ignore[arg-type]
+    if not file_columns(parent) and not event.contains(parent, "before_delete", _before_delete):
+        event.listen(parent, "before_delete", _before_delete)
 
 
 def _cascaded(
@@ -968,8 +970,6 @@ def _dml_values(statement: Any) -> dict[str, Any]:
         elif isinstance(value, Null):
             value = None
         found[name] = value
-    if getattr(statement, "_multi_values", None):
-        found["__multi__"] = True
     return found
 
 
@@ -980,10 +980,10 @@ def _on_orm_execute(execute: ORMExecuteState) -> Any:
     if not isinstance(table, Table):
         return None
     columns = [c for c in table.columns if _is_file_column(c.type)]
-    if not columns:
+    mapper = execute.bind_mapper
+    if not columns and not (execute.is_delete and mapper is not None and mapper in _cascades):
         return None
     session = execute.session
-    mapper = execute.bind_mapper
     by_name: dict[str, Column[Any]] = {c.key: c for c in columns}
     if mapper is not None:
         by_name.update({name: mapper.columns[name] for name, _k in file_columns(mapper)})
@@ -993,6 +993,14 @@ def _on_orm_execute(execute: ORMExecuteState) -> Any:
         [p for p in params if isinstance(p, dict)] if isinstance(params, list)
         else [params] if isinstance(params, dict) and params else []
     )
+    for name in by_name:
+        if execute.is_insert and any(f.has_pending_content for f in _files(values.get(name))):
+            raise ConfigurationError(
+                f"insert({table.name}).values(...) with FileObject content would store a "
+                "reference to bytes that were never written. Pass one parameter dict per row "
+                "instead: session.execute(insert(Model), [{'file': FileObject(...)}, ...]), "
+                "or session.add(...)"
+            )
     if execute.is_update:
         set_here = [n for n in by_name if n in values]
         if any(values[n] is not None for n in set_here):
