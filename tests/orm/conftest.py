@@ -121,7 +121,7 @@ ALL_MODELS = [Document, Report, Folder, Item, Album, Photo, Note]
 FILE_MODELS = [Document, Report, Item, Photo, Note]
 
 
-class Interrupted(BaseException):  # noqa: N818 - stands for KeyboardInterrupt & co
+class Interrupted(BaseException):
     """An injected BaseException (not an Exception), like KeyboardInterrupt."""
 
 
@@ -165,8 +165,6 @@ class FaultyBackend(ObstoreBackend):
                 self.active -= 1
 
     async def _write_async(self, path: str, body: Any, opts: WriteOptions) -> PutResult:
-        import asyncio
-
         self._count()
         if path.rsplit("/", 1)[-1] in self.slow_names:
             await asyncio.sleep(60)

@@ -22,7 +22,7 @@ from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from storeroom import ConfigurationError, FileObject, ObjectExists, StoreroomError
+from storeroom import ConfigurationError, FileObject, ObjectExists
 from storeroom.jobs import get_queue, set_queue
 from storeroom.orm import find_dangling, find_orphans, wait_for_cleanup
 from tests.orm.conftest import (
@@ -110,7 +110,7 @@ async def test_a_session_dropped_with_a_transaction_open_leaves_nothing(
         assert transaction is not None
         await (await raw.connection()).invalidate()
     del session, raw
-    transaction = None  # noqa: F841
+    transaction = None
     gc.collect()
     assert wait_for_cleanup(60)
     assert files.paths() == set()
