@@ -294,6 +294,19 @@ def _sqlite_foreign_keys(connection: Any, _record: Any) -> None:
     cursor = connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+    # SQLAlchemy's recipe for SAVEPOINTs on pysqlite/aiosqlite: without an explicit BEGIN,
+    # a SAVEPOINT opens the transaction and its RELEASE commits it (docs/models.md).
+    connection.isolation_level = None
+
+
+def _sqlite_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+def sqlite_recipe(engine: Any) -> None:
+    """Foreign keys on, and real transactions around SAVEPOINTs, for a SQLite engine."""
+    event.listen(engine, "connect", _sqlite_foreign_keys)
+    event.listen(engine, "begin", _sqlite_begin)
 
 
 def _urls(request: pytest.FixtureRequest, name: str, tmp_path: Any) -> DatabaseUrls:
@@ -317,13 +330,13 @@ async def db(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Db]
     sync_engine = create_engine(urls.sync)
     tables = [model.__table__ for model in ALL_MODELS]
     if name == "sqlite":
-        event.listen(sync_engine, "connect", _sqlite_foreign_keys)
+        sqlite_recipe(sync_engine)
     UUIDAuditBase.metadata.create_all(sync_engine, tables=tables)
     try:
         if is_async:
             engine = create_async_engine(urls.async_)
             if name == "sqlite":
-                event.listen(engine.sync_engine, "connect", _sqlite_foreign_keys)
+                sqlite_recipe(engine.sync_engine)
             yield Db(name, urls.async_, True, engine)
             await engine.dispose()
         else:

@@ -259,6 +259,8 @@ class RowChange:
     """What the changed columns will reference after the flush."""
     previous: frozenset[FileKey] = frozenset()
     """What the session believes the changed columns referenced before (may be stale)."""
+    holds: frozenset[FileKey] = frozenset()
+    """What all the row's loaded file columns reference after the flush."""
 
 
 @dataclass(slots=True)
@@ -385,16 +387,42 @@ def _apply(plan: FlushPlan) -> None:
         if change.deleting:
             continue
         written: set[FileKey] = set()
+        holds: set[FileKey] = set()
         for column, kind in file_columns(change.state.mapper):
-            if column in change.columns:
-                for file in _files(change.state.dict.get(column)):
+            for file in _files(change.state.dict.get(column)):
+                if column in change.columns:
                     if file.backend is None and kind.backend is not None:
                         file.backend = kind.backend
                     written.add(_key(file))
+                holds.add(_key(file))
         change.written = frozenset(written)
+        change.holds = frozenset(holds)
 
 
 # -- what a transaction did --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RowReference:
+    """What a row references after a flush (or, with ``subtract``, what a bulk UPDATE took)."""
+
+    savepoint: int
+    row: InstanceState[Any] | tuple[str, tuple[Any, ...]]
+    keys: frozenset[FileKey]
+    subtract: bool = False
+
+    def identity(self) -> Hashable:
+        """The row, by table and primary key once it has one."""
+        row = self.row
+        if isinstance(row, InstanceState):
+            if row.key is None:
+                return ("new", id(row))
+            return (_table_name(row.mapper), tuple(row.key[1]))
+        return row
+
+
+def _table_name(mapper: Mapper[Any]) -> str:
+    return str(cast(Table, mapper.local_table).name)
 
 
 @dataclass(slots=True)
@@ -409,7 +437,7 @@ class TransactionFiles:
 
     uploads: list[UploadRecord] = field(default_factory=list)
     obsolete: list[tuple[int, FileKey]] = field(default_factory=list)
-    references: list[tuple[int, Hashable, frozenset[FileKey]]] = field(default_factory=list)
+    references: list[RowReference] = field(default_factory=list)
     parent_of: dict[int, int] = field(default_factory=dict)
     released: set[int] = field(default_factory=set)
     savepoints: weakref.WeakKeyDictionary[SessionTransaction, int] = field(
@@ -448,7 +476,7 @@ class TransactionFiles:
         gone = [u for u in self.uploads if u.savepoint in savepoints]
         self.uploads = [u for u in self.uploads if u.savepoint not in savepoints]
         self.obsolete = [o for o in self.obsolete if o[0] not in savepoints]
-        self.references = [r for r in self.references if r[0] not in savepoints]
+        self.references = [r for r in self.references if r.savepoint not in savepoints]
         return gone
 
     def uploaded_keys(self) -> set[FileKey]:
@@ -457,8 +485,12 @@ class TransactionFiles:
     def files_to_delete(self) -> list[FileKey]:
         """After the commit: obsolete files that no row's last flush references."""
         last: dict[Hashable, frozenset[FileKey]] = {}
-        for _savepoint, row, keys in self.references:
-            last[row] = keys
+        for reference in self.references:
+            row = reference.identity()
+            if reference.subtract:
+                last[row] = last.get(row, frozenset()) - reference.keys
+            else:
+                last[row] = reference.keys
         referenced: set[FileKey] = set().union(*last.values())
         return list(dict.fromkeys(k for _s, k in self.obsolete if k not in referenced))
 
@@ -825,11 +857,11 @@ def _carry_out(session: Session, connection: Connection, plan: FlushPlan) -> Non
             deleted.append((change.state.mapper, tuple(change.state.key[1])))  # type: ignore[index]
             if not keep:
                 files.obsolete += [(savepoint, k) for k in held]
-                files.references.append((savepoint, change.state, frozenset()))
+                files.references.append(RowReference(savepoint, change.state, frozenset()))
             continue
         if not keep:
             files.obsolete += [(savepoint, k) for k in held - change.written]
-            files.references.append((savepoint, change.state, change.written))
+            files.references.append(RowReference(savepoint, change.state, change.holds))
     if not keep:
         _record_cascaded(connection, files, savepoint, deleted)
     _upload(files, savepoint, plan.uploads)
@@ -935,7 +967,7 @@ def _before_delete(mapper: Mapper[Any], connection: Connection, row: object) -> 
     ident = tuple(state.key[1])
     held = _read_locked(connection, state.mapper, [ident]).get(ident, {})
     files.obsolete += [(savepoint, k) for k in _stored_keys(f for v in held.values() for f in v)]
-    files.references.append((savepoint, state, frozenset()))
+    files.references.append(RowReference(savepoint, state, frozenset()))
     files.deleted_in_flush.add(id(state))
     _record_cascaded(connection, files, savepoint, [(state.mapper, ident)])
 
@@ -1011,12 +1043,16 @@ def _on_orm_execute(execute: ORMExecuteState) -> Any:
                 "Model), [{'id': ..., 'file': FileObject(...)}, ...])), or set them to None"
             )
     keep = bool(session.info.get(KEEP_REPLACED_FILES))
+    if session.autoflush and execute.execution_options.get("autoflush", True):
+        # SQLAlchemy autoflushes after this event; the rows must be read after that flush.
+        session.flush()
     connection = session.connection(bind_arguments={"mapper": mapper} if mapper else None)
     files = _open_transaction_files(session)
     savepoint = files.savepoint(session.get_nested_transaction())
-    mark = (len(files.uploads), len(files.obsolete))
+    mark = (len(files.uploads), len(files.obsolete), len(files.references))
     uploads = _bulk_uploads(table, by_name, rows)
     dropped: list[FileKey] = []
+    references: list[RowReference] = []
     if execute.is_update and rows:
         set_by_rows = [n for n in by_name if any(n in r for r in rows)]
         if set_by_rows:
@@ -1034,18 +1070,23 @@ def _on_orm_execute(execute: ORMExecuteState) -> Any:
             )
             for ident, old in held.items():
                 dropped += old - written.get(ident, frozenset())
+                references.append(RowReference(
+                    savepoint, (table.name, ident), old - written.get(ident, frozenset()), True))
     elif execute.is_update:
         set_here = [n for n in by_name if n in values]
         if set_here:
             where = _where_of(execute.statement)
-            for _ident, held_files in _read_where(
+            for ident, held_files in _read_where(
                 connection, table, [by_name[n] for n in set_here], where
             ):
                 dropped += _stored_keys(held_files)
+                references.append(RowReference(
+                    savepoint, (table.name, ident), _stored_keys(held_files), True))
     elif execute.is_delete:
         found = _read_where(connection, table, columns, _where_of(execute.statement))
-        for _ident, held_files in found:
+        for ident, held_files in found:
             dropped += _stored_keys(held_files)
+            references.append(RowReference(savepoint, (table.name, ident), frozenset()))
         if mapper is not None:
             dropped += [
                 _key(f) for f in _cascaded(connection, mapper, [i for i, _f in found])
@@ -1053,6 +1094,7 @@ def _on_orm_execute(execute: ORMExecuteState) -> Any:
             ]
     if not keep:
         files.obsolete += [(savepoint, k) for k in dropped]
+        files.references += references
     try:
         _upload(files, savepoint, uploads)
         return execute.invoke_statement()
@@ -1061,6 +1103,7 @@ def _on_orm_execute(execute: ORMExecuteState) -> Any:
         gone = files.uploads[mark[0]:]
         del files.uploads[mark[0]:]
         del files.obsolete[mark[1]:]
+        del files.references[mark[2]:]
         _delete_now(gone, "failed")
         for record in gone:
             record.give_content_back()
