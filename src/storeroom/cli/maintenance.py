@@ -173,9 +173,11 @@ def verify(ctx: Context, database: str | None, models: tuple[str, ...], column: 
 @click.option("--grace", default="1h", show_default=True, metavar="DURATION",
               help="Only delete orphans older than this, e.g. 30m, 2h, 1d.")
 @click.option("--yes", is_flag=True, help="Really delete (without it, only list).")
+@click.option("--multipart/--no-multipart", default=True, show_default=True,
+              help="S3: also abort incomplete multipart uploads older than --grace.")
 @pass_context
 def gc(ctx: Context, database: str | None, models: tuple[str, ...], column: str | None,
-       backend_key: str, prefix: str, grace: str, yes: bool) -> None:
+       backend_key: str, prefix: str, grace: str, yes: bool, multipart: bool) -> None:
     """Delete orphans (objects no row references) older than --grace; dry run by default.
 
     The rows are read again just before deleting, so an object a row started to
@@ -197,6 +199,8 @@ def gc(ctx: Context, database: str | None, models: tuple[str, ...], column: str 
         found = collect_findings(session, columns, ctx.registry, orphans_in=store.key,
                                  prefix=prefix.rstrip("/"), grace=delay)
     orphans = found["orphans"]
+    if multipart:
+        _sweep_multipart_uploads(store, delay, yes)
     deleted = 0
     if yes:
         with sessions() as session:
@@ -216,3 +220,27 @@ def gc(ctx: Context, database: str | None, models: tuple[str, ...], column: str 
     total = sum(e["size"] or 0 for e in orphans)
     click.echo(f"{len(orphans)} orphans ({human_size(total)}) older than {grace} in "
                f"{store.key}; dry run: pass --yes to delete")
+
+
+def _sweep_multipart_uploads(store: Any, older_than: timedelta, really: bool) -> None:
+    """``gc`` on S3: list (or, with ``really``, abort) incomplete multipart uploads."""
+    from storeroom.backends.obstore import ObstoreBackend
+    from storeroom.backends.obstore.multipart import (
+        abort_incomplete_uploads,
+        find_incomplete_uploads,
+    )
+
+    if not isinstance(store, ObstoreBackend) or store.kind != "s3":
+        return
+    if really:
+        aborted = abort_incomplete_uploads(store, older_than=older_than)
+        for upload in aborted:
+            click.echo(f"aborted incomplete multipart upload {upload.key}")
+        click.echo(f"{len(aborted)} incomplete multipart uploads aborted in {store.key}")
+        return
+    found = find_incomplete_uploads(store, older_than=older_than)
+    for upload in found:
+        click.echo(f"would abort incomplete multipart upload {upload.key} "
+                   f"(started {upload.initiated:%Y-%m-%d %H:%M} UTC)")
+    if found:
+        click.echo(f"{len(found)} incomplete multipart uploads in {store.key}; dry run")
