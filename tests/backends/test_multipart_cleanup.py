@@ -28,7 +28,7 @@ PART = 5 * 1024 * 1024
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Interrupted(BaseException):  # noqa: N818 - stands for KeyboardInterrupt
+class Interrupted(BaseException):
     pass
 
 
