@@ -41,7 +41,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
 from sqlalchemy import Column, Table, event, select, tuple_
 from sqlalchemy.engine import Connection
@@ -62,8 +62,10 @@ from storeroom.file import FileObject
 from storeroom.jobs import get_queue, job
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import RelationshipProperty
+    from sqlalchemy.engine import Result
+    from sqlalchemy.orm import QueryableAttribute, RelationshipProperty
     from sqlalchemy.orm.unitofwork import UOWTransaction
+    from sqlalchemy.sql import ColumnElement, Executable
 
     from storeroom.orm.layout import PathFunction
     from storeroom.streams import Content
@@ -119,6 +121,12 @@ class StaleFileReference(StoreroomError):
     session's copy would point the row at deleted bytes. Reload the row and apply the change
     again.
     """
+
+
+class CommittedList(Protocol):
+    """A list column value that remembers what it held at the last flush (``FileList``)."""
+
+    def mark_committed(self) -> None: ...
 
 
 class FileColumn(Protocol):
@@ -269,7 +277,7 @@ class FlushPlan:
 
     uploads: list[PlannedUpload] = field(default_factory=list)
     rows: list[RowChange] = field(default_factory=list)
-    lists: list[Any] = field(default_factory=list)
+    lists: list[CommittedList] = field(default_factory=list)
     error: StoreroomError | None = None
 
     @property
@@ -364,8 +372,8 @@ def plan_flush(session: Session, instances: Sequence[object] | None = None) -> F
                     written.add((upload.backend or "", upload.path))
                 elif not file.has_pending_content:
                     written.add((file.backend or kind.backend or "", file.path))
-            if kind.multiple and value is not None:
-                plan.lists.append(value)
+            if kind.multiple and hasattr(value, "mark_committed"):
+                plan.lists.append(cast(CommittedList, value))
         plan.rows.append(
             RowChange(state, changed, deleting=False, is_new=is_new,
                       written=frozenset(written), previous=frozenset(previous))
@@ -445,7 +453,7 @@ class TransactionFiles:
     )
     plan: FlushPlan | None = None
     deleted_in_flush: set[int] = field(default_factory=set)
-    finalizer: weakref.finalize[Any, Any] | None = None
+    finalizer: weakref.finalize[[TransactionFiles], SessionTransaction] | None = None
 
     def savepoint(self, transaction: SessionTransaction | None) -> int:
         """This transaction's number for ``transaction`` (0: the outermost)."""
@@ -536,13 +544,14 @@ def _close_transaction_files(root: SessionTransaction) -> TransactionFiles | Non
 
 # -- running storage operations ----------------------------------------------------------------
 
-_background: set[asyncio.Task[Any]] = set()
+_background: set[asyncio.Task[list[Exception | None]]] = set()
+_Item = TypeVar("_Item")
 
 
 def _for_each_file(
-    items: Sequence[Any],
-    sync_op: Callable[[Any], object],
-    async_op: Callable[[Any], Awaitable[object]],
+    items: Sequence[_Item],
+    sync_op: Callable[[_Item], object],
+    async_op: Callable[[_Item], Awaitable[object]],
     *,
     shielded: bool = False,
 ) -> list[Exception | None]:
@@ -559,7 +568,7 @@ def _for_each_file(
     if in_greenlet():
         gate = asyncio.Semaphore(limit)
 
-        async def one_async(item: Any) -> Exception | None:
+        async def one_async(item: _Item) -> Exception | None:
             async with gate:
                 try:
                     await async_op(item)
@@ -585,7 +594,7 @@ def _for_each_file(
         task.add_done_callback(_background.discard)
         return await_only(asyncio.shield(task))
 
-    def one(item: Any) -> Exception | None:
+    def one(item: _Item) -> Exception | None:
         try:
             sync_op(item)
         except Exception as exc:
@@ -761,7 +770,7 @@ def _read_where(
 _cascades: dict[Mapper[Any], list[tuple[Mapper[Any], list[tuple[Column[Any], Column[Any]]]]]] = {}
 
 
-def cascade_files(relationship: Any) -> None:
+def cascade_files(relationship: QueryableAttribute[Any]) -> None:
     """Declare that the database deletes ``relationship``'s children with their parent.
 
     For ``relationship(..., passive_deletes=True)`` over a foreign key with ``ON DELETE
@@ -988,11 +997,11 @@ def _after_flush_postexec(session: Session, flush_context: UOWTransaction) -> No
 # -- bulk statements ---------------------------------------------------------------------------
 
 
-def _dml_values(statement: Any) -> dict[str, Any]:
+def _dml_values(statement: Executable) -> dict[str, object]:
     """The column values a DML statement sets with ``.values(...)``, by column key."""
     raw = getattr(statement, "_values", None) or {}
     ordered = getattr(statement, "_ordered_values", None) or []
-    found: dict[str, Any] = {}
+    found: dict[str, object] = {}
     for key, value in [*raw.items(), *ordered]:
         name = key if isinstance(key, str) else getattr(key, "key", None)
         if name is None:
@@ -1005,7 +1014,7 @@ def _dml_values(statement: Any) -> dict[str, Any]:
     return found
 
 
-def _on_orm_execute(execute: ORMExecuteState) -> Any:
+def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
     if not (execute.is_insert or execute.is_update or execute.is_delete):
         return None
     table = getattr(execute.statement, "table", None)
@@ -1110,8 +1119,8 @@ def _on_orm_execute(execute: ORMExecuteState) -> Any:
         raise
 
 
-def _where_of(statement: Any) -> Any:
-    return getattr(statement, "whereclause", None)
+def _where_of(statement: Executable) -> ColumnElement[bool] | None:
+    return cast("ColumnElement[bool] | None", getattr(statement, "whereclause", None))
 
 
 def _read_locked_table(
