@@ -36,6 +36,7 @@ import asyncio
 import contextvars
 import logging
 import os
+import time
 import types
 import weakref
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
@@ -108,6 +109,9 @@ class OrmSettings:
 
     upload_concurrency: int = 8
     """Uploads (and rollback deletes) running at once within one flush."""
+    settle_delay: float = 1.0
+    """Seconds after which an upload cancelled mid-write is deleted once more: the store may
+    complete a write whose request was already sent when the task was cancelled."""
 
 
 settings = OrmSettings()
@@ -221,7 +225,8 @@ def _rewinder(content: Content | None) -> Callable[[], Content] | None:
     return None
 
 
-UploadStage = Literal["planned", "started", "done", "nothing written"]
+UploadStage = Literal["planned", "started", "failed", "done", "nothing written"]
+"""``started`` and not finished means interrupted mid-write (cancelled, or a BaseException)."""
 
 
 @dataclass(slots=True)
@@ -236,7 +241,7 @@ class UploadRecord:
 
     def give_content_back(self) -> None:
         """After a rollback: the file gets its content again (or content saying why not)."""
-        if self.stage in ("started", "done"):
+        if self.stage in ("started", "failed", "done"):
             if self.rewind is not None:
                 self.file.set_content(self.rewind())
             else:
@@ -609,9 +614,15 @@ def _for_each_file(
 
 @job(DELETE_JOB)
 def _delete_objects_job(payload: Mapping[str, Any]) -> None:
-    """Delete ``payload["objects"]`` (``[[backend, path], ...]``); missing ones are fine."""
+    """Delete ``payload["objects"]`` (``[[backend, path], ...]``); missing ones are fine.
+
+    With ``not_before`` (a Unix time), waits until then first (at most a minute).
+    """
     from storeroom.registry import storages
 
+    wait = float(payload.get("not_before", 0)) - time.time()
+    if wait > 0:
+        time.sleep(min(wait, 60.0))
     failures: list[str] = []
     for backend, path in payload["objects"]:
         try:
@@ -626,13 +637,16 @@ def _delete_objects_job(payload: Mapping[str, Any]) -> None:
         )
 
 
-def _enqueue_deletes(keys: Sequence[FileKey], reason: str) -> None:
+def _enqueue_deletes(keys: Sequence[FileKey], reason: str, *, delay: float = 0.0) -> None:
     """Hand deletes to the job queue (never raises: a failure to enqueue is logged)."""
     queue = get_queue()
     for start in range(0, len(keys), _DELETE_BATCH):
         batch = [list(k) for k in keys[start : start + _DELETE_BATCH]]
+        payload: dict[str, Any] = {"objects": batch, "reason": reason}
+        if delay > 0:
+            payload["not_before"] = time.time() + delay
         try:
-            queue.enqueue(DELETE_JOB, {"objects": batch, "reason": reason})
+            queue.enqueue(DELETE_JOB, payload)
         except Exception as exc:
             logger.error(
                 "could not schedule the deletion of %d object(s) (%s): %s; they are orphans "
@@ -645,6 +659,11 @@ def _delete_now(records: Sequence[UploadRecord], reason: str) -> None:
     records = [r for r in records if r.stage != "nothing written"]
     if not records:
         return
+    interrupted = [r.key for r in records if r.stage == "started"]
+    if interrupted:
+        # A write cancelled mid-request may still complete in the store after this delete.
+        _enqueue_deletes(interrupted, f"cancelled while uploading ({reason})",
+                         delay=settings.settle_delay)
     errors = _for_each_file(
         records, lambda r: r.file.delete(), lambda r: r.file.delete_async(), shielded=True
     )
@@ -914,6 +933,9 @@ def _upload(files: TransactionFiles, savepoint: int, uploads: Sequence[PlannedUp
         except ObjectExists:
             record.stage = "nothing written"
             raise
+        except Exception:
+            record.stage = "failed"
+            raise
         record.stage = "done"
 
     async def upload_async(pair: tuple[UploadRecord, PlannedUpload]) -> None:
@@ -923,6 +945,9 @@ def _upload(files: TransactionFiles, savepoint: int, uploads: Sequence[PlannedUp
             await record.file.save_async(prepare_upload(planned), overwrite=False)
         except ObjectExists:
             record.stage = "nothing written"
+            raise
+        except Exception:
+            record.stage = "failed"
             raise
         record.stage = "done"
 
