@@ -153,9 +153,11 @@ def verify(ctx: Context, database: str | None, models: tuple[str, ...], column: 
 @click.option("--grace", default="1h", show_default=True, metavar="DURATION",
               help="Only delete orphans older than this, e.g. 30m, 2h, 1d.")
 @click.option("--yes", is_flag=True, help="Really delete (without it, only list).")
+@click.option("--multipart/--no-multipart", default=True, show_default=True,
+              help="S3: also abort incomplete multipart uploads older than --grace.")
 @pass_context
 def gc(ctx: Context, database: str | None, models: tuple[str, ...], column: str | None,
-       backend_key: str, prefix: str, grace: str, yes: bool) -> None:
+       backend_key: str, prefix: str, grace: str, yes: bool, multipart: bool) -> None:
     """Delete orphans (objects no row references) older than --grace; dry run by default.
 
     The rows are read again just before deleting, so an object a row started to
@@ -171,6 +173,8 @@ def gc(ctx: Context, database: str | None, models: tuple[str, ...], column: str 
     store = ctx.backend(backend_key)
     delay = parse_duration(grace, "--grace")
     sessions = session_factory(database)
+    if multipart:
+        _sweep_multipart_uploads(store, delay, yes)
     if yes:
         _remove_expired_uploads(sessions, ctx)
     _collect_orphans(sessions, columns, ctx, store.key, prefix.rstrip("/"), delay, grace, yes)
@@ -213,3 +217,27 @@ def _collect_orphans(sessions: Any, columns: list[Any], ctx: Context, key: str, 
             click.echo(f"would delete {info.path}  {human_size(info.size)}")
     click.echo(f"{count} orphans ({human_size(total)}) older than {grace} in "
                f"{key}; dry run: pass --yes to delete")
+
+
+def _sweep_multipart_uploads(store: Any, older_than: timedelta, really: bool) -> None:
+    """``gc`` on S3: list (or, with ``really``, abort) incomplete multipart uploads."""
+    from storeroom.backends.obstore import ObstoreBackend
+    from storeroom.backends.obstore.multipart import (
+        abort_incomplete_uploads,
+        find_incomplete_uploads,
+    )
+
+    if not isinstance(store, ObstoreBackend) or store.kind != "s3":
+        return
+    if really:
+        aborted = abort_incomplete_uploads(store, older_than=older_than)
+        for upload in aborted:
+            click.echo(f"aborted incomplete multipart upload {upload.key}")
+        click.echo(f"{len(aborted)} incomplete multipart uploads aborted in {store.key}")
+        return
+    found = find_incomplete_uploads(store, older_than=older_than)
+    for upload in found:
+        click.echo(f"would abort incomplete multipart upload {upload.key} "
+                   f"(started {upload.initiated:%Y-%m-%d %H:%M} UTC)")
+    if found:
+        click.echo(f"{len(found)} incomplete multipart uploads in {store.key}; dry run")

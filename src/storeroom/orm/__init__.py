@@ -2,14 +2,21 @@
 
 Assigning a FileObject with content to a ``StoredObject`` column uploads it during the
 session's flush, before the commit; a rollback deletes it again, and files a committed
-change replaced or removed are deleted after the commit. See :mod:`storeroom.orm.lifecycle`.
+change replaced or removed are deleted after the commit, in the background
+(:func:`wait_for_cleanup` waits for them). See :mod:`storeroom.orm.lifecycle`.
 """
 
 from __future__ import annotations
 
 from storeroom.orm.base import Base, UTCDateTime, UUIDAuditBase, UUIDBase
 from storeroom.orm.layout import PathFunction, default_path, safe_filename
-from storeroom.orm.lifecycle import OrmSettings, settings
+from storeroom.orm.lifecycle import (
+    OrmSettings,
+    StaleFileReference,
+    cascade_files,
+    settings,
+    wait_for_cleanup,
+)
 from storeroom.orm.maintenance import (
     DanglingReference,
     MismatchedObject,
@@ -31,11 +38,13 @@ __all__ = [
     "OrmSettings",
     "PathFunction",
     "ReferenceScan",
+    "StaleFileReference",
     "StoredObject",
     "UTCDateTime",
     "UUIDAuditBase",
     "UUIDBase",
     "collect_findings",
+    "cascade_files",
     "default_path",
     "find_dangling",
     "find_orphans",
@@ -44,4 +53,5 @@ __all__ = [
     "remove_orphans",
     "safe_filename",
     "settings",
+    "wait_for_cleanup",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import timedelta
@@ -286,14 +287,39 @@ class ObstoreBackend(StorageBackend):
 
     def _write(self, path: str, body: bytes | Iterator[bytes], opts: WriteOptions) -> PutResult:
         self._confine(path)
-        result = obstore.put(self.store, path, body, **self._put_kwargs(opts))
+        try:
+            result = obstore.put(self.store, path, body, **self._put_kwargs(opts))
+        except BaseException:
+            # obstore aborts a failed multipart upload itself; an interrupted one (Ctrl-C,
+            # SystemExit) may be left open on S3, and its parts would be billed invisibly.
+            if opts.multipart and self.kind == "s3" and not isinstance(body, bytes):
+                from storeroom.backends.obstore.multipart import abort_uploads_of
+
+                try:
+                    abort_uploads_of(self, path)
+                except Exception:  # storeroom gc aborts it later
+                    pass
+            raise
         return PutResult(path, 0, None, result["e_tag"], result["version"])
 
     async def _write_async(
         self, path: str, body: bytes | AsyncIterator[bytes], opts: WriteOptions
     ) -> PutResult:
         self._confine(path)
-        result = await obstore.put_async(self.store, path, body, **self._put_kwargs(opts))
+        try:
+            result = await obstore.put_async(self.store, path, body, **self._put_kwargs(opts))
+        except BaseException:
+            # A cancelled put leaves its S3 multipart upload open (obstore only aborts on
+            # errors): abort it, shielded so a second cancellation cannot stop the abort.
+            if opts.multipart and self.kind == "s3" and not isinstance(body, bytes):
+                from storeroom.backends.obstore.multipart import abort_uploads_of_async
+
+                abort = asyncio.ensure_future(abort_uploads_of_async(self, path))
+                try:
+                    await asyncio.shield(abort)
+                except BaseException:  # cancelled again, or the abort failed: gc finds it
+                    pass
+            raise
         return PutResult(path, 0, None, result["e_tag"], result["version"])
 
     # -- reading ----------------------------------------------------------------------------
