@@ -108,11 +108,14 @@ def test_incomplete_uploads_are_found_after_the_grace_period_and_aborted(
 
 
 def test_storeroom_gc_aborts_incomplete_multipart_uploads(
-    moto_server: MotoServer, s3_bucket: str, tmp_path: Path
+    moto_server: MotoServer, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sqlalchemy import create_engine
 
-    os.environ.setdefault("STOREROOM_CLI_TABLE", "cli_document")
+    # The model's table name comes from the environment at import: import it afresh with the
+    # name the storeroom subprocess will see (other tests import it under other names).
+    monkeypatch.setenv("STOREROOM_CLI_TABLE", "cli_multipart_gc")
+    monkeypatch.delitem(sys.modules, "tests.cli.models", raising=False)
     from tests.cli.models import Document
 
     database = f"sqlite:///{tmp_path}/gc.db"
