@@ -32,8 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 PAYLOAD = os.urandom(4096)
-POSTGRES = ("postgresql+psycopg://postgres@127.0.0.1:5432/test",
-            "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+# The PostgreSQL database to use: STOREROOM_BENCH_DATABASE, else the test suite's
+# STOREROOM_TEST_DATABASE, else "test".
+_PG_DB = os.environ.get("STOREROOM_BENCH_DATABASE") or os.environ.get(
+    "STOREROOM_TEST_DATABASE", "test"
+)
+POSTGRES = (f"postgresql+psycopg://postgres@127.0.0.1:5432/{_PG_DB}",
+            f"postgresql+asyncpg://postgres@127.0.0.1:5432/{_PG_DB}")
 
 
 def _models(library: str, table: str) -> tuple[Any, Any, Any]:

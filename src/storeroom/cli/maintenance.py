@@ -6,7 +6,6 @@ and :func:`storeroom.orm.find_orphans`) so other tools can produce the same repo
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import timedelta
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import click
 
 from storeroom.backends.base import ObjectInfo
+from storeroom.checksums import matches as checksum_matches
 from storeroom.cli.app import Context, fail, pass_context
 from storeroom.cli.formatting import human_size
 from storeroom.cli.rows import (
@@ -24,6 +24,7 @@ from storeroom.cli.rows import (
     session_factory,
 )
 from storeroom.registry import StorageRegistry
+from storeroom.streams import Meter
 
 __all__ = ["collect_findings", "gc", "verify"]
 
@@ -78,12 +79,12 @@ def collect_findings(
         if file.size is not None and info.size != file.size:
             mismatched.append({**where, "kind": "size", "recorded": file.size,
                                "stored": info.size})
-        elif checksums and file.checksum and file.checksum.startswith("sha256:"):
-            digest = hashlib.sha256()
+        elif checksums and file.checksum:
+            meter = Meter.expecting(file.checksum)
             for chunk in store.stream(file.path):
-                digest.update(chunk)
-            stored = f"sha256:{digest.hexdigest()}"
-            if stored != file.checksum:
+                meter.update(chunk)
+            stored = meter.checksum
+            if not checksum_matches(file.checksum, stored):
                 mismatched.append({**where, "kind": "checksum", "recorded": file.checksum,
                                    "stored": stored})
     orphans: list[dict[str, Any]] = []

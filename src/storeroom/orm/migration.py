@@ -18,7 +18,6 @@ migration script:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -28,8 +27,10 @@ from types import TracebackType
 from typing import Any
 
 from storeroom.backends.base import StorageBackend
+from storeroom.checksums import algorithm_of
 from storeroom.errors import IntegrityError, ObjectNotFound, StoreroomError
 from storeroom.file import FileObject
+from storeroom.streams import Meter
 
 __all__ = [
     "CopyItem",
@@ -165,11 +166,11 @@ def plan_rows(files: Iterable[FileObject], source_key: str) -> list[CopyItem]:
     return list(seen.values())
 
 
-async def _sha256(backend: StorageBackend, path: str) -> str:
-    digest = hashlib.sha256()
+async def _sha256(backend: StorageBackend, path: str, algorithm: str | None = None) -> str:
+    meter = Meter(algorithm or "sha256")
     async for chunk in await backend.stream_async(path):
-        digest.update(chunk)
-    return f"sha256:{digest.hexdigest()}"
+        meter.update(chunk)
+    return meter.checksum or ""
 
 
 async def _copy_one(
@@ -177,7 +178,8 @@ async def _copy_one(
 ) -> tuple[int, str]:
     chunks = await source.stream_async(item.source)
     result = await destination.put_async(item.destination, chunks,
-                                         content_type=item.content_type)
+                                         content_type=item.content_type,
+                                         checksum=algorithm_of(item.checksum) or "sha256")
     checksum = result.checksum or ""
     if item.checksum and checksum != item.checksum:
         await destination.delete_async(item.destination)
@@ -191,7 +193,9 @@ async def _copy_one(
             f"{item.destination!r} on {destination.key!r} has {info.size} bytes after the "
             f"copy, expected {result.size}"
         )
-    if verify_read and await _sha256(destination, item.destination) != checksum:
+    if verify_read and await _sha256(
+        destination, item.destination, algorithm_of(checksum)
+    ) != checksum:
         raise IntegrityError(
             f"{item.destination!r} on {destination.key!r} reads back different bytes "
             "than were copied"
@@ -217,9 +221,9 @@ async def _adopt(
     if info.size != expected_size:
         return None
     expected = item.checksum
-    if not expected or not expected.startswith("sha256:"):
+    if not expected:
         expected = await _sha256(source, item.source)
-    if await _sha256(destination, item.destination) != expected:
+    if await _sha256(destination, item.destination, algorithm_of(expected)) != expected:
         return None
     return info.size, expected
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -26,7 +28,15 @@ from obstore.store import (
     from_url,
 )
 
-from storeroom.backends.base import Method, ObjectInfo, PutResult, StorageBackend, WriteOptions
+from storeroom.backends.base import (
+    Method,
+    ObjectInfo,
+    PutResult,
+    StorageBackend,
+    WriteOptions,
+    collect,
+    collect_async,
+)
 from storeroom.backends.obstore.credentials import CredentialPlan, plan_credentials
 from storeroom.backends.obstore.options import (
     split_options,
@@ -47,6 +57,12 @@ if TYPE_CHECKING:
     from obstore.store import ObjectStore
 
 __all__ = ["ObstoreBackend"]
+
+# Paths obstore maps to the same file name on local disk (no percent-encoding involved);
+# only these take the direct-file fast path for whole reads.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9._\-]+(?:/[A-Za-z0-9._\-]+)*")
+_WHOLE_CHUNK = 4 * 1024 * 1024
+_INLINE_READ = 1024 * 1024
 
 _KIND_OF_STORE: tuple[tuple[type[Any], str], ...] = (
     (S3Store, "s3"),
@@ -163,6 +179,11 @@ class ObstoreBackend(StorageBackend):
             self._url = f"{self._kind}://" + (getattr(fs, "prefix", None) or "")
             self.store = fs
         self.stores_attributes = self._kind not in ("local", "http")
+        self.whole_bytes_in_one_put = self._kind in ("local", "memory")
+        root = getattr(self.store, "prefix", None) if self._kind == "local" else None
+        self._local_root: str | None = None
+        if self._kind == "local":
+            self._local_root = os.fspath(root) if root is not None else os.sep
 
     def _build(self, url: str, options: Mapping[str, Any]) -> ObjectStore:
         split = split_options(self._kind, options)
@@ -306,6 +327,33 @@ class ObstoreBackend(StorageBackend):
             return _single(bytes(await result.bytes_async()))
         return cast(AsyncIterator[bytes], aiter(result.stream(min_chunk_size=chunk_size)))
 
+    def _local_file(self, path: str) -> str | None:
+        """The file a local store keeps ``path`` in, when it can be read directly."""
+        if self._local_root is None or not _PLAIN_PATH.fullmatch(path):
+            return None
+        return os.path.join(self._local_root, path)
+
+    def _read_all(self, path: str) -> bytes:
+        local = self._local_file(path)
+        if local is not None:
+            return _read_file(local)
+        result = obstore.get(self.store, path)
+        if _span(result) <= _WHOLE_CHUNK:
+            return bytes(result.bytes())
+        return collect(iter(result.stream(min_chunk_size=_WHOLE_CHUNK)))
+
+    async def _read_all_async(self, path: str) -> bytes:
+        local = self._local_file(path)
+        if local is not None:
+            if os.stat(local).st_size <= _INLINE_READ:
+                return _read_file(local)  # a thread hop costs more than this read
+            return await asyncio.to_thread(_read_file, local)
+        result = await obstore.get_async(self.store, path)
+        if _span(result) <= _WHOLE_CHUNK:
+            return bytes(await result.bytes_async())
+        chunks = cast(AsyncIterator[bytes], aiter(result.stream(min_chunk_size=_WHOLE_CHUNK)))
+        return await collect_async(chunks)
+
     def _head(self, path: str) -> ObjectInfo:
         if not self.stores_attributes:
             return _info(obstore.head(self.store, path))
@@ -365,6 +413,12 @@ class ObstoreBackend(StorageBackend):
             raise self._signing_not_supported()
         store = cast(Any, self.store)
         return await obstore.sign_async(store, method, path, timedelta(seconds=expires_in))
+
+
+def _read_file(name: str) -> bytes:
+    # One read loop into one bytes object sized from fstat: no chunks, no second copy.
+    with open(name, "rb") as fileobj:
+        return fileobj.read()
 
 
 def _span(result: Any) -> int:
