@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -33,6 +35,7 @@ except ImportError:  # pragma: no cover - blake3 is a dependency; kept for strip
 
 __all__ = [
     "DEFAULT_ALGORITHM",
+    "BackgroundHasher",
     "Hasher",
     "algorithm_of",
     "check_algorithm",
@@ -86,11 +89,16 @@ def check_algorithm(name: str) -> str:
     )
 
 
-def new_hasher(algorithm: str) -> Hasher:
-    """A fresh digest object for ``algorithm`` (see :func:`supported_algorithms`)."""
+def new_hasher(algorithm: str, *, parallel: bool = False) -> Hasher:
+    """A fresh digest object for ``algorithm`` (see :func:`supported_algorithms`).
+
+    ``parallel`` lets BLAKE3 spread large updates over every core.
+    """
     name = check_algorithm(algorithm)
     if name == "blake3":
         assert _blake3 is not None
+        if parallel:
+            return _blake3(max_threads=_blake3.AUTO)  # type: ignore[no-any-return]
         return _blake3()  # type: ignore[no-any-return]
     return hashlib.new(name)
 
@@ -141,11 +149,7 @@ def digest(algorithm: str, data: bytes | memoryview, *, parallel: bool = False) 
     runs meanwhile; a hash overlapping a write stays on one thread).
     """
     name = check_algorithm(algorithm)
-    if name == "blake3" and parallel and len(data) >= _PARALLEL_THRESHOLD:
-        assert _blake3 is not None
-        hasher: Hasher = _blake3(max_threads=_blake3.AUTO)
-    else:
-        hasher = new_hasher(name)
+    hasher = new_hasher(name, parallel=parallel and len(data) >= _PARALLEL_THRESHOLD)
     hasher.update(data)  # type: ignore[arg-type]
     return record(name, hasher)
 
@@ -160,3 +164,50 @@ def _executor() -> ThreadPoolExecutor:
 def digest_in_background(algorithm: str, data: bytes) -> Future[str]:
     """Start hashing ``data`` in a worker thread; the GIL is released while it runs."""
     return _executor().submit(digest, algorithm, data)
+
+
+class BackgroundHasher:
+    """Feeds a hasher in a worker thread, in order, while the caller goes on reading.
+
+    ``update`` queues the data and returns at once; :meth:`settled` is a future that is
+    done once everything queued has been hashed (it raises what the hasher raised).
+    """
+
+    __slots__ = ("_hasher", "_lock", "_queue", "_running")
+
+    def __init__(self, hasher: Hasher) -> None:
+        self._hasher = hasher
+        self._queue: deque[bytes] = deque()
+        self._lock = threading.Lock()
+        self._running: Future[None] | None = None
+
+    def update(self, data: bytes, /) -> None:
+        """Queue ``data`` to be hashed after everything queued before it."""
+        with self._lock:
+            self._queue.append(data)
+            if self._running is None:
+                self._running = _executor().submit(self._drain)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._running = None
+                    return
+                data = self._queue.popleft()
+            self._hasher.update(data)
+
+    def settled(self) -> Future[None]:
+        """A future done once every queued update has been hashed."""
+        with self._lock:
+            running = self._running
+        if running is None:
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+        return running
+
+    def hexdigest(self) -> str:
+        """The digest of everything queued (waits for the worker)."""
+        self.settled().result()
+        return self._hasher.hexdigest()

@@ -321,11 +321,10 @@ class FileObject:
                 f"checksum {self.checksum}; it was changed or corrupted in the store"
             )
 
-    def _verified_whole(self, data: bytes) -> bytes:
-        algorithm = checksums.algorithm_of(self.checksum)
-        digest = None if algorithm is None else checksums.digest(algorithm, data, parallel=True)
-        self._check(len(data), digest)
-        return data
+    def _whole_meter(self) -> Meter:
+        # Large objects are hashed in a worker thread while the rest arrives.
+        background = self.size is not None and self.size >= checksums.BACKGROUND_THRESHOLD
+        return Meter.expecting(self.checksum, background=background)
 
     def iter_chunks(self, chunk_size: int = DEFAULT_READ_CHUNK_SIZE) -> Iterator[bytes]:
         """Stream the whole file; its size and checksum are verified at the end.
@@ -370,14 +369,23 @@ class FileObject:
         Read into one buffer (straight from the file on local disk) and checked against
         the recorded size and checksum; :class:`IntegrityError` when they differ.
         """
-        return self._verified_whole(self.storage.get(self.path))
+        meter = self._whole_meter()
+        data = self.storage.get(self.path, meter=meter)
+        settled = meter.settled()
+        if settled is not None:
+            settled.result()
+        self._verify(meter)
+        return data
 
     async def get_content_async(self) -> bytes:
         """Async form of :meth:`get_content`."""
-        data = await self.storage.get_async(self.path)
-        if self.checksum and len(data) >= checksums.BACKGROUND_THRESHOLD:
-            return await asyncio.to_thread(self._verified_whole, data)
-        return self._verified_whole(data)
+        meter = self._whole_meter()
+        data = await self.storage.get_async(self.path, meter=meter)
+        settled = meter.settled()
+        if settled is not None:
+            await asyncio.wrap_future(settled)
+        self._verify(meter)
+        return data
 
     def read_range(self, start: int, end: int | None = None) -> bytes:
         """Bytes ``[start, end)`` of the file (to the end when ``end`` is None)."""

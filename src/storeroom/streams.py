@@ -14,10 +14,13 @@ import inspect
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Union, runtime_checkable
 
 from storeroom import checksums
 from storeroom.errors import ContentUnreadable, UnsupportedContent
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -208,20 +211,36 @@ class Meter:
     """Counts bytes and computes a checksum of the chunks that pass through it.
 
     ``algorithm`` names the digest (see :mod:`storeroom.checksums`; None disables it).
+    With ``background=True`` chunks are hashed in a worker thread while the caller goes on
+    (for whole-object reads); call :meth:`settled` (or read :attr:`checksum`) at the end.
     """
 
     __slots__ = ("_hasher", "_result", "algorithm", "size")
 
-    def __init__(self, algorithm: str | None = checksums.DEFAULT_ALGORITHM) -> None:
+    def __init__(
+        self, algorithm: str | None = checksums.DEFAULT_ALGORITHM, *, background: bool = False
+    ) -> None:
         self.algorithm = None if algorithm is None else checksums.check_algorithm(algorithm)
         self.size = 0
-        self._hasher = None if self.algorithm is None else checksums.new_hasher(self.algorithm)
         self._result: str | None = None
+        self._hasher: checksums.Hasher | checksums.BackgroundHasher | None = None
+        if self.algorithm is not None:
+            hasher = checksums.new_hasher(self.algorithm, parallel=background)
+            self._hasher = checksums.BackgroundHasher(hasher) if background else hasher
 
     @classmethod
-    def expecting(cls, recorded: str | None) -> Meter:
+    def expecting(cls, recorded: str | None, *, background: bool = False) -> Meter:
         """A meter hashing with the algorithm ``recorded`` names (none when nothing is)."""
-        return cls(checksums.algorithm_of(recorded))
+        return cls(checksums.algorithm_of(recorded), background=background)
+
+    def fresh(self) -> Meter:
+        """A new meter of the same kind, having seen nothing."""
+        background = isinstance(self._hasher, checksums.BackgroundHasher)
+        return Meter(self.algorithm, background=background)
+
+    def adopt(self, other: Meter) -> None:
+        """Take over what ``other`` measured (the attempt that succeeded)."""
+        self.size, self._hasher, self._result = other.size, other._hasher, other._result
 
     def update(self, chunk: bytes) -> bytes:
         """Account for ``chunk`` and return it unchanged."""
@@ -233,6 +252,11 @@ class Meter:
     def measured(self, size: int, checksum: str | None) -> None:
         """Take a size and checksum computed elsewhere (a background hash of whole bytes)."""
         self.size, self._result, self._hasher = size, checksum, None
+
+    def settled(self) -> Future[None] | None:
+        """For a background meter, a future done once all chunks are hashed; else None."""
+        hasher = self._hasher
+        return hasher.settled() if isinstance(hasher, checksums.BackgroundHasher) else None
 
     @property
     def checksum(self) -> str | None:

@@ -372,40 +372,54 @@ class _Upload:
         )
 
 
-def collect(chunks: Iterator[bytes]) -> bytes:
+def collect(chunks: Iterator[bytes], meter: Meter | None = None) -> bytes:
     """Concatenate ``chunks`` into one bytes object, copying each once as it arrives.
 
     BytesIO grows its buffer in place (``realloc``) and hands that buffer over in
     ``getvalue()`` without another copy, so peak memory is the result plus one chunk.
+    Each chunk also goes through ``meter`` when one is given.
     """
-    first = next(chunks, b"")
-    second = next(chunks, None)
-    if second is None:
-        return first
-    buffer = io.BytesIO()
-    buffer.write(first)
-    del first
-    buffer.write(second)
-    del second
+    assembly = _Assembly(meter)
     for chunk in chunks:
-        buffer.write(chunk)
-    return buffer.getvalue()
+        assembly.add(chunk)
+    return assembly.result()
 
 
-async def collect_async(chunks: AsyncIterator[bytes]) -> bytes:
+async def collect_async(chunks: AsyncIterator[bytes], meter: Meter | None = None) -> bytes:
     """Async form of :func:`collect`."""
-    buffer: io.BytesIO | None = None
-    first = b""
+    assembly = _Assembly(meter)
     async for chunk in chunks:
-        if buffer is None and not first:
-            first = chunk
-            continue
-        if buffer is None:
-            buffer = io.BytesIO()
-            buffer.write(first)
-            first = b""
-        buffer.write(chunk)
-    return first if buffer is None else buffer.getvalue()
+        assembly.add(chunk)
+    return assembly.result()
+
+
+class _Assembly:
+    """One bytes object built from chunks (no I/O; shared by :func:`collect` and its twin)."""
+
+    __slots__ = ("buffer", "first", "meter")
+
+    def __init__(self, meter: Meter | None) -> None:
+        self.meter = meter
+        self.first: bytes | None = None
+        self.buffer: io.BytesIO | None = None
+
+    def add(self, chunk: bytes) -> None:
+        if self.meter is not None:
+            self.meter.update(chunk)
+        if self.buffer is not None:
+            self.buffer.write(chunk)
+        elif self.first is None:
+            self.first = chunk  # a single chunk is returned as it is, uncopied
+        else:
+            self.buffer = io.BytesIO()
+            self.buffer.write(self.first)
+            self.buffer.write(chunk)
+            self.first = None
+
+    def result(self) -> bytes:
+        if self.buffer is not None:
+            return self.buffer.getvalue()
+        return self.first if self.first is not None else b""
 
 
 @runtime_checkable
@@ -489,13 +503,17 @@ class StorageBackend(ABC):
     ) -> AsyncIterator[bytes]:
         """Async form of :meth:`_read` (awaiting it performs the request)."""
 
-    def _read_all(self, path: str) -> bytes:
-        """The whole object in one bytes object; backends may read it faster than chunked."""
-        return collect(self._read(path, 0, None, _WHOLE_READ_CHUNK))
+    def _read_all(self, path: str, meter: Meter | None) -> bytes:
+        """The whole object in one bytes object, each byte through ``meter`` if given.
 
-    async def _read_all_async(self, path: str) -> bytes:
+        Backends may override it with a faster way than collecting chunks.
+        """
+        return collect(self._read(path, 0, None, _WHOLE_READ_CHUNK), meter)
+
+    async def _read_all_async(self, path: str, meter: Meter | None) -> bytes:
         """Async form of :meth:`_read_all`."""
-        return await collect_async(await self._read_async(path, 0, None, _WHOLE_READ_CHUNK))
+        chunks = await self._read_async(path, 0, None, _WHOLE_READ_CHUNK)
+        return await collect_async(chunks, meter)
 
     @abstractmethod
     def _head(self, path: str) -> ObjectInfo: ...
@@ -728,32 +746,43 @@ class StorageBackend(ABC):
                 raise
         return _ACounted(chunks, guard, measure=True)
 
-    def get(self, path: str, *, start: int = 0, end: int | None = None) -> bytes:
+    def get(
+        self, path: str, *, start: int = 0, end: int | None = None, meter: Meter | None = None
+    ) -> bytes:
         """Return bytes ``[start, end)`` of ``path`` (the whole object by default).
 
         Holds the result in memory: for large objects use :meth:`stream`. A whole object
-        is read into one buffer (on local disk, straight from the file).
+        is read into one buffer (on local disk, straight from the file). Every byte read
+        also goes through ``meter`` when one is given (how ``get_content`` verifies).
         """
         if start or end is not None:
             chunks = self.stream(path, start=start, end=end, chunk_size=_WHOLE_READ_CHUNK)
-            return collect(chunks)
+            return collect(chunks, meter)
         path = safe_path(path)
         with self._guard(path, "get") as guard:
-            data = self._retrying(guard, lambda: self._read_all(path))
+            data, used = self._retrying(guard, lambda: _attempt(self._read_all, path, meter))
             guard.size = len(data)
+            if meter is not None and used is not None:
+                meter.adopt(used)
             return data
 
-    async def get_async(self, path: str, *, start: int = 0, end: int | None = None) -> bytes:
+    async def get_async(
+        self, path: str, *, start: int = 0, end: int | None = None, meter: Meter | None = None
+    ) -> bytes:
         """Async form of :meth:`get`."""
         if start or end is not None:
             chunks = await self.stream_async(
                 path, start=start, end=end, chunk_size=_WHOLE_READ_CHUNK
             )
-            return await collect_async(chunks)
+            return await collect_async(chunks, meter)
         path = safe_path(path)
         with self._guard(path, "get") as guard:
-            data = await self._aretrying(guard, lambda: self._read_all_async(path))
+            data, used = await self._aretrying(
+                guard, lambda: _attempt_async(self._read_all_async, path, meter)
+            )
             guard.size = len(data)
+            if meter is not None and used is not None:
+                meter.adopt(used)
             return data
 
     def head(self, path: str) -> ObjectInfo:
@@ -864,6 +893,22 @@ class StorageBackend(ABC):
             return url
         with self._guard(path, "sign"):
             return await self._sign_async(path, method, expires_in, content_type)
+
+
+def _attempt(
+    read: Callable[[str, Meter | None], bytes], path: str, meter: Meter | None
+) -> tuple[bytes, Meter | None]:
+    """One attempt of a whole read, metered afresh (a retry must not count bytes twice)."""
+    fresh = None if meter is None else meter.fresh()
+    return read(path, fresh), fresh
+
+
+async def _attempt_async(
+    read: Callable[[str, Meter | None], Awaitable[bytes]], path: str, meter: Meter | None
+) -> tuple[bytes, Meter | None]:
+    """Async form of :func:`_attempt`."""
+    fresh = None if meter is None else meter.fresh()
+    return await read(path, fresh), fresh
 
 
 def _check_expiry(expires_in: int) -> None:

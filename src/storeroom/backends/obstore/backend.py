@@ -51,6 +51,7 @@ from storeroom.errors import (
     StoreroomError,
 )
 from storeroom.retry import RetryPolicy, timeout_option
+from storeroom.streams import Meter
 
 if TYPE_CHECKING:
     from obstore import ObjectMeta
@@ -333,26 +334,35 @@ class ObstoreBackend(StorageBackend):
             return None
         return os.path.join(self._local_root, path)
 
-    def _read_all(self, path: str) -> bytes:
+    def _read_all(self, path: str, meter: Meter | None) -> bytes:
         local = self._local_file(path)
         if local is not None:
-            return _read_file(local)
-        result = obstore.get(self.store, path)
-        if _span(result) <= _WHOLE_CHUNK:
-            return bytes(result.bytes())
-        return collect(iter(result.stream(min_chunk_size=_WHOLE_CHUNK)))
+            data = _read_file(local)
+        else:
+            result = obstore.get(self.store, path)
+            if _span(result) > _WHOLE_CHUNK:
+                return collect(iter(result.stream(min_chunk_size=_WHOLE_CHUNK)), meter)
+            data = bytes(result.bytes())
+        if meter is not None:
+            meter.update(data)
+        return data
 
-    async def _read_all_async(self, path: str) -> bytes:
+    async def _read_all_async(self, path: str, meter: Meter | None) -> bytes:
         local = self._local_file(path)
         if local is not None:
             if os.stat(local).st_size <= _INLINE_READ:
-                return _read_file(local)  # a thread hop costs more than this read
-            return await asyncio.to_thread(_read_file, local)
-        result = await obstore.get_async(self.store, path)
-        if _span(result) <= _WHOLE_CHUNK:
-            return bytes(await result.bytes_async())
-        chunks = cast(AsyncIterator[bytes], aiter(result.stream(min_chunk_size=_WHOLE_CHUNK)))
-        return await collect_async(chunks)
+                data = _read_file(local)  # a thread hop costs more than this read
+            else:
+                data = await asyncio.to_thread(_read_file, local)
+        else:
+            result = await obstore.get_async(self.store, path)
+            if _span(result) > _WHOLE_CHUNK:
+                chunks = result.stream(min_chunk_size=_WHOLE_CHUNK)
+                return await collect_async(cast(AsyncIterator[bytes], aiter(chunks)), meter)
+            data = bytes(await result.bytes_async())
+        if meter is not None:
+            meter.update(data)
+        return data
 
     def _head(self, path: str) -> ObjectInfo:
         if not self.stores_attributes:
