@@ -276,8 +276,10 @@ def main() -> None:
     if args.case:
         extra = json.loads(args.extra) if args.extra else None
         print(json.dumps(run_case(args.case, args.target, size, args.small, args.endpoint,
-                                  extra)))
-        return
+                                  extra)), flush=True)
+        # obstore's async runtime can abort while the interpreter shuts down after an
+        # async read; the figures are out, so skip the shutdown.
+        os._exit(0)
     only = {name for name in args.only.split(",") if name}
 
     def wanted(op: str) -> bool:
