@@ -75,6 +75,17 @@ def supported_algorithms() -> list[str]:
 
 def check_algorithm(name: str) -> str:
     """``name`` normalised (lower case) if it is supported; else :class:`ConfigurationError`."""
+    known = _CHECKED.get(name)
+    if known is not None:
+        return known
+    _CHECKED[name] = checked = _check_algorithm(name)
+    return checked
+
+
+_CHECKED: dict[str, str] = {}
+
+
+def _check_algorithm(name: str) -> str:
     normal = name.lower() if isinstance(name, str) else name
     if normal == "blake3" and _blake3 is not None:
         return "blake3"
@@ -94,12 +105,13 @@ def new_hasher(algorithm: str, *, parallel: bool = False) -> Hasher:
 
     ``parallel`` lets BLAKE3 spread large updates over every core.
     """
-    name = check_algorithm(algorithm)
-    if name == "blake3":
-        assert _blake3 is not None
+    if algorithm == "blake3" and _blake3 is not None:
         if parallel:
             return _blake3(max_threads=_blake3.AUTO)  # type: ignore[no-any-return]
         return _blake3()  # type: ignore[no-any-return]
+    name = check_algorithm(algorithm)
+    if name == "blake3":
+        return new_hasher(name, parallel=parallel)
     return hashlib.new(name)
 
 
@@ -133,6 +145,8 @@ def matches(recorded: str, computed: str | None) -> bool:
     """Whether ``computed`` equals ``recorded`` (algorithm names compared case-insensitively)."""
     if computed is None:
         return False
+    if recorded == computed:
+        return True
     ra, _, rv = recorded.partition(":")
     ca, _, cv = computed.partition(":")
     return ra.lower() == ca.lower() and hmac.compare_digest(rv.lower(), cv.lower())

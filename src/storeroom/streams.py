@@ -220,7 +220,7 @@ class Meter:
     def __init__(
         self, algorithm: str | None = checksums.DEFAULT_ALGORITHM, *, background: bool = False
     ) -> None:
-        self.algorithm = None if algorithm is None else checksums.check_algorithm(algorithm)
+        self.algorithm = algorithm if algorithm is None else checksums.check_algorithm(algorithm)
         self.size = 0
         self._result: str | None = None
         self._hasher: checksums.Hasher | checksums.BackgroundHasher | None = None

@@ -312,7 +312,7 @@ class _Upload:
     The twins only sequence the I/O.
     """
 
-    __slots__ = ("hashing", "meter", "opts", "path", "prefetch", "read_size", "whole")
+    __slots__ = ("hashing", "meter", "opts", "path", "prefetch", "whole")
 
     def __init__(
         self,
@@ -342,7 +342,11 @@ class _Upload:
                 self.meter.update(self.whole)
         self.opts = opts
         self.prefetch = Prefetch(chunk_size)
-        self.read_size = read_size_for(chunk_size)
+
+    @property
+    def read_size(self) -> int:
+        """How much to read from a file source at a time."""
+        return read_size_for(self.opts.chunk_size)
 
     def feed(self, chunk: bytes) -> bool:
         """Buffer a streamed chunk; True once the content needs a multipart upload."""
@@ -760,7 +764,12 @@ class StorageBackend(ABC):
             return collect(chunks, meter)
         path = safe_path(path)
         with self._guard(path, "get") as guard:
-            data, used = self._retrying(guard, lambda: _attempt(self._read_all, path, meter))
+            if self.retries_natively:
+                data, used = self._read_all(path, meter), None
+            else:
+                data, used = self._retrying(
+                    guard, lambda: _attempt(self._read_all, path, meter)
+                )
             guard.size = len(data)
             if meter is not None and used is not None:
                 meter.adopt(used)
@@ -777,9 +786,12 @@ class StorageBackend(ABC):
             return await collect_async(chunks, meter)
         path = safe_path(path)
         with self._guard(path, "get") as guard:
-            data, used = await self._aretrying(
-                guard, lambda: _attempt_async(self._read_all_async, path, meter)
-            )
+            if self.retries_natively:
+                data, used = await self._read_all_async(path, meter), None
+            else:
+                data, used = await self._aretrying(
+                    guard, lambda: _attempt_async(self._read_all_async, path, meter)
+                )
             guard.size = len(data)
             if meter is not None and used is not None:
                 meter.adopt(used)

@@ -268,6 +268,8 @@ class ObstoreBackend(StorageBackend):
     def _attributes(self, opts: WriteOptions) -> dict[str, str] | None:
         if not self.stores_attributes:
             return None
+        if not opts.metadata:
+            return {"Content-Type": opts.content_type} if opts.content_type else None
         attributes = {
             name: value for name, value in opts.metadata.items()
             if _is_metadata_key(self._kind, name)
