@@ -41,6 +41,9 @@ _FIELDS = (
 )
 
 
+_FIELD_SET = frozenset(_FIELDS)
+
+
 def guess_content_type(filename: str) -> str:
     """Content type for ``filename`` from its extension; application/octet-stream if unknown."""
     _, dot, extension = filename.rpartition(".")
@@ -209,8 +212,8 @@ class FileObject:
         cls, data: Mapping[str, Any], *, registry: StorageRegistry | None = None
     ) -> FileObject:
         """Rebuild a FileObject from :meth:`to_dict` output."""
-        unknown = set(data) - set(_FIELDS)
-        if unknown:
+        if not _FIELD_SET.issuperset(data):
+            unknown = set(data) - _FIELD_SET
             raise ConfigurationError(
                 f"unknown FileObject fields {sorted(unknown)}; expected some of {list(_FIELDS)}"
             )
