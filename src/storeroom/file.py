@@ -111,10 +111,12 @@ class FileObject:
         self._registry = registry or storages
         self._storage: StorageBackend | None = None
         self._backend_key: str | None
-        if isinstance(backend, StorageBackend):
+        if backend is None or type(backend) is str:  # first: the ORM's load path
+            self._backend_key = backend
+        elif isinstance(backend, StorageBackend):
             self._storage = backend
             self._backend_key = backend.key
-        elif backend is None or isinstance(backend, str):
+        elif isinstance(backend, str):
             self._backend_key = backend
         else:
             raise ConfigurationError(
