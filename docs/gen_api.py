@@ -15,10 +15,12 @@ MODULES = [
     "storeroom", "storeroom.backends.obstore", "storeroom.backends.fsspec",
     "storeroom.backends.base", "storeroom.config", "storeroom.orm", "storeroom.signing",
     "storeroom.web", "storeroom.events", "storeroom.retry", "storeroom.orm.migration",
+    "storeroom.backends.transfer",
     "storeroom.testing", "storeroom.cors", "storeroom.backends.obstore.bucket_cors",
     "storeroom.backends.obstore.credentials", "storeroom.paths",
     "storeroom.contrib.litestar", "storeroom.contrib.fastapi", "storeroom.contrib.flask",
     "storeroom.contrib.otel", "storeroom.errors",
+    "storeroom.media.validation", "storeroom.media.variants", "storeroom.jobs.saq",
 ]
 OUTPUT = Path(__file__).with_name("api.md")
 

@@ -29,6 +29,7 @@ from storeroom.errors import (
     StoreroomError,
     UnsafePath,
     UnsupportedContent,
+    ValidationError,
 )
 from storeroom.file import FileObject
 from storeroom.orm.types import StoredObject
@@ -62,6 +63,7 @@ __all__ = [
     "StoreroomError",
     "UnsafePath",
     "UnsupportedContent",
+    "ValidationError",
     "events",
     "storages",
 ]

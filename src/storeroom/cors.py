@@ -246,11 +246,3 @@ def response_headers(
             return headers
     return {}
 
-
-def __getattr__(name: str) -> object:
-    # Earlier import path of the bucket administration, kept working.
-    if name in ("apply_bucket_cors", "get_bucket_cors"):
-        from storeroom.backends.obstore import bucket_cors
-
-        return getattr(bucket_cors, name)
-    raise AttributeError(f"module 'storeroom.cors' has no attribute {name!r}")

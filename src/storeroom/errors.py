@@ -26,6 +26,7 @@ __all__ = [
     "StoreroomError",
     "UnsafePath",
     "UnsupportedContent",
+    "ValidationError",
 ]
 
 
@@ -107,3 +108,22 @@ class CredentialsNotFound(BackendError):
     def __init__(self, message: str, *, sources: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.sources = sources
+
+
+class ValidationError(StoreroomError, ValueError):
+    """An upload was refused by a validator (:mod:`storeroom.media.validation`).
+
+    Raised while the bytes stream, before the rest of the file is read and before the last
+    chunk reaches the store. ``filename`` is the file's name (None if it had none), ``rule``
+    the validator that refused it (``"MaxSize"``, ``"ContentTypes"``, ...), ``value`` what
+    the file had and ``limit`` what the rule allows; the message says all four.
+    """
+
+    def __init__(
+        self, message: str, *, filename: str | None, rule: str, value: object, limit: object
+    ) -> None:
+        super().__init__(message)
+        self.filename = filename
+        self.rule = rule
+        self.value = value
+        self.limit = limit

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from storeroom import checksums
+from storeroom.backends import transfer
 from storeroom.backends.base import (
     BACKEND_DEFAULT,
     DEFAULT_READ_CHUNK_SIZE,
@@ -452,9 +453,7 @@ class FileObject:
 
     # -- copying ----------------------------------------------------------------------------
 
-    def _copy_target(
-        self, backend: str | StorageBackend, path: str | None
-    ) -> tuple[FileObject, bool]:
+    def _copy_target(self, backend: str | StorageBackend, path: str | None) -> FileObject:
         target = FileObject(
             backend=backend,
             filename=self.filename,
@@ -465,22 +464,30 @@ class FileObject:
             metadata=self.metadata,
             registry=self._registry,
         )
-        same_backend = target.storage is self.storage
-        if same_backend and target.path == self.path:
+        if target.storage is self.storage and target.path == self.path:
             raise ConfigurationError(
                 f"copy_to() would copy {self.path!r} onto itself in backend {self.backend!r}; "
                 "give another path or backend"
             )
-        return target, same_backend
+        return target
 
-    def _copy_mismatch(self, target: FileObject, result: PutResult) -> IntegrityError | None:
-        target._saved(result)
-        if self.checksum and result.checksum and self.checksum != result.checksum:
-            return IntegrityError(
-                f"copying {self.path!r} from backend {self.backend!r} read different bytes "
-                "than were recorded at save; the copy was deleted"
-            )
-        return None
+    def _copy_args(self, chunk_size: int) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "checksum": self.checksum,
+            "content_type": self.content_type,
+            "metadata": {k: str(v) for k, v in self.metadata.items()},
+            "chunk_size": chunk_size,
+        }
+
+    @staticmethod
+    def _copied(target: FileObject, result: transfer.Transfer) -> FileObject:
+        target.size = result.size
+        target.checksum = result.checksum
+        target.etag = result.etag
+        target.version = result.version
+        target.last_modified = datetime.now(timezone.utc)
+        return target
 
     def copy_to(
         self, backend: str | StorageBackend, path: str | None = None, *,
@@ -488,40 +495,25 @@ class FileObject:
     ) -> FileObject:
         """Copy the file to ``backend`` (a key or instance), returning the new FileObject.
 
-        Within one backend the store copies server-side; between backends the bytes stream
-        through this process and their checksum is verified against the recorded one.
+        Within one backend the store copies server-side and the copy's size is checked;
+        between backends the bytes stream through this process and their size and checksum
+        are verified against the recorded ones (see :mod:`storeroom.backends.transfer`).
+        Raises :class:`IntegrityError` (and deletes the copy) when they differ.
         """
-        target, same_backend = self._copy_target(backend, path)
-        if same_backend:
-            self.storage.copy(self.path, target.path)
-            target.etag = target.version = None
-            return target
-        chunks = self.storage.stream(self.path)
-        kwargs = self._save_kwargs(chunk_size, DEFAULT_MAX_CONCURRENCY, True)
-        error = self._copy_mismatch(target, target.storage.put(target.path, chunks, **kwargs))
-        if error is not None:
-            target.delete()
-            raise error
-        return target
+        target = self._copy_target(backend, path)
+        result = transfer.copy(self.storage, self.path, target.storage, target.path,
+                               **self._copy_args(chunk_size))
+        return self._copied(target, result)
 
     async def copy_to_async(
         self, backend: str | StorageBackend, path: str | None = None, *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> FileObject:
         """Async form of :meth:`copy_to`."""
-        target, same_backend = self._copy_target(backend, path)
-        if same_backend:
-            await self.storage.copy_async(self.path, target.path)
-            target.etag = target.version = None
-            return target
-        chunks = await self.storage.stream_async(self.path)
-        kwargs = self._save_kwargs(chunk_size, DEFAULT_MAX_CONCURRENCY, True)
-        result = await target.storage.put_async(target.path, chunks, **kwargs)
-        error = self._copy_mismatch(target, result)
-        if error is not None:
-            await target.delete_async()
-            raise error
-        return target
+        target = self._copy_target(backend, path)
+        result = await transfer.copy_async(self.storage, self.path, target.storage,
+                                           target.path, **self._copy_args(chunk_size))
+        return self._copied(target, result)
 
     # -- signing ----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ unsafe path, a bad argument) are never retried.
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,28 +21,136 @@ from typing import Any, TypeVar
 
 from storeroom.errors import ConfigurationError, StoreroomError
 
-__all__ = ["DEFAULT_RETRY", "RetryPolicy", "is_transient"]
+__all__ = [
+    "DEFAULT_RETRY",
+    "TRANSIENT_ERRNOS",
+    "TRANSIENT_ERROR_CODES",
+    "TRANSIENT_STATUSES",
+    "RetryPolicy",
+    "RetryState",
+    "is_transient",
+]
 
 T = TypeVar("T")
 
-_TRANSIENT_WORDS = (
-    "timed out", "timeout", "connection reset", "connection refused", "connection aborted",
-    "broken pipe", "temporarily unavailable", "service unavailable", "slowdown", "slow down",
-    "internalerror", "internal error", "503", "500", "502", "504", "throttl",
-    "serverdisconnected", "server disconnected", "remote end closed",
+#: HTTP statuses another attempt may fix: timeout, throttling, server errors.
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+#: OSError errno kinds of a dropped or unreachable connection.
+TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ECONNRESET", "ECONNREFUSED", "ECONNABORTED", "ETIMEDOUT", "EPIPE", "EAGAIN",
+        "EHOSTUNREACH", "ENETUNREACH", "ENETDOWN", "ENETRESET", "EHOSTDOWN",
+    )
+    if hasattr(errno, name)
 )
+
+#: Error codes S3-compatible stores (botocore ``response["Error"]["Code"]``) use for
+#: throttling and server trouble.
+TRANSIENT_ERROR_CODES = frozenset({
+    "InternalError", "RequestTimeout", "RequestTimeTooSkewed", "ServiceUnavailable",
+    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+    "TooManyRequestsException", "ProvisionedThroughputExceededException",
+})
+
+# Exception classes of HTTP client libraries (matched by module and name, so that storeroom
+# needs none of them installed) that mean the connection dropped or timed out.
+_TRANSIENT_KINDS = frozenset({
+    ("aiohttp", "ServerDisconnectedError"), ("aiohttp", "ServerTimeoutError"),
+    ("aiohttp", "ClientConnectorError"), ("aiohttp", "ClientOSError"),
+    ("aiohttp", "ClientPayloadError"), ("aiohttp", "ConnectionTimeoutError"),
+    ("aiohttp", "SocketTimeoutError"),
+    ("botocore", "EndpointConnectionError"), ("botocore", "ConnectionClosedError"),
+    ("botocore", "ReadTimeoutError"), ("botocore", "ConnectTimeoutError"),
+    ("urllib3", "ProtocolError"), ("urllib3", "ReadTimeoutError"),
+    ("urllib3", "ConnectTimeoutError"), ("urllib3", "NewConnectionError"),
+    ("requests", "ConnectionError"), ("requests", "Timeout"),
+    ("httpx", "TransportError"),
+    ("azure", "ServiceRequestError"), ("azure", "ServiceResponseError"),
+    ("http", "IncompleteRead"), ("asyncio", "IncompleteReadError"),
+})
+# Kinds that look like connection trouble but that no retry fixes.
+_PERMANENT_KINDS = frozenset({"SSLError", "ClientSSLError", "ClientConnectorCertificateError",
+                              "ClientConnectorSSLError", "ClientConnectorDNSError"})
+# Errors that say what is wrong with the request itself, never retried.
+_PERMANENT = (StoreroomError, FileNotFoundError, FileExistsError, PermissionError,
+              IsADirectoryError, NotADirectoryError, ValueError, TypeError, KeyError)
+
+
+def _kinds(exc: BaseException) -> set[tuple[str, str]]:
+    return {
+        (cls.__module__.partition(".")[0], cls.__name__) for cls in type(exc).__mro__
+    }
+
+
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status an error carries: aiohttp's ``status``, Azure's ``status_code``,
+    gcsfs's and urllib's ``code``, botocore's ``response`` metadata."""
+    for name in ("status", "status_code", "code"):
+        value = getattr(exc, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+            return value
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(status, int):
+            return status
+    return None
+
+
+def _error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, Mapping):
+        code = response.get("Error", {}).get("Code")
+        return code if isinstance(code, str) else None
+    return None
+
+
+def _transient_one(exc: BaseException) -> bool | None:
+    """True/False when ``exc`` alone decides, None when its cause should decide."""
+    if isinstance(exc, _PERMANENT):
+        return False
+    kinds = _kinds(exc)
+    if any(name in _PERMANENT_KINDS for _, name in kinds):
+        return False
+    code = _error_code(exc)
+    if code is not None and code in TRANSIENT_ERROR_CODES:
+        return True
+    status = _status(exc)
+    if status is not None:
+        return status in TRANSIENT_STATUSES
+    if isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
+        return True
+    if kinds & _TRANSIENT_KINDS:
+        return True
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno in TRANSIENT_ERRNOS
+    return None
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether another attempt might succeed: network failures, timeouts, 5xx, throttling."""
-    if isinstance(exc, StoreroomError):
-        return False
-    if isinstance(exc, (FileNotFoundError, PermissionError, ValueError, TypeError)):
-        return False
-    if isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
-        return True
-    text = f"{type(exc).__name__} {exc}".lower()
-    return any(word in text for word in _TRANSIENT_WORDS)
+    """Whether another attempt might succeed: dropped connections, timeouts, throttling, 5xx.
+
+    Decided from what the error is, never from its message: the HTTP status it carries
+    (:data:`TRANSIENT_STATUSES`), a store's error code (:data:`TRANSIENT_ERROR_CODES`), its
+    kind (``ConnectionError``, ``TimeoutError``, the connection errors of aiohttp, botocore,
+    urllib3, requests, httpx and azure-core) or its ``errno`` (:data:`TRANSIENT_ERRNOS`),
+    then the same for the error it was raised from. obstore's errors are never transient
+    here: obstore's client has already retried what could be retried. Errors about the
+    request itself (storeroom errors, not found, permission, bad value) are never transient.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 8:
+        seen.add(id(current))
+        decided = _transient_one(current)
+        if decided is not None:
+            return decided
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,47 +223,67 @@ class RetryPolicy:
             },
         }
 
-    def _next_wait(self, attempt: int, started: float, exc: Exception) -> float | None:
-        if attempt >= self.attempts or not is_transient(exc):
-            return None
-        wait = self.backoff(attempt)
-        if time.monotonic() - started + wait > self.deadline:
-            return None
-        return wait
+    def begin(self, on_retry: Callable[[int], None] | None = None) -> RetryState:
+        """The retry decisions for one call: what :meth:`call` and :meth:`acall` consult."""
+        return RetryState(self, on_retry)
 
     def call(self, func: Callable[[], T], on_retry: Callable[[int], None] | None = None) -> T:
-        """Run ``func`` until it succeeds, fails for good, or the policy is spent."""
-        started = time.monotonic()
-        attempt = 1
+        """Run ``func`` until it succeeds, fails for good, or the policy is spent.
+
+        ``on_retry`` is called with the number of the attempt about to start (2, 3, ...).
+        """
+        state = self.begin(on_retry)
         while True:
             try:
                 return func()
             except Exception as exc:
-                wait = self._next_wait(attempt, started, exc)
-                if wait is None:
+                if not state.retry_after(exc):
                     raise
-            time.sleep(wait)
-            attempt += 1
-            if on_retry is not None:
-                on_retry(attempt)
+            time.sleep(state.wait)
 
     async def acall(
         self, func: Callable[[], Awaitable[T]], on_retry: Callable[[int], None] | None = None
     ) -> T:
-        """Async form of :meth:`call`."""
-        started = time.monotonic()
-        attempt = 1
+        """Async form of :meth:`call` (same decisions; waits with ``asyncio.sleep``)."""
+        state = self.begin(on_retry)
         while True:
             try:
                 return await func()
             except Exception as exc:
-                wait = self._next_wait(attempt, started, exc)
-                if wait is None:
+                if not state.retry_after(exc):
                     raise
-            await asyncio.sleep(wait)
-            attempt += 1
-            if on_retry is not None:
-                on_retry(attempt)
+            await asyncio.sleep(state.wait)
+
+
+@dataclass(slots=True)
+class RetryState:
+    """The decisions of one retried call, shared by the sync and async twins.
+
+    The twins only call the function and sleep; this says whether to try again and how long
+    to wait first. No I/O here.
+    """
+
+    policy: RetryPolicy
+    on_retry: Callable[[int], None] | None = None
+    attempt: int = 1
+    """The number of the attempt running or about to run (1-based)."""
+    wait: float = 0.0
+    """Seconds to wait before the next attempt (set by :meth:`retry_after`)."""
+    started: float = field(default_factory=time.monotonic)
+
+    def retry_after(self, exc: Exception) -> bool:
+        """Whether to try again after ``exc``; sets :attr:`wait` and counts the attempt."""
+        policy = self.policy
+        if self.attempt >= policy.attempts or not is_transient(exc):
+            return False
+        wait = policy.backoff(self.attempt)
+        if time.monotonic() - self.started + wait > policy.deadline:
+            return False
+        self.wait = wait
+        self.attempt += 1
+        if self.on_retry is not None:
+            self.on_retry(self.attempt)
+        return True
 
 
 DEFAULT_RETRY = RetryPolicy()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
 
 import pytest
@@ -89,10 +91,160 @@ def test_retry_policy_validation_and_conversion() -> None:
 def test_transient_errors_are_told_apart() -> None:
     assert is_transient(ConnectionResetError())
     assert is_transient(TimeoutError())
-    assert is_transient(OSError("503 Service Unavailable"))
+    assert is_transient(OSError(errno.ECONNRESET, "reset"))
+    assert is_transient(OSError(errno.ETIMEDOUT, "timed out"))
     assert not is_transient(FileNotFoundError("x"))
     assert not is_transient(PermissionError("denied"))
     assert not is_transient(ValueError("bad"))
+
+
+def test_transient_is_never_decided_from_message_text() -> None:
+    # A path or a message that merely mentions a status code or a network word is not an
+    # outage: the bug was retrying this for the whole deadline.
+    assert not is_transient(OSError("cannot open q500/report.pdf"))
+    assert not is_transient(OSError("503 Service Unavailable"))
+    assert not is_transient(RuntimeError("connection reset while reading 504.csv"))
+    assert not is_transient(OSError(errno.ENOSPC, "no space left on 500-gb disk"))
+    assert not is_transient(OSError(errno.EACCES, "timeout.txt"))
+
+
+def test_transient_statuses_from_http_client_errors() -> None:
+    import aiohttp
+    from aiohttp.client_reqrep import RequestInfo
+    from multidict import CIMultiDict, CIMultiDictProxy
+    from yarl import URL
+
+    info = RequestInfo(URL("http://127.0.0.1/x"), "GET", CIMultiDictProxy(CIMultiDict()))
+
+    def response_error(status: int) -> aiohttp.ClientResponseError:
+        return aiohttp.ClientResponseError(info, (), status=status, message="x")
+
+    for status in (429, 500, 502, 503, 504):
+        assert is_transient(response_error(status)), status
+    for status in (400, 403, 404, 412):
+        assert not is_transient(response_error(status)), status
+    assert is_transient(aiohttp.ServerDisconnectedError())
+    assert not is_transient(aiohttp.InvalidURL("http://[::1"))
+
+
+def test_transient_kinds_from_botocore_and_wrapped_causes() -> None:
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    def client_error(code: str, status: int) -> ClientError:
+        response = {"Error": {"Code": code, "Message": "500 mentioned"},
+                    "ResponseMetadata": {"HTTPStatusCode": status}}
+        return ClientError(response, "GetObject")  # type: ignore[arg-type]
+
+    assert is_transient(client_error("SlowDown", 503))
+    assert is_transient(client_error("InternalError", 500))
+    assert not is_transient(client_error("NoSuchKey", 404))
+    assert not is_transient(client_error("AccessDenied", 403))
+    assert is_transient(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
+    # fsspec implementations re-raise library errors as OSError: the cause decides.
+    def wrapped(cause: BaseException, message: str) -> OSError:
+        try:
+            raise OSError(message) from cause
+        except OSError as exc:
+            return exc
+
+    assert is_transient(wrapped(client_error("SlowDown", 503), "failed for q500/report.pdf"))
+    assert not is_transient(wrapped(client_error("NoSuchBucket", 404), "503 in the message"))
+
+
+def test_dropped_bodies_and_azure_connection_errors_are_transient() -> None:
+    import http.client
+
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError
+
+    assert is_transient(http.client.IncompleteRead(b"partial", 10))
+    assert is_transient(asyncio.IncompleteReadError(b"partial", 10))
+    assert is_transient(ServiceRequestError("connection refused"))
+    throttled = HttpResponseError("throttled")
+    throttled.status_code = 503
+    assert is_transient(throttled)
+    throttled.status_code = 409
+    assert not is_transient(throttled)
+
+
+def test_obstore_errors_are_left_to_obstore() -> None:
+    import obstore
+    from obstore.store import MemoryStore
+
+    with pytest.raises(Exception) as caught:
+        obstore.get(MemoryStore(), "q500/report.pdf")
+    assert not is_transient(caught.value)
+
+
+def test_a_path_with_a_status_in_its_name_fails_at_once() -> None:
+    class MissingPaths(MemoryFileSystem):
+        protocol = "missingpaths"
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            self.calls = 0
+
+        def info(self, path: str, **kwargs: object) -> dict[str, object]:
+            self.calls += 1
+            raise OSError(f"cannot open {path}")
+
+    fs = MissingPaths(skip_instance_cache=True)
+    backend = FSSpecBackend("q", fs, prefix="/q-test",
+                            retry=RetryPolicy(attempts=5, initial_backoff=0.001))
+    with pytest.raises(Exception, match="q500/report.pdf"):
+        backend.head("q500/report.pdf")
+    assert fs.calls == 1
+
+
+def test_sync_and_async_retry_take_the_same_decisions() -> None:
+    def run_sync(failures: list[BaseException]) -> list[int]:
+        seen: list[int] = []
+        pending = list(failures)
+
+        def func() -> str:
+            if pending:
+                raise pending.pop(0)
+            return "ok"
+
+        policy = RetryPolicy(attempts=3, initial_backoff=0.001, max_backoff=0.002)
+        try:
+            policy.call(func, seen.append)
+        except Exception:
+            seen.append(-1)
+        return seen
+
+    def run_async(failures: list[BaseException]) -> list[int]:
+        seen: list[int] = []
+        pending = list(failures)
+
+        async def func() -> str:
+            if pending:
+                raise pending.pop(0)
+            return "ok"
+
+        policy = RetryPolicy(attempts=3, initial_backoff=0.001, max_backoff=0.002)
+
+        async def main() -> None:
+            try:
+                await policy.acall(func, seen.append)
+            except Exception:
+                seen.append(-1)
+
+        asyncio.run(main())
+        return seen
+
+    cases: list[list[BaseException]] = [
+        [],
+        [ConnectionResetError()],
+        [ConnectionResetError(), TimeoutError()],
+        [ConnectionResetError(), TimeoutError(), ConnectionResetError()],
+        [OSError("q500/report.pdf")],
+        [ConnectionResetError(), ValueError("bad")],
+    ]
+    for failures in cases:
+        assert run_sync(failures) == run_async(failures), failures
+    assert run_sync(cases[2]) == [2, 3]
+    assert run_sync(cases[3]) == [2, 3, -1]
+    assert run_sync(cases[4]) == [-1]
 
 
 class FlakyMemoryFileSystem(MemoryFileSystem):

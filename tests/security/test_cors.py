@@ -282,6 +282,19 @@ def test_cli_accepts_a_url_with_credentials_from_the_environment(
 def test_cli_reports_an_unknown_backend_and_a_bad_method() -> None:
     runner = CliRunner()
     missing = runner.invoke(cors, ["show", "nope"])
-    assert missing.exit_code == 1 and "nope" in missing.output
+    assert missing.exit_code == 2 and "backend 'nope' is not configured" in missing.output
     bad = runner.invoke(cors, ["apply", "memory://", "--origin", APP, "--method", "PATCH"])
-    assert bad.exit_code == 1 and "PATCH" in bad.output
+    assert bad.exit_code == 2 and "PATCH" in bad.output
+
+
+def test_cli_finds_backends_through_the_shared_context(tmp_path: Path) -> None:
+    from storeroom.cli import main
+
+    config = tmp_path / "storage.toml"
+    config.write_text(f'[[storage.backends]]\nkey = "disk"\ntype = "local"\npath = "{tmp_path}"\n')
+    with pytest.raises(SystemExit) as missing:
+        main(["--config", str(config), "cors", "show", "nope"])
+    assert missing.value.code == 2
+    with pytest.raises(SystemExit) as unsupported:
+        main(["--config", str(config), "cors", "show", "disk"])
+    assert unsupported.value.code == 2  # local disk has no bucket CORS: one clear line

@@ -1,48 +1,42 @@
 """``storeroom cors show|apply BACKEND``: read and set bucket CORS rules from the command line.
 
-A click group, registered into the ``storeroom`` command by :mod:`storeroom.cli`. BACKEND is
-a storage URL (``s3://bucket``, ``az://container``; credentials from the environment) or the
-key of a backend configured by ``--config FILE``, by the environment (``STORAGE_BACKEND``,
-``{NAME}_STORAGE_URI``...) or already registered in ``storages`` (or in a
-:class:`~storeroom.registry.StorageRegistry` the parent command put on the click context).
-Rules are printed as S3's ``{"CORSRules": [...]}`` JSON.
+A click group, registered into the ``storeroom`` command by :mod:`storeroom.cli.commands`.
+BACKEND is a storage URL (``s3://bucket``, ``az://container``; credentials from the
+environment) or the key of a backend: one registered in a
+:class:`~storeroom.registry.StorageRegistry` the embedding command put on the click context
+(or in ``storages``), else one configured by ``storeroom --config FILE`` or the environment
+(``STORAGE__<KEY>__URL``, ``STORAGE_BACKEND``...), looked up through the shared
+:class:`~storeroom.cli.app.Context` like every other command. Rules are printed as S3's
+``{"CORSRules": [...]}`` JSON; a bad argument or an unknown backend ends the command with
+one line and exit code 2.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from storeroom.backends.base import StorageBackend
 from storeroom.backends.obstore.bucket_cors import apply_bucket_cors, get_bucket_cors
+from storeroom.cli.app import Context, fail
 from storeroom.cors import CorsRules
-from storeroom.errors import StoreroomError
+from storeroom.errors import ConfigurationError
 from storeroom.registry import StorageRegistry, storages
 
 __all__ = ["cors"]
 
 
-def _backend(ctx: click.Context, name: str, config: Path | None) -> StorageBackend:
-    from storeroom.backends.obstore import ObstoreBackend
-
+def _backend(click_ctx: click.Context, name: str) -> StorageBackend:
     if "://" in name:
-        return ObstoreBackend("cli", fs=name)
-    if config is not None:
-        from storeroom.config import configure_from_file
+        from storeroom.backends.obstore import ObstoreBackend
 
-        registry = StorageRegistry()
-        configure_from_file(config, registry)
-        return registry.get_backend(name)
-    registry = ctx.find_object(StorageRegistry) or storages
+        return ObstoreBackend("cli", fs=name)
+    registry = click_ctx.find_object(StorageRegistry) or storages
     if name in registry:
         return registry.get_backend(name)
-    from storeroom.config import configure_from_env
-
-    from_env = StorageRegistry()
-    configure_from_env(from_env)
-    return from_env.get_backend(name)
+    shared = click_ctx.find_object(Context) or Context(None)
+    return shared.backend(name)
 
 
 def _print_rules(rules: list[CorsRules]) -> None:
@@ -50,11 +44,6 @@ def _print_rules(rules: list[CorsRules]) -> None:
 
 
 _BACKEND = click.argument("backend")
-_CONFIG = click.option(
-    "--config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A TOML/JSON/YAML storage configuration file that defines BACKEND.",
-)
 
 
 @click.group()
@@ -64,19 +53,20 @@ def cors() -> None:
 
 @cors.command()
 @_BACKEND
-@_CONFIG
 @click.pass_context
-def show(ctx: click.Context, backend: str, config: Path | None) -> None:
-    """Print BACKEND's bucket CORS rules as JSON."""
-    try:
-        _print_rules(get_bucket_cors(_backend(ctx, backend, config)))
-    except (StoreroomError, KeyError) as exc:
-        raise click.ClickException(str(exc)) from exc
+def show(ctx: click.Context, backend: str) -> None:
+    """Print BACKEND's bucket CORS rules as JSON.
+
+    \b
+    Examples:
+      storeroom --config storage.toml cors show uploads
+      storeroom cors show s3://my-bucket
+    """
+    _print_rules(get_bucket_cors(_backend(ctx, backend)))
 
 
 @cors.command()
 @_BACKEND
-@_CONFIG
 @click.option(
     "--origin",
     "origins",
@@ -110,14 +100,19 @@ def show(ctx: click.Context, backend: str, config: Path | None) -> None:
 def apply(
     ctx: click.Context,
     backend: str,
-    config: Path | None,
     origins: tuple[str, ...],
     methods: tuple[str, ...],
     headers: tuple[str, ...],
     expose: tuple[str, ...],
     max_age: int,
 ) -> None:
-    """Replace BACKEND's bucket CORS rules with one rule built from the options."""
+    """Replace BACKEND's bucket CORS rules with one rule built from the options.
+
+    \b
+    Examples:
+      storeroom cors apply uploads --origin https://app.example.com
+      storeroom cors apply s3://my-bucket --origin https://app.example.com --method PUT
+    """
     try:
         rule = CorsRules(
             allowed_origins=origins,
@@ -126,8 +121,8 @@ def apply(
             expose_headers=expose or ("ETag",),
             max_age_seconds=max_age,
         )
-        target = _backend(ctx, backend, config)
-        apply_bucket_cors(target, rule)
-        _print_rules(get_bucket_cors(target))
-    except (StoreroomError, KeyError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    except ConfigurationError as exc:
+        fail(str(exc))
+    target = _backend(ctx, backend)
+    apply_bucket_cors(target, rule)
+    _print_rules(get_bucket_cors(target))

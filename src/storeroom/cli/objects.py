@@ -10,10 +10,11 @@ from typing import BinaryIO
 
 import click
 
+from storeroom.backends import transfer
 from storeroom.backends.base import StorageBackend
 from storeroom.cli.app import Context, fail, pass_context
 from storeroom.cli.formatting import human_size, print_table
-from storeroom.errors import IntegrityError, ObjectNotFound
+from storeroom.errors import ObjectNotFound
 
 __all__ = ["backends", "cp", "get", "ls", "put", "rm", "sign", "stat"]
 
@@ -174,30 +175,30 @@ def rm(ctx: Context, target: str, force: bool) -> None:
 @click.command()
 @click.argument("source", metavar="SRC_BACKEND:PATH")
 @click.argument("destination", metavar="DST_BACKEND:PATH")
+@click.option("--read-back/--no-read-back", default=True, show_default=True,
+              help="Read the copy back and check its size and checksum against the source's.")
 @pass_context
-def cp(ctx: Context, source: str, destination: str) -> None:
-    """Copy an object, within a backend or between backends (streamed).
+def cp(ctx: Context, source: str, destination: str, read_back: bool) -> None:
+    """Copy an object, within a backend or between backends (streamed), verified.
 
     Within one backend the store copies server-side; between backends the bytes stream
-    through this process (never whole in memory) and the copy's size is checked.
+    through this process (never whole in memory), hashed on the way. The copy must have
+    the source's size, and with --read-back (the default) it is read again and must hash
+    to the same checksum; a copy that does not match is deleted and the command fails.
 
     \b
     Examples:
       storeroom cp local:docs/report.pdf s3:docs/report.pdf
+      storeroom cp s3:big.iso s3:archive/big.iso --no-read-back
     """
     src, src_path = _target(ctx, source)
     dst, dst_path = _target(ctx, destination)
-    if src is dst:
-        src.copy(src_path, dst_path)
-        click.echo(f"copied {source} -> {destination}")
-        return
     info = src.head(src_path)
-    result = dst.put(dst_path, src.stream(src_path, chunk_size=CHUNK),
-                     content_type=info.content_type)
-    if result.size != info.size:
-        raise IntegrityError(f"copied {result.size} bytes of {source}, which has {info.size}")
-    click.echo(f"copied {source} -> {destination}  {human_size(result.size)}  "
-               f"{result.checksum}")
+    copied = transfer.copy(src, src_path, dst, dst_path, size=info.size,
+                           content_type=info.content_type,
+                           chunk_size=CHUNK, verify_read=read_back)
+    how = "server-side" if copied.server_side else human_size(copied.size)
+    click.echo(f"copied {source} -> {destination}  {how}  {copied.checksum or ''}".rstrip())
 
 
 @click.command()

@@ -8,11 +8,19 @@ values. The environment loader and both settings classes share this one mapping.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from storeroom.config.spec import TYPE_ALIASES, BackendSpec, spec_error
+from storeroom.config.construction import register_specs
+from storeroom.config.errors import spec_error
+from storeroom.config.fields import SETTINGS_FIELDS
+from storeroom.config.spec import BackendSpec, spec_from_mapping
+from storeroom.config.validation import TYPE_ALIASES
 
-__all__ = ["NO_BACKEND", "single_backend_spec"]
+if TYPE_CHECKING:
+    from storeroom.backends.base import StorageBackend
+    from storeroom.registry import StorageRegistry
+
+__all__ = ["NO_BACKEND", "SettingsBackends", "single_backend_spec", "specs_from_settings"]
 
 #: ``STORAGE_BACKEND`` value meaning "register no default backend".
 NO_BACKEND = "none"
@@ -84,27 +92,11 @@ def single_backend_spec(
     )
 
 
-#: The fields both settings classes share, with their defaults.
-SETTINGS_FIELDS: Mapping[str, Any] = {
-    "backend": None,
-    "s3_bucket": None,
-    "s3_region": "us-east-1",
-    "endpoint": None,
-    "aws_access_key_id": None,
-    "aws_secret_access_key": None,
-    "gcs_bucket": None,
-    "google_service_account": None,
-    "azure_container": None,
-    "azure_storage_connection_string": None,
-    "upload_dir": "/var/app/uploads",
-    "backends": None,
-}
-
-
 def specs_from_settings(
     values: Mapping[str, Any], *, source: str, env_prefix: str = "STORAGE_"
 ) -> list[BackendSpec]:
-    """The specs a settings object describes (``values`` holds :data:`SETTINGS_FIELDS`).
+    """The specs a settings object describes (``values`` holds the fields of
+    :data:`~storeroom.config.fields.SETTINGS_FIELDS`).
 
     ``backends`` (a mapping of key -> backend table) registers any number of backends;
     ``backend`` selects the type of the one ``"default"`` backend, whose location comes from
@@ -113,8 +105,6 @@ def specs_from_settings(
     ``upload_dir``. When ``backend`` is unset it is ``local`` if ``backends`` is empty, and
     ``none`` otherwise.
     """
-    from storeroom.config.spec import spec_from_mapping
-
     tables = values.get("backends") or {}
     if not isinstance(tables, Mapping):
         raise spec_error(
@@ -151,3 +141,25 @@ def specs_from_settings(
         source=source,
     )
     return specs + ([single] if single is not None else [])
+
+
+class SettingsBackends:
+    """What both settings classes do with their fields: describe and register backends.
+
+    Mixed into :class:`~storeroom.config.settings.StorageSettings` and
+    :class:`~storeroom.config.dataclass.StorageConfig`, whose fields are
+    :data:`~storeroom.config.fields.SETTINGS_FIELDS`.
+    """
+
+    __slots__ = ()
+
+    def specs(self) -> list[BackendSpec]:
+        """The backend specs these settings describe (secrets stay wrapped, e.g. SecretStr)."""
+        values = {f.name: getattr(self, f.name) for f in SETTINGS_FIELDS}
+        return specs_from_settings(values, source=type(self).__name__)
+
+    def register_backends(
+        self, registry: StorageRegistry | None = None, *, overwrite: bool = False
+    ) -> list[StorageBackend]:
+        """Register the backends on ``registry`` (default ``storages``); returns them."""
+        return register_specs(self.specs(), registry, overwrite=overwrite)

@@ -1,67 +1,69 @@
 """A plain dataclass holding storage settings, for applications without pydantic.
 
-:class:`StorageConfig` has the same fields as the pydantic
-:class:`~storeroom.config.settings.StorageSettings` and reads the same ``STORAGE_*``
-variables with :meth:`StorageConfig.from_env`.
+:class:`StorageConfig` has the fields of :data:`~storeroom.config.fields.SETTINGS_FIELDS`
+(the same as the pydantic :class:`~storeroom.config.settings.StorageSettings`) and reads the
+same ``STORAGE_*`` variables with :meth:`StorageConfig.from_env`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from storeroom.config.conventions import specs_from_settings
+from storeroom.config.conventions import SettingsBackends
 from storeroom.config.env import read_env
-from storeroom.config.masking import MASK, is_secret_field, masked_mapping
-from storeroom.config.spec import parse_json_object, register_specs
-
-if TYPE_CHECKING:
-    from storeroom.backends.base import StorageBackend
-    from storeroom.config.spec import BackendSpec
-    from storeroom.registry import StorageRegistry
+from storeroom.config.fields import SETTINGS_FIELDS
+from storeroom.config.masking import MASK, masked_mapping
+from storeroom.config.validation import parse_json_object
 
 __all__ = ["StorageConfig"]
 
-_ENV_PREFIX = "STORAGE_"
+if TYPE_CHECKING:
+    _Fields = object
+else:
+    _Fields = dataclasses.make_dataclass(
+        "StorageConfig",
+        [(f.name, f.type, dataclasses.field(default=f.default, metadata={"setting": f}))
+         for f in SETTINGS_FIELDS],
+        repr=False,
+        slots=True,
+    )
+    _Fields.__module__ = __name__
 
 
-@dataclass(slots=True, repr=False)
-class StorageConfig:
+class StorageConfig(SettingsBackends, _Fields):
     """Storage settings as a plain dataclass; :meth:`register_backends` registers them.
 
     ``backend`` selects the type of one ``"default"`` backend (``s3``, ``minio``, ``gcs``,
     ``azure``, ``local``, ``memory`` or ``none``; unset means ``local`` unless ``backends``
     is given); ``backends`` maps further keys to backend tables (the
-    :class:`~storeroom.config.spec.BackendSpec` fields). Secrets are masked in ``repr()``.
+    :class:`~storeroom.config.spec.BackendSpec` fields). The fields are
+    :data:`~storeroom.config.fields.SETTINGS_FIELDS`. Secrets are masked in ``repr()``.
     """
 
-    backend: str | None = None
-    s3_bucket: str | None = None
-    s3_region: str = "us-east-1"
-    endpoint: str | None = None
-    aws_access_key_id: str | None = None
-    aws_secret_access_key: str | None = None
-    gcs_bucket: str | None = None
-    google_service_account: str | None = None
-    azure_container: str | None = None
-    azure_storage_connection_string: str | None = None
-    upload_dir: str = "/var/app/uploads"
-    backends: dict[str, dict[str, Any]] = field(default_factory=dict)
+    __slots__ = ()
+
+    if TYPE_CHECKING:
+        def __init__(self, **values: Any) -> None: ...
+
+        def __getattr__(self, name: str) -> Any: ...
 
     def __repr__(self) -> str:
         shown = []
-        for f in fields(self):
+        for f in SETTINGS_FIELDS:
             value = getattr(self, f.name)
             if value is None or value == {}:
                 continue
-            if is_secret_field(f.name):
+            if f.secret:
                 value = MASK
             elif f.name == "backends":
                 value = {k: masked_mapping(v) for k, v in value.items()}
             shown.append(f"{f.name}={value!r}")
         return f"StorageConfig({', '.join(shown)})"
+
+    __str__ = __repr__
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StorageConfig:
@@ -69,24 +71,12 @@ class StorageConfig:
         ...; each also as ``..._FILE``), and ``STORAGE_BACKENDS`` as a JSON object."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for f in fields(cls):
-            name = _ENV_PREFIX + f.name.upper()
-            value = read_env(environ, name)
+        for f in SETTINGS_FIELDS:
+            value = read_env(environ, f.env_variable)
             if value is None:
                 continue
             if f.name == "backends":
-                values[f.name] = parse_json_object(value, None, name, "environment")
+                values[f.name] = parse_json_object(value, None, f.env_variable, "environment")
             else:
                 values[f.name] = value
         return cls(**values)
-
-    def specs(self) -> list[BackendSpec]:
-        """The backend specs these settings describe."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return specs_from_settings(values, source="StorageConfig")
-
-    def register_backends(
-        self, registry: StorageRegistry | None = None, *, overwrite: bool = False
-    ) -> list[StorageBackend]:
-        """Register the backends on ``registry`` (default ``storages``); returns them."""
-        return register_specs(self.specs(), registry, overwrite=overwrite)

@@ -34,14 +34,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from storeroom.backends.obstore.options import valid_option_names
+from storeroom.config.construction import register_specs
 from storeroom.config.conventions import single_backend_spec
-from storeroom.config.spec import (
-    BackendSpec,
-    parse_json_object,
-    register_specs,
-    spec_error,
-    spec_from_mapping,
-)
+from storeroom.config.errors import spec_error
+from storeroom.config.spec import BackendSpec, spec_from_mapping
+from storeroom.config.validation import parse_json_object
 
 if TYPE_CHECKING:
     from storeroom.backends.base import StorageBackend

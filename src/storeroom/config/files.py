@@ -29,7 +29,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from storeroom.config.spec import BackendSpec, InvalidBackendSpec, register_specs, spec_from_mapping
+from storeroom.config.construction import register_specs
+from storeroom.config.errors import InvalidBackendSpec
+from storeroom.config.spec import BackendSpec, spec_from_mapping
 
 if TYPE_CHECKING:
     from storeroom.backends.base import StorageBackend

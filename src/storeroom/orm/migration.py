@@ -6,8 +6,9 @@ migration script:
 1. :func:`plan_objects` / :func:`plan_rows` list what to copy (every object under a prefix,
    or the files a model's column references on the source backend).
 2. :func:`copy_objects` streams each one to the destination with bounded concurrency,
-   verifies it there (size, the SHA-256 computed on the way against the one recorded for
-   the file, and by default the SHA-256 of the bytes read back), and appends it to a
+   verifies it there (:mod:`storeroom.backends.transfer`: size, the checksum computed on the
+   way against the one recorded for the file, and by default the checksum of the bytes read
+   back), and appends it to a
    :class:`MigrationState` journal (fsync'd), so a rerun after a crash copies only what is
    missing.
 3. :func:`update_rows` / :func:`update_rows_async` then repoint rows at the destination in
@@ -26,11 +27,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from storeroom.backends.base import StorageBackend
-from storeroom.checksums import algorithm_of
-from storeroom.errors import IntegrityError, ObjectNotFound, StoreroomError
+from storeroom.backends import transfer
+from storeroom.backends.base import ObjectInfo, StorageBackend
+from storeroom.errors import ObjectNotFound, StoreroomError
 from storeroom.file import FileObject
-from storeroom.streams import Meter
 
 __all__ = [
     "CopyItem",
@@ -38,6 +38,7 @@ __all__ = [
     "MigrationState",
     "copy_objects",
     "plan_objects",
+    "plan_objects_async",
     "plan_rows",
     "repoint",
     "update_rows",
@@ -150,10 +151,18 @@ class MigrationState:
         self.close()
 
 
+def _planned(info: ObjectInfo) -> CopyItem:
+    return CopyItem(info.path, info.path, info.size, None, info.content_type)
+
+
 def plan_objects(source: StorageBackend, prefix: str = "") -> list[CopyItem]:
     """Every object of ``source`` under ``prefix``, to be copied to the same path."""
-    return [CopyItem(info.path, info.path, info.size, None, info.content_type)
-            for info in source.list(prefix)]
+    return [_planned(info) for info in source.list(prefix)]
+
+
+async def plan_objects_async(source: StorageBackend, prefix: str = "") -> list[CopyItem]:
+    """Async form of :func:`plan_objects`."""
+    return [_planned(info) async for info in source.list_async(prefix)]
 
 
 def plan_rows(files: Iterable[FileObject], source_key: str) -> list[CopyItem]:
@@ -166,41 +175,14 @@ def plan_rows(files: Iterable[FileObject], source_key: str) -> list[CopyItem]:
     return list(seen.values())
 
 
-async def _sha256(backend: StorageBackend, path: str, algorithm: str | None = None) -> str:
-    meter = Meter(algorithm or "sha256")
-    async for chunk in await backend.stream_async(path):
-        meter.update(chunk)
-    return meter.checksum or ""
-
-
 async def _copy_one(
     source: StorageBackend, destination: StorageBackend, item: CopyItem, verify_read: bool
 ) -> tuple[int, str]:
-    chunks = await source.stream_async(item.source)
-    result = await destination.put_async(item.destination, chunks,
-                                         content_type=item.content_type,
-                                         checksum=algorithm_of(item.checksum) or "sha256")
-    checksum = result.checksum or ""
-    if item.checksum and checksum != item.checksum:
-        await destination.delete_async(item.destination)
-        raise IntegrityError(
-            f"{item.source!r} on {source.key!r} hashes to {checksum}, not its recorded "
-            f"{item.checksum}; the copy was deleted"
-        )
-    info = await destination.head_async(item.destination)
-    if info.size != result.size:
-        raise IntegrityError(
-            f"{item.destination!r} on {destination.key!r} has {info.size} bytes after the "
-            f"copy, expected {result.size}"
-        )
-    if verify_read and await _sha256(
-        destination, item.destination, algorithm_of(checksum)
-    ) != checksum:
-        raise IntegrityError(
-            f"{item.destination!r} on {destination.key!r} reads back different bytes "
-            "than were copied"
-        )
-    return result.size, checksum
+    copied = await transfer.copy_async(
+        source, item.source, destination, item.destination, size=item.size,
+        checksum=item.checksum, content_type=item.content_type, verify_read=verify_read,
+    )
+    return copied.size, copied.checksum or ""
 
 
 async def _adopt(
@@ -211,21 +193,13 @@ async def _adopt(
     The destination's bytes must hash to the file's recorded checksum or, without one, to
     a fresh read of the source. Returns None (copy it) when there is nothing to adopt.
     """
-    try:
-        info = await destination.head_async(item.destination)
-    except ObjectNotFound:
+    found = await transfer.existing_copy_async(
+        source, item.source, destination, item.destination, size=item.size,
+        checksum=item.checksum,
+    )
+    if found is None:
         return None
-    expected_size = item.size
-    if expected_size is None:
-        expected_size = (await source.head_async(item.source)).size
-    if info.size != expected_size:
-        return None
-    expected = item.checksum
-    if not expected:
-        expected = await _sha256(source, item.source)
-    if await _sha256(destination, item.destination, algorithm_of(expected)) != expected:
-        return None
-    return info.size, expected
+    return found.size, found.checksum or ""
 
 
 async def _already_done(
@@ -258,10 +232,11 @@ async def copy_objects(
 ) -> MigrationReport:
     """Copy ``items`` from ``source`` to ``destination``, ``concurrency`` at a time.
 
-    Each object is streamed (``stream_async`` into ``put_async``), never held whole in
-    memory; its SHA-256 is computed on the way and must equal the file's recorded checksum
-    (if the item has one); the destination's size is checked with a HEAD and, with
-    ``verify_read``, its bytes are read back and hashed. Verified copies are journaled in
+    Each object is streamed (:func:`storeroom.backends.transfer.copy_async`), never held
+    whole in memory; its checksum (with the algorithm of the item's recorded checksum,
+    SHA-256 without one) is computed on the way and must equal the recorded one, and so
+    must its size (if known); the destination is then checked with a HEAD or, with
+    ``verify_read``, read back and hashed. Verified copies are journaled in
     ``state``.
 
     Items the journal already records as verified are skipped after a size check on the
@@ -334,28 +309,64 @@ def _moved(file: FileObject, source_key: str, destination_key: str,
     return FileObject.from_dict(data)
 
 
-def _batch_query(column: Any, last: Any, batch_size: int) -> Any:
-    from sqlalchemy import inspect, select
+@dataclass
+class _RowBatches:
+    """The decisions of :func:`update_rows` and its async twin, written once (no I/O).
 
-    model = column.class_
-    primary_key = inspect(model).primary_key[0]
-    query = select(model).where(column.isnot(None)).order_by(primary_key)
-    if last is not None:
-        query = query.where(primary_key > last)
-    # Locks the batch's rows on databases that can, so an application writing the same
-    # rows concurrently is not overwritten.
-    return query.limit(batch_size).with_for_update(), primary_key.key
+    Each batch: :meth:`start` prepares the session and gives the query, :meth:`apply`
+    repoints the rows read (False: none left), and :meth:`committed` follows the commit.
+    The twins only open sessions, run the query and commit.
+    """
 
+    column: Any
+    source_key: str
+    destination_key: str
+    state: MigrationState
+    batch_size: int
+    on_batch: Callable[[int], None] | None
+    updated: int = 0
+    _last: Any = None
+    _changed: int = 0
 
-def _apply(rows: Sequence[Any], column: Any, source_key: str, destination_key: str,
-           state: MigrationState) -> int:
-    updated = 0
-    for row in rows:
-        new = repoint(getattr(row, column.key), source_key, destination_key, state)
-        if new is not None:
-            setattr(row, column.key, new)
-            updated += 1
-    return updated
+    def start(self, session: Any) -> Any:
+        """Mark ``session`` to keep the source objects; the next batch's query."""
+        from sqlalchemy import inspect, select
+
+        from storeroom.orm.lifecycle import KEEP_REPLACED_FILES
+
+        session.info[KEEP_REPLACED_FILES] = True
+        model = self.column.class_
+        primary_key = inspect(model).primary_key[0]
+        query = select(model).where(self.column.isnot(None)).order_by(primary_key)
+        if self._last is not None:
+            query = query.where(primary_key > self._last)
+        # Locks the batch's rows on databases that can, so an application writing the same
+        # rows concurrently is not overwritten.
+        return query.limit(self.batch_size).with_for_update()
+
+    def apply(self, rows: Sequence[Any]) -> bool:
+        """Repoint ``rows`` in memory; False when there were none (the run is over)."""
+        if not rows:
+            return False
+        changed = 0
+        for row in rows:
+            new = repoint(getattr(row, self.column.key), self.source_key,
+                          self.destination_key, self.state)
+            if new is not None:
+                setattr(row, self.column.key, new)
+                changed += 1
+        from sqlalchemy import inspect
+
+        key = inspect(self.column.class_).primary_key[0].key
+        self._last = getattr(rows[-1], key)
+        self._changed = changed
+        return True
+
+    def committed(self) -> None:
+        """Count the batch just committed and report it."""
+        self.updated += self._changed
+        if self.on_batch is not None:
+            self.on_batch(self._changed)
 
 
 def update_rows(
@@ -377,23 +388,14 @@ def update_rows(
     session's ``KEEP_REPLACED_FILES``). ``on_batch(rows_updated)`` follows each commit.
     Returns the number of rows updated; running it again is harmless.
     """
-    from storeroom.orm.lifecycle import KEEP_REPLACED_FILES
-
-    updated = 0
-    last: Any = None
+    batches = _RowBatches(column, source_key, destination_key, state, batch_size, on_batch)
     while True:
         with session_factory() as session:
-            session.info[KEEP_REPLACED_FILES] = True
-            query, key = _batch_query(column, last, batch_size)
-            rows = session.scalars(query).all()
-            if not rows:
-                return updated
-            changed = _apply(rows, column, source_key, destination_key, state)
-            last = getattr(rows[-1], key)
+            query = batches.start(session)
+            if not batches.apply(session.scalars(query).all()):
+                return batches.updated
             session.commit()
-        updated += changed
-        if on_batch is not None:
-            on_batch(changed)
+        batches.committed()
 
 
 async def update_rows_async(
@@ -407,21 +409,11 @@ async def update_rows_async(
     on_batch: Callable[[int], None] | None = None,
 ) -> int:
     """:func:`update_rows` with an ``AsyncSession`` factory (e.g. ``async_sessionmaker``)."""
-    from storeroom.orm.lifecycle import KEEP_REPLACED_FILES
-
-    updated = 0
-    last: Any = None
+    batches = _RowBatches(column, source_key, destination_key, state, batch_size, on_batch)
     while True:
         async with session_factory() as session:
-            session.info[KEEP_REPLACED_FILES] = True
-            query, key = _batch_query(column, last, batch_size)
-            rows = (await session.scalars(query)).all()
-            if not rows:
-                return updated
-            changed = _apply(rows, column, source_key, destination_key, state)
-            last = getattr(rows[-1], key)
+            query = batches.start(session)
+            if not batches.apply((await session.scalars(query)).all()):
+                return batches.updated
             await session.commit()
-        updated += changed
-        if on_batch is not None:
-            on_batch(changed)
-
+        batches.committed()

@@ -1,0 +1,1 @@
+"""Validation, sniffing, metadata and variants of stored files."""
