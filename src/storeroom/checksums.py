@@ -95,7 +95,7 @@ def _check_algorithm(name: str) -> str:
         return normal
     hint = " (install the 'blake3' package)" if normal == "blake3" else ""
     raise ConfigurationError(
-        f"unknown checksum algorithm {name!r}{hint}; supported: "
+        f"checksum algorithm {name!r} is not available{hint}; supported: "
         f"{', '.join(supported_algorithms())}"
     )
 
