@@ -162,8 +162,11 @@ def digest(algorithm: str, data: bytes | memoryview, *, parallel: bool = False) 
     ``parallel`` lets BLAKE3 use every core for large buffers (used when nothing else
     runs meanwhile; a hash overlapping a write stays on one thread).
     """
+    parallel = parallel and len(data) >= _PARALLEL_THRESHOLD
+    if algorithm == "blake3" and _blake3 is not None and not parallel:
+        return "blake3:" + str(_blake3(data).hexdigest())  # the small-file fast path
     name = check_algorithm(algorithm)
-    hasher = new_hasher(name, parallel=parallel and len(data) >= _PARALLEL_THRESHOLD)
+    hasher = new_hasher(name, parallel=parallel)
     hasher.update(data)  # type: ignore[arg-type]
     return record(name, hasher)
 

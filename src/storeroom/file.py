@@ -328,9 +328,7 @@ class FileObject:
             )
 
     def _whole_meter(self) -> Meter:
-        # Large objects are hashed in a worker thread while the rest arrives.
-        background = self.size is not None and self.size >= checksums.BACKGROUND_THRESHOLD
-        return Meter.expecting(self.checksum, background=background)
+        return Meter.expecting(self.checksum, background=True)
 
     def iter_chunks(self, chunk_size: int = DEFAULT_READ_CHUNK_SIZE) -> Iterator[bytes]:
         """Stream the whole file; its size and checksum are verified at the end.
@@ -369,12 +367,25 @@ class FileObject:
                 await aclose()
         self._verify(meter)
 
+    def _hashed_while_reading(self) -> bool:
+        # Known to be large: hash in a worker thread while the rest arrives. Otherwise one
+        # digest of the bytes read costs less than feeding a hasher chunk by chunk.
+        return self.size is not None and self.size >= checksums.BACKGROUND_THRESHOLD
+
+    def _verified_bytes(self, data: bytes, algorithm: str | None) -> bytes:
+        digest = None if algorithm is None else checksums.digest(algorithm, data, parallel=True)
+        self._check(len(data), digest)
+        return data
+
     def get_content(self) -> bytes:
         """The whole file in memory, verified. For large files use :meth:`iter_chunks`.
 
         Read into one buffer (straight from the file on local disk) and checked against
         the recorded size and checksum; :class:`IntegrityError` when they differ.
         """
+        if not self._hashed_while_reading():
+            algorithm = checksums.algorithm_of(self.checksum)  # a bad record fails before I/O
+            return self._verified_bytes(self.storage.get(self.path), algorithm)
         meter = self._whole_meter()
         data = self.storage.get(self.path, meter=meter)
         settled = meter.settled()
@@ -385,6 +396,12 @@ class FileObject:
 
     async def get_content_async(self) -> bytes:
         """Async form of :meth:`get_content`."""
+        if not self._hashed_while_reading():
+            algorithm = checksums.algorithm_of(self.checksum)
+            data = await self.storage.get_async(self.path)
+            if algorithm and len(data) >= checksums.BACKGROUND_THRESHOLD:
+                return await asyncio.to_thread(self._verified_bytes, data, algorithm)
+            return self._verified_bytes(data, algorithm)
         meter = self._whole_meter()
         data = await self.storage.get_async(self.path, meter=meter)
         settled = meter.settled()
