@@ -279,7 +279,10 @@ class ObstoreBackend(StorageBackend):
         return attributes or None
 
     def _put_kwargs(self, opts: WriteOptions) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"attributes": self._attributes(opts)}
+        kwargs: dict[str, Any] = {}
+        attributes = self._attributes(opts)
+        if attributes is not None:  # left out rather than None: obstore's quickest call
+            kwargs["attributes"] = attributes
         if opts.multipart:
             kwargs.update(chunk_size=opts.chunk_size, max_concurrency=opts.max_concurrency)
         else:
