@@ -1,8 +1,12 @@
-# storeroom's developer commands. Everything installs into .venv in this checkout.
+# storeroom's developer commands. Python packages install into .venv in this checkout.
+# `make demo` installs only the demo's packages (stamp .venv/.installed-demo); `make test`,
+# `make lint`, `make docs` and `make bench` install every extra, the test tools, Azurite (npm)
+# and, as root on Debian, the chromium package (stamp .venv/.installed).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 NPM := $(shell command -v npm 2>/dev/null)
 
 .PHONY: venv test test-only lint bench demo docs clean
@@ -24,6 +28,11 @@ endif
 	  else echo "chromium not found (apt-get install chromium): the browser test will skip"; fi; \
 	fi
 	touch $(STAMP)
+
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[demo]'
+	touch $(DEMO_STAMP)
 
 venv: $(STAMP)
 
@@ -47,7 +56,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/web_memory.py
 
 ## Start the demo on http://127.0.0.1:8000 (SQLite and local disk under ./data).
-demo: $(STAMP)
+## Installs only storeroom[demo] (litestar, uvicorn, aiosqlite): no test tools, npm or apt.
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m storeroom.demo
 
 ## Regenerate docs/api.md from the docstrings.

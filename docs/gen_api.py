@@ -19,8 +19,9 @@ MODULES = [
     "storeroom.testing", "storeroom.cors", "storeroom.backends.obstore.bucket_cors",
     "storeroom.backends.obstore.credentials", "storeroom.paths",
     "storeroom.contrib.litestar", "storeroom.contrib.fastapi", "storeroom.contrib.flask",
-    "storeroom.contrib.otel", "storeroom.errors",
-    "storeroom.media.validation", "storeroom.media.variants", "storeroom.jobs.saq",
+    "storeroom.contrib.otel", "storeroom.errors", "storeroom.uploads", "storeroom.media.sniff",
+    "storeroom.media.validation", "storeroom.media.variants", "storeroom.jobs", "storeroom.jobs.saq",
+    "storeroom.serialization", "storeroom.orm.alembic",
 ]
 OUTPUT = Path(__file__).with_name("api.md")
 

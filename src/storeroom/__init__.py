@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from storeroom import _shutdown as _shutdown  # waits for obstore's threads at exit
 from storeroom import events
 from storeroom.backends.base import ObjectInfo, PutResult, StorageBackend
 from storeroom.backends.obstore import ObstoreBackend

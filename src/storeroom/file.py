@@ -202,6 +202,14 @@ class FileObject:
 
     # -- serialisation ----------------------------------------------------------------------
 
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """pydantic v2 support: a FileObject field uses the public form of
+        :mod:`storeroom.serialization` (``Annotated[FileObject, FileForm(...)]`` for another)."""
+        from storeroom.serialization import PUBLIC
+
+        return PUBLIC.__get_pydantic_core_schema__(source, handler)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of everything known about the file (not its pending content)."""
         data: dict[str, Any] = {name: getattr(self, name) for name in _FIELDS}

@@ -199,8 +199,10 @@ class HmacUrlSigner:
             expires=expires, content_type=query.get("content_type") or None,
             max_size=max_size, filename=query.get("filename") or None,
         )
+        # Bytes, not text: compare_digest refuses non-ASCII text, and a query is untrusted.
+        offered = signature.encode("utf-8", "surrogateescape")
         if not any(
-            hmac.compare_digest(self._mac(key, request), signature) for key in self._keys
+            hmac.compare_digest(self._mac(key, request).encode(), offered) for key in self._keys
         ):
             raise SignatureInvalid("signed URL signature does not match")
         if expires < self._clock():

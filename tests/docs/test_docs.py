@@ -1,4 +1,8 @@
-"""Every Python code block in docs/ runs, page by page, in order.
+"""Every Python code block in docs/ runs, page by page, in order; README's blocks each alone.
+
+README.md's blocks (and those of the pages in SELF_CONTAINED) are independent: each runs on
+its own, twice in the same folder (as a reader would run a copied block a second time).
+Every other page runs whole, twice in the same folder (except the pages in RUN_ONCE).
 
 A page's blocks share one namespace and run in a fresh temporary working directory with the
 default registry emptied before and after. Markers (HTML comments on their own line):
@@ -14,12 +18,14 @@ default registry emptied before and after. Markers (HTML comments on their own l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import re
 import sys
 import textwrap
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,13 +87,32 @@ def _run_block(code: str, namespace: dict[str, object], where: str) -> None:
         exec(compiled, namespace)
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.path.name for p in PAGES])
-def test_page_examples_run(
-    page: Page,
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@contextlib.contextmanager
+def _page_namespace(page: Page, run: int = 1) -> Iterator[dict[str, object]]:
+    """A fresh module namespace; the registry, events, logging and tables restored after."""
+    storages.clear()
+    root = logging.getLogger()
+    saved_logging = (root.level, list(root.handlers))
+    saved_subscribers = events._subscribers
+    tables_before = set(Base.metadata.tables)
+    # A real module: frameworks look up a handler's module in sys.modules.
+    module = types.ModuleType(f"docs_{page.path.stem.replace('-', '_')}_{run}")
+    sys.modules[module.__name__] = module
+    try:
+        yield module.__dict__
+    finally:
+        sys.modules.pop(module.__name__, None)
+        # Pages define models on storeroom's shared Base: forget their tables afterwards.
+        for name in set(Base.metadata.tables) - tables_before:
+            Base.metadata.remove(Base.metadata.tables[name])
+        storages.clear()
+        events._subscribers = saved_subscribers
+        root.setLevel(saved_logging[0])
+        root.handlers[:] = saved_logging[1]
+
+
+def _with_services(page: Page, request: pytest.FixtureRequest,
+                   monkeypatch: pytest.MonkeyPatch) -> None:
     if "s3" in page.requires:
         server = request.getfixturevalue("moto_server")
         for name in page.buckets:
@@ -98,28 +123,60 @@ def test_page_examples_run(
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.secret_key)
         monkeypatch.setenv("AWS_REGION", server.region)
         monkeypatch.setenv("AWS_ALLOW_HTTP", "true")
+
+
+DOCS_PAGES = [p for p in PAGES if p.path.name != "README.md"]
+# Pages whose second run in the same folder fails today (owned by other work; see issue 16):
+# the page runs once until it is fixed. Every other page runs twice.
+RUN_ONCE = {
+    "migration.md": "rows in the SQLite file outlive the memory store between runs",
+    "models.md": "a query expects exactly one row",
+    "security.md": "the bucket policy of the first run refuses the second run's upload",
+}
+
+
+@pytest.mark.parametrize("page", DOCS_PAGES, ids=[p.path.name for p in DOCS_PAGES])
+def test_page_examples_run(
+    page: Page,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _with_services(page, request, monkeypatch)
     monkeypatch.chdir(tmp_path)
-    storages.clear()
-    root = logging.getLogger()
-    saved_logging = (root.level, list(root.handlers))
-    saved_subscribers = events._subscribers
-    tables_before = set(Base.metadata.tables)
-    # A real module: frameworks look up a handler's module in sys.modules.
-    module = types.ModuleType(f"docs_{page.path.stem.replace('-', '_')}")
-    sys.modules[module.__name__] = module
-    namespace: dict[str, object] = module.__dict__
-    try:
-        for line, code in page.blocks:
-            _run_block(code, namespace, f"{page.path.name}:{line}")
-    finally:
-        sys.modules.pop(module.__name__, None)
-        # Pages define models on storeroom's shared Base: forget their tables afterwards.
-        for name in set(Base.metadata.tables) - tables_before:
-            Base.metadata.remove(Base.metadata.tables[name])
-        storages.clear()
-        events._subscribers = saved_subscribers
-        root.setLevel(saved_logging[0])
-        root.handlers[:] = saved_logging[1]
+    for run in (1,) if page.path.name in RUN_ONCE else (1, 2):
+        with _page_namespace(page, run) as namespace:
+            for line, code in page.blocks:
+                _run_block(code, namespace, f"{page.path.name}:{line} (run {run})")
+
+
+# Pages whose every block runs on its own (a reader copies any one of them into a file).
+# README.md must stay in this set; add a page once its blocks stop depending on each other.
+SELF_CONTAINED = {"README.md", "getting-started.md", "serialization.md", "alembic.md"}
+ALONE = [(page, line, code) for page in PAGES if page.path.name in SELF_CONTAINED
+         for line, code in page.blocks]
+
+
+@pytest.mark.parametrize(("page", "line", "code"), ALONE,
+                         ids=[f"{page.path.name}:{line}" for page, line, _ in ALONE])
+def test_block_runs_on_its_own_twice(
+    page: Page, line: int, code: str, request: pytest.FixtureRequest, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One block alone in a fresh namespace, run, then run again in the same folder."""
+    _with_services(page, request, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    for run in (1, 2):
+        with _page_namespace(page, run) as namespace:
+            _run_block(code, namespace, f"{page.path.name}:{line} (run {run})")
+
+
+def test_readme_links_every_docs_page() -> None:
+    readme = (DOCS.parent / "README.md").read_text()
+    linked = set(re.findall(r"\]\((docs/[^)#]+\.md)", readme))
+    pages = {f"docs/{p.relative_to(DOCS)}" for p in DOCS.glob("**/*.md")}
+    assert pages - linked == set(), "README.md does not link these docs pages"
+    assert linked - pages == set(), "README.md links docs pages that do not exist"
 
 
 def test_every_page_has_a_title() -> None:

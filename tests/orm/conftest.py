@@ -7,6 +7,7 @@ so runs sharing a database server never collide, and are dropped afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import uuid
@@ -15,13 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import ForeignKey, String, UniqueConstraint, create_engine, text
+from sqlalchemy import ForeignKey, String, UniqueConstraint, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from storeroom import FileObject, ObstoreBackend, StoredObject, storages
 from storeroom.backends.base import PutResult, WriteOptions
-from storeroom.orm import UUIDAuditBase
+from storeroom.orm import UUIDAuditBase, cascade_files, wait_for_cleanup
 from tests.servers.databases import DatabaseUrls
 
 SUFFIX = os.environ.get("STOREROOM_TEST_SUFFIX") or uuid.uuid4().hex[:8]
@@ -56,12 +57,85 @@ class Report(UUIDAuditBase):
     file: Mapped[FileObject] = mapped_column(StoredObject(backend="files", path=dated_path))
 
 
+class Folder(UUIDAuditBase):
+    """A parent whose children are deleted with it by the ORM (delete-orphan)."""
+
+    __tablename__ = f"sr_folder_{SUFFIX}"
+
+    name: Mapped[str] = mapped_column(String(100))
+    items: Mapped[list[Item]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=False, lazy="selectin"
+    )
+
+
+class Item(UUIDAuditBase):
+    """A child row owning a file."""
+
+    __tablename__ = f"sr_item_{SUFFIX}"
+
+    folder_id: Mapped[uuid.UUID] = mapped_column(ForeignKey(f"{Folder.__tablename__}.id"))
+    file: Mapped[FileObject | None] = mapped_column(StoredObject(backend="files"), nullable=True)
+
+
+class Album(UUIDAuditBase):
+    """A parent whose children the database deletes (ON DELETE CASCADE, passive_deletes)."""
+
+    __tablename__ = f"sr_album_{SUFFIX}"
+
+    name: Mapped[str] = mapped_column(String(100))
+    photos: Mapped[list[Photo]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+    notes: Mapped[list[Note]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Photo(UUIDAuditBase):
+    """Declared with cascade_files(Album.photos): its files follow the database cascade."""
+
+    __tablename__ = f"sr_photo_{SUFFIX}"
+
+    album_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey(f"{Album.__tablename__}.id", ondelete="CASCADE")
+    )
+    file: Mapped[FileObject | None] = mapped_column(StoredObject(backend="files"), nullable=True)
+
+
+class Note(UUIDAuditBase):
+    """Not declared: the database cascade leaves its files for find_orphans / gc."""
+
+    __tablename__ = f"sr_note_{SUFFIX}"
+
+    album_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey(f"{Album.__tablename__}.id", ondelete="CASCADE")
+    )
+    file: Mapped[FileObject | None] = mapped_column(StoredObject(backend="files"), nullable=True)
+
+
+cascade_files(Album.photos)
+
+ALL_FILE_COLUMNS = [Document.file, Document.attachments, Report.file, Item.file, Photo.file,
+                    Note.file]
+ALL_MODELS = [Document, Report, Folder, Item, Album, Photo, Note]
+FILE_MODELS = [Document, Report, Item, Photo, Note]
+
+
+class Interrupted(BaseException):
+    """An injected BaseException (not an Exception), like KeyboardInterrupt."""
+
+
 class FaultyBackend(ObstoreBackend):
     """A real in-memory backend whose Nth write fails, and which records concurrency."""
 
     def __init__(self, key: str) -> None:
         super().__init__(key, "memory://")
         self.fail_on: set[int] = set()
+        self.interrupt_on: set[int] = set()
+        self.slow_names: set[str] = set()
+        self.release_slow = threading.Event()
+        self.delete_gate: threading.Event | None = None
+        self.deleted: list[str] = []
         self.fail_deletes = False
         self.writes = 0
         self.active = 0
@@ -74,9 +148,13 @@ class FaultyBackend(ObstoreBackend):
             number = self.writes
         if number in self.fail_on:
             raise ConnectionError(f"injected failure on write {number}")
+        if number in self.interrupt_on:
+            raise Interrupted(f"injected interruption on write {number}")
 
     def _write(self, path: str, body: Any, opts: WriteOptions) -> PutResult:
         self._count()
+        if path.rsplit("/", 1)[-1] in self.slow_names:
+            self.release_slow.wait(60)
         with self._lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
@@ -87,9 +165,9 @@ class FaultyBackend(ObstoreBackend):
                 self.active -= 1
 
     async def _write_async(self, path: str, body: Any, opts: WriteOptions) -> PutResult:
-        import asyncio
-
         self._count()
+        if path.rsplit("/", 1)[-1] in self.slow_names:
+            await asyncio.sleep(60)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
@@ -98,14 +176,21 @@ class FaultyBackend(ObstoreBackend):
         finally:
             self.active -= 1
 
-    def _delete(self, path: str) -> None:
+    def _note_delete(self, path: str) -> None:
         if self.fail_deletes:
             raise ConnectionError(f"injected delete failure for {path}")
+        if self.delete_gate is not None:
+            self.delete_gate.wait(60)
+        if self.exists(path):
+            with self._lock:
+                self.deleted.append(path)
+
+    def _delete(self, path: str) -> None:
+        self._note_delete(path)
         super()._delete(path)
 
     async def _delete_async(self, path: str) -> None:
-        if self.fail_deletes:
-            raise ConnectionError(f"injected delete failure for {path}")
+        self._note_delete(path)
         await super()._delete_async(path)
 
     def paths(self) -> set[str]:
@@ -132,7 +217,9 @@ class SessionAdapter:
         self.raw.add_all(rows)
 
     async def commit(self) -> None:
+        """Commit, then wait for the post-commit deletes (they run in the background)."""
         await self._call("commit")
+        assert wait_for_cleanup(60)
 
     async def rollback(self) -> None:
         await self._call("rollback")
@@ -155,6 +242,14 @@ class SessionAdapter:
 
     async def close(self) -> None:
         await self._call("close")
+
+    async def reset(self) -> None:
+        await self._call("reset")
+
+    async def execute(self, statement: Any, params: Any = None) -> Any:
+        if params is None:
+            return await self._call("execute", statement)
+        return await self._call("execute", statement, params)
 
     def begin_nested(self) -> Any:
         return self.raw.begin_nested()
@@ -195,6 +290,25 @@ DRIVER_IDS = [
 ]
 
 
+def _sqlite_foreign_keys(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+    # SQLAlchemy's recipe for SAVEPOINTs on pysqlite/aiosqlite: without an explicit BEGIN,
+    # a SAVEPOINT opens the transaction and its RELEASE commits it (docs/models.md).
+    connection.isolation_level = None
+
+
+def _sqlite_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+def sqlite_recipe(engine: Any) -> None:
+    """Foreign keys on, and real transactions around SAVEPOINTs, for a SQLite engine."""
+    event.listen(engine, "connect", _sqlite_foreign_keys)
+    event.listen(engine, "begin", _sqlite_begin)
+
+
 def _urls(request: pytest.FixtureRequest, name: str, tmp_path: Any) -> DatabaseUrls:
     if name == "sqlite":
         path = tmp_path / "test.sqlite"
@@ -214,11 +328,15 @@ async def db(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Db]
     name, is_async = request.param
     urls = _urls(request, name, tmp_path)
     sync_engine = create_engine(urls.sync)
-    tables = [Document.__table__, Report.__table__]
+    tables = [model.__table__ for model in ALL_MODELS]
+    if name == "sqlite":
+        sqlite_recipe(sync_engine)
     UUIDAuditBase.metadata.create_all(sync_engine, tables=tables)
     try:
         if is_async:
             engine = create_async_engine(urls.async_)
+            if name == "sqlite":
+                sqlite_recipe(engine.sync_engine)
             yield Db(name, urls.async_, True, engine)
             await engine.dispose()
         else:
@@ -226,6 +344,16 @@ async def db(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Db]
     finally:
         UUIDAuditBase.metadata.drop_all(sync_engine, tables=tables)
         sync_engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _quick_settle() -> Iterator[None]:
+    """Re-delete cancelled uploads after 0.05 s instead of 1 s (in-memory stores settle fast)."""
+    from storeroom.orm import settings
+
+    saved, settings.settle_delay = settings.settle_delay, 0.05
+    yield
+    settings.settle_delay = saved
 
 
 @pytest.fixture

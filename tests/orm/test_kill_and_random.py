@@ -90,7 +90,7 @@ async def test_sigkill_between_upload_and_commit_leaves_only_orphans(
     assert young == []  # within the grace period an upload may belong to a live transaction
 
 
-OPERATIONS = int(os.environ.get("STOREROOM_RANDOM_OPERATIONS", "500"))
+OPERATIONS = int(os.environ.get("STOREROOM_RANDOM_OPERATIONS", "200"))
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ from pathlib import Path
 from storeroom import FileObject, storages
 from tests.web.conftest import configure_storage_from_env
 
-DATA = bytes(range(256)) * 64
+DATA = b"%PDF-1.7\n" + bytes(range(256)) * 64
 
 
 # -- Litestar ----------------------------------------------------------------------------------

@@ -166,6 +166,10 @@ def test_wsgi_body_without_length_needs_a_terminated_input(
     assert status.startswith("411")
     assert registry.get_backend("up").get("doc.bin") == OLD
     status, _ = _wsgi_put(registry, path, query, b"new", **{"wsgi.input_terminated": True})
+    assert status.startswith("409")  # signed uploads are create-only
+    assert registry.get_backend("up").get("doc.bin") == OLD
+    registry.get_backend("up").delete("doc.bin")
+    status, _ = _wsgi_put(registry, path, query, b"new", **{"wsgi.input_terminated": True})
     assert status.startswith("200")
     assert registry.get_backend("up").get("doc.bin") == b"new"
 

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from storeroom.backends.base import Method, ObjectInfo, PutResult, StorageBackend, WriteOptions
+from storeroom.backends.local_root import confine, contained, real_root
 from storeroom.errors import (
     BackendError,
     ConfigurationError,
@@ -77,9 +78,17 @@ class FSSpecBackend(StorageBackend):
     ``retry``; set timeouts through the filesystem's own options (e.g. s3fs
     ``config_kwargs={"connect_timeout": 5, "read_timeout": 30}``).
 
+    Filesystem options are passed as keyword arguments or, for any option whose name is
+    one of this constructor's own (``key``, ``fs``, ``prefix``, ``retry``, ``storage_options``:
+    s3fs calls its access key id ``key``), in the ``storage_options`` mapping, as fsspec
+    itself takes them; every option of the filesystem is accepted either way. Local roots
+    never follow symbolic links (:mod:`storeroom.backends.local_root`).
+
     Example::
 
         FSSpecBackend(key="uploads", fs="file", prefix="/var/app/uploads")
+        FSSpecBackend("media", "s3", prefix="bucket/media",
+                      storage_options={"key": "AKIA...", "secret": "..."})
     """
 
     def __init__(
@@ -89,10 +98,23 @@ class FSSpecBackend(StorageBackend):
         prefix: str = "",
         *,
         retry: RetryPolicy | Mapping[str, Any] | int | None = None,
-        **storage_options: Any,
+        storage_options: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(key)
         self.retry = RetryPolicy.from_value(retry)
+        if storage_options is not None and not isinstance(storage_options, Mapping):
+            raise ConfigurationError(
+                f"backend {key!r}: storage_options must be a mapping of filesystem options, "
+                f"got {type(storage_options).__name__}"
+            )
+        both = sorted(set(storage_options or {}) & set(options))
+        if both:
+            raise ConfigurationError(
+                f"backend {key!r}: option(s) {', '.join(both)} given both as keywords and in "
+                "storage_options; give each once"
+            )
+        storage_options = {**(storage_options or {}), **options}
         if isinstance(fs, str):
             options = {k: v for k, v in storage_options.items() if v is not None}
             if fs in ("file", "local"):
@@ -130,6 +152,20 @@ class FSSpecBackend(StorageBackend):
         self._memory = isinstance(self.fs, MemoryFileSystem)
         self.prefix = self._normalise_prefix(prefix)
         self.stores_attributes = False
+        self._root = real_root(self.prefix) if self._local else None
+
+    def _confine(self, path: str) -> None:
+        if self._root is not None:
+            confine(self._root, path, self.key)
+
+    def _error(self, exc: Exception, path: str, action: str) -> StoreroomError:
+        # Filesystem errors may quote the endpoint URL with its password: mask it.
+        from storeroom.config.masking import mask_text
+
+        error = super()._error(exc, path, action)
+        if error is not exc and mask_text(str(error)) != str(error):
+            error.args = (mask_text(str(error)),)
+        return error
 
     def _normalise_prefix(self, prefix: str) -> str:
         if self._local:
@@ -183,6 +219,7 @@ class FSSpecBackend(StorageBackend):
             self.fs.makedirs(self.fs._parent(full), exist_ok=True)
 
     def _begin(self, path: str, opts: WriteOptions) -> tuple[str, Any]:
+        self._confine(path)
         full = self._full(path)
         if opts.create_only:
             self._refuse_existing(path, full)
@@ -251,6 +288,7 @@ class FSSpecBackend(StorageBackend):
     # -- reading ----------------------------------------------------------------------------
 
     def _open_read(self, path: str, start: int, chunk_size: int) -> Any:
+        self._confine(path)
         full = self._full(path)
         info = self.fs.info(full)
         if info.get("type") == "directory":
@@ -317,6 +355,7 @@ class FSSpecBackend(StorageBackend):
         )
 
     def _head(self, path: str) -> ObjectInfo:
+        self._confine(path)
         info = self.fs.info(self._full(path))
         if info.get("type") == "directory":
             raise FileNotFoundError(path)
@@ -328,6 +367,7 @@ class FSSpecBackend(StorageBackend):
     # -- the rest ---------------------------------------------------------------------------
 
     def _delete(self, path: str) -> None:
+        self._confine(path)
         try:
             self.fs.rm_file(self._full(path))
         except FileNotFoundError:
@@ -347,7 +387,10 @@ class FSSpecBackend(StorageBackend):
         for full, info in sorted(found.items()):
             if info.get("type", "file") != "file":
                 continue
-            infos.append(self._info(self._relative(full), info))
+            relative = self._relative(full)
+            if self._root is not None and not contained(self._root, relative):
+                continue  # behind a link: not this backend's object
+            infos.append(self._info(relative, info))
         return infos
 
     def _list(self, prefix: str) -> Iterator[ObjectInfo]:
@@ -358,6 +401,8 @@ class FSSpecBackend(StorageBackend):
             yield info
 
     def _copy(self, src: str, dst: str) -> None:
+        self._confine(src)
+        self._confine(dst)
         full_src, full_dst = self._full(src), self._full(dst)
         if not self.fs.isfile(full_src):
             raise FileNotFoundError(src)

@@ -2,11 +2,15 @@
 
 Every storeroom error, bad argument or unusable database URL ends the command with one line
 on standard error, ``storeroom: error: ...``, and exit code 2; never a traceback. Commands
-that find problems (``verify``) exit 1.
+that find problems (``verify``) exit 1. ``storeroom`` alone prints the help on standard output
+and exits 0. Output into a pipe that closes early (``storeroom ls s3 | head``) ends the
+command quietly with exit code 0.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -20,66 +24,145 @@ from storeroom.backends.base import StorageBackend
 from storeroom.errors import StoreroomError
 from storeroom.registry import StorageRegistry
 
-__all__ = ["Context", "SectionedGroup", "cli", "fail", "main", "pass_context", "run_async"]
+__all__ = [
+    "Context",
+    "SectionedGroup",
+    "cli",
+    "fail",
+    "main",
+    "pass_context",
+    "pass_read_only_context",
+    "run_async",
+]
 
 T = TypeVar("T")
 
 
 @dataclass
 class Context:
-    """What every command gets: the backends, loaded once from --config or the environment."""
+    """What every command gets: the backends, loaded once from --config or the environment.
+
+    A command that only reads (``read_only``) builds just the backend it names and never
+    creates anything: local-disk backends are opened without creating their folder.
+    """
 
     config: Path | None
+    read_only: bool = False
     _registry: StorageRegistry | None = field(default=None, repr=False)
-    _specs: list[Any] = field(default_factory=list, repr=False)
-
-    def _load(self) -> StorageRegistry:
-        from storeroom import config
-
-        if self.config is not None:
-            if not self.config.is_file():
-                fail(f"configuration file {str(self.config)!r} does not exist; pass an "
-                     "existing TOML, JSON or YAML file to --config")
-            specs = config.load_config_file(self.config)
-        else:
-            specs = config.specs_from_env()
-        registry = StorageRegistry()
-        config.register_specs(specs, registry)
-        self._specs = list(specs)
-        return registry
-
-    @property
-    def registry(self) -> StorageRegistry:
-        """Backends from ``--config`` or, without it, the environment."""
-        if self._registry is None:
-            self._registry = self._load()
-        return self._registry
+    _specs: list[Any] | None = field(default=None, repr=False)
+    _opened: dict[str, StorageBackend] = field(default_factory=dict, repr=False)
 
     @property
     def specs(self) -> list[Any]:
-        """The :class:`~storeroom.config.BackendSpec` values the backends were built from."""
-        _ = self.registry
+        """The :class:`~storeroom.config.BackendSpec` values of --config or the environment."""
+        if self._specs is None:
+            from storeroom import config
+
+            if self.config is not None:
+                if not self.config.is_file():
+                    fail(f"configuration file {str(self.config)!r} does not exist; pass an "
+                         "existing TOML, JSON or YAML file to --config")
+                self._specs = list(config.load_config_file(self.config))
+            else:
+                self._specs = list(config.specs_from_env())
         return self._specs
 
-    def backend(self, key: str) -> StorageBackend:
-        """The backend registered under ``key`` (a clear error listing the others if none)."""
-        registry = self.registry
-        if key in registry:
-            return registry.get_backend(key)
+    @property
+    def registry(self) -> StorageRegistry:
+        """Backends from ``--config`` or, without it, the environment (all of them built)."""
+        if self._registry is None:
+            from storeroom import config
+
+            registry = StorageRegistry()
+            for backend in self._opened.values():
+                registry.register_backend(backend)
+            rest = [self._spec_to_build(s) for s in self.specs if s.key not in self._opened]
+            config.register_specs(rest, registry)
+            for spec in self.specs:
+                if spec.default:
+                    registry.register_backend(registry.get_backend(spec.key), overwrite=True,
+                                              default=True)
+            self._registry = registry
+        return self._registry
+
+    def _spec_to_build(self, spec: Any) -> Any:
+        if not self.read_only or not _is_local(spec) or "mkdir" in spec.options:
+            return spec
+        return dataclasses.replace(spec, options={**spec.options, "mkdir": False})
+
+    def check_key(self, key: str) -> None:
+        """Stop with a clear error unless a backend ``key`` is configured (opens nothing)."""
+        keys = sorted(spec.key for spec in self.specs)
+        if key in keys:
+            return
         source = f"in {str(self.config)!r}" if self.config else "in the environment"
-        known = ", ".join(repr(b.key) for b in sorted(registry, key=lambda b: b.key))
-        if not known:
+        if not keys:
             fail(f"backend {key!r} is not configured: no backends are configured {source}; "
                  "pass --config FILE or set STORAGE__<KEY>__URL")
-        fail(f"backend {key!r} is not configured {source}; configured: {known}")
+        fail(f"backend {key!r} is not configured {source}; configured: "
+             f"{', '.join(repr(k) for k in keys)}")
+
+    def backend(self, key: str) -> StorageBackend:
+        """The backend configured under ``key``, opened alone (an error listing the others).
+
+        Only this backend is built: a command never creates the folders of local backends it
+        does not use, and a read-only command not even the one it reads.
+        """
+        if self._registry is not None and key in self._registry:
+            return self._registry.get_backend(key)
+        if key not in self._opened:
+            self.check_key(key)
+            spec = next(s for s in self.specs if s.key == key)
+            self._opened[key] = self._open(spec)
+        return self._opened[key]
+
+    def _open(self, spec: Any) -> StorageBackend:
+        if self.read_only and _is_local(spec):
+            folder = _local_folder(spec)
+            if folder is not None and not folder.is_dir():
+                fail(f"backend {spec.key!r}: folder {str(folder)!r} does not exist "
+                     "(nothing has been stored there yet)")
+        return self._spec_to_build(spec).build()  # type: ignore[no-any-return]
+
+
+def _is_local(spec: Any) -> bool:
+    return spec.kind == "local" or (spec.kind == "url" and str(spec.url).startswith("file:"))
+
+
+def _local_folder(spec: Any) -> Path | None:
+    from urllib.parse import unquote, urlsplit
+
+    url = spec.location_url()
+    if not url.startswith("file:"):
+        return Path(url)
+    parts = urlsplit(url)
+    # file://./relative names a folder below the current directory.
+    return Path(unquote(parts.netloc + parts.path)) if parts.netloc in ("", ".") else None
 
 
 pass_context = click.make_pass_decorator(Context)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def pass_read_only_context(func: F) -> F:
+    """Like ``pass_context``, for commands that only read: they create nothing anywhere."""
+
+    @pass_context
+    def wrapper(ctx: Context, *args: Any, **kwargs: Any) -> Any:
+        ctx.read_only = True
+        return func(ctx, *args, **kwargs)
+
+    return functools.update_wrapper(wrapper, func)  # type: ignore[return-value]
 
 
 def fail(message: str) -> NoReturn:
     """Stop with a one-line error and exit code 2."""
     raise click.UsageError(message)
+
+
+class PipeClosed(Exception):
+    """The program reading the command's output closed the pipe (``storeroom ls | head``)."""
 
 
 class SectionedGroup(click.Group):
@@ -103,6 +186,14 @@ class SectionedGroup(click.Group):
                 names.remove(name)
         self.sections.setdefault(section or "Other commands", []).append(name)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a reader that closed our output pipe becomes :class:`PipeClosed`."""
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            # click would turn it into exit code 1; the entry point ends quietly instead.
+            raise PipeClosed from exc
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """Write each section's commands with their short help."""
         width = formatter.width or 80
@@ -117,6 +208,8 @@ class SectionedGroup(click.Group):
 
 @click.group(
     cls=SectionedGroup,
+    invoke_without_command=True,
+    subcommand_metavar="COMMAND [ARGS]...",
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="Run 'storeroom COMMAND --help' for a command's options and examples.",
 )
@@ -136,30 +229,25 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     local:docs/report.pdf). Secrets are never printed.
     """
     ctx.obj = Context(config_path)
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        ctx.exit(0)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: errors become one line on stderr and exit code 2.
-
-    Run as a program (``argv`` None), the process ends with ``os._exit`` once the output
-    is flushed: obstore 0.12's runtime can abort the interpreter's shutdown after async
-    calls (SIGABRT, exit code 134, in a good share of runs), which would turn a successful
-    command into a crash. Called with ``argv`` it raises ``SystemExit`` as usual.
-    """
-    try:
-        code = _run(argv)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    if argv is not None:
-        sys.exit(code)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    """Console entry point: errors become one line on stderr and exit code 2."""
+    sys.exit(_run(argv))
 
 
 def _run(argv: list[str] | None) -> int:
     try:
-        result = cli.main(args=argv, prog_name="storeroom", standalone_mode=False)
+        try:
+            result = cli.main(args=argv, prog_name="storeroom", standalone_mode=False)
+            sys.stdout.flush()
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except (BrokenPipeError, PipeClosed):
+        return _pipe_closed()
     except click.Abort:
         click.echo("storeroom: aborted", err=True)
         return 130
@@ -174,6 +262,16 @@ def _run(argv: list[str] | None) -> int:
             raise
         return _error(f"database: {_first_line(exc)}")
     return result if isinstance(result, int) else 0
+
+
+def _pipe_closed() -> int:
+    """The reader of our output went away (``| head``): stop quietly, as a filter does."""
+    # Python would flush stdout again at exit and report the broken pipe: point it at
+    # /dev/null first, as the Python docs advise for SIGPIPE.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,10 +1,29 @@
-"""How the commands print: rich tables, sizes, durations."""
+"""How the commands print: rich tables, sizes, durations.
+
+Sizes and speeds use binary units everywhere (KiB, MiB/s): the progress bar and the summary
+line of one command never disagree about what a megabyte is.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["human_size", "print_table"]
+from rich.progress import ProgressColumn
+from rich.text import Text
+
+__all__ = ["BinarySpeedColumn", "human_size", "print_table"]
+
+
+class BinarySpeedColumn(ProgressColumn):
+    """A progress bar's transfer speed in binary units (``12.5 MiB/s``), like :func:`human_size`."""
+
+    def render(self, task: Any) -> Text:
+        """The task's current speed, or ``?`` before there is one."""
+        speed = task.finished_speed or task.speed
+        if speed is None:
+            return Text("?", style="progress.data.speed")
+        return Text(f"{human_size(int(speed))}/s", style="progress.data.speed")
 
 
 def print_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
@@ -19,7 +38,13 @@ def print_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
     if not console.is_terminal:
         # Piped output is for grep and scripts: never shorten a path to fit 80 columns.
         console = Console(soft_wrap=True, width=100_000)
+    console.on_broken_pipe = _reader_gone  # type: ignore[method-assign]
     console.print(table)
+
+
+def _reader_gone() -> None:
+    # rich would exit with status 1; the command's entry point ends quietly instead.
+    raise BrokenPipeError
 
 
 def human_size(n: int | None) -> str:

@@ -1,19 +1,19 @@
 """``storeroom verify`` and ``storeroom gc``: compare rows with the store, delete orphans.
 
-:func:`collect_findings` holds the comparison (on top of :func:`storeroom.orm.find_dangling`
-and :func:`storeroom.orm.find_orphans`) so other tools can produce the same report.
+The comparison lives in the library (:func:`storeroom.orm.maintenance.iter_findings`,
+:func:`storeroom.orm.maintenance.remove_orphans`), in bounded memory; these commands parse
+options and print what it yields as it comes.
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
 from datetime import timedelta
 from typing import Any
 
 import click
 
-from storeroom.backends.base import ObjectInfo
-from storeroom.checksums import matches as checksum_matches
 from storeroom.cli.app import Context, fail, pass_context
 from storeroom.cli.formatting import human_size
 from storeroom.cli.rows import (
@@ -23,10 +23,20 @@ from storeroom.cli.rows import (
     parse_duration,
     session_factory,
 )
-from storeroom.registry import StorageRegistry
-from storeroom.streams import Meter
 
-__all__ = ["collect_findings", "gc", "verify"]
+__all__ = ["gc", "verify"]
+
+
+def __getattr__(name: str) -> Any:
+    # collect_findings moved to the library; imported lazily so the CLI starts without the ORM.
+    if name == "collect_findings":
+        from storeroom.orm.maintenance import collect_findings
+
+        return collect_findings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+_SECTIONS = ("dangling", "mismatched", "orphans")
+
 
 def _columns(models: tuple[str, ...], column: str | None) -> list[Any]:
     if not models:
@@ -36,75 +46,45 @@ def _columns(models: tuple[str, ...], column: str | None) -> list[Any]:
     return [col for spec in models for col in columns_of(load_model(spec), column)]
 
 
-def collect_findings(
-    session: Any,
-    columns: list[Any],
-    registry: StorageRegistry,
-    *,
-    orphans_in: str | None = None,
-    prefix: str = "",
-    grace: timedelta = timedelta(hours=1),
-    checksums: bool = False,
-) -> dict[str, Any]:
-    """Compare the files ``columns`` reference with the stores.
+class _JsonReport:
+    """Writes the findings as one JSON object while they stream, one entry at a time."""
 
-    Returns ``{"dangling": [...], "mismatched": [...], "orphans": [...], "summary": {...}}``:
-    references whose object is missing; objects whose size (or, with ``checksums``, whose
-    SHA-256, read in full) differs from the row's record; and objects of backend
-    ``orphans_in`` under ``prefix`` that no row references, older than ``grace``.
-    """
-    from sqlalchemy import inspect
+    def __init__(self) -> None:
+        self._open = -1  # index of the section whose list is open
+        self._entries = 0
+        click.echo("{")
 
-    from storeroom.orm import find_dangling, find_orphans, referenced_files
+    def _advance(self, upto: int) -> None:
+        while self._open < upto:
+            if self._open >= 0:
+                click.echo("\n  ]," if self._entries else "],")
+            self._open += 1
+            self._entries = 0
+            if self._open < len(_SECTIONS):
+                click.echo(f'  "{_SECTIONS[self._open]}": [', nl=False)
 
-    dangling = find_dangling(session, columns, registry=registry)
-    missing = {(d.file.backend, d.file.path) for d in dangling}
-    listings: dict[str, dict[str, ObjectInfo]] = {}
-    mismatched: list[dict[str, Any]] = []
-    references = 0
-    for row, column, file in referenced_files(session, columns):
-        references += 1
-        if (file.backend, file.path) in missing:
-            continue
-        key = file.backend or registry.default_key or ""
-        store = registry.get_backend(key)
-        if key not in listings:
-            listings[key] = {info.path: info for info in store.list()}
-        info = listings[key].get(file.path)
-        where = {"model": type(row).__name__,
-                 "key": [str(k) for k in (inspect(row).identity or ())],
-                 "column": column, "backend": key, "path": file.path}
-        if info is None:
-            continue  # uploaded after the dangling check ran: not a finding
-        if file.size is not None and info.size != file.size:
-            mismatched.append({**where, "kind": "size", "recorded": file.size,
-                               "stored": info.size})
-        elif checksums and file.checksum:
-            meter = Meter.expecting(file.checksum)
-            for chunk in store.stream(file.path):
-                meter.update(chunk)
-            stored = meter.checksum
-            if not checksum_matches(file.checksum, stored):
-                mismatched.append({**where, "kind": "checksum", "recorded": file.checksum,
-                                   "stored": stored})
-    orphans: list[dict[str, Any]] = []
-    if orphans_in is not None:
-        orphans = [
-            {"backend": orphans_in, "path": o.path, "size": o.size,
-             "last_modified": o.last_modified.isoformat() if o.last_modified else None}
-            for o in find_orphans(session, columns, orphans_in, prefix=prefix, grace=grace,
-                                  registry=registry)
-        ]
-    return {
-        "dangling": [{"model": d.model, "key": [str(k) for k in d.primary_key],
-                      "column": d.column, "backend": d.file.backend, "path": d.file.path}
-                     for d in dangling],
-        "mismatched": mismatched,
-        "orphans": orphans,
-        "summary": {"references": references, "dangling": len(dangling),
-                    "mismatched": len(mismatched), "orphans": len(orphans),
-                    "orphans_checked": orphans_in is not None, "checksums_read": checksums},
-    }
+    def entry(self, section: str, entry: dict[str, Any]) -> None:
+        self._advance(_SECTIONS.index(section))
+        text = textwrap.indent(json.dumps(entry, indent=2), "    ")
+        click.echo(("," if self._entries else "") + "\n" + text, nl=False)
+        self._entries += 1
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        self._advance(len(_SECTIONS))
+        body = textwrap.indent(json.dumps(summary, indent=2), "  ")[2:]
+        click.echo(f'  "summary": {body}\n}}')
+
+
+def _print_finding(section: str, entry: dict[str, Any]) -> None:
+    if section == "dangling":
+        click.echo(f"dangling   {entry['model']} {','.join(entry['key'])} "
+                   f"{entry['column']} -> {entry['backend']}:{entry['path']}")
+    elif section == "mismatched":
+        click.echo(f"mismatched {entry['model']} {','.join(entry['key'])} "
+                   f"{entry['backend']}:{entry['path']} {entry['kind']}: row "
+                   f"{entry['recorded']}, store {entry['stored']}")
+    else:
+        click.echo(f"orphan     {entry['backend']}:{entry['path']} {human_size(entry['size'])}")
 
 
 @click.command(short_help="Find dangling references, mismatches and orphans.")
@@ -136,28 +116,27 @@ def verify(ctx: Context, database: str | None, models: tuple[str, ...], column: 
       storeroom verify --model app.models:Document
       storeroom verify --model app.models:Document --backend s3 --json
     """
+    from storeroom.orm.maintenance import iter_findings
+
     columns = _columns(models, column)
-    registry = ctx.registry
     if backend_key is not None:
         ctx.backend(backend_key)
+    delay = parse_duration(grace, "--grace")
+    report = _JsonReport() if as_json else None
+    summary: dict[str, Any] = {}
     with session_factory(database)() as session:
-        found = collect_findings(session, columns, registry, orphans_in=backend_key,
-                                 prefix=prefix.rstrip("/"), grace=parse_duration(grace, "--grace"),
-                                 checksums=checksums)
-    summary = found["summary"]
-    if as_json:
-        click.echo(json.dumps(found, indent=2))
+        for section, entry in iter_findings(session, columns, ctx.registry,
+                                            orphans_in=backend_key, prefix=prefix.rstrip("/"),
+                                            grace=delay, checksums=checksums):
+            if section == "summary":
+                summary = entry
+            elif report is not None:
+                report.entry(section, entry)
+            else:
+                _print_finding(section, entry)
+    if report is not None:
+        report.summary(summary)
     else:
-        for entry in found["dangling"]:
-            click.echo(f"dangling   {entry['model']} {','.join(entry['key'])} "
-                       f"{entry['column']} -> {entry['backend']}:{entry['path']}")
-        for entry in found["mismatched"]:
-            click.echo(f"mismatched {entry['model']} {','.join(entry['key'])} "
-                       f"{entry['backend']}:{entry['path']} {entry['kind']}: row "
-                       f"{entry['recorded']}, store {entry['stored']}")
-        for entry in found["orphans"]:
-            click.echo(f"orphan     {entry['backend']}:{entry['path']} "
-                       f"{human_size(entry['size'])}")
         orphans = (f"orphans {summary['orphans']}" if summary["orphans_checked"]
                    else "orphans not checked (pass --backend)")
         click.echo(f"{summary['references']} references: dangling {summary['dangling']}, "
@@ -174,9 +153,11 @@ def verify(ctx: Context, database: str | None, models: tuple[str, ...], column: 
 @click.option("--grace", default="1h", show_default=True, metavar="DURATION",
               help="Only delete orphans older than this, e.g. 30m, 2h, 1d.")
 @click.option("--yes", is_flag=True, help="Really delete (without it, only list).")
+@click.option("--multipart/--no-multipart", default=True, show_default=True,
+              help="S3: also abort incomplete multipart uploads older than --grace.")
 @pass_context
 def gc(ctx: Context, database: str | None, models: tuple[str, ...], column: str | None,
-       backend_key: str, prefix: str, grace: str, yes: bool) -> None:
+       backend_key: str, prefix: str, grace: str, yes: bool, multipart: bool) -> None:
     """Delete orphans (objects no row references) older than --grace; dry run by default.
 
     The rows are read again just before deleting, so an object a row started to
@@ -188,32 +169,75 @@ def gc(ctx: Context, database: str | None, models: tuple[str, ...], column: str 
       storeroom gc --model app.models:Document --backend s3
       storeroom gc --model app.models:Document --backend s3 --grace 1d --yes
     """
-    from storeroom.orm import referenced_files
-
     columns = _columns(models, column)
     store = ctx.backend(backend_key)
     delay = parse_duration(grace, "--grace")
     sessions = session_factory(database)
-    with sessions() as session:
-        found = collect_findings(session, columns, ctx.registry, orphans_in=store.key,
-                                 prefix=prefix.rstrip("/"), grace=delay)
-    orphans = found["orphans"]
-    deleted = 0
+    if multipart:
+        _sweep_multipart_uploads(store, delay, yes)
     if yes:
-        with sessions() as session:
-            now_referenced = {f.path for _r, _c, f in referenced_files(session, columns)
-                              if (f.backend or ctx.registry.default_key) == store.key}
-        for entry in orphans:
-            if entry["path"] in now_referenced:
-                click.echo(f"kept {entry['path']} (referenced since the scan)")
-                continue
-            store.delete(entry["path"])
-            deleted += 1
-            click.echo(f"deleted {entry['path']}")
-        click.echo(f"{deleted} orphans deleted from {store.key}")
+        _remove_expired_uploads(sessions, ctx)
+    _collect_orphans(sessions, columns, ctx, store.key, prefix.rstrip("/"), delay, grace, yes)
+
+
+def _remove_expired_uploads(sessions: Any, ctx: Context) -> None:
+    """gc's upload-session step: expired upload sessions and what they left in the stores."""
+    from storeroom.uploads import remove_expired
+
+    with sessions() as session:
+        removed = remove_expired(session, registry=ctx.registry)
+        session.commit()
+    if removed:
+        click.echo(f"{removed} expired upload sessions removed")
+
+
+def _collect_orphans(sessions: Any, columns: list[Any], ctx: Context, key: str, prefix: str,
+                     delay: timedelta, grace: str, yes: bool) -> None:
+    """gc's orphan step: list (dry run) or delete the orphans of backend ``key``."""
+    from storeroom.orm.maintenance import ReferenceScan, remove_orphans
+
+    if yes:
+        deleted = 0
+        for info, removed in remove_orphans(sessions, columns, key, prefix=prefix, grace=delay,
+                                            registry=ctx.registry):
+            if removed:
+                deleted += 1
+                click.echo(f"deleted {info.path}")
+            else:
+                click.echo(f"kept {info.path} (referenced since the scan)")
+        click.echo(f"{deleted} orphans deleted from {key}")
         return
-    for entry in orphans:
-        click.echo(f"would delete {entry['path']}  {human_size(entry['size'])}")
-    total = sum(e["size"] or 0 for e in orphans)
-    click.echo(f"{len(orphans)} orphans ({human_size(total)}) older than {grace} in "
-               f"{store.key}; dry run: pass --yes to delete")
+    count = total = 0
+    with ReferenceScan(columns, registry=ctx.registry) as scan:
+        with sessions() as session:
+            scan.read_rows(session)
+        for info in scan.orphans(key, prefix=prefix, grace=delay):
+            count += 1
+            total += info.size or 0
+            click.echo(f"would delete {info.path}  {human_size(info.size)}")
+    click.echo(f"{count} orphans ({human_size(total)}) older than {grace} in "
+               f"{key}; dry run: pass --yes to delete")
+
+
+def _sweep_multipart_uploads(store: Any, older_than: timedelta, really: bool) -> None:
+    """``gc`` on S3: list (or, with ``really``, abort) incomplete multipart uploads."""
+    from storeroom.backends.obstore import ObstoreBackend
+    from storeroom.backends.obstore.multipart import (
+        abort_incomplete_uploads,
+        find_incomplete_uploads,
+    )
+
+    if not isinstance(store, ObstoreBackend) or store.kind != "s3":
+        return
+    if really:
+        aborted = abort_incomplete_uploads(store, older_than=older_than)
+        for upload in aborted:
+            click.echo(f"aborted incomplete multipart upload {upload.key}")
+        click.echo(f"{len(aborted)} incomplete multipart uploads aborted in {store.key}")
+        return
+    found = find_incomplete_uploads(store, older_than=older_than)
+    for upload in found:
+        click.echo(f"would abort incomplete multipart upload {upload.key} "
+                   f"(started {upload.initiated:%Y-%m-%d %H:%M} UTC)")
+    if found:
+        click.echo(f"{len(found)} incomplete multipart uploads in {store.key}; dry run")

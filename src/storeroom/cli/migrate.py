@@ -66,9 +66,13 @@ def migrate(ctx: Context, source: str, destination: str, prefix: str, database: 
     """
     from storeroom import migrate as migration
 
-    src, dst = ctx.backend(source), ctx.backend(destination)
-    if src is dst:
+    if source == destination:
         fail("SOURCE and DESTINATION are the same backend")
+    ctx.read_only = dry_run
+    src = ctx.backend(source)
+    if dry_run:
+        ctx.check_key(destination)  # a dry run reads the journal only, never DESTINATION
+    dst_key = destination
     if update_rows and not models:
         fail("--update-rows needs --model MODULE:CLASS (and --database)")
     if models and prefix:
@@ -84,24 +88,25 @@ def migrate(ctx: Context, source: str, destination: str, prefix: str, database: 
     else:
         items = migration.plan_objects(src, prefix.rstrip("/"))
     total = sum(i.size or 0 for i in items)
-    path = state_path or Path(f".storeroom-migrate-{src.key}-{dst.key}.jsonl")
+    path = state_path or Path(f".storeroom-migrate-{src.key}-{dst_key}.jsonl")
 
     if dry_run:
-        verified = _journaled(path, src, dst)
+        verified = _journaled(path, src.key, dst_key)
         remaining = [i for i in items if i.source not in verified]
         click.echo(f"would copy {len(remaining)} of {len(items)} objects "
                    f"({human_size(sum(i.size or 0 for i in remaining))} of "
-                   f"{human_size(total)}) from {src.key} to {dst.key}; "
+                   f"{human_size(total)}) from {src.key} to {dst_key}; "
                    f"{len(items) - len(remaining)} already verified in {path}")
         for item in remaining[:10]:
             click.echo(f"  {item.source}  {human_size(item.size)}")
         if len(remaining) > 10:
             click.echo("  ...")
         if update_rows:
-            click.echo(f"would then switch the rows referencing them to {dst.key}, "
+            click.echo(f"would then switch the rows referencing them to {dst_key}, "
                        f"{batch_size} per transaction")
         return
 
+    dst = ctx.backend(destination)
     started = time.monotonic()
     with migration.MigrationState(path, src.key, dst.key) as state:
         report = _copy_with_progress(src, dst, items, state, concurrency, verify_read,
@@ -132,12 +137,12 @@ def migrate(ctx: Context, source: str, destination: str, prefix: str, database: 
         click.get_current_context().exit(1)
 
 
-def _journaled(path: Path, src: StorageBackend, dst: StorageBackend) -> set[str]:
+def _journaled(path: Path, src_key: str, dst_key: str) -> set[str]:
     from storeroom.orm.migration import MigrationState
 
     if not path.exists():
         return set()
-    with MigrationState(path, src.key, dst.key) as state:
+    with MigrationState(path, src_key, dst_key) as state:
         return set(state.verified)
 
 
@@ -151,14 +156,14 @@ def _copy_with_progress(src: StorageBackend, dst: StorageBackend, items: Sequenc
         Progress,
         TextColumn,
         TimeRemainingColumn,
-        TransferSpeedColumn,
     )
 
+    from storeroom.cli.formatting import BinarySpeedColumn
     from storeroom.orm.migration import copy_objects
 
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
-                  TransferSpeedColumn(), TextColumn("{task.fields[objects]}"),
+                  BinarySpeedColumn(), TextColumn("{task.fields[objects]}"),
                   TimeRemainingColumn(), console=console, transient=True,
                   disable=not (progress and console.is_terminal)) as bar:
         done = 0

@@ -2,12 +2,16 @@
 
 A value is secret when its option name says so (``storeroom.backends.obstore.options.
 is_secret_option``: keys, key ids, tokens, passwords, connection strings...) or when it is
-the HMAC ``signing_secret``. Secrets are shown as ``'***'``; URLs lose their password and
-query string (an Azure SAS token travels in the query).
+the HMAC ``signing_secret``. Secrets are shown as ``'***'``. :func:`mask_url` is the one
+function that hides what a URL carries (the userinfo password, the query string, where an
+Azure SAS token or a signature travels); it is applied to every URL-valued option whatever
+its name (``aws_endpoint=http://user:PASS@host``), and by :func:`mask_text` to every URL
+inside an error message, an event or a log line.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -17,6 +21,7 @@ from storeroom.backends.obstore.options import is_secret_option
 __all__ = [
     "MASK",
     "is_secret_field",
+    "mask_text",
     "mask_url",
     "masked",
     "masked_mapping",
@@ -65,6 +70,25 @@ def mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
+
+
+def is_url(value: Any) -> bool:
+    """Whether ``value`` is a string holding a URL (``scheme://...``)."""
+    return isinstance(value, str) and _URL.fullmatch(value.strip()) is not None
+
+
+def mask_text(text: str) -> str:
+    """``text`` with every URL in it passed through :func:`mask_url`.
+
+    For messages that quote a library's error (obstore and fsspec put the request URL, and
+    with it any password in the endpoint, into theirs).
+    """
+    if "://" not in text:
+        return text
+    return _URL.sub(lambda found: mask_url(found.group(0)), text)
+
+
 def masked(name: str, value: Any) -> Any:
     """``value`` as it may be shown for the field or option ``name``."""
     if value is None:
@@ -73,7 +97,8 @@ def masked(name: str, value: Any) -> Any:
         return MASK
     if isinstance(value, Mapping):
         return masked_mapping(value)
-    if name in ("url", "endpoint", "signing_base_url") and isinstance(value, str):
+    if isinstance(value, str) and (name in ("url", "endpoint", "signing_base_url")
+                                   or is_url(value)):
         return mask_url(value)
     return MASK if hasattr(value, "get_secret_value") else value
 

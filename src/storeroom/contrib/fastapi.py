@@ -24,7 +24,7 @@ from storeroom.cors import CorsRules
 from storeroom.file import FileObject
 from storeroom.registry import StorageRegistry, storages
 from storeroom.web.asgi import SignedUrlApp
-from storeroom.web.files import abody, plan_file_response_async, upload_target
+from storeroom.web.files import abody, aread_head, plan_file_response_async, upload_target
 
 __all__ = ["file_response", "get_storages", "save_upload", "signed_url_router",
            "storeroom_lifespan"]
@@ -70,13 +70,21 @@ async def save_upload(
     backend: str | None = None,
     filename: str | None = None,
     path: str | None = None,
+    column: Any = None,
     registry: StorageRegistry | None = None,
 ) -> FileObject:
-    """Stream a multipart upload (spooled by Starlette) into the store, in chunks."""
-    file = upload_target(filename or upload.filename, upload.content_type,
-                         backend=backend, path=path,
-                         registry=registry)
-    return await file.save_async(upload)
+    """Stream a multipart upload into the store (create-only) and return its FileObject.
+
+    The object path is fresh: ``path`` if the server gives one, else ``column``'s ORM layout
+    (``{table}/{column}/{uuid}/{name}``) or ``uploads/{uuid}/{name}``; the client's
+    name is kept only as ``filename``. The content type is sniffed from the first bytes,
+    never taken from the client. Starlette spools large parts to a temporary file; it is
+    read in chunks, never whole.
+    """
+    head, chunks = await aread_head(upload.read)
+    file = upload_target(filename or upload.filename, head, backend=backend, path=path,
+                         column=column, registry=registry)
+    return await file.save_async(chunks, overwrite=False)
 
 
 async def file_response(

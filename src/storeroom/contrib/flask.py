@@ -25,7 +25,7 @@ from storeroom.contrib._startup import Configure, configure_backends
 from storeroom.cors import CorsRules
 from storeroom.file import FileObject
 from storeroom.registry import StorageRegistry, storages
-from storeroom.web.files import body, plan_file_response, upload_target
+from storeroom.web.files import body, plan_file_response, read_head, upload_target
 from storeroom.web.wsgi import SignedUrlWsgiApp
 
 __all__ = ["Storeroom", "file_response", "save_upload"]
@@ -58,7 +58,13 @@ class Storeroom:
         def serve(subpath: str) -> Any:
             environ = dict(request.environ)
             environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + mount_path
-            environ["PATH_INFO"] = "/" + subpath
+            # The handler decodes the path itself (strict UTF-8): hand it the request's own
+            # bytes (WSGI carries them as latin-1 text), not Flask's lenient decoding.
+            original = environ.get("PATH_INFO", "")
+            if original.startswith(mount_path + "/"):
+                environ["PATH_INFO"] = original[len(mount_path):]
+            else:
+                environ["PATH_INFO"] = ("/" + subpath).encode("utf-8").decode("latin-1")
             return Response.from_app(wsgi, environ)
 
         blueprint.add_url_rule(
@@ -75,13 +81,19 @@ def save_upload(
     backend: str | None = None,
     filename: str | None = None,
     path: str | None = None,
+    column: Any = None,
     registry: StorageRegistry | None = None,
 ) -> FileObject:
-    """Stream a multipart upload (``request.files[...]``) into the store, in chunks."""
-    file = upload_target(filename or upload.filename, upload.mimetype,
-                         backend=backend, path=path,
-                         registry=registry)
-    return file.save(upload.stream)
+    """Stream a multipart upload (``request.files[...]``) into the store, create-only, in chunks.
+
+    The object path is fresh: ``path`` if the server gives one, else ``column``'s ORM layout
+    or ``uploads/{uuid}/{name}``; the client's name is kept only as ``filename``. The
+    content type is sniffed from the first bytes, never taken from the client.
+    """
+    head, chunks = read_head(upload.stream.read)
+    file = upload_target(filename or upload.filename, head, backend=backend, path=path,
+                         column=column, registry=registry)
+    return file.save(chunks, overwrite=False)
 
 
 def file_response(

@@ -21,7 +21,8 @@ from litestar.config.app import AppConfig
 from litestar.datastructures import UploadFile
 from litestar.di import Provide
 from litestar.handlers import asgi
-from litestar.plugins import InitPluginProtocol
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
+from litestar.plugins import InitPluginProtocol, OpenAPISchemaPlugin
 from litestar.response import Stream
 from litestar.types import Receive, Scope, Send
 
@@ -29,10 +30,11 @@ from storeroom.contrib._startup import Configure, configure_backends
 from storeroom.cors import CorsRules
 from storeroom.file import FileObject
 from storeroom.registry import StorageRegistry, storages
+from storeroom.serialization import PUBLIC, FileForm
 from storeroom.web.asgi import SignedUrlApp
-from storeroom.web.files import abody, plan_file_response_async, upload_target
+from storeroom.web.files import abody, aread_head, plan_file_response_async, upload_target
 
-__all__ = ["StoreroomPlugin", "file_response", "save_upload"]
+__all__ = ["FileObjectSchemaPlugin", "StoreroomPlugin", "file_response", "save_upload"]
 
 
 class StoreroomPlugin(InitPluginProtocol):
@@ -45,6 +47,9 @@ class StoreroomPlugin(InitPluginProtocol):
         mount_path: Where signed URLs are served; the signers' ``base_url`` must end here.
         registry: The registry to use (default: ``storages``).
         cors: CORS rules for browser uploads to signed URLs.
+        files_as: How handlers' FileObjects appear as data (responses, request bodies and
+            the OpenAPI schema): the public form by default; see
+            :mod:`storeroom.serialization`.
     """
 
     def __init__(
@@ -54,8 +59,10 @@ class StoreroomPlugin(InitPluginProtocol):
         mount_path: str = "/files",
         registry: StorageRegistry | None = None,
         cors: CorsRules | None = None,
+        files_as: FileForm = PUBLIC,
     ) -> None:
         self.configure = configure
+        self.files_as = files_as
         self.mount_path = mount_path
         self.registry = registry or storages
         self.app = SignedUrlApp(self.registry, cors=cors, mount_path=mount_path)
@@ -66,7 +73,17 @@ class StoreroomPlugin(InitPluginProtocol):
         app_config.route_handlers.append(signed_urls)
         app_config.on_startup.append(self._startup)
         app_config.dependencies["storages"] = Provide(self._registry, sync_to_thread=False)
+        self._register_file_form(app_config)
         return app_config
+
+    def _register_file_form(self, app_config: AppConfig) -> None:
+        form = self.files_as
+        app_config.type_encoders = {**(app_config.type_encoders or {}), FileObject: form.dump}
+        app_config.type_decoders = [
+            *(app_config.type_decoders or []),
+            (lambda target: target is FileObject, lambda _target, value: form.load(value)),
+        ]
+        app_config.plugins.append(FileObjectSchemaPlugin(form))
 
     def _registry(self) -> StorageRegistry:
         return self.registry
@@ -79,23 +96,61 @@ class StoreroomPlugin(InitPluginProtocol):
         await self.app(cast(Any, scope), cast(Any, receive), cast(Any, send))
 
 
+class FileObjectSchemaPlugin(OpenAPISchemaPlugin):
+    """The OpenAPI schema of FileObject in a :class:`~storeroom.serialization.FileForm`."""
+
+    def __init__(self, form: FileForm = PUBLIC) -> None:
+        self.form = form
+
+    @staticmethod
+    def is_plugin_supported_type(value: Any) -> bool:
+        """FileObject, and only it."""
+        return value is FileObject
+
+    def to_openapi_schema(self, field_definition: Any, schema_creator: Any) -> Schema:
+        """The form's JSON Schema as Litestar's OpenAPI ``Schema``."""
+        return _schema(self.form.json_schema())
+
+
+def _schema(data: Mapping[str, Any]) -> Schema:
+    if "anyOf" in data:
+        return Schema(any_of=[_schema(s) for s in data["anyOf"]],
+                      description=data.get("description"))
+    return Schema(
+        title=data.get("title"),
+        type=OpenAPIType(data["type"]),
+        format=OpenAPIFormat(data["format"]) if "format" in data else None,
+        description=data.get("description"),
+        minimum=data.get("minimum"),
+        min_length=data.get("minLength"),
+        properties={k: _schema(v) for k, v in data["properties"].items()}
+        if "properties" in data else None,
+        required=data.get("required"),
+        additional_properties=data.get("additionalProperties"),
+    )
+
+
 async def save_upload(
     upload: UploadFile,
     *,
     backend: str | None = None,
     filename: str | None = None,
     path: str | None = None,
+    column: Any = None,
     registry: StorageRegistry | None = None,
 ) -> FileObject:
-    """Stream a multipart upload into the store and return its FileObject.
+    """Stream a multipart upload into the store (create-only) and return its FileObject.
 
-    Litestar spools large parts to a temporary file; the content is read from it in chunks,
-    never whole.
+    The object path is fresh: ``path`` if the server gives one, else ``column``'s ORM layout
+    (``{table}/{column}/{uuid}/{name}``) or ``uploads/{uuid}/{name}``; the client's
+    name is kept only as ``filename``. The content type is sniffed from the first bytes,
+    never taken from the client. Litestar spools large parts to a temporary file; it is
+    read in chunks, never whole.
     """
-    file = upload_target(filename or upload.filename, upload.content_type,
-                         backend=backend, path=path,
-                         registry=registry)
-    return await file.save_async(upload)
+    head, chunks = await aread_head(upload.read)
+    file = upload_target(filename or upload.filename, head, backend=backend, path=path,
+                         column=column, registry=registry)
+    return await file.save_async(chunks, overwrite=False)
 
 
 async def file_response(

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import time
 import uuid
-from dataclasses import dataclass
 from typing import Any, cast
 
 from litestar import Litestar, MediaType, Response, delete, get, post
@@ -13,29 +11,27 @@ from litestar.exceptions import HTTPException, NotFoundException
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from storeroom import FileObject, storages
+from storeroom import storages, uploads
 from storeroom.backends.obstore import ObstoreBackend
 from storeroom.contrib.litestar import StoreroomPlugin
 from storeroom.demo.models import TeamFile
 from storeroom.demo.page import PAGE
-from storeroom.demo.settings import DemoSettings, type_allowed
-from storeroom.orm import UUIDAuditBase, safe_filename
+from storeroom.demo.settings import ALLOWED_PATTERNS, DemoSettings, type_allowed
+from storeroom.orm import UUIDAuditBase
 from storeroom.signing import configure_signing
 
 __all__ = ["create_app"]
 
 UPLOAD_TTL = 600
 
-
-@dataclass
-class PendingUpload:
-    """An upload URL handed out and not yet completed."""
-
-    path: str
-    name: str
-    content_type: str
-    size: int
-    expires: float
+# What a rejected upload's rule means to the person uploading, and the status it gets.
+_REJECTIONS = {
+    "max_size": (413, "{name} is larger than the {limit} limit."),
+    "declared_size": (400, "{name} arrived incomplete; please upload again."),
+    "min_size": (400, "{name} is empty: there is nothing to store."),
+    "content_type": (415, "{name}: its contents ({value}) are not a type this app accepts."),
+    "missing": (400, "{name} did not reach storage; please upload again."),
+}
 
 
 def configure_storage(settings: DemoSettings) -> None:
@@ -56,17 +52,30 @@ def _problem(status: int, message: str) -> HTTPException:
     return HTTPException(status_code=status, detail=message)
 
 
+def _rejection(rejected: uploads.UploadRejected, settings: DemoSettings) -> HTTPException:
+    """The upload's object is already deleted; tell the person why, in their terms."""
+    status, template = _REJECTIONS.get(rejected.rule, (400, "{name} was refused."))
+    return _problem(status, template.format(
+        name="The file", value=rejected.value,
+        limit=f"{settings.max_upload_bytes / 2**20:.0f} MiB"))
+
+
 def create_app(settings: DemoSettings | None = None) -> Litestar:
     """Build the demo app (settings default to the environment)."""
     settings = settings or DemoSettings.from_env()
     engine: AsyncEngine = create_async_engine(settings.database_url)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
-    pending: dict[str, PendingUpload] = {}
+    limits = uploads.UploadLimits(max_size=settings.max_upload_bytes, min_size=1,
+                                  content_types=ALLOWED_PATTERNS)
 
     async def create_tables() -> None:
         async with engine.begin() as conn:
             table = cast(Table, TeamFile.__table__)
             await conn.run_sync(UUIDAuditBase.metadata.create_all, tables=[table])
+            await conn.run_sync(uploads.metadata.create_all)
+        async with sessions() as session:  # uploads abandoned before the last shutdown
+            await uploads.remove_expired_async(session)
+            await session.commit()
 
     async def describe(row: TeamFile) -> dict[str, Any]:
         return {"id": str(row.id), "name": row.name, "size": row.file.size,
@@ -99,31 +108,28 @@ def create_app(settings: DemoSettings | None = None) -> Litestar:
                                 f"{settings.max_upload_bytes / 2**20:.0f} MiB.")
         if not type_allowed(content_type):
             raise _problem(415, f"{name}: files of type {content_type} are not accepted.")
-        upload_id = uuid.uuid4().hex
-        path = f"team_file/file/{upload_id}/{safe_filename(name)}"
-        file = FileObject(backend="private", filename=name, path=path,
-                          content_type=content_type)
-        url = file.storage.sign(path, expires_in=UPLOAD_TTL, for_upload=True,
-                                content_type=content_type)
-        pending[upload_id] = PendingUpload(path, name, content_type, size,
-                                           time.time() + UPLOAD_TTL)
-        return {"upload_id": upload_id, "upload_url": url}
+        # A session stored in the database: single-use, server-placed, survives restarts.
+        async with sessions() as session:
+            target = await uploads.begin_async(
+                session, TeamFile.file, filename=name, content_type=content_type, size=size,
+                limits=limits, expires_in=UPLOAD_TTL)
+            await session.commit()
+        return {"upload_id": target.id, "upload_url": target.instructions.url,
+                "method": target.instructions.method,
+                "headers": target.instructions.headers}
 
     @post("/api/uploads/{upload_id:str}/complete")
     async def complete_upload(upload_id: str) -> dict[str, Any]:
-        upload = pending.pop(upload_id, None)
-        if upload is None or upload.expires < time.time():
-            raise _problem(404, "This upload is unknown or has expired; please upload again.")
-        file = FileObject(backend="private", filename=upload.name, path=upload.path,
-                          content_type=upload.content_type)
-        if not await file.exists_async():
-            raise _problem(400, f"{upload.name} did not reach storage; please upload again.")
-        await file.refresh_async()
-        if file.size != upload.size:
-            await file.delete_async()
-            raise _problem(400, f"{upload.name} arrived incomplete; please upload again.")
         async with sessions() as session:
-            row = TeamFile(name=upload.name, file=file)
+            try:
+                file = await uploads.complete_async(session, upload_id)
+            except uploads.UploadSessionInvalid:
+                raise _problem(
+                    404, "This upload is unknown, finished or expired; please upload again."
+                ) from None
+            except uploads.UploadRejected as rejected:
+                raise _rejection(rejected, settings) from None
+            row = TeamFile(name=file.filename, file=file)
             session.add(row)
             await session.commit()
             return await describe(row)

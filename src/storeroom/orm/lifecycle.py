@@ -1,62 +1,106 @@
-"""Ties storage writes to the database transaction (design.md, "The transaction rule").
+"""The transaction rule for sessions: storage writes follow the database transaction.
 
-1. During flush, pending content of new or changed FileObjects is uploaded, inside the
-   flush's database transaction and before any row is written, so the rows record size,
-   checksum and etag. In an ``AsyncSession`` the flush runs inside SQLAlchemy's greenlet and
-   uploads use the async API (``await_only``); in a plain ``Session`` they run in a bounded
-   thread pool. A failed upload fails the flush like a database error would: the
-   transaction (or SAVEPOINT) rolls back, and the session needs ``rollback()``.
-2. If the transaction (or a SAVEPOINT) rolls back, whatever was uploaded in it is deleted,
-   and those FileObjects get their content back, so adding the rows again uploads again.
-3. Files that a row replaced, removed from a list, or that belonged to a deleted row are
-   deleted only after the outermost transaction committed, unless a row flushed later in
-   the same transaction references them again (a file moved to another row stays).
-4. A process that dies between 1 and the commit leaves orphans, never dangling references;
-   :func:`storeroom.orm.find_orphans` finds them.
+The rule (docs/models.md, "The transaction rule"): a committed row never points at bytes that
+are not in the store, a transaction that does not commit leaves no bytes behind, and no
+committed bytes are deleted while a row still references them. Each session event plays one
+part:
 
-An upload never overwrites an object that the row being changed references: new content
-for a loaded FileObject goes to a new path (the old object is deleted after the commit).
+``before_flush``
+    :func:`plan_flush` decides (without side effects) which files to upload and where, and
+    which rows' file columns change; the plan is then applied (paths and backends assigned).
+first row write of the flush (``before_insert`` / ``before_update`` / ``before_delete``)
+    Reads, under a row lock and in the flush's transaction, what the database holds in the
+    file columns about to change (so replaced files are the database's, not a stale session
+    copy), refuses a stale write, then uploads the new files create-only. Each upload is
+    recorded before it starts.
+``before_delete`` of any row (also delete-orphan cascades)
+    Records the row's files, read under a row lock, as obsolete.
+``do_orm_execute``
+    Bulk ``insert``/``update``/``delete`` statements: uploads first, files the statement drops
+    collected under a row lock; forms that cannot keep the rule are refused.
+``after_commit`` (outermost transaction)
+    Hands the obsolete files that no row references any more to the background job queue
+    (:mod:`storeroom.jobs`); commit() returns without waiting for them.
+``after_soft_rollback`` / ``after_transaction_end``
+    A transaction (or SAVEPOINT) that ended without committing, by any route (rollback,
+    failed flush, close, reset, ``with Session`` exit), deletes what it uploaded, shielded
+    from cancellation, and gives the FileObjects their content back. A session dropped with a
+    transaction open is caught by a finalizer on that transaction.
 
-Everything hangs on documented events registered once (session events on the ``Session``
-class, row events on each mapper with file columns), so plain, scoped and async sessions,
-and framework-managed ones, all follow the rule.
+State lives in one :class:`TransactionFiles` per outermost transaction and dies with it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+import time
+import types
+import weakref
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
-from sqlalchemy import event
-from sqlalchemy.orm import Mapper, Session, SessionTransaction, attributes
-from sqlalchemy.orm.base import PASSIVE_NO_INITIALIZE
+from sqlalchemy import Column, Table, event, select, tuple_
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import (
+    InstanceState,
+    Mapper,
+    ORMExecuteState,
+    Session,
+    SessionTransaction,
+    attributes,
+)
+from sqlalchemy.orm.base import NO_VALUE, PASSIVE_NO_INITIALIZE
+from sqlalchemy.sql.elements import BindParameter, Null
 from sqlalchemy.util.concurrency import await_only, in_greenlet
 
-from storeroom.errors import BackendError, ConfigurationError, StoreroomError
+from storeroom.errors import BackendError, ConfigurationError, ObjectExists, StoreroomError
 from storeroom.file import FileObject
+from storeroom.jobs import get_queue, job
 
 if TYPE_CHECKING:
-    from storeroom.orm.types import StoredObject
+    from sqlalchemy.engine import Result
+    from sqlalchemy.orm import QueryableAttribute, RelationshipProperty
+    from sqlalchemy.orm.unitofwork import UOWTransaction
+    from sqlalchemy.sql import ColumnElement, Executable
+
+    from storeroom.orm.layout import PathFunction
     from storeroom.streams import Content
 
-__all__ = ["KEEP_REPLACED_FILES", "OrmSettings", "file_columns", "install", "settings"]
+__all__ = [
+    "DELETE_JOB",
+    "KEEP_REPLACED_FILES",
+    "FileColumn",
+    "FlushPlan",
+    "OrmSettings",
+    "StaleFileReference",
+    "TransactionFiles",
+    "cascade_files",
+    "file_columns",
+    "install",
+    "plan_flush",
+    "settings",
+    "wait_for_cleanup",
+]
 
 logger = logging.getLogger("storeroom.orm")
-
-_LEDGER = "storeroom.ledger"
-_PLAN = "storeroom.flush_plan"
 
 #: Set ``session.info[KEEP_REPLACED_FILES] = True`` to repoint rows at other objects without
 #: deleting the ones they referenced (what a migration between backends does).
 KEEP_REPLACED_FILES = "storeroom.keep_replaced_files"
-_ROOT = "root"
 
-FileKey = tuple[str | None, str]
+#: The job (see :mod:`storeroom.jobs`) that deletes objects after a commit.
+DELETE_JOB = "storeroom.orm.delete_objects"
+
+FileKey = tuple[str, str]
+"""``(backend key, path)``: what identifies a stored object."""
+
+_ROOT = 0  # savepoint number of the outermost transaction
+_DELETE_BATCH = 32
 
 
 @dataclass(slots=True)
@@ -64,17 +108,85 @@ class OrmSettings:
     """Process-wide knobs of the ORM integration."""
 
     upload_concurrency: int = 8
-    """Uploads (and post-commit deletes) running at once within one flush."""
+    """Uploads (and rollback deletes) running at once within one flush."""
+    settle_delay: float = 1.0
+    """Seconds after which an upload cancelled mid-write is deleted once more: the store may
+    complete a write whose request was already sent when the task was cancelled."""
 
 
 settings = OrmSettings()
 """Change ``settings.upload_concurrency`` to bound uploads per flush differently."""
 
 
-# -- what a transaction did --------------------------------------------------------------------
+class StaleFileReference(StoreroomError):
+    """A flush would write back a file reference that the database no longer holds.
+
+    Another transaction replaced the file after this session loaded the row; writing the
+    session's copy would point the row at deleted bytes. Reload the row and apply the change
+    again.
+    """
 
 
-class _Spent:
+class CommittedList(Protocol):
+    """A list column value that remembers what it held at the last flush (``FileList``)."""
+
+    def mark_committed(self) -> None: ...
+
+
+class FileColumn(Protocol):
+    """What the transaction rule needs from a file column type (``StoredObject``)."""
+
+    holds_files: bool
+    backend: str | None
+    multiple: bool
+    path_function: PathFunction
+
+
+# -- which attributes hold files -------------------------------------------------------------
+
+_columns_cache: dict[Mapper[Any], list[tuple[str, FileColumn]]] = {}
+
+
+def _is_file_column(type_: object) -> bool:
+    return getattr(type_, "holds_files", False) is True
+
+
+def file_columns(mapper: Mapper[Any]) -> list[tuple[str, FileColumn]]:
+    """``(attribute name, StoredObject type)`` for each file column of ``mapper``."""
+    cached = _columns_cache.get(mapper)
+    if cached is None:
+        cached = [
+            (prop.key, cast("FileColumn", prop.columns[0].type))
+            for prop in mapper.column_attrs
+            if len(prop.columns) == 1 and _is_file_column(prop.columns[0].type)
+        ]
+        _columns_cache[mapper] = cached
+    return cached
+
+
+def _files(value: object) -> list[FileObject]:
+    if value is None:
+        return []
+    if isinstance(value, FileObject):
+        return [value]
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
+        return [item for item in value if isinstance(item, FileObject)]
+    return []
+
+
+def _key(file: FileObject) -> FileKey:
+    return (file.backend or "", file.path)
+
+
+def _stored_keys(files: Iterable[FileObject]) -> frozenset[FileKey]:
+    """Keys of the files that reference stored objects (not content still to upload)."""
+    return frozenset(_key(f) for f in files if f.backend is not None and not f.has_pending_content)
+
+
+# -- content given back after a rollback -----------------------------------------------------
+
+
+class _SpentStream:
     """Content that was uploaded from a one-shot stream and cannot be read again."""
 
     def __init__(self, path: str) -> None:
@@ -82,7 +194,7 @@ class _Spent:
 
     def __iter__(self) -> Iterator[bytes]:
         raise ConfigurationError(
-            f"the content for {self.path!r} was uploaded in a transaction that rolled back, "
+            f"the content for {self.path!r} was uploaded in a transaction that did not commit, "
             "and its stream cannot be read again; give the FileObject its content again "
             "(set_content) before adding the row again"
         )
@@ -101,11 +213,10 @@ def _rewinder(content: Content | None) -> Callable[[], Content] | None:
     if callable(seekable) and not asyncio.iscoroutinefunction(getattr(content, "read", None)):
         try:
             if seekable():
-                stream: Any = content
-                position = stream.tell()
+                position = content.tell()  # type: ignore[union-attr]
 
                 def rewind() -> Content:
-                    stream.seek(position)
+                    content.seek(position)  # type: ignore[union-attr]
                     return content
 
                 return rewind
@@ -114,367 +225,1036 @@ def _rewinder(content: Content | None) -> Callable[[], Content] | None:
     return None
 
 
+UploadStage = Literal["planned", "started", "failed", "done", "nothing written"]
+"""``started`` and not finished means interrupted mid-write (cancelled, or a BaseException)."""
+
+
 @dataclass(slots=True)
-class _Upload:
+class UploadRecord:
+    """One upload of a transaction, recorded before it starts."""
+
     file: FileObject
+    key: FileKey
+    savepoint: int
     rewind: Callable[[], Content] | None
+    stage: UploadStage = "planned"
 
-    def restore(self) -> None:
-        """Give the file its content back, or content that explains why it cannot."""
-        if self.rewind is not None:
-            self.file.set_content(self.rewind())
-        else:
-            self.file.set_content(_Spent(self.file.filename))
+    def give_content_back(self) -> None:
+        """After a rollback: the file gets its content again (or content saying why not)."""
+        if self.stage in ("started", "failed", "done"):
+            if self.rewind is not None:
+                self.file.set_content(self.rewind())
+            else:
+                self.file.set_content(_SpentStream(self.file.path))
 
 
-@dataclass(slots=True)
-class _Ledger:
-    """What one session uploaded and decided, per (nested) transaction.
-
-    ``doomed`` lists the files a flush found replaced, removed or deleted; ``holdings`` what
-    each flushed row referenced at that flush. After the commit a doomed file is deleted
-    unless a row's last flush still references it (it moved to another row, or was put
-    back). Entries stay under their SAVEPOINT until the outermost transaction ends; a
-    released SAVEPOINT whose enclosing SAVEPOINT later rolls back is found through
-    ``parents``.
-    """
-
-    uploaded: dict[Any, list[_Upload]] = field(default_factory=dict)
-    doomed: list[tuple[Any, FileObject]] = field(default_factory=list)
-    holdings: list[tuple[Any, Any, frozenset[FileKey]]] = field(default_factory=list)
-    parents: dict[Any, Any] = field(default_factory=dict)
-
-    def descendants(self, key: Any) -> set[Any]:
-        found = {key}
-        changed = True
-        while changed:
-            changed = False
-            for child, parent in self.parents.items():
-                if parent in found and child not in found:
-                    found.add(child)
-                    changed = True
-        return found
-
-    def forget(self, transactions: set[Any]) -> list[_Upload]:
-        """Drop what ``transactions`` did; return their uploads."""
-        uploads = [u for t in transactions for u in self.uploaded.pop(t, [])]
-        self.doomed = [d for d in self.doomed if d[0] not in transactions]
-        self.holdings = [h for h in self.holdings if h[0] not in transactions]
-        for t in transactions:
-            self.parents.pop(t, None)
-        return uploads
-
-    def to_delete(self) -> list[FileObject]:
-        last: dict[Any, frozenset[FileKey]] = {}
-        for _transaction, row, keys in self.holdings:
-            last[row] = keys
-        referenced: set[FileKey] = set().union(*last.values())
-        final: dict[FileKey, FileObject] = {}
-        for _transaction, file in self.doomed:
-            if _key(file) not in referenced:
-                final.setdefault(_key(file), file)
-        return list(final.values())
+# -- what a flush will do ----------------------------------------------------------------------
 
 
 @dataclass(slots=True)
-class _FlushPlan:
-    """What ``before_flush`` decided; the first row write of the flush uploads it."""
+class PlannedUpload:
+    """A file with content to upload: where it goes."""
 
-    transaction: Any
-    pending: list[FileObject]
-    lists: list[Any]
+    file: FileObject
+    backend: str | None
+    path: str
+
+
+@dataclass(slots=True)
+class RowChange:
+    """A persistent or new row whose file columns a flush writes (or that it deletes)."""
+
+    state: InstanceState[Any]
+    columns: tuple[str, ...]
+    deleting: bool
+    is_new: bool
+    written: frozenset[FileKey] = frozenset()
+    """What the changed columns will reference after the flush."""
+    previous: frozenset[FileKey] = frozenset()
+    """What the session believes the changed columns referenced before (may be stale)."""
+    holds: frozenset[FileKey] = frozenset()
+    """What all the row's loaded file columns reference after the flush."""
+
+
+@dataclass(slots=True)
+class FlushPlan:
+    """What ``before_flush`` decided; the flush's first row write carries it out."""
+
+    uploads: list[PlannedUpload] = field(default_factory=list)
+    rows: list[RowChange] = field(default_factory=list)
+    lists: list[CommittedList] = field(default_factory=list)
     error: StoreroomError | None = None
 
-
-def _ledger(session: Session) -> _Ledger:
-    ledger = session.info.get(_LEDGER)
-    if ledger is None:
-        ledger = session.info[_LEDGER] = _Ledger()
-    return ledger
+    @property
+    def is_empty(self) -> bool:
+        return not (self.uploads or self.rows or self.lists or self.error)
 
 
-def _real(transaction: SessionTransaction | None) -> SessionTransaction | None:
-    """Skip the internal subtransactions a flush opens."""
-    while transaction is not None and not transaction.nested and transaction.parent is not None:
-        transaction = transaction.parent
-    return transaction
-
-
-def _key_of(transaction: SessionTransaction | None) -> Any:
-    real = _real(transaction)
-    return real if real is not None and real.nested else _ROOT
-
-
-# -- which attributes hold files -------------------------------------------------------------
-
-_columns_cache: dict[Mapper[Any], list[tuple[str, StoredObject]]] = {}
-
-
-def file_columns(mapper: Mapper[Any]) -> list[tuple[str, StoredObject]]:
-    """``(attribute name, StoredObject type)`` for each file column of ``mapper``."""
-    cached = _columns_cache.get(mapper)
-    if cached is None:
-        from storeroom.orm.types import StoredObject
-
-        cached = [
-            (prop.key, prop.columns[0].type)
-            for prop in mapper.column_attrs
-            if len(prop.columns) == 1 and isinstance(prop.columns[0].type, StoredObject)
-        ]
-        _columns_cache[mapper] = cached
-    return cached
-
-
-def _files(value: Any) -> list[FileObject]:
-    if value is None:
-        return []
-    if isinstance(value, FileObject):
-        return [value]
-    return [item for item in value if isinstance(item, FileObject)]
-
-
-def _key(file: FileObject) -> FileKey:
-    return (file.backend, file.path)
-
-
-def _stored(files: Iterable[FileObject]) -> list[FileObject]:
-    """The files that are references to objects (not content still to upload)."""
-    return [f for f in files if f.backend is not None and not f.has_pending_content]
-
-
-# -- flush: decide, then upload at the first row write ---------------------------------------
-
-
-def _old_values(state: Any, column: str) -> list[FileObject]:
-    """What ``column`` referenced at the last flush (or load)."""
+def _previous_files(state: InstanceState[Any], column: str) -> list[FileObject]:
+    """What ``column`` referenced at the last flush or load, as far as the session knows."""
     history = state.get_history(column, PASSIVE_NO_INITIALIZE)
     old: list[FileObject] = []
     for value in history.deleted or ():
         baseline = getattr(value, "committed_files", None)
         old.extend(baseline() if baseline is not None else _files(value))
-    baseline = getattr(state.dict.get(column), "committed_files", None)
+    current = state.dict.get(column)
+    baseline = getattr(current, "committed_files", None)
     if baseline is not None:
         old.extend(baseline())
-    return _stored(old)
+    elif not history.deleted and state.committed_state.get(column, None) is NO_VALUE:
+        # Changed in place and flagged modified: the loaded value is the current one.
+        old.extend(_files(current))
+    return old
 
 
-def _place(
-    row: Any, column: str, kind: StoredObject, file: FileObject, taken: set[FileKey]
-) -> None:
-    """Give a file with content its backend and a path that overwrites nothing the row holds."""
-    if not file.has_explicit_path or _key(file) in taken:
-        file.assign_path(kind.path_function(row, column, file))
-        if _key(file) in taken:
+def _changed(state: InstanceState[Any], column: str) -> bool:
+    return bool(state.get_history(column, PASSIVE_NO_INITIALIZE).has_changes())
+
+
+def _destination(
+    row: object, column: str, kind: FileColumn, file: FileObject, taken: set[FileKey]
+) -> PlannedUpload:
+    """Where a file with content goes: its own path, or a new one that overwrites nothing."""
+    backend = file.backend or kind.backend
+    path = file.path
+    stored_before = file.checksum is not None or file.etag is not None
+    if not file.has_explicit_path or (backend or "", path) in taken or stored_before:
+        path = kind.path_function(row, column, file)
+        if (backend or "", path) in taken:
             raise ConfigurationError(
-                f"the path function of {type(row).__name__}.{column} returned {file.path!r}, "
+                f"the path function of {type(row).__name__}.{column} returned {path!r}, "
                 "which this row already references; uploading there would overwrite bytes "
                 "that a rollback could not restore. Return a unique path (the default adds "
                 "a uuid4)"
             )
-    # Resolve the backend now: fills in the registry's default, fails early on an unknown key.
-    file.backend = file.storage
+    return PlannedUpload(file, backend, path)
 
 
-def _plan(
-    session: Session, instances: Any
-) -> tuple[_FlushPlan, list[FileObject], list[tuple[Any, frozenset[FileKey]]]]:
-    """Paths for new content; files made obsolete; what each flushed row references."""
+def plan_flush(session: Session, instances: Sequence[object] | None = None) -> FlushPlan:
+    """Decide what a flush of ``session`` uploads and which file columns it changes.
+
+    Looks only; changes nothing (the caller applies the plan).
+    """
     only = None if not instances else {id(obj) for obj in instances}
-    pending: dict[int, FileObject] = {}
-    error: StoreroomError | None = None
-    lists: list[Any] = []
-    doomed: list[FileObject] = []
-    holdings: list[tuple[Any, frozenset[FileKey]]] = []
+    plan = FlushPlan()
+    seen: set[int] = set()
     for row in session.deleted:
         if only is not None and id(row) not in only:
             continue
         state = attributes.instance_state(row)
-        columns = file_columns(state.mapper)
-        for column, _kind in columns:
-            doomed += _stored(_files(getattr(row, column)))
-            doomed += _old_values(state, column)
+        columns = tuple(name for name, _kind in file_columns(state.mapper))
         if columns:
-            holdings.append((state, frozenset()))
+            plan.rows.append(RowChange(state, columns, deleting=True, is_new=False))
     for row in [*session.new, *session.dirty]:
         if only is not None and id(row) not in only:
             continue
         state = attributes.instance_state(row)
-        columns = file_columns(state.mapper)
-        if not columns:
+        kinds = file_columns(state.mapper)
+        if not kinds:
             continue
         is_new = state.key is None
-        held: list[FileObject] = []
-        for column, kind in columns:
+        changed = tuple(c for c, _k in kinds if is_new or _changed(state, c))
+        if not changed:
+            continue
+        written: set[FileKey] = set()
+        previous: set[FileKey] = set()
+        for column, kind in kinds:
+            if column not in changed:
+                continue
             value = state.dict.get(column)
-            current = _files(value)
-            old = [] if is_new else _old_values(state, column)
-            taken = {_key(f) for f in old}
-            for file in current:
-                if file.backend is None and kind.backend is not None:
-                    file.backend = kind.backend
-                if file.has_pending_content and id(file) not in pending:
-                    if _key(file) in taken or file.checksum is not None or file.etag is not None:
-                        # New content for an object that was stored (set_content on a loaded
-                        # file): upload it elsewhere, delete the old object after the commit.
-                        doomed.append(FileObject.from_dict(file.to_dict()))
-                        taken.add(_key(file))
+            old = [] if is_new else _previous_files(state, column)
+            taken = {_key(f) for f in old if f.backend is not None}
+            previous |= taken
+            for file in _files(value):
+                if file.has_pending_content and id(file) not in seen:
+                    seen.add(id(file))
                     try:
-                        _place(row, column, kind, file, taken)
+                        upload = _destination(row, column, kind, file, taken)
                     except StoreroomError as exc:
-                        # Raised at the first row write, so the transaction rolls back.
-                        error = error or exc
-                    pending[id(file)] = file
-            doomed += old
-            held += current
-            if kind.multiple and value is not None:
-                lists.append(value)
-        holdings.append((state, frozenset(_key(f) for f in held)))
-    plan = _FlushPlan(
-        _key_of(session.get_nested_transaction()), list(pending.values()), lists, error
+                        plan.error = plan.error or exc
+                        continue
+                    plan.uploads.append(upload)
+                    written.add((upload.backend or "", upload.path))
+                elif not file.has_pending_content:
+                    written.add((file.backend or kind.backend or "", file.path))
+            if kind.multiple and hasattr(value, "mark_committed"):
+                plan.lists.append(cast(CommittedList, value))
+        plan.rows.append(
+            RowChange(state, changed, deleting=False, is_new=is_new,
+                      written=frozenset(written), previous=frozenset(previous))
+        )
+    return plan
+
+
+def _apply(plan: FlushPlan) -> None:
+    """Give each planned upload its backend and path (the plan's only side effect)."""
+    for upload in plan.uploads:
+        if upload.backend is not None:
+            upload.file.backend = upload.backend
+        if upload.path != upload.file.path or not upload.file.has_explicit_path:
+            upload.file.assign_path(upload.path)
+        # Resolve the backend now: fills in the registry's default, fails early on a bad key.
+        upload.file.backend = upload.file.storage
+        upload.backend = upload.file.backend
+    for change in plan.rows:
+        if change.deleting:
+            continue
+        written: set[FileKey] = set()
+        holds: set[FileKey] = set()
+        for column, kind in file_columns(change.state.mapper):
+            for file in _files(change.state.dict.get(column)):
+                if column in change.columns:
+                    if file.backend is None and kind.backend is not None:
+                        file.backend = kind.backend
+                    written.add(_key(file))
+                holds.add(_key(file))
+        change.written = frozenset(written)
+        change.holds = frozenset(holds)
+
+
+# -- what a transaction did --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RowReference:
+    """What a row references after a flush (or, with ``subtract``, what a bulk UPDATE took)."""
+
+    savepoint: int
+    row: InstanceState[Any] | tuple[str, tuple[Any, ...]]
+    keys: frozenset[FileKey]
+    subtract: bool = False
+
+    def identity(self) -> Hashable:
+        """The row, by table and primary key once it has one."""
+        row = self.row
+        if isinstance(row, InstanceState):
+            if row.key is None:
+                return ("new", id(row))
+            return (_table_name(row.mapper), tuple(row.key[1]))
+        return row
+
+
+def _table_name(mapper: Mapper[Any]) -> str:
+    return str(cast(Table, mapper.local_table).name)
+
+
+@dataclass(slots=True)
+class TransactionFiles:
+    """What one outermost transaction uploaded and found obsolete, per SAVEPOINT.
+
+    ``obsolete`` lists files that the database held in a column the transaction changed or a
+    row it deleted; ``references`` what each written row referenced at its last flush. After
+    the commit an obsolete file is deleted unless a row's last flush references it (it moved
+    to another row, or was put back).
+    """
+
+    uploads: list[UploadRecord] = field(default_factory=list)
+    obsolete: list[tuple[int, FileKey]] = field(default_factory=list)
+    references: list[RowReference] = field(default_factory=list)
+    parent_of: dict[int, int] = field(default_factory=dict)
+    released: set[int] = field(default_factory=set)
+    savepoints: weakref.WeakKeyDictionary[SessionTransaction, int] = field(
+        default_factory=weakref.WeakKeyDictionary
     )
-    return plan, doomed, holdings
+    plan: FlushPlan | None = None
+    deleted_in_flush: set[int] = field(default_factory=set)
+    finalizer: weakref.finalize[[TransactionFiles], SessionTransaction] | None = None
+
+    def savepoint(self, transaction: SessionTransaction | None) -> int:
+        """This transaction's number for ``transaction`` (0: the outermost)."""
+        while transaction is not None and not transaction.nested:
+            transaction = transaction.parent
+        if transaction is None:
+            return _ROOT
+        number = self.savepoints.get(transaction)
+        if number is None:
+            number = self.savepoints[transaction] = len(self.parent_of) + 1
+            self.parent_of[number] = self.savepoint(transaction.parent)
+        return number
+
+    def within(self, savepoint: int) -> set[int]:
+        """``savepoint`` and every SAVEPOINT opened inside it."""
+        found = {savepoint}
+        changed = True
+        while changed:
+            changed = False
+            for child, parent in self.parent_of.items():
+                if parent in found and child not in found:
+                    found.add(child)
+                    changed = True
+        return found
+
+    def discard(self, savepoints: set[int]) -> list[UploadRecord]:
+        """Forget what ``savepoints`` did; return their uploads."""
+        gone = [u for u in self.uploads if u.savepoint in savepoints]
+        self.uploads = [u for u in self.uploads if u.savepoint not in savepoints]
+        self.obsolete = [o for o in self.obsolete if o[0] not in savepoints]
+        self.references = [r for r in self.references if r.savepoint not in savepoints]
+        return gone
+
+    def uploaded_keys(self) -> set[FileKey]:
+        return {u.key for u in self.uploads if u.stage != "nothing written"}
+
+    def files_to_delete(self) -> list[FileKey]:
+        """After the commit: obsolete files that no row's last flush references."""
+        last: dict[Hashable, frozenset[FileKey]] = {}
+        for reference in self.references:
+            row = reference.identity()
+            if reference.subtract:
+                last[row] = last.get(row, frozenset()) - reference.keys
+            else:
+                last[row] = reference.keys
+        referenced: set[FileKey] = set().union(*last.values())
+        return list(dict.fromkeys(k for _s, k in self.obsolete if k not in referenced))
 
 
-def _each(
-    files: list[FileObject],
-    sync_op: Callable[[FileObject], object],
-    async_op: Callable[[FileObject], Awaitable[object]],
-) -> list[BaseException | None]:
-    """Run one storage operation per file, at most ``upload_concurrency`` at once.
+_transactions: weakref.WeakKeyDictionary[SessionTransaction, TransactionFiles] = (
+    weakref.WeakKeyDictionary()
+)
+_flushing_plans: weakref.WeakKeyDictionary[Session, FlushPlan] = weakref.WeakKeyDictionary()
+_flush_started: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+def _outermost(transaction: SessionTransaction) -> SessionTransaction:
+    while transaction.parent is not None:
+        transaction = transaction.parent
+    return transaction
+
+
+def _transaction_files(session: Session) -> TransactionFiles | None:
+    root = session.get_transaction()
+    return _transactions.get(root) if root is not None else None
+
+
+def _open_transaction_files(session: Session) -> TransactionFiles:
+    root = session.get_transaction()
+    if root is None:
+        session.connection()  # begins the transaction the statement will run in
+        root = session.get_transaction()
+        assert root is not None
+    files = _transactions.get(root)
+    if files is None:
+        files = _transactions[root] = TransactionFiles()
+        files.finalizer = weakref.finalize(root, _abandoned, files)
+        files.finalizer.atexit = False
+    return files
+
+
+def _close_transaction_files(root: SessionTransaction) -> TransactionFiles | None:
+    files = _transactions.pop(root, None)
+    if files is not None and files.finalizer is not None:
+        files.finalizer.detach()
+    return files
+
+
+# -- running storage operations ----------------------------------------------------------------
+
+_background: set[asyncio.Task[list[Exception | None]]] = set()
+_Item = TypeVar("_Item")
+
+
+def _for_each_file(
+    items: Sequence[_Item],
+    sync_op: Callable[[_Item], object],
+    async_op: Callable[[_Item], Awaitable[object]],
+    *,
+    shielded: bool = False,
+) -> list[Exception | None]:
+    """Run one storage operation per item, at most ``upload_concurrency`` at once.
 
     Inside SQLAlchemy's greenlet (an AsyncSession) the async form runs on the event loop;
-    elsewhere the sync form runs in a thread pool. Returns each file's error, or None.
+    elsewhere the sync form runs in a thread pool. Returns each item's error, or None. A
+    ``BaseException`` (cancellation, KeyboardInterrupt) propagates once every operation has
+    stopped. ``shielded`` operations finish even if the caller is cancelled meanwhile.
     """
+    if not items:
+        return []
     limit = max(1, settings.upload_concurrency)
     if in_greenlet():
-        if len(files) == 1:
-            try:
-                await_only(async_op(files[0]))
-            except Exception as exc:
-                return [exc]
-            return [None]
         gate = asyncio.Semaphore(limit)
 
-        async def one_async(file: FileObject) -> BaseException | None:
+        async def one_async(item: _Item) -> Exception | None:
             async with gate:
                 try:
-                    await async_op(file)
+                    await async_op(item)
                 except Exception as exc:
                     return exc
             return None
 
-        async def all_async() -> list[BaseException | None]:
-            return list(await asyncio.gather(*(one_async(f) for f in files)))
+        async def all_async() -> list[Exception | None]:
+            tasks = [asyncio.ensure_future(one_async(i)) for i in items]
+            try:
+                return list(await asyncio.gather(*tasks))
+            except BaseException:
+                # Stop the others before the caller cleans up what they may have written.
+                for task in tasks:
+                    task.cancel()
+                await asyncio.wait(tasks)
+                raise
 
-        return await_only(all_async())
+        if not shielded:
+            return await_only(all_async())
+        task = asyncio.ensure_future(all_async())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        return await_only(asyncio.shield(task))
 
-    def one(file: FileObject) -> BaseException | None:
+    def one(item: _Item) -> Exception | None:
         try:
-            sync_op(file)
+            sync_op(item)
         except Exception as exc:
             return exc
         return None
 
-    if len(files) == 1 or limit == 1:
-        return [one(f) for f in files]
-    with ThreadPoolExecutor(max_workers=min(limit, len(files))) as pool:
-        return list(pool.map(one, files))
+    if len(items) == 1 or limit == 1:
+        return [one(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(limit, len(items))) as pool:
+        return list(pool.map(one, items))
 
 
-def _upload(session: Session, plan: _FlushPlan) -> None:
-    uploads = [_Upload(f, _rewinder(f.pending_content)) for f in plan.pending]
-    errors = _each(plan.pending, lambda f: f.save(), lambda f: f.save_async())
-    done = [u for u, e in zip(uploads, errors, strict=True) if e is None]
-    _ledger(session).uploaded.setdefault(plan.transaction, []).extend(done)
-    failures = [e for e in errors if e is not None]
+@job(DELETE_JOB)
+def _delete_objects_job(payload: Mapping[str, Any]) -> None:
+    """Delete ``payload["objects"]`` (``[[backend, path], ...]``); missing ones are fine.
+
+    With ``not_before`` (a Unix time), waits until then first (at most a minute).
+    """
+    from storeroom.registry import storages
+
+    wait = float(payload.get("not_before", 0)) - time.time()
+    if wait > 0:
+        time.sleep(min(wait, 60.0))
+    failures: list[str] = []
+    for backend, path in payload["objects"]:
+        try:
+            storages.get_backend(backend).delete(path)
+        except Exception as exc:
+            failures.append(f"{backend}:{path}: {exc}")
     if failures:
-        logger.warning(
-            "%d of %d uploads in a flush failed; the transaction rolls back and the %d "
-            "uploaded are deleted", len(failures), len(plan.pending), len(done),
+        raise BackendError(
+            f"could not delete {len(failures)} object(s) ({payload.get('reason', '')}): "
+            + "; ".join(failures[:5])
+            + "; if this keeps failing each is an orphan that storeroom gc will remove"
         )
-        first = failures[0]
-        if isinstance(first, StoreroomError):
-            raise first
-        raise BackendError(f"upload failed during flush: {first}") from first
 
 
-def _delete_files(files: list[FileObject], why: str) -> None:
-    """Delete ``files`` (best effort: failures are logged, never raised)."""
-    if not files:
-        return
-    errors = _each(files, lambda f: f.delete(), lambda f: f.delete_async())
-    for file, error in zip(files, errors, strict=True):
-        if error is not None:
-            logger.warning(
-                "could not delete %s from backend %r (%s): %s; it is now an orphan that "
-                "storeroom gc will remove",
-                file.path, file.backend, why, error,
+def _enqueue_deletes(keys: Sequence[FileKey], reason: str, *, delay: float = 0.0) -> None:
+    """Hand deletes to the job queue (never raises: a failure to enqueue is logged)."""
+    queue = get_queue()
+    for start in range(0, len(keys), _DELETE_BATCH):
+        batch = [list(k) for k in keys[start : start + _DELETE_BATCH]]
+        payload: dict[str, Any] = {"objects": batch, "reason": reason}
+        if delay > 0:
+            payload["not_before"] = time.time() + delay
+        try:
+            queue.enqueue(DELETE_JOB, payload)
+        except Exception as exc:
+            logger.error(
+                "could not schedule the deletion of %d object(s) (%s): %s; they are orphans "
+                "that storeroom gc will remove", len(batch), reason, exc,
             )
 
 
-def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
-    plan, doomed, holdings = _plan(session, instances)
-    ledger = _ledger(session)
-    if plan.transaction is not _ROOT:
-        ledger.parents.setdefault(plan.transaction, _key_of(plan.transaction.parent))
-    if not session.info.get(KEEP_REPLACED_FILES):
-        ledger.doomed += [(plan.transaction, file) for file in doomed]
-        ledger.holdings += [(plan.transaction, row, keys) for row, keys in holdings]
-    if plan.pending or plan.lists or plan.error:
-        session.info[_PLAN] = plan
+def _delete_now(records: Sequence[UploadRecord], reason: str) -> None:
+    """Delete what uploads wrote, shielded from cancellation; failures go to the job queue."""
+    records = [r for r in records if r.stage != "nothing written"]
+    if not records:
+        return
+    interrupted = [r.key for r in records if r.stage == "started"]
+    if interrupted:
+        # A write cancelled mid-request may still complete in the store after this delete.
+        _enqueue_deletes(interrupted, f"cancelled while uploading ({reason})",
+                         delay=settings.settle_delay)
+    errors = _for_each_file(
+        records, lambda r: r.file.delete(), lambda r: r.file.delete_async(), shielded=True
+    )
+    failed = [r.key for r, e in zip(records, errors, strict=True) if e is not None]
+    if failed:
+        logger.warning(
+            "could not delete %d object(s) uploaded in a transaction that %s; retrying in "
+            "the background", len(failed), reason,
+        )
+        _enqueue_deletes(failed, f"uploaded in a transaction that {reason}")
+
+
+def _abandoned(files: TransactionFiles) -> None:
+    """A session was dropped with its transaction open: delete what that transaction uploaded."""
+    keys = [u.key for u in files.uploads if u.stage != "nothing written"]
+    if keys:
+        logger.warning(
+            "a session was garbage-collected with an open transaction that uploaded %d "
+            "file(s); deleting them in the background. Close sessions (with Session(...) as "
+            "session:) to clean up at once", len(keys),
+        )
+        _enqueue_deletes(keys, "was abandoned")
+
+
+def wait_for_cleanup(timeout: float | None = None) -> bool:
+    """Wait until the deletes scheduled after commits so far have run; True if in time.
+
+    The same as ``storeroom.jobs.get_queue().drain(timeout)``: for tests, scripts and CLI
+    commands that want the store settled before they go on or exit.
+    """
+    return get_queue().drain(timeout)
+
+
+# -- flush -------------------------------------------------------------------------------------
+
+_BULK_SAVE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "storeroom_bulk_save", default=False
+)
+_bulk_tokens: weakref.WeakKeyDictionary[SessionTransaction, contextvars.Token[bool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def refuse_unsafe_bind(value: object) -> None:
+    """Called by ``StoredObject`` as a value is written: refuse writes that skip the rule."""
+    if value is None:
+        return
+    if _BULK_SAVE.get():
+        raise ConfigurationError(
+            "Session.bulk_save_objects(), bulk_insert_mappings() and bulk_update_mappings() "
+            "skip the session events that keep files and rows consistent, so they cannot "
+            "write StoredObject columns. Use session.add_all(rows), or "
+            "session.execute(insert(Model), [{...}, ...]) / session.execute(update(Model), "
+            "[{'id': ..., 'file': ...}, ...])"
+        )
+    for file in _files(value):
+        if file.has_pending_content:
+            raise ConfigurationError(
+                f"FileObject {file.path!r} still has content to upload, and this statement "
+                "would store a reference to bytes that were never written. Add rows with "
+                "session.add(...) or session.execute(insert(Model), [{...}, ...]) (a list of "
+                "parameter dicts); .values(...) with new content is not supported"
+            )
+
+
+def _before_flush(
+    session: Session, flush_context: UOWTransaction, instances: Sequence[object] | None
+) -> None:
+    _flush_started.add(session)
+    plan = plan_flush(session, instances)
+    if plan.error is None:
+        try:
+            _apply(plan)
+        except StoreroomError as exc:
+            plan.error = exc
+    if plan.is_empty:
+        _flushing_plans.pop(session, None)
     else:
-        session.info.pop(_PLAN, None)
+        _flushing_plans[session] = plan
 
 
-def _before_row_write(mapper: Mapper[Any], connection: Any, row: Any) -> None:
-    # The first row written by a flush uploads the flush's files: inside the flush's
-    # transaction, so a failed upload rolls it back, and before any row's JSON is built.
-    session = attributes.instance_state(row).session
-    plan = session.info.get(_PLAN) if session is not None else None
-    if plan is None:
-        return
+def _read_locked(
+    connection: Connection, mapper: Mapper[Any], identities: Sequence[tuple[Any, ...]]
+) -> dict[tuple[Any, ...], dict[str, list[FileObject]]]:
+    """What the database holds now in ``mapper``'s file columns for these rows, locked."""
+    found: dict[tuple[Any, ...], dict[str, list[FileObject]]] = {}
+    by_table: dict[Table, list[tuple[str, Column[Any]]]] = {}
+    for name, _kind in file_columns(mapper):
+        column = mapper.columns[name]
+        by_table.setdefault(column.table, []).append((name, column))
+    for table, columns in by_table.items():
+        pk = list(table.primary_key.columns)
+        for start in range(0, len(identities), 500):
+            chunk = list(identities[start : start + 500])
+            where = (
+                pk[0].in_([i[0] for i in chunk]) if len(pk) == 1
+                else tuple_(*pk).in_(chunk)
+            )
+            query = select(*pk, *(c for _n, c in columns)).where(where).with_for_update()
+            for values in connection.execute(query):
+                ident = tuple(values[: len(pk)])
+                row = found.setdefault(ident, {})
+                for (name, _column), value in zip(columns, values[len(pk):], strict=True):
+                    row[name] = _files(value)
+    return found
+
+
+def _read_where(
+    connection: Connection, table: Table, columns: Sequence[Column[Any]], where: Any
+) -> list[tuple[tuple[Any, ...], list[FileObject]]]:
+    """Rows matching ``where`` (primary key, files in ``columns``), locked."""
+    pk = list(table.primary_key.columns)
+    query = select(*pk, *columns).with_for_update()
+    if where is not None:
+        query = query.where(where)
+    return [
+        (tuple(values[: len(pk)]), [f for v in values[len(pk):] for f in _files(v)])
+        for values in connection.execute(query)
+    ]
+
+
+# Children whose rows the database deletes (ON DELETE CASCADE) when a parent row goes.
+_cascades: dict[Mapper[Any], list[tuple[Mapper[Any], list[tuple[Column[Any], Column[Any]]]]]] = {}
+
+
+def cascade_files(relationship: QueryableAttribute[Any]) -> None:
+    """Declare that the database deletes ``relationship``'s children with their parent.
+
+    For ``relationship(..., passive_deletes=True)`` over a foreign key with ``ON DELETE
+    CASCADE``: SQLAlchemy then never loads the children, so their files would be left
+    behind. After ``cascade_files(Parent.children)``, deleting a parent row (one by one or
+    with a bulk ``delete``) also reads its children's files, under a row lock, and deletes
+    them after the commit; declared grandchildren follow too. The parent side of the
+    foreign key must be the parent's primary key.
+    """
+    prop: RelationshipProperty[Any] | None = getattr(relationship, "property", None)
+    if prop is None or not hasattr(prop, "local_remote_pairs"):
+        raise ConfigurationError(
+            f"cascade_files() takes a relationship attribute (Parent.children), got "
+            f"{relationship!r}"
+        )
+    parent, child = prop.parent, prop.mapper
+    pairs = list(prop.local_remote_pairs or [])
+    pk = set(cast(Table, parent.local_table).primary_key.columns)
+    if not pairs or any(local not in pk for local, _remote in pairs):
+        raise ConfigurationError(
+            f"cascade_files({relationship!r}): the foreign key must reference the parent's "
+            "primary key"
+        )
+    entries = _cascades.setdefault(parent, [])
+    if all(existing is not child for existing, _p in entries):
+        entries.append((child, pairs))  # type: ignore[arg-type]
+    if not file_columns(parent) and not event.contains(parent, "before_delete", _before_delete):
+        event.listen(parent, "before_delete", _before_delete)
+
+
+def _cascaded(
+    connection: Connection, mapper: Mapper[Any], identities: Sequence[tuple[Any, ...]],
+    depth: int = 0,
+) -> list[FileObject]:
+    """Files of the children the database will delete along with these parent rows."""
+    found: list[FileObject] = []
+    if not identities or depth > 16:
+        return found
+    for child, pairs in _cascades.get(mapper, []):
+        parent_pk = list(cast(Table, mapper.local_table).primary_key.columns)
+        remote = [r for _l, r in sorted(pairs, key=lambda p: parent_pk.index(p[0]))]
+        where = (
+            remote[0].in_([i[0] for i in identities]) if len(remote) == 1
+            else tuple_(*remote).in_(list(identities))
+        )
+        columns = [child.columns[name] for name, _kind in file_columns(child)]
+        table = child.local_table
+        rows = _read_where(connection, table, columns, where)  # type: ignore[arg-type]
+        for _ident, files in rows:
+            found += files
+        found += _cascaded(connection, child, [ident for ident, _f in rows], depth + 1)
+    return found
+
+
+def _carry_out(session: Session, connection: Connection, plan: FlushPlan) -> None:
+    """Lock and read the changed rows, refuse stale writes, record, then upload."""
+    files = _open_transaction_files(session)
+    savepoint = files.savepoint(session.get_nested_transaction())
     if plan.error is not None:
-        error, plan.error, plan.pending = plan.error, None, []
-        raise error
-    if plan.pending:
-        pending, plan.pending = plan.pending, []
-        _upload(session, _FlushPlan(plan.transaction, pending, []))  # type: ignore[arg-type]
+        raise plan.error
+    by_mapper: dict[Mapper[Any], list[RowChange]] = {}
+    for change in plan.rows:
+        if not change.is_new:
+            by_mapper.setdefault(change.state.mapper, []).append(change)
+    current: dict[int, frozenset[FileKey]] = {}
+    for mapper, changes in by_mapper.items():
+        rows = _read_locked(connection, mapper, [c.state.key[1] for c in changes])  # type: ignore[index]
+        for change in changes:
+            in_db = rows.get(tuple(change.state.key[1]), {})  # type: ignore[index]
+            current[id(change)] = _stored_keys(
+                f for name in change.columns for f in in_db.get(name, [])
+            )
+    everywhere = set().union(*current.values()) if current else set()
+    known = files.uploaded_keys() | {k for _s, k in files.obsolete} | everywhere
+    for change in plan.rows:
+        if change.deleting or change.is_new:
+            continue
+        stale = (change.written & change.previous) - known
+        if stale:
+            backend, path = sorted(stale)[0]
+            raise StaleFileReference(
+                f"{change.state.class_.__name__} row {change.state.identity!r}: this session's "
+                f"copy references {path!r} (backend {backend!r}), which the database no "
+                "longer holds: another transaction replaced it after this row was loaded. "
+                "Reload the row (session.refresh(row)) and apply the change again"
+            )
+    keep = bool(session.info.get(KEEP_REPLACED_FILES))
+    deleted: list[tuple[Mapper[Any], tuple[Any, ...]]] = []
+    for change in plan.rows:
+        held = current.get(id(change), frozenset())
+        if change.deleting:
+            files.deleted_in_flush.add(id(change.state))
+            deleted.append((change.state.mapper, tuple(change.state.key[1])))  # type: ignore[index]
+            if not keep:
+                files.obsolete += [(savepoint, k) for k in held]
+                files.references.append(RowReference(savepoint, change.state, frozenset()))
+            continue
+        if not keep:
+            files.obsolete += [(savepoint, k) for k in held - change.written]
+            files.references.append(RowReference(savepoint, change.state, change.holds))
+    if not keep:
+        _record_cascaded(connection, files, savepoint, deleted)
+    _upload(files, savepoint, plan.uploads)
 
 
-def _after_flush_postexec(session: Session, flush_context: Any) -> None:
-    plan = session.info.pop(_PLAN, None)
-    if plan is None:
+def _record_cascaded(
+    connection: Connection, files: TransactionFiles, savepoint: int,
+    deleted: Sequence[tuple[Mapper[Any], tuple[Any, ...]]],
+) -> None:
+    by_mapper: dict[Mapper[Any], list[tuple[Any, ...]]] = {}
+    for mapper, ident in deleted:
+        if mapper in _cascades:
+            by_mapper.setdefault(mapper, []).append(ident)
+    for mapper, idents in by_mapper.items():
+        for file in _cascaded(connection, mapper, idents):
+            if file.backend is not None:
+                files.obsolete.append((savepoint, _key(file)))
+
+
+def prepare_upload(upload: PlannedUpload) -> Content | None:
+    """The content of one file as it will be uploaded (the one place it passes through)."""
+    return upload.file.pending_content
+
+
+def _upload(files: TransactionFiles, savepoint: int, uploads: Sequence[PlannedUpload]) -> None:
+    if not uploads:
         return
+    records = [
+        UploadRecord(u.file, (u.file.backend or "", u.file.path), savepoint,
+                     _rewinder(u.file.pending_content))
+        for u in uploads
+    ]
+    files.uploads += records  # recorded before any of them starts
+    pairs = list(zip(records, uploads, strict=True))
+
+    def upload_sync(pair: tuple[UploadRecord, PlannedUpload]) -> None:
+        record, planned = pair
+        record.stage = "started"
+        try:
+            record.file.save(prepare_upload(planned), overwrite=False)
+        except ObjectExists:
+            record.stage = "nothing written"
+            raise
+        except Exception:
+            record.stage = "failed"
+            raise
+        record.stage = "done"
+
+    async def upload_async(pair: tuple[UploadRecord, PlannedUpload]) -> None:
+        record, planned = pair
+        record.stage = "started"
+        try:
+            await record.file.save_async(prepare_upload(planned), overwrite=False)
+        except ObjectExists:
+            record.stage = "nothing written"
+            raise
+        except Exception:
+            record.stage = "failed"
+            raise
+        record.stage = "done"
+
+    errors = _for_each_file(pairs, upload_sync, upload_async)
+    failures = [(r, e) for r, e in zip(records, errors, strict=True) if e is not None]
+    if not failures:
+        return
+    logger.warning(
+        "%d of %d uploads in a flush failed; the transaction rolls back and what was "
+        "uploaded is deleted", len(failures), len(records),
+    )
+    record, first = failures[0]
+    if isinstance(first, ObjectExists):
+        raise ObjectExists(
+            f"cannot upload {record.file.filename!r} to {record.file.path!r} in backend "
+            f"{record.key[0]!r}: an object is already stored there (another row's file?). "
+            "Nothing was overwritten; give the FileObject another path, or none to let the "
+            "column choose a unique one"
+        ) from first
+    if isinstance(first, StoreroomError):
+        raise first
+    raise BackendError(f"upload failed during flush: {first}") from first
+
+
+def _before_row_write(mapper: Mapper[Any], connection: Connection, row: object) -> None:
+    # The first row written by a flush carries out the flush's plan: inside the flush's
+    # transaction (so a failed upload rolls it back) and before any row's JSON is built.
+    state = attributes.instance_state(row)
+    session = state.session
+    if session is None:
+        return
+    plan = _flushing_plans.pop(session, None)
+    if plan is not None:
+        _carry_out(session, connection, plan)
+        files = _transaction_files(session)
+        if files is not None:
+            files.plan = plan
+
+
+def _before_delete(mapper: Mapper[Any], connection: Connection, row: object) -> None:
+    _before_row_write(mapper, connection, row)
+    state = attributes.instance_state(row)
+    session = state.session
+    if session is None or session.info.get(KEEP_REPLACED_FILES) or state.key is None:
+        return
+    files = _open_transaction_files(session)
+    if id(state) in files.deleted_in_flush:
+        return
+    # A row the flush deletes without it being in session.deleted: a delete-orphan cascade.
+    savepoint = files.savepoint(session.get_nested_transaction())
+    ident = tuple(state.key[1])
+    held = _read_locked(connection, state.mapper, [ident]).get(ident, {})
+    files.obsolete += [(savepoint, k) for k in _stored_keys(f for v in held.values() for f in v)]
+    files.references.append(RowReference(savepoint, state, frozenset()))
+    files.deleted_in_flush.add(id(state))
+    _record_cascaded(connection, files, savepoint, [(state.mapper, ident)])
+
+
+def _after_flush_postexec(session: Session, flush_context: UOWTransaction) -> None:
+    _flushing_plans.pop(session, None)
+    _flush_started.discard(session)
+    files = _transaction_files(session)
+    if files is None or files.plan is None:
+        return
+    plan, files.plan = files.plan, None
+    files.deleted_in_flush.clear()
     # What a list holds now is what the next flush compares with.
-    for files in plan.lists:
-        files.mark_committed()
+    for value in plan.lists:
+        value.mark_committed()
+
+
+# -- bulk statements ---------------------------------------------------------------------------
+
+
+def _dml_values(statement: Executable) -> dict[str, object]:
+    """The column values a DML statement sets with ``.values(...)``, by column key."""
+    raw = getattr(statement, "_values", None) or {}
+    ordered = getattr(statement, "_ordered_values", None) or []
+    found: dict[str, object] = {}
+    for key, value in [*raw.items(), *ordered]:
+        name = key if isinstance(key, str) else getattr(key, "key", None)
+        if name is None:
+            continue
+        if isinstance(value, BindParameter):
+            value = value.value
+        elif isinstance(value, Null):
+            value = None
+        found[name] = value
+    return found
+
+
+def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
+    if not (execute.is_insert or execute.is_update or execute.is_delete):
+        return None
+    table = getattr(execute.statement, "table", None)
+    if not isinstance(table, Table):
+        return None
+    columns = [c for c in table.columns if _is_file_column(c.type)]
+    mapper = execute.bind_mapper
+    if not columns and not (execute.is_delete and mapper is not None and mapper in _cascades):
+        return None
+    session = execute.session
+    by_name: dict[str, Column[Any]] = {c.key: c for c in columns}
+    if mapper is not None:
+        by_name.update({name: mapper.columns[name] for name, _k in file_columns(mapper)})
+    values = _dml_values(execute.statement)
+    params = execute.parameters
+    rows: list[dict[str, Any]] = (
+        [p for p in params if isinstance(p, dict)] if isinstance(params, list)
+        else [params] if isinstance(params, dict) and params else []
+    )
+    for name in by_name:
+        if execute.is_insert and any(f.has_pending_content for f in _files(values.get(name))):
+            raise ConfigurationError(
+                f"insert({table.name}).values(...) with FileObject content would store a "
+                "reference to bytes that were never written. Pass one parameter dict per row "
+                "instead: session.execute(insert(Model), [{'file': FileObject(...)}, ...]), "
+                "or session.add(...)"
+            )
+    if execute.is_update:
+        set_here = [n for n in by_name if n in values]
+        if any(values[n] is not None for n in set_here):
+            raise ConfigurationError(
+                f"update({table.name}).values({', '.join(set_here)}=...) would make every "
+                "matched row share one stored object. Set file columns on loaded rows, pass "
+                "one parameter dict per row with its primary key (session.execute(update("
+                "Model), [{'id': ..., 'file': FileObject(...)}, ...])), or set them to None"
+            )
+    keep = bool(session.info.get(KEEP_REPLACED_FILES))
+    if session.autoflush and execute.execution_options.get("autoflush", True):
+        # SQLAlchemy autoflushes after this event; the rows must be read after that flush.
+        session.flush()
+    connection = session.connection(bind_arguments={"mapper": mapper} if mapper else None)
+    files = _open_transaction_files(session)
+    savepoint = files.savepoint(session.get_nested_transaction())
+    mark = (len(files.uploads), len(files.obsolete), len(files.references))
+    uploads = _bulk_uploads(table, by_name, rows)
+    dropped: list[FileKey] = []
+    references: list[RowReference] = []
+    if execute.is_update and rows:
+        set_by_rows = [n for n in by_name if any(n in r for r in rows)]
+        if set_by_rows:
+            pk = list(table.primary_key.columns)
+            pk_names = [
+                mapper.get_property_by_column(c).key if mapper is not None else c.key for c in pk
+            ]
+            idents = [tuple(r[n] for n in pk_names) for r in rows]
+            written = {
+                ident: frozenset(_key(f) for n in set_by_rows for f in _files(r.get(n)))
+                for ident, r in zip(idents, rows, strict=True)
+            }
+            held = _read_locked_table(
+                connection, table, pk, [by_name[n] for n in set_by_rows], idents
+            )
+            for ident, old in held.items():
+                dropped += old - written.get(ident, frozenset())
+                references.append(RowReference(
+                    savepoint, (table.name, ident), old - written.get(ident, frozenset()), True))
+    elif execute.is_update:
+        set_here = [n for n in by_name if n in values]
+        if set_here:
+            where = _where_of(execute.statement)
+            for ident, held_files in _read_where(
+                connection, table, [by_name[n] for n in set_here], where
+            ):
+                dropped += _stored_keys(held_files)
+                references.append(RowReference(
+                    savepoint, (table.name, ident), _stored_keys(held_files), True))
+    elif execute.is_delete:
+        found = _read_where(connection, table, columns, _where_of(execute.statement))
+        for ident, held_files in found:
+            dropped += _stored_keys(held_files)
+            references.append(RowReference(savepoint, (table.name, ident), frozenset()))
+        if mapper is not None:
+            dropped += [
+                _key(f) for f in _cascaded(connection, mapper, [i for i, _f in found])
+                if f.backend is not None
+            ]
+    if not keep:
+        files.obsolete += [(savepoint, k) for k in dropped]
+        files.references += references
+    try:
+        _upload(files, savepoint, uploads)
+        return execute.invoke_statement()
+    except BaseException:
+        # The statement did not run (or failed): forget what it recorded, delete its uploads.
+        gone = files.uploads[mark[0]:]
+        del files.uploads[mark[0]:]
+        del files.obsolete[mark[1]:]
+        del files.references[mark[2]:]
+        _delete_now(gone, "failed")
+        for record in gone:
+            record.give_content_back()
+        raise
+
+
+def _where_of(statement: Executable) -> ColumnElement[bool] | None:
+    return cast("ColumnElement[bool] | None", getattr(statement, "whereclause", None))
+
+
+def _read_locked_table(
+    connection: Connection, table: Table, pk: list[Column[Any]], columns: list[Column[Any]],
+    identities: Sequence[tuple[Any, ...]],
+) -> dict[tuple[Any, ...], frozenset[FileKey]]:
+    where = (
+        pk[0].in_([i[0] for i in identities]) if len(pk) == 1 else tuple_(*pk).in_(identities)
+    )
+    found = _read_where(connection, table, columns, where)
+    return {ident: _stored_keys(held) for ident, held in found}
+
+
+def _bulk_uploads(
+    table: Table, names: Mapping[str, Column[Any]], rows: Sequence[dict[str, Any]]
+) -> list[PlannedUpload]:
+    """Plan (and apply) the uploads of new content given in per-row parameter dicts."""
+    planned: list[PlannedUpload] = []
+    for row in rows:
+        for name, column in names.items():
+            kind: FileColumn = column.type  # type: ignore[assignment]
+            for file in _files(row.get(name)):
+                if file.backend is None and kind.backend is not None:
+                    file.backend = kind.backend
+                if not file.has_pending_content:
+                    continue
+                subject = types.SimpleNamespace(**row, __table__=table)
+                upload = _destination(subject, name, kind, file, set())
+                plan = FlushPlan(uploads=[upload])
+                _apply(plan)
+                planned.append(upload)
+    return planned
 
 
 # -- transaction outcomes ----------------------------------------------------------------------
 
 
-def _after_soft_rollback(session: Session, previous_transaction: SessionTransaction) -> None:
-    session.info.pop(_PLAN, None)
-    ledger = session.info.get(_LEDGER)
-    if ledger is None:
+def _after_transaction_create(session: Session, transaction: SessionTransaction) -> None:
+    # bulk_save_objects() and the bulk_*_mappings() methods open a subtransaction while
+    # "flushing" without a flush (no before_flush): their writes would skip the rule.
+    if (
+        transaction.parent is not None
+        and not transaction.nested
+        and session._flushing
+        and session not in _flush_started
+    ):
+        _bulk_tokens[transaction] = _BULK_SAVE.set(True)
+
+
+def _after_soft_rollback(session: Session, previous: SessionTransaction) -> None:
+    _flushing_plans.pop(session, None)
+    root = _outermost(previous)
+    files = _transactions.get(root)
+    if files is None:
         return
-    real = _real(previous_transaction)
-    if real is not None and real.nested:
-        uploads = ledger.forget(ledger.descendants(real))
-    else:
-        uploads = [u for batch in ledger.uploaded.values() for u in batch]
-        session.info.pop(_LEDGER, None)
-    _delete_files([u.file for u in uploads], "its transaction rolled back")
-    for upload in uploads:
-        upload.restore()
+    savepoint = files.savepoint(previous)
+    gone = files.discard(files.within(savepoint))
+    files.plan = None
+    files.deleted_in_flush.clear()
+    _delete_now(gone, "rolled back")
+    for record in gone:
+        record.give_content_back()
 
 
 def _after_commit(session: Session) -> None:
-    if session.in_nested_transaction():
+    transaction = session.get_nested_transaction()
+    root = session.get_transaction()
+    if root is None:
+        return
+    files = _transactions.get(root)
+    if files is None:
+        return
+    if transaction is not None:
+        files.released.add(files.savepoint(transaction))
         return  # a released SAVEPOINT: nothing is final until the outermost commit
-    ledger = session.info.pop(_LEDGER, None)
-    if ledger is not None:
-        _delete_files(ledger.to_delete(), "the committed transaction replaced or removed it")
+    _close_transaction_files(root)
+    doomed = files.files_to_delete()
+    if doomed:
+        _enqueue_deletes(doomed, "the committed transaction replaced or removed them")
+
+
+def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    token = _bulk_tokens.pop(transaction, None)
+    if token is not None:
+        try:
+            _BULK_SAVE.reset(token)
+        except ValueError:  # ended in another context than it began
+            _BULK_SAVE.set(False)
+    if transaction.parent is not None and not transaction.nested:
+        _flush_started.discard(session)
+        return  # a flush's (or bulk save's) subtransaction
+    root = _outermost(transaction)
+    files = _transactions.get(root)
+    if files is None:
+        return
+    if transaction.nested:
+        savepoint = files.savepoint(transaction)
+        if savepoint in files.released:
+            return
+        gone = files.discard(files.within(savepoint))
+    else:
+        _close_transaction_files(root)
+        gone = files.uploads
+        files.uploads = []
+    # Ended without committing (close, reset, with-block exit, or a rollback event already
+    # handled): delete what it uploaded.
+    _delete_now(gone, "ended without committing")
+    for record in gone:
+        record.give_content_back()
 
 
 def _mapper_configured(mapper: Mapper[Any], class_: type) -> None:
@@ -482,14 +1262,15 @@ def _mapper_configured(mapper: Mapper[Any], class_: type) -> None:
     columns = file_columns(mapper)
     if not columns:
         return
-    # Replacing a file must reveal the old one even if it was not loaded, so it can be
-    # deleted after the commit: load the old value on assignment.
+    # Replacing a file must reveal the old one (for the stale-write check): load the old
+    # value on assignment.
     for column, _kind in columns:
         impl = getattr(attributes.manager_of_class(class_).get(column), "impl", None)
         if impl is not None:
             impl.active_history = True
     event.listen(mapper, "before_insert", _before_row_write)
     event.listen(mapper, "before_update", _before_row_write)
+    event.listen(mapper, "before_delete", _before_delete)
 
 
 _installed = False
@@ -504,5 +1285,8 @@ def install() -> None:
     event.listen(Session, "after_flush_postexec", _after_flush_postexec)
     event.listen(Session, "after_soft_rollback", _after_soft_rollback)
     event.listen(Session, "after_commit", _after_commit)
+    event.listen(Session, "after_transaction_create", _after_transaction_create)
+    event.listen(Session, "after_transaction_end", _after_transaction_end)
+    event.listen(Session, "do_orm_execute", _on_orm_execute)
     event.listen(Mapper, "mapper_configured", _mapper_configured)
     _installed = True

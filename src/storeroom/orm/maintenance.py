@@ -1,28 +1,76 @@
-"""Comparing rows with stores: orphans (objects no row references) and dangling references.
+"""Comparing rows with stores, in bounded memory: orphans, dangling references, mismatches.
 
 ``find_orphans`` lists the objects of a backend that no row of the given file columns
-references (optionally only those older than a grace period, so uploads of transactions
-still in flight are left alone); ``find_dangling`` lists references whose object is missing.
-Both are what ``storeroom verify`` and ``storeroom gc`` build on.
+references (only those older than a grace period, so uploads of transactions still in
+flight are left alone); ``find_dangling`` lists references whose object is missing;
+:func:`iter_findings` produces the whole report of ``storeroom verify`` and
+:func:`remove_orphans` does the deleting of ``storeroom gc``.
+
+How it scales: all of them build a :class:`ReferenceScan`, an index in a temporary SQLite
+file. The rows are read in pages of ``page_size`` through a server-side cursor (only the
+primary key and the file column's JSON, no ORM objects or FileObjects), each backend is
+listed once as a stream, and the comparisons are SQL joins inside that file. Memory stays
+flat whatever the number of rows or objects (SQLite's page cache is capped); the temporary
+file takes about 300 bytes per reference and 100 per object and is deleted on close. A
+merge of two sorted streams would need no disk, but stores do not all list in key order
+(a local directory lists in the file system's order), so the index sorts instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import contextlib
+import json
+import os
+import pickle
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, cast
+from typing import Any, Literal, cast
 
-from sqlalchemy import inspect, select
+from sqlalchemy import (
+    JSON,
+    Select,
+    Text,
+    case,
+    func,
+    inspect,
+    literal_column,
+    select,
+    type_coerce,
+)
+from sqlalchemy import cast as sql_cast
+from sqlalchemy import column as sql_column
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from storeroom.backends import transfer
 from storeroom.backends.base import ObjectInfo, StorageBackend
 from storeroom.errors import ConfigurationError
 from storeroom.file import FileObject
 from storeroom.orm.lifecycle import file_columns
 from storeroom.registry import StorageRegistry, storages
 
-__all__ = ["DanglingReference", "find_dangling", "find_orphans", "referenced_files"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "DanglingReference",
+    "MismatchedObject",
+    "ReferenceScan",
+    "collect_findings",
+    "find_dangling",
+    "find_orphans",
+    "iter_findings",
+    "referenced_files",
+    "remove_orphans",
+]
+
+DEFAULT_PAGE_SIZE = 1000
+"""Rows fetched per round trip while scanning (one row may hold a list of many files)."""
+
+_BATCH = 5000  # references or listed objects inserted into the index per executemany
+_CACHE_KIB = 16 * 1024  # SQLite page cache per file: the part of the index kept in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +81,23 @@ class DanglingReference:
     primary_key: tuple[Any, ...]
     column: str
     file: FileObject
+
+
+@dataclass(frozen=True, slots=True)
+class MismatchedObject:
+    """A row's file whose object differs from what the row records.
+
+    ``kind`` is ``"size"`` (``recorded`` and ``stored`` are byte counts) or ``"checksum"``
+    (``"sha256:<hex>"`` strings).
+    """
+
+    model: str
+    primary_key: tuple[Any, ...]
+    column: str
+    file: FileObject
+    kind: Literal["size", "checksum"]
+    recorded: int | str
+    stored: int | str
 
 
 Target = InstrumentedAttribute[Any] | type
@@ -54,17 +119,414 @@ def _columns(target: Columns) -> list[InstrumentedAttribute[Any]]:
 
 
 def referenced_files(
-    session: Session, target: Columns
+    session: Session, target: Columns, *, page_size: int = DEFAULT_PAGE_SIZE
 ) -> Iterator[tuple[Any, str, FileObject]]:
-    """Every ``(row, column name, FileObject)`` referenced by ``target``'s columns."""
+    """Every ``(row, column name, FileObject)`` referenced by ``target``'s columns.
+
+    Rows are fetched ``page_size`` at a time; keep none of them to keep memory flat.
+    """
     for column in _columns(target):
         model = column.class_
-        rows = session.execute(select(model).where(column.isnot(None))).scalars()
+        statement = select(model).where(column.isnot(None))
+        rows = session.execute(statement.execution_options(yield_per=page_size)).scalars()
         for row in rows:
             value = getattr(row, column.key)
             files = [value] if isinstance(value, FileObject) else list(value or [])
             for file in files:
                 yield row, column.key, file
+
+
+def _prefix_bounds(prefix: str) -> tuple[str, str]:
+    """``[low, high)`` of the paths inside the directory ``prefix`` ('0' follows '/')."""
+    return prefix + "/", prefix + "0"
+
+
+class ReferenceScan:
+    """An index, in temporary SQLite files, of the files rows reference and stores hold.
+
+    :meth:`read_rows` loads the references of ``target``'s columns (reading rows in pages)
+    while a thread lists the columns' backends; any other backend is listed once, when a
+    question first needs it. Questions stream their answers: :meth:`dangling`,
+    :meth:`mismatched`, :meth:`orphans`. Use it as a context manager (or call
+    :meth:`close`) so the files are deleted. Memory stays flat (SQLite's page cache is
+    capped at 16 MiB per file); the files take about 300 bytes per reference and 100 per
+    object.
+
+    ``directory`` is where the temporary files go (default: the system's temp directory).
+    """
+
+    def __init__(
+        self,
+        target: Columns,
+        *,
+        registry: StorageRegistry | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        directory: str | None = None,
+    ) -> None:
+        if not isinstance(page_size, int) or page_size < 1:
+            raise ConfigurationError(f"page_size must be a positive integer, got {page_size!r}")
+        self.columns = _columns(target)
+        self.registry = registry or storages
+        self.page_size = page_size
+        self.references = 0
+        """How many file references the last :meth:`read_rows` found."""
+        self._sources: list[tuple[str, str]] = []
+        self._listed: dict[str, str] = {}  # backend key -> prefix listed ('' = everything)
+        self._stores: dict[str, StorageBackend] = {}  # backends passed in, maybe unregistered
+        self._paths = [_temporary(directory), _temporary(directory)]
+        self._db = _connect(self._paths[0])
+        # Listings go to a second file through their own connection, so a backend can be
+        # listed in a thread while the rows are read; the main connection attaches it.
+        self._lister = _connect(self._paths[1], check_same_thread=False)
+        self._lister.execute("CREATE TABLE obj (backend TEXT, path TEXT, size INTEGER, "
+                             "modified REAL, etag TEXT, version TEXT)")
+        self._db.execute("ATTACH DATABASE ? AS l", (self._paths[1],))
+        self._db.execute(f"PRAGMA l.cache_size=-{_CACHE_KIB}")
+        self._db.executescript(
+            """
+            CREATE TABLE ref (id INTEGER PRIMARY KEY, backend TEXT, path TEXT, size INTEGER,
+                              checksum TEXT, source INTEGER, key BLOB, file TEXT);
+            CREATE TABLE candidate (path TEXT PRIMARY KEY, size INTEGER, modified REAL,
+                                    etag TEXT, version TEXT) WITHOUT ROWID;
+            """
+        )
+
+    def __enter__(self) -> ReferenceScan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Delete the temporary index."""
+        self._db.close()
+        self._lister.close()
+        for path in self._paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    # -- loading -------------------------------------------------------------------------
+
+    def read_rows(self, session: Session, *, list_ahead: Mapping[str, str] | None = None) -> int:
+        """(Re)load every reference of the columns from ``session``; returns how many.
+
+        Only the primary key and the column's JSON are read (cast to text; for one-file
+        columns the database extracts the fields), ``page_size`` rows per round trip
+        through a server-side cursor. Meanwhile a thread lists the backends of
+        ``list_ahead`` (backend key -> prefix; default: the columns' backends, whole),
+        starting once the first query has run, so the rows it returns are older than the
+        listing (a reference missing from a listing is confirmed with a HEAD before it is
+        called dangling).
+        """
+        if list_ahead is None:
+            list_ahead = {}
+            for column in self.columns:
+                key = getattr(column.property.columns[0].type, "backend", None)
+                if key and (key in self._stores or self.registry.is_registered(key)):
+                    list_ahead[key] = ""
+        ahead = list_ahead
+        listers: list[_Lister] = []
+
+        def start_listing() -> None:
+            if not listers:
+                listers.append(_Lister(self, ahead))
+
+        db = self._db
+        db.execute("BEGIN")  # one transaction: SQLite commits per statement otherwise
+        try:
+            db.execute("DROP INDEX IF EXISTS ref_at")
+            db.execute("DELETE FROM ref")
+            count = self._load_references(session, start_listing)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            for lister in listers:
+                lister.join(quiet=True)
+            raise
+        start_listing()
+        listers[0].join()
+        self.references = count
+        return count
+
+    def _load_references(self, session: Session, started: Callable[[], None]) -> int:
+        self._sources = []
+        count = 0
+        batch: list[tuple[Any, ...]] = []
+        for column in self.columns:
+            model = column.class_
+            mapper: Any = inspect(model)
+            kind = column.property.columns[0].type
+            default = getattr(kind, "backend", None) or self.registry.default_key or ""
+            source = len(self._sources)
+            self._sources.append((model.__name__, column.key))
+            keys = len(mapper.primary_key)
+            # Core rather than ORM execution: plain tuples, nothing for the session to track.
+            connection = session.connection(bind_arguments={"mapper": mapper})
+            statement, fields = _reference_query(
+                column, mapper.primary_key, bool(getattr(kind, "multiple", False)),
+                connection.dialect.name)
+            rows = connection.execute(statement.execution_options(yield_per=self.page_size))
+            started()
+            for row in rows:
+                text = row[keys]
+                if text is None or text == "null":
+                    continue
+                key = pickle.dumps(tuple(row[:keys]))
+                if fields:
+                    batch.append((row[keys + 1] or default, row[keys + 2], row[keys + 3],
+                                  row[keys + 4], source, key, text))
+                else:
+                    for item in json.loads(text) or ():
+                        batch.append((item.get("backend") or default, item.get("path"),
+                                      item.get("size"), item.get("checksum"), source, key,
+                                      json.dumps(item)))
+                        if len(batch) >= _BATCH:
+                            count += self._insert_refs(batch)
+                if len(batch) >= _BATCH:
+                    count += self._insert_refs(batch)
+        return count + self._insert_refs(batch)
+
+    def _insert_refs(self, batch: list[tuple[Any, ...]]) -> int:
+        done = len(batch)
+        if done:
+            self._db.executemany(
+                "INSERT INTO ref (backend, path, size, checksum, source, key, file) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
+            batch.clear()
+        return done
+
+    def _list(self, key: str, prefix: str = "") -> StorageBackend:
+        """List backend ``key`` (under ``prefix``) into the index unless already covered."""
+        store = self._store(key)
+        if self._covered(key, prefix):
+            return store
+        db = self._lister
+        db.execute("BEGIN")
+        db.execute("DROP INDEX IF EXISTS obj_at")
+        db.execute("DELETE FROM obj WHERE backend = ?", (key,))
+        batch: list[tuple[Any, ...]] = []
+        for info in store.list(prefix):
+            modified = info.last_modified.timestamp() if info.last_modified else None
+            batch.append((key, info.path, info.size, modified, info.etag, info.version))
+            if len(batch) >= _BATCH:
+                db.executemany("INSERT INTO obj VALUES (?, ?, ?, ?, ?, ?)", batch)
+                batch.clear()
+        db.executemany("INSERT INTO obj VALUES (?, ?, ?, ?, ?, ?)", batch)
+        db.execute("COMMIT")
+        self._listed[key] = prefix
+        return store
+
+    def _covered(self, key: str, prefix: str) -> bool:
+        done = self._listed.get(key)
+        return done is not None and (done == "" or prefix == done
+                                     or prefix.startswith(done + "/"))
+
+    def _store(self, key: str) -> StorageBackend:
+        return self._stores.get(key) or self.registry.get_backend(key or None)
+
+    def _list_referenced(self) -> None:
+        keys = [key for (key,) in self._db.execute("SELECT DISTINCT backend FROM ref")]
+        for key in keys:
+            self._list(key)
+        self._index("obj")
+
+    def _index(self, table: Literal["ref", "obj"]) -> None:
+        """Index the side a question probes, once it is needed (built by sorting, after loading)."""
+        if table == "obj":
+            self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS l.obj_at ON obj (backend, path)")
+        else:
+            self._db.execute("CREATE INDEX IF NOT EXISTS ref_at ON ref (backend, path)")
+
+    # -- questions -----------------------------------------------------------------------
+
+    def _finding(self, source: int, key: bytes, text: str) -> tuple[str, tuple[Any, ...], str,
+                                                                  FileObject]:
+        model, column = self._sources[source]
+        data = json.loads(text)
+        file = FileObject.from_dict(data, registry=self.registry)
+        return model, pickle.loads(key), column, file
+
+    def dangling(self) -> Iterator[DanglingReference]:
+        """References whose object is missing from its backend, in row order.
+
+        Each one missing from the listing is confirmed with a HEAD request: a row read
+        after the listing began may reference an object uploaded since.
+        """
+        self._list_referenced()
+        for source, key, text, backend, path in self._db.execute(
+            "SELECT source, key, file, backend, path FROM ref r WHERE NOT EXISTS "
+            "(SELECT 1 FROM l.obj o WHERE o.backend = r.backend AND o.path = r.path) "
+            "ORDER BY r.id"
+        ):
+            if path is None or not self._store(backend).exists(path):
+                yield DanglingReference(*self._finding(source, key, text))
+
+    def mismatched(self, *, checksums: bool = False) -> Iterator[MismatchedObject]:
+        """References whose object's size (or, with ``checksums``, checksum) differs.
+
+        With ``checksums``, every object whose size agrees and whose row records a checksum
+        is read in full, as a stream, and hashed with the algorithm the record names.
+        """
+        self._list_referenced()
+        query = (
+            "SELECT r.source, r.key, r.file, r.backend, r.path, r.size, o.size, r.checksum "
+            "FROM ref r JOIN l.obj o ON o.backend = r.backend AND o.path = r.path "
+            "WHERE (r.size IS NOT NULL AND r.size != o.size)"
+        )
+        if checksums:
+            query += " OR r.checksum IS NOT NULL"
+        for source, key, text, backend, path, recorded, stored, checksum in self._db.execute(
+            query + " ORDER BY r.id"
+        ):
+            if recorded is not None and recorded != stored:
+                yield MismatchedObject(*self._finding(source, key, text), "size", recorded, stored)
+                continue
+            digest = transfer.digest_object(
+                self._store(backend), path, transfer.algorithm_of(checksum)
+            ).checksum
+            if digest != checksum:
+                yield MismatchedObject(*self._finding(source, key, text), "checksum", checksum,
+                                       digest)
+
+    def orphans(
+        self,
+        backend: StorageBackend | str,
+        *,
+        prefix: str = "",
+        grace: timedelta = timedelta(hours=1),
+    ) -> Iterator[ObjectInfo]:
+        """Objects of ``backend`` (under the directory ``prefix``) no reference points at.
+
+        Objects modified within ``grace`` are skipped: they may belong to a transaction in
+        flight. In path order.
+        """
+        if isinstance(backend, StorageBackend):
+            self._stores[backend.key] = backend
+            key = backend.key
+        else:
+            key = backend
+        prefix = prefix.strip("/")
+        self._list(key, prefix)
+        self._index("ref")
+        cutoff = (datetime.now(timezone.utc) - grace).timestamp()
+        query = (
+            "SELECT path, size, modified, etag, version FROM l.obj o WHERE o.backend = ? "
+            "AND (o.modified IS NULL OR o.modified <= ?) AND NOT EXISTS "
+            "(SELECT 1 FROM ref r WHERE r.backend = o.backend AND r.path = o.path)"
+        )
+        params: tuple[Any, ...] = (key, cutoff)
+        if prefix:
+            query += " AND o.path >= ? AND o.path < ?"
+            params += _prefix_bounds(prefix)
+        for path, size, modified, etag, version in self._db.execute(
+            query + " ORDER BY o.path", params
+        ):
+            yield _object(path, size, modified, etag, version)
+
+    def remember_candidates(self, objects: Iterable[ObjectInfo]) -> int:
+        """Keep ``objects`` (orphans found so far) in the index; returns how many."""
+        count = 0
+        batch: list[tuple[Any, ...]] = []
+        self._db.execute("BEGIN")
+        self._db.execute("DELETE FROM candidate")
+        for info in objects:
+            modified = info.last_modified.timestamp() if info.last_modified else None
+            batch.append((info.path, info.size, modified, info.etag, info.version))
+            count += 1
+            if len(batch) >= _BATCH:
+                self._db.executemany("INSERT INTO candidate VALUES (?, ?, ?, ?, ?)", batch)
+                batch.clear()
+        self._db.executemany("INSERT INTO candidate VALUES (?, ?, ?, ?, ?)", batch)
+        self._db.execute("COMMIT")
+        return count
+
+    def candidates(self, backend: str) -> Iterator[tuple[ObjectInfo, bool]]:
+        """Each remembered candidate and whether a reference (as last read) points at it."""
+        self._index("ref")
+        for path, size, modified, etag, version, referenced in self._db.execute(
+            "SELECT c.path, c.size, c.modified, c.etag, c.version, EXISTS "
+            "(SELECT 1 FROM ref r WHERE r.backend = ? AND r.path = c.path) "
+            "FROM candidate c ORDER BY c.path", (backend,)
+        ):
+            yield _object(path, size, modified, etag, version), bool(referenced)
+
+
+def _reference_query(column: InstrumentedAttribute[Any], keys: Any, multiple: bool,
+                     dialect: str) -> tuple[Select[Any], bool]:
+    """The query for one column's references, and whether the database extracts the fields.
+
+    Its rows are the primary key, the file's JSON as text and, when extracted, backend,
+    path, size and checksum. A list column is unnested by the database where it can
+    (PostgreSQL, SQLite): one result row per file, so a row holding 100,000 files is read
+    in pages like any other; elsewhere each row's list is parsed here, whole.
+    """
+    source: Any = column
+    if multiple and dialect == "postgresql":
+        # JSON null (a list column set to None) is a scalar: give the function an empty list.
+        array = case((func.jsonb_typeof(column) == "array", column),
+                     else_=literal_column("'[]'::jsonb"))
+        elements = func.jsonb_array_elements(array).table_valued(
+            sql_column("value", JSONB), joins_implicitly=True)
+        source = elements.c.value
+    elif multiple and dialect == "sqlite":
+        elements = func.json_each(column).table_valued("value", joins_implicitly=True)
+        source = elements.c.value
+    elif multiple:
+        return select(*keys, sql_cast(column, Text)).where(column.isnot(None)), False
+    data = type_coerce(source, JSON)
+    fields = (data["backend"].as_string(), data["path"].as_string(),
+              data["size"].as_integer(), data["checksum"].as_string())
+    text = sql_cast(source, Text) if source is column or dialect != "sqlite" else source
+    return select(*keys, text, *fields).where(column.isnot(None)), True
+
+
+class _Lister:
+    """Lists backends into a scan's index in a thread; :meth:`join` re-raises its error."""
+
+    def __init__(self, scan: ReferenceScan, ahead: Mapping[str, str]) -> None:
+        self._scan = scan
+        self._todo = [(k, p) for k, p in ahead.items() if not scan._covered(k, p)]
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if self._todo:
+            self._thread = threading.Thread(target=self._run, name="storeroom-scan-list",
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for key, prefix in self._todo:
+                self._scan._list(key, prefix)
+        except BaseException as exc:  # handed to the caller's thread by join()
+            self._error = exc
+
+    def join(self, *, quiet: bool = False) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None and not quiet:
+            raise self._error
+
+
+def _temporary(directory: str | None) -> str:
+    handle, path = tempfile.mkstemp(prefix="storeroom-scan-", suffix=".sqlite", dir=directory)
+    os.close(handle)
+    return path
+
+
+def _connect(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
+    for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE",
+                   f"cache_size=-{_CACHE_KIB}"):
+        db.execute(f"PRAGMA {pragma}")
+    return db
+
+
+def _object(path: str, size: int, modified: float | None, etag: str | None,
+            version: str | None) -> ObjectInfo:
+    when = datetime.fromtimestamp(modified, timezone.utc) if modified is not None else None
+    return ObjectInfo(path, size, etag=etag, last_modified=when, version=version)
 
 
 def find_orphans(
@@ -75,23 +537,19 @@ def find_orphans(
     prefix: str = "",
     grace: timedelta = timedelta(hours=1),
     registry: StorageRegistry | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
 ) -> list[ObjectInfo]:
     """Objects of ``backend`` (under ``prefix``) that no row of ``target`` references.
 
     ``target`` is a model class (all its file columns), one column or several. Objects
     modified within ``grace`` are skipped: they may belong to a transaction in flight.
+    Memory stays flat however many rows and objects there are (see :class:`ReferenceScan`);
+    only the list returned grows, with the orphans found.
     """
     store = _backend(backend, registry)
-    referenced = {
-        file.path for _row, _col, file in referenced_files(session, target)
-        if file.backend == store.key
-    }
-    cutoff = datetime.now(timezone.utc) - grace
-    return [
-        info for info in store.list(prefix)
-        if info.path not in referenced
-        and (info.last_modified is None or info.last_modified <= cutoff)
-    ]
+    with ReferenceScan(target, registry=registry, page_size=page_size) as scan:
+        scan.read_rows(session)
+        return list(scan.orphans(store, prefix=prefix, grace=grace))
 
 
 def find_dangling(
@@ -99,22 +557,124 @@ def find_dangling(
     target: Columns,
     *,
     registry: StorageRegistry | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
 ) -> list[DanglingReference]:
     """References in ``target``'s columns whose object does not exist in its backend.
 
-    Lists each backend once rather than asking for every object.
+    Lists each backend once rather than asking for every object; memory stays flat (see
+    :class:`ReferenceScan`).
     """
-    registry = registry or storages
-    listings: dict[str, set[str]] = {}
-    dangling = []
-    for row, column, file in referenced_files(session, target):
-        key = file.backend or registry.default_key or ""
-        if key not in listings:
-            listings[key] = {info.path for info in registry.get_backend(key).list()}
-        if file.path not in listings[key]:
-            identity = inspect(row).identity or ()
-            dangling.append(DanglingReference(type(row).__name__, tuple(identity), column, file))
-    return dangling
+    with ReferenceScan(target, registry=registry, page_size=page_size) as scan:
+        scan.read_rows(session)
+        return list(scan.dangling())
+
+
+Section = Literal["dangling", "mismatched", "orphans", "summary"]
+
+
+def _location(finding: DanglingReference | MismatchedObject) -> dict[str, Any]:
+    return {"model": finding.model, "key": [str(k) for k in finding.primary_key],
+            "column": finding.column, "backend": finding.file.backend,
+            "path": finding.file.path}
+
+
+def iter_findings(
+    session: Session,
+    target: Columns,
+    registry: StorageRegistry | None = None,
+    *,
+    orphans_in: str | None = None,
+    prefix: str = "",
+    grace: timedelta = timedelta(hours=1),
+    checksums: bool = False,
+    page_size: int = DEFAULT_PAGE_SIZE,
+) -> Iterator[tuple[Section, dict[str, Any]]]:
+    """The report of ``storeroom verify``, one finding at a time, as JSON-ready dicts.
+
+    Yields ``("dangling", ...)`` for references whose object is missing, then
+    ``("mismatched", ...)`` for objects whose size (or, with ``checksums``, SHA-256, read
+    in full) differs from the row's record, then ``("orphans", ...)`` for objects of
+    backend ``orphans_in`` under ``prefix`` that no row references, older than ``grace``,
+    and last one ``("summary", {...})`` with the counts. Nothing is held in memory but the
+    current finding.
+    """
+    counts = {"dangling": 0, "mismatched": 0, "orphans": 0}
+    with ReferenceScan(target, registry=registry, page_size=page_size) as scan:
+        references = scan.read_rows(session)
+        for dangling in scan.dangling():
+            counts["dangling"] += 1
+            yield "dangling", _location(dangling)
+        for mismatch in scan.mismatched(checksums=checksums):
+            counts["mismatched"] += 1
+            yield "mismatched", {**_location(mismatch), "kind": mismatch.kind,
+                                 "recorded": mismatch.recorded, "stored": mismatch.stored}
+        if orphans_in is not None:
+            for orphan in scan.orphans(orphans_in, prefix=prefix, grace=grace):
+                counts["orphans"] += 1
+                yield "orphans", _orphan(orphans_in, orphan)
+    yield "summary", {"references": references, **counts,
+                      "orphans_checked": orphans_in is not None, "checksums_read": checksums}
+
+
+def _orphan(backend: str, info: ObjectInfo) -> dict[str, Any]:
+    return {"backend": backend, "path": info.path, "size": info.size,
+            "last_modified": info.last_modified.isoformat() if info.last_modified else None}
+
+
+def collect_findings(
+    session: Session,
+    target: Columns,
+    registry: StorageRegistry | None = None,
+    *,
+    orphans_in: str | None = None,
+    prefix: str = "",
+    grace: timedelta = timedelta(hours=1),
+    checksums: bool = False,
+    page_size: int = DEFAULT_PAGE_SIZE,
+) -> dict[str, Any]:
+    """:func:`iter_findings` gathered into one dict (memory grows with the findings).
+
+    Returns ``{"dangling": [...], "mismatched": [...], "orphans": [...], "summary": {...}}``.
+    """
+    report: dict[str, Any] = {"dangling": [], "mismatched": [], "orphans": []}
+    for section, entry in iter_findings(session, target, registry, orphans_in=orphans_in,
+                                        prefix=prefix, grace=grace, checksums=checksums,
+                                        page_size=page_size):
+        if section == "summary":
+            report["summary"] = entry
+        else:
+            report[section].append(entry)
+    return report
+
+
+def remove_orphans(
+    sessions: Callable[[], Session],
+    target: Columns,
+    backend: StorageBackend | str,
+    *,
+    prefix: str = "",
+    grace: timedelta = timedelta(hours=1),
+    registry: StorageRegistry | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+) -> Iterator[tuple[ObjectInfo, bool]]:
+    """Delete the orphans of ``backend``; yields each and whether it was deleted.
+
+    ``sessions`` makes a new session (a ``sessionmaker``). The orphans are found as by
+    :func:`find_orphans`, then the rows are read again in a new session just before
+    deleting: an orphan a row started to reference meanwhile is kept (yielded with
+    ``False``). Memory stays flat; the candidates wait in the scan's temporary file.
+    """
+    store = _backend(backend, registry)
+    with ReferenceScan(target, registry=registry, page_size=page_size) as scan:
+        with sessions() as session:
+            scan.read_rows(session)
+        scan.remember_candidates(scan.orphans(store, prefix=prefix, grace=grace))
+        with sessions() as session:
+            scan.read_rows(session)
+        for info, referenced in scan.candidates(store.key):
+            if not referenced:
+                store.delete(info.path)
+            yield info, not referenced
 
 
 def _backend(backend: StorageBackend | str, registry: StorageRegistry | None) -> StorageBackend:

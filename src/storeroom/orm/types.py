@@ -13,6 +13,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from storeroom.errors import ConfigurationError
 from storeroom.file import FileObject
+from storeroom.orm import lifecycle
 from storeroom.orm.layout import PathFunction, default_path
 
 __all__ = ["FileList", "StoredObject"]
@@ -91,6 +92,8 @@ class StoredObject(TypeDecorator[Any]):
 
     impl = JSON
     cache_ok = True
+    holds_files = True
+    """Marks the column type the transaction rule watches (:mod:`storeroom.orm.lifecycle`)."""
 
     def __init__(
         self,
@@ -110,8 +113,6 @@ class StoredObject(TypeDecorator[Any]):
         if multiple:
             # Track in-place list changes on every attribute mapped with this type.
             FileList.as_mutable(self)
-        from storeroom.orm import lifecycle
-
         lifecycle.install()
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
@@ -122,6 +123,7 @@ class StoredObject(TypeDecorator[Any]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
+        lifecycle.refuse_unsafe_bind(value)
         if self.multiple:
             if isinstance(value, FileObject):
                 raise ConfigurationError(

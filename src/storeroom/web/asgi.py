@@ -14,13 +14,14 @@ from urllib.parse import quote
 
 from storeroom.backends.base import DEFAULT_READ_CHUNK_SIZE
 from storeroom.cors import CorsRules
-from storeroom.errors import ObjectNotFound
+from storeroom.errors import ObjectExists, ObjectNotFound
 from storeroom.registry import StorageRegistry, storages
 from storeroom.web.protocol import (
     ClientDisconnected,
     Reply,
     UploadTooLarge,
     Verdict,
+    already_exists,
     check_complete,
     count_upload,
     declared_length,
@@ -158,10 +159,14 @@ class SignedUrlApp:
 
         try:
             result = await verdict.backend.put_async(
-                grant.path, body(), content_type=upload_content_type(grant, headers)
+                grant.path, body(), content_type=upload_content_type(grant, headers),
+                overwrite=False,
             )
         except UploadTooLarge as exc:
             await _send_reply(send, Reply.text(413, str(exc), verdict.cors))
+            return
+        except ObjectExists:
+            await _send_reply(send, already_exists(verdict.cors))
             return
         except ClientDisconnected as exc:
             # Usually nobody is listening any more; a body shorter than its Content-Length

@@ -7,11 +7,12 @@ move bytes themselves, so the two servers answer every request the same way.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
 from storeroom.backends.base import ObjectInfo, PutResult, StorageBackend
 from storeroom.cors import CorsRules, preflight_headers, response_headers
@@ -22,6 +23,7 @@ from storeroom.errors import (
     StoreroomError,
     UnsafePath,
 )
+from storeroom.media.sniff import ACTIVE_CONTENT_TYPES, is_active_content
 from storeroom.paths import safe_path
 from storeroom.registry import StorageRegistry
 from storeroom.signing import HmacUrlSigner, SignedRequest
@@ -29,10 +31,12 @@ from storeroom.signing import HmacUrlSigner, SignedRequest
 __all__ = [
     "ClientDisconnected",
     "Download",
+    "MalformedPath",
     "Reply",
     "UploadTooLarge",
     "Verdict",
     "ACTIVE_CONTENT_TYPES",
+    "already_exists",
     "byte_range",
     "check_complete",
     "content_disposition",
@@ -47,6 +51,7 @@ __all__ = [
     "preflight",
     "upload_content_type",
     "upload_problem",
+    "undecodable_path",
     "upload_reply",
 ]
 
@@ -78,8 +83,42 @@ class Verdict:
     cors: Headers
 
 
+class MalformedPath(StoreroomError):
+    """A request path that is not percent-encoded UTF-8."""
+
+
+def _decode(segment: str) -> str:
+    """Percent-decode ``segment`` (raw bytes carried as latin-1 text) as strict UTF-8."""
+    try:
+        return unquote_to_bytes(segment.encode("latin-1")).decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        raise MalformedPath(f"request path {segment!r} is not UTF-8") from None
+
+
+def undecodable_path(raw_uri: str | None) -> Reply | None:
+    """400 when the request target as sent (``RAW_URI``/``REQUEST_URI``) is not UTF-8.
+
+    Some WSGI servers (Werkzeug among them) replace invalid bytes in ``PATH_INFO`` with
+    U+FFFD before the app sees them; the raw target still shows what the client sent.
+    """
+    if not raw_uri:
+        return None
+    path = raw_uri.split("?", 1)[0]
+    if "://" in path:
+        path = "/" + path.split("://", 1)[1].partition("/")[2]
+    try:
+        _decode(path)
+    except MalformedPath:
+        return Reply.text(400, "the request path is not percent-encoded UTF-8")
+    return None
+
+
 def _route(raw_path: str, prefix: str) -> tuple[str, str] | None:
-    """``(backend key, object path)`` from a still-percent-encoded request path."""
+    """``(backend key, object path)`` from a still-percent-encoded request path.
+
+    ``raw_path`` is text whose characters are the request's bytes (latin-1), as ASGI's
+    ``raw_path`` and WSGI's ``PATH_INFO`` carry them; raises MalformedPath for non-UTF-8.
+    """
     path = raw_path.split("?", 1)[0]
     prefix = prefix.rstrip("/")
     if prefix and path.startswith(prefix + "/"):
@@ -87,7 +126,7 @@ def _route(raw_path: str, prefix: str) -> tuple[str, str] | None:
     backend, sep, rest = path.lstrip("/").partition("/")
     if not sep or not backend or not rest:
         return None
-    return unquote(backend), unquote(rest)
+    return _decode(backend), _decode(rest)
 
 
 def preflight(
@@ -126,7 +165,10 @@ def judge(
     """
     if method not in ("GET", "HEAD", "PUT"):
         return Reply.text(405, f"method {method} is not allowed", [("allow", "GET, HEAD, PUT")])
-    routed = _route(raw_path, prefix)
+    try:
+        routed = _route(raw_path, prefix)
+    except MalformedPath:
+        return Reply.text(400, "the request path is not percent-encoded UTF-8")
     if routed is None:
         return Reply.text(404, "not found")
     key, object_path = routed
@@ -157,6 +199,10 @@ def upload_problem(grant: SignedRequest, headers: Mapping[str, str]) -> Reply | 
         sent = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if sent != grant.content_type.split(";", 1)[0].strip().lower():
             return Reply.text(415, f"this link accepts only {grant.content_type} uploads")
+    if "content-length" in headers and declared_length(headers) is None:
+        if _DIGITS.fullmatch(headers["content-length"].strip()):
+            return Reply.text(413, "upload larger than any this server accepts")
+        return Reply.text(400, "Content-Length must be a number of bytes")
     length = declared_length(headers)
     if grant.max_size is not None and length is not None and length > grant.max_size:
         return Reply.text(413, f"upload larger than the {grant.max_size} bytes allowed")
@@ -172,23 +218,37 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | Reply | None:
     """
     if not header or not header.startswith("bytes=") or "," in header:
         return None
-    first, _, last = header[6:].strip().partition("-")
-    first, last = first.strip(), last.strip()
-    if not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    first_text, _, last_text = header[6:].strip().partition("-")
+    first, last = _position(first_text.strip()), _position(last_text.strip())
+    if first is _INVALID or last is _INVALID:
         return None
-    if first == "":
-        if last == "":
+    if first is None:
+        if last is None:
             return None
-        length = int(last)
-        if length == 0 or size == 0:
+        if last == 0 or size == 0:
             return _unsatisfiable(size)
-        return max(0, size - length), size
-    start = int(first)
-    if last and int(last) < start:
+        return max(0, size - last), size
+    if last is not None and last < first:
         return None
-    if start >= size:
+    if first >= size:
         return _unsatisfiable(size)
-    return start, min(size, int(last) + 1) if last else size
+    return first, min(size, last + 1) if last is not None else size
+
+
+_DIGITS = re.compile(r"[0-9]+")
+_INVALID = -1
+# Any position past this is past the end of every object; clamping keeps int() cheap and
+# within Python's limit on digits converted (a 5,000-digit position is still valid HTTP).
+_HUGE = 10**18
+
+
+def _position(text: str) -> int | None:
+    """A byte position of a range (None: empty, _INVALID: not ASCII digits)."""
+    if not text:
+        return None
+    if not _DIGITS.fullmatch(text):
+        return _INVALID
+    return int(text) if len(text) < 19 else _HUGE
 
 
 def _unsatisfiable(size: int) -> Reply:
@@ -219,7 +279,7 @@ def range_applies(info: ObjectInfo, headers: Mapping[str, str]) -> bool:
         return parsedate_to_datetime(condition) == parsedate_to_datetime(
             http_date(info.last_modified)
         )
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return False
 
 
@@ -233,20 +293,13 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
-#: Types a browser would run as a page with scripts. Served from the application's own
-#: origin, an uploaded one could act as the signed-in user (stored XSS), so the handler
-#: sends them as downloads in a sandbox, never as pages.
-ACTIVE_CONTENT_TYPES = frozenset({
-    "text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml",
-    "text/xsl", "application/xslt+xml", "application/mathml+xml", "text/javascript",
-    "application/javascript", "application/ecmascript", "text/ecmascript",
-    "application/x-shockwave-flash",
-})
-
-
 def _is_active(content_type: str) -> bool:
-    essence = content_type.split(";", 1)[0].strip().lower()
-    return essence in ACTIVE_CONTENT_TYPES or essence.endswith("+xml")
+    # Served from the application's own origin, an uploaded page could act as the signed-in
+    # user (stored XSS): active and ambiguous types go out as sandboxed downloads.
+    return is_active_content(content_type)
+
+
+_SAFE_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
 
 
 def download_headers(
@@ -262,6 +315,10 @@ def download_headers(
     ``Content-Security-Policy: sandbox``, so an uploaded page cannot run on this origin.
     """
     content_type = grant.content_type or info.content_type or "application/octet-stream"
+    active = _is_active(content_type)
+    if active and ("," in content_type or not _SAFE_HEADER_VALUE.fullmatch(content_type)):
+        # A list or garbage is not a type a browser should guess from.
+        content_type = "application/octet-stream"
     headers: Headers = [
         ("content-type", content_type),
         ("accept-ranges", "bytes"),
@@ -272,7 +329,6 @@ def download_headers(
         headers.append(("etag", _quoted(info.etag)))
     if info.last_modified is not None:
         headers.append(("last-modified", http_date(info.last_modified)))
-    active = _is_active(content_type)
     if grant.filename or active:
         name = grant.filename or grant.path.rsplit("/", 1)[-1]
         headers.append(("content-disposition", content_disposition(name)))
@@ -323,7 +379,7 @@ def count_upload(grant: SignedRequest, seen: int, chunk: bytes) -> int:
 def declared_length(headers: Mapping[str, str]) -> int | None:
     """The body length a request announces (None: not given or not a number)."""
     length = headers.get("content-length", "").strip()
-    return int(length) if length.isdigit() else None
+    return int(length) if _DIGITS.fullmatch(length) and len(length) < 19 else None
 
 
 def check_complete(seen: int, declared: int | None) -> None:
@@ -344,6 +400,12 @@ def upload_reply(result: PutResult, extra: Headers) -> Reply:
     if result.etag:
         headers.append(("etag", _quoted(result.etag)))
     return Reply(200, body, headers + extra)
+
+
+def already_exists(extra: Headers) -> Reply:
+    """409 for a PUT to a path that holds an object: signed uploads are create-only."""
+    return Reply.text(409, "an object already exists here; upload URLs are create-only "
+                      "and single-use", extra)
 
 
 def upload_content_type(grant: SignedRequest, headers: Mapping[str, str]) -> str | None:

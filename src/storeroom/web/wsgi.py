@@ -9,19 +9,21 @@ from urllib.parse import quote
 
 from storeroom.backends.base import DEFAULT_READ_CHUNK_SIZE
 from storeroom.cors import CorsRules
-from storeroom.errors import ObjectNotFound
+from storeroom.errors import ObjectExists, ObjectNotFound
 from storeroom.registry import StorageRegistry, storages
 from storeroom.web.protocol import (
     ClientDisconnected,
     Reply,
     UploadTooLarge,
     Verdict,
+    already_exists,
     check_complete,
     count_upload,
     declared_length,
     judge,
     plan_download,
     preflight,
+    undecodable_path,
     upload_content_type,
     upload_problem,
     upload_reply,
@@ -74,8 +76,17 @@ class SignedUrlWsgiApp:
         reply = preflight(method, headers, self.cors)
         if reply is not None:
             return self._reply(start_response, reply)
-        # PATH_INFO arrives decoded (as latin-1); encode it back so names with '%' survive.
-        raw_path = quote(environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8"))
+        problem = undecodable_path(environ.get("RAW_URI") or environ.get("REQUEST_URI"))
+        if problem is not None:
+            return self._reply(start_response, problem, head=method == "HEAD")
+        # PATH_INFO arrives decoded, its bytes as latin-1 text; percent-encode those bytes
+        # again so names with '%' survive and the router decodes UTF-8 once, strictly.
+        path_info = environ.get("PATH_INFO", "")
+        try:
+            raw_path = quote(path_info.encode("latin-1"), safe="/")
+        except UnicodeEncodeError:
+            # Some servers hand over already-decoded text; its characters are the path.
+            raw_path = quote(path_info.encode("utf-8", "surrogateescape"), safe="/")
         verdict = judge(self.registry, method, raw_path, "",
                         environ.get("QUERY_STRING", ""), headers, self.cors)
         if isinstance(verdict, Reply):
@@ -139,10 +150,13 @@ class SignedUrlWsgiApp:
 
         try:
             result = verdict.backend.put(
-                grant.path, body(), content_type=upload_content_type(grant, headers)
+                grant.path, body(), content_type=upload_content_type(grant, headers),
+                overwrite=False,
             )
         except UploadTooLarge as exc:
             return self._reply(start_response, Reply.text(413, str(exc), verdict.cors))
+        except ObjectExists:
+            return self._reply(start_response, already_exists(verdict.cors))
         except ClientDisconnected as exc:
             return self._reply(start_response, Reply.text(400, str(exc), verdict.cors))
         return self._reply(start_response, upload_reply(result, verdict.cors))

@@ -37,6 +37,7 @@ from storeroom.backends.base import (
     collect,
     collect_async,
 )
+from storeroom.backends.local_root import confine, contained, real_root
 from storeroom.backends.obstore.credentials import CredentialPlan, plan_credentials
 from storeroom.backends.obstore.options import (
     split_options,
@@ -181,10 +182,13 @@ class ObstoreBackend(StorageBackend):
             self.store = fs
         self.stores_attributes = self._kind not in ("local", "http")
         self.whole_bytes_in_one_put = self._kind in ("local", "memory")
-        root = getattr(self.store, "prefix", None) if self._kind == "local" else None
-        self._local_root: str | None = None
-        if self._kind == "local":
-            self._local_root = os.fspath(root) if root is not None else os.sep
+        # Local roots never follow links (storeroom.backends.local_root).
+        self._root = _local_root(self.store) if self._kind == "local" else None
+
+    def _confine(self, *paths: str) -> None:
+        if self._root is not None:
+            for path in paths:
+                confine(self._root, path, self.key)
 
     def _build(self, url: str, options: Mapping[str, Any]) -> ObjectStore:
         split = split_options(self._kind, options)
@@ -208,6 +212,7 @@ class ObstoreBackend(StorageBackend):
             if type(exc).__name__ != "PanicException" and not isinstance(exc, Exception):
                 raise
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            message = _masked(message)
             raise ConfigurationError(
                 f"backend {self.key!r}: obstore rejected the options for {self._url!r} "
                 f"({', '.join(sorted(options))}): {message}"
@@ -246,6 +251,17 @@ class ObstoreBackend(StorageBackend):
                 "beyond the end of the object"
             )
         return None
+
+    def _error(self, exc: Exception, path: str, action: str) -> StoreroomError:
+        # obstore's messages quote the request URL, endpoint password included: mask it
+        # before the message reaches an exception, an event or a log line.
+        error = super()._error(exc, path, action)
+        if error is not exc:
+            text = str(error)
+            masked = _masked(text)
+            if masked != text:
+                error.args = (masked,)
+        return error
 
     def _missing_credentials(self, exc: Exception) -> StoreroomError | None:
         plan = self.credential_plan
@@ -292,13 +308,40 @@ class ObstoreBackend(StorageBackend):
         return kwargs
 
     def _write(self, path: str, body: bytes | Iterator[bytes], opts: WriteOptions) -> PutResult:
-        result = obstore.put(self.store, path, body, **self._put_kwargs(opts))
+        self._confine(path)
+        try:
+            result = obstore.put(self.store, path, body, **self._put_kwargs(opts))
+        except BaseException:
+            # obstore aborts a failed multipart upload itself; an interrupted one (Ctrl-C,
+            # SystemExit) may be left open on S3, and its parts would be billed invisibly.
+            if opts.multipart and self.kind == "s3" and not isinstance(body, bytes):
+                from storeroom.backends.obstore.multipart import abort_uploads_of
+
+                try:
+                    abort_uploads_of(self, path)
+                except Exception:  # storeroom gc aborts it later
+                    pass
+            raise
         return PutResult(path, 0, None, result["e_tag"], result["version"])
 
     async def _write_async(
         self, path: str, body: bytes | AsyncIterator[bytes], opts: WriteOptions
     ) -> PutResult:
-        result = await obstore.put_async(self.store, path, body, **self._put_kwargs(opts))
+        self._confine(path)
+        try:
+            result = await obstore.put_async(self.store, path, body, **self._put_kwargs(opts))
+        except BaseException:
+            # A cancelled put leaves its S3 multipart upload open (obstore only aborts on
+            # errors): abort it, shielded so a second cancellation cannot stop the abort.
+            if opts.multipart and self.kind == "s3" and not isinstance(body, bytes):
+                from storeroom.backends.obstore.multipart import abort_uploads_of_async
+
+                abort = asyncio.ensure_future(abort_uploads_of_async(self, path))
+                try:
+                    await asyncio.shield(abort)
+                except BaseException:  # cancelled again, or the abort failed: gc finds it
+                    pass
+            raise
         return PutResult(path, 0, None, result["e_tag"], result["version"])
 
     # -- reading ----------------------------------------------------------------------------
@@ -312,6 +355,7 @@ class ObstoreBackend(StorageBackend):
         return {}
 
     def _read(self, path: str, start: int, end: int | None, chunk_size: int) -> Iterator[bytes]:
+        self._confine(path)
         if end == start:
             self._head(path)
             return iter(())
@@ -324,6 +368,7 @@ class ObstoreBackend(StorageBackend):
     async def _read_async(
         self, path: str, start: int, end: int | None, chunk_size: int
     ) -> AsyncIterator[bytes]:
+        self._confine(path)
         if end == start:
             await self._head_async(path)
             return _empty()
@@ -335,11 +380,12 @@ class ObstoreBackend(StorageBackend):
 
     def _local_file(self, path: str) -> str | None:
         """The file a local store keeps ``path`` in, when it can be read directly."""
-        if self._local_root is None or not _PLAIN_PATH.fullmatch(path):
+        if self._root is None or not _PLAIN_PATH.fullmatch(path):
             return None
-        return os.path.join(self._local_root, path)
+        return os.path.join(self._root, path)
 
     def _read_all(self, path: str, meter: Meter | None) -> bytes:
+        self._confine(path)
         local = self._local_file(path)
         if local is not None:
             data = _read_file(local)
@@ -353,6 +399,7 @@ class ObstoreBackend(StorageBackend):
         return data
 
     async def _read_all_async(self, path: str, meter: Meter | None) -> bytes:
+        self._confine(path)
         local = self._local_file(path)
         if local is not None:
             if os.stat(local).st_size <= _INLINE_READ:
@@ -370,12 +417,14 @@ class ObstoreBackend(StorageBackend):
         return data
 
     def _head(self, path: str) -> ObjectInfo:
+        self._confine(path)
         if not self.stores_attributes:
             return _info(obstore.head(self.store, path))
         result = obstore.get(self.store, path, options={"head": True})
         return _info(result.meta, result.attributes)
 
     async def _head_async(self, path: str) -> ObjectInfo:
+        self._confine(path)
         if not self.stores_attributes:
             return _info(await obstore.head_async(self.store, path))
         result = await obstore.get_async(self.store, path, options={"head": True})
@@ -384,12 +433,14 @@ class ObstoreBackend(StorageBackend):
     # -- the rest ---------------------------------------------------------------------------
 
     def _delete(self, path: str) -> None:
+        self._confine(path)
         try:
             obstore.delete(self.store, path)
         except FileNotFoundError:
             pass
 
     async def _delete_async(self, path: str) -> None:
+        self._confine(path)
         try:
             await obstore.delete_async(self.store, path)
         except FileNotFoundError:
@@ -398,17 +449,21 @@ class ObstoreBackend(StorageBackend):
     def _list(self, prefix: str) -> Iterator[ObjectInfo]:
         for batch in obstore.list(self.store, prefix or None):
             for meta in batch:
-                yield _info(meta)
+                if self._root is None or contained(self._root, meta["path"]):
+                    yield _info(meta)
 
     async def _list_async(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         async for batch in obstore.list(self.store, prefix or None):
             for meta in batch:
-                yield _info(meta)
+                if self._root is None or contained(self._root, meta["path"]):
+                    yield _info(meta)
 
     def _copy(self, src: str, dst: str) -> None:
+        self._confine(src, dst)
         obstore.copy(self.store, src, dst)
 
     async def _copy_async(self, src: str, dst: str) -> None:
+        self._confine(src, dst)
         await obstore.copy_async(self.store, src, dst)
 
     def signs_natively(self, method: Method) -> bool:
@@ -434,6 +489,17 @@ def _read_file(name: str) -> bytes:
     # One read loop into one bytes object sized from fstat: no chunks, no second copy.
     with open(name, "rb") as fileobj:
         return fileobj.read()
+
+
+def _local_root(store: Any) -> str | None:
+    prefix = getattr(store, "prefix", None)
+    return real_root(str(prefix)) if prefix is not None else None
+
+
+def _masked(text: str) -> str:
+    from storeroom.config.masking import mask_text  # the config package imports backends
+
+    return mask_text(text)
 
 
 def _span(result: Any) -> int:

@@ -1,0 +1,278 @@
+"""Maintenance at size: find_orphans, find_dangling and ``storeroom verify`` on N rows.
+
+    python benchmarks/maintenance.py                      # N = 10k and 100k, this checkout
+    python benchmarks/maintenance.py --million            # also N = 1M (seeding takes minutes)
+    python benchmarks/maintenance.py --before /tmp/before # also an older checkout, same data
+
+Seeds, once per N (kept for later runs; ``--reseed`` redoes it), a PostgreSQL table of N rows
+each owning a 1 KiB file on local disk (written directly, rows loaded with COPY), plus 1%
+orphans (files no row references) and 1% dangling rows (their file was never written).
+Then, for each code checkout, runs each case in its own subprocess with that checkout's
+``src`` first on PYTHONPATH: ``find_orphans`` and ``find_dangling`` (library calls, grace 0)
+and ``storeroom verify --backend bench --grace 0s --json`` (the CLI, output discarded), next to
+``raw_listing``: obstore alone listing the store, which no check of the store can beat.
+Reports wall time, references per second, the child's CPU time (user + system; the wall
+time depends on what else the machine runs), its peak RSS (``wait4``) and, for the library
+calls, how far that rose above the RSS after imports, and checks every count is exact.
+
+The database is ``STOREROOM_BENCH_DATABASE`` (default: PostgreSQL database ``test`` on
+127.0.0.1; pass ``--database``). Nothing but the ``bench_maint_*`` tables is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KiB = 1024
+PAYLOAD = bytes(range(256)) * 4
+CHECKSUM = "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
+DEFAULT_DATABASE = os.environ.get(
+    "STOREROOM_BENCH_DATABASE", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+MODELS = '''
+import os
+from typing import Any
+
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from storeroom import StoredObject
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Row(Base):
+    __tablename__ = os.environ["BENCH_TABLE"]
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    file: Mapped[Any] = mapped_column(StoredObject(backend="bench"), nullable=True)
+
+
+class ListRow(Base):
+    __tablename__ = "bench_maint_list"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    files: Mapped[Any] = mapped_column(StoredObject(backend="bench", multiple=True))
+'''
+
+# Runs in the measured subprocess: one library call, prints what it found and how long.
+CASE = '''
+import json, resource, sys, time
+from datetime import timedelta
+sys.path.insert(0, sys.argv[3])
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+from storeroom import ObstoreBackend, storages
+from storeroom.orm import find_dangling, find_orphans
+from bench_models import Row
+
+storages.register_backend(ObstoreBackend("bench", "file://" + sys.argv[4]), overwrite=True)
+engine = create_engine(sys.argv[2])
+with engine.connect() as conn:
+    pass
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+with Session(engine) as session:
+    if sys.argv[1] == "raw_listing":  # the floor: obstore alone lists the store, nothing else
+        import obstore
+        store = storages.get_backend("bench").store
+        found = sum(len(batch) for batch in obstore.list(store)) - int(sys.argv[5])
+    elif sys.argv[1] == "find_orphans":
+        found = len(find_orphans(session, Row, "bench", grace=timedelta(0)))
+    else:
+        found = len(find_dangling(session, Row))
+print(json.dumps({"seconds": time.perf_counter() - start, "found": found, "base_kib": base}))
+'''
+
+
+def _table(n: int) -> str:
+    return f"bench_maint_{n}"
+
+
+def _paths(n: int) -> tuple[list[str], list[str], list[str]]:
+    """Paths of owned files, orphans, and dangling references for size ``n``."""
+    extra = max(1, n // 100)
+    owned = [f"bench/{i % 1000:03d}/{i:08d}.bin" for i in range(n)]
+    orphans = [f"bench/{i % 1000:03d}/orphan-{i:08d}.bin" for i in range(extra)]
+    dangling = [f"bench/{i % 1000:03d}/missing-{i:08d}.bin" for i in range(extra)]
+    return owned, orphans, dangling
+
+
+def _pg_dsn(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def seed(n: int, database: str, root: Path, reseed: bool) -> None:
+    """Create the files and the table for ``n`` rows unless they already exist."""
+    import psycopg
+
+    store = root / f"n{n}"
+    marker = root / f"n{n}.seeded"
+    table = _table(n)
+    with psycopg.connect(_pg_dsn(database), autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+        if marker.exists() and exists and exists[0] and not reseed:
+            return
+        owned, orphans, dangling = _paths(n)
+        start = time.perf_counter()
+        marker.unlink(missing_ok=True)
+        shutil.rmtree(store, ignore_errors=True)
+        for d in range(min(n, 1000)):
+            (store / "bench" / f"{d:03d}").mkdir(parents=True, exist_ok=True)
+        for path in owned + orphans:
+            fd = os.open(store / path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.write(fd, PAYLOAD)
+            os.close(fd)
+        files_s = time.perf_counter() - start
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.execute(f"CREATE TABLE {table} (id integer PRIMARY KEY, name varchar NOT NULL, "
+                     "file jsonb)")
+        with conn.cursor().copy(f"COPY {table} (id, name, file) FROM STDIN") as copy:
+            for i, path in enumerate(owned + dangling):
+                file = {"backend": "bench", "filename": path.rsplit("/", 1)[1], "path": path,
+                        "content_type": "application/octet-stream", "size": len(PAYLOAD),
+                        "checksum": CHECKSUM, "etag": None, "version": None,
+                        "last_modified": None, "metadata": {}}
+                copy.write_row((i, f"row {i}", json.dumps(file)))
+        conn.execute(f"ANALYZE {table}")
+    marker.touch()
+    print(f"seeded N={n:,}: {len(owned) + len(orphans):,} files in {files_s:.1f} s, "
+          f"{len(owned) + len(dangling):,} rows in {time.perf_counter() - start - files_s:.1f} s",
+          file=sys.stderr)
+
+
+def seed_list_row(files: int, database: str, root: Path) -> None:
+    """One row whose list column holds ``files`` files (the issue's last figure)."""
+    import psycopg
+
+    store = root / "list"
+    marker = root / f"list{files}.seeded"
+    if marker.exists():
+        return
+    shutil.rmtree(store, ignore_errors=True)
+    (store / "list").mkdir(parents=True)
+    items = []
+    for i in range(files):
+        path = f"list/{i:08d}.bin"
+        (store / path).write_bytes(PAYLOAD)
+        items.append({"backend": "bench", "filename": f"{i}.bin", "path": path,
+                      "content_type": "application/octet-stream", "size": len(PAYLOAD),
+                      "checksum": CHECKSUM, "etag": None, "version": None,
+                      "last_modified": None, "metadata": {}})
+    with psycopg.connect(_pg_dsn(database), autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_maint_list")
+        conn.execute("CREATE TABLE bench_maint_list (id integer PRIMARY KEY, files jsonb)")
+        conn.execute("INSERT INTO bench_maint_list VALUES (1, %s)", (json.dumps(items),))
+    marker.touch()
+
+
+def run_case(case: str, n: int, database: str, root: Path, src: Path, models: Path,
+             model: str = "Row", store_dir: str = "") -> dict[str, float]:
+    """Run one case in a fresh subprocess; time, peak RSS, and the count it found."""
+    store = str(root / (store_dir or f"n{n}"))
+    env = {**os.environ, "PYTHONPATH": f"{src}", "BENCH_TABLE": _table(n),
+           "STORAGE__BENCH__URL": f"file://{store}", "DATABASE_URL": database}
+    if case == "verify":
+        args = [sys.executable, "-m", "storeroom.cli", "verify", "--model", f"bench_models:{model}",
+                "--backend", "bench", "--grace", "0s", "--json"]
+        with tempfile.TemporaryFile() as out:
+            start = time.perf_counter()
+            child = subprocess.Popen(args, env=env, cwd=models, stdout=out,
+                                     stderr=subprocess.PIPE)
+            _pid, status, usage = os.wait4(child.pid, 0)
+            seconds = time.perf_counter() - start
+            child.returncode = os.waitstatus_to_exitcode(status)
+            err = child.stderr.read().decode() if child.stderr else ""
+            if child.returncode not in (0, 1):
+                raise SystemExit(f"verify failed ({child.returncode}): {err[-2000:]}")
+            out.seek(0)
+            summary = json.load(out)["summary"]
+        return {"seconds": seconds, "rss_mib": usage.ru_maxrss / KiB, "growth_mib": float("nan"),
+                "cpu": usage.ru_utime + usage.ru_stime,
+                "found": summary["orphans"] + summary["dangling"] * 1_000_000,
+                "references": summary["references"]}
+    args = [sys.executable, "-c", CASE, case, database, str(models), store, str(n)]
+    child = subprocess.Popen(args, env=env, cwd=models, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(child.pid, 0)
+    out = child.stdout.read().decode() if child.stdout else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        err = child.stderr.read().decode() if child.stderr else ""
+        raise SystemExit(f"{case} failed: {err[-2000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    return {"seconds": result["seconds"], "rss_mib": usage.ru_maxrss / KiB,
+            "cpu": usage.ru_utime + usage.ru_stime,
+            "growth_mib": (usage.ru_maxrss - result["base_kib"]) / KiB,
+            "found": result["found"], "references": n + max(1, n // 100)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000",
+                        help="comma-separated N (default 10000,100000)")
+    parser.add_argument("--million", action="store_true", help="also N = 1,000,000")
+    parser.add_argument("--database", default=DEFAULT_DATABASE, help="PostgreSQL URL (psycopg)")
+    parser.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "storeroom-bench-maint"),
+                        help="where the seeded files live (kept between runs)")
+    parser.add_argument("--before", metavar="CHECKOUT",
+                        help="also measure this checkout (e.g. a git worktree of an older commit)")
+    parser.add_argument("--cases", default="raw_listing,find_orphans,find_dangling,verify",
+                        help="raw_listing is obstore listing the store alone: the floor")
+    parser.add_argument("--reseed", action="store_true")
+    parser.add_argument("--list-row", type=int, default=0, metavar="FILES",
+                        help="also verify one row holding FILES files in a list column")
+    opts = parser.parse_args()
+    sizes = [int(s) for s in opts.sizes.split(",") if s]
+    if opts.million and 1_000_000 not in sizes:
+        sizes.append(1_000_000)
+    root = Path(opts.root)
+    models = root / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (models / "bench_models.py").write_text(MODELS)
+    codes = [("after", ROOT / "src")]
+    if opts.before:
+        codes.insert(0, ("before", Path(opts.before).resolve() / "src"))
+    print(f"{'N':>9}  {'code':<6}  {'case':<13}  {'time':>8}  {'refs/s':>9}  {'CPU':>8}  "
+          f"{'refs/CPU-s':>10}  "
+          f"{'peak RSS':>9}  {'growth':>8}  exact")
+    for n in sizes:
+        seed(n, opts.database, root, opts.reseed)
+        extra = max(1, n // 100)
+        for label, src in codes:
+            for case in opts.cases.split(","):
+                if case == "raw_listing" and label == "before":
+                    continue  # the same for every checkout
+                r = run_case(case, n, opts.database, root, src, models)
+                expected = {"raw_listing": extra, "find_orphans": extra, "find_dangling": extra,
+                            "verify": extra + extra * 1_000_000}[case]
+                exact = "yes" if r["found"] == expected else f"NO ({r['found']})"
+                growth = "" if r["growth_mib"] != r["growth_mib"] else f"+{r['growth_mib']:.0f} MiB"
+                print(f"{n:>9,}  {label:<6}  {case:<13}  {r['seconds']:>6.1f} s  "
+                      f"{r['references'] / r['seconds']:>9,.0f}  {r['cpu']:>6.1f} s  "
+                      f"{r['references'] / r['cpu']:>10,.0f}  {r['rss_mib']:>5.0f} MiB  "
+                      f"{growth:>8}  {exact}", flush=True)
+    if opts.list_row:
+        seed_list_row(opts.list_row, opts.database, root)
+        for label, src in codes:
+            r = run_case("verify", 0, opts.database, root, src, models, "ListRow", "list")
+            exact = "yes" if r["found"] == 0 else f"NO ({r['found']})"
+            print(f"{'1 row':>9}  {label:<6}  {'verify list':<13}  {r['seconds']:>6.1f} s  "
+                  f"{r['references'] / r['seconds']:>9,.0f}  {r['cpu']:>6.1f} s  "
+                  f"{r['references'] / r['cpu']:>10,.0f}  {r['rss_mib']:>5.0f} MiB  {'':>8}  "
+                  f"{exact}  "
+                  f"({opts.list_row:,} files in one list)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

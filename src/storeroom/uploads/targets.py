@@ -1,0 +1,178 @@
+"""How a browser uploads straight to a store: the URL, method and headers, per kind of store.
+
+- local disk, memory, fsspec (storeroom's HMAC URL, served by :mod:`storeroom.web`): the
+  handler enforces the size cap and the content type, and writes create-only.
+- S3 with static credentials: a SigV4 URL that signs ``content-length``, ``content-type`` and
+  ``if-none-match: *``, so S3 refuses another size, another type and a second write.
+- GCS with a service-account key: a V4 URL that signs ``content-type``,
+  ``x-goog-content-length-range`` (exactly the declared size) and
+  ``x-goog-if-generation-match: 0``, so GCS refuses another size, another type and a second
+  write.
+- S3 without static keys, GCS without a key file, Azure: the store's own signed URL (it
+  signs the host only); everything is checked at completion.
+
+Where the store cannot refuse a second write, the browser uploads to a staging path and
+completion copies the verified object to its final path (see :mod:`storeroom.uploads.sessions`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from storeroom.backends.base import StorageBackend
+from storeroom.errors import ConfigurationError
+from storeroom.signing import HmacUrlSigner
+
+__all__ = ["UploadInstructions", "enforced_limits", "instructions"]
+
+
+@dataclass(frozen=True, slots=True)
+class UploadInstructions:
+    """What the browser needs to upload: send ``method`` to ``url`` with ``headers``.
+
+    ``fields`` holds form fields for stores that take a form POST (empty for PUT).
+    ``enforced`` names the limits the store itself enforces (``"size"``, ``"type"``,
+    ``"create-only"``); the others are checked at completion.
+    """
+
+    url: str
+    method: str
+    headers: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, str] = field(default_factory=dict)
+    enforced: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the browser."""
+        return {"url": self.url, "method": self.method, "headers": dict(self.headers),
+                "fields": dict(self.fields), "enforced": list(self.enforced)}
+
+
+def _hmac_signer(backend: StorageBackend) -> HmacUrlSigner | None:
+    signer = backend.url_signer
+    if isinstance(signer, HmacUrlSigner) and not backend.signs_natively("PUT"):
+        return signer
+    return None
+
+
+def _s3_credentials(backend: StorageBackend) -> dict[str, Any] | None:
+    if getattr(backend, "kind", None) != "s3":
+        return None
+    config = dict(getattr(getattr(backend, "store", None), "config", None) or {})
+    plan = getattr(backend, "credential_plan", None)
+    if getattr(plan, "provider", None) is not None:
+        return None
+    if not config.get("access_key_id") or not config.get("secret_access_key"):
+        return None
+    return config
+
+
+def _gcs_account(backend: StorageBackend) -> dict[str, Any] | None:
+    """The service account (client_email, private_key) a GCS backend signs with, if any."""
+    if getattr(backend, "kind", None) != "gcs":
+        return None
+    config = dict(getattr(getattr(backend, "store", None), "config", None) or {})
+    try:
+        import cryptography  # noqa: F401  (the RSA signature needs it)
+
+        if config.get("service_account_key"):
+            account = json.loads(str(config["service_account_key"]))
+        elif config.get("service_account"):
+            account = json.loads(Path(str(config["service_account"])).read_text())
+        else:
+            return None
+    except (ImportError, OSError, ValueError):
+        return None
+    if not account.get("client_email") or not account.get("private_key"):
+        return None
+    return {**account, "bucket": config.get("bucket")}
+
+
+def enforced_limits(backend: StorageBackend) -> tuple[str, ...]:
+    """The limits ``backend``'s store enforces on a direct upload (see the module table)."""
+    if _hmac_signer(backend) is not None:
+        return ("size", "type", "create-only")
+    if _s3_credentials(backend) is not None or _gcs_account(backend) is not None:
+        return ("size", "type", "create-only")
+    return ()
+
+
+def _s3_location(backend: StorageBackend, config: dict[str, Any], path: str) -> tuple[str, str]:
+    bucket = str(config["bucket"])
+    prefix = (getattr(backend.store, "prefix", None) or "").strip("/")  # type: ignore[attr-defined]
+    key = f"{prefix}/{path}" if prefix else path
+    endpoint = str(config.get("endpoint") or "").rstrip("/")
+    virtual = str(config.get("virtual_hosted_style_request", "")).lower() == "true"
+    region = str(config.get("region") or "us-east-1")
+    if not endpoint:
+        return f"https://{bucket}.s3.{region}.amazonaws.com", f"/{key}"
+    if virtual:
+        scheme, _, host = endpoint.partition("://")
+        return f"{scheme}://{bucket}.{host}", f"/{key}"
+    return endpoint, f"/{bucket}/{key}"
+
+
+def instructions(
+    backend: StorageBackend,
+    path: str,
+    *,
+    content_type: str,
+    size: int,
+    expires_in: int,
+    now: datetime,
+) -> UploadInstructions:
+    """Sign a direct upload of exactly ``size`` bytes of ``content_type`` to ``path``."""
+    signer = _hmac_signer(backend)
+    if signer is not None:
+        url = signer.sign(backend.key, path, method="PUT", expires_in=expires_in,
+                          content_type=content_type, max_size=size)
+        return UploadInstructions(url, "PUT", {"Content-Type": content_type},
+                                  enforced=enforced_limits(backend))
+    config = _s3_credentials(backend)
+    if config is not None:
+        from storeroom.uploads._sigv4 import presign
+
+        base, key_path = _s3_location(backend, config, path)
+        headers = {"content-length": str(size), "content-type": content_type,
+                   "if-none-match": "*", "host": base.split("://", 1)[1]}
+        url = presign(
+            method="PUT", url_base=base, key_path=key_path, headers=headers,
+            access_key=str(config["access_key_id"]),
+            secret_key=str(config["secret_access_key"]),
+            session_token=config.get("token") or config.get("session_token"),
+            region=str(config.get("region") or "us-east-1"), expires_in=expires_in, now=now,
+        )
+        return UploadInstructions(
+            url, "PUT", {"Content-Type": content_type, "If-None-Match": "*"},
+            enforced=enforced_limits(backend),
+        )
+    account = _gcs_account(backend)
+    if account is not None:
+        from storeroom.uploads._sigv4 import presign_gcs
+
+        base = str(account.get("gcs_base_url") or "https://storage.googleapis.com").rstrip("/")
+        prefix = (getattr(backend.store, "prefix", None) or "").strip("/")  # type: ignore[attr-defined]
+        key = f"{prefix}/{path}" if prefix else path
+        sent = {"Content-Type": content_type, "x-goog-content-length-range": f"{size},{size}",
+                "x-goog-if-generation-match": "0"}
+        url = presign_gcs(
+            method="PUT", url_base=base, key_path=f"/{account['bucket']}/{key}",
+            headers={**sent, "host": base.split("://", 1)[1]},
+            client_email=str(account["client_email"]),
+            private_key_pem=str(account["private_key"]), expires_in=expires_in, now=now,
+        )
+        return UploadInstructions(url, "PUT", sent, enforced=enforced_limits(backend))
+    if not backend.signs_natively("PUT"):
+        raise ConfigurationError(
+            f"backend {backend.key!r} cannot take direct uploads: its store does not sign URLs "
+            "and it has no HMAC signer; call storeroom.signing.configure_signing(backend, "
+            "secret=..., base_url=...) and mount storeroom.web"
+        )
+    url = backend.sign(path, expires_in=expires_in, for_upload=True, content_type=content_type)
+    headers = {"Content-Type": content_type}
+    if getattr(backend, "kind", None) == "azure":
+        headers["x-ms-blob-type"] = "BlockBlob"
+    return UploadInstructions(url, "PUT", headers)

@@ -1,0 +1,256 @@
+"""Orphans, dangling references and mismatches, counted exactly, on every database and driver.
+
+Rows own files (one per row and lists of them); then the store and the rows are made to
+disagree on purpose: objects no row references, rows whose object was never written (one in
+a list among good ones), an object shorter than its row says, one whose bytes differ from
+the recorded checksum. Every finder must report exactly those, honour the grace period and
+the prefix, read rows in pages, and ``remove_orphans`` must keep an orphan that a row
+started to reference between the scan and the delete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from storeroom import FileObject, storages
+from storeroom.backends.base import ObjectInfo
+from storeroom.errors import ConfigurationError, StoreroomError
+from storeroom.orm import (
+    ReferenceScan,
+    collect_findings,
+    find_dangling,
+    find_orphans,
+    iter_findings,
+    remove_orphans,
+)
+from tests.orm.conftest import Db, Document, FaultyBackend, Report
+
+TARGET = [Document, Report]
+ROWS = 5
+# 5 documents x (file + 2 attachments) + 1 report + dangling + short + wrong + a list of 2
+REFERENCES = ROWS * 3 + 1 + 3 + 2
+ORPHANS = ["elsewhere/orphan-3.bin", "stray/orphan-1.bin", "stray/orphan-2.bin"]
+DANGLING = ["never/uploaded.txt", "never/in-list.txt"]
+
+
+async def _seed(db: Db, files: FaultyBackend) -> None:
+    session = db.session()
+    session.add_all([
+        Document(name=f"d{i}", file=FileObject(filename=f"f{i}.txt", content=f"file {i}".encode()),
+                 attachments=[FileObject(filename=f"a{i}-{j}.txt", content=b"attached")
+                              for j in range(2)])
+        for i in range(ROWS)
+    ])
+    session.add(Report(name="r", file=FileObject(filename="r.txt", content=b"report")))
+    await session.commit()
+    for path in ORPHANS:
+        files.put(path, b"nobody references me")
+    files.put("stray/short.bin", b"12345")
+    files.put("stray/wrong.bin", b"abc")
+    files.put("listed/ok.bin", b"ok")
+    session.add_all([
+        Document(name="dangling", file=FileObject(
+            backend="files", filename="gone.txt", path="never/uploaded.txt", size=3)),
+        Document(name="short", file=FileObject(
+            backend="files", filename="short.bin", path="stray/short.bin", size=4)),
+        Document(name="wrong", file=FileObject(
+            backend="files", filename="wrong.bin", path="stray/wrong.bin", size=3,
+            checksum="sha256:" + "0" * 64)),
+        Document(name="list", attachments=[
+            FileObject(backend="files", filename="ok.bin", path="listed/ok.bin", size=2),
+            FileObject(backend="files", filename="lost.txt", path="never/in-list.txt", size=1),
+        ]),
+    ])
+    await session.commit()
+    await session.close()
+
+
+async def _run(db: Db, func: Any) -> Any:
+    session = db.session()
+    try:
+        return await session.run_sync(func)
+    finally:
+        await session.close()
+
+
+async def test_counts_are_exact_with_lists_checksums_and_grace(
+    db: Db, files: FaultyBackend
+) -> None:
+    await _seed(db, files)
+    dangling = await _run(db, lambda s: find_dangling(s, TARGET))
+    # In row order within each column; the columns in the order named.
+    assert [(d.model, d.column, d.file.path) for d in dangling] == [
+        ("Document", "file", "never/uploaded.txt"), ("Document", "attachments",
+                                                      "never/in-list.txt")]
+    assert dangling[0].file.filename == "gone.txt" and dangling[0].file.size == 3
+    assert len(dangling[0].primary_key) == 1 and dangling[0].primary_key[0] is not None
+
+    orphans = await _run(db, lambda s: find_orphans(s, TARGET, "files", grace=timedelta(0)))
+    assert [o.path for o in orphans] == ORPHANS
+    assert all(o.size == len(b"nobody references me") for o in orphans)
+    # Within the grace period the same objects may belong to a transaction in flight.
+    assert await _run(db, lambda s: find_orphans(s, TARGET, files)) == []
+    # Naming only some columns makes the others' files look like orphans.
+    partial = await _run(db, lambda s: find_orphans(s, Report, files, grace=timedelta(0)))
+    assert len(partial) == len(ORPHANS) + ROWS * 3 + 3  # short, wrong and listed/ok too
+
+    report = await _run(db, lambda s: collect_findings(
+        s, TARGET, orphans_in="files", grace=timedelta(0), checksums=True))
+    assert report["summary"] == {"references": REFERENCES, "dangling": 2, "mismatched": 2,
+                                 "orphans": 3, "orphans_checked": True,
+                                 "checksums_read": True}
+    assert sorted((m["path"], m["kind"], m["recorded"], m["stored"])
+                  for m in report["mismatched"]) == [
+        ("stray/short.bin", "size", 4, 5),
+        ("stray/wrong.bin", "checksum", "sha256:" + "0" * 64,
+         "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+    ]
+    assert [d["path"] for d in report["dangling"]] == DANGLING
+    assert [o["path"] for o in report["orphans"]] == ORPHANS
+
+    # Without --checksums only the size is compared; no orphans asked for, none listed.
+    quick = await _run(db, lambda s: list(iter_findings(s, TARGET)))
+    sections = [section for section, _entry in quick]
+    assert sections == ["dangling", "dangling", "mismatched", "summary"]
+    assert quick[-1][1]["orphans_checked"] is False and quick[-1][1]["orphans"] == 0
+
+
+@pytest.mark.parametrize(("prefix", "expected"), [
+    ("stray", ORPHANS[1:]), ("stray/", ORPHANS[1:]), ("/stray/", ORPHANS[1:]),
+    ("elsewhere", ORPHANS[:1]), ("str", []), ("never", []),
+])
+async def test_orphans_under_a_prefix_are_those_inside_that_directory(
+    db: Db, files: FaultyBackend, prefix: str, expected: list[str]
+) -> None:
+    await _seed(db, files)
+    found = await _run(db, lambda s: find_orphans(s, TARGET, "files", prefix=prefix,
+                                                  grace=timedelta(0)))
+    assert [o.path for o in found] == expected
+    # The same through a scan that lists only the prefix (nothing listed ahead).
+    def scan_prefix(session: Session) -> list[str]:
+        with ReferenceScan(TARGET) as scan:
+            scan.read_rows(session, list_ahead={})
+            return [o.path for o in scan.orphans(files, prefix=prefix, grace=timedelta(0))]
+
+    assert await _run(db, scan_prefix) == expected
+
+
+async def test_rows_are_read_in_pages_smaller_than_the_table(
+    db: Db, files: FaultyBackend
+) -> None:
+    await _seed(db, files)
+    engine = db.engine.sync_engine if db.is_async else db.engine
+    seen: list[dict[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, params: Any, context: Any,
+               many: bool) -> None:
+        if "CAST" in statement.upper() and "FROM sr_document" in statement:
+            seen.append(dict(context.execution_options))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        report = await _run(db, lambda s: collect_findings(
+            s, TARGET, orphans_in="files", grace=timedelta(0), checksums=True, page_size=2))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert report["summary"]["references"] == REFERENCES
+    assert (report["summary"]["dangling"], report["summary"]["mismatched"],
+            report["summary"]["orphans"]) == (2, 2, 3)
+    assert len(seen) == 2  # Document.file and Document.attachments
+    assert all(options.get("yield_per") == 2 and options.get("stream_results")
+               for options in seen), seen
+
+
+def test_page_size_must_be_positive() -> None:
+    with pytest.raises(ConfigurationError, match="page_size must be a positive integer, got 0"):
+        ReferenceScan(Document, page_size=0)
+
+
+def _sync_url(db: Db) -> str:
+    return (db.url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
+            .replace("+aiomysql", "+pymysql"))
+
+
+async def test_remove_orphans_keeps_one_a_row_started_to_reference(
+    db: Db, files: FaultyBackend
+) -> None:
+    await _seed(db, files)
+    engine = create_engine(_sync_url(db))
+    plain = sessionmaker(engine, expire_on_commit=False)
+    calls = 0
+
+    def sessions() -> Session:
+        # Between the scan and the delete, a row adopts one of the orphans.
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            with plain() as session:
+                session.add(Document(name="adopter", file=FileObject(
+                    backend="files", filename="o.bin", path="stray/orphan-2.bin")))
+                session.commit()
+        return plain()
+
+    try:
+        outcome = list(remove_orphans(sessions, TARGET, "files", grace=timedelta(0)))
+    finally:
+        engine.dispose()
+    assert [(o.path, deleted) for o, deleted in outcome] == [
+        ("elsewhere/orphan-3.bin", True), ("stray/orphan-1.bin", True),
+        ("stray/orphan-2.bin", False)]
+    assert not files.exists("stray/orphan-1.bin") and not files.exists("elsewhere/orphan-3.bin")
+    assert files.exists("stray/orphan-2.bin")
+    assert await _run(db, lambda s: find_orphans(s, TARGET, files, grace=timedelta(0))) == []
+
+
+async def test_a_row_holding_many_files_in_a_list_is_read_whole_and_counted(
+    db: Db, files: FaultyBackend
+) -> None:
+    many = 300
+    for i in range(many):
+        files.put(f"bulk/{i:04d}.bin", b"b")
+    session = db.session()
+    session.add(Document(name="bulk", attachments=[
+        FileObject(backend="files", filename=f"{i}.bin", path=f"bulk/{i:04d}.bin", size=1)
+        for i in range(many + 1)  # the last was never written
+    ]))
+    await session.commit()
+    await session.close()
+    report = await _run(db, lambda s: collect_findings(s, Document, orphans_in="files",
+                                                      grace=timedelta(0), page_size=1))
+    assert report["summary"]["references"] == many + 1
+    assert [d["path"] for d in report["dangling"]] == [f"bulk/{many:04d}.bin"]
+    assert report["orphans"] == [] and report["mismatched"] == []
+
+
+class _BrokenListing(FaultyBackend):
+    """Lists a few objects, then the connection drops."""
+
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
+        for number, info in enumerate(super()._list(prefix)):
+            if number == 3:
+                raise ConnectionError("listing interrupted")
+            yield info
+
+
+async def test_a_listing_that_fails_in_its_thread_fails_the_scan_and_leaves_no_files(
+    db: Db, tmp_path: Path
+) -> None:
+    broken = storages.register_backend(_BrokenListing("files"), overwrite=True)
+    await _seed(db, broken)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+
+    def scan(session: Session) -> None:
+        with ReferenceScan(TARGET, directory=str(scans)) as index:
+            index.read_rows(session)  # lists "files" in a thread meanwhile
+
+    with pytest.raises(StoreroomError, match="listing interrupted"):
+        await _run(db, scan)
+    assert list(scans.iterdir()) == []
