@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -17,6 +16,7 @@ from storeroom import (
     ObjectNotFound,
     ObstoreBackend,
     StorageRegistry,
+    checksums,
 )
 from storeroom.backends.fsspec import FSSpecBackend
 
@@ -37,7 +37,7 @@ def test_save_records_size_checksum_type_and_clears_content(registry: StorageReg
     assert f.save() is f
     assert not f.has_pending_content
     assert f.size == len(data)
-    assert f.checksum == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert f.checksum == checksums.digest(checksums.DEFAULT_ALGORITHM, data)
     assert f.content_type == "application/pdf"
     assert f.etag
     assert f.last_modified is not None and f.last_modified.tzinfo is not None

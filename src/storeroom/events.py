@@ -1,7 +1,9 @@
 """Storage events: what each backend operation did, for logs, metrics and traces.
 
 Every public backend operation emits one :class:`StorageEvent` when it ends: ``put``,
-``get`` (a whole or ranged read, emitted when the stream is exhausted or closed), ``head``,
+``get`` (a whole or ranged read, emitted when the stream is exhausted, fails, or the caller
+stops early: ``close()``/``aclose()``, breaking out of a loop, dropping the stream; ``size``
+is then the bytes delivered), ``head``,
 ``delete``, ``list``, ``copy`` and ``sign``; a failed operation emits the same event with
 ``error`` set. Subscribers are plain callables::
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import io
 import mimetypes
@@ -9,8 +10,10 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from storeroom import checksums
 from storeroom.backends import transfer
 from storeroom.backends.base import (
+    BACKEND_DEFAULT,
     DEFAULT_READ_CHUNK_SIZE,
     ObjectInfo,
     PutResult,
@@ -37,6 +40,9 @@ _FIELDS = (
     "last_modified",
     "metadata",
 )
+
+
+_FIELD_SET = frozenset(_FIELDS)
 
 
 def guess_content_type(filename: str) -> str:
@@ -106,10 +112,12 @@ class FileObject:
         self._registry = registry or storages
         self._storage: StorageBackend | None = None
         self._backend_key: str | None
-        if isinstance(backend, StorageBackend):
+        if backend is None or type(backend) is str:  # first: the ORM's load path
+            self._backend_key = backend
+        elif isinstance(backend, StorageBackend):
             self._storage = backend
             self._backend_key = backend.key
-        elif backend is None or isinstance(backend, str):
+        elif isinstance(backend, str):
             self._backend_key = backend
         else:
             raise ConfigurationError(
@@ -215,8 +223,8 @@ class FileObject:
         cls, data: Mapping[str, Any], *, registry: StorageRegistry | None = None
     ) -> FileObject:
         """Rebuild a FileObject from :meth:`to_dict` output."""
-        unknown = set(data) - set(_FIELDS)
-        if unknown:
+        if not _FIELD_SET.issuperset(data):
+            unknown = set(data) - _FIELD_SET
             raise ConfigurationError(
                 f"unknown FileObject fields {sorted(unknown)}; expected some of {list(_FIELDS)}"
             )
@@ -237,14 +245,24 @@ class FileObject:
         return chosen
 
     def _save_kwargs(
-        self, chunk_size: int, max_concurrency: int, overwrite: bool
+        self,
+        chunk_size: int,
+        max_concurrency: int,
+        overwrite: bool,
+        checksum: str | None = None,
     ) -> dict[str, Any]:
+        # Without an explicit digest, content copied from a recorded file is hashed with
+        # the recorded algorithm (so the two compare); new content with the backend's.
+        if checksum is None:
+            checksum = checksums.algorithm_of(self.checksum) or BACKEND_DEFAULT
+        metadata = self.metadata
         return {
             "content_type": self.content_type,
-            "metadata": {k: str(v) for k, v in self.metadata.items()},
+            "metadata": {k: str(v) for k, v in metadata.items()} if metadata else None,
             "chunk_size": chunk_size,
             "max_concurrency": max_concurrency,
             "overwrite": overwrite,
+            "checksum": checksum,
         }
 
     def _saved(self, result: PutResult) -> FileObject:
@@ -263,18 +281,21 @@ class FileObject:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         overwrite: bool = True,
+        checksum: str | None = BACKEND_DEFAULT,
     ) -> FileObject:
         """Write ``content`` (or the pending content) to the backend, streaming it.
 
         Content larger than ``chunk_size`` goes up as one multipart upload with
         ``max_concurrency`` parts in flight. Records size, checksum, etag and version; makes
-        exactly one upload and no other request. With ``overwrite=False`` the write is
-        create-only and raises :class:`~storeroom.errors.ObjectExists` if the path is taken.
-        Returns self.
+        exactly one upload and no other request. ``checksum`` names the digest recorded
+        (``"default"``: the backend's ``checksum_algorithm``, BLAKE3 unless configured;
+        ``"sha256"`` or any :mod:`hashlib` name; None records none). With
+        ``overwrite=False`` the write is create-only and raises
+        :class:`~storeroom.errors.ObjectExists` if the path is taken. Returns self.
         """
         data = self._content_to_save(content)
         storage = self.storage
-        kwargs = self._save_kwargs(chunk_size, max_concurrency, overwrite)
+        kwargs = self._save_kwargs(chunk_size, max_concurrency, overwrite, checksum)
         result = storage.put(self.path, data, **kwargs)
         return self._saved(result)
 
@@ -285,30 +306,37 @@ class FileObject:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         overwrite: bool = True,
+        checksum: str | None = BACKEND_DEFAULT,
     ) -> FileObject:
         """Async form of :meth:`save`; also accepts async iterables and async file objects."""
         data = self._content_to_save(content)
         storage = self.storage
-        kwargs = self._save_kwargs(chunk_size, max_concurrency, overwrite)
+        kwargs = self._save_kwargs(chunk_size, max_concurrency, overwrite, checksum)
         return self._saved(await storage.put_async(self.path, data, **kwargs))
 
     # -- reading ----------------------------------------------------------------------------
 
     def _verifier(self) -> Meter:
-        algorithm = self.checksum.split(":", 1)[0] if self.checksum else None
-        return Meter(algorithm)
+        return Meter.expecting(self.checksum)
 
     def _verify(self, meter: Meter) -> None:
-        if self.size is not None and meter.size != self.size:
+        self._check(meter.size, meter.checksum)
+
+    def _check(self, size: int, checksum: str | None) -> None:
+        """Raise :class:`IntegrityError` unless ``size`` and ``checksum`` match the record."""
+        if self.size is not None and size != self.size:
             raise IntegrityError(
-                f"{self.path!r} in backend {self.backend!r} has {meter.size} bytes, but "
+                f"{self.path!r} in backend {self.backend!r} has {size} bytes, but "
                 f"{self.size} were recorded when it was saved"
             )
-        if self.checksum and meter.checksum != self.checksum:
+        if self.checksum and not checksums.matches(self.checksum, checksum):
             raise IntegrityError(
                 f"{self.path!r} in backend {self.backend!r} does not match its recorded "
                 f"checksum {self.checksum}; it was changed or corrupted in the store"
             )
+
+    def _whole_meter(self) -> Meter:
+        return Meter.expecting(self.checksum, background=True)
 
     def iter_chunks(self, chunk_size: int = DEFAULT_READ_CHUNK_SIZE) -> Iterator[bytes]:
         """Stream the whole file; its size and checksum are verified at the end.
@@ -321,7 +349,12 @@ class FileObject:
 
     def _verified(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         meter = self._verifier()
-        yield from meter.wrap(chunks)
+        try:
+            yield from meter.wrap(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
         self._verify(meter)
 
     async def aiter_chunks(
@@ -333,17 +366,57 @@ class FileObject:
 
     async def _averified(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         meter = self._verifier()
-        async for chunk in meter.awrap(chunks):
-            yield chunk
+        try:
+            async for chunk in chunks:
+                yield meter.update(chunk)
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
         self._verify(meter)
 
+    def _hashed_while_reading(self) -> bool:
+        # Known to be large: hash in a worker thread while the rest arrives. Otherwise one
+        # digest of the bytes read costs less than feeding a hasher chunk by chunk.
+        return self.size is not None and self.size >= checksums.BACKGROUND_THRESHOLD
+
+    def _verified_bytes(self, data: bytes, algorithm: str | None) -> bytes:
+        digest = None if algorithm is None else checksums.digest(algorithm, data, parallel=True)
+        self._check(len(data), digest)
+        return data
+
     def get_content(self) -> bytes:
-        """The whole file in memory, verified. For large files use :meth:`iter_chunks`."""
-        return b"".join(self.iter_chunks())
+        """The whole file in memory, verified. For large files use :meth:`iter_chunks`.
+
+        Read into one buffer (straight from the file on local disk) and checked against
+        the recorded size and checksum; :class:`IntegrityError` when they differ.
+        """
+        if not self._hashed_while_reading():
+            algorithm = checksums.algorithm_of(self.checksum)  # a bad record fails before I/O
+            return self._verified_bytes(self.storage.get(self.path), algorithm)
+        meter = self._whole_meter()
+        data = self.storage.get(self.path, meter=meter)
+        settled = meter.settled()
+        if settled is not None:
+            settled.result()
+        self._verify(meter)
+        return data
 
     async def get_content_async(self) -> bytes:
         """Async form of :meth:`get_content`."""
-        return b"".join([chunk async for chunk in await self.aiter_chunks()])
+        if not self._hashed_while_reading():
+            algorithm = checksums.algorithm_of(self.checksum)
+            data = await self.storage.get_async(self.path)
+            if algorithm and len(data) >= checksums.BACKGROUND_THRESHOLD:
+                return await asyncio.to_thread(self._verified_bytes, data, algorithm)
+            return self._verified_bytes(data, algorithm)
+        meter = self._whole_meter()
+        data = await self.storage.get_async(self.path, meter=meter)
+        settled = meter.settled()
+        if settled is not None:
+            await asyncio.wrap_future(settled)
+        self._verify(meter)
+        return data
 
     def read_range(self, start: int, end: int | None = None) -> bytes:
         """Bytes ``[start, end)`` of the file (to the end when ``end`` is None)."""
@@ -356,13 +429,17 @@ class FileObject:
     def open(self, chunk_size: int = DEFAULT_READ_CHUNK_SIZE) -> io.BufferedReader:
         """A seekable, buffered binary reader; seeks become ranged reads."""
         size = self.size if self.size is not None else self.refresh().size
-        raw = ObjectReader(self.storage, self.path, size or 0, chunk_size)
+        raw = ObjectReader(
+            self.storage, self.path, size or 0, chunk_size, checksum=self.checksum
+        )
         return io.BufferedReader(raw, buffer_size=chunk_size)
 
     async def open_async(self, chunk_size: int = DEFAULT_READ_CHUNK_SIZE) -> AsyncObjectReader:
         """Async form of :meth:`open`."""
         size = self.size if self.size is not None else (await self.refresh_async()).size
-        return AsyncObjectReader(self.storage, self.path, size or 0, chunk_size)
+        return AsyncObjectReader(
+            self.storage, self.path, size or 0, chunk_size, checksum=self.checksum
+        )
 
     # -- metadata ---------------------------------------------------------------------------
 

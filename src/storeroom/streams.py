@@ -10,14 +10,17 @@ between a single PUT and a multipart upload.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Union, runtime_checkable
 
+from storeroom import checksums
 from storeroom.errors import ContentUnreadable, UnsupportedContent
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -111,100 +114,133 @@ def _open_source(path: os.PathLike[str]) -> BinaryIO:
         ) from exc
 
 
-def _iter_file(fileobj: BinaryIO, read_size: int) -> Iterator[bytes]:
-    while chunk := fileobj.read(read_size):
-        if isinstance(chunk, str):
-            raise UnsupportedContent(
-                "the file object returned str; open it in binary mode ('rb')"
-            )
-        yield bytes(chunk)
+def _checked(chunk: object, *, from_file: bool = False) -> bytes:
+    """A chunk from a user's file object or iterable as bytes, or a clear error."""
+    if isinstance(chunk, bytes):
+        return chunk
+    if from_file and isinstance(chunk, str):
+        raise UnsupportedContent("the file object returned str; open it in binary mode ('rb')")
+    piece = as_bytes(chunk)
+    if piece is None:
+        raise UnsupportedContent(
+            f"an iterable of content yielded {_describe(chunk)}; it must yield bytes"
+        )
+    return piece
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """How to read one piece of content: decided once, read by either twin."""
+
+    kind: str
+    """'bytes', 'path', 'read' (sync file), 'aread' (async file), 'iter' or 'aiter'."""
+    value: Any
+
+
+def _classify(content: Any, *, sync: bool) -> _Source:
+    data = as_bytes(content)
+    if data is not None:
+        return _Source("bytes", data)
+    if isinstance(content, os.PathLike):
+        return _Source("path", content)
+    read = getattr(content, "read", None)
+    if read is not None and inspect.iscoroutinefunction(read):
+        if sync:
+            raise _unsupported(content, sync=True)
+        return _Source("aread", read)
+    if callable(read):
+        return _Source("read", read)
+    if isinstance(content, AsyncIterable):
+        if sync:
+            raise _unsupported(content, sync=True)
+        return _Source("aiter", content)
+    if isinstance(content, Iterable):
+        return _Source("iter", content)
+    raise _unsupported(content, sync=sync)
 
 
 def iter_content(content: Any, read_size: int) -> Iterator[bytes]:
     """Yield ``content`` as non-empty bytes chunks, reading files ``read_size`` at a time."""
-    data = as_bytes(content)
-    if data is not None:
-        if data:
-            yield data
-        return
-    if isinstance(content, os.PathLike):
-        with _open_source(content) as fileobj:
-            yield from _iter_file(fileobj, read_size)
-        return
-    if _is_async_source(content):
-        raise _unsupported(content, sync=True)
-    if callable(getattr(content, "read", None)):
-        yield from _iter_file(content, read_size)
-        return
-    if isinstance(content, Iterable):
-        for chunk in content:
-            piece = as_bytes(chunk)
-            if piece is None:
-                raise UnsupportedContent(
-                    f"an iterable of content yielded {_describe(chunk)}; it must yield bytes"
-                )
-            if piece:
+    source = _classify(content, sync=True)
+    if source.kind == "bytes":
+        if source.value:
+            yield source.value
+    elif source.kind == "path":
+        with _open_source(source.value) as fileobj:
+            while chunk := fileobj.read(read_size):
+                yield chunk
+    elif source.kind == "read":
+        while chunk := source.value(read_size):
+            yield _checked(chunk, from_file=True)
+    else:
+        for item in source.value:
+            if piece := _checked(item):
                 yield piece
-        return
-    raise _unsupported(content, sync=True)
 
 
 async def aiter_content(content: Any, read_size: int) -> AsyncIterator[bytes]:
     """Async form of :func:`iter_content`; blocking reads run in a worker thread."""
-    data = as_bytes(content)
-    if data is not None:
-        if data:
-            yield data
-        return
-    if isinstance(content, os.PathLike):
-        fileobj = await asyncio.to_thread(_open_source, content)
+    source = _classify(content, sync=False)
+    if source.kind == "bytes":
+        if source.value:
+            yield source.value
+    elif source.kind == "path":
+        fileobj = await asyncio.to_thread(_open_source, source.value)
         try:
             while chunk := await asyncio.to_thread(fileobj.read, read_size):
                 yield chunk
         finally:
             fileobj.close()
-        return
-    read = getattr(content, "read", None)
-    if read is not None and inspect.iscoroutinefunction(read):
-        while chunk := await read(read_size):
-            yield bytes(chunk)
-        return
-    if callable(read):
-        while chunk := await asyncio.to_thread(read, read_size):
-            if isinstance(chunk, str):
-                raise UnsupportedContent(
-                    "the file object returned str; open it in binary mode ('rb')"
-                )
-            yield bytes(chunk)
-        return
-    if isinstance(content, AsyncIterable):
-        async for chunk in content:
-            piece = as_bytes(chunk)
-            if piece is None:
-                raise UnsupportedContent(
-                    f"an iterable of content yielded {_describe(chunk)}; it must yield bytes"
-                )
-            if piece:
+    elif source.kind == "read":
+        while chunk := await asyncio.to_thread(source.value, read_size):
+            yield _checked(chunk, from_file=True)
+    elif source.kind == "aread":
+        while chunk := await source.value(read_size):
+            yield _checked(chunk, from_file=True)
+    elif source.kind == "aiter":
+        async for item in source.value:
+            if piece := _checked(item):
                 yield piece
-        return
-    if isinstance(content, Iterable):
-        for chunk in iter_content(content, read_size):
-            yield chunk
-        return
-    raise _unsupported(content, sync=False)
+    else:
+        for item in source.value:
+            if piece := _checked(item):
+                yield piece
 
 
-@dataclass(slots=True)
 class Meter:
-    """Counts bytes and computes a checksum of the chunks that pass through it."""
+    """Counts bytes and computes a checksum of the chunks that pass through it.
 
-    algorithm: str | None = "sha256"
-    size: int = 0
-    _hasher: Any = field(default=None, repr=False)
+    ``algorithm`` names the digest (see :mod:`storeroom.checksums`; None disables it).
+    With ``background=True`` chunks are hashed in a worker thread while the caller goes on
+    (for whole-object reads); call :meth:`settled` (or read :attr:`checksum`) at the end.
+    """
 
-    def __post_init__(self) -> None:
+    __slots__ = ("_hasher", "_result", "algorithm", "size")
+
+    def __init__(
+        self, algorithm: str | None = checksums.DEFAULT_ALGORITHM, *, background: bool = False
+    ) -> None:
+        self.algorithm = algorithm if algorithm is None else checksums.check_algorithm(algorithm)
+        self.size = 0
+        self._result: str | None = None
+        self._hasher: checksums.Hasher | checksums.BackgroundHasher | None = None
         if self.algorithm is not None:
-            self._hasher = hashlib.new(self.algorithm)
+            hasher = checksums.new_hasher(self.algorithm, parallel=background)
+            self._hasher = checksums.BackgroundHasher(hasher) if background else hasher
+
+    @classmethod
+    def expecting(cls, recorded: str | None, *, background: bool = False) -> Meter:
+        """A meter hashing with the algorithm ``recorded`` names (none when nothing is)."""
+        return cls(checksums.algorithm_of(recorded), background=background)
+
+    def fresh(self) -> Meter:
+        """A new meter of the same kind, having seen nothing."""
+        background = isinstance(self._hasher, checksums.BackgroundHasher)
+        return Meter(self.algorithm, background=background)
+
+    def adopt(self, other: Meter) -> None:
+        """Take over what ``other`` measured (the attempt that succeeded)."""
+        self.size, self._hasher, self._result = other.size, other._hasher, other._result
 
     def update(self, chunk: bytes) -> bytes:
         """Account for ``chunk`` and return it unchanged."""
@@ -213,11 +249,20 @@ class Meter:
             self._hasher.update(chunk)
         return chunk
 
+    def measured(self, size: int, checksum: str | None) -> None:
+        """Take a size and checksum computed elsewhere (a background hash of whole bytes)."""
+        self.size, self._result, self._hasher = size, checksum, None
+
+    def settled(self) -> Future[None] | None:
+        """For a background meter, a future done once all chunks are hashed; else None."""
+        hasher = self._hasher
+        return hasher.settled() if isinstance(hasher, checksums.BackgroundHasher) else None
+
     @property
     def checksum(self) -> str | None:
         """``"<algorithm>:<hex digest>"`` of everything seen so far, or None when disabled."""
         if self._hasher is None:
-            return None
+            return self._result
         return f"{self.algorithm}:{self._hasher.hexdigest()}"
 
     def wrap(self, chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -17,6 +17,7 @@ from storeroom import (
     StorageBackend,
     StoreroomError,
     UnsupportedContent,
+    checksums,
 )
 from storeroom.errors import ContentUnreadable
 
@@ -45,7 +46,7 @@ def test_put_bytes_then_read_back_and_measure(backend: StorageBackend) -> None:
     data = _payload(10_000)
     result = backend.put("docs/a.bin", data, content_type="application/pdf")
     assert result.size == len(data)
-    assert result.checksum == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert result.checksum == checksums.digest(checksums.DEFAULT_ALGORITHM, data)
     assert backend.get("docs/a.bin") == data
     info = backend.head("docs/a.bin")
     assert info.size == len(data)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from storeroom import checksums
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -31,7 +33,7 @@ def test_put_ls_stat_get_cp_rm(tmp_path: Path, env: dict[str, str]) -> None:
     source.write_bytes(b"%PDF-1.7 cli")
     put = storeroom("put", "local:docs/report.pdf", str(source), env=env, cwd=tmp_path)
     assert put.returncode == 0, put.stderr
-    assert b"sha256:" in put.stdout
+    assert checksums.DEFAULT_ALGORITHM.encode() + b":" in put.stdout
     listing = storeroom("ls", "local", "docs", "--json", env=env, cwd=tmp_path)
     assert b'"path": "docs/report.pdf"' in listing.stdout and b'"size": 12' in listing.stdout
     stat = storeroom("stat", "local:docs/report.pdf", env=env, cwd=tmp_path)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from rich.progress import Progress
 
+from storeroom import checksums
 from storeroom.cli.formatting import BinarySpeedColumn, human_size
 from tests.cli.test_commands import ROOT, storeroom
 from tests.servers.moto import MotoServer
@@ -108,7 +109,7 @@ def test_put_records_the_content_type(tmp_path: Path, moto_server: MotoServer) -
     for target, source, expected in cases:
         put = storeroom("put", target, source, env=env, cwd=tmp_path, stdin=b"{}")
         assert put.returncode == 0, put.stderr
-        assert f"  {expected}  sha256:".encode() in put.stdout
+        assert f"  {expected}  {checksums.DEFAULT_ALGORITHM}:".encode() in put.stdout
         stat = storeroom("stat", target, "--json", env=env, cwd=tmp_path)
         assert f'"content_type": "{expected}"'.encode() in stat.stdout, stat.stdout
     explicit = storeroom("put", "s3:x.bin", "-", "--content-type", "text/csv", env=env,

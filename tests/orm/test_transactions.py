@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 
-from storeroom import BackendError, FileObject, StoreroomError
+from storeroom import BackendError, FileObject, StoreroomError, checksums
 from storeroom.orm import find_dangling, find_orphans, settings
 from tests.orm.conftest import Db, Document, FaultyBackend, Report, row_json
 
@@ -44,7 +44,7 @@ async def test_insert_uploads_before_commit_and_stores_metadata_in_the_row(
     await session.close()
     stored = row_json(db, Document.__tablename__, "q3")
     assert stored["size"] == 7 and stored["backend"] == "files"
-    assert stored["checksum"].startswith("sha256:") and stored["etag"]
+    assert stored["checksum"].startswith(checksums.DEFAULT_ALGORITHM + ":") and stored["etag"]
     assert stored["content_type"] == "application/pdf"
     session = db.session()
     again = (await session.scalars(select(Document).where(Document.name == "q3")))[0]

@@ -7,7 +7,6 @@ method, expiry, oversize, wrong content type).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -15,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from storeroom import FileObject, ObstoreBackend, StorageRegistry
+from storeroom import FileObject, ObstoreBackend, StorageRegistry, checksums
 from storeroom.backends.fsspec import FSSpecBackend
 from storeroom.cors import CorsRules
 from storeroom.signing import configure_signing
@@ -117,7 +116,7 @@ async def test_upload_through_signed_put(served: Served) -> None:
     reply = await served.request("PUT", url, content=data,
                                  headers={"Content-Type": "application/octet-stream"})
     assert reply.status_code == 200, reply.text
-    assert reply.json()["checksum"] == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert reply.json()["checksum"] == checksums.digest(checksums.DEFAULT_ALGORITHM, data)
     assert served.backend.get("upload.bin") == data
 
 

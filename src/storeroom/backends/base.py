@@ -9,15 +9,17 @@ upload, and turning the underlying library's exceptions into storeroom's.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import itertools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
-from storeroom import events
+from storeroom import checksums, events
 from storeroom.errors import (
     BackendError,
     ConfigurationError,
@@ -40,7 +42,11 @@ from storeroom.streams import (
     read_size_for,
 )
 
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
 __all__ = [
+    "BACKEND_DEFAULT",
     "DEFAULT_READ_CHUNK_SIZE",
     "ObjectInfo",
     "PutResult",
@@ -55,6 +61,11 @@ DEFAULT_READ_CHUNK_SIZE = 1024 * 1024
 """Smallest chunk yielded by streaming reads (the last one may be shorter)."""
 
 Method = Literal["GET", "PUT"]
+
+BACKEND_DEFAULT = "default"
+"""``put(checksum=...)`` value meaning the backend's :attr:`StorageBackend.checksum_algorithm`."""
+
+_WHOLE_READ_CHUNK = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +147,7 @@ class _Guard:
 
     A plain class rather than ``@contextmanager``: it wraps every call, including the
     small-file fast path, where a generator-based context manager costs measurably more.
-    Timing starts only when someone subscribed to events.
+    Timing starts (and an event is built) only when someone subscribed to events.
     """
 
     __slots__ = ("attempts", "backend", "operation", "path", "size", "started")
@@ -157,31 +168,262 @@ class _Guard:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> Literal[False]:
-        error: BaseException | None = exc
-        if isinstance(exc, Exception) and not isinstance(exc, StoreroomError):
-            error = self.backend._error(exc, self.path, _ACTIONS[self.operation])
-        if self.started is not None and (exc is None or isinstance(exc, Exception)):
-            self.emit(error)
+        error = self.end(exc)
         if error is not exc and error is not None:
             raise error from exc
         return False
 
+    def end(self, exc: BaseException | None) -> BaseException | None:
+        """Finish the operation (emitting its event); return the error to raise, if any.
+
+        A library error becomes storeroom's; ``GeneratorExit`` or a cancellation (the
+        caller stopped early) ends the operation without an error.
+        """
+        error: BaseException | None = exc
+        if isinstance(exc, Exception) and not isinstance(exc, StoreroomError):
+            error = self.backend._error(exc, self.path, _ACTIONS[self.operation])
+        if self.started is not None:
+            self.emit(error if isinstance(error, Exception) else None)
+        return error
+
     def emit(self, error: BaseException | None = None) -> None:
-        """Send the operation's event (done by ``__exit__``; streams call it at their end)."""
+        """Send the operation's event, once."""
         if self.started is None:
             return
+        started, self.started = self.started, None
         events.emit(
             events.StorageEvent(
                 operation=self.operation,
                 backend=self.backend.key,
                 path=self.path,
-                duration=time.perf_counter() - self.started,
+                duration=time.perf_counter() - started,
                 size=self.size,
                 attempts=self.attempts,
                 error=None if error is None else f"{type(error).__name__}: {error}",
             )
         )
-        self.started = None
+
+
+class _Counted:
+    """A read or listing in progress: passes items through and ends its operation once.
+
+    The operation ends when the items run out, when one fails, or when the caller stops
+    early (``close()``, or the stream is dropped); each way emits the one event.
+    """
+
+    __slots__ = ("__weakref__", "_count", "_guard", "_items", "_measure", "_open")
+
+    def __init__(self, items: Iterator[Any], guard: _Guard, measure: bool) -> None:
+        self._items, self._guard, self._measure = items, guard, measure
+        self._count = 0
+        self._open = True
+
+    def __iter__(self) -> _Counted:
+        return self
+
+    def __next__(self) -> Any:
+        if not self._open:
+            raise StopIteration
+        try:
+            item = next(self._items)
+        except StopIteration:
+            self._end(None)
+            raise
+        except BaseException as exc:
+            error = self._end(exc)
+            if error is not exc and error is not None:
+                raise error from exc
+            raise
+        self._count += len(item) if self._measure else 1
+        return item
+
+    def _end(self, exc: BaseException | None) -> BaseException | None:
+        self._open = False
+        self._guard.size = self._count
+        return self._guard.end(exc)
+
+    def close(self) -> None:
+        """Stop reading: release the underlying stream and end the operation."""
+        if self._open:
+            self._end(None)
+            close = getattr(self._items, "close", None)
+            if close is not None:
+                close()
+
+    def __del__(self) -> None:
+        if self._open:
+            self._end(None)
+
+
+class _ACounted:
+    """Async form of :class:`_Counted` (``aclose()`` or dropping it ends the operation)."""
+
+    __slots__ = ("__weakref__", "_count", "_guard", "_items", "_measure", "_open")
+
+    def __init__(self, items: AsyncIterator[Any], guard: _Guard, measure: bool) -> None:
+        self._items, self._guard, self._measure = items, guard, measure
+        self._count = 0
+        self._open = True
+
+    def __aiter__(self) -> _ACounted:
+        return self
+
+    async def __anext__(self) -> Any:
+        if not self._open:
+            raise StopAsyncIteration
+        try:
+            item = await self._items.__anext__()
+        except StopAsyncIteration:
+            self._end(None)
+            raise
+        except BaseException as exc:
+            error = self._end(exc)
+            if error is not exc and error is not None:
+                raise error from exc
+            raise
+        self._count += len(item) if self._measure else 1
+        return item
+
+    def _end(self, exc: BaseException | None) -> BaseException | None:
+        self._open = False
+        self._guard.size = self._count
+        return self._guard.end(exc)
+
+    async def aclose(self) -> None:
+        """Stop reading: release the underlying stream and end the operation."""
+        if self._open:
+            self._end(None)
+            aclose = getattr(self._items, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def __del__(self) -> None:
+        if self._open:
+            self._end(None)
+
+
+class _Upload:
+    """The decisions of one save, shared by :meth:`~StorageBackend.put` and its async twin.
+
+    Validates the path and tuning, chooses the digest, and decides how the content goes up:
+    content already in memory (bytes, str) is written as it is, in one PUT or as one
+    multipart upload, and hashed in a worker thread meanwhile when it is large; any other
+    content streams, its head buffered to choose between one PUT and a multipart upload.
+    The twins only sequence the I/O.
+    """
+
+    __slots__ = ("hashing", "meter", "opts", "path", "prefetch", "whole")
+
+    def __init__(
+        self,
+        backend: StorageBackend,
+        path: str,
+        content: Content,
+        content_type: str | None,
+        metadata: Mapping[str, str] | None,
+        chunk_size: int,
+        max_concurrency: int,
+        checksum: str | None,
+        overwrite: bool,
+    ) -> None:
+        self.path = safe_path(path)
+        opts = backend._options(content_type, metadata, chunk_size, max_concurrency, overwrite)
+        algorithm = backend.checksum_algorithm if checksum == BACKEND_DEFAULT else checksum
+        self.meter = Meter(algorithm)
+        self.hashing: Future[str] | None = None
+        self.whole = as_bytes(content)
+        if self.whole is not None:
+            size = len(self.whole)
+            if size > chunk_size and not backend.whole_bytes_in_one_put:
+                opts = replace(opts, multipart=True)
+            if size >= checksums.BACKGROUND_THRESHOLD and self.meter.algorithm is not None:
+                self.hashing = checksums.digest_in_background(self.meter.algorithm, self.whole)
+            else:
+                self.meter.update(self.whole)
+        self.opts = opts
+        self.prefetch = Prefetch(chunk_size)
+
+    @property
+    def read_size(self) -> int:
+        """How much to read from a file source at a time."""
+        return read_size_for(self.opts.chunk_size)
+
+    def feed(self, chunk: bytes) -> bool:
+        """Buffer a streamed chunk; True once the content needs a multipart upload."""
+        if self.prefetch.feed(chunk):
+            self.opts = replace(self.opts, multipart=True)
+            return True
+        return False
+
+    def abandon(self) -> None:
+        """The write failed: a background hash that has not started is not needed."""
+        if self.hashing is not None:
+            self.hashing.cancel()
+
+    def finish(self, written: PutResult, guard: _Guard, digest: str | None = None) -> PutResult:
+        """The save's result, with the size and checksum measured on the way."""
+        meter = self.meter
+        if self.hashing is not None:
+            assert self.whole is not None
+            meter.measured(len(self.whole), digest)
+        guard.size = meter.size
+        return PutResult(
+            path=written.path,
+            size=meter.size,
+            checksum=meter.checksum,
+            etag=written.etag,
+            version=written.version,
+        )
+
+
+def collect(chunks: Iterator[bytes], meter: Meter | None = None) -> bytes:
+    """Concatenate ``chunks`` into one bytes object, copying each once as it arrives.
+
+    BytesIO grows its buffer in place (``realloc``) and hands that buffer over in
+    ``getvalue()`` without another copy, so peak memory is the result plus one chunk.
+    Each chunk also goes through ``meter`` when one is given.
+    """
+    assembly = _Assembly(meter)
+    for chunk in chunks:
+        assembly.add(chunk)
+    return assembly.result()
+
+
+async def collect_async(chunks: AsyncIterator[bytes], meter: Meter | None = None) -> bytes:
+    """Async form of :func:`collect`."""
+    assembly = _Assembly(meter)
+    async for chunk in chunks:
+        assembly.add(chunk)
+    return assembly.result()
+
+
+class _Assembly:
+    """One bytes object built from chunks (no I/O; shared by :func:`collect` and its twin)."""
+
+    __slots__ = ("buffer", "first", "meter")
+
+    def __init__(self, meter: Meter | None) -> None:
+        self.meter = meter
+        self.first: bytes | None = None
+        self.buffer: io.BytesIO | None = None
+
+    def add(self, chunk: bytes) -> None:
+        if self.meter is not None:
+            self.meter.update(chunk)
+        if self.buffer is not None:
+            self.buffer.write(chunk)
+        elif self.first is None:
+            self.first = chunk  # a single chunk is returned as it is, uncopied
+        else:
+            self.buffer = io.BytesIO()
+            self.buffer.write(self.first)
+            self.buffer.write(chunk)
+            self.first = None
+
+    def result(self) -> bytes:
+        if self.buffer is not None:
+            return self.buffer.getvalue()
+        return self.first if self.first is not None else b""
 
 
 @runtime_checkable
@@ -223,6 +465,13 @@ class StorageBackend(ABC):
     #: Whether the store's own client retries (then storeroom does not retry again).
     retries_natively: bool = False
 
+    #: The digest new saves record (see :mod:`storeroom.checksums`); None records none.
+    checksum_algorithm: str | None = checksums.DEFAULT_ALGORITHM
+
+    #: Whether content already in memory goes up in one write whatever its size (stores
+    #: in this process or on local disk, where splitting it only adds copies).
+    whole_bytes_in_one_put: bool = False
+
     def __init__(self, key: str) -> None:
         if not isinstance(key, str) or not key.strip():
             raise ConfigurationError(f"backend key must be a non-empty string, got {key!r}")
@@ -257,6 +506,18 @@ class StorageBackend(ABC):
         self, path: str, start: int, end: int | None, chunk_size: int
     ) -> AsyncIterator[bytes]:
         """Async form of :meth:`_read` (awaiting it performs the request)."""
+
+    def _read_all(self, path: str, meter: Meter | None) -> bytes:
+        """The whole object in one bytes object, each byte through ``meter`` if given.
+
+        Backends may override it with a faster way than collecting chunks.
+        """
+        return collect(self._read(path, 0, None, _WHOLE_READ_CHUNK), meter)
+
+    async def _read_all_async(self, path: str, meter: Meter | None) -> bytes:
+        """Async form of :meth:`_read_all`."""
+        chunks = await self._read_async(path, 0, None, _WHOLE_READ_CHUNK)
+        return await collect_async(chunks, meter)
 
     @abstractmethod
     def _head(self, path: str) -> ObjectInfo: ...
@@ -338,25 +599,6 @@ class StorageBackend(ABC):
             return await func()
         return await self.retry.acall(func, guard.retried)
 
-    def _counted(self, items: Iterator[Any], guard: _Guard, measure: bool) -> Iterator[Any]:
-        """Pass ``items`` through inside ``guard``; the event fires when they run out."""
-        with guard:
-            count = 0
-            for item in items:
-                count += len(item) if measure else 1
-                yield item
-            guard.size = count
-
-    async def _acounted(
-        self, items: AsyncIterator[Any], guard: _Guard, measure: bool
-    ) -> AsyncIterator[Any]:
-        with guard:
-            count = 0
-            async for item in items:
-                count += len(item) if measure else 1
-                yield item
-            guard.size = count
-
     @staticmethod
     def _options(
         content_type: str | None,
@@ -374,16 +616,6 @@ class StorageBackend(ABC):
             create_only=not overwrite,
         )
 
-    @staticmethod
-    def _measured(result: PutResult, meter: Meter) -> PutResult:
-        return PutResult(
-            path=result.path,
-            size=meter.size,
-            checksum=meter.checksum,
-            etag=result.etag,
-            version=result.version,
-        )
-
     # -- public API -------------------------------------------------------------------------
 
     def put(
@@ -395,41 +627,43 @@ class StorageBackend(ABC):
         metadata: Mapping[str, str] | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        checksum: str | None = "sha256",
+        checksum: str | None = BACKEND_DEFAULT,
         overwrite: bool = True,
     ) -> PutResult:
         """Stream ``content`` to ``path``, replacing any object there unless ``overwrite=False``.
 
         Content up to ``chunk_size`` bytes is sent in one PUT; larger content as one
-        multipart upload of ``chunk_size`` parts, ``max_concurrency`` at a time. Size and
-        checksum (``checksum`` names a hashlib algorithm, None to skip) are measured on the
-        way; no request beyond the upload is made. With ``overwrite=False`` the write is
-        create-only (a conditional write on obstore stores: ``If-None-Match: *`` on S3 and
-        GCS, exclusive create on local disk) and raises :class:`ObjectExists` when an object
-        is already there, leaving that object untouched.
+        multipart upload of ``chunk_size`` parts, ``max_concurrency`` at a time (content
+        given as bytes goes in one write on local and memory stores). Size and checksum are
+        measured on the way: ``checksum`` names the digest (see :mod:`storeroom.checksums`;
+        ``"default"`` is the backend's :attr:`checksum_algorithm`, None skips it). No
+        request beyond the upload is made. With ``overwrite=False`` the write is create-only
+        (a conditional write on obstore stores: ``If-None-Match: *`` on S3 and GCS,
+        exclusive create on local disk) and raises :class:`ObjectExists` when an object is
+        already there, leaving that object untouched.
         """
-        path = safe_path(path)
-        opts = self._options(content_type, metadata, chunk_size, max_concurrency, overwrite)
-        meter = Meter(checksum)
-        prefetch = Prefetch(chunk_size)
+        upload = _Upload(self, path, content, content_type, metadata, chunk_size,
+                         max_concurrency, checksum, overwrite)
+        path, opts = upload.path, upload.opts
         with self._guard(path, "put") as guard:
-            small = _small_body(content, meter, chunk_size)
-            if small is not None:
-                written = self._retrying(guard, lambda: self._write(path, small, opts))
-                guard.size = meter.size
-                return self._measured(written, meter)
-            chunks = meter.wrap(iter_content(content, read_size_for(chunk_size)))
+            whole = upload.whole
+            if whole is not None:
+                try:
+                    written = self._retrying(guard, lambda: self._write(path, whole, opts))
+                except BaseException:
+                    upload.abandon()
+                    raise
+                digest = None if upload.hashing is None else upload.hashing.result()
+                return upload.finish(written, guard, digest)
+            chunks = upload.meter.wrap(iter_content(content, upload.read_size))
             body: bytes | Iterator[bytes] = b""
             for chunk in chunks:
-                if prefetch.feed(chunk):
-                    body = itertools.chain(prefetch.drain(), chunks)
-                    opts = replace(opts, multipart=True)
+                if upload.feed(chunk):
+                    body = itertools.chain(upload.prefetch.drain(), chunks)
                     break
             else:
-                body = prefetch.body
-            result = self._measured(self._write(path, body, opts), meter)
-            guard.size = result.size
-            return result
+                body = upload.prefetch.body
+            return upload.finish(self._write(path, body, upload.opts), guard)
 
     async def put_async(
         self,
@@ -440,34 +674,37 @@ class StorageBackend(ABC):
         metadata: Mapping[str, str] | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        checksum: str | None = "sha256",
+        checksum: str | None = BACKEND_DEFAULT,
         overwrite: bool = True,
     ) -> PutResult:
         """Async form of :meth:`put`; also accepts async iterables and async file objects."""
-        path = safe_path(path)
-        opts = self._options(content_type, metadata, chunk_size, max_concurrency, overwrite)
-        meter = Meter(checksum)
-        prefetch = Prefetch(chunk_size)
+        upload = _Upload(self, path, content, content_type, metadata, chunk_size,
+                         max_concurrency, checksum, overwrite)
+        path, opts = upload.path, upload.opts
         with self._guard(path, "put") as guard:
-            small = _small_body(content, meter, chunk_size)
-            if small is not None:
-                written = await self._aretrying(
-                    guard, lambda: self._write_async(path, small, opts)
-                )
-                guard.size = meter.size
-                return self._measured(written, meter)
-            chunks = meter.awrap(aiter_content(content, read_size_for(chunk_size)))
+            whole = upload.whole
+            if whole is not None:
+                try:
+                    written = await self._aretrying(
+                        guard, lambda: self._write_async(path, whole, opts)
+                    )
+                except BaseException:
+                    upload.abandon()
+                    raise
+                hashing = upload.hashing
+                digest: str | None = None
+                if hashing is not None:
+                    digest = await asyncio.wrap_future(hashing)
+                return upload.finish(written, guard, digest)
+            chunks = upload.meter.awrap(aiter_content(content, upload.read_size))
             body: bytes | AsyncIterator[bytes] = b""
             async for chunk in chunks:
-                if prefetch.feed(chunk):
-                    body = _achain(prefetch.drain(), chunks)
-                    opts = replace(opts, multipart=True)
+                if upload.feed(chunk):
+                    body = _achain(upload.prefetch.drain(), chunks)
                     break
             else:
-                body = prefetch.body
-            result = self._measured(await self._write_async(path, body, opts), meter)
-            guard.size = result.size
-            return result
+                body = upload.prefetch.body
+            return upload.finish(await self._write_async(path, body, upload.opts), guard)
 
     def stream(
         self,
@@ -490,7 +727,7 @@ class StorageBackend(ABC):
         except BaseException:
             with guard:
                 raise
-        return self._counted(chunks, guard, measure=True)
+        return _Counted(chunks, guard, measure=True)
 
     async def stream_async(
         self,
@@ -511,19 +748,54 @@ class StorageBackend(ABC):
         except BaseException:
             with guard:
                 raise
-        return self._acounted(chunks, guard, measure=True)
+        return _ACounted(chunks, guard, measure=True)
 
-    def get(self, path: str, *, start: int = 0, end: int | None = None) -> bytes:
+    def get(
+        self, path: str, *, start: int = 0, end: int | None = None, meter: Meter | None = None
+    ) -> bytes:
         """Return bytes ``[start, end)`` of ``path`` (the whole object by default).
 
-        Holds the result in memory: for large objects use :meth:`stream`.
+        Holds the result in memory: for large objects use :meth:`stream`. A whole object
+        is read into one buffer (on local disk, straight from the file). Every byte read
+        also goes through ``meter`` when one is given (how ``get_content`` verifies).
         """
-        return b"".join(self.stream(path, start=start, end=end))
+        if start or end is not None:
+            chunks = self.stream(path, start=start, end=end, chunk_size=_WHOLE_READ_CHUNK)
+            return collect(chunks, meter)
+        path = safe_path(path)
+        with self._guard(path, "get") as guard:
+            if self.retries_natively:
+                data, used = self._read_all(path, meter), None
+            else:
+                data, used = self._retrying(
+                    guard, lambda: _attempt(self._read_all, path, meter)
+                )
+            guard.size = len(data)
+            if meter is not None and used is not None:
+                meter.adopt(used)
+            return data
 
-    async def get_async(self, path: str, *, start: int = 0, end: int | None = None) -> bytes:
+    async def get_async(
+        self, path: str, *, start: int = 0, end: int | None = None, meter: Meter | None = None
+    ) -> bytes:
         """Async form of :meth:`get`."""
-        chunks = await self.stream_async(path, start=start, end=end)
-        return b"".join([chunk async for chunk in chunks])
+        if start or end is not None:
+            chunks = await self.stream_async(
+                path, start=start, end=end, chunk_size=_WHOLE_READ_CHUNK
+            )
+            return await collect_async(chunks, meter)
+        path = safe_path(path)
+        with self._guard(path, "get") as guard:
+            if self.retries_natively:
+                data, used = await self._read_all_async(path, meter), None
+            else:
+                data, used = await self._aretrying(
+                    guard, lambda: _attempt_async(self._read_all_async, path, meter)
+                )
+            guard.size = len(data)
+            if meter is not None and used is not None:
+                meter.adopt(used)
+            return data
 
     def head(self, path: str) -> ObjectInfo:
         """Return what the store knows about ``path``; ObjectNotFound if it is missing."""
@@ -568,14 +840,12 @@ class StorageBackend(ABC):
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Iterate over the objects whose path starts with the directory ``prefix``."""
         prefix = safe_path(prefix) if prefix else ""
-        return self._counted(self._list(prefix), self._guard(prefix, "list"), measure=False)
+        return _Counted(self._list(prefix), self._guard(prefix, "list"), measure=False)
 
     def list_async(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         """Async form of :meth:`list`."""
         prefix = safe_path(prefix) if prefix else ""
-        return self._acounted(
-            self._list_async(prefix), self._guard(prefix, "list"), measure=False
-        )
+        return _ACounted(self._list_async(prefix), self._guard(prefix, "list"), measure=False)
 
     def copy(self, src: str, dst: str) -> None:
         """Copy ``src`` to ``dst`` within this backend (server-side where possible)."""
@@ -589,6 +859,20 @@ class StorageBackend(ABC):
         with self._guard(src, "copy") as guard:
             await self._aretrying(guard, lambda: self._copy_async(src, dst))
 
+    def _sign_plan(
+        self, path: str, expires_in: int, for_upload: bool, content_type: str | None
+    ) -> tuple[str, Method, str | None]:
+        """Validate a signing request; sign it here when the configured signer does."""
+        path = safe_path(path)
+        _check_expiry(expires_in)
+        method: Method = "PUT" if for_upload else "GET"
+        if self.url_signer is not None and not self.signs_natively(method):
+            url = self.url_signer.sign(
+                self.key, path, method=method, expires_in=expires_in, content_type=content_type
+            )
+            return path, method, url
+        return path, method, None
+
     def sign(
         self,
         path: str,
@@ -601,13 +885,9 @@ class StorageBackend(ABC):
 
         Raises :class:`SigningNotSupported` when the store cannot sign.
         """
-        path = safe_path(path)
-        _check_expiry(expires_in)
-        method: Method = "PUT" if for_upload else "GET"
-        if self.url_signer is not None and not self.signs_natively(method):
-            return self.url_signer.sign(
-                self.key, path, method=method, expires_in=expires_in, content_type=content_type
-            )
+        path, method, url = self._sign_plan(path, expires_in, for_upload, content_type)
+        if url is not None:
+            return url
         with self._guard(path, "sign"):
             return self._sign(path, method, expires_in, content_type)
 
@@ -620,23 +900,27 @@ class StorageBackend(ABC):
         content_type: str | None = None,
     ) -> str:
         """Async form of :meth:`sign`."""
-        path = safe_path(path)
-        _check_expiry(expires_in)
-        method: Method = "PUT" if for_upload else "GET"
-        if self.url_signer is not None and not self.signs_natively(method):
-            return self.url_signer.sign(
-                self.key, path, method=method, expires_in=expires_in, content_type=content_type
-            )
+        path, method, url = self._sign_plan(path, expires_in, for_upload, content_type)
+        if url is not None:
+            return url
         with self._guard(path, "sign"):
             return await self._sign_async(path, method, expires_in, content_type)
 
 
-def _small_body(content: Content, meter: Meter, chunk_size: int) -> bytes | None:
-    """``content`` as bytes when it already is bytes-like and fits one PUT (the fast path)."""
-    data = as_bytes(content)
-    if data is None or len(data) > chunk_size:
-        return None
-    return meter.update(data)
+def _attempt(
+    read: Callable[[str, Meter | None], bytes], path: str, meter: Meter | None
+) -> tuple[bytes, Meter | None]:
+    """One attempt of a whole read, metered afresh (a retry must not count bytes twice)."""
+    fresh = None if meter is None else meter.fresh()
+    return read(path, fresh), fresh
+
+
+async def _attempt_async(
+    read: Callable[[str, Meter | None], Awaitable[bytes]], path: str, meter: Meter | None
+) -> tuple[bytes, Meter | None]:
+    """Async form of :func:`_attempt`."""
+    fresh = None if meter is None else meter.fresh()
+    return await read(path, fresh), fresh
 
 
 def _check_expiry(expires_in: int) -> None:

@@ -22,7 +22,6 @@ the steps, with the sync or the async API.
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import queue
 import threading
 from collections.abc import AsyncIterable, Generator, Iterable, Iterator, Mapping
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from storeroom import checksums
 from storeroom.backends.base import DEFAULT_READ_CHUNK_SIZE, ObjectInfo, PutResult, StorageBackend
 from storeroom.errors import ConfigurationError, IntegrityError, ObjectNotFound
 from storeroom.streams import DEFAULT_CHUNK_SIZE
@@ -55,18 +55,12 @@ DEFAULT_ALGORITHM = "sha256"
 
 
 def new_hash(algorithm: str) -> Any:
-    """A fresh hash object for ``algorithm`` (a :mod:`hashlib` name such as ``"sha256"``).
+    """A fresh hash object for ``algorithm`` (``"blake3"`` or a :mod:`hashlib` name).
 
     Raises :class:`~storeroom.errors.ConfigurationError` naming the algorithm when this
     Python has no such hash.
     """
-    try:
-        return hashlib.new(algorithm)
-    except (ValueError, TypeError) as exc:
-        available = ", ".join(sorted(hashlib.algorithms_guaranteed))
-        raise ConfigurationError(
-            f"checksum algorithm {algorithm!r} is not available; available: {available}"
-        ) from exc
+    return checksums.new_hasher(algorithm)
 
 
 def algorithm_of(checksum: str | None) -> str:

@@ -1,0 +1,230 @@
+"""Checksums: which digest to record, how records are written, and how to verify them.
+
+A recorded checksum names its algorithm: ``"blake3:<hex>"`` or ``"sha256:<hex>"``. New
+saves use :data:`DEFAULT_ALGORITHM` (BLAKE3 when the ``blake3`` package is installed,
+SHA-256 otherwise); any algorithm of :mod:`hashlib` can be chosen per save
+(``save(checksum="sha256")``) or per backend (``backend.checksum_algorithm``). Records
+written with any supported algorithm verify, whatever the current default::
+
+    from storeroom import checksums
+
+    hasher = checksums.hasher_for("sha256:" + "0" * 64)
+    hasher.update(b"data")
+    assert not checksums.matches("sha256:" + "0" * 64, checksums.record("sha256", hasher))
+
+Both BLAKE3 and hashlib release the GIL while hashing large buffers, so storeroom hashes
+whole-bytes content in a worker thread while the store writes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol
+
+from storeroom.errors import ConfigurationError, IntegrityError
+
+_blake3: Any
+try:  # pragma: no branch - which branch runs depends on the installation
+    from blake3 import blake3 as _blake3
+except ImportError:  # pragma: no cover - blake3 is a dependency; kept for stripped installs
+    _blake3 = None
+
+__all__ = [
+    "DEFAULT_ALGORITHM",
+    "BackgroundHasher",
+    "Hasher",
+    "algorithm_of",
+    "check_algorithm",
+    "digest",
+    "digest_in_background",
+    "hasher_for",
+    "matches",
+    "new_hasher",
+    "record",
+    "supported_algorithms",
+]
+
+DEFAULT_ALGORITHM: str = "blake3" if _blake3 is not None else "sha256"
+"""The digest recorded by new saves unless another is chosen."""
+
+#: Content at least this large is hashed in a worker thread while it is written.
+BACKGROUND_THRESHOLD = 1024 * 1024
+
+_pool: ThreadPoolExecutor | None = None
+
+
+class Hasher(Protocol):
+    """What a digest object offers (hashlib's and blake3's both do)."""
+
+    def update(self, data: bytes, /) -> object: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def supported_algorithms() -> list[str]:
+    """Names accepted by :func:`new_hasher`, sorted."""
+    names = {name for name in hashlib.algorithms_available if not name.startswith("shake")}
+    if _blake3 is not None:
+        names.add("blake3")
+    return sorted(names)
+
+
+def check_algorithm(name: str) -> str:
+    """``name`` normalised (lower case) if it is supported; else :class:`ConfigurationError`."""
+    known = _CHECKED.get(name)
+    if known is not None:
+        return known
+    _CHECKED[name] = checked = _check_algorithm(name)
+    return checked
+
+
+_CHECKED: dict[str, str] = {}
+
+
+def _check_algorithm(name: str) -> str:
+    normal = name.lower() if isinstance(name, str) else name
+    if normal == "blake3" and _blake3 is not None:
+        return "blake3"
+    if isinstance(normal, str) and normal in hashlib.algorithms_available and not (
+        normal.startswith("shake")
+    ):
+        return normal
+    hint = " (install the 'blake3' package)" if normal == "blake3" else ""
+    raise ConfigurationError(
+        f"checksum algorithm {name!r} is not available{hint}; supported: "
+        f"{', '.join(supported_algorithms())}"
+    )
+
+
+def new_hasher(algorithm: str, *, parallel: bool = False) -> Hasher:
+    """A fresh digest object for ``algorithm`` (see :func:`supported_algorithms`).
+
+    ``parallel`` lets BLAKE3 spread large updates over every core.
+    """
+    if algorithm == "blake3" and _blake3 is not None:
+        if parallel:
+            return _blake3(max_threads=_blake3.AUTO)  # type: ignore[no-any-return]
+        return _blake3()  # type: ignore[no-any-return]
+    name = check_algorithm(algorithm)
+    if name == "blake3":
+        return new_hasher(name, parallel=parallel)
+    return hashlib.new(name)
+
+
+def algorithm_of(recorded: str | None) -> str | None:
+    """The algorithm a recorded checksum names (``"sha256:ab.."`` -> ``"sha256"``)."""
+    if not recorded:
+        return None
+    algorithm, sep, value = recorded.partition(":")
+    if not sep or not value:
+        raise IntegrityError(
+            f"recorded checksum {recorded!r} is malformed; expected '<algorithm>:<hex digest>' "
+            "such as 'blake3:…' or 'sha256:…'"
+        )
+    return algorithm.lower()
+
+
+def hasher_for(recorded: str) -> Hasher:
+    """A digest object of the algorithm that ``recorded`` was written with."""
+    algorithm = algorithm_of(recorded)
+    if algorithm is None:
+        raise IntegrityError("no checksum was recorded to verify against")
+    return new_hasher(algorithm)
+
+
+def record(algorithm: str, hasher: Hasher) -> str:
+    """The checksum as recorded: ``"<algorithm>:<hex digest>"``."""
+    return f"{algorithm}:{hasher.hexdigest()}"
+
+
+def matches(recorded: str, computed: str | None) -> bool:
+    """Whether ``computed`` equals ``recorded`` (algorithm names compared case-insensitively)."""
+    if computed is None:
+        return False
+    if recorded == computed:
+        return True
+    ra, _, rv = recorded.partition(":")
+    ca, _, cv = computed.partition(":")
+    return ra.lower() == ca.lower() and hmac.compare_digest(rv.lower(), cv.lower())
+
+
+#: BLAKE3 hashes buffers at least this large on every core when asked to.
+_PARALLEL_THRESHOLD = 4 * 1024 * 1024
+
+
+def digest(algorithm: str, data: bytes | memoryview, *, parallel: bool = False) -> str:
+    """The recorded form of the checksum of ``data`` in one call.
+
+    ``parallel`` lets BLAKE3 use every core for large buffers (used when nothing else
+    runs meanwhile; a hash overlapping a write stays on one thread).
+    """
+    parallel = parallel and len(data) >= _PARALLEL_THRESHOLD
+    if algorithm == "blake3" and _blake3 is not None and not parallel:
+        return "blake3:" + str(_blake3(data).hexdigest())  # the small-file fast path
+    name = check_algorithm(algorithm)
+    hasher = new_hasher(name, parallel=parallel)
+    hasher.update(data)  # type: ignore[arg-type]
+    return record(name, hasher)
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="storeroom-hash")
+    return _pool
+
+
+def digest_in_background(algorithm: str, data: bytes) -> Future[str]:
+    """Start hashing ``data`` in a worker thread; the GIL is released while it runs."""
+    return _executor().submit(digest, algorithm, data)
+
+
+class BackgroundHasher:
+    """Feeds a hasher in a worker thread, in order, while the caller goes on reading.
+
+    ``update`` queues the data and returns at once; :meth:`settled` is a future that is
+    done once everything queued has been hashed (it raises what the hasher raised).
+    """
+
+    __slots__ = ("_hasher", "_lock", "_queue", "_running")
+
+    def __init__(self, hasher: Hasher) -> None:
+        self._hasher = hasher
+        self._queue: deque[bytes] = deque()
+        self._lock = threading.Lock()
+        self._running: Future[None] | None = None
+
+    def update(self, data: bytes, /) -> None:
+        """Queue ``data`` to be hashed after everything queued before it."""
+        with self._lock:
+            self._queue.append(data)
+            if self._running is None:
+                self._running = _executor().submit(self._drain)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._running = None
+                    return
+                data = self._queue.popleft()
+            self._hasher.update(data)
+
+    def settled(self) -> Future[None]:
+        """A future done once every queued update has been hashed."""
+        with self._lock:
+            running = self._running
+        if running is None:
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+        return running
+
+    def hexdigest(self) -> str:
+        """The digest of everything queued (waits for the worker)."""
+        self.settled().result()
+        return self._hasher.hexdigest()
