@@ -65,3 +65,30 @@ def test_content_type_and_metadata_are_object_attributes(proxied_s3) -> None:  #
     info = backend.head("r.pdf")
     assert info.content_type == "application/pdf"
     assert info.metadata.get("owner") == "ann"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_large_create_only_save_streams_as_multipart_after_one_head(  # type: ignore[no-untyped-def]
+    proxied_s3, mode: str
+) -> None:
+    """obstore would buffer a conditional multipart write whole and send one PUT."""
+    from storeroom import ObjectExists
+
+    backend, proxy = proxied_s3
+    chunks = [b"c" * MiB] * 12
+    target = FileObject(backend=backend, filename="create.bin", path=f"create-{mode}.bin")
+    if mode == "sync":
+        target.save(iter(chunks), chunk_size=5 * MiB, overwrite=False)
+    else:
+        await target.save_async(iter(chunks), chunk_size=5 * MiB, overwrite=False)
+    methods = [(r.method, "uploads" in r.query, "uploadId" in r.query) for r in proxy.requests]
+    assert methods[0][0] == "HEAD"  # the path is free
+    assert methods[1] == ("POST", True, False)  # then a streamed multipart upload
+    assert len([m for m in methods if m[0] == "PUT"]) == 3
+    assert target.size == 12 * MiB
+    before = proxy.count()
+    with pytest.raises(ObjectExists, match=f"create-{mode}.bin"):
+        FileObject(backend=backend, filename="x", path=f"create-{mode}.bin").save(
+            iter(chunks), chunk_size=5 * MiB, overwrite=False)
+    assert [r.method for r in proxy.requests[before:]] == ["HEAD"]  # nothing uploaded
+    assert backend.head(f"create-{mode}.bin").size == 12 * MiB

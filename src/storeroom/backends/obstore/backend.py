@@ -240,10 +240,7 @@ class ObstoreBackend(StorageBackend):
                 f"credentials and permissions ({type(exc).__name__})"
             )
         if isinstance(exc, AlreadyExistsError):
-            return ObjectExists(
-                f"object {path!r} already exists in backend {self.key!r} and the write was "
-                "create-only (overwrite=False); nothing was changed. Choose a new path."
-            )
+            return self._taken(path)
         message = str(exc).lower()
         if "range" in message and ("invalid" in message or "not satisfiable" in message):
             return RangeNotSatisfiable(
@@ -303,12 +300,36 @@ class ObstoreBackend(StorageBackend):
             kwargs.update(chunk_size=opts.chunk_size, max_concurrency=opts.max_concurrency)
         else:
             kwargs["use_multipart"] = False
-        if opts.create_only:
+        if opts.create_only and not self._checks_before_streaming(opts):
             kwargs["mode"] = "create"
         return kwargs
 
+    def _checks_before_streaming(self, opts: WriteOptions) -> bool:
+        """Whether a create-only write is checked with a HEAD instead of a conditional PUT.
+
+        obstore sends a conditional (``mode="create"``) multipart write to S3, GCS and Azure
+        as one PUT, holding the whole body in memory first. Such writes stream as a normal
+        multipart upload instead, once a HEAD found the path free: a writer that takes the
+        path in that same instant can still win. Single PUTs, and every write on local disk
+        and memory, stay atomic conditional writes.
+        """
+        return opts.create_only and opts.multipart and self._kind not in ("local", "memory")
+
+    def _taken(self, path: str) -> ObjectExists:
+        return ObjectExists(
+            f"object {path!r} already exists in backend {self.key!r} and the write was "
+            "create-only (overwrite=False); nothing was changed. Choose a new path."
+        )
+
     def _write(self, path: str, body: bytes | Iterator[bytes], opts: WriteOptions) -> PutResult:
         self._confine(path)
+        if self._checks_before_streaming(opts):
+            try:
+                obstore.head(self.store, path)
+            except (FileNotFoundError, NotFoundError):
+                pass
+            else:
+                raise self._taken(path)
         try:
             result = obstore.put(self.store, path, body, **self._put_kwargs(opts))
         except BaseException:
@@ -328,6 +349,13 @@ class ObstoreBackend(StorageBackend):
         self, path: str, body: bytes | AsyncIterator[bytes], opts: WriteOptions
     ) -> PutResult:
         self._confine(path)
+        if self._checks_before_streaming(opts):
+            try:
+                await obstore.head_async(self.store, path)
+            except (FileNotFoundError, NotFoundError):
+                pass
+            else:
+                raise self._taken(path)
         try:
             result = await obstore.put_async(self.store, path, body, **self._put_kwargs(opts))
         except BaseException:
