@@ -1,0 +1,325 @@
+"""Resumable uploads at the store: S3 multipart uploads and the parts of a tus upload.
+
+No database here: :mod:`storeroom.uploads.sessions` keeps the session row and calls these
+functions. Two protocols exist:
+
+- ``"s3-multipart"`` (S3 with static credentials): the server creates the multipart upload,
+  signs each part's ``PUT`` on request (the part's exact length is signed, so S3 refuses a
+  part of another size), lists the parts already stored so a client can resume, and
+  completes or aborts it. The browser never completes the upload itself: the server does,
+  once, after checking the parts, so the final path is written exactly once.
+- ``"tus"`` (local disk, memory, fsspec: storeroom's HMAC handler, :mod:`storeroom.web`):
+  the tus 1.0 protocol. Each ``PATCH`` is streamed to its own part object under
+  :func:`tus_parts_prefix`; when the last byte arrives the parts are streamed, in order,
+  into the upload's object and deleted. Nothing is held in memory.
+
+Azure block blobs and GCS resumable sessions are not offered yet: :func:`resumable_protocol`
+raises :class:`~storeroom.errors.ConfigurationError` for them (single uploads still work).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from storeroom.backends.base import ObjectInfo, StorageBackend
+from storeroom.errors import ConfigurationError, ObjectNotFound
+from storeroom.paths import safe_path
+from storeroom.uploads.targets import _hmac_signer, _s3_credentials, _s3_location
+
+__all__ = [
+    "MAX_PARTS",
+    "MAX_PART_SIZE",
+    "MIN_PART_SIZE",
+    "PartInfo",
+    "S3Multipart",
+    "TusPart",
+    "part_problem",
+    "resumable_protocol",
+    "tus_offset",
+    "tus_parts",
+    "tus_parts_async",
+    "tus_parts_prefix",
+]
+
+MIN_PART_SIZE = 5 * 2**20
+"""S3's smallest part (all but the last)."""
+MAX_PART_SIZE = 5 * 2**30
+"""S3's largest part."""
+MAX_PARTS = 10_000
+"""S3's largest part number."""
+
+
+def resumable_protocol(backend: StorageBackend) -> str:
+    """``"tus"`` or ``"s3-multipart"``: how ``backend`` takes a resumable upload.
+
+    Raises :class:`ConfigurationError` for stores without one here (Azure, GCS, S3 without
+    static keys, stores without any signer).
+    """
+    if _hmac_signer(backend) is not None:
+        return "tus"
+    if _s3_credentials(backend) is not None:
+        return "s3-multipart"
+    raise ConfigurationError(
+        f"backend {backend.key!r} ({getattr(backend, 'kind', 'unknown')} store) has no "
+        "resumable upload protocol in storeroom: resumable uploads need storeroom's HMAC "
+        "handler (local disk, memory, fsspec: configure_signing) or S3 with static keys; "
+        "use uploads.begin for a single upload"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PartInfo:
+    """One part of an S3 multipart upload as the store holds it."""
+
+    number: int
+    size: int
+    etag: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The form Uppy's ``listParts`` expects."""
+        return {"PartNumber": self.number, "Size": self.size, "ETag": self.etag}
+
+
+def part_problem(number: int, size: int, declared: int) -> str | None:
+    """Why a part of ``size`` bytes numbered ``number`` cannot belong to a ``declared`` upload.
+
+    The limits are checked per part when its URL is signed (the length is signed too): a
+    part is at most 5 GiB and at most the declared size, and its number is one S3 accepts
+    and that the declared size can reach with parts of S3's smallest size.
+    """
+    most = max(1, math.ceil(declared / MIN_PART_SIZE))
+    if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= min(
+        MAX_PARTS, most
+    ):
+        return (f"part number {number!r} is out of range: a {declared}-byte upload has parts "
+                f"1 to {min(MAX_PARTS, most)}")
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= min(
+        MAX_PART_SIZE, declared
+    ):
+        return (f"part size {size!r} is out of range: 1 to {min(MAX_PART_SIZE, declared)} "
+                "bytes")
+    return None
+
+
+def parts_problem(parts: list[PartInfo], declared: int) -> str | None:
+    """Why the stored ``parts`` do not make exactly the declared upload (None: they do)."""
+    if not parts:
+        return "no parts were uploaded"
+    numbers = [part.number for part in parts]
+    if numbers != list(range(1, len(parts) + 1)):
+        return f"parts {numbers} are not numbered 1 to {len(parts)} without a gap"
+    small = [part.number for part in parts[:-1] if part.size < MIN_PART_SIZE]
+    if small:
+        return f"parts {small} are under S3's minimum of {MIN_PART_SIZE} bytes"
+    total = sum(part.size for part in parts)
+    if total != declared:
+        return f"the parts hold {total} bytes but {declared} were declared"
+    return None
+
+
+class S3Multipart:
+    """An S3 backend's multipart-upload calls (boto3 for the API, SigV4 for part URLs)."""
+
+    def __init__(self, backend: StorageBackend) -> None:
+        config = _s3_credentials(backend)
+        if config is None:
+            raise ConfigurationError(
+                f"backend {backend.key!r} is not S3 with static credentials")
+        self.backend = backend
+        self.config = config
+        self.bucket = str(config["bucket"])
+        prefix = (getattr(backend.store, "prefix", None) or "").strip("/")  # type: ignore[attr-defined]
+        self.prefix = f"{prefix}/" if prefix else ""
+
+    def _client(self) -> Any:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as exc:  # pragma: no cover - the aws extra brings both
+            raise ConfigurationError(
+                "S3 multipart upload sessions need boto3: pip install 'storeroom[aws]'"
+            ) from exc
+        config = self.config
+        endpoint = config.get("endpoint") or None
+        virtual = str(config.get("virtual_hosted_style_request", "")).lower() == "true"
+        return boto3.client(
+            "s3", endpoint_url=endpoint,
+            aws_access_key_id=str(config["access_key_id"]),
+            aws_secret_access_key=str(config["secret_access_key"]),
+            aws_session_token=config.get("token") or config.get("session_token"),
+            region_name=str(config.get("region") or "us-east-1"),
+            config=Config(s3={"addressing_style": "virtual" if virtual else "path"}),
+        )
+
+    def key(self, path: str) -> str:
+        """The object key of ``path`` (the backend's prefix applied)."""
+        return self.prefix + safe_path(path)
+
+    def create(self, path: str, content_type: str) -> str:
+        """Start a multipart upload to ``path``; return its upload id."""
+        answer = self._client().create_multipart_upload(
+            Bucket=self.bucket, Key=self.key(path), ContentType=content_type)
+        return str(answer["UploadId"])
+
+    def part_url(self, path: str, upload_id: str, number: int, size: int, *,
+                 expires_in: int, now: datetime) -> str:
+        """A presigned ``PUT`` of part ``number``, exactly ``size`` bytes long."""
+        from storeroom.uploads._sigv4 import presign
+
+        base, key_path = _s3_location(self.backend, self.config, path)
+        config = self.config
+        return presign(
+            method="PUT", url_base=base, key_path=key_path,
+            headers={"content-length": str(size), "host": base.split("://", 1)[1]},
+            query={"partNumber": str(number), "uploadId": upload_id},
+            access_key=str(config["access_key_id"]),
+            secret_key=str(config["secret_access_key"]),
+            session_token=config.get("token") or config.get("session_token"),
+            region=str(config.get("region") or "us-east-1"), expires_in=expires_in, now=now,
+        )
+
+    def parts(self, path: str, upload_id: str) -> list[PartInfo]:
+        """The parts stored so far, in order (all pages of ``ListParts``)."""
+        client = self._client()
+        found: list[PartInfo] = []
+        marker = 0
+        while True:
+            answer = client.list_parts(Bucket=self.bucket, Key=self.key(path),
+                                       UploadId=upload_id, PartNumberMarker=marker)
+            found += [PartInfo(int(p["PartNumber"]), int(p["Size"]), str(p["ETag"]))
+                      for p in answer.get("Parts", [])]
+            if not answer.get("IsTruncated"):
+                return found
+            marker = int(answer["NextPartNumberMarker"])
+
+    def finish(self, path: str, upload_id: str, parts: list[PartInfo]) -> None:
+        """Complete the upload with ``parts`` (as :meth:`parts` listed them)."""
+        self._client().complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key(path), UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag}
+                                       for p in parts]})
+
+    def abort(self, path: str, upload_id: str) -> None:
+        """Abort the upload and drop its parts; an upload already gone is not an error."""
+        client = self._client()
+        try:
+            client.abort_multipart_upload(Bucket=self.bucket, Key=self.key(path),
+                                          UploadId=upload_id)
+        except client.exceptions.NoSuchUpload:
+            pass
+
+    def exists(self, upload_id: str, path: str) -> bool:
+        """Whether the multipart upload is still open."""
+        client = self._client()
+        try:
+            client.list_parts(Bucket=self.bucket, Key=self.key(path), UploadId=upload_id,
+                              MaxParts=1)
+        except client.exceptions.NoSuchUpload:
+            return False
+        return True
+
+
+# -- tus parts ------------------------------------------------------------------------------
+
+TUS_PREFIX = "_uploads/tus"
+
+
+def tus_parts_prefix(path: str) -> str:
+    """Where the parts of a tus upload to ``path`` are kept until the last byte arrives."""
+    return f"{TUS_PREFIX}/{safe_path(path)}/"
+
+
+@dataclass(frozen=True, slots=True)
+class TusPart:
+    """One stored ``PATCH`` of a tus upload: its offset, size and object path."""
+
+    offset: int
+    size: int
+    path: str
+
+
+def _tus_part(info: ObjectInfo, prefix: str) -> TusPart | None:
+    name = info.path[len(prefix):] if info.path.startswith(prefix) else info.path
+    name = name.rsplit("/", 1)[-1]
+    if not name.isdigit():
+        return None
+    return TusPart(int(name), info.size, info.path)
+
+
+def tus_part_path(path: str, offset: int) -> str:
+    """The object holding the ``PATCH`` that starts at ``offset``."""
+    return f"{tus_parts_prefix(path)}{offset:020d}"
+
+
+def tus_offset(parts: list[TusPart]) -> int:
+    """The upload's offset: the end of the contiguous run of parts from byte 0.
+
+    A part that does not start where the previous one ends (left by a request that raced
+    another) is ignored; it is removed with the others at the end.
+    """
+    offset = 0
+    for part in sorted(parts, key=lambda p: p.offset):
+        if part.offset == offset:
+            offset += part.size
+    return offset
+
+
+def tus_chain(parts: list[TusPart]) -> list[TusPart]:
+    """The contiguous run of parts from byte 0, in order (what :func:`tus_offset` counts)."""
+    chain: list[TusPart] = []
+    offset = 0
+    for part in sorted(parts, key=lambda p: p.offset):
+        if part.offset == offset and part.size > 0:
+            chain.append(part)
+            offset += part.size
+    return chain
+
+
+def tus_parts(backend: StorageBackend, path: str) -> list[TusPart]:
+    """The parts stored for a tus upload to ``path``."""
+    prefix = tus_parts_prefix(path)
+    return [part for info in backend.list(prefix)
+            if (part := _tus_part(info, prefix)) is not None]
+
+
+async def tus_parts_async(backend: StorageBackend, path: str) -> list[TusPart]:
+    """Async form of :func:`tus_parts`."""
+    prefix = tus_parts_prefix(path)
+    return [part async for info in backend.list_async(prefix)
+            if (part := _tus_part(info, prefix)) is not None]
+
+
+def tus_concat(backend: StorageBackend, chain: list[TusPart]) -> Iterator[bytes]:
+    """The bytes of ``chain``'s parts in order, streamed."""
+    for part in chain:
+        yield from backend.stream(part.path)
+
+
+async def tus_concat_async(backend: StorageBackend, chain: list[TusPart]
+                           ) -> AsyncIterator[bytes]:
+    """Async form of :func:`tus_concat`."""
+    for part in chain:
+        async for chunk in await backend.stream_async(part.path):
+            yield chunk
+
+
+def delete_tus_parts(backend: StorageBackend, path: str) -> None:
+    """Remove every part of the tus upload to ``path``."""
+    for part in tus_parts(backend, path):
+        try:
+            backend.delete(part.path)
+        except ObjectNotFound:
+            pass
+
+
+async def delete_tus_parts_async(backend: StorageBackend, path: str) -> None:
+    """Async form of :func:`delete_tus_parts`."""
+    for part in await tus_parts_async(backend, path):
+        try:
+            await backend.delete_async(part.path)
+        except ObjectNotFound:
+            pass
