@@ -282,14 +282,14 @@ def tus_chain(parts: list[TusPart]) -> list[TusPart]:
 def tus_parts(backend: StorageBackend, path: str) -> list[TusPart]:
     """The parts stored for a tus upload to ``path``."""
     prefix = tus_parts_prefix(path)
-    return [part for info in backend.list(prefix)
+    return [part for info in backend.list(prefix.rstrip("/"))
             if (part := _tus_part(info, prefix)) is not None]
 
 
 async def tus_parts_async(backend: StorageBackend, path: str) -> list[TusPart]:
     """Async form of :func:`tus_parts`."""
     prefix = tus_parts_prefix(path)
-    return [part async for info in backend.list_async(prefix)
+    return [part async for info in backend.list_async(prefix.rstrip("/"))
             if (part := _tus_part(info, prefix)) is not None]
 
 
@@ -308,18 +308,18 @@ async def tus_concat_async(backend: StorageBackend, chain: list[TusPart]
 
 
 def delete_tus_parts(backend: StorageBackend, path: str) -> None:
-    """Remove every part of the tus upload to ``path``."""
-    for part in tus_parts(backend, path):
+    """Remove every object kept for the tus upload to ``path`` (its parts, its tombstone)."""
+    for info in list(backend.list(tus_parts_prefix(path).rstrip("/"))):
         try:
-            backend.delete(part.path)
+            backend.delete(info.path)
         except ObjectNotFound:
             pass
 
 
 async def delete_tus_parts_async(backend: StorageBackend, path: str) -> None:
     """Async form of :func:`delete_tus_parts`."""
-    for part in await tus_parts_async(backend, path):
+    for info in [info async for info in backend.list_async(tus_parts_prefix(path).rstrip("/"))]:
         try:
-            await backend.delete_async(part.path)
+            await backend.delete_async(info.path)
         except ObjectNotFound:
             pass
