@@ -84,7 +84,7 @@ class PartInfo:
         return {"PartNumber": self.number, "Size": self.size, "ETag": self.etag}
 
 
-def part_problem(number: int, size: int, declared: int) -> str | None:
+def part_problem(number: int, size: int | None, declared: int) -> str | None:
     """Why a part of ``size`` bytes numbered ``number`` cannot belong to a ``declared`` upload.
 
     The limits are checked per part when its URL is signed (the length is signed too): a
@@ -97,6 +97,8 @@ def part_problem(number: int, size: int, declared: int) -> str | None:
     ):
         return (f"part number {number!r} is out of range: a {declared}-byte upload has parts "
                 f"1 to {min(MAX_PARTS, most)}")
+    if size is None:
+        return None
     if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= min(
         MAX_PART_SIZE, declared
     ):
@@ -112,6 +114,9 @@ def parts_problem(parts: list[PartInfo], declared: int) -> str | None:
     numbers = [part.number for part in parts]
     if numbers != list(range(1, len(parts) + 1)):
         return f"parts {numbers} are not numbered 1 to {len(parts)} without a gap"
+    large = [part.number for part in parts if part.size > MAX_PART_SIZE]
+    if large:
+        return f"parts {large} are over S3's maximum of {MAX_PART_SIZE} bytes"
     small = [part.number for part in parts[:-1] if part.size < MIN_PART_SIZE]
     if small:
         return f"parts {small} are under S3's minimum of {MIN_PART_SIZE} bytes"
@@ -165,16 +170,18 @@ class S3Multipart:
             Bucket=self.bucket, Key=self.key(path), ContentType=content_type)
         return str(answer["UploadId"])
 
-    def part_url(self, path: str, upload_id: str, number: int, size: int, *,
+    def part_url(self, path: str, upload_id: str, number: int, size: int | None, *,
                  expires_in: int, now: datetime) -> str:
-        """A presigned ``PUT`` of part ``number``, exactly ``size`` bytes long."""
+        """A presigned ``PUT`` of part ``number``, exactly ``size`` bytes long if given."""
         from storeroom.uploads._sigv4 import presign
 
         base, key_path = _s3_location(self.backend, self.config, path)
         config = self.config
+        headers = {"host": base.split("://", 1)[1]}
+        if size is not None:
+            headers["content-length"] = str(size)
         return presign(
-            method="PUT", url_base=base, key_path=key_path,
-            headers={"content-length": str(size), "host": base.split("://", 1)[1]},
+            method="PUT", url_base=base, key_path=key_path, headers=headers,
             query={"partNumber": str(number), "uploadId": upload_id},
             access_key=str(config["access_key_id"]),
             secret_key=str(config["secret_access_key"]),

@@ -52,6 +52,8 @@ __all__ = [
     "abort_async",
     "begin_resumable",
     "begin_resumable_async",
+    "finish",
+    "finish_async",
     "list_parts",
     "list_parts_async",
     "sign_part",
@@ -192,7 +194,7 @@ def _select(session_id: str) -> Any:
     return select(upload_sessions).where(upload_sessions.c.id == session_id)
 
 
-def _signed_part(row: Any, backend: StorageBackend, number: int, size: int,
+def _signed_part(row: Any, backend: StorageBackend, number: int, size: int | None,
                  expires_in: int) -> dict[str, Any]:
     problem = part_problem(number, size, row.size)
     if problem is not None:
@@ -202,12 +204,14 @@ def _signed_part(row: Any, backend: StorageBackend, number: int, size: int,
     return {"url": url, "headers": {}}
 
 
-def sign_part(session: Any, session_id: str, number: int, size: int, *,
+def sign_part(session: Any, session_id: str, number: int, size: int | None, *,
               expires_in: int = 900, registry: StorageRegistry | None = None
               ) -> dict[str, Any]:
     """The presigned ``PUT`` (``{"url", "headers"}``) of part ``number``, ``size`` bytes.
 
-    The part's length is signed: S3 refuses a body of another size. Raises
+    The part's length is signed: S3 refuses a body of another size. ``size=None`` (clients
+    that do not say, such as Uppy's Companion protocol) signs no length; the parts' sizes
+    are then checked when the upload is finished. Raises
     :class:`UploadRejected` (rule ``"part"``) for a number or size no part of the declared
     upload can have, :class:`UploadSessionInvalid` for a finished, expired or non-S3
     session.
@@ -218,7 +222,7 @@ def sign_part(session: Any, session_id: str, number: int, size: int, *,
     return _signed_part(row, backend, number, size, expires_in)
 
 
-async def sign_part_async(session: Any, session_id: str, number: int, size: int, *,
+async def sign_part_async(session: Any, session_id: str, number: int, size: int | None, *,
                           expires_in: int = 900, registry: StorageRegistry | None = None
                           ) -> dict[str, Any]:
     """Async form of :func:`sign_part` (signing is local: no store request)."""
@@ -273,3 +277,30 @@ async def abort_async(session: Any, session_id: str, *,
     _pending(row, session_id)
     await asyncio.to_thread(_drop, row, (registry or storages).get_backend(row.backend))
     await session.execute(upload_sessions.delete().where(upload_sessions.c.id == session_id))
+
+
+def _finish(row: Any, backend: StorageBackend) -> None:
+    from storeroom.uploads.sessions import finish_resumable
+
+    finish_resumable(backend, row)
+
+
+def finish(session: Any, session_id: str, *, registry: StorageRegistry | None = None) -> None:
+    """Complete session ``session_id``'s S3 multipart upload now, without verifying it.
+
+    For clients that end with a "complete" call of their own (Uppy's S3 plugin): the parts
+    are checked as :func:`~storeroom.uploads.complete` checks them, and
+    :func:`~storeroom.uploads.complete` still verifies size, type and checksum afterwards.
+    A tus session needs nothing here (the handler assembles it at the last byte).
+    """
+    row = session.execute(_select(session_id)).first()
+    _pending(row, session_id)
+    _finish(row, (registry or storages).get_backend(row.backend))
+
+
+async def finish_async(session: Any, session_id: str, *,
+                       registry: StorageRegistry | None = None) -> None:
+    """Async form of :func:`finish`."""
+    row = (await session.execute(_select(session_id))).first()
+    _pending(row, session_id)
+    await asyncio.to_thread(_finish, row, (registry or storages).get_backend(row.backend))

@@ -261,9 +261,14 @@ def _tus_state(verdict: Verdict) -> tus.TusState:
 def _assemble(verdict: Verdict, state: tus.TusState) -> tus.TusState:
     """Stream the parts, in order, into the upload's object; then drop them."""
     backend, grant = verdict.backend, verdict.grant
+    from storeroom.backends.transfer import _Relay
+
+    # The parts are read in a thread of their own: a sync obstore write cannot read a sync
+    # obstore stream inside its runtime (see _Relay).
     try:
-        backend.put(grant.path, tus_concat(backend, state.chain),
-                    content_type=grant.content_type, overwrite=False)
+        with _Relay(tus_concat(backend, state.chain)) as relay:
+            backend.put(grant.path, iter(relay), content_type=grant.content_type,
+                        overwrite=False)
     except ObjectExists:  # a concurrent request assembled it
         pass
     delete_tus_parts(backend, grant.path)
