@@ -19,6 +19,7 @@ raises :class:`~storeroom.errors.ConfigurationError` for them (single uploads st
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -236,8 +237,13 @@ TUS_PREFIX = "_uploads/tus"
 
 
 def tus_parts_prefix(path: str) -> str:
-    """Where the parts of a tus upload to ``path`` are kept until the last byte arrives."""
-    return f"{TUS_PREFIX}/{safe_path(path)}/"
+    """Where the parts of a tus upload to ``path`` are kept until the last byte arrives.
+
+    Named by a digest of the path: one folder per upload, whatever the path's length, and
+    nothing of the client's file name in it.
+    """
+    digest = hashlib.sha256(safe_path(path).encode()).hexdigest()[:40]
+    return f"{TUS_PREFIX}/{digest}/"
 
 
 @dataclass(frozen=True, slots=True)
