@@ -17,8 +17,8 @@ from storeroom.contrib.litestar import StoreroomPlugin, resumable_uploads
 from storeroom.demo.models import TeamFile
 from storeroom.demo.page import PAGE, UPLOADER
 from storeroom.demo.settings import ALLOWED_PATTERNS, DemoSettings, type_allowed
-from storeroom.orm import UUIDAuditBase
 from storeroom.errors import ConfigurationError
+from storeroom.orm import UUIDAuditBase
 from storeroom.signing import configure_signing
 from storeroom.uploads.multipart import resumable_protocol
 
