@@ -51,29 +51,34 @@ def _start_demo(data: Path, extra: dict[str, str]) -> tuple[subprocess.Popen[byt
 
 
 def _upload_with_a_cut(url: str, upload: Path, is_upload_request: Any,
-                       extra_flags: list[str]) -> int:
-    """Upload through the page, aborting the third upload request; return how many ran."""
+                       extra_flags: list[str]) -> dict[str, Any]:
+    """Upload through the page, aborting the third upload request.
+
+    Returns how many upload requests were made and every request after the cut.
+    """
     try:
         from playwright.sync_api import Route, sync_playwright
     except ImportError:
         require_service("Playwright", "the playwright package is not installed")
     if not Path(CHROMIUM).exists():
         require_service("Chromium", "install Debian's chromium package (make venv does)")
-    seen = {"requests": 0, "aborted": 0}
+    seen: dict[str, Any] = {"requests": 0, "aborted": 0, "after": []}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM,
                                              args=CHROMIUM_FLAGS + extra_flags)
         page = browser.new_page()
 
         def cut(route: Route) -> None:
-            if not is_upload_request(route.request):
+            request = route.request
+            if seen["aborted"]:
+                seen["after"].append(f"{request.method} {request.url.split('?')[0]}")
+            if not is_upload_request(request):
                 route.continue_()
                 return
             seen["requests"] += 1
             if seen["requests"] == 3 and not seen["aborted"]:
                 seen["aborted"] += 1
                 route.abort("connectionreset")
-                page.unroute("**/*", cut)  # the rest goes straight through
                 return
             route.continue_()
 
@@ -86,15 +91,16 @@ def _upload_with_a_cut(url: str, upload: Path, is_upload_request: Any,
         assert "200.0 MiB" in page.locator(f"tr[data-name='{upload.name}']").inner_text()
         browser.close()
     assert seen["aborted"] == 1
-    return seen["requests"]
+    return seen
 
 
 def test_resumable_upload_to_local_disk(tmp_path: Path, big_file: tuple[Path, str]) -> None:
     upload, digest = big_file
     process, url = _start_demo(tmp_path / "data", {})
+    seen: dict[str, Any] = {}
     try:
-        _upload_with_a_cut(url, upload,
-                           lambda request: request.method == "PATCH", [])
+        seen = _upload_with_a_cut(url, upload,
+                                  lambda request: request.method == "PATCH", [])
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -109,12 +115,17 @@ def test_resumable_upload_to_local_disk(tmp_path: Path, big_file: tuple[Path, st
     leftovers = [p for p in (tmp_path / "data" / "uploads" / "_uploads").rglob("*")
                  if p.is_file()]
     assert leftovers == []  # the tus parts were assembled and removed
+    # After the cut the client asked where to resume (HEAD), and no chunk went twice: one
+    # PATCH per 16 MiB chunk plus the one cut off.
+    assert seen["after"][0].startswith("HEAD ")
+    assert seen["requests"] == -(-SIZE // CHUNK) + 1
 
 
 @pytest.mark.s3
 def test_resumable_upload_to_s3(tmp_path: Path, big_file: tuple[Path, str],
                                 moto_server: Any, s3_bucket: str) -> None:
     upload, digest = big_file
+    seen: dict[str, Any] = {}
     client = moto_server.client()
     process, url = _start_demo(tmp_path / "data", {
         "STORAGE__PRIVATE__URL": f"s3://{s3_bucket}",
@@ -131,7 +142,7 @@ def test_resumable_upload_to_s3(tmp_path: Path, big_file: tuple[Path, str],
             "AllowedOrigins": [url], "AllowedMethods": ["PUT", "GET"],
             "AllowedHeaders": ["*"], "ExposeHeaders": ["ETag"]}]})
         endpoint = moto_server.endpoint
-        _upload_with_a_cut(
+        seen = _upload_with_a_cut(
             url, upload,
             lambda request: request.method == "PUT" and request.url.startswith(endpoint), [])
     finally:
@@ -144,3 +155,5 @@ def test_resumable_upload_to_s3(tmp_path: Path, big_file: tuple[Path, str],
         found.update(block)
     assert found.hexdigest() == digest
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+    # The part cut off was sent again (Uppy's retry), and no other part went twice.
+    assert seen["requests"] == -(-SIZE // CHUNK) + 1
