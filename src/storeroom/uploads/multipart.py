@@ -36,6 +36,8 @@ __all__ = [
     "MAX_PART_SIZE",
     "MIN_PART_SIZE",
     "PartInfo",
+    "AzureBlocks",
+    "PartRules",
     "S3Multipart",
     "TusPart",
     "part_problem",
@@ -55,21 +57,33 @@ MAX_PARTS = 10_000
 
 
 def resumable_protocol(backend: StorageBackend) -> str:
-    """``"tus"`` or ``"s3-multipart"``: how ``backend`` takes a resumable upload.
+    """``"tus"``, ``"s3-multipart"`` or ``"azure-blocks"``: how ``backend`` takes a
+    resumable upload.
 
-    Raises :class:`ConfigurationError` for stores without one here (Azure, GCS, S3 without
-    static keys, stores without any signer).
+    Raises :class:`ConfigurationError` for stores without one here (GCS, S3 without static
+    keys, Azure without an account key, stores without any signer).
     """
     if _hmac_signer(backend) is not None:
         return "tus"
     if _s3_credentials(backend) is not None:
         return "s3-multipart"
+    if _azure_account(backend) is not None:
+        return "azure-blocks"
     raise ConfigurationError(
         f"backend {backend.key!r} ({getattr(backend, 'kind', 'unknown')} store) has no "
         "resumable upload protocol in storeroom: resumable uploads need storeroom's HMAC "
-        "handler (local disk, memory, fsspec: configure_signing) or S3 with static keys; "
-        "use uploads.begin for a single upload"
+        "handler (local disk, memory, fsspec: configure_signing), S3 with static keys or "
+        "Azure with an account key; use uploads.begin for a single upload"
     )
+
+
+def _azure_account(backend: StorageBackend) -> dict[str, Any] | None:
+    if getattr(backend, "kind", None) != "azure":
+        return None
+    config = dict(getattr(getattr(backend, "store", None), "config", None) or {})
+    if not config.get("account_name") or not config.get("account_key"):
+        return None
+    return config
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,42 +99,57 @@ class PartInfo:
         return {"PartNumber": self.number, "Size": self.size, "ETag": self.etag}
 
 
-def part_problem(number: int, size: int | None, declared: int) -> str | None:
+@dataclass(frozen=True, slots=True)
+class PartRules:
+    """A store's rules for parts: smallest (all but the last), largest, how many."""
+
+    store: str
+    min_size: int
+    max_size: int
+    max_parts: int
+
+
+S3_PARTS = PartRules("S3", MIN_PART_SIZE, MAX_PART_SIZE, MAX_PARTS)
+AZURE_BLOCKS = PartRules("Azure", 1, 4000 * 2**20, 50_000)
+
+
+def part_problem(number: int, size: int | None, declared: int,
+                 rules: PartRules = S3_PARTS) -> str | None:
     """Why a part of ``size`` bytes numbered ``number`` cannot belong to a ``declared`` upload.
 
-    The limits are checked per part when its URL is signed (the length is signed too): a
-    part is at most 5 GiB and at most the declared size, and its number is one S3 accepts
-    and that the declared size can reach with parts of S3's smallest size.
+    The limits are checked per part when its URL is signed (S3 signs the length too): a
+    part is at most the store's largest and at most the declared size, and its number is
+    one the store accepts and that the declared size can reach with parts of the store's
+    smallest size.
     """
-    most = max(1, math.ceil(declared / MIN_PART_SIZE))
-    if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= min(
-        MAX_PARTS, most
-    ):
+    most = min(rules.max_parts, max(1, math.ceil(declared / rules.min_size)))
+    if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= most:
         return (f"part number {number!r} is out of range: a {declared}-byte upload has parts "
-                f"1 to {min(MAX_PARTS, most)}")
+                f"1 to {most}")
     if size is None:
         return None
     if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= min(
-        MAX_PART_SIZE, declared
+        rules.max_size, declared
     ):
-        return (f"part size {size!r} is out of range: 1 to {min(MAX_PART_SIZE, declared)} "
+        return (f"part size {size!r} is out of range: 1 to {min(rules.max_size, declared)} "
                 "bytes")
     return None
 
 
-def parts_problem(parts: list[PartInfo], declared: int) -> str | None:
+def parts_problem(parts: list[PartInfo], declared: int, rules: PartRules = S3_PARTS
+                  ) -> str | None:
     """Why the stored ``parts`` do not make exactly the declared upload (None: they do)."""
     if not parts:
         return "no parts were uploaded"
     numbers = [part.number for part in parts]
     if numbers != list(range(1, len(parts) + 1)):
         return f"parts {numbers} are not numbered 1 to {len(parts)} without a gap"
-    large = [part.number for part in parts if part.size > MAX_PART_SIZE]
+    large = [part.number for part in parts if part.size > rules.max_size]
     if large:
-        return f"parts {large} are over S3's maximum of {MAX_PART_SIZE} bytes"
-    small = [part.number for part in parts[:-1] if part.size < MIN_PART_SIZE]
+        return f"parts {large} are over {rules.store}'s maximum of {rules.max_size} bytes"
+    small = [part.number for part in parts[:-1] if part.size < rules.min_size]
     if small:
-        return f"parts {small} are under S3's minimum of {MIN_PART_SIZE} bytes"
+        return f"parts {small} are under {rules.store}'s minimum of {rules.min_size} bytes"
     total = sum(part.size for part in parts)
     if total != declared:
         return f"the parts hold {total} bytes but {declared} were declared"
@@ -229,6 +258,100 @@ class S3Multipart:
         except client.exceptions.NoSuchUpload:
             return False
         return True
+
+
+class AzureBlocks:
+    """An Azure backend's block-blob calls: SAS URLs for Put Block, the block list for the rest.
+
+    Blocks are named ``base64("000001")`` .. by part number (Azure wants ids of one length).
+    The server lists the uncommitted blocks (to resume and to check them) and commits them
+    with Put Block List; an abandoned upload's blocks are dropped by committing an empty
+    list and deleting that empty blob.
+    """
+
+    rules = AZURE_BLOCKS
+
+    def __init__(self, backend: StorageBackend) -> None:
+        config = _azure_account(backend)
+        if config is None:
+            raise ConfigurationError(
+                f"backend {backend.key!r} is not Azure with an account key")
+        self.backend = backend
+        self.config = config
+        prefix = (getattr(backend.store, "prefix", None) or "").strip("/")  # type: ignore[attr-defined]
+        self.prefix = f"{prefix}/" if prefix else ""
+
+    @staticmethod
+    def block_id(number: int) -> str:
+        """The block id of part ``number`` (base64 of six digits)."""
+        import base64
+
+        return base64.b64encode(f"{number:06d}".encode()).decode()
+
+    def _blob(self, path: str) -> Any:
+        try:
+            from azure.storage.blob import BlobClient
+        except ImportError as exc:  # pragma: no cover - the azure extra brings it
+            raise ConfigurationError(
+                "Azure block upload sessions need azure-storage-blob: pip install "
+                "'storeroom[azure]'") from exc
+        config = self.config
+        account = str(config["account_name"])
+        endpoint = str(config.get("endpoint") or f"https://{account}.blob.core.windows.net")
+        return BlobClient(account_url=endpoint, container_name=str(config["container_name"]),
+                          blob_name=self.prefix + safe_path(path),
+                          credential={"account_name": account,
+                                      "account_key": str(config["account_key"])})
+
+    def part_url(self, path: str, number: int, *, expires_in: int) -> str:
+        """A SAS URL for Put Block of part ``number`` (send it with ``PUT``)."""
+        from urllib.parse import quote
+
+        url = self.backend.sign(path, expires_in=expires_in, for_upload=True)
+        return f"{url}&comp=block&blockid={quote(self.block_id(number), safe='')}"
+
+    def parts(self, path: str) -> list[PartInfo]:
+        """The uncommitted blocks, as parts in order (unknown ids are left out)."""
+        import base64
+
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            _, uncommitted = self._blob(path).get_block_list("uncommitted")
+        except ResourceNotFoundError:
+            return []
+        found = []
+        for block in uncommitted:
+            try:
+                name = block.id
+                if not name.isdigit():
+                    name = base64.b64decode(name).decode()
+                found.append(PartInfo(int(name), int(block.size), block.id))
+            except (ValueError, UnicodeDecodeError):
+                continue
+        return sorted(found, key=lambda part: part.number)
+
+    def finish(self, path: str, parts: list[PartInfo], content_type: str) -> None:
+        """Put Block List: commit ``parts`` in order as the blob."""
+        from azure.storage.blob import BlobBlock, ContentSettings
+
+        self._blob(path).commit_block_list(
+            # The SDK base64-encodes ids itself: hand it the six digits.
+            [BlobBlock(block_id=f"{part.number:06d}") for part in parts],
+            content_settings=ContentSettings(content_type=content_type))
+
+    def abort(self, path: str) -> None:
+        """Drop the uncommitted blocks (commit an empty list, delete that blob)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if not self.parts(path):
+            return
+        blob = self._blob(path)
+        blob.commit_block_list([])
+        try:
+            blob.delete_blob()
+        except ResourceNotFoundError:
+            pass
 
 
 # -- tus parts ------------------------------------------------------------------------------

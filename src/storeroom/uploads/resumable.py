@@ -29,6 +29,8 @@ from sqlalchemy import select
 from storeroom.backends.base import StorageBackend
 from storeroom.registry import StorageRegistry, storages
 from storeroom.uploads.multipart import (
+    S3_PARTS,
+    AzureBlocks,
     PartInfo,
     S3Multipart,
     delete_tus_parts,
@@ -68,8 +70,9 @@ DEFAULT_RESUMABLE_TTL = 24 * 3600
 class ResumableTarget:
     """What :func:`begin_resumable` returns.
 
-    ``protocol`` is ``"tus"`` (send the file with a tus 1.0 client to ``endpoint``) or
-    ``"s3-multipart"`` (ask :func:`sign_part` for each part; ``part_size`` is a good size).
+    ``protocol`` is ``"tus"`` (send the file with a tus 1.0 client to ``endpoint``),
+    ``"s3-multipart"`` or ``"azure-blocks"`` (ask :func:`sign_part` for each part's URL and
+    ``PUT`` it there; ``part_size`` is a good size).
     """
 
     id: str
@@ -105,9 +108,12 @@ def _resumable_plan(
     plan = _plan(destination, filename, content_type, size, limits or UploadLimits(),
                  expires_in, registry)
     protocol = resumable_protocol(plan.backend)
-    # The server completes a multipart upload (once) and the tus handler writes create-only:
-    # either way the final path is written once, so no staging copy.
-    plan.row["upload_path"] = plan.row["path"]
+    if protocol != "azure-blocks":
+        # The server completes a multipart upload (once) and the tus handler writes
+        # create-only: either way the final path is written once, so no staging copy. An
+        # Azure SAS that allows Put Block allows a whole Put Blob too: staged, as single
+        # uploads are, and copied on completion.
+        plan.row["upload_path"] = plan.row["path"]
     plan.row["protocol"] = protocol
     return plan, protocol
 
@@ -133,6 +139,8 @@ def _start(plan: _Plan, protocol: str, expires_in: int) -> str | None:
     """The store-side start (I/O for S3): the tus endpoint or the multipart upload id."""
     if protocol == "tus":
         return _tus_endpoint(plan, expires_in)
+    if protocol == "azure-blocks":
+        return None  # blocks need no start
     plan.row["upload_id"] = S3Multipart(plan.backend).create(
         plan.row["upload_path"], plan.row["content_type"])
     return None
@@ -182,12 +190,15 @@ async def begin_resumable_async(
 
 # -- parts ----------------------------------------------------------------------------------
 
+_PARTED = ("s3-multipart", "azure-blocks")
+
+
 def _pending(row: Any, session_id: str, protocol: str | None = None) -> None:
     _usable(row, session_id, _now())
-    if row.protocol is None or (protocol is not None and row.protocol != protocol):
+    if row.protocol is None or (protocol is not None and row.protocol not in _PARTED):
         raise UploadSessionInvalid(
             f"upload session {session_id!r} is a {row.protocol or 'single'} upload, "
-            f"not {protocol or 'a resumable one'}")
+            f"not {'one sent in parts' if protocol else 'a resumable one'}")
 
 
 def _select(session_id: str) -> Any:
@@ -196,9 +207,13 @@ def _select(session_id: str) -> Any:
 
 def _signed_part(row: Any, backend: StorageBackend, number: int, size: int | None,
                  expires_in: int) -> dict[str, Any]:
-    problem = part_problem(number, size, row.size)
+    rules = AzureBlocks.rules if row.protocol == "azure-blocks" else S3_PARTS
+    problem = part_problem(number, size, row.size, rules)
     if problem is not None:
         raise UploadRejected(f"session {row.id!r}: {problem}", rule="part", value=(number, size))
+    if row.protocol == "azure-blocks":
+        return {"url": AzureBlocks(backend).part_url(row.upload_path, number,
+                                                     expires_in=expires_in), "headers": {}}
     url = S3Multipart(backend).part_url(row.upload_path, row.upload_id, number, size,
                                         expires_in=expires_in, now=_now())
     return {"url": url, "headers": {}}
@@ -213,11 +228,12 @@ def sign_part(session: Any, session_id: str, number: int, size: int | None, *,
     that do not say, such as Uppy's Companion protocol) signs no length; the parts' sizes
     are then checked when the upload is finished. Raises
     :class:`UploadRejected` (rule ``"part"``) for a number or size no part of the declared
-    upload can have, :class:`UploadSessionInvalid` for a finished, expired or non-S3
-    session.
+    upload can have, :class:`UploadSessionInvalid` for a finished or expired session or one
+    not sent in parts (tus, single). Azure signs no length: its blocks' sizes are checked
+    when the upload is finished.
     """
     row = session.execute(_select(session_id)).first()
-    _pending(row, session_id, "s3-multipart")
+    _pending(row, session_id, "parts")
     backend = (registry or storages).get_backend(row.backend)
     return _signed_part(row, backend, number, size, expires_in)
 
@@ -227,12 +243,14 @@ async def sign_part_async(session: Any, session_id: str, number: int, size: int 
                           ) -> dict[str, Any]:
     """Async form of :func:`sign_part` (signing is local: no store request)."""
     row = (await session.execute(_select(session_id))).first()
-    _pending(row, session_id, "s3-multipart")
+    _pending(row, session_id, "parts")
     backend = (registry or storages).get_backend(row.backend)
     return _signed_part(row, backend, number, size, expires_in)
 
 
 def _parts(row: Any, backend: StorageBackend) -> list[PartInfo]:
+    if row.protocol == "azure-blocks":
+        return AzureBlocks(backend).parts(row.upload_path)
     return S3Multipart(backend).parts(row.upload_path, row.upload_id)
 
 
@@ -240,7 +258,7 @@ def list_parts(session: Any, session_id: str, *, registry: StorageRegistry | Non
                ) -> list[PartInfo]:
     """The parts S3 already holds for session ``session_id`` (a client resumes after them)."""
     row = session.execute(_select(session_id)).first()
-    _pending(row, session_id, "s3-multipart")
+    _pending(row, session_id, "parts")
     return _parts(row, (registry or storages).get_backend(row.backend))
 
 
@@ -248,7 +266,7 @@ async def list_parts_async(session: Any, session_id: str, *,
                            registry: StorageRegistry | None = None) -> list[PartInfo]:
     """Async form of :func:`list_parts`."""
     row = (await session.execute(_select(session_id))).first()
-    _pending(row, session_id, "s3-multipart")
+    _pending(row, session_id, "parts")
     return await asyncio.to_thread(_parts, row, (registry or storages).get_backend(row.backend))
 
 
@@ -258,8 +276,9 @@ def _drop(row: Any, backend: StorageBackend) -> None:
     abandon_resumable(backend, row)
     if row.protocol == "tus":
         delete_tus_parts(backend, row.upload_path)
-        if backend.exists(row.upload_path):
-            backend.delete(row.upload_path)
+    # A pending session's object (assembled, committed or completed by a client) is nobody's.
+    if backend.exists(row.upload_path):
+        backend.delete(row.upload_path)
 
 
 def abort(session: Any, session_id: str, *, registry: StorageRegistry | None = None) -> None:

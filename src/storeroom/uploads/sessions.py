@@ -67,7 +67,11 @@ def finish_resumable(backend: StorageBackend, row: Any) -> None:
     no longer open (completed by an earlier attempt whose transaction rolled back) is left
     to the object check that follows.
     """
-    if getattr(row, "protocol", None) != "s3-multipart":
+    protocol = getattr(row, "protocol", None)
+    if protocol == "azure-blocks":
+        _finish_azure(backend, row)
+        return
+    if protocol != "s3-multipart":
         return
     from storeroom.uploads.multipart import S3Multipart, parts_problem
 
@@ -83,6 +87,21 @@ def finish_resumable(backend: StorageBackend, row: Any) -> None:
     store.finish(row.upload_path, row.upload_id, parts)
 
 
+def _finish_azure(backend: StorageBackend, row: Any) -> None:
+    from storeroom.uploads.multipart import AzureBlocks, parts_problem
+
+    store = AzureBlocks(backend)
+    parts = store.parts(row.upload_path)
+    if not parts:  # committed by an earlier attempt, or nothing sent: the object check tells
+        return
+    problem = parts_problem(parts, row.size, store.rules)
+    if problem is not None:
+        store.abort(row.upload_path)
+        raise UploadRejected(f"session {row.id!r}: {problem}", rule="parts",
+                             value=[part.to_dict() for part in parts])
+    store.finish(row.upload_path, parts, row.content_type)
+
+
 def abandon_resumable(backend: StorageBackend, row: Any) -> None:
     """Drop what a pending resumable session left at the store (parts, multipart upload)."""
     protocol = getattr(row, "protocol", None)
@@ -90,6 +109,10 @@ def abandon_resumable(backend: StorageBackend, row: Any) -> None:
         from storeroom.uploads.multipart import S3Multipart
 
         S3Multipart(backend).abort(row.upload_path, row.upload_id)
+    elif protocol == "azure-blocks":
+        from storeroom.uploads.multipart import AzureBlocks
+
+        AzureBlocks(backend).abort(row.upload_path)
     elif protocol == "tus":
         from storeroom.uploads.multipart import delete_tus_parts
 
