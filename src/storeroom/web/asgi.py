@@ -17,8 +17,8 @@ from storeroom.cors import CorsRules
 from storeroom.errors import ObjectExists, ObjectNotFound
 from storeroom.registry import StorageRegistry, storages
 from storeroom.uploads.multipart import (
+    assemble_async,
     delete_tus_parts_async,
-    tus_concat_async,
     tus_part_path,
     tus_parts_async,
 )
@@ -276,7 +276,6 @@ async def _assemble(verdict: Verdict, state: tus.TusState) -> tus.TusState:
     """Stream the parts, in order, into the upload's object; then drop them."""
     backend, grant = verdict.backend, verdict.grant
     with contextlib.suppress(ObjectExists):  # a concurrent request assembled it
-        await backend.put_async(grant.path, tus_concat_async(backend, state.chain),
-                                content_type=grant.content_type, overwrite=False)
+        await assemble_async(backend, grant.path, state.chain, grant.content_type)
     await delete_tus_parts_async(backend, grant.path)
     return await _tus_state(verdict)

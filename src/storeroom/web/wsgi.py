@@ -12,8 +12,8 @@ from storeroom.cors import CorsRules
 from storeroom.errors import ObjectExists, ObjectNotFound
 from storeroom.registry import StorageRegistry, storages
 from storeroom.uploads.multipart import (
+    assemble,
     delete_tus_parts,
-    tus_concat,
     tus_part_path,
     tus_parts,
 )
@@ -266,9 +266,7 @@ def _assemble(verdict: Verdict, state: tus.TusState) -> tus.TusState:
     # The parts are read in a thread of their own: a sync obstore write cannot read a sync
     # obstore stream inside its runtime (see _Relay).
     try:
-        with _Relay(tus_concat(backend, state.chain)) as relay:
-            backend.put(grant.path, iter(relay), content_type=grant.content_type,
-                        overwrite=False)
+        assemble(backend, grant.path, state.chain, grant.content_type, relay=_Relay)
     except ObjectExists:  # a concurrent request assembled it
         pass
     delete_tus_parts(backend, grant.path)
