@@ -22,11 +22,11 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from storeroom.backends.base import ObjectInfo, StorageBackend
+from storeroom.backends.base import ObjectInfo, PutResult, StorageBackend
 from storeroom.errors import ConfigurationError, ObjectNotFound
 from storeroom.paths import safe_path
 from storeroom.uploads.targets import _hmac_signer, _s3_credentials, _s3_location
@@ -465,71 +465,99 @@ async def delete_tus_parts_async(backend: StorageBackend, path: str) -> None:
             pass
 
 
-# -- assembling a tus upload ----------------------------------------------------------------
+# -- create-only writes that stream ---------------------------------------------------------
 #
 # A create-only write of a large body (``overwrite=False``) is one conditional PUT on
 # obstore stores, which holds the whole body in memory (measured: the server grew by the
-# file's size). So on obstore stores the parts are streamed (multipart) into a scratch
-# object next to them, which is then copied to the upload's path with obstore's
-# copy-if-not-exists (a hard link on local disk): create-only, and flat in memory.
+# body's size). So on obstore stores the body is streamed (multipart) into a scratch object,
+# which is then copied to its path with obstore's copy-if-not-exists (a hard link on local
+# disk): still create-only, and flat in memory. Other backends write create-only directly.
 
 
 def _native_store(backend: StorageBackend) -> Any:
     from storeroom.backends.obstore import ObstoreBackend
 
-    return backend.store if isinstance(backend, ObstoreBackend) else None
+    if isinstance(backend, ObstoreBackend) and getattr(backend, "kind", None) in (
+        "local", "memory"
+    ):
+        return backend.store
+    return None
 
 
-def _scratch(path: str) -> str:
-    return f"{tus_parts_prefix(path)}assembled"
+def _scratch() -> str:
+    import uuid
+
+    return f"{TUS_PREFIX}/scratch/{uuid.uuid4().hex}"
 
 
-def assemble(backend: StorageBackend, path: str, chain: list[TusPart],
-             content_type: str | None, relay: Any = None) -> None:
-    """Stream ``chain``'s parts, in order, into a new object at ``path`` (create-only).
+def put_create_only(backend: StorageBackend, path: str, chunks: Iterator[bytes], *,
+                    content_type: str | None = None, checksum: str | None = "sha256",
+                    relay: Any = None) -> PutResult:
+    """Stream ``chunks`` into a new object at ``path``; :class:`ObjectExists` if one is there.
 
-    Raises :class:`~storeroom.errors.ObjectExists` when ``path`` already holds an object.
-    ``relay`` wraps the parts' stream for a sync write (see ``storeroom.backends.transfer``).
+    ``relay`` wraps ``chunks`` for the write when they are read from an obstore stream
+    (a sync obstore write cannot read one: see ``storeroom.backends.transfer._Relay``).
     """
     import obstore
 
     from storeroom.errors import ObjectExists
 
     store = _native_store(backend)
-    target = _scratch(path) if store is not None else path
-    chunks = tus_concat(backend, chain)
+    target = _scratch() if store is not None else path
+
+    def write(body: Iterator[bytes]) -> PutResult:
+        return backend.put(target, body, content_type=content_type, checksum=checksum,
+                           overwrite=store is not None)
+
     if relay is not None:
         with relay(chunks) as relayed:
-            backend.put(target, iter(relayed), content_type=content_type,
-                        overwrite=store is not None)
+            result = write(iter(relayed))
     else:
-        backend.put(target, chunks, content_type=content_type, overwrite=store is not None)
+        result = write(chunks)
     if store is None:
-        return
+        return result
     try:
         obstore.copy(store, target, safe_path(path), overwrite=False)
     except obstore.exceptions.AlreadyExistsError:
         raise ObjectExists(f"an object already exists at {path!r}") from None
     finally:
         backend.delete(target)
+    return replace(result, path=path)
 
 
-async def assemble_async(backend: StorageBackend, path: str, chain: list[TusPart],
-                         content_type: str | None) -> None:
-    """Async form of :func:`assemble`."""
+async def put_create_only_async(backend: StorageBackend, path: str,
+                                chunks: AsyncIterator[bytes], *,
+                                content_type: str | None = None,
+                                checksum: str | None = "sha256") -> PutResult:
+    """Async form of :func:`put_create_only`."""
     import obstore
 
     from storeroom.errors import ObjectExists
 
     store = _native_store(backend)
-    target = _scratch(path) if store is not None else path
-    await backend.put_async(target, tus_concat_async(backend, chain),
-                            content_type=content_type, overwrite=store is not None)
+    target = _scratch() if store is not None else path
+    result = await backend.put_async(target, chunks, content_type=content_type,
+                                     checksum=checksum, overwrite=store is not None)
     if store is None:
-        return
+        return result
     try:
         await obstore.copy_async(store, target, safe_path(path), overwrite=False)
     except obstore.exceptions.AlreadyExistsError:
         raise ObjectExists(f"an object already exists at {path!r}") from None
     finally:
         await backend.delete_async(target)
+    return replace(result, path=path)
+
+
+def assemble(backend: StorageBackend, path: str, chain: list[TusPart],
+             content_type: str | None, relay: Any = None) -> None:
+    """Stream ``chain``'s parts, in order, into a new object at ``path`` (create-only)."""
+    put_create_only(backend, path, tus_concat(backend, chain), content_type=content_type,
+                    relay=relay)
+
+
+async def assemble_async(backend: StorageBackend, path: str, chain: list[TusPart],
+                         content_type: str | None) -> None:
+    """Async form of :func:`assemble`."""
+    await put_create_only_async(backend, path, tus_concat_async(backend, chain),
+                                content_type=content_type)

@@ -19,6 +19,7 @@ from storeroom.registry import StorageRegistry, storages
 from storeroom.uploads.multipart import (
     assemble_async,
     delete_tus_parts_async,
+    put_create_only_async,
     tus_part_path,
     tus_parts_async,
 )
@@ -168,10 +169,9 @@ class SignedUrlApp:
                     return
 
         try:
-            result = await verdict.backend.put_async(
-                grant.path, body(), content_type=upload_content_type(grant, headers),
-                overwrite=False,
-            )
+            result = await put_create_only_async(
+                verdict.backend, grant.path, body(),
+                content_type=upload_content_type(grant, headers))
         except UploadTooLarge as exc:
             await _send_reply(send, Reply.text(413, str(exc), verdict.cors))
             return
@@ -244,7 +244,7 @@ class SignedUrlApp:
 
         part = tus_part_path(grant.path, state.offset)
         try:
-            result = await backend.put_async(part, body(), overwrite=False, checksum=None)
+            result = await put_create_only_async(backend, part, body(), checksum=None)
         except UploadTooLarge as exc:
             await _send_reply(send, Reply.text(413, str(exc), extra))
             return

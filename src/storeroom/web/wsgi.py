@@ -14,6 +14,7 @@ from storeroom.registry import StorageRegistry, storages
 from storeroom.uploads.multipart import (
     assemble,
     delete_tus_parts,
+    put_create_only,
     tus_part_path,
     tus_parts,
 )
@@ -158,10 +159,8 @@ class SignedUrlWsgiApp:
             check_complete(seen, declared)
 
         try:
-            result = verdict.backend.put(
-                grant.path, body(), content_type=upload_content_type(grant, headers),
-                overwrite=False,
-            )
+            result = put_create_only(verdict.backend, grant.path, body(),
+                                     content_type=upload_content_type(grant, headers))
         except UploadTooLarge as exc:
             return self._reply(start_response, Reply.text(413, str(exc), verdict.cors))
         except ObjectExists:
@@ -233,7 +232,7 @@ class SignedUrlWsgiApp:
 
         part = tus_part_path(grant.path, state.offset)
         try:
-            result = backend.put(part, body(), overwrite=False, checksum=None)
+            result = put_create_only(backend, part, body(), checksum=None)
         except UploadTooLarge as exc:
             return self._reply(start_response, Reply.text(413, str(exc), extra))
         except ObjectExists:
