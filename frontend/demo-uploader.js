@@ -13,23 +13,32 @@ import AwsS3 from '@uppy/aws-s3'
 import Tus from '@uppy/tus'
 
 const CHUNK = 16 * 1024 * 1024
+const SAVED = 'storeroom-upload:'
 
 export function createUploader ({ protocol, endpoint, onProgress, retries = 5 }) {
   const uppy = new Uppy({ autoProceed: false, allowMultipleUploadBatches: true })
   if (protocol === 'tus') {
     uppy.use(Tus, { endpoint: '', chunkSize: CHUNK, retryDelays: [200, 500, 1000, 2000, 3000],
       removeFingerprintOnSuccess: true })
+    // The session is remembered per file (Uppy's file id: name, type, size, date), so after
+    // a page reload the same file resumes: tus-js-client finds its upload URL for the same
+    // endpoint and asks HEAD where to carry on.
     uppy.addPreProcessor(async (fileIDs) => {
       for (const id of fileIDs) {
         const file = uppy.getFile(id)
-        const begun = await fetch(`${endpoint}/resumable`, {
-          method: 'POST', headers: { 'Content-Type': 'application/json' },
-          body: JSON.stringify({ filename: file.name, type: file.type || 'application/octet-stream', size: file.size })
-        })
-        const body = await begun.json()
-        if (!begun.ok) throw new Error(body.error || begun.statusText)
-        uppy.setFileState(id, { tus: { endpoint: body.endpoint } })
-        uppy.setFileMeta(id, { session: body.id })
+        let session = JSON.parse(localStorage.getItem(SAVED + id) || 'null')
+        if (!session) {
+          const begun = await fetch(`${endpoint}/resumable`, {
+            method: 'POST', headers: { 'Content-Type': 'application/json' },
+            body: JSON.stringify({ filename: file.name, type: file.type || 'application/octet-stream', size: file.size })
+          })
+          const body = await begun.json()
+          if (!begun.ok) throw new Error(body.error || begun.statusText)
+          session = { id: body.id, endpoint: body.endpoint }
+          localStorage.setItem(SAVED + id, JSON.stringify(session))
+        }
+        uppy.setFileState(id, { tus: { endpoint: session.endpoint } })
+        uppy.setFileMeta(id, { session: session.id })
       }
     })
   } else {
@@ -52,6 +61,7 @@ export function createUploader ({ protocol, endpoint, onProgress, retries = 5 })
       await new Promise((resolve) => setTimeout(resolve, 500 * (attempt + 1)))
       result = await uppy.retryUpload(id)
     }
+    localStorage.removeItem(SAVED + id) // finished or failed: the next try begins anew
     if (!result || result.failed?.length) {
       throw new Error(result?.failed?.[0]?.error || 'the upload failed')
     }

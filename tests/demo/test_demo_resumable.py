@@ -121,6 +121,57 @@ def test_resumable_upload_to_local_disk(tmp_path: Path, big_file: tuple[Path, st
     assert seen["requests"] == -(-SIZE // CHUNK) + 1
 
 
+def test_upload_resumes_after_a_page_reload(tmp_path: Path,
+                                          big_file: tuple[Path, str]) -> None:
+    """Reload the page mid-upload, choose the same file again: it carries on (tus)."""
+    try:
+        from playwright.sync_api import Request, sync_playwright
+    except ImportError:
+        require_service("Playwright", "the playwright package is not installed")
+    if not Path(CHROMIUM).exists():
+        require_service("Chromium", "install Debian's chromium package (make venv does)")
+    upload, digest = big_file
+    process, url = _start_demo(tmp_path / "data", {})
+    patches: list[str] = []
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page()
+
+            def record(request: Request) -> None:
+                if request.method in ("PATCH", "HEAD"):
+                    patches.append(request.method)
+
+            page.on("request", record)
+            page.goto(url)
+            page.set_input_files("#file", str(upload))
+            page.click("#upload")
+            page.wait_for_function("document.getElementById('progress').value >= 40",
+                                   timeout=120_000)
+            page.reload()  # the upload in flight is lost with the page
+            page.wait_for_selector("text=No files yet.")
+            sent_before = patches.count("PATCH")
+            page.set_input_files("#file", str(upload))
+            page.click("#upload")
+            page.wait_for_selector(f"#message.ok >> text={upload.name} uploaded.",
+                                   timeout=240_000)
+            browser.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    chunks = -(-SIZE // CHUNK)
+    # The second page asked where to resume and sent only the rest.
+    assert "HEAD" in patches[patches.index("PATCH"):]
+    assert patches.count("PATCH") - sent_before < chunks
+    stored = [p for p in (tmp_path / "data" / "uploads" / "team_file").rglob("*")
+              if p.is_file()]
+    found = hashlib.sha256()
+    with stored[0].open("rb") as handle:
+        while block := handle.read(2**20):
+            found.update(block)
+    assert len(stored) == 1 and found.hexdigest() == digest
+
+
 @pytest.mark.s3
 def test_resumable_upload_to_s3(tmp_path: Path, big_file: tuple[Path, str],
                                 moto_server: Any, s3_bucket: str) -> None:
