@@ -277,3 +277,18 @@ async def test_gc_and_abort_remove_parts(tus: Tus) -> None:
     tus.db.commit()
     assert removed == 1
     assert list(tus.backend.list(tus_parts_prefix(kept.path).rstrip("/"))) == []
+
+
+async def test_replayed_single_put_is_refused_without_leftovers(tus: Tus) -> None:
+    """Create-only writes stream through a scratch object on local disk; a refused one
+    (the object exists) leaves nothing behind."""
+    from storeroom.uploads.multipart import TUS_PREFIX
+
+    target = tus.begin()
+    assert target.endpoint is not None
+    put = {"Content-Type": "application/pdf"}
+    assert (await tus("PUT", target.endpoint, headers=put, content=BODY)).status_code == 200
+    replay = await tus("PUT", target.endpoint, headers=put, content=BODY)
+    assert replay.status_code == 409
+    assert tus.backend.get(target.path) == BODY
+    assert list(tus.backend.list(f"{TUS_PREFIX}/scratch")) == []
