@@ -25,9 +25,10 @@ from storeroom.file import FileObject
 from storeroom.registry import StorageRegistry, storages
 from storeroom.web.asgi import SignedUrlApp
 from storeroom.web.files import abody, aread_head, plan_file_response_async, upload_target
+from storeroom.web.resumable import ResumableConfig, ResumableUploadsApp
 
-__all__ = ["file_response", "get_storages", "save_upload", "signed_url_router",
-           "storeroom_lifespan"]
+__all__ = ["file_response", "get_storages", "resumable_upload_router", "save_upload",
+           "signed_url_router", "storeroom_lifespan"]
 
 
 def storeroom_lifespan(
@@ -96,3 +97,24 @@ async def file_response(
     return StreamingResponse(abody(file, plan), status_code=plan.status,
                              headers=response_headers,
                              media_type=response_headers.get("content-type"))
+
+
+def resumable_upload_router(
+    sessions: Any,
+    destination: Any,
+    *,
+    path: str = "/uploads",
+    limits: Any = None,
+    **options: Any,
+) -> APIRouter:
+    """An APIRouter serving resumable upload sessions under ``path``.
+
+    ``sessions`` is an ``async_sessionmaker``; the other arguments are those of
+    :class:`storeroom.web.resumable.ResumableConfig`::
+
+        app.include_router(resumable_upload_router(sessions, Document.file, limits=limits))
+    """
+    router = APIRouter()
+    app = ResumableUploadsApp(sessions, ResumableConfig(destination, limits, **options))
+    router.routes.append(Mount(path, app=app))
+    return router

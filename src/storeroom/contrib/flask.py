@@ -26,9 +26,10 @@ from storeroom.cors import CorsRules
 from storeroom.file import FileObject
 from storeroom.registry import StorageRegistry, storages
 from storeroom.web.files import body, plan_file_response, read_head, upload_target
+from storeroom.web.resumable import ResumableConfig, ResumableUploadsWsgiApp
 from storeroom.web.wsgi import SignedUrlWsgiApp
 
-__all__ = ["Storeroom", "file_response", "save_upload"]
+__all__ = ["Storeroom", "file_response", "resumable_upload_blueprint", "save_upload"]
 
 
 class Storeroom:
@@ -69,7 +70,8 @@ class Storeroom:
 
         blueprint.add_url_rule(
             "/<path:subpath>", "signed_url", serve,
-            methods=["GET", "HEAD", "PUT", "OPTIONS"], provide_automatic_options=False,
+            methods=["GET", "HEAD", "PUT", "OPTIONS", "POST", "PATCH", "DELETE"],  # tus
+            provide_automatic_options=False,
         )
         app.register_blueprint(blueprint)
         app.extensions["storeroom"] = self
@@ -103,3 +105,31 @@ def file_response(
     plan = plan_file_response(file, dict(headers or {}), attachment=attachment)
     return Response(body(file, plan), status=plan.status, headers=plan.headers,
                     direct_passthrough=True)
+
+
+def resumable_upload_blueprint(
+    sessions: Any,
+    destination: Any,
+    *,
+    url_prefix: str = "/uploads",
+    limits: Any = None,
+    **options: Any,
+) -> Blueprint:
+    """A blueprint serving resumable upload sessions under ``url_prefix``.
+
+    ``sessions`` is a ``sessionmaker``; the other arguments are those of
+    :class:`storeroom.web.resumable.ResumableConfig`::
+
+        app.register_blueprint(resumable_upload_blueprint(Session, Document.file))
+    """
+    wsgi = ResumableUploadsWsgiApp(sessions, ResumableConfig(destination, limits, **options))
+    blueprint = Blueprint("storeroom_resumable", __name__, url_prefix=url_prefix)
+
+    def serve(subpath: str) -> Any:
+        environ = dict(request.environ)
+        environ["PATH_INFO"] = "/" + subpath
+        return Response.from_app(wsgi, environ)
+
+    blueprint.add_url_rule("/<path:subpath>", "resumable", serve,
+                           methods=["GET", "POST", "DELETE"])
+    return blueprint

@@ -33,8 +33,15 @@ from storeroom.registry import StorageRegistry, storages
 from storeroom.serialization import PUBLIC, FileForm
 from storeroom.web.asgi import SignedUrlApp
 from storeroom.web.files import abody, aread_head, plan_file_response_async, upload_target
+from storeroom.web.resumable import ResumableConfig, ResumableUploadsApp
 
-__all__ = ["FileObjectSchemaPlugin", "StoreroomPlugin", "file_response", "save_upload"]
+__all__ = [
+    "FileObjectSchemaPlugin",
+    "StoreroomPlugin",
+    "file_response",
+    "resumable_uploads",
+    "save_upload",
+]
 
 
 class StoreroomPlugin(InitPluginProtocol):
@@ -162,3 +169,31 @@ async def file_response(
         abody(file, plan), status_code=plan.status, headers=dict(plan.headers),
         media_type=dict(plan.headers).get("content-type"),
     )
+
+
+def resumable_uploads(
+    sessions: Any,
+    destination: Any,
+    *,
+    path: str = "/uploads",
+    limits: Any = None,
+    **options: Any,
+) -> Any:
+    """A route handler serving resumable upload sessions under ``path``.
+
+    ``sessions`` is an ``async_sessionmaker``; ``destination``, ``limits`` and ``options``
+    (``expires_in``, ``registry``, ``authorize``) are those of
+    :class:`storeroom.web.resumable.ResumableConfig`::
+
+        app = Litestar([resumable_uploads(sessions, Document.file, limits=limits), ...])
+
+    Point Uppy's ``@uppy/aws-s3`` at ``companionEndpoint: path`` (S3) or begin a session
+    with ``POST {path}/resumable`` and give ``@uppy/tus`` its ``endpoint`` (local disk).
+    """
+    app = ResumableUploadsApp(sessions, ResumableConfig(destination, limits, **options),
+                              mount_path=path)
+
+    async def storeroom_resumable_uploads(scope: Scope, receive: Receive, send: Send) -> None:
+        await app(cast(Any, scope), cast(Any, receive), cast(Any, send))
+
+    return asgi(path, is_mount=True, copy_scope=True)(storeroom_resumable_uploads)

@@ -13,12 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 
 from storeroom import storages, uploads
 from storeroom.backends.obstore import ObstoreBackend
-from storeroom.contrib.litestar import StoreroomPlugin
+from storeroom.contrib.litestar import StoreroomPlugin, resumable_uploads
 from storeroom.demo.models import TeamFile
-from storeroom.demo.page import PAGE
+from storeroom.demo.page import PAGE, UPLOADER
 from storeroom.demo.settings import ALLOWED_PATTERNS, DemoSettings, type_allowed
+from storeroom.errors import ConfigurationError
 from storeroom.orm import UUIDAuditBase
 from storeroom.signing import configure_signing
+from storeroom.uploads.multipart import resumable_protocol
 
 __all__ = ["create_app"]
 
@@ -85,7 +87,18 @@ def create_app(settings: DemoSettings | None = None) -> Litestar:
 
     @get("/", media_type=MediaType.HTML)
     async def index() -> str:
-        return PAGE.replace("{{MAX_BYTES}}", str(settings.max_upload_bytes))
+        try:  # tus for local disk, S3 multipart for S3; other stores upload in one PUT
+            protocol = resumable_protocol(storages.get_backend("private"))
+        except ConfigurationError:
+            protocol = "single"
+        return (PAGE.replace("{{MAX_BYTES}}", str(settings.max_upload_bytes))
+                .replace("{{PROTOCOL}}", protocol))
+
+    @get("/static/uploader.js", media_type="text/javascript")
+    async def uploader_script() -> Response[str]:
+        # Uppy, bundled at build time (npm run build:demo): nothing comes from a CDN.
+        return Response(UPLOADER, media_type="text/javascript",
+                        headers={"cache-control": "no-cache"})
 
     @get("/api/files")
     async def list_files() -> list[dict[str, Any]]:
@@ -149,7 +162,11 @@ def create_app(settings: DemoSettings | None = None) -> Litestar:
         return Response("ok", media_type=MediaType.TEXT)
 
     return Litestar(
-        route_handlers=[index, list_files, start_upload, complete_upload, delete_file, health],
+        route_handlers=[index, uploader_script, list_files, start_upload, complete_upload,
+                        delete_file, health,
+                        # Resumable uploads (tus / Uppy's S3 multipart protocol) of TeamFiles.
+                        resumable_uploads(sessions, TeamFile.file, path="/uploads",
+                                          limits=limits, expires_in=UPLOAD_TTL * 6)],
         plugins=[StoreroomPlugin(configure=lambda: configure_storage(settings))],
         on_startup=[create_tables],
         on_shutdown=[engine.dispose],

@@ -97,25 +97,28 @@ def presign(
     now: datetime,
     session_token: str | None = None,
     service: str = "s3",
+    query: Mapping[str, str] | None = None,
 ) -> str:
     """A presigned URL for ``method`` on ``url_base`` + ``key_path``, signing ``headers``.
 
     ``url_base`` is ``scheme://host[:port]`` (path-style buckets put the bucket in
-    ``key_path``); ``headers`` must include ``host``; names are lower-cased here.
+    ``key_path``); ``headers`` must include ``host``; names are lower-cased here. ``query``
+    adds parameters to sign (``partNumber`` and ``uploadId`` of a multipart part).
     """
     amz_date = now.strftime("%Y%m%dT%H%M%SZ")
     scope = f"{now.strftime('%Y%m%d')}/{region}/{service}/aws4_request"
     signed_names = ";".join(sorted(name.lower() for name in headers))
-    query = {
+    signed_query = dict(query or {})
+    signed_query.update({
         "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
         "X-Amz-Credential": f"{access_key}/{scope}",
         "X-Amz-Date": amz_date,
         "X-Amz-Expires": str(expires_in),
         "X-Amz-SignedHeaders": signed_names,
-    }
+    })
     if session_token:
-        query["X-Amz-Security-Token"] = session_token
-    canonical_request, canonical_query, _ = _canonical(method, key_path, query, headers)
+        signed_query["X-Amz-Security-Token"] = session_token
+    canonical_request, canonical_query, _ = _canonical(method, key_path, signed_query, headers)
     string_to_sign = "\n".join([
         "AWS4-HMAC-SHA256", amz_date, scope,
         hashlib.sha256(canonical_request.encode()).hexdigest(),

@@ -57,6 +57,67 @@ from storeroom.registry import StorageRegistry, storages
 from storeroom.streams import Meter
 from storeroom.uploads.targets import UploadInstructions, enforced_limits, instructions
 
+
+def finish_resumable(backend: StorageBackend, row: Any) -> None:
+    """Before a resumable session is verified: complete its S3 multipart upload.
+
+    The parts are listed from the store (never taken from the client) and must number 1 to
+    n without a gap, all but the last at least 5 MiB, and add up to the declared size;
+    otherwise the multipart upload is aborted and :class:`UploadRejected` raised. An upload
+    no longer open (completed by an earlier attempt whose transaction rolled back) is left
+    to the object check that follows.
+    """
+    protocol = getattr(row, "protocol", None)
+    if protocol == "azure-blocks":
+        _finish_azure(backend, row)
+        return
+    if protocol != "s3-multipart":
+        return
+    from storeroom.uploads.multipart import S3Multipart, parts_problem
+
+    store = S3Multipart(backend)
+    if not store.exists(row.upload_id, row.upload_path):
+        return
+    parts = store.parts(row.upload_path, row.upload_id)
+    problem = parts_problem(parts, row.size)
+    if problem is not None:
+        store.abort(row.upload_path, row.upload_id)
+        raise UploadRejected(f"session {row.id!r}: {problem}", rule="parts",
+                             value=[part.to_dict() for part in parts])
+    store.finish(row.upload_path, row.upload_id, parts)
+
+
+def _finish_azure(backend: StorageBackend, row: Any) -> None:
+    from storeroom.uploads.multipart import AzureBlocks, parts_problem
+
+    store = AzureBlocks(backend)
+    parts = store.parts(row.upload_path)
+    if not parts:  # committed by an earlier attempt, or nothing sent: the object check tells
+        return
+    problem = parts_problem(parts, row.size, store.rules)
+    if problem is not None:
+        store.abort(row.upload_path)
+        raise UploadRejected(f"session {row.id!r}: {problem}", rule="parts",
+                             value=[part.to_dict() for part in parts])
+    store.finish(row.upload_path, parts, row.content_type)
+
+
+def abandon_resumable(backend: StorageBackend, row: Any) -> None:
+    """Drop what a pending resumable session left at the store (parts, multipart upload)."""
+    protocol = getattr(row, "protocol", None)
+    if protocol == "s3-multipart" and row.upload_id:
+        from storeroom.uploads.multipart import S3Multipart
+
+        S3Multipart(backend).abort(row.upload_path, row.upload_id)
+    elif protocol == "azure-blocks":
+        from storeroom.uploads.multipart import AzureBlocks
+
+        AzureBlocks(backend).abort(row.upload_path)
+    elif protocol == "tus":
+        from storeroom.uploads.multipart import delete_tus_parts
+
+        delete_tus_parts(backend, row.upload_path)
+
 __all__ = [
     "UploadLimits",
     "UploadRejected",
@@ -93,6 +154,10 @@ upload_sessions = Table(
     # ETag or date can only be a replay written after the row's own file was deleted.
     Column("etag", String(255), nullable=True),
     Column("stored_at", DateTime(timezone=True), nullable=True),
+    # Resumable sessions: "tus" or "s3-multipart" (None: a single upload) and, for S3, the
+    # multipart upload's id (aborted by remove_expired if the session is abandoned).
+    Column("protocol", String(16), nullable=True),
+    Column("upload_id", String(1024), nullable=True),
 )
 """One row per upload session: where it goes, what was declared, when it expires."""
 
@@ -104,7 +169,8 @@ class UploadRejected(StoreroomError):
     """A completed upload broke a rule; its object was deleted.
 
     ``rule`` names the rule (``"missing"``, ``"max_size"``, ``"min_size"``, ``"declared_size"``,
-    ``"content_type"``, and at :func:`begin` also ``"filename"``), ``value`` the offending
+    ``"content_type"``, ``"parts"`` for a resumable S3 upload whose parts do not make the
+    declared upload, and at :func:`begin` also ``"filename"``), ``value`` the offending
     value.
     """
 
@@ -426,6 +492,7 @@ def complete(session: Any, session_id: str, *, registry: StorageRegistry | None 
         select(upload_sessions).where(upload_sessions.c.id == session_id)).first()
     _usable(row, session_id, now)
     backend = (registry or storages).get_backend(row.backend)
+    finish_resumable(backend, row)
     try:
         info = backend.head(row.upload_path)
     except ObjectNotFound:
@@ -457,6 +524,7 @@ async def complete_async(
         select(upload_sessions).where(upload_sessions.c.id == session_id))).first()
     _usable(row, session_id, now)
     backend = (registry or storages).get_backend(row.backend)
+    await asyncio.to_thread(finish_resumable, backend, row)
     try:
         info = await backend.head_async(row.upload_path)
     except ObjectNotFound:
@@ -529,6 +597,8 @@ def remove_expired(
     removed = 0
     for row in session.execute(_expired(now)).all():
         backend = (registry or storages).get_backend(row.backend)
+        if row.completed_at is None:
+            abandon_resumable(backend, row)
         for path in _leftovers(row):
             backend.delete(path)
         if row.completed_at is not None and row.upload_path == row.path:
@@ -552,6 +622,8 @@ async def remove_expired_async(
     removed = 0
     for row in (await session.execute(_expired(now))).all():
         backend = (registry or storages).get_backend(row.backend)
+        if row.completed_at is None:
+            await asyncio.to_thread(abandon_resumable, backend, row)
         for path in _leftovers(row):
             await backend.delete_async(path)
         if row.completed_at is not None and row.upload_path == row.path:

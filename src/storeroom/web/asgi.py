@@ -16,6 +16,14 @@ from storeroom.backends.base import DEFAULT_READ_CHUNK_SIZE
 from storeroom.cors import CorsRules
 from storeroom.errors import ObjectExists, ObjectNotFound
 from storeroom.registry import StorageRegistry, storages
+from storeroom.uploads.multipart import (
+    assemble_async,
+    delete_tus_parts_async,
+    put_create_only_async,
+    tus_part_path,
+    tus_parts_async,
+)
+from storeroom.web import tus
 from storeroom.web.protocol import (
     ClientDisconnected,
     Reply,
@@ -84,12 +92,15 @@ class SignedUrlApp:
         method = scope["method"].upper()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
-        reply = preflight(method, headers, self.cors)
+        reply = tus.discovery(method, headers) or preflight(method, headers, self.cors)
         if reply is not None:
             await _send_reply(send, reply)
             return
         raw = scope.get("raw_path")
         raw_path = raw.decode("latin-1") if raw else quote(scope.get("path", ""))
+        if tus.is_tus(method, headers):
+            await self._tus(scope, method, raw_path, headers, receive, send)
+            return
         verdict = judge(
             self.registry, method, raw_path, self.mount_path or scope.get("root_path", ""),
             scope.get("query_string", b"").decode("latin-1"), headers, self.cors,
@@ -158,10 +169,9 @@ class SignedUrlApp:
                     return
 
         try:
-            result = await verdict.backend.put_async(
-                grant.path, body(), content_type=upload_content_type(grant, headers),
-                overwrite=False,
-            )
+            result = await put_create_only_async(
+                verdict.backend, grant.path, body(),
+                content_type=upload_content_type(grant, headers))
         except UploadTooLarge as exc:
             await _send_reply(send, Reply.text(413, str(exc), verdict.cors))
             return
@@ -175,3 +185,97 @@ class SignedUrlApp:
                 await _send_reply(send, Reply.text(400, str(exc), verdict.cors))
             return
         await _send_reply(send, upload_reply(result, verdict.cors))
+
+    # -- tus ----------------------------------------------------------------------------------
+
+    async def _tus(self, scope: Scope, method: str, raw_path: str, headers: dict[str, str],
+                   receive: Receive, send: Send) -> None:
+        reply = tus.version_problem(method, headers)
+        if reply is not None:
+            await _send_reply(send, reply)
+            return
+        query = scope.get("query_string", b"").decode("latin-1")
+        verdict = judge(self.registry, "PUT", raw_path,
+                        self.mount_path or scope.get("root_path", ""), query, headers,
+                        self.cors, expired_status=410)
+        if isinstance(verdict, Reply):
+            verdict.headers.append(("tus-resumable", tus.TUS_VERSION))
+            await _send_reply(send, verdict, head=method == "HEAD")
+            return
+        backend, grant, extra = verdict.backend, verdict.grant, verdict.cors
+        state = await _tus_state(verdict)
+        if method == "POST":
+            location = raw_path + (f"?{query}" if query else "")
+            await _send_reply(send, tus.creation(grant, headers, location, state, extra))
+        elif method == "HEAD":
+            if state.ready:  # every byte arrived but the assembly was cut short
+                state = await _assemble(verdict, state)
+            await _send_reply(send, tus.status(grant, state, extra), head=True)
+        elif method == "DELETE":
+            problem = tus.termination(grant, state, extra)
+            if problem is None:
+                await delete_tus_parts_async(backend, grant.path)
+                await backend.put_async(tus.tombstone_path(grant.path), b"")
+                problem = tus.terminated(grant, extra)
+            await _send_reply(send, problem)
+        else:
+            await self._patch(verdict, state, headers, receive, send)
+
+    async def _patch(self, verdict: Verdict, state: tus.TusState, headers: dict[str, str],
+                     receive: Receive, send: Send) -> None:
+        backend, grant, extra = verdict.backend, verdict.grant, verdict.cors
+        problem = tus.patch_problem(grant, headers, state, extra)
+        if problem is not None:
+            await _send_reply(send, problem)
+            return
+
+        async def body() -> AsyncIterator[bytes]:
+            seen = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return  # keep what arrived: the client resumes after it
+                chunk = message.get("body", b"")
+                seen = tus.check_part(state, seen, chunk)
+                if chunk:
+                    yield chunk
+                if not message.get("more_body", False):
+                    return
+
+        part = tus_part_path(grant.path, state.offset)
+        try:
+            result = await put_create_only_async(backend, part, body(), checksum=None)
+        except UploadTooLarge as exc:
+            await _send_reply(send, Reply.text(413, str(exc), extra))
+            return
+        except ObjectExists:
+            await _send_reply(send, Reply.text(
+                409, "another request is writing at this offset; ask with HEAD", extra))
+            return
+        if result.size == 0:
+            await backend.delete_async(part)
+        state = await _tus_state(verdict)
+        if state.ready:
+            state = await _assemble(verdict, state)
+        with contextlib.suppress(OSError, RuntimeError):
+            await _send_reply(send, tus.patched(grant, state.offset, extra))
+
+
+async def _tus_state(verdict: Verdict) -> tus.TusState:
+    backend, grant = verdict.backend, verdict.grant
+    parts = await tus_parts_async(backend, grant.path)
+    try:
+        assembled: int | None = (await backend.head_async(grant.path)).size
+    except ObjectNotFound:
+        assembled = None
+    ended = await backend.exists_async(tus.tombstone_path(grant.path))
+    return tus.state_of(grant, parts, assembled, ended)
+
+
+async def _assemble(verdict: Verdict, state: tus.TusState) -> tus.TusState:
+    """Stream the parts, in order, into the upload's object; then drop them."""
+    backend, grant = verdict.backend, verdict.grant
+    with contextlib.suppress(ObjectExists):  # a concurrent request assembled it
+        await assemble_async(backend, grant.path, state.chain, grant.content_type)
+    await delete_tus_parts_async(backend, grant.path)
+    return await _tus_state(verdict)

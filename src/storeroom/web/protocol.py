@@ -154,6 +154,8 @@ def judge(
     query_string: str,
     headers: Mapping[str, str],
     cors: CorsRules | None,
+    *,
+    expired_status: int = 403,
 ) -> Verdict | Reply:
     """Route and verify a GET, HEAD or PUT; return the verdict or the error reply.
 
@@ -161,7 +163,8 @@ def judge(
     handler is mounted, stripped from it.
 
     403 for a bad, expired or wrong-method signature (and for an unsafe path, which no
-    signature can cover), 404 for an unknown backend, 405 for other methods.
+    signature can cover), 404 for an unknown backend, 405 for other methods. tus requests
+    are verified as the ``PUT`` they continue, with ``expired_status`` 410.
     """
     if method not in ("GET", "HEAD", "PUT"):
         return Reply.text(405, f"method {method} is not allowed", [("allow", "GET, HEAD, PUT")])
@@ -186,7 +189,7 @@ def judge(
     try:
         grant = signer.verify(key, object_path, method, query)
     except SignatureExpired:
-        return Reply.text(403, "this link has expired")
+        return Reply.text(expired_status, "this link has expired")
     except SignatureInvalid:
         return Reply.text(403, "invalid signature")
     extra = response_headers(cors, headers.get("origin"), method) if cors else {}

@@ -11,6 +11,14 @@ from storeroom.backends.base import DEFAULT_READ_CHUNK_SIZE
 from storeroom.cors import CorsRules
 from storeroom.errors import ObjectExists, ObjectNotFound
 from storeroom.registry import StorageRegistry, storages
+from storeroom.uploads.multipart import (
+    assemble,
+    delete_tus_parts,
+    put_create_only,
+    tus_part_path,
+    tus_parts,
+)
+from storeroom.web import tus
 from storeroom.web.protocol import (
     ClientDisconnected,
     Reply,
@@ -73,7 +81,7 @@ class SignedUrlWsgiApp:
                  ) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"].upper()
         headers = _headers(environ)
-        reply = preflight(method, headers, self.cors)
+        reply = tus.discovery(method, headers) or preflight(method, headers, self.cors)
         if reply is not None:
             return self._reply(start_response, reply)
         problem = undecodable_path(environ.get("RAW_URI") or environ.get("REQUEST_URI"))
@@ -87,6 +95,8 @@ class SignedUrlWsgiApp:
         except UnicodeEncodeError:
             # Some servers hand over already-decoded text; its characters are the path.
             raw_path = quote(path_info.encode("utf-8", "surrogateescape"), safe="/")
+        if tus.is_tus(method, headers):
+            return self._tus(environ, method, raw_path, headers, start_response)
         verdict = judge(self.registry, method, raw_path, "",
                         environ.get("QUERY_STRING", ""), headers, self.cors)
         if isinstance(verdict, Reply):
@@ -149,10 +159,8 @@ class SignedUrlWsgiApp:
             check_complete(seen, declared)
 
         try:
-            result = verdict.backend.put(
-                grant.path, body(), content_type=upload_content_type(grant, headers),
-                overwrite=False,
-            )
+            result = put_create_only(verdict.backend, grant.path, body(),
+                                     content_type=upload_content_type(grant, headers))
         except UploadTooLarge as exc:
             return self._reply(start_response, Reply.text(413, str(exc), verdict.cors))
         except ObjectExists:
@@ -160,3 +168,105 @@ class SignedUrlWsgiApp:
         except ClientDisconnected as exc:
             return self._reply(start_response, Reply.text(400, str(exc), verdict.cors))
         return self._reply(start_response, upload_reply(result, verdict.cors))
+
+    # -- tus ----------------------------------------------------------------------------------
+
+    def _tus(self, environ: dict[str, Any], method: str, raw_path: str,
+             headers: dict[str, str], start_response: StartResponse) -> Iterable[bytes]:
+        reply = tus.version_problem(method, headers)
+        if reply is not None:
+            return self._reply(start_response, reply)
+        query = environ.get("QUERY_STRING", "")
+        verdict = judge(self.registry, "PUT", raw_path, "", query, headers, self.cors,
+                        expired_status=410)
+        if isinstance(verdict, Reply):
+            verdict.headers.append(("tus-resumable", tus.TUS_VERSION))
+            return self._reply(start_response, verdict, head=method == "HEAD")
+        backend, grant, extra = verdict.backend, verdict.grant, verdict.cors
+        state = _tus_state(verdict)
+        if method == "POST":
+            script = quote(environ.get("SCRIPT_NAME", "").encode("latin-1"), safe="/")
+            location = script + raw_path + (f"?{query}" if query else "")
+            return self._reply(start_response,
+                               tus.creation(grant, headers, location, state, extra))
+        if method == "HEAD":
+            if state.ready:  # every byte arrived but the assembly was cut short
+                state = _assemble(verdict, state)
+            return self._reply(start_response, tus.status(grant, state, extra), head=True)
+        if method == "DELETE":
+            problem = tus.termination(grant, state, extra)
+            if problem is None:
+                delete_tus_parts(backend, grant.path)
+                backend.put(tus.tombstone_path(grant.path), b"")
+                problem = tus.terminated(grant, extra)
+            return self._reply(start_response, problem)
+        return self._patch(verdict, state, headers, environ, start_response)
+
+    def _patch(self, verdict: Verdict, state: tus.TusState, headers: dict[str, str],
+               environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        backend, grant, extra = verdict.backend, verdict.grant, verdict.cors
+        problem = tus.patch_problem(grant, headers, state, extra)
+        if problem is not None:
+            return self._reply(start_response, problem)
+        stream = environ["wsgi.input"]
+        remaining = declared_length(headers)
+        if remaining is None and not environ.get("wsgi.input_terminated"):
+            return self._reply(start_response, Reply.text(
+                411, "send a Content-Length (this server cannot stream a body without one)"))
+
+        def body() -> Iterator[bytes]:
+            nonlocal remaining
+            seen = 0
+            while remaining is None or remaining > 0:
+                size = self.chunk_size if remaining is None else min(self.chunk_size, remaining)
+                try:
+                    chunk = stream.read(size)
+                except OSError:
+                    return  # the client went away: keep what arrived
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                seen = tus.check_part(state, seen, chunk)
+                yield chunk
+
+        part = tus_part_path(grant.path, state.offset)
+        try:
+            result = put_create_only(backend, part, body(), checksum=None)
+        except UploadTooLarge as exc:
+            return self._reply(start_response, Reply.text(413, str(exc), extra))
+        except ObjectExists:
+            return self._reply(start_response, Reply.text(
+                409, "another request is writing at this offset; ask with HEAD", extra))
+        if result.size == 0:
+            backend.delete(part)
+        state = _tus_state(verdict)
+        if state.ready:
+            state = _assemble(verdict, state)
+        return self._reply(start_response, tus.patched(grant, state.offset, extra))
+
+
+def _tus_state(verdict: Verdict) -> tus.TusState:
+    backend, grant = verdict.backend, verdict.grant
+    parts = tus_parts(backend, grant.path)
+    try:
+        assembled: int | None = backend.head(grant.path).size
+    except ObjectNotFound:
+        assembled = None
+    ended = backend.exists(tus.tombstone_path(grant.path))
+    return tus.state_of(grant, parts, assembled, ended)
+
+
+def _assemble(verdict: Verdict, state: tus.TusState) -> tus.TusState:
+    """Stream the parts, in order, into the upload's object; then drop them."""
+    backend, grant = verdict.backend, verdict.grant
+    from storeroom.backends.transfer import _Relay
+
+    # The parts are read in a thread of their own: a sync obstore write cannot read a sync
+    # obstore stream inside its runtime (see _Relay).
+    try:
+        assemble(backend, grant.path, state.chain, grant.content_type, relay=_Relay)
+    except ObjectExists:  # a concurrent request assembled it
+        pass
+    delete_tus_parts(backend, grant.path)
+    return _tus_state(verdict)
