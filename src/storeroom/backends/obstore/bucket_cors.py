@@ -7,12 +7,10 @@ azure-storage-blob), using the backend's own credentials and endpoint.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from storeroom.backends.obstore.clients import azure_service, s3_client
 from storeroom.cors import CorsRules
 from storeroom.errors import ConfigurationError
 
@@ -43,14 +41,14 @@ def apply_bucket_cors(backend: StorageBackend, rules: CorsRules | Sequence[CorsR
         raise ConfigurationError("apply_bucket_cors needs at least one CorsRules")
     kind, store = _obstore_target(backend)
     if kind == "s3":
-        client, bucket = _s3_client(store)
+        client, bucket = s3_client(store)
         client.put_bucket_cors(
             Bucket=bucket, CORSConfiguration={"CORSRules": [r.to_s3() for r in chosen]}
         )
     else:
         from azure.storage.blob import CorsRule
 
-        service = _azure_service(store)
+        service = azure_service(store)
         service.set_service_properties(cors=[CorsRule(**r.to_azure()) for r in chosen])
 
 
@@ -61,7 +59,7 @@ def get_bucket_cors(backend: StorageBackend) -> list[CorsRules]:
     """
     kind, store = _obstore_target(backend)
     if kind == "s3":
-        client, bucket = _s3_client(store)
+        client, bucket = s3_client(store)
         try:
             answer = client.get_bucket_cors(Bucket=bucket)
         except client.exceptions.ClientError as exc:
@@ -69,7 +67,7 @@ def get_bucket_cors(backend: StorageBackend) -> list[CorsRules]:
                 return []
             raise
         return [CorsRules.from_s3(rule) for rule in answer.get("CORSRules", [])]
-    service = _azure_service(store)
+    service = azure_service(store)
     return [CorsRules.from_azure(rule) for rule in service.get_service_properties()["cors"]]
 
 
@@ -94,88 +92,3 @@ def _obstore_target(backend: StorageBackend) -> tuple[str, Any]:
             "bucket CORS; storeroom's signed-URL handler answers CORS for it from CorsRules"
         )
     return kind, backend.store
-
-
-def _s3_client(store: Any) -> tuple[Any, str]:
-    try:
-        import boto3
-        from botocore.config import Config
-    except ImportError as exc:
-        raise ConfigurationError("managing S3 bucket CORS needs boto3: pip install boto3") from exc
-    from storeroom.backends.obstore.credentials import BotocoreCredentialProvider
-
-    config = dict(store.config)
-    client_options = dict(store.client_options or {})
-    provider = store.credential_provider
-    session_kwargs: dict[str, Any] = {}
-    if isinstance(provider, BotocoreCredentialProvider):
-        session_kwargs["profile_name"] = provider.profile
-    elif config.get("access_key_id") and config.get("secret_access_key"):
-        session_kwargs.update(
-            aws_access_key_id=config["access_key_id"],
-            aws_secret_access_key=config["secret_access_key"],
-            aws_session_token=config.get("session_token") or config.get("token"),
-        )
-    elif provider is not None:
-        credential = provider()
-        if inspect.isawaitable(credential):
-            credential = asyncio.run(_awaited(credential))
-        session_kwargs.update(
-            aws_access_key_id=credential["access_key_id"],
-            aws_secret_access_key=credential["secret_access_key"],
-            aws_session_token=credential.get("token"),
-        )
-    session = boto3.session.Session(**session_kwargs)
-    region = (
-        config.get("region") or os.environ.get("AWS_REGION") or session.region_name or "us-east-1"
-    )
-    endpoint = config.get("endpoint") or config.get("endpoint_url")
-    virtual = str(config.get("virtual_hosted_style_request", "")).lower() == "true"
-    style = "virtual" if virtual or not (endpoint or os.environ.get("AWS_ENDPOINT_URL")) else "path"
-    verify = str(client_options.get("allow_invalid_certificates", "")).lower() != "true"
-    client = session.client(
-        "s3",
-        region_name=region,
-        endpoint_url=endpoint,
-        verify=verify,
-        config=Config(s3={"addressing_style": style}),
-    )
-    return client, str(config["bucket"])
-
-
-async def _awaited(value: Any) -> Any:
-    return await value
-
-
-def _azure_service(store: Any) -> Any:
-    try:
-        from azure.storage.blob import BlobServiceClient
-    except ImportError as exc:
-        raise ConfigurationError(
-            "managing Azure CORS needs azure-storage-blob: pip install azure-storage-blob"
-        ) from exc
-    config = dict(store.config)
-    account = config.get("account_name") or os.environ.get("AZURE_STORAGE_ACCOUNT_NAME")
-    endpoint = config.get("endpoint")
-    if not endpoint and not account:
-        raise ConfigurationError(
-            "the Azure backend has no account name: set azure_storage_account_name or a "
-            "connection string"
-        )
-    url = endpoint or f"https://{account}.blob.core.windows.net"
-    credential: Any
-    key = config.get("account_key") or config.get("access_key")
-    if key:
-        credential = {"account_name": account, "account_key": key}
-    elif config.get("sas_key"):
-        credential = str(config["sas_key"])
-    else:
-        try:
-            from azure.identity import DefaultAzureCredential
-        except ImportError as exc:
-            raise ConfigurationError(
-                "the Azure backend has no account key or SAS; install azure-identity to use "
-                "DefaultAzureCredential for CORS management"
-            ) from exc
-        credential = DefaultAzureCredential()
-    return BlobServiceClient(account_url=url, credential=credential)

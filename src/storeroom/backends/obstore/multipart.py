@@ -43,15 +43,14 @@ class IncompleteUpload:
 
 def _s3(backend: StorageBackend) -> tuple[Any, str, str]:
     """boto3 client, bucket and key prefix of an S3 ObstoreBackend."""
-    from storeroom.backends.obstore.backend import ObstoreBackend
-    from storeroom.backends.obstore.bucket_cors import _s3_client
+    from storeroom.backends.obstore.clients import s3_client
 
-    if not isinstance(backend, ObstoreBackend) or backend.kind != "s3":
+    if getattr(backend, "kind", None) != "s3" or not hasattr(backend, "store"):
         raise ConfigurationError(
             f"backend {backend.key!r} is not an S3 ObstoreBackend; only S3 keeps incomplete "
             "multipart uploads (Azure and GCS expire theirs)"
         )
-    client, bucket = _s3_client(backend.store)
+    client, bucket = s3_client(backend.store)
     prefix = str(getattr(backend.store, "prefix", None) or "").strip("/")
     return client, bucket, f"{prefix}/" if prefix else ""
 
