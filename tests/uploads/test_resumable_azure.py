@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 from storeroom import ObstoreBackend, storages
+from storeroom.backends.obstore.direct_uploads import AzureBlocks
 from storeroom.uploads import (
     STAGING_PREFIX,
     UploadLimits,
@@ -29,7 +30,6 @@ from storeroom.uploads import (
     metadata,
     remove_expired,
 )
-from storeroom.uploads.multipart import AzureBlocks
 from storeroom.uploads.resumable import (
     abort,
     begin_resumable,

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 from storeroom import ObstoreBackend, storages
+from storeroom.backends.obstore.direct_uploads import MIN_PART_SIZE, S3Multipart
 from storeroom.errors import ConfigurationError
 from storeroom.uploads import (
     UploadLimits,
@@ -25,7 +26,6 @@ from storeroom.uploads import (
     metadata,
     remove_expired,
 )
-from storeroom.uploads.multipart import MIN_PART_SIZE, S3Multipart
 from storeroom.uploads.resumable import (
     abort,
     begin_resumable,

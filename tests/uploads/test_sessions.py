@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from storeroom import FileObject, ObstoreBackend, storages
-from storeroom.orm import StoredObject
+from storeroom.orm import StoredObject, wait_for_cleanup
 from storeroom.signing import configure_signing
 from storeroom.uploads import (
     UploadLimits,
@@ -252,7 +252,8 @@ def test_a_replay_after_the_rows_file_was_deleted_is_removed_at_expiry(env: Env)
         session.add(photo)
         session.commit()
         session.delete(photo)
-        session.commit()  # the row's file is deleted after the commit
+        session.commit()  # the row's file is deleted after the commit, in the background
+    assert wait_for_cleanup(30)
     assert env.files() == []
     assert env.send(target.instructions, PNG) == 200  # the URL has not expired yet
     with Session(env.engine) as session:

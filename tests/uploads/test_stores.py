@@ -18,6 +18,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from storeroom import ObstoreBackend, storages
+from storeroom.backends.obstore.sigv4 import presign
 from storeroom.uploads import (
     STAGING_PREFIX,
     UploadLimits,
@@ -26,7 +27,6 @@ from storeroom.uploads import (
     complete,
     metadata,
 )
-from storeroom.uploads._sigv4 import presign
 
 PDF = b"%PDF-1.4\n" + b"x" * 500 + b"\n%%EOF\n"
 LIMITS = UploadLimits(max_size=4096, content_types=["application/pdf"])
@@ -154,7 +154,7 @@ def test_goog4_presign_matches_obstores_own_gcs_signer(tmp_path: Path) -> None:
     """With only ``host`` signed, our GOOG4 signer must produce obstore's URL exactly."""
     import json
 
-    from storeroom.uploads._sigv4 import presign_gcs
+    from storeroom.backends.obstore.sigv4 import presign_gcs
 
     account, _ = _service_account(tmp_path)
     backend = ObstoreBackend("gcs", "gs://product-images/pre", google_service_account=str(account))

@@ -23,22 +23,21 @@ import hashlib
 import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 
 from storeroom.backends.base import ObjectInfo, PutResult, StorageBackend
+from storeroom.backends.obstore.direct_uploads import (
+    S3_PARTS,
+    PartInfo,
+    PartRules,
+    azure_account,
+    s3_static_credentials,
+)
 from storeroom.errors import ConfigurationError, ObjectNotFound
 from storeroom.paths import safe_path
-from storeroom.uploads.targets import _hmac_signer, _s3_credentials, _s3_location
+from storeroom.uploads.targets import _hmac_signer
 
 __all__ = [
-    "MAX_PARTS",
-    "MAX_PART_SIZE",
-    "MIN_PART_SIZE",
-    "PartInfo",
-    "AzureBlocks",
-    "PartRules",
-    "S3Multipart",
     "TusPart",
     "part_problem",
     "resumable_protocol",
@@ -47,14 +46,6 @@ __all__ = [
     "tus_parts_async",
     "tus_parts_prefix",
 ]
-
-MIN_PART_SIZE = 5 * 2**20
-"""S3's smallest part (all but the last)."""
-MAX_PART_SIZE = 5 * 2**30
-"""S3's largest part."""
-MAX_PARTS = 10_000
-"""S3's largest part number."""
-
 
 def resumable_protocol(backend: StorageBackend) -> str:
     """``"tus"``, ``"s3-multipart"`` or ``"azure-blocks"``: how ``backend`` takes a
@@ -65,9 +56,9 @@ def resumable_protocol(backend: StorageBackend) -> str:
     """
     if _hmac_signer(backend) is not None:
         return "tus"
-    if _s3_credentials(backend) is not None:
+    if s3_static_credentials(backend) is not None:
         return "s3-multipart"
-    if _azure_account(backend) is not None:
+    if azure_account(backend) is not None:
         return "azure-blocks"
     raise ConfigurationError(
         f"backend {backend.key!r} ({getattr(backend, 'kind', 'unknown')} store) has no "
@@ -75,42 +66,6 @@ def resumable_protocol(backend: StorageBackend) -> str:
         "handler (local disk, memory, fsspec: configure_signing), S3 with static keys or "
         "Azure with an account key; use uploads.begin for a single upload"
     )
-
-
-def _azure_account(backend: StorageBackend) -> dict[str, Any] | None:
-    if getattr(backend, "kind", None) != "azure":
-        return None
-    config = dict(getattr(getattr(backend, "store", None), "config", None) or {})
-    if not config.get("account_name") or not config.get("account_key"):
-        return None
-    return config
-
-
-@dataclass(frozen=True, slots=True)
-class PartInfo:
-    """One part of an S3 multipart upload as the store holds it."""
-
-    number: int
-    size: int
-    etag: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """The form Uppy's ``listParts`` expects."""
-        return {"PartNumber": self.number, "Size": self.size, "ETag": self.etag}
-
-
-@dataclass(frozen=True, slots=True)
-class PartRules:
-    """A store's rules for parts: smallest (all but the last), largest, how many."""
-
-    store: str
-    min_size: int
-    max_size: int
-    max_parts: int
-
-
-S3_PARTS = PartRules("S3", MIN_PART_SIZE, MAX_PART_SIZE, MAX_PARTS)
-AZURE_BLOCKS = PartRules("Azure", 1, 4000 * 2**20, 50_000)
 
 
 def part_problem(number: int, size: int | None, declared: int,
@@ -154,204 +109,6 @@ def parts_problem(parts: list[PartInfo], declared: int, rules: PartRules = S3_PA
     if total != declared:
         return f"the parts hold {total} bytes but {declared} were declared"
     return None
-
-
-class S3Multipart:
-    """An S3 backend's multipart-upload calls (boto3 for the API, SigV4 for part URLs)."""
-
-    def __init__(self, backend: StorageBackend) -> None:
-        config = _s3_credentials(backend)
-        if config is None:
-            raise ConfigurationError(
-                f"backend {backend.key!r} is not S3 with static credentials")
-        self.backend = backend
-        self.config = config
-        self.bucket = str(config["bucket"])
-        prefix = (getattr(backend.store, "prefix", None) or "").strip("/")  # type: ignore[attr-defined]
-        self.prefix = f"{prefix}/" if prefix else ""
-
-    def _client(self) -> Any:
-        try:
-            import boto3
-            from botocore.config import Config
-        except ImportError as exc:  # pragma: no cover - the aws extra brings both
-            raise ConfigurationError(
-                "S3 multipart upload sessions need boto3: pip install 'storeroom[aws]'"
-            ) from exc
-        config = self.config
-        endpoint = config.get("endpoint") or None
-        virtual = str(config.get("virtual_hosted_style_request", "")).lower() == "true"
-        return boto3.client(
-            "s3", endpoint_url=endpoint,
-            aws_access_key_id=str(config["access_key_id"]),
-            aws_secret_access_key=str(config["secret_access_key"]),
-            aws_session_token=config.get("token") or config.get("session_token"),
-            region_name=str(config.get("region") or "us-east-1"),
-            config=Config(s3={"addressing_style": "virtual" if virtual else "path"}),
-        )
-
-    def key(self, path: str) -> str:
-        """The object key of ``path`` (the backend's prefix applied)."""
-        return self.prefix + safe_path(path)
-
-    def create(self, path: str, content_type: str) -> str:
-        """Start a multipart upload to ``path``; return its upload id."""
-        answer = self._client().create_multipart_upload(
-            Bucket=self.bucket, Key=self.key(path), ContentType=content_type)
-        return str(answer["UploadId"])
-
-    def part_url(self, path: str, upload_id: str, number: int, size: int | None, *,
-                 expires_in: int, now: datetime) -> str:
-        """A presigned ``PUT`` of part ``number``, exactly ``size`` bytes long if given."""
-        from storeroom.uploads._sigv4 import presign
-
-        base, key_path = _s3_location(self.backend, self.config, path)
-        config = self.config
-        headers = {"host": base.split("://", 1)[1]}
-        if size is not None:
-            headers["content-length"] = str(size)
-        return presign(
-            method="PUT", url_base=base, key_path=key_path, headers=headers,
-            query={"partNumber": str(number), "uploadId": upload_id},
-            access_key=str(config["access_key_id"]),
-            secret_key=str(config["secret_access_key"]),
-            session_token=config.get("token") or config.get("session_token"),
-            region=str(config.get("region") or "us-east-1"), expires_in=expires_in, now=now,
-        )
-
-    def parts(self, path: str, upload_id: str) -> list[PartInfo]:
-        """The parts stored so far, in order (all pages of ``ListParts``)."""
-        client = self._client()
-        found: list[PartInfo] = []
-        marker = 0
-        while True:
-            answer = client.list_parts(Bucket=self.bucket, Key=self.key(path),
-                                       UploadId=upload_id, PartNumberMarker=marker)
-            found += [PartInfo(int(p["PartNumber"]), int(p["Size"]), str(p["ETag"]))
-                      for p in answer.get("Parts", [])]
-            if not answer.get("IsTruncated"):
-                return found
-            marker = int(answer["NextPartNumberMarker"])
-
-    def finish(self, path: str, upload_id: str, parts: list[PartInfo]) -> None:
-        """Complete the upload with ``parts`` (as :meth:`parts` listed them)."""
-        self._client().complete_multipart_upload(
-            Bucket=self.bucket, Key=self.key(path), UploadId=upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag}
-                                       for p in parts]})
-
-    def abort(self, path: str, upload_id: str) -> None:
-        """Abort the upload and drop its parts; an upload already gone is not an error."""
-        client = self._client()
-        try:
-            client.abort_multipart_upload(Bucket=self.bucket, Key=self.key(path),
-                                          UploadId=upload_id)
-        except client.exceptions.NoSuchUpload:
-            pass
-
-    def exists(self, upload_id: str, path: str) -> bool:
-        """Whether the multipart upload is still open."""
-        client = self._client()
-        try:
-            client.list_parts(Bucket=self.bucket, Key=self.key(path), UploadId=upload_id,
-                              MaxParts=1)
-        except client.exceptions.NoSuchUpload:
-            return False
-        return True
-
-
-class AzureBlocks:
-    """An Azure backend's block-blob calls: SAS URLs for Put Block, the block list for the rest.
-
-    Blocks are named ``base64("000001")`` .. by part number (Azure wants ids of one length).
-    The server lists the uncommitted blocks (to resume and to check them) and commits them
-    with Put Block List; an abandoned upload's blocks are dropped by committing an empty
-    list and deleting that empty blob.
-    """
-
-    rules = AZURE_BLOCKS
-
-    def __init__(self, backend: StorageBackend) -> None:
-        config = _azure_account(backend)
-        if config is None:
-            raise ConfigurationError(
-                f"backend {backend.key!r} is not Azure with an account key")
-        self.backend = backend
-        self.config = config
-        prefix = (getattr(backend.store, "prefix", None) or "").strip("/")  # type: ignore[attr-defined]
-        self.prefix = f"{prefix}/" if prefix else ""
-
-    @staticmethod
-    def block_id(number: int) -> str:
-        """The block id of part ``number`` (base64 of six digits)."""
-        import base64
-
-        return base64.b64encode(f"{number:06d}".encode()).decode()
-
-    def _blob(self, path: str) -> Any:
-        try:
-            from azure.storage.blob import BlobClient
-        except ImportError as exc:  # pragma: no cover - the azure extra brings it
-            raise ConfigurationError(
-                "Azure block upload sessions need azure-storage-blob: pip install "
-                "'storeroom[azure]'") from exc
-        config = self.config
-        account = str(config["account_name"])
-        endpoint = str(config.get("endpoint") or f"https://{account}.blob.core.windows.net")
-        return BlobClient(account_url=endpoint, container_name=str(config["container_name"]),
-                          blob_name=self.prefix + safe_path(path),
-                          credential={"account_name": account,
-                                      "account_key": str(config["account_key"])})
-
-    def part_url(self, path: str, number: int, *, expires_in: int) -> str:
-        """A SAS URL for Put Block of part ``number`` (send it with ``PUT``)."""
-        from urllib.parse import quote
-
-        url = self.backend.sign(path, expires_in=expires_in, for_upload=True)
-        return f"{url}&comp=block&blockid={quote(self.block_id(number), safe='')}"
-
-    def parts(self, path: str) -> list[PartInfo]:
-        """The uncommitted blocks, as parts in order (unknown ids are left out)."""
-        import base64
-
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            _, uncommitted = self._blob(path).get_block_list("uncommitted")
-        except ResourceNotFoundError:
-            return []
-        found = []
-        for block in uncommitted:
-            try:
-                name = block.id
-                if not name.isdigit():
-                    name = base64.b64decode(name).decode()
-                found.append(PartInfo(int(name), int(block.size), block.id))
-            except (ValueError, UnicodeDecodeError):
-                continue
-        return sorted(found, key=lambda part: part.number)
-
-    def finish(self, path: str, parts: list[PartInfo], content_type: str) -> None:
-        """Put Block List: commit ``parts`` in order as the blob."""
-        from azure.storage.blob import BlobBlock, ContentSettings
-
-        self._blob(path).commit_block_list(
-            # The SDK base64-encodes ids itself: hand it the six digits.
-            [BlobBlock(block_id=f"{part.number:06d}") for part in parts],
-            content_settings=ContentSettings(content_type=content_type))
-
-    def abort(self, path: str) -> None:
-        """Drop the uncommitted blocks (commit an empty list, delete that blob)."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        if not self.parts(path):
-            return
-        blob = self._blob(path)
-        blob.commit_block_list([])
-        try:
-            blob.delete_blob()
-        except ResourceNotFoundError:
-            pass
 
 
 # -- tus parts ------------------------------------------------------------------------------

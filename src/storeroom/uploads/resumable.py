@@ -27,12 +27,9 @@ from typing import Any
 from sqlalchemy import select
 
 from storeroom.backends.base import StorageBackend
+from storeroom.backends.obstore.direct_uploads import S3_PARTS, AzureBlocks, PartInfo, S3Multipart
 from storeroom.registry import StorageRegistry, storages
 from storeroom.uploads.multipart import (
-    S3_PARTS,
-    AzureBlocks,
-    PartInfo,
-    S3Multipart,
     delete_tus_parts,
     part_problem,
     resumable_protocol,
@@ -93,7 +90,7 @@ class ResumableTarget:
 
 def _part_size(size: int) -> int:
     """Parts of 8 MiB, larger when 10,000 of them would not hold ``size``."""
-    from storeroom.uploads.multipart import MAX_PARTS
+    from storeroom.backends.obstore.direct_uploads import MAX_PARTS
 
     part = 8 * 2**20
     while part * MAX_PARTS < size:

@@ -73,7 +73,8 @@ def finish_resumable(backend: StorageBackend, row: Any) -> None:
         return
     if protocol != "s3-multipart":
         return
-    from storeroom.uploads.multipart import S3Multipart, parts_problem
+    from storeroom.backends.obstore.direct_uploads import S3Multipart
+    from storeroom.uploads.multipart import parts_problem
 
     store = S3Multipart(backend)
     if not store.exists(row.upload_id, row.upload_path):
@@ -88,7 +89,8 @@ def finish_resumable(backend: StorageBackend, row: Any) -> None:
 
 
 def _finish_azure(backend: StorageBackend, row: Any) -> None:
-    from storeroom.uploads.multipart import AzureBlocks, parts_problem
+    from storeroom.backends.obstore.direct_uploads import AzureBlocks
+    from storeroom.uploads.multipart import parts_problem
 
     store = AzureBlocks(backend)
     parts = store.parts(row.upload_path)
@@ -106,11 +108,11 @@ def abandon_resumable(backend: StorageBackend, row: Any) -> None:
     """Drop what a pending resumable session left at the store (parts, multipart upload)."""
     protocol = getattr(row, "protocol", None)
     if protocol == "s3-multipart" and row.upload_id:
-        from storeroom.uploads.multipart import S3Multipart
+        from storeroom.backends.obstore.direct_uploads import S3Multipart
 
         S3Multipart(backend).abort(row.upload_path, row.upload_id)
     elif protocol == "azure-blocks":
-        from storeroom.uploads.multipart import AzureBlocks
+        from storeroom.backends.obstore.direct_uploads import AzureBlocks
 
         AzureBlocks(backend).abort(row.upload_path)
     elif protocol == "tus":

@@ -17,13 +17,16 @@ completion copies the verified object to its final path (see :mod:`storeroom.upl
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from storeroom.backends.base import StorageBackend
+from storeroom.backends.obstore.direct_uploads import (
+    gcs_signing_account,
+    s3_location,
+    s3_static_credentials,
+)
 from storeroom.errors import ConfigurationError
 from storeroom.signing import HmacUrlSigner
 
@@ -58,61 +61,13 @@ def _hmac_signer(backend: StorageBackend) -> HmacUrlSigner | None:
     return None
 
 
-def _s3_credentials(backend: StorageBackend) -> dict[str, Any] | None:
-    if getattr(backend, "kind", None) != "s3":
-        return None
-    config = dict(getattr(getattr(backend, "store", None), "config", None) or {})
-    plan = getattr(backend, "credential_plan", None)
-    if getattr(plan, "provider", None) is not None:
-        return None
-    if not config.get("access_key_id") or not config.get("secret_access_key"):
-        return None
-    return config
-
-
-def _gcs_account(backend: StorageBackend) -> dict[str, Any] | None:
-    """The service account (client_email, private_key) a GCS backend signs with, if any."""
-    if getattr(backend, "kind", None) != "gcs":
-        return None
-    config = dict(getattr(getattr(backend, "store", None), "config", None) or {})
-    try:
-        import cryptography  # noqa: F401  (the RSA signature needs it)
-
-        if config.get("service_account_key"):
-            account = json.loads(str(config["service_account_key"]))
-        elif config.get("service_account"):
-            account = json.loads(Path(str(config["service_account"])).read_text())
-        else:
-            return None
-    except (ImportError, OSError, ValueError):
-        return None
-    if not account.get("client_email") or not account.get("private_key"):
-        return None
-    return {**account, "bucket": config.get("bucket")}
-
-
 def enforced_limits(backend: StorageBackend) -> tuple[str, ...]:
     """The limits ``backend``'s store enforces on a direct upload (see the module table)."""
     if _hmac_signer(backend) is not None:
         return ("size", "type", "create-only")
-    if _s3_credentials(backend) is not None or _gcs_account(backend) is not None:
+    if s3_static_credentials(backend) is not None or gcs_signing_account(backend) is not None:
         return ("size", "type", "create-only")
     return ()
-
-
-def _s3_location(backend: StorageBackend, config: dict[str, Any], path: str) -> tuple[str, str]:
-    bucket = str(config["bucket"])
-    prefix = (getattr(backend.store, "prefix", None) or "").strip("/")  # type: ignore[attr-defined]
-    key = f"{prefix}/{path}" if prefix else path
-    endpoint = str(config.get("endpoint") or "").rstrip("/")
-    virtual = str(config.get("virtual_hosted_style_request", "")).lower() == "true"
-    region = str(config.get("region") or "us-east-1")
-    if not endpoint:
-        return f"https://{bucket}.s3.{region}.amazonaws.com", f"/{key}"
-    if virtual:
-        scheme, _, host = endpoint.partition("://")
-        return f"{scheme}://{bucket}.{host}", f"/{key}"
-    return endpoint, f"/{bucket}/{key}"
 
 
 def instructions(
@@ -131,11 +86,11 @@ def instructions(
                           content_type=content_type, max_size=size)
         return UploadInstructions(url, "PUT", {"Content-Type": content_type},
                                   enforced=enforced_limits(backend))
-    config = _s3_credentials(backend)
+    config = s3_static_credentials(backend)
     if config is not None:
-        from storeroom.uploads._sigv4 import presign
+        from storeroom.backends.obstore.sigv4 import presign
 
-        base, key_path = _s3_location(backend, config, path)
+        base, key_path = s3_location(backend, config, path)
         headers = {"content-length": str(size), "content-type": content_type,
                    "if-none-match": "*", "host": base.split("://", 1)[1]}
         url = presign(
@@ -149,9 +104,9 @@ def instructions(
             url, "PUT", {"Content-Type": content_type, "If-None-Match": "*"},
             enforced=enforced_limits(backend),
         )
-    account = _gcs_account(backend)
+    account = gcs_signing_account(backend)
     if account is not None:
-        from storeroom.uploads._sigv4 import presign_gcs
+        from storeroom.backends.obstore.sigv4 import presign_gcs
 
         base = str(account.get("gcs_base_url") or "https://storage.googleapis.com").rstrip("/")
         prefix = (getattr(backend.store, "prefix", None) or "").strip("/")  # type: ignore[attr-defined]
