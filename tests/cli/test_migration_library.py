@@ -34,7 +34,11 @@ from storeroom.orm.migration import (
 
 
 class Counting(ObstoreBackend):
-    """A memory backend that counts PUTs and fails the PUTs of chosen paths."""
+    """A memory backend that counts the PUTs that wrote an object, and fails chosen paths.
+
+    A create-only PUT refused because the object is already there wrote nothing, so it is
+    not counted.
+    """
 
     def __init__(self, key: str, fail_paths: set[str] | None = None) -> None:
         super().__init__(key, "memory://")
@@ -42,10 +46,11 @@ class Counting(ObstoreBackend):
         self.fail_paths = fail_paths or set()
 
     async def put_async(self, path: str, content: Any, **kwargs: Any) -> PutResult:
-        self.puts.append(path)
         if path in self.fail_paths:
             raise BackendError(f"injected failure writing {path!r}")
-        return await super().put_async(path, content, **kwargs)
+        result = await super().put_async(path, content, **kwargs)
+        self.puts.append(path)
+        return result
 
 
 def _fill(backend: ObstoreBackend, n: int) -> dict[str, bytes]:
