@@ -97,7 +97,9 @@ def migrate(ctx: Context, source: str, destination: str, prefix: str, database: 
             count, total = scan.object_totals(src, prefix=prefix.rstrip("/"))
 
             def plan() -> Any:
-                return migration.plan_listing(scan, src, prefix.rstrip("/"))
+                return (migration.CopyItem(info.path, info.path, info.size, None,
+                                           info.content_type)
+                        for info in scan.objects(src, prefix=prefix.rstrip("/")))
 
         if dry_run:
             _dry_run(plan(), path, src.key, dst_key, count, total, update_rows, batch_size)

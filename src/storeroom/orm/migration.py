@@ -47,7 +47,6 @@ __all__ = [
     "default_concurrency",
     "plan_objects",
     "plan_objects_async",
-    "plan_listing",
     "plan_rows",
     "plan_scan",
     "repoint",
@@ -266,17 +265,6 @@ def plan_scan(scan: ReferenceScan, source_key: str) -> Iterator[CopyItem]:
     """
     for path, size, checksum, content_type in scan.referenced(source_key):
         yield CopyItem(path, path, size, checksum, content_type)
-
-
-def plan_listing(scan: ReferenceScan, source: StorageBackend, prefix: str = ""
-                 ) -> Iterator[CopyItem]:
-    """Every object of ``source`` under ``prefix``, listed once into ``scan``'s index.
-
-    The bounded-memory form of :func:`plan_objects` (in path order; the scan may be
-    limited to one :class:`~storeroom.orm.maintenance.Shard`).
-    """
-    for info in scan.objects(source, prefix=prefix):
-        yield _planned(info)
 
 
 async def _copy_one(
