@@ -176,9 +176,41 @@ def seed_list_row(files: int, database: str, root: Path) -> None:
     marker.touch()
 
 
+def run_migrate(n: int, database: str, root: Path, src: Path, models: Path, label: str
+                ) -> dict[str, float]:
+    """``storeroom migrate bench copy`` of every object (N + 1%) into a fresh local folder."""
+    store = str(root / f"n{n}")
+    target = root / f"migrated-{label}-{n}"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    state = root / f"migrate-{label}-{n}.jsonl"
+    state.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": f"{src}", "BENCH_TABLE": _table(n),
+           "STORAGE__BENCH__URL": f"file://{store}", "STORAGE__COPY__URL": f"file://{target}",
+           "DATABASE_URL": database}
+    args = [sys.executable, "-m", "storeroom.cli", "migrate", "bench", "copy", "--state",
+            str(state), "--no-progress"]
+    start = time.perf_counter()
+    child = subprocess.Popen(args, env=env, cwd=models, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    out = child.stdout.read().decode() if child.stdout else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        err = child.stderr.read().decode() if child.stderr else ""
+        raise SystemExit(f"migrate failed: {out[-1000:]} {err[-2000:]}")
+    copied = int(out.split("copied ", 1)[1].split(" ", 1)[0])
+    shutil.rmtree(target, ignore_errors=True)
+    state.unlink(missing_ok=True)
+    return {"seconds": seconds, "rss_mib": usage.ru_maxrss / KiB, "growth_mib": float("nan"),
+            "cpu": usage.ru_utime + usage.ru_stime, "found": copied, "references": copied}
+
+
 def run_case(case: str, n: int, database: str, root: Path, src: Path, models: Path,
-             model: str = "Row", store_dir: str = "") -> dict[str, float]:
+             model: str = "Row", store_dir: str = "", label: str = "") -> dict[str, float]:
     """Run one case in a fresh subprocess; time, peak RSS, and the count it found."""
+    if case == "migrate":
+        return run_migrate(n, database, root, src, models, label)
     store = str(root / (store_dir or f"n{n}"))
     env = {**os.environ, "PYTHONPATH": f"{src}", "BENCH_TABLE": _table(n),
            "STORAGE__BENCH__URL": f"file://{store}", "DATABASE_URL": database}
@@ -253,9 +285,9 @@ def main() -> None:
             for case in opts.cases.split(","):
                 if case == "raw_listing" and label == "before":
                     continue  # the same for every checkout
-                r = run_case(case, n, opts.database, root, src, models)
+                r = run_case(case, n, opts.database, root, src, models, label=label)
                 expected = {"raw_listing": extra, "find_orphans": extra, "find_dangling": extra,
-                            "verify": extra + extra * 1_000_000}[case]
+                            "verify": extra + extra * 1_000_000, "migrate": n + extra}[case]
                 exact = "yes" if r["found"] == expected else f"NO ({r['found']})"
                 growth = "" if r["growth_mib"] != r["growth_mib"] else f"+{r['growth_mib']:.0f} MiB"
                 print(f"{n:>9,}  {label:<6}  {case:<13}  {r['seconds']:>6.1f} s  "

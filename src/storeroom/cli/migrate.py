@@ -13,6 +13,7 @@ from storeroom.backends.base import StorageBackend
 from storeroom.cli.app import Context, fail, pass_context, run_async
 from storeroom.cli.formatting import human_size
 from storeroom.cli.rows import columns_of, load_model, model_options, session_factory
+from storeroom.cli.sharded import sharded_options, start_and_follow
 
 __all__ = ["migrate"]
 
@@ -23,9 +24,10 @@ __all__ = ["migrate"]
 @click.option("--prefix", default="", help="Only objects under this prefix (without --model).")
 @model_options()
 @click.option("--state", "state_path", metavar="FILE",
-              type=click.Path(path_type=Path, dir_okay=False),
+              type=click.Path(path_type=Path),
               help="Journal of verified copies, read to resume "
-              "[default: .storeroom-migrate-SOURCE-DESTINATION.jsonl].")
+              "[default: .storeroom-migrate-SOURCE-DESTINATION.jsonl]; with --shards a "
+              "directory the workers share, one journal per shard.")
 @click.option("--concurrency", default=None, type=click.IntRange(min=1),
               help="Objects copied at once [default: 16 between local stores, 64 when one "
               "is across a network].")
@@ -39,11 +41,13 @@ __all__ = ["migrate"]
 @click.option("--dry-run", is_flag=True, help="Show what would be copied; change nothing.")
 @click.option("--progress/--no-progress", default=True,
               help="Show a progress bar on a terminal [default: progress].")
+@sharded_options
 @pass_context
 def migrate(ctx: Context, source: str, destination: str, prefix: str, database: str | None,
             models: str | None, column: str | None, state_path: Path | None,
             concurrency: int | None, verify_read: bool, update_rows: bool, batch_size: int,
-            dry_run: bool, progress: bool) -> None:
+            dry_run: bool, progress: bool, shards: int | None, queue_url: str | None,
+            queue_name: str, follow: bool) -> None:
     """Copy every object of SOURCE, or the files a model references, to DESTINATION.
 
     Each object is streamed (never whole in memory), its SHA-256 computed on the way and
@@ -79,6 +83,17 @@ def migrate(ctx: Context, source: str, destination: str, prefix: str, database: 
     if models and prefix:
         fail("--prefix selects objects, --model selects rows' files: pass one of them")
     columns = columns_of(load_model(models), column) if models else []
+    if shards is not None and not dry_run:
+        ctx.backend(destination)
+        state_dir = (state_path or Path(f".storeroom-migrate-{src.key}-{dst_key}")).resolve()
+        state_dir.mkdir(parents=True, exist_ok=True)
+        start_and_follow(ctx, "migrate", {
+            "models": [models] if models else [], "column": column, "source": src.key,
+            "destination": dst_key, "prefix": prefix.rstrip("/"), "state_dir": str(state_dir),
+            "concurrency": concurrency, "verify_read": verify_read, "update_rows": update_rows,
+            "batch_size": batch_size}, shards=shards, queue_url=queue_url,
+            queue_name=queue_name, database=database, follow=follow)
+        return
     sessions = session_factory(database) if columns else None
     path = state_path or Path(f".storeroom-migrate-{src.key}-{dst_key}.jsonl")
     from storeroom.orm.maintenance import ReferenceScan
