@@ -734,6 +734,7 @@ def collect_findings(
     grace: timedelta = timedelta(hours=1),
     checksums: bool = False,
     page_size: int = DEFAULT_PAGE_SIZE,
+    shard: Shard | None = None,
 ) -> dict[str, Any]:
     """:func:`iter_findings` gathered into one dict (memory grows with the findings).
 
@@ -742,7 +743,7 @@ def collect_findings(
     report: dict[str, Any] = {"dangling": [], "mismatched": [], "orphans": []}
     for section, entry in iter_findings(session, target, registry, orphans_in=orphans_in,
                                         prefix=prefix, grace=grace, checksums=checksums,
-                                        page_size=page_size):
+                                        page_size=page_size, shard=shard):
         if section == "summary":
             report["summary"] = entry
         else:
