@@ -29,7 +29,7 @@ __all__ = ["migrate"]
               "[default: .storeroom-migrate-SOURCE-DESTINATION.jsonl]; with --shards a "
               "directory the workers share, one journal per shard.")
 @click.option("--concurrency", default=None, type=click.IntRange(min=1),
-              help="Objects copied at once [default: 16 between local stores, 64 when one "
+              help="Objects copied at once [default: 4 between local stores, 64 when one "
               "is across a network].")
 @click.option("--verify-read/--no-verify-read", default=True, show_default=True,
               help="Also read each copy back and compare its SHA-256 (size and the SHA-256 "

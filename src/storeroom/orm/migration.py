@@ -315,8 +315,10 @@ async def _already_done(
 
 
 _LOCAL_SCHEMES = ("file", "memory", "")
-CONCURRENCY_LOCAL = 16
-"""Copies at once when both stores are local disk or memory (the CPU is the limit)."""
+CONCURRENCY_LOCAL = 4
+"""Copies at once when both stores are local disk or memory: the CPU is the limit, and
+more copies in flight only add thread hand-offs (measured: 16 used more CPU for no more
+objects per second than 4 on two cores)."""
 CONCURRENCY_REMOTE = 64
 """Copies at once when either store is across a network (latency is the limit)."""
 
@@ -324,9 +326,9 @@ CONCURRENCY_REMOTE = 64
 def default_concurrency(source: StorageBackend, destination: StorageBackend) -> int:
     """How many copies to run at once between these two stores.
 
-    Local disk and memory are limited by this process's CPU, so a few more copies than
-    cores keep it busy; object stores over a network are limited by round trips, so many
-    more copies overlap their latency.
+    Local disk and memory are limited by this process's CPU, so a few copies keep it
+    busy; object stores over a network are limited by round trips, so many more copies
+    overlap their latency.
     """
     def scheme(backend: StorageBackend) -> str:
         try:
@@ -416,7 +418,7 @@ async def copy_objects(
     """Copy ``items`` from ``source`` to ``destination``, ``concurrency`` at a time.
 
     ``items`` may be any iterable, a generator included: it is consumed as the copies go,
-    never held in memory. ``concurrency`` defaults to :func:`default_concurrency` (16
+    never held in memory. ``concurrency`` defaults to :func:`default_concurrency` (4
     between local stores, 64 when one is across a network).
 
     Each object is streamed (:func:`storeroom.backends.transfer.copy_async`), never held
