@@ -187,6 +187,7 @@ def gc(ctx: Context, database: str | None, models: tuple[str, ...], column: str 
     if shards is not None:
         if not yes:
             fail("--shards deletes: pass --yes (a dry run lists orphans without --shards)")
+        _remove_expired_uploads(session_factory(database), ctx)
         start_and_follow(ctx, "gc", {
             "models": list(models), "column": column, "backend": store.key,
             "prefix": prefix.rstrip("/"), "grace": delay.total_seconds()}, shards=shards,

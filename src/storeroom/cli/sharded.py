@@ -8,6 +8,7 @@ standard error, and print its aggregated result like the single-process command 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -55,8 +56,11 @@ def start_and_follow(ctx: Context, kind: str, params: dict[str, Any], *, shards:
         fail("--shards needs --database URL (or DATABASE_URL): workers record progress there")
     params = {**params, "config": str(ctx.config.resolve()) if ctx.config else None}
     queue = SaqQueue(queue_url, name=queue_name, timeout=24 * 3600, heartbeat=10)
+    # A URL from the environment stays out of the queue: workers read their own DATABASE_URL.
+    from_env = database == os.environ.get("DATABASE_URL")
     try:
-        run = start_run(kind, params, shards=shards, database=database, queue=queue)
+        run = start_run(kind, params, shards=shards, database=database, queue=queue,
+                        send_database=not from_env)
     finally:
         queue.close()
     click.echo(f"started {run}: {shards} shards on queue {queue_name!r}", err=True)
@@ -107,9 +111,12 @@ def _result(database: str, run: str, status: list[Any]) -> None:
         else:
             click.echo(f"failed {entry['path']}: {entry['reason']}", err=True)
     if kind == "verify":
+        checked = any(s.counts.get("orphans_checked") for s in status)
+        orphans = (f"orphans {counts.get('orphans', 0)}" if checked
+                   else "orphans not checked (pass --backend)")
         click.echo(f"{counts.get('references', 0)} references: dangling "
                    f"{counts.get('dangling', 0)}, mismatched {counts.get('mismatched', 0)}, "
-                   f"orphans {counts.get('orphans', 0)}")
+                   f"{orphans}")
         bad = counts.get("dangling", 0) or counts.get("mismatched", 0) or counts.get("orphans", 0)
     elif kind == "gc":
         click.echo(f"{counts.get('deleted', 0)} orphans deleted")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -140,13 +141,14 @@ def start_run(
     queue: Any,
     retries: int = 5,
     heartbeat: int = 10,
+    send_database: bool = True,
 ) -> str:
     """Create the progress rows of a new run and enqueue one job per shard; returns its id.
 
     ``params`` are the command's options (JSON-serialisable), ``database`` the application's
     database URL (workers connect to it), ``queue`` a :class:`~storeroom.jobs.saq.SaqQueue`.
-    A shard's job gets ``retries`` attempts; one whose worker stops refreshing its heartbeat
-    for ``heartbeat`` seconds is given to another worker.
+    A shard's job gets ``retries`` attempts. With ``send_database=False`` the URL (which may
+    hold a password) is not put in the jobs: workers use their own ``DATABASE_URL``.
     """
     if kind not in KINDS:
         raise ConfigurationError(f"unknown sharded run {kind!r}; choose one of {KINDS}")
@@ -166,7 +168,7 @@ def start_run(
             engine.dispose()
     for k in range(shards):
         payload = {"run": run, "shard": k, "shards": shards, "kind": kind,
-                   "database": database, "params": dict(params)}
+                   "database": database if send_database else None, "params": dict(params)}
         queue.enqueue(JOB, payload, key=f"{run}-{k}")
     return run
 
@@ -366,7 +368,12 @@ def run_shard(payload: Mapping[str, Any]) -> None:
 
     run, index, kind = payload["run"], int(payload["shard"]), payload["kind"]
     shard = Shard(index, int(payload["shards"]))
-    engine = create_engine(payload["database"])
+    database = payload.get("database") or os.environ.get("DATABASE_URL")
+    if not database:
+        raise ConfigurationError(
+            f"shard {index} of run {run!r} names no database and DATABASE_URL is not set in "
+            "this worker; set it to the application's database URL")
+    engine = create_engine(database)
     where = (shards_table.c.run == run) & (shards_table.c.shard == index)
     attempt = uuid.uuid4().hex
     try:
