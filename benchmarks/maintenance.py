@@ -11,6 +11,13 @@ Then, for each code checkout, runs each case in its own subprocess with that che
 ``src`` first on PYTHONPATH: ``find_orphans`` and ``find_dangling`` (library calls, grace 0)
 and ``storeroom verify --backend bench --grace 0s --json`` (the CLI, output discarded), next to
 ``raw_listing``: obstore alone listing the store, which no check of the store can beat.
+``migrate`` is ``storeroom migrate bench copy`` of every object into a fresh local folder
+(objects per second), next to ``raw_copy``: obstore alone on 4 threads doing the same three
+operations per object (read, create-only write, read back), the floor of a verified copy.
+``verify_2w`` and ``migrate_2w`` run the same commands with ``--shards 8`` on 2 SAQ workers
+(queue ``STOREROOM_BENCH_QUEUE``, default ``redis://127.0.0.1:6379/9``; CPU and peak RSS
+cover the workers too). The load average is printed first: on a shared machine the wall
+times say as much about the neighbours as about the code.
 Reports wall time, references per second, the child's CPU time (user + system; the wall
 time depends on what else the machine runs), its peak RSS (``wait4``) and, for the library
 calls, how far that rose above the RSS after imports, and checks every count is exact.

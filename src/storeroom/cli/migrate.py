@@ -94,6 +94,9 @@ def migrate(ctx: Context, source: str, destination: str, prefix: str, database: 
             "batch_size": batch_size}, shards=shards, queue_url=queue_url,
             queue_name=queue_name, database=database, follow=follow)
         return
+    if state_path is not None and state_path.is_dir():
+        fail(f"--state {str(state_path)!r} is a directory; without --shards it names the "
+             "journal file")
     sessions = session_factory(database) if columns else None
     path = state_path or Path(f".storeroom-migrate-{src.key}-{dst_key}.jsonl")
     from storeroom.orm.maintenance import ReferenceScan
