@@ -103,7 +103,12 @@ def migrate(ctx: Context, source: str, destination: str, prefix: str, database: 
 
     # The plan lives in an on-disk index (rows read in pages, the source listed once), so
     # memory stays flat whatever the number of objects.
-    with ReferenceScan(columns, registry=ctx.registry) as scan:
+    from storeroom.registry import StorageRegistry
+
+    # Only SOURCE is opened for the plan (a dry run must not create DESTINATION's folder).
+    planning = StorageRegistry()
+    planning.register_backend(src)
+    with ReferenceScan(columns, registry=planning) as scan:
         if sessions is not None:
             with sessions() as session:
                 scan.read_rows(session, list_ahead={})
