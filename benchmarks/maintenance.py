@@ -263,13 +263,15 @@ def run_sharded(case: str, n: int, database: str, root: Path, src: Path, models:
         args = ["migrate", "bench", "copy", "--state", str(root / f"journals-{name}")]
     args = [sys.executable, "-m", "storeroom.cli", *args, "--shards", shards, "--queue-name",
             name]
-    start = time.perf_counter()
-    child = subprocess.Popen(args, env=env, cwd=models, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    out = child.stdout.read().decode() if child.stdout else ""
-    err = child.stderr.read().decode() if child.stderr else ""
+    # Files, not pipes: thousands of findings would fill a pipe nobody reads until the end.
+    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+        start = time.perf_counter()
+        child = subprocess.Popen(args, env=env, cwd=models, stdout=out_file, stderr=err_file)
+        _pid, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read().decode(), err_file.read().decode()
     rss = usage.ru_maxrss
     cpu = usage.ru_utime + usage.ru_stime
     for proc in procs:
