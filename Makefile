@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 NPM := $(shell command -v npm 2>/dev/null)
 
-.PHONY: venv test test-only lint bench demo docs clean
+.PHONY: venv test test-only lint format bench demo docs clean
 
 $(STAMP): pyproject.toml package.json package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,7 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks docs/gen_api.py
 	$(BIN)/mypy
 
 test-only: $(STAMP)
@@ -47,13 +48,22 @@ test-only: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks docs/gen_api.py
 	$(BIN)/mypy
+
+## Apply ruff's formatting (CI checks it).
+format: $(STAMP)
+	$(BIN)/ruff format src tests benchmarks docs/gen_api.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/orm.py
 	$(BIN)/python benchmarks/web_memory.py
+	$(BIN)/python benchmarks/small_paths.py
+	$(BIN)/python benchmarks/media.py
+	$(BIN)/python benchmarks/uploads.py
+	$(BIN)/python benchmarks/maintenance.py
 
 ## Start the demo on http://127.0.0.1:8000 (SQLite and local disk under ./data).
 ## Installs only storeroom[demo] (litestar, uvicorn, aiosqlite): no test tools, npm or apt.

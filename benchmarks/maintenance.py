@@ -11,6 +11,13 @@ Then, for each code checkout, runs each case in its own subprocess with that che
 ``src`` first on PYTHONPATH: ``find_orphans`` and ``find_dangling`` (library calls, grace 0)
 and ``storeroom verify --backend bench --grace 0s --json`` (the CLI, output discarded), next to
 ``raw_listing``: obstore alone listing the store, which no check of the store can beat.
+``migrate`` is ``storeroom migrate bench copy`` of every object into a fresh local folder
+(objects per second), next to ``raw_copy``: obstore alone on 4 threads doing the same three
+operations per object (read, create-only write, read back), the floor of a verified copy.
+``verify_2w`` and ``migrate_2w`` run the same commands with ``--shards 8`` on 2 SAQ workers
+(queue ``STOREROOM_BENCH_QUEUE``, default ``redis://127.0.0.1:6379/9``; CPU and peak RSS
+cover the workers too). The load average is printed first: on a shared machine the wall
+times say as much about the neighbours as about the code.
 Reports wall time, references per second, the child's CPU time (user + system; the wall
 time depends on what else the machine runs), its peak RSS (``wait4``) and, for the library
 calls, how far that rose above the RSS after imports, and checks every count is exact.
@@ -83,7 +90,25 @@ with engine.connect() as conn:
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 with Session(engine) as session:
-    if sys.argv[1] == "raw_listing":  # the floor: obstore alone lists the store, nothing else
+    if sys.argv[1] == "raw_copy":  # the floor of migrate: obstore alone, get + put + read back
+        import hashlib, shutil
+        from concurrent.futures import ThreadPoolExecutor
+        import obstore
+        from obstore.store import LocalStore
+        store = storages.get_backend("bench").store
+        target = sys.argv[4].rstrip("/") + "-rawcopy"
+        shutil.rmtree(target, ignore_errors=True)
+        dst = LocalStore(target, mkdir=True)
+        paths = [o["path"] for batch in obstore.list(store) for o in batch]
+        def one(path):
+            data = obstore.get(store, path).bytes()
+            obstore.put(dst, path, bytes(data), mode="create")
+            hashlib.sha256(bytes(obstore.get(dst, path).bytes())).hexdigest()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(one, paths))
+        found = len(paths)
+        shutil.rmtree(target, ignore_errors=True)
+    elif sys.argv[1] == "raw_listing":  # the floor: obstore alone lists the store, nothing else
         import obstore
         store = storages.get_backend("bench").store
         found = sum(len(batch) for batch in obstore.list(store)) - int(sys.argv[5])
@@ -176,9 +201,114 @@ def seed_list_row(files: int, database: str, root: Path) -> None:
     marker.touch()
 
 
+def run_migrate(n: int, database: str, root: Path, src: Path, models: Path, label: str
+                ) -> dict[str, float]:
+    """``storeroom migrate bench copy`` of every object (N + 1%) into a fresh local folder."""
+    store = str(root / f"n{n}")
+    target = root / f"migrated-{label}-{n}"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    state = root / f"migrate-{label}-{n}.jsonl"
+    state.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": f"{src}", "BENCH_TABLE": _table(n),
+           "STORAGE__BENCH__URL": f"file://{store}", "STORAGE__COPY__URL": f"file://{target}",
+           "DATABASE_URL": database}
+    args = [sys.executable, "-m", "storeroom.cli", "migrate", "bench", "copy", "--state",
+            str(state), "--no-progress"]
+    start = time.perf_counter()
+    child = subprocess.Popen(args, env=env, cwd=models, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    out = child.stdout.read().decode() if child.stdout else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        err = child.stderr.read().decode() if child.stderr else ""
+        raise SystemExit(f"migrate failed: {out[-1000:]} {err[-2000:]}")
+    copied = int(out.split("copied ", 1)[1].split(" ", 1)[0])
+    shutil.rmtree(target, ignore_errors=True)
+    state.unlink(missing_ok=True)
+    return {"seconds": seconds, "rss_mib": usage.ru_maxrss / KiB, "growth_mib": float("nan"),
+            "cpu": usage.ru_utime + usage.ru_stime, "found": copied, "references": copied}
+
+
+QUEUE = os.environ.get("STOREROOM_BENCH_QUEUE", "redis://127.0.0.1:6379/9")
+
+
+def run_sharded(case: str, n: int, database: str, root: Path, src: Path, models: Path,
+                workers: int = 2) -> dict[str, float]:
+    """``verify``/``migrate`` with ``--shards`` on ``workers`` SAQ worker processes.
+
+    The workers are started first (their start-up is not timed); the time is the command's,
+    from start to its printed result; CPU and peak RSS are the workers' and the command's.
+    """
+    import uuid
+
+    store = str(root / f"n{n}")
+    target = root / f"migrated-sharded-{n}"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "PYTHONPATH": f"{src}", "BENCH_TABLE": _table(n),
+           "STORAGE__BENCH__URL": f"file://{store}", "STORAGE__COPY__URL": f"file://{target}",
+           "DATABASE_URL": database, "STOREROOM_QUEUE_URL": QUEUE}
+    procs = [subprocess.Popen([sys.executable, "-m", "storeroom.jobs.saq", "--url", QUEUE,
+                               "--name", name, "--import", "storeroom.jobs.maintenance",
+                               "--concurrency", "1", "--sweep", "5"], env=env, cwd=models)
+             for _ in range(workers)]
+    time.sleep(2)  # let the workers connect (not timed)
+    shards = str(workers * 4)
+    if case.startswith("verify"):
+        args = ["verify", "--model", "bench_models:Row", "--backend", "bench", "--grace", "0s"]
+    else:
+        args = ["migrate", "bench", "copy", "--state", str(root / f"journals-{name}")]
+    args = [sys.executable, "-m", "storeroom.cli", *args, "--shards", shards, "--queue-name",
+            name]
+    # Files, not pipes: thousands of findings would fill a pipe nobody reads until the end.
+    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+        start = time.perf_counter()
+        child = subprocess.Popen(args, env=env, cwd=models, stdout=out_file, stderr=err_file)
+        _pid, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read().decode(), err_file.read().decode()
+    rss = usage.ru_maxrss
+    cpu = usage.ru_utime + usage.ru_stime
+    for proc in procs:
+        try:
+            with open(f"/proc/{proc.pid}/status") as info:
+                for line in info:
+                    if line.startswith("VmHWM:"):
+                        rss = max(rss, int(line.split()[1]))
+        except OSError:
+            pass
+        proc.send_signal(15)
+        _p, _s, wusage = os.wait4(proc.pid, 0)
+        cpu += wusage.ru_utime + wusage.ru_stime
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(root / f"journals-{name}", ignore_errors=True)
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise SystemExit(f"sharded {case} failed: {out[-1000:]} {err[-2000:]}")
+    last = out.strip().splitlines()[-1]
+    if case.startswith("verify"):
+        dangling = int(last.split("dangling ")[1].split(",")[0])
+        orphans = int(last.split("orphans ")[1].split()[0])
+        found = orphans + dangling * 1_000_000
+        references = int(last.split()[0])
+    else:
+        found = int(last.split("copied ")[1].split(",")[0])
+        references = found
+    return {"seconds": seconds, "rss_mib": rss / KiB, "growth_mib": float("nan"), "cpu": cpu,
+            "found": found, "references": references}
+
+
 def run_case(case: str, n: int, database: str, root: Path, src: Path, models: Path,
-             model: str = "Row", store_dir: str = "") -> dict[str, float]:
+             model: str = "Row", store_dir: str = "", label: str = "") -> dict[str, float]:
     """Run one case in a fresh subprocess; time, peak RSS, and the count it found."""
+    if case == "migrate":
+        return run_migrate(n, database, root, src, models, label)
+    if case.endswith("_2w"):
+        return run_sharded(case, n, database, root, src, models)
     store = str(root / (store_dir or f"n{n}"))
     env = {**os.environ, "PYTHONPATH": f"{src}", "BENCH_TABLE": _table(n),
            "STORAGE__BENCH__URL": f"file://{store}", "DATABASE_URL": database}
@@ -227,8 +357,12 @@ def main() -> None:
                         help="where the seeded files live (kept between runs)")
     parser.add_argument("--before", metavar="CHECKOUT",
                         help="also measure this checkout (e.g. a git worktree of an older commit)")
-    parser.add_argument("--cases", default="raw_listing,find_orphans,find_dangling,verify",
-                        help="raw_listing is obstore listing the store alone: the floor")
+    parser.add_argument("--cases",
+                        default="raw_listing,find_orphans,find_dangling,verify,verify_2w,"
+                        "raw_copy,migrate,migrate_2w",
+                        help="raw_listing / raw_copy: obstore alone listing / copying the "
+                        "store, the floors; *_2w: --shards 8 on 2 SAQ workers "
+                        "(STOREROOM_BENCH_QUEUE, default redis://127.0.0.1:6379/9)")
     parser.add_argument("--reseed", action="store_true")
     parser.add_argument("--list-row", type=int, default=0, metavar="FILES",
                         help="also verify one row holding FILES files in a list column")
@@ -243,6 +377,8 @@ def main() -> None:
     codes = [("after", ROOT / "src")]
     if opts.before:
         codes.insert(0, ("before", Path(opts.before).resolve() / "src"))
+    print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
+          f"on {os.cpu_count()} CPUs", flush=True)
     print(f"{'N':>9}  {'code':<6}  {'case':<13}  {'time':>8}  {'refs/s':>9}  {'CPU':>8}  "
           f"{'refs/CPU-s':>10}  "
           f"{'peak RSS':>9}  {'growth':>8}  exact")
@@ -251,11 +387,15 @@ def main() -> None:
         extra = max(1, n // 100)
         for label, src in codes:
             for case in opts.cases.split(","):
-                if case == "raw_listing" and label == "before":
+                if case in ("raw_listing", "raw_copy") and label == "before":
                     continue  # the same for every checkout
-                r = run_case(case, n, opts.database, root, src, models)
+                if case.endswith("_2w") and label == "before":
+                    continue  # no sharded runs before
+                r = run_case(case, n, opts.database, root, src, models, label=label)
                 expected = {"raw_listing": extra, "find_orphans": extra, "find_dangling": extra,
-                            "verify": extra + extra * 1_000_000}[case]
+                            "verify": extra + extra * 1_000_000, "migrate": n + extra,
+                            "verify_2w": extra + extra * 1_000_000, "migrate_2w": n + extra,
+                            "raw_copy": n + extra}[case]
                 exact = "yes" if r["found"] == expected else f"NO ({r['found']})"
                 growth = "" if r["growth_mib"] != r["growth_mib"] else f"+{r['growth_mib']:.0f} MiB"
                 print(f"{n:>9,}  {label:<6}  {case:<13}  {r['seconds']:>6.1f} s  "

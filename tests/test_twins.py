@@ -50,7 +50,7 @@ NO_IO: dict[str, set[str]] = {
     # io.RawIOBase's protocol, served from the same buffer logic as read().
     "ObjectReader": {"readable", "readall", "readinto", "seekable", "seek", "tell"},
     "storeroom.backends.transfer": {"algorithm_of", "new_hash"},
-    "storeroom.orm.migration": {"plan_rows", "repoint"},
+    "storeroom.orm.migration": {"default_concurrency", "plan_rows", "plan_scan", "repoint"},
     "storeroom.uploads": {"enforced_limits"},
 }
 

@@ -118,7 +118,7 @@ def test_help_lists_commands_under_headings_and_each_command_has_help(
     text = top.stdout.decode()
     for heading, commands in {
         "Objects:": ["backends", "ls", "stat", "put", "get", "rm", "cp", "sign"],
-        "Migration:": ["migrate"], "Rows and the store:": ["verify", "gc"],
+        "Migration:": ["migrate"], "Rows and the store:": ["verify", "gc", "jobs"],
         "Security:": ["cors"],
     }.items():
         section = text.split(heading, 1)[1].split("\n\n", 1)[0]

@@ -34,7 +34,11 @@ from storeroom.orm.migration import (
 
 
 class Counting(ObstoreBackend):
-    """A memory backend that counts PUTs and fails the PUTs of chosen paths."""
+    """A memory backend that counts the PUTs that wrote an object, and fails chosen paths.
+
+    A create-only PUT refused because the object is already there wrote nothing, so it is
+    not counted.
+    """
 
     def __init__(self, key: str, fail_paths: set[str] | None = None) -> None:
         super().__init__(key, "memory://")
@@ -42,10 +46,11 @@ class Counting(ObstoreBackend):
         self.fail_paths = fail_paths or set()
 
     async def put_async(self, path: str, content: Any, **kwargs: Any) -> PutResult:
-        self.puts.append(path)
         if path in self.fail_paths:
             raise BackendError(f"injected failure writing {path!r}")
-        return await super().put_async(path, content, **kwargs)
+        result = await super().put_async(path, content, **kwargs)
+        self.puts.append(path)
+        return result
 
 
 def _fill(backend: ObstoreBackend, n: int) -> dict[str, bytes]:
@@ -233,3 +238,49 @@ async def test_update_rows_async_with_an_async_session(
         rows = (await session.scalars(select(Paper))).all()
     assert {r.file.backend for r in rows if r.file is not None} == {"new"}
     await engine.dispose()
+
+
+def test_a_long_journal_is_read_back_line_by_line_into_its_index(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    with path.open("w") as journal:
+        for i in range(5000):
+            journal.write(json.dumps({"source": f"p/{i}", "destination": f"p/{i}", "size": i,
+                                      "checksum": f"sha256:{i}", "status": "verified",
+                                      "from": "src", "to": "dst"}) + "\n")
+        for i in range(0, 5000, 2):  # every other copy invalidated since
+            journal.write(json.dumps({"source": f"p/{i}", "status": "invalid",
+                                      "from": "src", "to": "dst"}) + "\n")
+    with MigrationState(path, "src", "dst") as state:
+        assert len(state.verified) == 2500
+        assert "p/1" in state.verified and "p/2" not in state.verified
+        assert state.verified["p/3"]["size"] == 3
+        assert state.verified.get("p/4") is None
+        assert next(iter(state.verified)) == "p/1"
+        state.forget(CopyItem("p/1", "p/1"), "test")
+        assert "p/1" not in state.verified
+    with MigrationState(path, "src", "dst") as state:
+        assert len(state.verified) == 2499
+
+
+def test_plan_scan_streams_each_referenced_file_once_from_the_rows(
+    tmp_path: Path, backends: tuple[ObstoreBackend, ObstoreBackend]
+) -> None:
+    from storeroom.orm.maintenance import ReferenceScan
+    from storeroom.orm.migration import plan_scan
+
+    engine = create_engine(f"sqlite:///{tmp_path}/db.sqlite")
+    Paper.metadata.create_all(engine, tables=[Paper.__table__])
+    factory = sessionmaker(engine, expire_on_commit=False)
+    with factory() as session:
+        _papers(session, 12)
+        first = session.scalars(select(Paper)).first()
+        assert first is not None
+        session.add(Paper(name="twin", file=first.file))  # two rows, one file
+        session.commit()
+        files = [p.file for p in session.scalars(select(Paper))]
+    with ReferenceScan(Paper.file, page_size=5) as scan, factory() as session:
+        scan.read_rows(session, list_ahead={})
+        assert scan.referenced_totals("old") == (12, sum(f.size for f in files[:12]))
+        planned = list(plan_scan(scan, "old"))
+    assert planned == sorted(plan_rows(files, "old"), key=lambda item: item.source)
+    assert all(item.checksum and item.content_type == "text/plain" for item in planned)

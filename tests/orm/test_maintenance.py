@@ -254,3 +254,34 @@ async def test_a_listing_that_fails_in_its_thread_fails_the_scan_and_leaves_no_f
     with pytest.raises(StoreroomError, match="listing interrupted"):
         await _run(db, scan)
     assert list(scans.iterdir()) == []
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7])
+async def test_shards_together_find_exactly_what_one_scan_finds(
+    db: Db, files: FaultyBackend, count: int
+) -> None:
+    from storeroom.orm.maintenance import Shard
+
+    await _seed(db, files)
+    whole = await _run(db, lambda s: collect_findings(
+        s, TARGET, orphans_in="files", grace=timedelta(0), checksums=True))
+    parts = [await _run(db, lambda s, k=k: collect_findings(
+        s, TARGET, orphans_in="files", grace=timedelta(0), checksums=True,
+        shard=Shard(k, count))) for k in range(count)]
+    for section in ("dangling", "mismatched", "orphans"):
+        assert sorted(e["path"] for p in parts for e in p[section]) == sorted(
+            e["path"] for e in whole[section])
+    for name in ("references", "dangling", "mismatched", "orphans"):
+        assert sum(p["summary"][name] for p in parts) == whole["summary"][name]
+    # Each path is in exactly one shard.
+    paths = [f"p/{i}" for i in range(200)]
+    assert sorted(sum(Shard(k, count).contains(p) for k in range(count)) for p in paths) == [
+        1] * 200
+
+
+@pytest.mark.parametrize(("index", "count"), [(-1, 2), (2, 2), (0, 0), (0, True)])
+def test_a_shard_outside_its_split_is_refused(index: int, count: int) -> None:
+    from storeroom.orm.maintenance import Shard
+
+    with pytest.raises(ConfigurationError, match="a shard is an index"):
+        Shard(index, count)

@@ -18,6 +18,7 @@ from storeroom.cli.cors import cors
 from storeroom.cli.maintenance import gc, verify
 from storeroom.cli.migrate import migrate
 from storeroom.cli.objects import backends, cp, get, ls, put, rm, sign, stat
+from storeroom.cli.sharded import jobs
 
 __all__ = ["cli"]
 
@@ -26,4 +27,5 @@ for _command in (backends, ls, stat, put, get, rm, cp, sign):
 cli.add_command(migrate, section="Migration")
 cli.add_command(verify, section="Rows and the store")
 cli.add_command(gc, section="Rows and the store")
+cli.add_command(jobs, section="Rows and the store")
 cli.add_command(cors, section="Security")

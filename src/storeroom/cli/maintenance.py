@@ -23,6 +23,7 @@ from storeroom.cli.rows import (
     parse_duration,
     session_factory,
 )
+from storeroom.cli.sharded import sharded_options, start_and_follow
 
 __all__ = ["gc", "verify"]
 
@@ -99,10 +100,12 @@ def _print_finding(section: str, entry: dict[str, Any]) -> None:
 @click.option("--checksums", is_flag=True,
               help="Also read every referenced object and compare its SHA-256 with the row's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@sharded_options
 @pass_context
 def verify(ctx: Context, database: str | None, models: tuple[str, ...], column: str | None,
            backend_key: str | None, prefix: str, grace: str, checksums: bool,
-           as_json: bool) -> None:
+           as_json: bool, shards: int | None, queue_url: str | None, queue_name: str,
+           follow: bool) -> None:
     """Compare rows with the store: dangling references, mismatches, orphans.
 
     Dangling: a row references an object that does not exist. Mismatched: the object's
@@ -122,6 +125,17 @@ def verify(ctx: Context, database: str | None, models: tuple[str, ...], column: 
     if backend_key is not None:
         ctx.backend(backend_key)
     delay = parse_duration(grace, "--grace")
+    if multipart:
+        _sweep_multipart_uploads(store, delay, yes)
+    if shards is not None:
+        if as_json:
+            fail("--json is not available with --shards; see 'storeroom jobs status RUN --json'")
+        start_and_follow(ctx, "verify", {
+            "models": list(models), "column": column, "backend": backend_key,
+            "prefix": prefix.rstrip("/"), "grace": delay.total_seconds(),
+            "checksums": checksums}, shards=shards, queue_url=queue_url,
+            queue_name=queue_name, database=database, follow=follow)
+        return
     report = _JsonReport() if as_json else None
     summary: dict[str, Any] = {}
     with session_factory(database)() as session:
@@ -155,9 +169,11 @@ def verify(ctx: Context, database: str | None, models: tuple[str, ...], column: 
 @click.option("--yes", is_flag=True, help="Really delete (without it, only list).")
 @click.option("--multipart/--no-multipart", default=True, show_default=True,
               help="S3: also abort incomplete multipart uploads older than --grace.")
+@sharded_options
 @pass_context
 def gc(ctx: Context, database: str | None, models: tuple[str, ...], column: str | None,
-       backend_key: str, prefix: str, grace: str, yes: bool, multipart: bool) -> None:
+       backend_key: str, prefix: str, grace: str, yes: bool, multipart: bool,
+       shards: int | None, queue_url: str | None, queue_name: str, follow: bool) -> None:
     """Delete orphans (objects no row references) older than --grace; dry run by default.
 
     The rows are read again just before deleting, so an object a row started to
@@ -172,9 +188,18 @@ def gc(ctx: Context, database: str | None, models: tuple[str, ...], column: str 
     columns = _columns(models, column)
     store = ctx.backend(backend_key)
     delay = parse_duration(grace, "--grace")
-    sessions = session_factory(database)
     if multipart:
         _sweep_multipart_uploads(store, delay, yes)
+    if shards is not None:
+        if not yes:
+            fail("--shards deletes: pass --yes (a dry run lists orphans without --shards)")
+        _remove_expired_uploads(session_factory(database), ctx)
+        start_and_follow(ctx, "gc", {
+            "models": list(models), "column": column, "backend": store.key,
+            "prefix": prefix.rstrip("/"), "grace": delay.total_seconds()}, shards=shards,
+            queue_url=queue_url, queue_name=queue_name, database=database, follow=follow)
+        return
+    sessions = session_factory(database)
     if yes:
         _remove_expired_uploads(sessions, ctx)
     _collect_orphans(sessions, columns, ctx, store.key, prefix.rstrip("/"), delay, grace, yes)

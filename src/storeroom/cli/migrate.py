@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from storeroom.backends.base import StorageBackend
 from storeroom.cli.app import Context, fail, pass_context, run_async
 from storeroom.cli.formatting import human_size
 from storeroom.cli.rows import columns_of, load_model, model_options, session_factory
+from storeroom.cli.sharded import sharded_options, start_and_follow
 
 __all__ = ["migrate"]
 
@@ -23,11 +24,13 @@ __all__ = ["migrate"]
 @click.option("--prefix", default="", help="Only objects under this prefix (without --model).")
 @model_options()
 @click.option("--state", "state_path", metavar="FILE",
-              type=click.Path(path_type=Path, dir_okay=False),
+              type=click.Path(path_type=Path),
               help="Journal of verified copies, read to resume "
-              "[default: .storeroom-migrate-SOURCE-DESTINATION.jsonl].")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Objects copied at once.")
+              "[default: .storeroom-migrate-SOURCE-DESTINATION.jsonl]; with --shards a "
+              "directory the workers share, one journal per shard.")
+@click.option("--concurrency", default=None, type=click.IntRange(min=1),
+              help="Objects copied at once [default: 4 between local stores, 64 when one "
+              "is across a network].")
 @click.option("--verify-read/--no-verify-read", default=True, show_default=True,
               help="Also read each copy back and compare its SHA-256 (size and the SHA-256 "
               "of the bytes sent are always checked).")
@@ -38,11 +41,13 @@ __all__ = ["migrate"]
 @click.option("--dry-run", is_flag=True, help="Show what would be copied; change nothing.")
 @click.option("--progress/--no-progress", default=True,
               help="Show a progress bar on a terminal [default: progress].")
+@sharded_options
 @pass_context
 def migrate(ctx: Context, source: str, destination: str, prefix: str, database: str | None,
             models: str | None, column: str | None, state_path: Path | None,
-            concurrency: int, verify_read: bool, update_rows: bool, batch_size: int,
-            dry_run: bool, progress: bool) -> None:
+            concurrency: int | None, verify_read: bool, update_rows: bool, batch_size: int,
+            dry_run: bool, progress: bool, shards: int | None, queue_url: str | None,
+            queue_name: str, follow: bool) -> None:
     """Copy every object of SOURCE, or the files a model references, to DESTINATION.
 
     Each object is streamed (never whole in memory), its SHA-256 computed on the way and
@@ -78,77 +83,115 @@ def migrate(ctx: Context, source: str, destination: str, prefix: str, database: 
     if models and prefix:
         fail("--prefix selects objects, --model selects rows' files: pass one of them")
     columns = columns_of(load_model(models), column) if models else []
-    sessions = session_factory(database) if columns else None
-    if sessions is not None:
-        from storeroom.orm import referenced_files
-
-        with sessions() as session:
-            files = [f for _row, _col, f in referenced_files(session, columns)]
-        items = migration.plan_rows(files, src.key)
-    else:
-        items = migration.plan_objects(src, prefix.rstrip("/"))
-    total = sum(i.size or 0 for i in items)
-    path = state_path or Path(f".storeroom-migrate-{src.key}-{dst_key}.jsonl")
-
-    if dry_run:
-        verified = _journaled(path, src.key, dst_key)
-        remaining = [i for i in items if i.source not in verified]
-        click.echo(f"would copy {len(remaining)} of {len(items)} objects "
-                   f"({human_size(sum(i.size or 0 for i in remaining))} of "
-                   f"{human_size(total)}) from {src.key} to {dst_key}; "
-                   f"{len(items) - len(remaining)} already verified in {path}")
-        for item in remaining[:10]:
-            click.echo(f"  {item.source}  {human_size(item.size)}")
-        if len(remaining) > 10:
-            click.echo("  ...")
-        if update_rows:
-            click.echo(f"would then switch the rows referencing them to {dst_key}, "
-                       f"{batch_size} per transaction")
+    if shards is not None and not dry_run:
+        ctx.backend(destination)
+        state_dir = (state_path or Path(f".storeroom-migrate-{src.key}-{dst_key}")).resolve()
+        state_dir.mkdir(parents=True, exist_ok=True)
+        start_and_follow(ctx, "migrate", {
+            "models": [models] if models else [], "column": column, "source": src.key,
+            "destination": dst_key, "prefix": prefix.rstrip("/"), "state_dir": str(state_dir),
+            "concurrency": concurrency, "verify_read": verify_read, "update_rows": update_rows,
+            "batch_size": batch_size}, shards=shards, queue_url=queue_url,
+            queue_name=queue_name, database=database, follow=follow)
         return
+    if state_path is not None and state_path.is_dir():
+        fail(f"--state {str(state_path)!r} is a directory; without --shards it names the "
+             "journal file")
+    sessions = session_factory(database) if columns else None
+    path = state_path or Path(f".storeroom-migrate-{src.key}-{dst_key}.jsonl")
+    from storeroom.orm.maintenance import ReferenceScan
 
-    dst = ctx.backend(destination)
-    started = time.monotonic()
-    with migration.MigrationState(path, src.key, dst.key) as state:
-        report = _copy_with_progress(src, dst, items, state, concurrency, verify_read,
-                                     progress, total)
-        elapsed = max(time.monotonic() - started, 1e-9)
-        click.echo(
-            f"copied {report.copied} ({human_size(report.bytes_copied)}), already done "
-            f"{report.skipped} (adopted {report.adopted}), failed {len(report.failed)} "
-            f"in {elapsed:.1f} s ({report.copied / elapsed:.0f} objects/s, "
-            f"{human_size(int(report.bytes_copied / elapsed))}/s); journal {path}"
-        )
-        if sessions is not None and update_rows:
-            batches = 0
+    # The plan lives in an on-disk index (rows read in pages, the source listed once), so
+    # memory stays flat whatever the number of objects.
+    from storeroom.registry import StorageRegistry
 
-            def batch_done(_changed: int) -> None:
-                nonlocal batches
-                batches += 1
+    # Only SOURCE is opened for the plan (a dry run must not create DESTINATION's folder).
+    planning = StorageRegistry()
+    planning.register_backend(src)
+    with ReferenceScan(columns, registry=planning) as scan:
+        if sessions is not None:
+            with sessions() as session:
+                scan.read_rows(session, list_ahead={})
+            count, total = scan.referenced_totals(src.key)
 
-            for col in columns:
-                report.rows_updated += migration.update_rows(
-                    sessions, col, src.key, dst.key, state, batch_size=batch_size,
-                    on_batch=batch_done,
-                )
-            click.echo(f"rows updated {report.rows_updated} in {batches} transactions")
+            def plan() -> Any:
+                return migration.plan_scan(scan, src.key)
+        else:
+            count, total = scan.object_totals(src, prefix=prefix.rstrip("/"))
+
+            def plan() -> Any:
+                return (migration.CopyItem(info.path, info.path, info.size, None,
+                                           info.content_type)
+                        for info in scan.objects(src, prefix=prefix.rstrip("/")))
+
+        if dry_run:
+            _dry_run(plan(), path, src.key, dst_key, count, total, update_rows, batch_size)
+            return
+        dst = ctx.backend(destination)
+        started = time.monotonic()
+        with migration.MigrationState(path, src.key, dst.key) as state:
+            report = _copy_with_progress(src, dst, plan(), state, concurrency, verify_read,
+                                         progress, total, count)
+            elapsed = max(time.monotonic() - started, 1e-9)
+            click.echo(
+                f"copied {report.copied} ({human_size(report.bytes_copied)}), already done "
+                f"{report.skipped} (adopted {report.adopted}), failed {len(report.failed)} "
+                f"in {elapsed:.1f} s ({report.copied / elapsed:.0f} objects/s, "
+                f"{human_size(int(report.bytes_copied / elapsed))}/s); journal {path}"
+            )
+            if sessions is not None and update_rows:
+                batches = 0
+
+                def batch_done(_changed: int) -> None:
+                    nonlocal batches
+                    batches += 1
+
+                for col in columns:
+                    report.rows_updated += migration.update_rows(
+                        sessions, col, src.key, dst.key, state, batch_size=batch_size,
+                        on_batch=batch_done,
+                    )
+                click.echo(f"rows updated {report.rows_updated} in {batches} transactions")
     for source_path, error in report.failed[:20]:
         click.echo(f"failed {source_path}: {error}", err=True)
     if report.failed:
         click.get_current_context().exit(1)
 
 
-def _journaled(path: Path, src_key: str, dst_key: str) -> set[str]:
+def _dry_run(items: Iterable[Any], path: Path, src_key: str, dst_key: str, count: int,
+             total: int, update_rows: bool, batch_size: int) -> None:
+    """Print what a run would copy: the journal is read, DESTINATION is not touched."""
     from storeroom.orm.migration import MigrationState
 
-    if not path.exists():
-        return set()
-    with MigrationState(path, src_key, dst_key) as state:
-        return set(state.verified)
+    remaining = remaining_bytes = 0
+    shown: list[Any] = []
+    state = MigrationState(path, src_key, dst_key) if path.exists() else None
+    try:
+        for item in items:
+            if state is not None and item.source in state.verified:
+                continue
+            remaining += 1
+            remaining_bytes += item.size or 0
+            if len(shown) < 10:
+                shown.append(item)
+    finally:
+        if state is not None:
+            state.close()
+    click.echo(f"would copy {remaining} of {count} objects "
+               f"({human_size(remaining_bytes)} of {human_size(total)}) from {src_key} to "
+               f"{dst_key}; {count - remaining} already verified in {path}")
+    for item in shown:
+        click.echo(f"  {item.source}  {human_size(item.size)}")
+    if remaining > len(shown):
+        click.echo("  ...")
+    if update_rows:
+        click.echo(f"would then switch the rows referencing them to {dst_key}, "
+                   f"{batch_size} per transaction")
 
 
-def _copy_with_progress(src: StorageBackend, dst: StorageBackend, items: Sequence[Any],
-                        state: Any, concurrency: int, verify_read: bool, progress: bool,
-                        total: int) -> Any:
+def _copy_with_progress(src: StorageBackend, dst: StorageBackend, items: Iterable[Any],
+                        state: Any, concurrency: int | None, verify_read: bool, progress: bool,
+                        total: int, count: int) -> Any:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -168,12 +211,12 @@ def _copy_with_progress(src: StorageBackend, dst: StorageBackend, items: Sequenc
                   disable=not (progress and console.is_terminal)) as bar:
         done = 0
         task = bar.add_task(f"{src.key} -> {dst.key}", total=total or None,
-                            objects=f"0/{len(items)}")
+                            objects=f"0/{count}")
 
         def advance(item: Any, size: int) -> None:
             nonlocal done
             done += 1
-            bar.update(task, advance=item.size or size, objects=f"{done}/{len(items)}")
+            bar.update(task, advance=item.size or size, objects=f"{done}/{count}")
 
         return run_async(lambda: copy_objects(
             src, dst, items, state=state, concurrency=concurrency, verify_read=verify_read,

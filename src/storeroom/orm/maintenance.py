@@ -25,6 +25,7 @@ import pickle
 import sqlite3
 import tempfile
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -58,6 +59,7 @@ __all__ = [
     "DanglingReference",
     "MismatchedObject",
     "ReferenceScan",
+    "Shard",
     "collect_findings",
     "find_dangling",
     "find_orphans",
@@ -141,6 +143,32 @@ def _prefix_bounds(prefix: str) -> tuple[str, str]:
     return prefix + "/", prefix + "0"
 
 
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Shard ``index`` of ``count``: the paths whose CRC-32 leaves ``index`` modulo ``count``.
+
+    Hashing the path (rather than cutting key ranges) spreads any store evenly, whatever its
+    naming, and needs nothing but the path: a reference and the object it points at always
+    fall in the same shard.
+    """
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if (not isinstance(self.count, int) or isinstance(self.count, bool) or self.count < 1
+                or not isinstance(self.index, int) or not 0 <= self.index < self.count):
+            raise ConfigurationError(
+                f"a shard is an index in 0..count-1 of count >= 1 shards, got index "
+                f"{self.index!r} of {self.count!r}")
+
+    def contains(self, path: str | None) -> bool:
+        """Whether ``path`` belongs to this shard (a missing path belongs to shard 0)."""
+        if path is None:
+            return self.index == 0
+        return zlib.crc32(path.encode("utf-8", "surrogatepass")) % self.count == self.index
+
+
 class ReferenceScan:
     """An index, in temporary SQLite files, of the files rows reference and stores hold.
 
@@ -153,6 +181,9 @@ class ReferenceScan:
     object.
 
     ``directory`` is where the temporary files go (default: the system's temp directory).
+    ``shard`` (a :class:`Shard`) limits the scan to the paths of one shard: every question
+    then answers for those paths only, and the answers of all the shards of a split,
+    together, are the answer of an unsharded scan (a path belongs to exactly one shard).
     """
 
     def __init__(
@@ -162,9 +193,13 @@ class ReferenceScan:
         registry: StorageRegistry | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
         directory: str | None = None,
+        shard: Shard | None = None,
     ) -> None:
         if not isinstance(page_size, int) or page_size < 1:
             raise ConfigurationError(f"page_size must be a positive integer, got {page_size!r}")
+        self.shard = shard
+        """Only paths of this shard are indexed (references and listed objects alike)."""
+        self._keep = shard.contains if shard is not None else None
         self.columns = _columns(target)
         self.registry = registry or storages
         self.page_size = page_size
@@ -268,16 +303,21 @@ class ReferenceScan:
                 connection.dialect.name)
             rows = connection.execute(statement.execution_options(yield_per=self.page_size))
             started()
+            keep = self._keep
             for row in rows:
                 text = row[keys]
                 if text is None or text == "null":
                     continue
                 key = pickle.dumps(tuple(row[:keys]))
                 if fields:
+                    if keep is not None and not keep(row[keys + 2]):
+                        continue
                     batch.append((row[keys + 1] or default, row[keys + 2], row[keys + 3],
                                   row[keys + 4], source, key, text))
                 else:
                     for item in json.loads(text) or ():
+                        if keep is not None and not keep(item.get("path")):
+                            continue
                         batch.append((item.get("backend") or default, item.get("path"),
                                       item.get("size"), item.get("checksum"), source, key,
                                       json.dumps(item)))
@@ -306,7 +346,10 @@ class ReferenceScan:
         db.execute("DROP INDEX IF EXISTS obj_at")
         db.execute("DELETE FROM obj WHERE backend = ?", (key,))
         batch: list[tuple[Any, ...]] = []
+        keep = self._keep
         for info in store.list(prefix):
+            if keep is not None and not keep(info.path):
+                continue
             modified = info.last_modified.timestamp() if info.last_modified else None
             batch.append((key, info.path, info.size, modified, info.etag, info.version))
             if len(batch) >= _BATCH:
@@ -423,6 +466,63 @@ class ReferenceScan:
             query + " ORDER BY o.path", params
         ):
             yield _object(path, size, modified, etag, version)
+
+    def referenced(self, backend: str) -> Iterator[tuple[str, int | None, str | None,
+                                                           str | None]]:
+        """Each path referenced on ``backend``, once, in path order (after :meth:`read_rows`).
+
+        Yields ``(path, size, checksum, content_type)`` as the (first) row recording it has them.
+        """
+        self._index("ref")
+        for path, size, checksum, text in self._db.execute(
+            "SELECT path, size, checksum, min(file) FROM ref WHERE backend = ? "
+            "AND path IS NOT NULL GROUP BY path ORDER BY path", (backend,)
+        ):
+            content_type = json.loads(text).get("content_type") if text else None
+            yield path, size, checksum, content_type
+
+    def referenced_totals(self, backend: str) -> tuple[int, int]:
+        """How many distinct paths :meth:`referenced` yields, and their total recorded size."""
+        count, total = self._db.execute(
+            "SELECT count(*), coalesce(sum(size), 0) FROM (SELECT path, max(size) AS size "
+            "FROM ref WHERE backend = ? AND path IS NOT NULL GROUP BY path)", (backend,)
+        ).fetchone()
+        return int(count), int(total)
+
+    def objects(self, backend: StorageBackend | str, *, prefix: str = ""
+                ) -> Iterator[ObjectInfo]:
+        """Every object of ``backend`` under the directory ``prefix`` (listed once), by path."""
+        key, prefix = self._listing(backend, prefix)
+        query = "SELECT path, size, modified, etag, version FROM l.obj WHERE backend = ?"
+        params: tuple[str, ...] = (key,)
+        if prefix:
+            query += " AND path >= ? AND path < ?"
+            params += _prefix_bounds(prefix)
+        for path, size, modified, etag, version in self._db.execute(
+                query + " ORDER BY path", params):
+            yield _object(path, size, modified, etag, version)
+
+    def object_totals(self, backend: StorageBackend | str, *, prefix: str = "") -> tuple[int, int]:
+        """How many objects :meth:`objects` yields, and their total size."""
+        key, prefix = self._listing(backend, prefix)
+        query = "SELECT count(*), coalesce(sum(size), 0) FROM l.obj WHERE backend = ?"
+        params: tuple[str, ...] = (key,)
+        if prefix:
+            query += " AND path >= ? AND path < ?"
+            params += _prefix_bounds(prefix)
+        count, total = self._db.execute(query, params).fetchone()
+        return int(count), int(total)
+
+    def _listing(self, backend: StorageBackend | str, prefix: str) -> tuple[str, str]:
+        if isinstance(backend, StorageBackend):
+            self._stores[backend.key] = backend
+            key = backend.key
+        else:
+            key = backend
+        prefix = prefix.strip("/")
+        self._list(key, prefix)
+        self._index("obj")
+        return key, prefix
 
     def remember_candidates(self, objects: Iterable[ObjectInfo]) -> int:
         """Keep ``objects`` (orphans found so far) in the index; returns how many."""
@@ -588,6 +688,7 @@ def iter_findings(
     grace: timedelta = timedelta(hours=1),
     checksums: bool = False,
     page_size: int = DEFAULT_PAGE_SIZE,
+    shard: Shard | None = None,
 ) -> Iterator[tuple[Section, dict[str, Any]]]:
     """The report of ``storeroom verify``, one finding at a time, as JSON-ready dicts.
 
@@ -596,10 +697,12 @@ def iter_findings(
     in full) differs from the row's record, then ``("orphans", ...)`` for objects of
     backend ``orphans_in`` under ``prefix`` that no row references, older than ``grace``,
     and last one ``("summary", {...})`` with the counts. Nothing is held in memory but the
-    current finding.
+    current finding. With ``shard``, only the paths of that shard are checked (see
+    :class:`Shard`); the shards of a split together report what one unsharded run does.
     """
     counts = {"dangling": 0, "mismatched": 0, "orphans": 0}
-    with ReferenceScan(target, registry=registry, page_size=page_size) as scan:
+    with ReferenceScan(target, registry=registry, page_size=page_size,
+                        shard=shard) as scan:
         references = scan.read_rows(session)
         for dangling in scan.dangling():
             counts["dangling"] += 1
@@ -631,6 +734,7 @@ def collect_findings(
     grace: timedelta = timedelta(hours=1),
     checksums: bool = False,
     page_size: int = DEFAULT_PAGE_SIZE,
+    shard: Shard | None = None,
 ) -> dict[str, Any]:
     """:func:`iter_findings` gathered into one dict (memory grows with the findings).
 
@@ -639,7 +743,7 @@ def collect_findings(
     report: dict[str, Any] = {"dangling": [], "mismatched": [], "orphans": []}
     for section, entry in iter_findings(session, target, registry, orphans_in=orphans_in,
                                         prefix=prefix, grace=grace, checksums=checksums,
-                                        page_size=page_size):
+                                        page_size=page_size, shard=shard):
         if section == "summary":
             report["summary"] = entry
         else:
@@ -656,16 +760,19 @@ def remove_orphans(
     grace: timedelta = timedelta(hours=1),
     registry: StorageRegistry | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
+    shard: Shard | None = None,
 ) -> Iterator[tuple[ObjectInfo, bool]]:
     """Delete the orphans of ``backend``; yields each and whether it was deleted.
 
     ``sessions`` makes a new session (a ``sessionmaker``). The orphans are found as by
     :func:`find_orphans`, then the rows are read again in a new session just before
     deleting: an orphan a row started to reference meanwhile is kept (yielded with
-    ``False``). Memory stays flat; the candidates wait in the scan's temporary file.
+    ``False``). With ``shard``, only the orphans of that shard's paths (:class:`Shard`).
+    Memory stays flat; the candidates wait in the scan's temporary file.
     """
     store = _backend(backend, registry)
-    with ReferenceScan(target, registry=registry, page_size=page_size) as scan:
+    with ReferenceScan(target, registry=registry, page_size=page_size,
+                        shard=shard) as scan:
         with sessions() as session:
             scan.read_rows(session)
         scan.remember_candidates(scan.orphans(store, prefix=prefix, grace=grace))
