@@ -125,8 +125,6 @@ def verify(ctx: Context, database: str | None, models: tuple[str, ...], column: 
     if backend_key is not None:
         ctx.backend(backend_key)
     delay = parse_duration(grace, "--grace")
-    if multipart:
-        _sweep_multipart_uploads(store, delay, yes)
     if shards is not None:
         if as_json:
             fail("--json is not available with --shards; see 'storeroom jobs status RUN --json'")
