@@ -251,3 +251,67 @@ def test_column_refuses_bad_declarations() -> None:
         StoredObject(variants={"x": object()})
     with pytest.raises(ConfigurationError, match="list"):
         StoredObject(validators=MaxSize(10))  # type: ignore[arg-type]
+
+
+# -- the same validators in upload sessions ------------------------------------------------
+
+
+@pytest.fixture
+def upload_env(tmp_path: Any) -> Iterator[Any]:
+    from tests.uploads.test_sessions import Env
+
+    environment = Env(tmp_path)
+    yield environment
+    environment.engine.dispose()
+
+
+def _begin(env: Any, body: bytes) -> str:
+    from sqlalchemy.orm import Session
+
+    from storeroom.uploads import begin
+    from tests.uploads.test_sessions import Photo
+
+    with Session(env.engine) as session:
+        target = begin(session, Photo.image, filename="tiny.png", content_type="image/png",
+                       size=len(body))
+        session.commit()
+    assert env.send(target.instructions, body) == 200
+    return target.id
+
+
+def test_upload_session_completion_runs_validators_and_records_metadata(upload_env: Any) -> None:
+    from sqlalchemy.orm import Session
+
+    from storeroom.uploads import complete
+
+    body = image_bytes("PNG", (8, 6))
+    refused = _begin(upload_env, body)
+    with Session(upload_env.engine) as session, pytest.raises(ValidationError) as caught:
+        complete(session, refused, validators=[ImageLimits(min_width=16)])
+    assert (caught.value.rule, caught.value.value, caught.value.limit) == (
+        "ImageLimits", 8, {"min_width": 16})
+    assert "tiny.png" in str(caught.value)
+    assert upload_env.files() == []  # the refused object is deleted
+    accepted = _begin(upload_env, body)
+    with Session(upload_env.engine) as session:
+        file = complete(session, accepted, validators=Picture.file.type.validators)
+        session.commit()
+    assert (file.metadata["width"], file.metadata["height"]) == (8, 6)
+    assert PUBLIC.dump(file)["media"] == {"width": 8, "height": 6, "format": "png"}
+
+
+async def test_upload_session_completion_async_runs_validators(upload_env: Any) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    from storeroom.uploads import complete_async
+
+    refused = _begin(upload_env, b"%PDF-1.4 not an image at all" * 4)
+    engine = create_async_engine(upload_env.engine.url.set(drivername="sqlite+aiosqlite"))
+    try:
+        async with AsyncSession(engine) as session:
+            with pytest.raises(ValidationError) as caught:
+                await complete_async(session, refused, validators=[ContentTypes("image/*")])
+    finally:
+        await engine.dispose()
+    assert caught.value.rule == "ContentTypes" and caught.value.value == "application/pdf"
+    assert upload_env.files() == []
