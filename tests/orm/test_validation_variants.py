@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from fastapi import UploadFile
 from sqlalchemy import String, create_engine, select
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -315,3 +316,34 @@ async def test_upload_session_completion_async_runs_validators(upload_env: Any) 
         await engine.dispose()
     assert caught.value.rule == "ContentTypes" and caught.value.value == "application/pdf"
     assert upload_env.files() == []
+
+
+# -- the same validators in save_upload ----------------------------------------------------
+
+
+def test_save_upload_runs_the_column_validators(files: FaultyBackend) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from storeroom.contrib.fastapi import save_upload
+
+    api = FastAPI()
+
+    @api.post("/pictures")
+    async def upload(file: UploadFile) -> dict[str, Any]:
+        try:
+            saved = await save_upload(file, column=Picture.file)
+        except ValidationError as exc:
+            return {"refused": exc.rule, "message": str(exc)}
+        return {"path": saved.path, "metadata": saved.metadata}
+
+    client = TestClient(api)
+    refused = client.post("/pictures", files={"file": ("evil.png", b"#!/bin/sh\nrm -rf /\n" * 9)})
+    assert refused.json()["refused"] == "ContentTypes" and "evil.png" in refused.json()["message"]
+    assert files.paths() == set()
+    accepted = client.post("/pictures", files={"file": ("a.png", image_bytes("PNG", (20, 10)))})
+    body = accepted.json()
+    assert files.paths() == {body["path"]}
+    assert (body["metadata"]["width"], body["metadata"]["height"]) == (20, 10)
+    thumb = FileObject(backend="files", path=body["path"], metadata=body["metadata"])
+    assert ensure_variant(thumb, "thumb").get_content().startswith(b"\x89PNG")  # made lazily
