@@ -347,3 +347,31 @@ def test_save_upload_runs_the_column_validators(files: FaultyBackend) -> None:
     assert (body["metadata"]["width"], body["metadata"]["height"]) == (20, 10)
     thumb = FileObject(backend="files", path=body["path"], metadata=body["metadata"])
     assert ensure_variant(thumb, "thumb").get_content().startswith(b"\x89PNG")  # made lazily
+
+
+async def test_gc_keeps_variants_of_referenced_files_and_removes_the_others(
+    db: Db, files: FaultyBackend, pictures: None
+) -> None:
+    from sqlalchemy.orm import sessionmaker
+
+    from storeroom.orm import remove_orphans
+
+    session = db.session()
+    row = Picture(name="gc", file=FileObject(filename="a.png", content=image_bytes("PNG")))
+    session.add(row)
+    await session.commit()
+    await session.close()
+    assert row.file is not None
+    kept = {row.file.path, row.file.variant("thumb").path}
+    not_made_yet = variant_path(row.file.path, "other", "webp")  # unrecorded, still its own
+    stray = variant_path("gone/b.png", "thumb", "png")  # the original is referenced nowhere
+    files.put(not_made_yet, b"x")
+    files.put(stray, b"y")
+    engine = create_engine(_sync_url(db))
+    try:
+        removed = [info.path for info, deleted in remove_orphans(
+            sessionmaker(engine), [Picture.file], files, grace=timedelta(0)) if deleted]
+    finally:
+        engine.dispose()
+    assert removed == [stray]
+    assert files.paths() == kept | {not_made_yet}
