@@ -375,3 +375,30 @@ async def test_gc_keeps_variants_of_referenced_files_and_removes_the_others(
         engine.dispose()
     assert removed == [stray]
     assert files.paths() == kept | {not_made_yet}
+
+
+async def test_variant_job_is_idempotent_and_skips_a_deleted_original(
+    db: Db, files: FaultyBackend, pictures: None
+) -> None:
+    from storeroom.jobs import get_queue
+    from storeroom.orm.variants import VARIANT_JOB
+
+    session = db.session()
+    row = Picture(name="idem", file=FileObject(filename="a.pdf", content=pdf_bytes(2)))
+    session.add(row)
+    await session.commit()
+    await session.close()
+    assert row.file is not None
+    preview = row.file.variant("preview")
+    etag = preview.refresh().etag
+    payload = {"backend": "files", "path": row.file.path,
+               "variants": row.file.metadata["variants"]}
+    writes = files.writes
+    get_queue().enqueue(VARIANT_JOB, payload)  # delivered again: nothing is rewritten
+    assert get_queue().drain(30)
+    assert files.writes == writes and preview.refresh().etag == etag
+    row.file.delete()
+    preview.delete()
+    get_queue().enqueue(VARIANT_JOB, payload)  # the original is gone: nothing is made
+    assert get_queue().drain(30)
+    assert files.paths() == set()
