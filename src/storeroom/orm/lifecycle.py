@@ -61,6 +61,7 @@ from sqlalchemy.util.concurrency import await_only, in_greenlet
 from storeroom.errors import BackendError, ConfigurationError, ObjectExists, StoreroomError
 from storeroom.file import FileObject
 from storeroom.jobs import get_queue, job
+from storeroom.orm.variants import record_variants, register_column, schedule_variants
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Result
@@ -958,8 +959,6 @@ def _record_findings(upload: PlannedUpload) -> None:
     file.metadata.update(findings.metadata)
     makers = getattr(upload.kind, "variants", None)
     if makers:
-        from storeroom.orm.variants import record_variants
-
         record_variants(file, upload.column, makers, findings.content_type)
 
 
@@ -1279,8 +1278,6 @@ def _after_commit(session: Session) -> None:
         _enqueue_deletes(doomed, "the committed transaction replaced or removed them")
     made = [u.file for u in files.uploads if u.stage == "done" and "variants" in u.file.metadata]
     if made:
-        from storeroom.orm.variants import schedule_variants
-
         schedule_variants(made)
 
 
@@ -1329,8 +1326,6 @@ def _mapper_configured(mapper: Mapper[Any], class_: type) -> None:
     for column, kind in columns:
         makers = getattr(kind, "variants", None)
         if makers:
-            from storeroom.orm.variants import register_column
-
             register_column(f"{table}.{column}", makers)
     event.listen(mapper, "before_insert", _before_row_write)
     event.listen(mapper, "before_update", _before_row_write)
