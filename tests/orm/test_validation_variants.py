@@ -402,3 +402,51 @@ async def test_variant_job_is_idempotent_and_skips_a_deleted_original(
     get_queue().enqueue(VARIANT_JOB, payload)  # the original is gone: nothing is made
     assert get_queue().drain(30)
     assert files.paths() == set()
+
+
+@pytest.mark.slow
+def test_variants_are_made_by_a_real_saq_worker_after_commit(tmp_path: Any) -> None:
+    import importlib
+    import io
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+    from sqlalchemy.orm import Session
+
+    from storeroom.jobs import get_queue, set_queue
+    from tests.jobs import test_saq
+
+    client = test_saq.redis_client.__wrapped__()  # type: ignore[attr-defined]
+    run = test_saq.Run(client, test_saq.REDIS_URL)
+    root = tmp_path / "disk"
+    root.mkdir()
+    os.environ["STOREROOM_VARIANT_TEST_ROOT"] = str(root)
+    previous = get_queue()
+    try:
+        import tests.orm.saq_variant_models as models
+
+        models = importlib.reload(models)
+        paths = os.pathsep.join([str(test_saq.ROOT / "src"), str(test_saq.ROOT)])
+        run.workers.append(subprocess.Popen(
+            [sys.executable, "-m", "storeroom.jobs.saq", "--url", run.url, "--name", run.name,
+             "--import", "tests.orm.saq_variant_models", "--concurrency", "2", "--sweep", "1"],
+            env={**os.environ, "PYTHONPATH": paths}))
+        set_queue(test_saq.make_queue(run))
+        engine = create_engine(f"sqlite:///{tmp_path}/db.sqlite")
+        models.Base.metadata.create_all(engine)
+        image = io.BytesIO()
+        Image.new("RGB", (64, 48), "teal").save(image, "PNG")
+        with Session(engine, expire_on_commit=False) as session:
+            row = models.Poster(image=FileObject(filename="p.png", content=image.getvalue()))
+            session.add(row)
+            session.commit()  # the variant job goes to the SAQ queue, a worker makes it
+        engine.dispose()
+        thumb = row.image.variant("thumb")
+        run.wait_for(thumb.exists, 60, "the worker to make the thumbnail")
+        assert Image.open(io.BytesIO(thumb.get_content())).size == (16, 12)
+    finally:
+        set_queue(previous)
+        os.environ.pop("STOREROOM_VARIANT_TEST_ROOT", None)
+        run.cleanup()
