@@ -21,6 +21,7 @@ from storeroom.signing import configure_signing
 from storeroom.testing import registry_snapshot
 
 PUBLIC_KEYS = {"filename", "size", "content_type", "checksum"}
+SCHEMA_KEYS = PUBLIC_KEYS | {"media"}  # media: present when the upload was analysed
 SECRET = "a-long-random-secret-for-serialization-tests"
 
 
@@ -107,10 +108,10 @@ def test_pydantic_url_from_a_client_is_ignored() -> None:
 def test_pydantic_json_schema_has_the_public_fields_and_the_url_when_asked_for() -> None:
     schema = Document.model_json_schema(mode="serialization")
     props = schema["properties"]
-    assert set(props["file"]["properties"]) == PUBLIC_KEYS
+    assert set(props["file"]["properties"]) == SCHEMA_KEYS
     assert props["file"]["additionalProperties"] is False
     download = props["download"]["anyOf"][0]
-    assert set(download["properties"]) == PUBLIC_KEYS | {"url"}
+    assert set(download["properties"]) == SCHEMA_KEYS | {"url"}
     assert "url" in download["required"]
     assert {"backend", "path"} <= set(props["stored"]["anyOf"][0]["properties"])
     validation = TypeAdapter(FileObject).json_schema(mode="validation")
@@ -151,7 +152,7 @@ def test_msgspec_encodes_and_decodes_with_the_hooks(saved: FileObject) -> None:
     with pytest.raises(TypeError):
         msgspec.json.encode(saved)  # without the hook msgspec refuses, as it should
     schema = msgspec.json.schema(Row, schema_hook=PUBLIC.schema_hook)
-    assert set(schema["$defs"]["Row"]["properties"]["file"]["properties"]) == PUBLIC_KEYS
+    assert set(schema["$defs"]["Row"]["properties"]["file"]["properties"]) == SCHEMA_KEYS
 
 
 # -- Litestar ---------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ def test_litestar_handler_returning_a_file_object_answers_200(saved: FileObject)
     schema = openapi["paths"]["/document"]["get"]["responses"]["200"]["content"][
         "application/json"]["schema"]
     assert schema["title"] == "FileObject"
-    assert set(schema["properties"]) == PUBLIC_KEYS and schema["additionalProperties"] is False
+    assert set(schema["properties"]) == SCHEMA_KEYS and schema["additionalProperties"] is False
 
 
 def test_litestar_plugin_form_with_url_and_internals(saved: FileObject) -> None:
@@ -269,7 +270,7 @@ def test_fastapi_response_models_and_return_annotations(saved: FileObject) -> No
     assert refused.status_code == 422
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     output = schemas["Document-Output"]["properties"]
-    assert set(output["file"]["properties"]) == PUBLIC_KEYS
-    assert set(output["download"]["anyOf"][0]["properties"]) == PUBLIC_KEYS | {"url"}
+    assert set(output["file"]["properties"]) == SCHEMA_KEYS
+    assert set(output["download"]["anyOf"][0]["properties"]) == SCHEMA_KEYS | {"url"}
     accepted = schemas["Document-Input"]["properties"]["file"]
     assert accepted["required"] == ["filename"] and "backend" not in accepted["properties"]

@@ -540,6 +540,28 @@ class FileObject:
                                            target.path, **self._copy_args(chunk_size))
         return self._copied(target, result)
 
+    # -- variants ---------------------------------------------------------------------------
+
+    def variant(self, name: str) -> FileObject:
+        """Variant ``name`` (declared on its ``StoredObject(variants=...)`` column) as a FileObject.
+
+        Read, sign or serve it like any file. It exists once made: after the commit by a
+        background job, or now with :func:`storeroom.orm.variants.ensure_variant`. Raises
+        :class:`~storeroom.errors.ConfigurationError` if this file records no such variant.
+        """
+        records = self.metadata.get("variants")
+        record = records.get(name) if isinstance(records, Mapping) else None
+        if not isinstance(record, Mapping) or not isinstance(record.get("path"), str):
+            known = sorted(records) if isinstance(records, Mapping) else []
+            raise ConfigurationError(
+                f"{self.path!r} has no variant {name!r}; it records {known or 'none'}"
+            )
+        return FileObject(
+            backend=self._storage or self._backend_key, path=record["path"],
+            filename=f"{name}-{self.filename}", content_type=record.get("content_type"),
+            registry=self._registry,
+        )
+
     # -- signing ----------------------------------------------------------------------------
 
     def sign(self, expires_in: int = 3600, for_upload: bool = False) -> str:

@@ -3,7 +3,9 @@
 A :class:`FileForm` says how a FileObject leaves the process as data and how one comes back:
 
 - the **public form** (the default): ``filename``, ``size``, ``content_type`` and
-  ``checksum``, what a client may see, plus ``url``, a signed download URL, when the form
+  ``checksum``, what a client may see, ``media`` when the upload was analysed (image
+  ``width``/``height``/``format``, PDF ``pages``, audio/video ``duration``; see
+  docs/validation.md), plus ``url``, a signed download URL, when the form
   is made with ``url=SECONDS``;
 - with ``internals=True`` also where the file lives and what the store said about it:
   ``backend``, ``path``, ``etag``, ``version``, ``last_modified`` and ``metadata``.
@@ -41,7 +43,7 @@ from storeroom.file import FileObject
 if TYPE_CHECKING:
     from storeroom.registry import StorageRegistry
 
-__all__ = ["INTERNALS", "PUBLIC", "FileForm"]
+__all__ = ["INTERNALS", "PUBLIC", "FileForm", "media_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,16 @@ _FIELDS = (
     _Field("metadata", "object", False, True, "User metadata kept with the file."),
 )
 _URL_DESCRIPTION = "A signed download URL, valid for a limited time."
+_MEDIA_KEYS = ("width", "height", "format", "pages", "duration")
+_MEDIA_DESCRIPTION = (
+    "What the bytes revealed at upload (present when analysed): width, height and format "
+    "of an image, pages of a PDF, duration in seconds of audio or video."
+)
+
+
+def media_of(file: FileObject) -> dict[str, Any]:
+    """The media facts recorded on ``file`` at upload (``{}`` when none were)."""
+    return {key: file.metadata[key] for key in _MEDIA_KEYS if key in file.metadata}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +118,9 @@ class FileForm:
             elif field.name == "metadata":
                 value = dict(value)
             data[field.name] = value
+        media = media_of(file)
+        if media:
+            data["media"] = media
         if self.url is not None:
             data["url"] = file.sign(expires_in=self.url)
         return data
@@ -125,11 +140,11 @@ class FileForm:
         known = {f.name: f for f in self._fields()}
         values: dict[str, Any] = {}
         for name, value in data.items():
-            if name == "url":
+            if name in ("url", "media"):
                 continue  # shown to clients, never taken from them
             field = known.get(name)
             if field is None:
-                allowed = ", ".join([*known, "url"])
+                allowed = ", ".join([*known, "media", "url"])
                 hint = "" if self.internals or name not in {f.name for f in _FIELDS} else (
                     " (storage fields are not accepted in the public form)")
                 raise ValueError(f"unknown file field {name!r}{hint}; expected: {allowed}")
@@ -144,6 +159,7 @@ class FileForm:
         properties: dict[str, Any] = {}
         for field in self._fields():
             properties[field.name] = _field_schema(field)
+        properties["media"] = {"type": "object", "description": _MEDIA_DESCRIPTION}
         if self.url is not None or mode == "validation":
             properties["url"] = {"type": "string", "format": "uri",
                                  "description": _URL_DESCRIPTION}

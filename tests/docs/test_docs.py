@@ -102,9 +102,13 @@ def _page_namespace(page: Page, run: int = 1) -> Iterator[dict[str, object]]:
         yield module.__dict__
     finally:
         sys.modules.pop(module.__name__, None)
-        # Pages define models on storeroom's shared Base: forget their tables afterwards.
+        # Pages define models on storeroom's shared Base: forget their tables afterwards, and
+        # their class names, so that a later `relationship("Photo")` elsewhere finds one class.
         for name in set(Base.metadata.tables) - tables_before:
             Base.metadata.remove(Base.metadata.tables[name])
+        for mapper in list(Base.registry.mappers):
+            if mapper.class_.__module__ == module.__name__:
+                Base.registry._dispose_cls(mapper.class_)
         storages.clear()
         events._subscribers = saved_subscribers
         root.setLevel(saved_logging[0])

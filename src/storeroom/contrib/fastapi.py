@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -22,6 +22,7 @@ from starlette.routing import Mount
 from storeroom.contrib._startup import Configure, configure_backends
 from storeroom.cors import CorsRules
 from storeroom.file import FileObject
+from storeroom.media.validation import ValidatorLike, save_inspected_async
 from storeroom.registry import StorageRegistry, storages
 from storeroom.web.asgi import SignedUrlApp
 from storeroom.web.files import abody, aread_head, plan_file_response_async, upload_target
@@ -73,19 +74,22 @@ async def save_upload(
     path: str | None = None,
     column: Any = None,
     registry: StorageRegistry | None = None,
+    validators: Iterable[ValidatorLike] | None = None,
 ) -> FileObject:
     """Stream a multipart upload into the store (create-only) and return its FileObject.
 
     The object path is fresh: ``path`` if the server gives one, else ``column``'s ORM layout
     (``{table}/{column}/{uuid}/{name}``) or ``uploads/{uuid}/{name}``; the client's
     name is kept only as ``filename``. The content type is sniffed from the first bytes,
-    never taken from the client. Starlette spools large parts to a temporary file; it is
-    read in chunks, never whole.
+    never taken from the client. ``validators`` (default: ``column``'s) run on the bytes as
+    they stream; a refused file raises :class:`~storeroom.errors.ValidationError` and is not
+    kept. What the bytes reveal (image size, PDF pages) goes into ``metadata``. Starlette
+    spools large parts to a temporary file; it is read in chunks, never whole.
     """
     head, chunks = await aread_head(upload.read)
     file = upload_target(filename or upload.filename, head, backend=backend, path=path,
                          column=column, registry=registry)
-    return await file.save_async(chunks, overwrite=False)
+    return await save_inspected_async(file, chunks, validators, column)
 
 
 async def file_response(

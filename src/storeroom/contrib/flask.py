@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, Response, request
@@ -24,6 +24,7 @@ from werkzeug.datastructures import FileStorage
 from storeroom.contrib._startup import Configure, configure_backends
 from storeroom.cors import CorsRules
 from storeroom.file import FileObject
+from storeroom.media.validation import ValidatorLike, save_inspected
 from storeroom.registry import StorageRegistry, storages
 from storeroom.web.files import body, plan_file_response, read_head, upload_target
 from storeroom.web.resumable import ResumableConfig, ResumableUploadsWsgiApp
@@ -85,6 +86,7 @@ def save_upload(
     path: str | None = None,
     column: Any = None,
     registry: StorageRegistry | None = None,
+    validators: Iterable[ValidatorLike] | None = None,
 ) -> FileObject:
     """Stream a multipart upload (``request.files[...]``) into the store, create-only, in chunks.
 
@@ -95,7 +97,7 @@ def save_upload(
     head, chunks = read_head(upload.stream.read)
     file = upload_target(filename or upload.filename, head, backend=backend, path=path,
                          column=column, registry=registry)
-    return file.save(chunks, overwrite=False)
+    return save_inspected(file, chunks, validators, column)
 
 
 def file_response(

@@ -52,12 +52,15 @@ import re
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, NoReturn, Protocol, runtime_checkable
+from typing import IO, TYPE_CHECKING, Any, NoReturn, Protocol, runtime_checkable
 
 from storeroom.errors import ConfigurationError, ValidationError
 from storeroom.media import probe
 from storeroom.media.sniff import SNIFF_BYTES, sniff_type
 from storeroom.streams import DEFAULT_CHUNK_SIZE, aiter_content, iter_content, read_size_for
+
+if TYPE_CHECKING:
+    from storeroom.file import FileObject
 
 __all__ = [
     "Check",
@@ -73,7 +76,10 @@ __all__ = [
     "format_size",
     "inspect_content",
     "inspect_content_async",
+    "column_validators",
     "parse_size",
+    "save_inspected",
+    "save_inspected_async",
     "validators_from",
 ]
 
@@ -674,3 +680,53 @@ async def _arun(inspection: _Inspection, content: Any, read_size: int) -> AsyncI
         inspection.close()
     if held is not None:
         yield held
+
+
+def column_validators(
+    column: Any, validators: Iterable[ValidatorLike] | None = None
+) -> tuple[Rule, ...]:
+    """``validators`` if given, else those of ``column`` (``Model.file`` declared with
+    ``StoredObject(validators=...)``), else none: what ``save_upload`` runs."""
+    if validators is not None:
+        return validators_from(validators)
+    kind = getattr(column, "type", None)
+    found = getattr(kind, "validators", None)
+    return tuple(found) if isinstance(found, tuple) else ()
+
+
+def _recorded(file: FileObject, findings: Findings, column: Any) -> FileObject:
+    file.metadata.update(findings.metadata)
+    makers = getattr(getattr(column, "type", None), "variants", None)
+    table = getattr(getattr(getattr(column, "class_", None), "__table__", None), "name", None)
+    if makers and table is not None:
+        from storeroom.orm.variants import record_variants
+
+        record_variants(file, f"{table}.{column.key}", makers, findings.content_type)
+    return file
+
+
+def save_inspected(
+    file: FileObject, content: Any, validators: Iterable[ValidatorLike] | None = None,
+    column: Any = None,
+) -> FileObject:
+    """Save ``content`` into ``file`` create-only, through the validators (see
+    :func:`column_validators`); record the findings (and ``column``'s variants) on it.
+
+    What ``save_upload`` of the framework helpers does; raises
+    :class:`~storeroom.errors.ValidationError` with nothing kept when the file is refused.
+    """
+    inspected = inspect_content(content, column_validators(column, validators),
+                                filename=file.filename)
+    file.save(inspected, overwrite=False)
+    return _recorded(file, inspected.findings, column)
+
+
+async def save_inspected_async(
+    file: FileObject, content: Any, validators: Iterable[ValidatorLike] | None = None,
+    column: Any = None,
+) -> FileObject:
+    """Async form of :func:`save_inspected`."""
+    inspected = inspect_content_async(content, column_validators(column, validators),
+                                      filename=file.filename)
+    await file.save_async(inspected, overwrite=False)
+    return _recorded(file, inspected.findings, column)

@@ -176,6 +176,11 @@ class Thumbnail:
         """The media type of what :meth:`make` returns."""
         return _FORMATS[self.format]
 
+    def accepts(self, content_type: str | None) -> bool:
+        """Whether a file of ``content_type`` (sniffed) gets this variant: raster images."""
+        return bool(content_type and content_type.startswith("image/")
+                    and content_type != "image/svg+xml")
+
     def make(self, source: Any) -> bytes:
         """The thumbnail's bytes, made from ``source`` (bytes, path, file or chunk iterator)."""
         spool = _Spool(iter_content(source, _READ_SIZE))
@@ -270,6 +275,10 @@ class PdfPage:
     def content_type(self) -> str:
         """The media type of what :meth:`make` returns."""
         return _FORMATS[self.format]
+
+    def accepts(self, content_type: str | None) -> bool:
+        """Whether a file of ``content_type`` (sniffed) gets this variant: PDFs."""
+        return content_type == "application/pdf"
 
     def make(self, source: Any) -> bytes:
         """The page's picture, from a PDF given as bytes, path, file or chunk iterator."""

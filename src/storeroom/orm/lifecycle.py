@@ -61,6 +61,7 @@ from sqlalchemy.util.concurrency import await_only, in_greenlet
 from storeroom.errors import BackendError, ConfigurationError, ObjectExists, StoreroomError
 from storeroom.file import FileObject
 from storeroom.jobs import get_queue, job
+from storeroom.orm.variants import record_variants, register_column, schedule_variants
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Result
@@ -178,9 +179,22 @@ def _key(file: FileObject) -> FileKey:
     return (file.backend or "", file.path)
 
 
+def _keys(file: FileObject) -> list[FileKey]:
+    """The file's key and those of its recorded variants (they live and die with it)."""
+    keys = [_key(file)]
+    records = file.metadata.get("variants")
+    if isinstance(records, Mapping):
+        keys += [(file.backend or "", r["path"]) for r in records.values()
+                 if isinstance(r, Mapping) and isinstance(r.get("path"), str)]
+    return keys
+
+
 def _stored_keys(files: Iterable[FileObject]) -> frozenset[FileKey]:
     """Keys of the files that reference stored objects (not content still to upload)."""
-    return frozenset(_key(f) for f in files if f.backend is not None and not f.has_pending_content)
+    return frozenset(
+        k for f in files if f.backend is not None and not f.has_pending_content
+        for k in _keys(f)
+    )
 
 
 # -- content given back after a rollback -----------------------------------------------------
@@ -258,6 +272,11 @@ class PlannedUpload:
     file: FileObject
     backend: str | None
     path: str
+    kind: FileColumn | None = None
+    column: str = ""
+    """``table.column`` of the column the file goes into."""
+    inspected: Any = None
+    """The content as :func:`prepare_upload` wrapped it (its ``findings`` once uploaded)."""
 
 
 @dataclass(slots=True)
@@ -327,7 +346,8 @@ def _destination(
                 "that a rollback could not restore. Return a unique path (the default adds "
                 "a uuid4)"
             )
-    return PlannedUpload(file, backend, path)
+    table = getattr(getattr(row, "__table__", None), "name", type(row).__name__)
+    return PlannedUpload(file, backend, path, kind, f"{table}.{column}")
 
 
 def plan_flush(session: Session, instances: Sequence[object] | None = None) -> FlushPlan:
@@ -406,8 +426,8 @@ def _apply(plan: FlushPlan) -> None:
                 if column in change.columns:
                     if file.backend is None and kind.backend is not None:
                         file.backend = kind.backend
-                    written.add(_key(file))
-                holds.add(_key(file))
+                    written.update(_keys(file))
+                holds.update(_keys(file))
         change.written = frozenset(written)
         change.holds = frozenset(holds)
 
@@ -906,12 +926,40 @@ def _record_cascaded(
     for mapper, idents in by_mapper.items():
         for file in _cascaded(connection, mapper, idents):
             if file.backend is not None:
-                files.obsolete.append((savepoint, _key(file)))
+                files.obsolete += [(savepoint, k) for k in _keys(file)]
 
 
-def prepare_upload(upload: PlannedUpload) -> Content | None:
-    """The content of one file as it will be uploaded (the one place it passes through)."""
-    return upload.file.pending_content
+def prepare_upload(upload: PlannedUpload, *, asynchronous: bool = False) -> Content | None:
+    """The content of one file as it will be uploaded (the one place it passes through).
+
+    For a column with validators, variants or ``analyze=True`` the content is wrapped by
+    :func:`~storeroom.media.validation.inspect_content` (``inspect_content_async`` in async
+    code): the validators run as the bytes pass and a refused file fails the upload with
+    :class:`~storeroom.errors.ValidationError`, failing the flush.
+    """
+    content = upload.file.pending_content
+    kind = upload.kind
+    if content is None or kind is None or not getattr(kind, "analyze", False):
+        return content
+    from storeroom.media.validation import inspect_content, inspect_content_async
+
+    wrap = inspect_content_async if asynchronous else inspect_content
+    upload.inspected = wrap(content, getattr(kind, "validators", ()),
+                            filename=upload.file.filename)
+    return cast("Content", upload.inspected)
+
+
+def _record_findings(upload: PlannedUpload) -> None:
+    """After an inspected upload: its metadata and variants go on the FileObject."""
+    findings = getattr(upload.inspected, "findings", None)
+    upload.inspected = None
+    if findings is None:
+        return
+    file = upload.file
+    file.metadata.update(findings.metadata)
+    makers = getattr(upload.kind, "variants", None)
+    if makers:
+        record_variants(file, upload.column, makers, findings.content_type)
 
 
 def _upload(files: TransactionFiles, savepoint: int, uploads: Sequence[PlannedUpload]) -> None:
@@ -930,6 +978,7 @@ def _upload(files: TransactionFiles, savepoint: int, uploads: Sequence[PlannedUp
         record.stage = "started"
         try:
             record.file.save(prepare_upload(planned), overwrite=False)
+            _record_findings(planned)
         except ObjectExists:
             record.stage = "nothing written"
             raise
@@ -942,7 +991,9 @@ def _upload(files: TransactionFiles, savepoint: int, uploads: Sequence[PlannedUp
         record, planned = pair
         record.stage = "started"
         try:
-            await record.file.save_async(prepare_upload(planned), overwrite=False)
+            await record.file.save_async(
+                prepare_upload(planned, asynchronous=True), overwrite=False)
+            _record_findings(planned)
         except ObjectExists:
             record.stage = "nothing written"
             raise
@@ -1096,7 +1147,7 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
             ]
             idents = [tuple(r[n] for n in pk_names) for r in rows]
             written = {
-                ident: frozenset(_key(f) for n in set_by_rows for f in _files(r.get(n)))
+                ident: frozenset(k for n in set_by_rows for f in _files(r.get(n)) for k in _keys(f))
                 for ident, r in zip(idents, rows, strict=True)
             }
             held = _read_locked_table(
@@ -1123,8 +1174,8 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
             references.append(RowReference(savepoint, (table.name, ident), frozenset()))
         if mapper is not None:
             dropped += [
-                _key(f) for f in _cascaded(connection, mapper, [i for i, _f in found])
-                if f.backend is not None
+                k for f in _cascaded(connection, mapper, [i for i, _f in found])
+                if f.backend is not None for k in _keys(f)
             ]
     if not keep:
         files.obsolete += [(savepoint, k) for k in dropped]
@@ -1225,6 +1276,9 @@ def _after_commit(session: Session) -> None:
     doomed = files.files_to_delete()
     if doomed:
         _enqueue_deletes(doomed, "the committed transaction replaced or removed them")
+    made = [u.file for u in files.uploads if u.stage == "done" and "variants" in u.file.metadata]
+    if made:
+        schedule_variants(made)
 
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
@@ -1268,6 +1322,11 @@ def _mapper_configured(mapper: Mapper[Any], class_: type) -> None:
         impl = getattr(attributes.manager_of_class(class_).get(column), "impl", None)
         if impl is not None:
             impl.active_history = True
+    table = _table_name(mapper)
+    for column, kind in columns:
+        makers = getattr(kind, "variants", None)
+        if makers:
+            register_column(f"{table}.{column}", makers)
     event.listen(mapper, "before_insert", _before_row_write)
     event.listen(mapper, "before_update", _before_row_write)
     event.listen(mapper, "before_delete", _before_delete)

@@ -52,6 +52,7 @@ from storeroom.backends.base import ObjectInfo, StorageBackend
 from storeroom.errors import ConfigurationError
 from storeroom.file import FileObject
 from storeroom.orm.lifecycle import file_columns
+from storeroom.orm.variants import VARIANTS_DIRECTORY
 from storeroom.registry import StorageRegistry, storages
 
 __all__ = [
@@ -457,6 +458,7 @@ class ReferenceScan:
             "SELECT path, size, modified, etag, version FROM l.obj o WHERE o.backend = ? "
             "AND (o.modified IS NULL OR o.modified <= ?) AND NOT EXISTS "
             "(SELECT 1 FROM ref r WHERE r.backend = o.backend AND r.path = o.path)"
+            f" AND NOT {_VARIANT_OF_REF.format(obj='o.path', backend='o.backend')}"
         )
         params: tuple[Any, ...] = (key, cutoff)
         if prefix:
@@ -546,10 +548,20 @@ class ReferenceScan:
         self._index("ref")
         for path, size, modified, etag, version, referenced in self._db.execute(
             "SELECT c.path, c.size, c.modified, c.etag, c.version, EXISTS "
-            "(SELECT 1 FROM ref r WHERE r.backend = ? AND r.path = c.path) "
-            "FROM candidate c ORDER BY c.path", (backend,)
+            "(SELECT 1 FROM ref r WHERE r.backend = ? AND r.path = c.path) OR "
+            f"{_VARIANT_OF_REF.format(obj='c.path', backend='?')} "
+            "FROM candidate c ORDER BY c.path", (backend, backend)
         ):
             yield _object(path, size, modified, etag, version), bool(referenced)
+
+
+# An object at "<referenced path>.variants/<name>.<format>" is a variant of a referenced file
+# (storeroom.orm.variants): referenced too, whether or not the row records it yet.
+_VARIANT_OF_REF = (
+    "(instr({obj}, '" + VARIANTS_DIRECTORY + "') > 0 AND EXISTS (SELECT 1 FROM ref r2 "
+    "WHERE r2.backend = {backend} AND r2.path = "
+    "substr({obj}, 1, instr({obj}, '" + VARIANTS_DIRECTORY + "') - 1)))"
+)
 
 
 def _reference_query(column: InstrumentedAttribute[Any], keys: Any, multiple: bool,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any, SupportsIndex
 
 from sqlalchemy import JSON
@@ -13,10 +14,43 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from storeroom.errors import ConfigurationError
 from storeroom.file import FileObject
+from storeroom.media.validation import Rule, ValidatorLike, validators_from
 from storeroom.orm import lifecycle
 from storeroom.orm.layout import PathFunction, default_path
 
-__all__ = ["FileList", "StoredObject"]
+__all__ = ["FileList", "StoredObject", "VariantMaker"]
+
+_VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def _variants_from(variants: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check a column's ``variants=`` mapping once, at definition."""
+    if variants is None:
+        return {}
+    if not isinstance(variants, Mapping):
+        raise ConfigurationError(
+            f"StoredObject(variants=...) is a mapping of name to maker, e.g. "
+            f"{{'thumb': Thumbnail(256, 256)}}, got {type(variants).__name__}"
+        )
+    checked: dict[str, Any] = {}
+    for name, maker in variants.items():
+        if not isinstance(name, str) or not _VARIANT_NAME.fullmatch(name):
+            raise ConfigurationError(
+                f"variant name {name!r} must be 1-64 letters, digits, '_' or '-' "
+                "(it becomes part of the variant's path)"
+            )
+        for attribute in ("make", "make_async", "content_type", "format", "accepts"):
+            if not hasattr(maker, attribute):
+                raise ConfigurationError(
+                    f"variant {name!r}: {maker!r} is not a variant maker (Thumbnail, PdfPage, "
+                    f"or an object with {attribute!r})"
+                )
+        checked[name] = maker
+    return checked
+
+
+VariantMaker = Any
+"""A variant maker: :class:`~storeroom.media.variants.Thumbnail`, ``PdfPage`` or alike."""
 
 
 def _key(file: FileObject) -> tuple[str | None, str]:
@@ -101,6 +135,9 @@ class StoredObject(TypeDecorator[Any]):
         multiple: bool = False,
         *,
         path: PathFunction | None = None,
+        validators: Iterable[ValidatorLike] | None = None,
+        variants: Mapping[str, VariantMaker] | None = None,
+        analyze: bool = False,
     ) -> None:
         super().__init__()
         if backend is not None and (not isinstance(backend, str) or not backend):
@@ -110,6 +147,9 @@ class StoredObject(TypeDecorator[Any]):
         self.backend = backend
         self.multiple = multiple
         self.path_function: PathFunction = path or default_path
+        self.validators: tuple[Rule, ...] = validators_from(validators)
+        self.variants: dict[str, VariantMaker] = _variants_from(variants)
+        self.analyze = bool(analyze or self.validators or self.variants)
         if multiple:
             # Track in-place list changes on every attribute mapped with this type.
             FileList.as_mutable(self)
@@ -146,7 +186,10 @@ class StoredObject(TypeDecorator[Any]):
         return FileObject.from_dict(value)
 
     def copy(self, **kw: Any) -> StoredObject:
-        return StoredObject(self.backend, self.multiple, path=self.path_function)
+        return StoredObject(
+            self.backend, self.multiple, path=self.path_function,
+            validators=self.validators, variants=self.variants, analyze=self.analyze,
+        )
 
     @property
     def python_type(self) -> type[Any]:

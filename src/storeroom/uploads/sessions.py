@@ -29,7 +29,7 @@ import asyncio
 import fnmatch
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -48,9 +48,10 @@ from sqlalchemy import (
 )
 
 from storeroom.backends.base import StorageBackend
-from storeroom.errors import ConfigurationError, ObjectNotFound, StoreroomError
+from storeroom.errors import ConfigurationError, ObjectNotFound, StoreroomError, ValidationError
 from storeroom.file import FileObject
 from storeroom.media.sniff import SNIFF_BYTES, is_active_content, sniff_type
+from storeroom.media.validation import ValidatorLike, inspect_content, inspect_content_async
 from storeroom.orm.layout import default_path, safe_filename
 from storeroom.paths import safe_path
 from storeroom.registry import StorageRegistry, storages
@@ -459,12 +460,12 @@ def _lost_race(session_id: str) -> UploadSessionInvalid:
         f"upload session {session_id!r} was completed by another request meanwhile")
 
 
-def _file(row: Any, backend: StorageBackend, sniffed: str, meter: Meter, info: Any
-          ) -> FileObject:
+def _file(row: Any, backend: StorageBackend, sniffed: str, meter: Meter, info: Any,
+          metadata: dict[str, Any] | None = None) -> FileObject:
     return FileObject(
         backend, row.filename, path=row.path, content_type=sniffed, size=meter.size,
         checksum=meter.checksum, etag=None if row.upload_path != row.path else info.etag,
-        last_modified=info.last_modified,
+        last_modified=info.last_modified, metadata=metadata,
     )
 
 
@@ -481,13 +482,17 @@ class _Sniffer:
             self.head += chunk[: SNIFF_BYTES - len(self.head)]
 
 
-def complete(session: Any, session_id: str, *, registry: StorageRegistry | None = None
-             ) -> FileObject:
+def complete(session: Any, session_id: str, *, registry: StorageRegistry | None = None,
+             validators: Iterable[ValidatorLike] | None = None) -> FileObject:
     """Verify the upload of session ``session_id`` and return its FileObject.
 
     Assign the result to a row and commit: the completion is recorded in the same
     transaction. Raises :class:`UploadSessionInvalid` (unknown, completed, expired) or
-    :class:`UploadRejected` (the object was deleted).
+    :class:`UploadRejected` (the object was deleted). ``validators`` (those of
+    :mod:`storeroom.media.validation`; pass the column's: ``Document.file.type.validators``)
+    run on the bytes as they are read; a refusal deletes the object and raises
+    :class:`~storeroom.errors.ValidationError`. What the bytes reveal (image size, PDF
+    pages, duration) goes into the returned file's ``metadata``.
     """
     now = _now()
     row = session.execute(
@@ -501,9 +506,16 @@ def complete(session: Any, session_id: str, *, registry: StorageRegistry | None 
         raise _missing(row) from None
     problem = _size_problem(row, info.size)
     sniffer = _Sniffer()
+    inspected = None
     if problem is None:
-        for chunk in backend.stream(row.upload_path):
-            sniffer.feed(chunk)
+        inspected = inspect_content(backend.stream(row.upload_path), validators or (),
+                                    filename=row.filename)
+        try:
+            for chunk in inspected:
+                sniffer.feed(chunk)
+        except ValidationError:
+            backend.delete(row.upload_path)
+            raise
         sniffed = sniff_type(bytes(sniffer.head), row.filename)
         problem = _type_problem(row, sniffed) or _size_problem(row, sniffer.meter.size)
     if problem is not None:
@@ -514,11 +526,13 @@ def complete(session: Any, session_id: str, *, registry: StorageRegistry | None 
     if row.upload_path != row.path:
         backend.copy(row.upload_path, row.path)
         backend.delete(row.upload_path)
-    return _file(row, backend, sniffed, sniffer.meter, info)
+    return _file(row, backend, sniffed, sniffer.meter, info,
+                 inspected.findings.metadata if inspected is not None else None)
 
 
 async def complete_async(
-    session: Any, session_id: str, *, registry: StorageRegistry | None = None
+    session: Any, session_id: str, *, registry: StorageRegistry | None = None,
+    validators: Iterable[ValidatorLike] | None = None,
 ) -> FileObject:
     """Async form of :func:`complete` (``session`` is an ``AsyncSession``)."""
     now = _now()
@@ -533,9 +547,16 @@ async def complete_async(
         raise _missing(row) from None
     problem = _size_problem(row, info.size)
     sniffer = _Sniffer()
+    ainspected = None
     if problem is None:
-        async for chunk in await backend.stream_async(row.upload_path):
-            sniffer.feed(chunk)
+        ainspected = inspect_content_async(await backend.stream_async(row.upload_path),
+                                           validators or (), filename=row.filename)
+        try:
+            async for chunk in ainspected:
+                sniffer.feed(chunk)
+        except ValidationError:
+            await backend.delete_async(row.upload_path)
+            raise
         sniffed = sniff_type(bytes(sniffer.head), row.filename)
         problem = _type_problem(row, sniffed) or _size_problem(row, sniffer.meter.size)
     if problem is not None:
@@ -546,7 +567,8 @@ async def complete_async(
     if row.upload_path != row.path:
         await backend.copy_async(row.upload_path, row.path)
         await backend.delete_async(row.upload_path)
-    return _file(row, backend, sniffed, sniffer.meter, info)
+    return _file(row, backend, sniffed, sniffer.meter, info,
+                 ainspected.findings.metadata if ainspected is not None else None)
 
 
 # -- expiry ---------------------------------------------------------------------------------
