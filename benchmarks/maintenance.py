@@ -44,9 +44,10 @@ KiB = 1024
 PAYLOAD = bytes(range(256)) * 4
 CHECKSUM = "sha256:" + hashlib.sha256(PAYLOAD).hexdigest()
 DEFAULT_DATABASE = os.environ.get(
-    "STOREROOM_BENCH_DATABASE", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    "STOREROOM_BENCH_DATABASE", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
-MODELS = '''
+MODELS = """
 import os
 from typing import Any
 
@@ -70,10 +71,10 @@ class ListRow(Base):
     __tablename__ = "bench_maint_list"
     id: Mapped[int] = mapped_column(primary_key=True)
     files: Mapped[Any] = mapped_column(StoredObject(backend="bench", multiple=True))
-'''
+"""
 
 # Runs in the measured subprocess: one library call, prints what it found and how long.
-CASE = '''
+CASE = """
 import json, resource, sys, time
 from datetime import timedelta
 sys.path.insert(0, sys.argv[3])
@@ -117,7 +118,7 @@ with Session(engine) as session:
     else:
         found = len(find_dangling(session, Row))
 print(json.dumps({"seconds": time.perf_counter() - start, "found": found, "base_kib": base}))
-'''
+"""
 
 
 def _table(n: int) -> str:
@@ -160,20 +161,31 @@ def seed(n: int, database: str, root: Path, reseed: bool) -> None:
             os.close(fd)
         files_s = time.perf_counter() - start
         conn.execute(f"DROP TABLE IF EXISTS {table}")
-        conn.execute(f"CREATE TABLE {table} (id integer PRIMARY KEY, name varchar NOT NULL, "
-                     "file jsonb)")
+        conn.execute(
+            f"CREATE TABLE {table} (id integer PRIMARY KEY, name varchar NOT NULL, file jsonb)"
+        )
         with conn.cursor().copy(f"COPY {table} (id, name, file) FROM STDIN") as copy:
             for i, path in enumerate(owned + dangling):
-                file = {"backend": "bench", "filename": path.rsplit("/", 1)[1], "path": path,
-                        "content_type": "application/octet-stream", "size": len(PAYLOAD),
-                        "checksum": CHECKSUM, "etag": None, "version": None,
-                        "last_modified": None, "metadata": {}}
+                file = {
+                    "backend": "bench",
+                    "filename": path.rsplit("/", 1)[1],
+                    "path": path,
+                    "content_type": "application/octet-stream",
+                    "size": len(PAYLOAD),
+                    "checksum": CHECKSUM,
+                    "etag": None,
+                    "version": None,
+                    "last_modified": None,
+                    "metadata": {},
+                }
                 copy.write_row((i, f"row {i}", json.dumps(file)))
         conn.execute(f"ANALYZE {table}")
     marker.touch()
-    print(f"seeded N={n:,}: {len(owned) + len(orphans):,} files in {files_s:.1f} s, "
-          f"{len(owned) + len(dangling):,} rows in {time.perf_counter() - start - files_s:.1f} s",
-          file=sys.stderr)
+    print(
+        f"seeded N={n:,}: {len(owned) + len(orphans):,} files in {files_s:.1f} s, "
+        f"{len(owned) + len(dangling):,} rows in {time.perf_counter() - start - files_s:.1f} s",
+        file=sys.stderr,
+    )
 
 
 def seed_list_row(files: int, database: str, root: Path) -> None:
@@ -190,10 +202,20 @@ def seed_list_row(files: int, database: str, root: Path) -> None:
     for i in range(files):
         path = f"list/{i:08d}.bin"
         (store / path).write_bytes(PAYLOAD)
-        items.append({"backend": "bench", "filename": f"{i}.bin", "path": path,
-                      "content_type": "application/octet-stream", "size": len(PAYLOAD),
-                      "checksum": CHECKSUM, "etag": None, "version": None,
-                      "last_modified": None, "metadata": {}})
+        items.append(
+            {
+                "backend": "bench",
+                "filename": f"{i}.bin",
+                "path": path,
+                "content_type": "application/octet-stream",
+                "size": len(PAYLOAD),
+                "checksum": CHECKSUM,
+                "etag": None,
+                "version": None,
+                "last_modified": None,
+                "metadata": {},
+            }
+        )
     with psycopg.connect(_pg_dsn(database), autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS bench_maint_list")
         conn.execute("CREATE TABLE bench_maint_list (id integer PRIMARY KEY, files jsonb)")
@@ -201,8 +223,9 @@ def seed_list_row(files: int, database: str, root: Path) -> None:
     marker.touch()
 
 
-def run_migrate(n: int, database: str, root: Path, src: Path, models: Path, label: str
-                ) -> dict[str, float]:
+def run_migrate(
+    n: int, database: str, root: Path, src: Path, models: Path, label: str
+) -> dict[str, float]:
     """``storeroom migrate bench copy`` of every object (N + 1%) into a fresh local folder."""
     store = str(root / f"n{n}")
     target = root / f"migrated-{label}-{n}"
@@ -210,14 +233,29 @@ def run_migrate(n: int, database: str, root: Path, src: Path, models: Path, labe
     target.mkdir(parents=True)
     state = root / f"migrate-{label}-{n}.jsonl"
     state.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONPATH": f"{src}", "BENCH_TABLE": _table(n),
-           "STORAGE__BENCH__URL": f"file://{store}", "STORAGE__COPY__URL": f"file://{target}",
-           "DATABASE_URL": database}
-    args = [sys.executable, "-m", "storeroom.cli", "migrate", "bench", "copy", "--state",
-            str(state), "--no-progress"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{src}",
+        "BENCH_TABLE": _table(n),
+        "STORAGE__BENCH__URL": f"file://{store}",
+        "STORAGE__COPY__URL": f"file://{target}",
+        "DATABASE_URL": database,
+    }
+    args = [
+        sys.executable,
+        "-m",
+        "storeroom.cli",
+        "migrate",
+        "bench",
+        "copy",
+        "--state",
+        str(state),
+        "--no-progress",
+    ]
     start = time.perf_counter()
-    child = subprocess.Popen(args, env=env, cwd=models, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        args, env=env, cwd=models, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     _pid, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - start
     out = child.stdout.read().decode() if child.stdout else ""
@@ -227,15 +265,22 @@ def run_migrate(n: int, database: str, root: Path, src: Path, models: Path, labe
     copied = int(out.split("copied ", 1)[1].split(" ", 1)[0])
     shutil.rmtree(target, ignore_errors=True)
     state.unlink(missing_ok=True)
-    return {"seconds": seconds, "rss_mib": usage.ru_maxrss / KiB, "growth_mib": float("nan"),
-            "cpu": usage.ru_utime + usage.ru_stime, "found": copied, "references": copied}
+    return {
+        "seconds": seconds,
+        "rss_mib": usage.ru_maxrss / KiB,
+        "growth_mib": float("nan"),
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "found": copied,
+        "references": copied,
+    }
 
 
 QUEUE = os.environ.get("STOREROOM_BENCH_QUEUE", "redis://127.0.0.1:6379/9")
 
 
-def run_sharded(case: str, n: int, database: str, root: Path, src: Path, models: Path,
-                workers: int = 2) -> dict[str, float]:
+def run_sharded(
+    case: str, n: int, database: str, root: Path, src: Path, models: Path, workers: int = 2
+) -> dict[str, float]:
     """``verify``/``migrate`` with ``--shards`` on ``workers`` SAQ worker processes.
 
     The workers are started first (their start-up is not timed); the time is the command's,
@@ -248,21 +293,44 @@ def run_sharded(case: str, n: int, database: str, root: Path, src: Path, models:
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     name = f"bench-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "PYTHONPATH": f"{src}", "BENCH_TABLE": _table(n),
-           "STORAGE__BENCH__URL": f"file://{store}", "STORAGE__COPY__URL": f"file://{target}",
-           "DATABASE_URL": database, "STOREROOM_QUEUE_URL": QUEUE}
-    procs = [subprocess.Popen([sys.executable, "-m", "storeroom.jobs.saq", "--url", QUEUE,
-                               "--name", name, "--import", "storeroom.jobs.maintenance",
-                               "--concurrency", "1", "--sweep", "5"], env=env, cwd=models)
-             for _ in range(workers)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{src}",
+        "BENCH_TABLE": _table(n),
+        "STORAGE__BENCH__URL": f"file://{store}",
+        "STORAGE__COPY__URL": f"file://{target}",
+        "DATABASE_URL": database,
+        "STOREROOM_QUEUE_URL": QUEUE,
+    }
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "storeroom.jobs.saq",
+                "--url",
+                QUEUE,
+                "--name",
+                name,
+                "--import",
+                "storeroom.jobs.maintenance",
+                "--concurrency",
+                "1",
+                "--sweep",
+                "5",
+            ],
+            env=env,
+            cwd=models,
+        )
+        for _ in range(workers)
+    ]
     time.sleep(2)  # let the workers connect (not timed)
     shards = str(workers * 4)
     if case.startswith("verify"):
         args = ["verify", "--model", "bench_models:Row", "--backend", "bench", "--grace", "0s"]
     else:
         args = ["migrate", "bench", "copy", "--state", str(root / f"journals-{name}")]
-    args = [sys.executable, "-m", "storeroom.cli", *args, "--shards", shards, "--queue-name",
-            name]
+    args = [sys.executable, "-m", "storeroom.cli", *args, "--shards", shards, "--queue-name", name]
     # Files, not pipes: thousands of findings would fill a pipe nobody reads until the end.
     with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
         start = time.perf_counter()
@@ -298,27 +366,57 @@ def run_sharded(case: str, n: int, database: str, root: Path, src: Path, models:
     else:
         found = int(last.split("copied ")[1].split(",")[0])
         references = found
-    return {"seconds": seconds, "rss_mib": rss / KiB, "growth_mib": float("nan"), "cpu": cpu,
-            "found": found, "references": references}
+    return {
+        "seconds": seconds,
+        "rss_mib": rss / KiB,
+        "growth_mib": float("nan"),
+        "cpu": cpu,
+        "found": found,
+        "references": references,
+    }
 
 
-def run_case(case: str, n: int, database: str, root: Path, src: Path, models: Path,
-             model: str = "Row", store_dir: str = "", label: str = "") -> dict[str, float]:
+def run_case(
+    case: str,
+    n: int,
+    database: str,
+    root: Path,
+    src: Path,
+    models: Path,
+    model: str = "Row",
+    store_dir: str = "",
+    label: str = "",
+) -> dict[str, float]:
     """Run one case in a fresh subprocess; time, peak RSS, and the count it found."""
     if case == "migrate":
         return run_migrate(n, database, root, src, models, label)
     if case.endswith("_2w"):
         return run_sharded(case, n, database, root, src, models)
     store = str(root / (store_dir or f"n{n}"))
-    env = {**os.environ, "PYTHONPATH": f"{src}", "BENCH_TABLE": _table(n),
-           "STORAGE__BENCH__URL": f"file://{store}", "DATABASE_URL": database}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{src}",
+        "BENCH_TABLE": _table(n),
+        "STORAGE__BENCH__URL": f"file://{store}",
+        "DATABASE_URL": database,
+    }
     if case == "verify":
-        args = [sys.executable, "-m", "storeroom.cli", "verify", "--model", f"bench_models:{model}",
-                "--backend", "bench", "--grace", "0s", "--json"]
+        args = [
+            sys.executable,
+            "-m",
+            "storeroom.cli",
+            "verify",
+            "--model",
+            f"bench_models:{model}",
+            "--backend",
+            "bench",
+            "--grace",
+            "0s",
+            "--json",
+        ]
         with tempfile.TemporaryFile() as out:
             start = time.perf_counter()
-            child = subprocess.Popen(args, env=env, cwd=models, stdout=out,
-                                     stderr=subprocess.PIPE)
+            child = subprocess.Popen(args, env=env, cwd=models, stdout=out, stderr=subprocess.PIPE)
             _pid, status, usage = os.wait4(child.pid, 0)
             seconds = time.perf_counter() - start
             child.returncode = os.waitstatus_to_exitcode(status)
@@ -327,45 +425,69 @@ def run_case(case: str, n: int, database: str, root: Path, src: Path, models: Pa
                 raise SystemExit(f"verify failed ({child.returncode}): {err[-2000:]}")
             out.seek(0)
             summary = json.load(out)["summary"]
-        return {"seconds": seconds, "rss_mib": usage.ru_maxrss / KiB, "growth_mib": float("nan"),
-                "cpu": usage.ru_utime + usage.ru_stime,
-                "found": summary["orphans"] + summary["dangling"] * 1_000_000,
-                "references": summary["references"]}
+        return {
+            "seconds": seconds,
+            "rss_mib": usage.ru_maxrss / KiB,
+            "growth_mib": float("nan"),
+            "cpu": usage.ru_utime + usage.ru_stime,
+            "found": summary["orphans"] + summary["dangling"] * 1_000_000,
+            "references": summary["references"],
+        }
     args = [sys.executable, "-c", CASE, case, database, str(models), store, str(n)]
-    child = subprocess.Popen(args, env=env, cwd=models, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        args, env=env, cwd=models, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     _pid, status, usage = os.wait4(child.pid, 0)
     out = child.stdout.read().decode() if child.stdout else ""
     if os.waitstatus_to_exitcode(status) != 0:
         err = child.stderr.read().decode() if child.stderr else ""
         raise SystemExit(f"{case} failed: {err[-2000:]}")
     result = json.loads(out.strip().splitlines()[-1])
-    return {"seconds": result["seconds"], "rss_mib": usage.ru_maxrss / KiB,
-            "cpu": usage.ru_utime + usage.ru_stime,
-            "growth_mib": (usage.ru_maxrss - result["base_kib"]) / KiB,
-            "found": result["found"], "references": n + max(1, n // 100)}
+    return {
+        "seconds": result["seconds"],
+        "rss_mib": usage.ru_maxrss / KiB,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "growth_mib": (usage.ru_maxrss - result["base_kib"]) / KiB,
+        "found": result["found"],
+        "references": n + max(1, n // 100),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="10000,100000",
-                        help="comma-separated N (default 10000,100000)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sizes", default="10000,100000", help="comma-separated N (default 10000,100000)"
+    )
     parser.add_argument("--million", action="store_true", help="also N = 1,000,000")
     parser.add_argument("--database", default=DEFAULT_DATABASE, help="PostgreSQL URL (psycopg)")
-    parser.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "storeroom-bench-maint"),
-                        help="where the seeded files live (kept between runs)")
-    parser.add_argument("--before", metavar="CHECKOUT",
-                        help="also measure this checkout (e.g. a git worktree of an older commit)")
-    parser.add_argument("--cases",
-                        default="raw_listing,find_orphans,find_dangling,verify,verify_2w,"
-                        "raw_copy,migrate,migrate_2w",
-                        help="raw_listing / raw_copy: obstore alone listing / copying the "
-                        "store, the floors; *_2w: --shards 8 on 2 SAQ workers "
-                        "(STOREROOM_BENCH_QUEUE, default redis://127.0.0.1:6379/9)")
+    parser.add_argument(
+        "--root",
+        default=str(Path(tempfile.gettempdir()) / "storeroom-bench-maint"),
+        help="where the seeded files live (kept between runs)",
+    )
+    parser.add_argument(
+        "--before",
+        metavar="CHECKOUT",
+        help="also measure this checkout (e.g. a git worktree of an older commit)",
+    )
+    parser.add_argument(
+        "--cases",
+        default="raw_listing,find_orphans,find_dangling,verify,verify_2w,"
+        "raw_copy,migrate,migrate_2w",
+        help="raw_listing / raw_copy: obstore alone listing / copying the "
+        "store, the floors; *_2w: --shards 8 on 2 SAQ workers "
+        "(STOREROOM_BENCH_QUEUE, default redis://127.0.0.1:6379/9)",
+    )
     parser.add_argument("--reseed", action="store_true")
-    parser.add_argument("--list-row", type=int, default=0, metavar="FILES",
-                        help="also verify one row holding FILES files in a list column")
+    parser.add_argument(
+        "--list-row",
+        type=int,
+        default=0,
+        metavar="FILES",
+        help="also verify one row holding FILES files in a list column",
+    )
     opts = parser.parse_args()
     sizes = [int(s) for s in opts.sizes.split(",") if s]
     if opts.million and 1_000_000 not in sizes:
@@ -377,11 +499,15 @@ def main() -> None:
     codes = [("after", ROOT / "src")]
     if opts.before:
         codes.insert(0, ("before", Path(opts.before).resolve() / "src"))
-    print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
-          f"on {os.cpu_count()} CPUs", flush=True)
-    print(f"{'N':>9}  {'code':<6}  {'case':<13}  {'time':>8}  {'refs/s':>9}  {'CPU':>8}  "
-          f"{'refs/CPU-s':>10}  "
-          f"{'peak RSS':>9}  {'growth':>8}  exact")
+    print(
+        f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    print(
+        f"{'N':>9}  {'code':<6}  {'case':<13}  {'time':>8}  {'refs/s':>9}  {'CPU':>8}  "
+        f"{'refs/CPU-s':>10}  "
+        f"{'peak RSS':>9}  {'growth':>8}  exact"
+    )
     for n in sizes:
         seed(n, opts.database, root, opts.reseed)
         extra = max(1, n // 100)
@@ -392,26 +518,38 @@ def main() -> None:
                 if case.endswith("_2w") and label == "before":
                     continue  # no sharded runs before
                 r = run_case(case, n, opts.database, root, src, models, label=label)
-                expected = {"raw_listing": extra, "find_orphans": extra, "find_dangling": extra,
-                            "verify": extra + extra * 1_000_000, "migrate": n + extra,
-                            "verify_2w": extra + extra * 1_000_000, "migrate_2w": n + extra,
-                            "raw_copy": n + extra}[case]
+                expected = {
+                    "raw_listing": extra,
+                    "find_orphans": extra,
+                    "find_dangling": extra,
+                    "verify": extra + extra * 1_000_000,
+                    "migrate": n + extra,
+                    "verify_2w": extra + extra * 1_000_000,
+                    "migrate_2w": n + extra,
+                    "raw_copy": n + extra,
+                }[case]
                 exact = "yes" if r["found"] == expected else f"NO ({r['found']})"
                 growth = "" if r["growth_mib"] != r["growth_mib"] else f"+{r['growth_mib']:.0f} MiB"
-                print(f"{n:>9,}  {label:<6}  {case:<13}  {r['seconds']:>6.1f} s  "
-                      f"{r['references'] / r['seconds']:>9,.0f}  {r['cpu']:>6.1f} s  "
-                      f"{r['references'] / r['cpu']:>10,.0f}  {r['rss_mib']:>5.0f} MiB  "
-                      f"{growth:>8}  {exact}", flush=True)
+                print(
+                    f"{n:>9,}  {label:<6}  {case:<13}  {r['seconds']:>6.1f} s  "
+                    f"{r['references'] / r['seconds']:>9,.0f}  {r['cpu']:>6.1f} s  "
+                    f"{r['references'] / r['cpu']:>10,.0f}  {r['rss_mib']:>5.0f} MiB  "
+                    f"{growth:>8}  {exact}",
+                    flush=True,
+                )
     if opts.list_row:
         seed_list_row(opts.list_row, opts.database, root)
         for label, src in codes:
             r = run_case("verify", 0, opts.database, root, src, models, "ListRow", "list")
             exact = "yes" if r["found"] == 0 else f"NO ({r['found']})"
-            print(f"{'1 row':>9}  {label:<6}  {'verify list':<13}  {r['seconds']:>6.1f} s  "
-                  f"{r['references'] / r['seconds']:>9,.0f}  {r['cpu']:>6.1f} s  "
-                  f"{r['references'] / r['cpu']:>10,.0f}  {r['rss_mib']:>5.0f} MiB  {'':>8}  "
-                  f"{exact}  "
-                  f"({opts.list_row:,} files in one list)", flush=True)
+            print(
+                f"{'1 row':>9}  {label:<6}  {'verify list':<13}  {r['seconds']:>6.1f} s  "
+                f"{r['references'] / r['seconds']:>9,.0f}  {r['cpu']:>6.1f} s  "
+                f"{r['references'] / r['cpu']:>10,.0f}  {r['rss_mib']:>5.0f} MiB  {'':>8}  "
+                f"{exact}  "
+                f"({opts.list_row:,} files in one list)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -76,8 +76,9 @@ def make_image(path: Path, fmt: str) -> None:
 
 def run_child(args: list[str]) -> tuple[str, int]:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
-    process = subprocess.Popen([sys.executable, "-c", THUMBNAIL, *args], stdout=subprocess.PIPE,
-                               env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-c", THUMBNAIL, *args], stdout=subprocess.PIPE, env=env
+    )
     assert process.stdout is not None
     out = process.stdout.read().decode()
     _, status, usage = os.wait4(process.pid, 0)
@@ -89,9 +90,11 @@ def run_child(args: list[str]) -> tuple[str, int]:
 
 def thumbnails(runs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"6000 x 4000 (24 megapixels) -> 256 x 256 WebP, each run in a new process; "
-              f"median of {runs} runs. Peak = the process's peak RSS while making the "
-              "thumbnail (VmHWM reset just before); base = its RSS after imports.\n")
+        print(
+            f"6000 x 4000 (24 megapixels) -> 256 x 256 WebP, each run in a new process; "
+            f"median of {runs} runs. Peak = the process's peak RSS while making the "
+            "thumbnail (VmHWM reset just before); base = its RSS after imports.\n"
+        )
         print("| source | engine | time (s) | peak RSS (MiB) | base RSS (MiB) | growth (MiB) |")
         print("| --- | --- | ---: | ---: | ---: | ---: |")
         for fmt in ("JPEG", "PNG"):
@@ -108,8 +111,10 @@ def thumbnails(runs: int) -> None:
                 out, _ = run_child([str(source), engine, "idle"])
                 base = int(out.split()[2])
                 peak = statistics.median(peaks)
-                print(f"| {label} | {engine} | {statistics.median(times):.3f} | "
-                      f"{peak / MiB:.0f} | {base / MiB:.0f} | {(peak - base) / MiB:.0f} |")
+                print(
+                    f"| {label} | {engine} | {statistics.median(times):.3f} | "
+                    f"{peak / MiB:.0f} | {base / MiB:.0f} | {(peak - base) / MiB:.0f} |"
+                )
         print()
 
 
@@ -128,9 +133,21 @@ def jobs(count: int, redis_url: str) -> None:
         "STOREROOM_JOBS_TEST_PREFIX": prefix,
         "STOREROOM_JOBS_TEST_SLEEP": "0.002",
     }
-    command = [sys.executable, "-m", "storeroom.jobs.saq", "--url", redis_url, "--name", name,
-               "--import", "tests.jobs.saq_handlers", "--concurrency", "8",
-               "--sweep", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "storeroom.jobs.saq",
+        "--url",
+        redis_url,
+        "--name",
+        name,
+        "--import",
+        "tests.jobs.saq_handlers",
+        "--concurrency",
+        "8",
+        "--sweep",
+        "1",
+    ]
     queue = SaqQueue(redis_url, name=name, heartbeat=2)
     workers = [subprocess.Popen(command, env=env) for _ in range(2)]
     killed = False
@@ -154,12 +171,16 @@ def jobs(count: int, redis_url: str) -> None:
         runs = client.hgetall(f"{prefix}:runs")
         repeated = sum(1 for value in runs.values() if int(value) > 1)
         lost = count - len(done_numbers & set(range(count)))
-        print(f"{count} jobs, 2 workers (concurrency 8 each), one SIGKILLed after "
-              f"{count // 3} were done; Redis {redis_url}\n")
+        print(
+            f"{count} jobs, 2 workers (concurrency 8 each), one SIGKILLed after "
+            f"{count // 3} were done; Redis {redis_url}\n"
+        )
         print("| jobs | enqueue (s) | all done (s) | throughput (jobs/s) | lost | run twice |")
         print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-        print(f"| {count} | {enqueued:.2f} | {elapsed:.2f} | {count / elapsed:.0f} | {lost} | "
-              f"{repeated} |")
+        print(
+            f"| {count} | {enqueued:.2f} | {elapsed:.2f} | {count / elapsed:.0f} | {lost} | "
+            f"{repeated} |"
+        )
     finally:
         for worker in workers:
             if worker.poll() is None:

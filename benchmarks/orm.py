@@ -39,8 +39,10 @@ READS = 5
 _PG_DB = os.environ.get("STOREROOM_BENCH_DATABASE") or os.environ.get(
     "STOREROOM_TEST_DATABASE", "test"
 )
-POSTGRES = (f"postgresql+psycopg://postgres@127.0.0.1:5432/{_PG_DB}",
-            f"postgresql+asyncpg://postgres@127.0.0.1:5432/{_PG_DB}")
+POSTGRES = (
+    f"postgresql+psycopg://postgres@127.0.0.1:5432/{_PG_DB}",
+    f"postgresql+asyncpg://postgres@127.0.0.1:5432/{_PG_DB}",
+)
 
 
 def _models(library: str, table: str) -> tuple[Any, Any, Any]:
@@ -119,8 +121,12 @@ def run_case(library: str, url: str, is_async: bool, rows: int) -> dict[str, flo
         start = time.perf_counter()
         for i in range(rows):
             with maker() as session:
-                session.add(model(name=f"r{i}", file=file_cls(
-                    backend="bench", filename=f"f{i}.bin", content=PAYLOAD)))
+                session.add(
+                    model(
+                        name=f"r{i}",
+                        file=file_cls(backend="bench", filename=f"f{i}.bin", content=PAYLOAD),
+                    )
+                )
                 session.commit()
         written = time.perf_counter()
         reads = []
@@ -137,7 +143,9 @@ def run_case(library: str, url: str, is_async: bool, rows: int) -> dict[str, flo
         setup.dispose()
 
 
-async def _run_async(library: str, url: str, model: Any, file_cls: Any, rows: int) -> dict[str, float]:
+async def _run_async(
+    library: str, url: str, model: Any, file_cls: Any, rows: int
+) -> dict[str, float]:
     from sqlalchemy import select
     from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -146,8 +154,12 @@ async def _run_async(library: str, url: str, model: Any, file_cls: Any, rows: in
     start = time.perf_counter()
     for i in range(rows):
         async with maker() as session:
-            session.add(model(name=f"r{i}", file=file_cls(
-                backend="bench", filename=f"f{i}.bin", content=PAYLOAD)))
+            session.add(
+                model(
+                    name=f"r{i}",
+                    file=file_cls(backend="bench", filename=f"f{i}.bin", content=PAYLOAD),
+                )
+            )
             await session.commit()
     # advanced-alchemy uploads after the commit in background tasks: let them finish.
     while len(asyncio.all_tasks()) > 1:
@@ -190,8 +202,10 @@ def main() -> None:
     databases = [("SQLite", f"sqlite:///{tmp}/b.db", f"sqlite+aiosqlite:///{tmp}/b.db")]
     if _postgres_available():
         databases.append(("PostgreSQL", *POSTGRES))
-    print(f"{'database':<11} {'mode':<6} {'operation':<10} {'storeroom':>12} "
-          f"{'adv.-alchemy':>13} {'ratio':>6}")
+    print(
+        f"{'database':<11} {'mode':<6} {'operation':<10} {'storeroom':>12} "
+        f"{'adv.-alchemy':>13} {'ratio':>6}"
+    )
     for label, sync_url, async_url in databases:
         for mode, url in (("sync", sync_url), ("async", async_url)):
             # Rounds alternate which library goes first; the best of each is kept, so load
@@ -201,13 +215,21 @@ def main() -> None:
                 order = ("storeroom", "advanced-alchemy")
                 for library in order if round_ % 2 == 0 else order[::-1]:
                     done = subprocess.run(
-                        [sys.executable, __file__, "--rows", str(args.rows), "--case", library,
-                         url, mode], capture_output=True, text=True,
+                        [
+                            sys.executable,
+                            __file__,
+                            "--rows",
+                            str(args.rows),
+                            "--case",
+                            library,
+                            url,
+                            mode,
+                        ],
+                        capture_output=True,
+                        text=True,
                     )
                     if done.returncode != 0:
-                        raise SystemExit(
-                            f"{library} {label} {mode} failed:\n{done.stderr[-3000:]}"
-                        )
+                        raise SystemExit(f"{library} {label} {mode} failed:\n{done.stderr[-3000:]}")
                     got = json.loads(done.stdout.strip().splitlines()[-1])
                     best = results.setdefault(library, got)
                     for op in got:
@@ -215,8 +237,10 @@ def main() -> None:
             for op in ("write", "read"):
                 ours, theirs = results["storeroom"][op], results["advanced-alchemy"][op]
                 name = "insert+commit" if op == "write" else "read back"
-                print(f"{label:<11} {mode:<6} {name:<14}{ours:>8,.0f} rows/s {theirs:>8,.0f} rows/s "
-                      f"{ours / theirs:>5.2f}x")
+                print(
+                    f"{label:<11} {mode:<6} {name:<14}{ours:>8,.0f} rows/s {theirs:>8,.0f} rows/s "
+                    f"{ours / theirs:>5.2f}x"
+                )
 
 
 if __name__ == "__main__":

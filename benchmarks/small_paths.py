@@ -62,6 +62,7 @@ def main() -> None:
             for _ in names:
                 blake3.blake3(payload).hexdigest()
     except ImportError:  # an older checkout without the blake3 dependency
+
         def digest() -> None:
             for _ in names:
                 hashlib.sha256(payload).hexdigest()
@@ -74,18 +75,24 @@ def main() -> None:
     add("raw obstore.put", lambda: [obstore.put(store, p, payload) for p in names])
     add("  path check (safe_path)", lambda: [safe_path(p) for p in names])
     add("  digest of 4 KiB (default algorithm)", digest)
-    add("  FileObject(...) construction",
-        lambda: [FileObject(backend=backend, filename=p, content=payload) for p in names])
+    add(
+        "  FileObject(...) construction",
+        lambda: [FileObject(backend=backend, filename=p, content=payload) for p in names],
+    )
     add("backend.put", lambda: [backend.put(p, payload) for p in names])
-    add("FileObject(...).save()",
-        lambda: [FileObject(backend=backend, filename=p, content=payload).save() for p in names])
+    add(
+        "FileObject(...).save()",
+        lambda: [FileObject(backend=backend, filename=p, content=payload).save() for p in names],
+    )
     files = [FileObject(backend=backend, filename=p, content=payload).save() for p in names]
     add("raw obstore.get(...).bytes()", lambda: [obstore.get(store, p).bytes() for p in names])
     add("backend.get", lambda: [backend.get(p) for p in names])
     add("FileObject.get_content() (verified)", lambda: [f.get_content() for f in files])
     data = [f.to_dict() for f in files]
-    add("FileObject.from_dict (ORM load of one value)",
-        lambda: [FileObject.from_dict(d) for d in data])
+    add(
+        "FileObject.from_dict (ORM load of one value)",
+        lambda: [FileObject.from_dict(d) for d in data],
+    )
 
     class Base(DeclarativeBase):
         pass

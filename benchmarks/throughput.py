@@ -48,8 +48,11 @@ def _source_chunks(size: int) -> Any:
 
 def _s3_kwargs(endpoint: str) -> dict[str, Any]:
     return dict(
-        aws_access_key_id="testing", aws_secret_access_key="testing", aws_endpoint=endpoint,
-        aws_region="us-east-1", aws_allow_http=True,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        aws_endpoint=endpoint,
+        aws_region="us-east-1",
+        aws_allow_http=True,
     )
 
 
@@ -58,16 +61,26 @@ def _raw_store(target: str, endpoint: str | None) -> Any:
 
     if endpoint:
         return from_url(
-            target, access_key_id="testing", secret_access_key="testing", endpoint=endpoint,
-            region="us-east-1", client_options={"allow_http": True},
+            target,
+            access_key_id="testing",
+            secret_access_key="testing",
+            endpoint=endpoint,
+            region="us-east-1",
+            client_options={"allow_http": True},
         )
     if target.startswith("file://"):
         return from_url(target, mkdir=True)
     return from_url(target)
 
 
-def run_case(case: str, target: str, size: int, small: int, endpoint: str | None,
-             extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_case(
+    case: str,
+    target: str,
+    size: int,
+    small: int,
+    endpoint: str | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Run one case in this process; return seconds, bytes and peak RSS growth."""
     import obstore
 
@@ -117,8 +130,9 @@ def run_case(case: str, target: str, size: int, small: int, endpoint: str | None
         result["checksum"] = saved.checksum
     elif case in ("get-content-storeroom", "get-content-async-storeroom"):
         backend = ObstoreBackend("b", target, **kwargs)
-        file = FileObject(backend=backend, filename="whole.bin", size=size,
-                          checksum=extra["checksum"])
+        file = FileObject(
+            backend=backend, filename="whole.bin", size=size, checksum=extra["checksum"]
+        )
         start = time.perf_counter()
         if "async" in case:
             # asyncio.run's task must not return the bytes: Python 3.11 reprs the finished
@@ -133,6 +147,7 @@ def run_case(case: str, target: str, size: int, small: int, endpoint: str | None
         store = _raw_store(target, endpoint)
         start = time.perf_counter()
         if "async" in case:
+
             async def get_raw() -> int:
                 return len(await (await obstore.get_async(store, "whole.bin")).bytes_async())
 
@@ -148,8 +163,9 @@ def run_case(case: str, target: str, size: int, small: int, endpoint: str | None
 
             async def ours(i: int) -> None:
                 async with gate:
-                    await FileObject(backend=backend, filename=f"s/{i}.bin",
-                                     content=small_payload).save_async()
+                    await FileObject(
+                        backend=backend, filename=f"s/{i}.bin", content=small_payload
+                    ).save_async()
 
             async def raw(i: int) -> None:
                 async with gate:
@@ -167,8 +183,10 @@ def run_case(case: str, target: str, size: int, small: int, endpoint: str | None
         count = max(1, small // 5)
         start = time.perf_counter()
         if case.endswith("storeroom"):
-            files = [FileObject(backend=backend, filename=f"q/{i}.bin", content=small_payload).save()
-                     for i in range(count)]
+            files = [
+                FileObject(backend=backend, filename=f"q/{i}.bin", content=small_payload).save()
+                for i in range(count)
+            ]
             saved = time.perf_counter()
             for f in files:
                 f.get_content()
@@ -189,14 +207,21 @@ def run_case(case: str, target: str, size: int, small: int, endpoint: str | None
         backend = ObstoreBackend("b", target, **_s3_kwargs(proxy.endpoint))
         for i in range(50):
             FileObject(backend=backend, filename=f"r/{i}.txt", content=b"r" * 4096).save()
-        requests = {"PUT": proxy.count("PUT") / 50, "HEAD": proxy.count("HEAD") / 50,
-                    "all": proxy.count() / 50}
+        requests = {
+            "PUT": proxy.count("PUT") / 50,
+            "HEAD": proxy.count("HEAD") / 50,
+            "all": proxy.count() / 50,
+        }
         proxy.stop()
     else:
         raise SystemExit(f"unknown case {case}")
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "rss_growth_mib": _rss_mib() - before, "requests": requests,
-            **result}
+    return {
+        "seconds": seconds,
+        "rss_growth_mib": _rss_mib() - before,
+        "requests": requests,
+        **result,
+    }
 
 
 def _free_port() -> int:
@@ -209,7 +234,8 @@ def _start_moto() -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -226,15 +252,34 @@ def _create_bucket(endpoint: str, name: str) -> None:
     import boto3
 
     boto3.client(
-        "s3", endpoint_url=endpoint, aws_access_key_id="testing",
-        aws_secret_access_key="testing", region_name="us-east-1",
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
     ).create_bucket(Bucket=name)
 
 
-def _spawn(case: str, target: str, size: int, small: int, endpoint: str | None,
-           extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    args = [sys.executable, __file__, "--case", case, "--target", target,
-            "--size-mib", str(size // MiB), "--small", str(small)]
+def _spawn(
+    case: str,
+    target: str,
+    size: int,
+    small: int,
+    endpoint: str | None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    args = [
+        sys.executable,
+        __file__,
+        "--case",
+        case,
+        "--target",
+        target,
+        "--size-mib",
+        str(size // MiB),
+        "--small",
+        str(small),
+    ]
     if endpoint:
         args += ["--endpoint", endpoint]
     if extra:
@@ -245,8 +290,15 @@ def _spawn(case: str, target: str, size: int, small: int, endpoint: str | None,
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def _pair(op: str, target: str, size: int, small: int, endpoint: str | None, repeat: int,
-          extra: dict[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
+def _pair(
+    op: str,
+    target: str,
+    size: int,
+    small: int,
+    endpoint: str | None,
+    repeat: int,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
     """Run ``op`` for storeroom and raw obstore, ``repeat`` rounds alternating who goes first."""
     runs: dict[str, list[dict[str, Any]]] = {"storeroom": [], "raw": []}
     for attempt in range(repeat):
@@ -261,11 +313,19 @@ def _pair(op: str, target: str, size: int, small: int, endpoint: str | None, rep
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=1024, help="size of the streamed cases")
-    parser.add_argument("--whole-mib", type=int, default=256,
-                        help="size of the whole-bytes save and get_content cases")
+    parser.add_argument(
+        "--whole-mib",
+        type=int,
+        default=256,
+        help="size of the whole-bytes save and get_content cases",
+    )
     parser.add_argument("--small", type=int, default=10_000)
-    parser.add_argument("--small-s3", type=int, default=2_000,
-                        help="concurrent small saves on moto S3 (about 200/s)")
+    parser.add_argument(
+        "--small-s3",
+        type=int,
+        default=2_000,
+        help="concurrent small saves on moto S3 (about 200/s)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per case; the best counts")
     parser.add_argument("--only", default="", help="comma-separated operations to run")
     parser.add_argument("--case")
@@ -277,8 +337,10 @@ def main() -> None:
     whole = args.whole_mib * MiB
     if args.case:
         extra = json.loads(args.extra) if args.extra else None
-        print(json.dumps(run_case(args.case, args.target, size, args.small, args.endpoint,
-                                  extra)), flush=True)
+        print(
+            json.dumps(run_case(args.case, args.target, size, args.small, args.endpoint, extra)),
+            flush=True,
+        )
         # obstore's async runtime can abort while the interpreter shuts down after an
         # async read; the figures are out, so skip the shutdown.
         os._exit(0)
@@ -294,52 +356,109 @@ def main() -> None:
     best = lambda runs: min(runs, key=lambda r: r["seconds"])  # noqa: E731
     try:
         _create_bucket(endpoint, "bench")
-        places = [("local disk", f"file://{workdir}/{{who}}", None),
-                  ("moto S3", "s3://bench/{who}", endpoint)]
+        places = [
+            ("local disk", f"file://{workdir}/{{who}}", None),
+            ("moto S3", "s3://bench/{who}", endpoint),
+        ]
         for place, template, ep in places:
             for op in ("stream-save", "stream-read"):
                 if wanted(op):
                     runs = _pair(op, template, size, args.small, ep, args.repeat)
-                    rows.append((place, f"{op} {args.size_mib} MiB", best(runs["storeroom"]),
-                                 best(runs["raw"]), "MiB", 0.95))
-        for place, template in (("local disk", f"file://{workdir}/whole-{{who}}"),
-                                ("memory", "memory://")):
+                    rows.append(
+                        (
+                            place,
+                            f"{op} {args.size_mib} MiB",
+                            best(runs["storeroom"]),
+                            best(runs["raw"]),
+                            "MiB",
+                            0.95,
+                        )
+                    )
+        for place, template in (
+            ("local disk", f"file://{workdir}/whole-{{who}}"),
+            ("memory", "memory://"),
+        ):
             if wanted("whole-save"):
                 runs = _pair("whole-save", template, whole, args.small, None, args.repeat)
-                rows.append((place, f"save {args.whole_mib} MiB bytes", best(runs["storeroom"]),
-                             best(runs["raw"]), "MiB", 0.90))
-        for place, target, ep in (("local disk", f"file://{workdir}/read", None),
-                                  ("moto S3", "s3://bench/read", endpoint)):
+                rows.append(
+                    (
+                        place,
+                        f"save {args.whole_mib} MiB bytes",
+                        best(runs["storeroom"]),
+                        best(runs["raw"]),
+                        "MiB",
+                        0.90,
+                    )
+                )
+        for place, target, ep in (
+            ("local disk", f"file://{workdir}/read", None),
+            ("moto S3", "s3://bench/read", endpoint),
+        ):
             ops = ["get-content", "get-content-async"] if ep is None else ["get-content"]
             if not any(wanted(op) for op in ops):
                 continue
             prepared = _spawn("whole-prepare", target, whole, args.small, ep)
             for op in ops:
                 if wanted(op):
-                    runs = _pair(op, target, whole, args.small, ep, args.repeat,
-                                 {"checksum": prepared["checksum"]})
+                    runs = _pair(
+                        op,
+                        target,
+                        whole,
+                        args.small,
+                        ep,
+                        args.repeat,
+                        {"checksum": prepared["checksum"]},
+                    )
                     label = op.replace("get-content", "get_content()").replace(
-                        "()-async", "_async()")
-                    rows.append((place, f"{label} {args.whole_mib} MiB", best(runs["storeroom"]),
-                                 best(runs["raw"]), "MiB", 0.80 if ep is None else 0.90))
+                        "()-async", "_async()"
+                    )
+                    rows.append(
+                        (
+                            place,
+                            f"{label} {args.whole_mib} MiB",
+                            best(runs["storeroom"]),
+                            best(runs["raw"]),
+                            "MiB",
+                            0.80 if ep is None else 0.90,
+                        )
+                    )
         if wanted("small-saves"):
-            for place, target, ep in [("memory", "memory://", None),
-                                      ("moto S3", "s3://bench/small-{who}", endpoint)]:
+            for place, target, ep in [
+                ("memory", "memory://", None),
+                ("moto S3", "s3://bench/small-{who}", endpoint),
+            ]:
                 count = args.small if ep is None else min(args.small, args.small_s3)
                 runs = _pair("small-saves", target, whole, count, ep, args.repeat)
-                rows.append((place, f"{count} x 4 KiB saves, concurrent",
-                             best(runs["storeroom"]), best(runs["raw"]), "files", 0.90))
+                rows.append(
+                    (
+                        place,
+                        f"{count} x 4 KiB saves, concurrent",
+                        best(runs["storeroom"]),
+                        best(runs["raw"]),
+                        "files",
+                        0.90,
+                    )
+                )
         if wanted("seq-small"):
-            for place, target in (("memory", "memory://"),
-                                  ("local disk", f"file://{workdir}/seq-{{who}}")):
+            for place, target in (
+                ("memory", "memory://"),
+                ("local disk", f"file://{workdir}/seq-{{who}}"),
+            ):
                 runs = _pair("seq-small", target, whole, args.small, None, args.repeat)
                 count = max(1, args.small // 5)
                 for key, label in (("save_rate", "save"), ("read_rate", "get_content")):
                     ours = max(runs["storeroom"], key=lambda r: r[key])
                     raw = max(runs["raw"], key=lambda r: r[key])
-                    rows.append((place, f"{count} x 4 KiB {label}, sequential",
-                                 {**ours, "seconds": count / ours[key]},
-                                 {**raw, "seconds": count / raw[key]}, "files", 0.85))
+                    rows.append(
+                        (
+                            place,
+                            f"{count} x 4 KiB {label}, sequential",
+                            {**ours, "seconds": count / ours[key]},
+                            {**raw, "seconds": count / raw[key]},
+                            "files",
+                            0.85,
+                        )
+                    )
         counted = _spawn("requests-per-save", "s3://bench/count", size, args.small, endpoint)
     finally:
         moto.terminate()
@@ -350,8 +469,10 @@ def main() -> None:
             moto.wait()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    print(f"{'where':<11} {'operation':<34} {'storeroom':>12} {'raw obstore':>12} "
-          f"{'ratio':>6} {'target':>7} {'RSS+ storeroom':>15} {'RSS+ raw':>9}")
+    print(
+        f"{'where':<11} {'operation':<34} {'storeroom':>12} {'raw obstore':>12} "
+        f"{'ratio':>6} {'target':>7} {'RSS+ storeroom':>15} {'RSS+ raw':>9}"
+    )
     for place, op, ours, raw, unit, target in rows:
         if unit == "files":
             count = int(op.split(" x ", 1)[0])
@@ -363,14 +484,20 @@ def main() -> None:
             ours_s, raw_s = f"{rate_ours:,.0f} MiB/s", f"{rate_raw:,.0f} MiB/s"
         ratio = rate_ours / rate_raw
         mark = "ok" if ratio >= target else "MISS"
-        print(f"{place:<11} {op:<34} {ours_s:>12} {raw_s:>12} {ratio:>5.2f}x "
-              f"{target:>4.2f} {mark:<4} {ours['rss_growth_mib']:>8.0f} MiB "
-              f"{raw['rss_growth_mib']:>5.0f} MiB")
+        print(
+            f"{place:<11} {op:<34} {ours_s:>12} {raw_s:>12} {ratio:>5.2f}x "
+            f"{target:>4.2f} {mark:<4} {ours['rss_growth_mib']:>8.0f} MiB "
+            f"{raw['rss_growth_mib']:>5.0f} MiB"
+        )
     req = counted["requests"]
-    print(f"\nS3 requests per 4 KiB save (50 saves through a counting proxy): "
-          f"PUT {req['PUT']:.2f}, HEAD {req['HEAD']:.2f}, all {req['all']:.2f}")
-    print("RSS+ is the growth of the process's peak RSS during the case; for get_content it "
-          "includes the returned object itself.")
+    print(
+        f"\nS3 requests per 4 KiB save (50 saves through a counting proxy): "
+        f"PUT {req['PUT']:.2f}, HEAD {req['HEAD']:.2f}, all {req['all']:.2f}"
+    )
+    print(
+        "RSS+ is the growth of the process's peak RSS during the case; for get_content it "
+        "includes the returned object itself."
+    )
 
 
 if __name__ == "__main__":

@@ -101,8 +101,13 @@ def _make_file(mib: int) -> Path:
 def _start(command: list[str], port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     from tests.servers import wait_for_port
 
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     if not wait_for_port(port, 60, alive=process):
         raise SystemExit(f"{command[:3]} did not start")
     return process
@@ -116,23 +121,39 @@ def _demo(env: dict[str, str], mib: int) -> tuple[subprocess.Popen[bytes], str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("STORAGE__")}
     os.environ.clear()
     os.environ.update(clean)
-    process = _start([sys.executable, "-m", "storeroom.demo"], port, {
-        "DEMO_PORT": str(port), "DEMO_DATA_DIR": data, "DEMO_MAX_UPLOAD_MB": str(mib + 1),
-        "PYTHONPATH": f"{ROOT}/src", **env})
+    process = _start(
+        [sys.executable, "-m", "storeroom.demo"],
+        port,
+        {
+            "DEMO_PORT": str(port),
+            "DEMO_DATA_DIR": data,
+            "DEMO_MAX_UPLOAD_MB": str(mib + 1),
+            "PYTHONPATH": f"{ROOT}/src",
+            **env,
+        },
+    )
     return process, f"http://127.0.0.1:{port}"
 
 
 def _tus(client: Any, url: str, path: Path) -> str:
     size = path.stat().st_size
-    begun = client.post(f"{url}/uploads/resumable", json={
-        "filename": path.name, "type": "application/octet-stream", "size": size}).json()
+    begun = client.post(
+        f"{url}/uploads/resumable",
+        json={"filename": path.name, "type": "application/octet-stream", "size": size},
+    ).json()
     created = client.post(begun["endpoint"], headers={**TUS, "Upload-Length": str(size)})
     location = url + created.headers["location"]
     offset = 0
     for piece in _pieces(path):
-        answer = client.patch(location, content=piece, headers={
-            **TUS, "Content-Type": "application/offset+octet-stream",
-            "Upload-Offset": str(offset)})
+        answer = client.patch(
+            location,
+            content=piece,
+            headers={
+                **TUS,
+                "Content-Type": "application/offset+octet-stream",
+                "Upload-Offset": str(offset),
+            },
+        )
         answer.raise_for_status()
         offset = int(answer.headers["upload-offset"])
     return str(begun["id"])
@@ -140,9 +161,14 @@ def _tus(client: Any, url: str, path: Path) -> str:
 
 def _s3(client: Any, url: str, path: Path) -> str:
     size = path.stat().st_size
-    begun = client.post(f"{url}/uploads/s3/multipart", json={
-        "filename": path.name, "type": "application/octet-stream",
-        "metadata": {"size": size}}).json()
+    begun = client.post(
+        f"{url}/uploads/s3/multipart",
+        json={
+            "filename": path.name,
+            "type": "application/octet-stream",
+            "metadata": {"size": size},
+        },
+    ).json()
     session_id = begun["uploadId"]
     for number, piece in enumerate(_pieces(path), start=1):
         signed = client.get(f"{url}/uploads/s3/multipart/{session_id}/{number}").json()
@@ -162,18 +188,27 @@ def measure(kind: str, path: Path, mib: int) -> tuple[float, float, float, float
         import boto3
 
         moto_port = free_port()
-        moto = _start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                       str(moto_port)], moto_port, {})
+        moto = _start(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+            moto_port,
+            {},
+        )
         endpoint = f"http://127.0.0.1:{moto_port}"
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench",
-                     aws_secret_access_key="bench", region_name="us-east-1"
-                     ).create_bucket(Bucket="bench")
-        env = {"STORAGE__PRIVATE__URL": "s3://bench",
-               "STORAGE__PRIVATE__AWS_ACCESS_KEY_ID": "bench",
-               "STORAGE__PRIVATE__AWS_SECRET_ACCESS_KEY": "bench",
-               "STORAGE__PRIVATE__AWS_ENDPOINT": endpoint,
-               "STORAGE__PRIVATE__AWS_REGION": "us-east-1",
-               "STORAGE__PRIVATE__AWS_ALLOW_HTTP": "true"}
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+            region_name="us-east-1",
+        ).create_bucket(Bucket="bench")
+        env = {
+            "STORAGE__PRIVATE__URL": "s3://bench",
+            "STORAGE__PRIVATE__AWS_ACCESS_KEY_ID": "bench",
+            "STORAGE__PRIVATE__AWS_SECRET_ACCESS_KEY": "bench",
+            "STORAGE__PRIVATE__AWS_ENDPOINT": endpoint,
+            "STORAGE__PRIVATE__AWS_REGION": "us-east-1",
+            "STORAGE__PRIVATE__AWS_ALLOW_HTTP": "true",
+        }
     server, url = _demo(env, mib)
     try:
         with httpx.Client(timeout=600) as client:
@@ -196,8 +231,13 @@ def measure(kind: str, path: Path, mib: int) -> tuple[float, float, float, float
         if moto is not None:
             moto.terminate()
             moto.wait(timeout=30)
-    return (mib / (uploaded - started), mib / (finished - uploaded), before, peak - before,
-            sampler.peak / 1024 - anon)
+    return (
+        mib / (uploaded - started),
+        mib / (finished - uploaded),
+        before,
+        peak - before,
+        sampler.peak / 1024 - anon,
+    )
 
 
 def main() -> None:
@@ -209,14 +249,19 @@ def main() -> None:
     path = _make_file(args.mib)
     kinds = ["tus", "s3"] if args.path == "both" else [args.path]
     print(f"{args.mib} MiB, 16 MiB parts, loopback")
-    print(f"{'path':<24} {'upload MiB/s':>12} {'complete MiB/s':>15} {'RSS MiB':>8} "
-          f"{'VmHWM +MiB':>11} {'RssAnon +MiB':>13}")
+    print(
+        f"{'path':<24} {'upload MiB/s':>12} {'complete MiB/s':>15} {'RSS MiB':>8} "
+        f"{'VmHWM +MiB':>11} {'RssAnon +MiB':>13}"
+    )
     try:
         for kind in kinds:
             label = {"tus": "tus -> local disk", "s3": "S3 multipart -> moto"}[kind]
             up, check, before, growth, anon = measure(kind, path, args.mib)
-            print(f"{label:<24} {up:>12.0f} {check:>15.0f} {before:>8.0f} {growth:>11.0f} "
-                  f"{anon:>13.0f}", flush=True)
+            print(
+                f"{label:<24} {up:>12.0f} {check:>15.0f} {before:>8.0f} {growth:>11.0f} "
+                f"{anon:>13.0f}",
+                flush=True,
+            )
     finally:
         path.unlink()
         path.parent.rmdir()

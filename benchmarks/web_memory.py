@@ -31,10 +31,22 @@ sys.path.insert(0, str(ROOT))
 MiB = 1024 * 1024
 SECRET = "bench-secret-0123456789abcdef-xyz"
 SERVERS = {
-    "asgi": ["-m", "uvicorn", "tests.web.e2e_app:app", "--host", "127.0.0.1",
-             "--port", "{port}", "--log-level", "warning"],
-    "wsgi": ["-c", "from werkzeug.serving import run_simple; from tests.web.e2e_app import "
-             "wsgi_app; run_simple('127.0.0.1', {port}, wsgi_app, threaded=True)"],
+    "asgi": [
+        "-m",
+        "uvicorn",
+        "tests.web.e2e_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--log-level",
+        "warning",
+    ],
+    "wsgi": [
+        "-c",
+        "from werkzeug.serving import run_simple; from tests.web.e2e_app import "
+        "wsgi_app; run_simple('127.0.0.1', {port}, wsgi_app, threaded=True)",
+    ],
 }
 
 
@@ -70,7 +82,9 @@ def measure(server_kind: str, mib: int) -> list[tuple[str, float, float, float]]
     }
     command = [sys.executable, *(a.replace("{port}", str(port)) for a in SERVERS[server_kind])]
     server = subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": f"{ROOT}/src:{ROOT}"},
+        command,
+        cwd=ROOT,
+        env={**os.environ, **env, "PYTHONPATH": f"{ROOT}/src:{ROOT}"},
         stderr=subprocess.DEVNULL,
     )
     rows: list[tuple[str, float, float, float]] = []
@@ -85,14 +99,25 @@ def measure(server_kind: str, mib: int) -> list[tuple[str, float, float, float]]
             for _ in range(mib):
                 yield block
 
-        target = FileObject(backend="uploads", filename="big.bin",
-                            content_type="application/octet-stream", registry=registry)
+        target = FileObject(
+            backend="uploads",
+            filename="big.bin",
+            content_type="application/octet-stream",
+            registry=registry,
+        )
         with httpx.Client(timeout=300) as client:
             # Warm up: one small signed round trip, so imports and buffers are in place.
-            warm = FileObject(backend="uploads", filename="warm.bin",
-                              content_type="application/octet-stream", registry=registry)
-            client.put(warm.sign(for_upload=True), content=b"w" * 1024,
-                       headers={"Content-Type": "application/octet-stream"})
+            warm = FileObject(
+                backend="uploads",
+                filename="warm.bin",
+                content_type="application/octet-stream",
+                registry=registry,
+            )
+            client.put(
+                warm.sign(for_upload=True),
+                content=b"w" * 1024,
+                headers={"Content-Type": "application/octet-stream"},
+            )
             client.get(warm.sign())
 
             def step(name: str, run: object) -> None:
@@ -106,8 +131,11 @@ def measure(server_kind: str, mib: int) -> list[tuple[str, float, float, float]]
                 rows.append((label, mib / seconds, before / 1024, (peak - before) / 1024))
 
             def upload() -> None:
-                reply = client.put(target.sign(for_upload=True), content=chunks(),
-                                   headers={"Content-Type": "application/octet-stream"})
+                reply = client.put(
+                    target.sign(for_upload=True),
+                    content=chunks(),
+                    headers={"Content-Type": "application/octet-stream"},
+                )
                 assert reply.status_code == 200, reply.text
 
             received = hashlib.sha256()

@@ -1,7 +1,7 @@
 """Generate docs/api.md from the docstrings of storeroom's public names.
 
-    python docs/gen_api.py          # rewrite docs/api.md
-    python docs/gen_api.py --check  # exit 1 if docs/api.md is out of date (the tests do this)
+python docs/gen_api.py          # rewrite docs/api.md
+python docs/gen_api.py --check  # exit 1 if docs/api.md is out of date (the tests do this)
 """
 
 from __future__ import annotations
@@ -12,16 +12,36 @@ import sys
 from pathlib import Path
 
 MODULES = [
-    "storeroom", "storeroom.backends.obstore", "storeroom.backends.fsspec",
-    "storeroom.backends.base", "storeroom.config", "storeroom.orm", "storeroom.signing",
-    "storeroom.web", "storeroom.events", "storeroom.retry", "storeroom.orm.migration",
+    "storeroom",
+    "storeroom.backends.obstore",
+    "storeroom.backends.fsspec",
+    "storeroom.backends.base",
+    "storeroom.config",
+    "storeroom.orm",
+    "storeroom.signing",
+    "storeroom.web",
+    "storeroom.events",
+    "storeroom.retry",
+    "storeroom.orm.migration",
     "storeroom.backends.transfer",
-    "storeroom.testing", "storeroom.cors", "storeroom.backends.obstore.bucket_cors",
-    "storeroom.backends.obstore.credentials", "storeroom.paths",
-    "storeroom.contrib.litestar", "storeroom.contrib.fastapi", "storeroom.contrib.flask",
-    "storeroom.contrib.otel", "storeroom.errors", "storeroom.uploads", "storeroom.media.sniff",
-    "storeroom.media.validation", "storeroom.media.variants", "storeroom.jobs", "storeroom.jobs.saq",
-    "storeroom.serialization", "storeroom.orm.alembic",
+    "storeroom.testing",
+    "storeroom.cors",
+    "storeroom.backends.obstore.bucket_cors",
+    "storeroom.backends.obstore.credentials",
+    "storeroom.paths",
+    "storeroom.contrib.litestar",
+    "storeroom.contrib.fastapi",
+    "storeroom.contrib.flask",
+    "storeroom.contrib.otel",
+    "storeroom.errors",
+    "storeroom.uploads",
+    "storeroom.media.sniff",
+    "storeroom.media.validation",
+    "storeroom.media.variants",
+    "storeroom.jobs",
+    "storeroom.jobs.saq",
+    "storeroom.serialization",
+    "storeroom.orm.alembic",
 ]
 OUTPUT = Path(__file__).with_name("api.md")
 
@@ -53,8 +73,8 @@ def missing_docstrings() -> list[str]:
                     if attr.startswith("_") or not inspect.isfunction(member):
                         continue
                     if not member.__doc__ and not any(
-                        getattr(base, attr, None) is not None and
-                        getattr(getattr(base, attr), "__doc__", None)
+                        getattr(base, attr, None) is not None
+                        and getattr(getattr(base, attr), "__doc__", None)
                         for base in obj.__mro__[1:]
                     ):
                         missing.append(f"{module_name}.{name}.{attr}")
@@ -63,8 +83,12 @@ def missing_docstrings() -> list[str]:
 
 def render() -> str:
     """The Markdown text of the API reference."""
-    lines = ["# API reference", "",
-             "Generated from docstrings by `docs/gen_api.py`; every name listed is public.", ""]
+    lines = [
+        "# API reference",
+        "",
+        "Generated from docstrings by `docs/gen_api.py`; every name listed is public.",
+        "",
+    ]
     for module_name in MODULES:
         module = importlib.import_module(module_name)
         names = list(getattr(module, "__all__", []))
@@ -76,7 +100,10 @@ def render() -> str:
             if inspect.ismodule(obj):
                 continue
             if getattr(obj, "__module__", module_name) != module_name and module_name not in (
-                "storeroom", "storeroom.config", "storeroom.orm", "storeroom.web"
+                "storeroom",
+                "storeroom.config",
+                "storeroom.orm",
+                "storeroom.web",
             ):
                 continue
             kind = "class" if inspect.isclass(obj) else "function" if callable(obj) else "value"
@@ -84,8 +111,9 @@ def render() -> str:
             lines.append(f"- **`{name}{signature}`** ({kind}): {_doc(obj) or '(constant)'}")
             if inspect.isclass(obj) and module_name != "storeroom.errors":
                 for attr, member in sorted(vars(obj).items()):
-                    if attr.startswith("_") or not (inspect.isfunction(member) or
-                                                    isinstance(member, property)):
+                    if attr.startswith("_") or not (
+                        inspect.isfunction(member) or isinstance(member, property)
+                    ):
                         continue
                     target = member.fget if isinstance(member, property) else member
                     doc = _doc(target)

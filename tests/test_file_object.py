@@ -130,8 +130,9 @@ def test_iter_chunks_verifies_checksum_on_full_reads(registry: StorageRegistry) 
 
 def test_copy_to_another_backend_streams_and_verifies(registry: StorageRegistry) -> None:
     data = b"x" * 100_000
-    src = FileObject(backend="disk", filename="c.bin", metadata={"owner": "ann"}, content=data,
-                     registry=registry).save()
+    src = FileObject(
+        backend="disk", filename="c.bin", metadata={"owner": "ann"}, content=data, registry=registry
+    ).save()
     copy = src.copy_to("fs")
     assert copy.backend == "fs"
     assert copy.path == "c.bin"
@@ -161,8 +162,12 @@ def test_copy_of_corrupted_source_raises_and_leaves_no_copy(registry: StorageReg
 
 def test_to_dict_from_dict_round_trip(registry: StorageRegistry) -> None:
     f = FileObject(
-        backend="mem", filename="a b.txt", path="u/1/a b.txt", metadata={"k": "v"},
-        content=b"hi", registry=registry,
+        backend="mem",
+        filename="a b.txt",
+        path="u/1/a b.txt",
+        metadata={"k": "v"},
+        content=b"hi",
+        registry=registry,
     ).save()
     data = f.to_dict()
     assert data["backend"] == "mem" and data["path"] == "u/1/a b.txt"

@@ -31,8 +31,13 @@ def saved() -> Iterator[FileObject]:
         registry._backends.clear()
         backend = registry.register_backend(ObstoreBackend(key="files", fs="memory:///"))
         configure_signing(backend, secret=SECRET, base_url="http://testserver/files")
-        file = FileObject(backend="files", filename="report.pdf", path="private/9f/report.pdf",
-                          content=b"%PDF-1.7", metadata={"owner": "alice"})
+        file = FileObject(
+            backend="files",
+            filename="report.pdf",
+            path="private/9f/report.pdf",
+            content=b"%PDF-1.7",
+            metadata={"owner": "alice"},
+        )
         file.save()
         yield file
 
@@ -49,8 +54,12 @@ class Document(BaseModel):
 
 def test_pydantic_serializes_the_public_form_without_storage_internals(saved: FileObject) -> None:
     dumped = Document(title="q3", file=saved).model_dump(mode="json")
-    assert dumped["file"] == {"filename": "report.pdf", "size": 8,
-                              "content_type": "application/pdf", "checksum": saved.checksum}
+    assert dumped["file"] == {
+        "filename": "report.pdf",
+        "size": 8,
+        "content_type": "application/pdf",
+        "checksum": saved.checksum,
+    }
     text = Document(title="q3", file=saved).model_dump_json()
     assert "private/9f" not in text and '"files"' not in text and "alice" not in text
 
@@ -60,7 +69,9 @@ def test_pydantic_adds_a_signed_url_when_asked_for_and_internals_when_asked_for(
 ) -> None:
     dumped = Document(title="q3", file=saved, download=saved, stored=saved).model_dump(mode="json")
     assert set(dumped["download"]) == PUBLIC_KEYS | {"url"}
-    assert dumped["download"]["url"].startswith("http://testserver/files/files/private/9f/report.pdf?")
+    assert dumped["download"]["url"].startswith(
+        "http://testserver/files/files/private/9f/report.pdf?"
+    )
     assert dumped["stored"]["backend"] == "files"
     assert dumped["stored"]["path"] == "private/9f/report.pdf"
     assert dumped["stored"]["metadata"] == {"owner": "alice"}
@@ -68,13 +79,18 @@ def test_pydantic_adds_a_signed_url_when_asked_for_and_internals_when_asked_for(
 
 def test_pydantic_validates_from_a_dict_and_from_json(saved: FileObject) -> None:
     from_dict = Document.model_validate(
-        {"title": "t", "file": {"filename": "a.txt", "size": 3, "checksum": None}})
+        {"title": "t", "file": {"filename": "a.txt", "size": 3, "checksum": None}}
+    )
     assert isinstance(from_dict.file, FileObject)
     assert (from_dict.file.filename, from_dict.file.size, from_dict.file.content_type) == (
-        "a.txt", 3, "text/plain")
+        "a.txt",
+        3,
+        "text/plain",
+    )
     assert from_dict.file.backend is None  # the application decides where it goes
     round_trip = Document.model_validate_json(
-        Document(title="t", file=saved, download=saved, stored=saved).model_dump_json())
+        Document(title="t", file=saved, download=saved, stored=saved).model_dump_json()
+    )
     assert round_trip.file.checksum == saved.checksum
     assert round_trip.download is not None and round_trip.download.backend is None
     assert round_trip.stored is not None
@@ -83,15 +99,18 @@ def test_pydantic_validates_from_a_dict_and_from_json(saved: FileObject) -> None
     assert Document(title="t", file=saved).file is saved  # an instance passes as it is
 
 
-@pytest.mark.parametrize("file", [
-    {"filename": "a.txt", "backend": "files"},
-    {"filename": "a.txt", "path": "../other-user/secret.pdf"},
-    {"filename": "a.txt", "size": -1},
-    {"filename": ""},
-    {"size": 3},
-    {"filename": "a.txt", "surprise": 1},
-    "a.txt",
-])
+@pytest.mark.parametrize(
+    "file",
+    [
+        {"filename": "a.txt", "backend": "files"},
+        {"filename": "a.txt", "path": "../other-user/secret.pdf"},
+        {"filename": "a.txt", "size": -1},
+        {"filename": ""},
+        {"size": 3},
+        {"filename": "a.txt", "surprise": 1},
+        "a.txt",
+    ],
+)
 def test_pydantic_public_form_refuses_internals_and_bad_values(file: Any) -> None:
     with pytest.raises(ValidationError):
         Document.model_validate({"title": "t", "file": file})
@@ -100,8 +119,9 @@ def test_pydantic_public_form_refuses_internals_and_bad_values(file: Any) -> Non
 
 
 def test_pydantic_url_from_a_client_is_ignored() -> None:
-    doc = Document.model_validate({"title": "t", "file": {"filename": "a.txt",
-                                                          "url": "http://evil.example/x"}})
+    doc = Document.model_validate(
+        {"title": "t", "file": {"filename": "a.txt", "url": "http://evil.example/x"}}
+    )
     assert doc.file.path == "a.txt" and doc.file.backend is None
 
 
@@ -179,8 +199,10 @@ def _litestar_app(registry: StorageRegistry, saved: FileObject, **plugin: Any) -
     def echo(data: FileObject) -> dict[str, Any]:
         return {"filename": data.filename, "backend": data.backend, "size": data.size}
 
-    return Litestar([one, many, model, echo], plugins=[
-        StoreroomPlugin(configure=lambda: None, registry=registry, **plugin)])
+    return Litestar(
+        [one, many, model, echo],
+        plugins=[StoreroomPlugin(configure=lambda: None, registry=registry, **plugin)],
+    )
 
 
 def test_litestar_handler_returning_a_file_object_answers_200(saved: FileObject) -> None:
@@ -200,12 +222,14 @@ def test_litestar_handler_returning_a_file_object_answers_200(saved: FileObject)
         echoed = client.post("/echo", json={"filename": "new.txt", "size": 3})
         assert echoed.status_code == 201, echoed.text
         assert echoed.json() == {"filename": "new.txt", "backend": None, "size": 3}
-        refused = client.post("/echo", json={"filename": "x", "backend": "files",
-                                             "path": "private/9f/report.pdf"})
+        refused = client.post(
+            "/echo", json={"filename": "x", "backend": "files", "path": "private/9f/report.pdf"}
+        )
         assert refused.status_code == 400, refused.text
         openapi = client.get("/schema/openapi.json").json()
     schema = openapi["paths"]["/document"]["get"]["responses"]["200"]["content"][
-        "application/json"]["schema"]
+        "application/json"
+    ]["schema"]
     assert schema["title"] == "FileObject"
     assert set(schema["properties"]) == SCHEMA_KEYS and schema["additionalProperties"] is False
 
@@ -221,7 +245,8 @@ def test_litestar_plugin_form_with_url_and_internals(saved: FileObject) -> None:
         openapi = client.get("/schema/openapi.json").json()
     assert body["path"] == "private/9f/report.pdf" and body["url"].startswith("http://testserver/")
     schema = openapi["paths"]["/document"]["get"]["responses"]["200"]["content"][
-        "application/json"]["schema"]
+        "application/json"
+    ]["schema"]
     assert {"url", "backend", "path"} <= set(schema["properties"])
 
 
@@ -264,9 +289,12 @@ def test_fastapi_response_models_and_return_annotations(saved: FileObject) -> No
     assert body["download"]["url"].startswith("http://testserver/files/files/private/9f/")
     assert client.get("/file").json() == PUBLIC.dump(saved)
     assert client.post("/echo", json={"title": "t", "file": {"filename": "n.txt"}}).json() == {
-        "filename": "n.txt", "backend": None}
-    refused = client.post("/echo", json={"title": "t", "file": {"filename": "n.txt",
-                                                                "backend": "files"}})
+        "filename": "n.txt",
+        "backend": None,
+    }
+    refused = client.post(
+        "/echo", json={"title": "t", "file": {"filename": "n.txt", "backend": "files"}}
+    )
     assert refused.status_code == 422
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     output = schemas["Document-Output"]["properties"]

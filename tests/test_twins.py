@@ -26,8 +26,7 @@ from storeroom.orm import migration
 from storeroom.readers import AsyncObjectReader, ObjectReader
 
 #: Classes whose sync methods need ``x_async`` twins on the same class.
-CLASSES: list[type] = [FileObject, StorageBackend, ObstoreBackend, FSSpecBackend,
-                       StorageRegistry]
+CLASSES: list[type] = [FileObject, StorageBackend, ObstoreBackend, FSSpecBackend, StorageRegistry]
 
 #: Sync class -> its async twin class (same method names).
 TWIN_CLASSES: dict[type, type] = {ObjectReader: AsyncObjectReader}
@@ -38,15 +37,21 @@ if importlib.util.find_spec("storeroom.uploads") is not None:
     MODULES.append(importlib.import_module("storeroom.uploads"))
 
 #: Twin names that do not follow ``x`` -> ``x_async``.
-ESTABLISHED = {"iter_chunks": "aiter_chunks", "iter_content": "aiter_content",
-               "digest": "adigest"}
+ESTABLISHED = {"iter_chunks": "aiter_chunks", "iter_content": "aiter_content", "digest": "adigest"}
 
 #: Public methods that do no I/O, so have no twin (class name -> method names).
 NO_IO: dict[str, set[str]] = {
     "FileObject": {"assign_path", "set_content", "to_dict", "from_dict"},
     "StorageBackend": {"signs_natively"},
-    "StorageRegistry": {"clear", "get_backend", "is_registered", "register_backend",
-                        "registered_backends", "set_default", "unregister_backend"},
+    "StorageRegistry": {
+        "clear",
+        "get_backend",
+        "is_registered",
+        "register_backend",
+        "registered_backends",
+        "set_default",
+        "unregister_backend",
+    },
     # io.RawIOBase's protocol, served from the same buffer logic as read().
     "ObjectReader": {"readable", "readall", "readinto", "seekable", "seek", "tell"},
     "storeroom.backends.transfer": {"algorithm_of", "new_hash"},
@@ -121,7 +126,8 @@ def _mismatches() -> list[str]:
         problems += _check(cls.__name__, _public_methods(cls), no_io)
     for module in MODULES:
         functions = {
-            name: getattr(module, name) for name in module.__all__
+            name: getattr(module, name)
+            for name in module.__all__
             if inspect.isfunction(getattr(module, name))
         }
         problems += _check(module.__name__, functions, NO_IO.get(module.__name__, set()))

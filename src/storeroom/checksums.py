@@ -89,8 +89,10 @@ def _check_algorithm(name: str) -> str:
     normal = name.lower() if isinstance(name, str) else name
     if normal == "blake3" and _blake3 is not None:
         return "blake3"
-    if isinstance(normal, str) and normal in hashlib.algorithms_available and not (
-        normal.startswith("shake")
+    if (
+        isinstance(normal, str)
+        and normal in hashlib.algorithms_available
+        and not (normal.startswith("shake"))
     ):
         return normal
     hint = " (install the 'blake3' package)" if normal == "blake3" else ""

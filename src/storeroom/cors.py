@@ -245,4 +245,3 @@ def response_headers(
                 headers["Access-Control-Expose-Headers"] = ", ".join(rule.expose_headers)
             return headers
     return {}
-

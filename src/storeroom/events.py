@@ -134,9 +134,7 @@ class LoggingSubscriber:
     specification's metrics example), and paths are logged, contents and secrets never.
     """
 
-    def __init__(
-        self, logger_name: str = "storeroom", level: int = logging.DEBUG
-    ) -> None:
+    def __init__(self, logger_name: str = "storeroom", level: int = logging.DEBUG) -> None:
         self.logger = logging.getLogger(logger_name)
         self.level = level
 

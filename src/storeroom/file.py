@@ -53,8 +53,8 @@ def guess_content_type(filename: str) -> str:
 
 @functools.lru_cache(maxsize=512)
 def _content_type_for_extension(extension: str) -> str:
-    guessed, _ = mimetypes.guess_type(f"file.{extension}", strict=False) if extension else (
-        None, None
+    guessed, _ = (
+        mimetypes.guess_type(f"file.{extension}", strict=False) if extension else (None, None)
     )
     return guessed or DEFAULT_CONTENT_TYPE
 
@@ -357,9 +357,7 @@ class FileObject:
                 close()
         self._verify(meter)
 
-    async def aiter_chunks(
-        self, chunk_size: int = DEFAULT_READ_CHUNK_SIZE
-    ) -> AsyncIterator[bytes]:
+    async def aiter_chunks(self, chunk_size: int = DEFAULT_READ_CHUNK_SIZE) -> AsyncIterator[bytes]:
         """Async form of :meth:`iter_chunks`: ``async for chunk in await f.aiter_chunks()``."""
         chunks = await self.storage.stream_async(self.path, chunk_size=chunk_size)
         return self._averified(chunks)
@@ -429,9 +427,7 @@ class FileObject:
     def open(self, chunk_size: int = DEFAULT_READ_CHUNK_SIZE) -> io.BufferedReader:
         """A seekable, buffered binary reader; seeks become ranged reads."""
         size = self.size if self.size is not None else self.refresh().size
-        raw = ObjectReader(
-            self.storage, self.path, size or 0, chunk_size, checksum=self.checksum
-        )
+        raw = ObjectReader(self.storage, self.path, size or 0, chunk_size, checksum=self.checksum)
         return io.BufferedReader(raw, buffer_size=chunk_size)
 
     async def open_async(self, chunk_size: int = DEFAULT_READ_CHUNK_SIZE) -> AsyncObjectReader:
@@ -515,7 +511,10 @@ class FileObject:
         return target
 
     def copy_to(
-        self, backend: str | StorageBackend, path: str | None = None, *,
+        self,
+        backend: str | StorageBackend,
+        path: str | None = None,
+        *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> FileObject:
         """Copy the file to ``backend`` (a key or instance), returning the new FileObject.
@@ -526,18 +525,23 @@ class FileObject:
         Raises :class:`IntegrityError` (and deletes the copy) when they differ.
         """
         target = self._copy_target(backend, path)
-        result = transfer.copy(self.storage, self.path, target.storage, target.path,
-                               **self._copy_args(chunk_size))
+        result = transfer.copy(
+            self.storage, self.path, target.storage, target.path, **self._copy_args(chunk_size)
+        )
         return self._copied(target, result)
 
     async def copy_to_async(
-        self, backend: str | StorageBackend, path: str | None = None, *,
+        self,
+        backend: str | StorageBackend,
+        path: str | None = None,
+        *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> FileObject:
         """Async form of :meth:`copy_to`."""
         target = self._copy_target(backend, path)
-        result = await transfer.copy_async(self.storage, self.path, target.storage,
-                                           target.path, **self._copy_args(chunk_size))
+        result = await transfer.copy_async(
+            self.storage, self.path, target.storage, target.path, **self._copy_args(chunk_size)
+        )
         return self._copied(target, result)
 
     # -- variants ---------------------------------------------------------------------------
@@ -557,8 +561,10 @@ class FileObject:
                 f"{self.path!r} has no variant {name!r}; it records {known or 'none'}"
             )
         return FileObject(
-            backend=self._storage or self._backend_key, path=record["path"],
-            filename=f"{name}-{self.filename}", content_type=record.get("content_type"),
+            backend=self._storage or self._backend_key,
+            path=record["path"],
+            filename=f"{name}-{self.filename}",
+            content_type=record.get("content_type"),
             registry=self._registry,
         )
 
@@ -567,14 +573,17 @@ class FileObject:
     def sign(self, expires_in: int = 3600, for_upload: bool = False) -> str:
         """A URL granting download (or upload, with ``for_upload``) for ``expires_in`` seconds."""
         return self.storage.sign(
-            self.path, expires_in=expires_in, for_upload=for_upload,
+            self.path,
+            expires_in=expires_in,
+            for_upload=for_upload,
             content_type=self.content_type,
         )
 
     async def sign_async(self, expires_in: int = 3600, for_upload: bool = False) -> str:
         """Async form of :meth:`sign`."""
         return await self.storage.sign_async(
-            self.path, expires_in=expires_in, for_upload=for_upload,
+            self.path,
+            expires_in=expires_in,
+            for_upload=for_upload,
             content_type=self.content_type,
         )
-

@@ -45,7 +45,7 @@ class _Cursor:
         if meter is not None and self.checksum:
             start = self.fetch_from
             if start <= meter.size < start + len(chunk):
-                meter.update(chunk[meter.size - start:])
+                meter.update(chunk[meter.size - start :])
                 if meter.size >= self.size:
                     self.meter = None
                     if not checksums_match(self.checksum, meter.checksum):

@@ -40,48 +40,92 @@ TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 TRANSIENT_ERRNOS = frozenset(
     getattr(errno, name)
     for name in (
-        "ECONNRESET", "ECONNREFUSED", "ECONNABORTED", "ETIMEDOUT", "EPIPE", "EAGAIN",
-        "EHOSTUNREACH", "ENETUNREACH", "ENETDOWN", "ENETRESET", "EHOSTDOWN",
+        "ECONNRESET",
+        "ECONNREFUSED",
+        "ECONNABORTED",
+        "ETIMEDOUT",
+        "EPIPE",
+        "EAGAIN",
+        "EHOSTUNREACH",
+        "ENETUNREACH",
+        "ENETDOWN",
+        "ENETRESET",
+        "EHOSTDOWN",
     )
     if hasattr(errno, name)
 )
 
 #: Error codes S3-compatible stores (botocore ``response["Error"]["Code"]``) use for
 #: throttling and server trouble.
-TRANSIENT_ERROR_CODES = frozenset({
-    "InternalError", "RequestTimeout", "RequestTimeTooSkewed", "ServiceUnavailable",
-    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
-    "TooManyRequestsException", "ProvisionedThroughputExceededException",
-})
+TRANSIENT_ERROR_CODES = frozenset(
+    {
+        "InternalError",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "ServiceUnavailable",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+    }
+)
 
 # Exception classes of HTTP client libraries (matched by module and name, so that storeroom
 # needs none of them installed) that mean the connection dropped or timed out.
-_TRANSIENT_KINDS = frozenset({
-    ("aiohttp", "ServerDisconnectedError"), ("aiohttp", "ServerTimeoutError"),
-    ("aiohttp", "ClientConnectorError"), ("aiohttp", "ClientOSError"),
-    ("aiohttp", "ClientPayloadError"), ("aiohttp", "ConnectionTimeoutError"),
-    ("aiohttp", "SocketTimeoutError"),
-    ("botocore", "EndpointConnectionError"), ("botocore", "ConnectionClosedError"),
-    ("botocore", "ReadTimeoutError"), ("botocore", "ConnectTimeoutError"),
-    ("urllib3", "ProtocolError"), ("urllib3", "ReadTimeoutError"),
-    ("urllib3", "ConnectTimeoutError"), ("urllib3", "NewConnectionError"),
-    ("requests", "ConnectionError"), ("requests", "Timeout"),
-    ("httpx", "TransportError"),
-    ("azure", "ServiceRequestError"), ("azure", "ServiceResponseError"),
-    ("http", "IncompleteRead"), ("asyncio", "IncompleteReadError"),
-})
+_TRANSIENT_KINDS = frozenset(
+    {
+        ("aiohttp", "ServerDisconnectedError"),
+        ("aiohttp", "ServerTimeoutError"),
+        ("aiohttp", "ClientConnectorError"),
+        ("aiohttp", "ClientOSError"),
+        ("aiohttp", "ClientPayloadError"),
+        ("aiohttp", "ConnectionTimeoutError"),
+        ("aiohttp", "SocketTimeoutError"),
+        ("botocore", "EndpointConnectionError"),
+        ("botocore", "ConnectionClosedError"),
+        ("botocore", "ReadTimeoutError"),
+        ("botocore", "ConnectTimeoutError"),
+        ("urllib3", "ProtocolError"),
+        ("urllib3", "ReadTimeoutError"),
+        ("urllib3", "ConnectTimeoutError"),
+        ("urllib3", "NewConnectionError"),
+        ("requests", "ConnectionError"),
+        ("requests", "Timeout"),
+        ("httpx", "TransportError"),
+        ("azure", "ServiceRequestError"),
+        ("azure", "ServiceResponseError"),
+        ("http", "IncompleteRead"),
+        ("asyncio", "IncompleteReadError"),
+    }
+)
 # Kinds that look like connection trouble but that no retry fixes.
-_PERMANENT_KINDS = frozenset({"SSLError", "ClientSSLError", "ClientConnectorCertificateError",
-                              "ClientConnectorSSLError", "ClientConnectorDNSError"})
+_PERMANENT_KINDS = frozenset(
+    {
+        "SSLError",
+        "ClientSSLError",
+        "ClientConnectorCertificateError",
+        "ClientConnectorSSLError",
+        "ClientConnectorDNSError",
+    }
+)
 # Errors that say what is wrong with the request itself, never retried.
-_PERMANENT = (StoreroomError, FileNotFoundError, FileExistsError, PermissionError,
-              IsADirectoryError, NotADirectoryError, ValueError, TypeError, KeyError)
+_PERMANENT = (
+    StoreroomError,
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+    ValueError,
+    TypeError,
+    KeyError,
+)
 
 
 def _kinds(exc: BaseException) -> set[tuple[str, str]]:
-    return {
-        (cls.__module__.partition(".")[0], cls.__name__) for cls in type(exc).__mro__
-    }
+    return {(cls.__module__.partition(".")[0], cls.__name__) for cls in type(exc).__mro__}
 
 
 def _status(exc: BaseException) -> int | None:
@@ -171,8 +215,10 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         problems = []
-        if not isinstance(self.attempts, int) or isinstance(self.attempts, bool) or (
-            self.attempts < 1
+        if (
+            not isinstance(self.attempts, int)
+            or isinstance(self.attempts, bool)
+            or (self.attempts < 1)
         ):
             problems.append(f"attempts must be a whole number >= 1, got {self.attempts!r}")
         for name in ("initial_backoff", "max_backoff", "deadline"):

@@ -98,8 +98,10 @@ class FileForm:
 
     def __post_init__(self) -> None:
         if self.url is not None and (isinstance(self.url, bool) or self.url <= 0):
-            raise ValueError(f"FileForm(url=...) is the URL's lifetime in seconds (a positive "
-                             f"int) or None, got {self.url!r}")
+            raise ValueError(
+                f"FileForm(url=...) is the URL's lifetime in seconds (a positive "
+                f"int) or None, got {self.url!r}"
+            )
 
     def _fields(self) -> list[_Field]:
         return [f for f in _FIELDS if self.internals or not f.internal]
@@ -135,8 +137,7 @@ class FileForm:
         if isinstance(data, FileObject):
             return data
         if not isinstance(data, Mapping):
-            raise ValueError(f"a file must be an object with a filename, got "
-                             f"{type(data).__name__}")
+            raise ValueError(f"a file must be an object with a filename, got {type(data).__name__}")
         known = {f.name: f for f in self._fields()}
         values: dict[str, Any] = {}
         for name, value in data.items():
@@ -145,8 +146,11 @@ class FileForm:
             field = known.get(name)
             if field is None:
                 allowed = ", ".join([*known, "media", "url"])
-                hint = "" if self.internals or name not in {f.name for f in _FIELDS} else (
-                    " (storage fields are not accepted in the public form)")
+                hint = (
+                    ""
+                    if self.internals or name not in {f.name for f in _FIELDS}
+                    else (" (storage fields are not accepted in the public form)")
+                )
                 raise ValueError(f"unknown file field {name!r}{hint}; expected: {allowed}")
             values[name] = _checked(field, value)
         if "filename" not in values and "path" not in values:
@@ -161,16 +165,20 @@ class FileForm:
             properties[field.name] = _field_schema(field)
         properties["media"] = {"type": "object", "description": _MEDIA_DESCRIPTION}
         if self.url is not None or mode == "validation":
-            properties["url"] = {"type": "string", "format": "uri",
-                                 "description": _URL_DESCRIPTION}
+            properties["url"] = {"type": "string", "format": "uri", "description": _URL_DESCRIPTION}
         if mode == "validation":
             required = ["filename"]
         else:
             required = [f.name for f in self._fields()]
             if self.url is not None:
                 required.append("url")
-        return {"title": "FileObject", "type": "object", "properties": properties,
-                "required": required, "additionalProperties": False}
+        return {
+            "title": "FileObject",
+            "type": "object",
+            "properties": properties,
+            "required": required,
+            "additionalProperties": False,
+        }
 
     # -- msgspec ----------------------------------------------------------------------------
 
@@ -209,16 +217,20 @@ class FileForm:
                 for name, prop in schema["properties"].items()
             }
             return core_schema.typed_dict_schema(
-                fields, extra_behavior="forbid", config={"title": "FileObject"},
+                fields,
+                extra_behavior="forbid",
+                config={"title": "FileObject"},
             )
 
-        from_data = core_schema.no_info_after_validator_function(self.load,
-                                                                 typed_dict("validation"))
+        from_data = core_schema.no_info_after_validator_function(
+            self.load, typed_dict("validation")
+        )
         return core_schema.json_or_python_schema(
             json_schema=from_data,
             python_schema=core_schema.no_info_wrap_validator_function(_instance_or, from_data),
             serialization=core_schema.plain_serializer_function_ser_schema(
-                self.dump, return_schema=typed_dict("serialization"),
+                self.dump,
+                return_schema=typed_dict("serialization"),
             ),
         )
 
@@ -246,15 +258,20 @@ def _checked(field: _Field, value: Any) -> Any:
         "object": isinstance(value, Mapping),
     }[field.json_type]
     if not ok or (field.name in ("filename", "path") and not value):
-        wanted = {"string": "a string", "integer": "a non-negative integer",
-                  "date-time": "an ISO 8601 date-time", "object": "an object"}[field.json_type]
+        wanted = {
+            "string": "a string",
+            "integer": "a non-negative integer",
+            "date-time": "an ISO 8601 date-time",
+            "object": "an object",
+        }[field.json_type]
         raise ValueError(f"file field {field.name!r} must be {wanted}, got {value!r}")
     if field.json_type == "date-time" and isinstance(value, str):
         try:
             return datetime.fromisoformat(value)
         except ValueError:
-            raise ValueError(f"file field {field.name!r} must be an ISO 8601 date-time, "
-                             f"got {value!r}") from None
+            raise ValueError(
+                f"file field {field.name!r} must be an ISO 8601 date-time, got {value!r}"
+            ) from None
     return value
 
 
@@ -275,7 +292,8 @@ def _field_schema(field: _Field) -> dict[str, Any]:
 def _core_field(core_schema: Any, prop: Mapping[str, Any], *, parse_dates: bool) -> Any:
     if "anyOf" in prop:
         return core_schema.nullable_schema(
-            _core_field(core_schema, prop["anyOf"][0], parse_dates=parse_dates))
+            _core_field(core_schema, prop["anyOf"][0], parse_dates=parse_dates)
+        )
     kind = prop["type"]
     if kind == "integer":
         return core_schema.int_schema(ge=0)

@@ -42,8 +42,8 @@ def _secret_bytes(secret: str | bytes) -> bytes:
     if len(data) < _MIN_SECRET_BYTES:
         raise ConfigurationError(
             f"a signing secret must be at least {_MIN_SECRET_BYTES} bytes long (got "
-            f"{len(data)}); generate one with `python -c \"import secrets; "
-            "print(secrets.token_urlsafe(32))\"`"
+            f'{len(data)}); generate one with `python -c "import secrets; '
+            'print(secrets.token_urlsafe(32))"`'
         )
     return data
 
@@ -159,9 +159,13 @@ class HmacUrlSigner:
         content_type, filename = content_type or None, filename or None
         _check_grant(content_type, max_size, filename)
         request = SignedRequest(
-            backend=backend, path=safe_path(path), method=method,
+            backend=backend,
+            path=safe_path(path),
+            method=method,
             expires=int(self._clock()) + int(expires_in),
-            content_type=content_type, max_size=max_size, filename=filename,
+            content_type=content_type,
+            max_size=max_size,
+            filename=filename,
         )
         query = {"method": request.method, "expires": str(request.expires)}
         if request.content_type:
@@ -195,9 +199,13 @@ class HmacUrlSigner:
                 f"signed URL grants {granted or 'nothing'}, not {method.upper()}"
             )
         request = SignedRequest(
-            backend=backend, path=path, method=granted,  # type: ignore[arg-type]
-            expires=expires, content_type=query.get("content_type") or None,
-            max_size=max_size, filename=query.get("filename") or None,
+            backend=backend,
+            path=path,
+            method=granted,  # type: ignore[arg-type]
+            expires=expires,
+            content_type=query.get("content_type") or None,
+            max_size=max_size,
+            filename=query.get("filename") or None,
         )
         # Bytes, not text: compare_digest refuses non-ASCII text, and a query is untrusted.
         offered = signature.encode("utf-8", "surrogateescape")

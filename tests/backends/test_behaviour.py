@@ -381,7 +381,6 @@ def test_unicode_names_round_trip(backend: StorageBackend) -> None:
     assert [i.path for i in backend.list("dossier")] == [name]
 
 
-
 def test_create_only_write_refuses_an_existing_object_and_leaves_it(
     backend: StorageBackend,
 ) -> None:
@@ -409,6 +408,7 @@ async def test_create_only_write_async_refuses_an_existing_object(
         await backend.put_async("create/a.txt", b"second", overwrite=False)
     assert await backend.get_async("create/a.txt") == b"first"
     with pytest.raises(ObjectExists):
-        await backend.put_async("create/a.txt", _payload(6 * MiB), overwrite=False,
-                                chunk_size=5 * MiB)
+        await backend.put_async(
+            "create/a.txt", _payload(6 * MiB), overwrite=False, chunk_size=5 * MiB
+        )
     assert await backend.get_async("create/a.txt") == b"first"

@@ -11,10 +11,16 @@ from storeroom.errors import ConfigurationError
 @pytest.mark.s3
 def test_s3fs_key_option_reaches_the_filesystem(moto_server, s3_bucket) -> None:  # type: ignore[no-untyped-def]
     backend = FSSpecBackend(
-        "media", "s3", prefix=f"{s3_bucket}/media", skip_instance_cache=True,
-        storage_options={"key": moto_server.access_key, "secret": moto_server.secret_key,
-                         "endpoint_url": moto_server.endpoint,
-                         "client_kwargs": {"region_name": moto_server.region}},
+        "media",
+        "s3",
+        prefix=f"{s3_bucket}/media",
+        skip_instance_cache=True,
+        storage_options={
+            "key": moto_server.access_key,
+            "secret": moto_server.secret_key,
+            "endpoint_url": moto_server.endpoint,
+            "client_kwargs": {"region_name": moto_server.region},
+        },
     )
     assert backend.key == "media"
     assert backend.fs.key == moto_server.access_key

@@ -64,14 +64,22 @@ def test_gcs_signs_v4_urls_with_a_service_account_key(tmp_path: Path) -> None:
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
     account = tmp_path / "sa.json"
-    account.write_text(json.dumps({
-        "type": "service_account", "client_email": "signer@example.iam.gserviceaccount.com",
-        "private_key": pem, "private_key_id": "k1", "disable_oauth": False,
-    }))
+    account.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "client_email": "signer@example.iam.gserviceaccount.com",
+                "private_key": pem,
+                "private_key_id": "k1",
+                "disable_oauth": False,
+            }
+        )
+    )
     backend = ObstoreBackend("images", "gs://product-images/", google_service_account=str(account))
     download = urlsplit(backend.sign("a/b.png", expires_in=300))
     upload = urlsplit(backend.sign("a/b.png", expires_in=60, for_upload=True))

@@ -34,9 +34,13 @@ class Interrupted(BaseException):
 
 def _backend(server: MotoServer, bucket: str) -> ObstoreBackend:
     return ObstoreBackend(
-        "s3-multipart", f"s3://{bucket}/prefix",
-        aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key,
-        aws_endpoint=server.endpoint, aws_region=server.region, aws_allow_http=True,
+        "s3-multipart",
+        f"s3://{bucket}/prefix",
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        aws_endpoint=server.endpoint,
+        aws_region=server.region,
+        aws_allow_http=True,
     )
 
 
@@ -124,7 +128,8 @@ def test_storeroom_gc_aborts_incomplete_multipart_uploads(
     engine.dispose()
     moto_server.client().create_multipart_upload(Bucket=s3_bucket, Key="prefix/left.bin")
     env = {
-        **os.environ, "PYTHONPATH": f"{ROOT}/src:{ROOT}",
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}/src:{ROOT}",
         "STORAGE__LOCAL__URL": f"s3://{s3_bucket}/prefix",
         "STORAGE__LOCAL__AWS_ENDPOINT": moto_server.endpoint,
         "STORAGE__LOCAL__AWS_ACCESS_KEY_ID": moto_server.access_key,
@@ -135,9 +140,24 @@ def test_storeroom_gc_aborts_incomplete_multipart_uploads(
 
     def gc(*extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "storeroom.cli", "gc", "--database", database, "--model",
-             "tests.cli.models:Document", "--backend", "local", *extra],
-            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "storeroom.cli",
+                "gc",
+                "--database",
+                database,
+                "--model",
+                "tests.cli.models:Document",
+                "--backend",
+                "local",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
         )
 
     kept = gc("--grace", "36500d")  # younger than the grace period (moto dates it 2010)

@@ -38,7 +38,9 @@ def test_aws_allow_http_becomes_a_client_option(value: object) -> None:
 
 
 def test_client_options_given_directly_are_routed() -> None:
-    split = split_options("gcs", {"timeout": "30s", "google_allow_http": True, "connect_timeout": "5s"})
+    split = split_options(
+        "gcs", {"timeout": "30s", "google_allow_http": True, "connect_timeout": "5s"}
+    )
     assert split.client_options == {"timeout": "30s", "allow_http": True, "connect_timeout": "5s"}
     ObstoreBackend("g", "gs://b/", timeout="30s")
 
@@ -109,8 +111,12 @@ def test_url_credentials_never_reach_location_or_repr() -> None:
 @pytest.mark.parametrize(
     ("url", "kind"),
     [
-        ("s3://b/", "s3"), ("s3a://b", "s3"), ("gs://b/", "gcs"), ("az://c/", "azure"),
-        ("abfs://c@a.dfs.core.windows.net/", "azure"), ("file:///tmp", "local"),
+        ("s3://b/", "s3"),
+        ("s3a://b", "s3"),
+        ("gs://b/", "gcs"),
+        ("az://c/", "azure"),
+        ("abfs://c@a.dfs.core.windows.net/", "azure"),
+        ("file:///tmp", "local"),
         ("memory://", "memory"),
     ],
 )
@@ -119,8 +125,14 @@ def test_store_kind(url: str, kind: str) -> None:
 
 
 def test_secret_option_names() -> None:
-    for name in ("aws_secret_access_key", "aws_access_key_id", "azure_storage_account_key",
-                 "azure_storage_connection_string", "google_service_account", "aws_session_token"):
+    for name in (
+        "aws_secret_access_key",
+        "aws_access_key_id",
+        "azure_storage_account_key",
+        "azure_storage_connection_string",
+        "google_service_account",
+        "aws_session_token",
+    ):
         assert is_secret_option(name), name
     for name in ("aws_region", "aws_endpoint", "bucket", "timeout"):
         assert not is_secret_option(name), name
@@ -135,7 +147,9 @@ def test_local_directory_is_created(tmp_path) -> None:  # type: ignore[no-untype
 
 @pytest.mark.parametrize("url", ["file://./data/up", "file:data/up", "file://data/up"])
 def test_relative_file_urls_resolve_against_the_working_directory(
-    url: str, tmp_path, monkeypatch  # type: ignore[no-untyped-def]
+    url: str,
+    tmp_path,
+    monkeypatch,  # type: ignore[no-untyped-def]
 ) -> None:
     monkeypatch.chdir(tmp_path)
     backend = ObstoreBackend("rel", url)

@@ -94,9 +94,13 @@ hostile_names = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(name=hostile_names)
-def test_no_byte_lands_outside_the_root(tmp_path_factory: pytest.TempPathFactory, name: str) -> None:
+def test_no_byte_lands_outside_the_root(
+    tmp_path_factory: pytest.TempPathFactory, name: str
+) -> None:
     tmp = tmp_path_factory.mktemp("escape")
     for backend, root in _backends(tmp):
         try:
@@ -114,8 +118,6 @@ def test_no_byte_lands_outside_the_root(tmp_path_factory: pytest.TempPathFactory
                 op(name)
             except (OSError, StoreroomError):
                 pass
-
-
 
 
 def test_hostile_names_rejected_by_every_operation(local_backend: StorageBackend) -> None:

@@ -89,6 +89,7 @@ async def test_large_create_only_save_streams_as_multipart_after_one_head(  # ty
     before = proxy.count()
     with pytest.raises(ObjectExists, match=f"create-{mode}.bin"):
         FileObject(backend=backend, filename="x", path=f"create-{mode}.bin").save(
-            iter(chunks), chunk_size=5 * MiB, overwrite=False)
+            iter(chunks), chunk_size=5 * MiB, overwrite=False
+        )
     assert [r.method for r in proxy.requests[before:]] == ["HEAD"]  # nothing uploaded
     assert backend.head(f"create-{mode}.bin").size == 12 * MiB

@@ -73,9 +73,16 @@ def test_streamed_copy_between_backends_is_verified_with_the_recorded_algorithm(
     source = ObstoreBackend("mem", "memory://")
     destination = FSSpecBackend("fs", "file", prefix=str(tmp_path))
     saved = source.put("a.bin", DATA, checksum="md5")
-    copied = transfer.copy(source, "a.bin", destination, "b/a.bin", size=saved.size,
-                           checksum=saved.checksum, content_type="application/pdf",
-                           verify_read=True)
+    copied = transfer.copy(
+        source,
+        "a.bin",
+        destination,
+        "b/a.bin",
+        size=saved.size,
+        checksum=saved.checksum,
+        content_type="application/pdf",
+        verify_read=True,
+    )
     assert copied.checksum == saved.checksum and copied.checksum.startswith("md5:")
     assert copied.size == len(DATA) and not copied.server_side
     assert (tmp_path / "b" / "a.bin").read_bytes() == DATA
@@ -87,8 +94,9 @@ def test_a_source_that_no_longer_matches_its_record_is_not_copied() -> None:
     saved = source.put("a.bin", DATA)
     source.put("a.bin", DATA[:-1] + b"X")  # same size, different bytes
     with pytest.raises(IntegrityError, match="not its recorded (blake3|sha256):.*copy was deleted"):
-        transfer.copy(source, "a.bin", destination, "a.bin", size=saved.size,
-                      checksum=saved.checksum)
+        transfer.copy(
+            source, "a.bin", destination, "a.bin", size=saved.size, checksum=saved.checksum
+        )
     assert not destination.exists("a.bin")
     with pytest.raises(IntegrityError, match=f"read {len(DATA)} bytes, but 5 are recorded"):
         transfer.copy(source, "a.bin", destination, "a.bin", size=5)
@@ -131,8 +139,7 @@ async def test_async_copy_catches_what_the_sync_copy_catches() -> None:
 def test_within_one_backend_the_store_copies_and_the_size_is_checked() -> None:
     store = ObstoreBackend("mem", "memory://")
     saved = store.put("a.bin", DATA)
-    copied = transfer.copy(store, "a.bin", store, "b.bin", size=saved.size,
-                           checksum=saved.checksum)
+    copied = transfer.copy(store, "a.bin", store, "b.bin", size=saved.size, checksum=saved.checksum)
     assert copied.server_side and copied.checksum == saved.checksum
     assert store.get("b.bin") == DATA
     with pytest.raises(IntegrityError, match="expected 3"):
@@ -152,11 +159,14 @@ async def test_existing_copy_keeps_only_a_verified_copy() -> None:
     assert await transfer.existing_copy_async(source, "a.txt", destination, "a.txt") is None
     await destination.put_async("a.txt", b"hellO")
     assert await transfer.existing_copy_async(source, "a.txt", destination, "a.txt") is None
-    assert transfer.existing_copy(source, "a.txt", destination, "a.txt",
-                                  checksum=saved.checksum) is None
+    assert (
+        transfer.existing_copy(source, "a.txt", destination, "a.txt", checksum=saved.checksum)
+        is None
+    )
     await destination.put_async("a.txt", b"hello")
-    kept = transfer.existing_copy(source, "a.txt", destination, "a.txt", size=5,
-                                  checksum=saved.checksum)
+    kept = transfer.existing_copy(
+        source, "a.txt", destination, "a.txt", size=5, checksum=saved.checksum
+    )
     assert kept is not None and kept.checksum == saved.checksum
     found = await transfer.existing_copy_async(source, "a.txt", destination, "a.txt")
     assert found is not None and found.size == 5
@@ -180,7 +190,7 @@ class DroppingSource(ObstoreBackend):
                         raise ConnectionResetError("connection reset by peer")
                     sent += 1
                     self.sent = sent
-                    yield chunk[start:start + 256 * 1024]
+                    yield chunk[start : start + 256 * 1024]
 
         return dropping()
 
@@ -216,8 +226,16 @@ def test_a_large_copy_between_two_obstore_stores_streams_in_parts() -> None:
     source = ObstoreBackend("src", "memory://")
     destination = ObstoreBackend("dst", "memory://")
     saved = source.put("big.bin", BIG)
-    copied = transfer.copy(source, "big.bin", destination, "big.bin", size=saved.size,
-                           checksum=saved.checksum, chunk_size=1024 * 1024, verify_read=True)
+    copied = transfer.copy(
+        source,
+        "big.bin",
+        destination,
+        "big.bin",
+        size=saved.size,
+        checksum=saved.checksum,
+        chunk_size=1024 * 1024,
+        verify_read=True,
+    )
     assert copied.checksum == saved.checksum and destination.get("big.bin") == BIG
     assert _transfer_threads() == []
 

@@ -18,5 +18,4 @@ class Document(UUIDAuditBase):
     __tablename__ = TABLE
 
     name: Mapped[str]
-    file: Mapped[FileObject | None] = mapped_column(StoredObject(backend="local"),
-                                                    nullable=True)
+    file: Mapped[FileObject | None] = mapped_column(StoredObject(backend="local"), nullable=True)

@@ -14,18 +14,25 @@ from storeroom import checksums
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def storeroom(*args: str, env: dict[str, str], cwd: Path,
-              stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def storeroom(
+    *args: str, env: dict[str, str], cwd: Path, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "storeroom.cli", *args], input=stdin, capture_output=True,
-        env={**os.environ, "PYTHONPATH": f"{ROOT}/src:{ROOT}", **env}, cwd=cwd, timeout=120,
+        [sys.executable, "-m", "storeroom.cli", *args],
+        input=stdin,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}/src:{ROOT}", **env},
+        cwd=cwd,
+        timeout=120,
     )
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {"STORAGE__LOCAL__URL": f"file://{tmp_path}/local",
-            "STORAGE__OTHER__URL": f"file://{tmp_path}/other"}
+    return {
+        "STORAGE__LOCAL__URL": f"file://{tmp_path}/local",
+        "STORAGE__OTHER__URL": f"file://{tmp_path}/other",
+    }
 
 
 def test_put_ls_stat_get_cp_rm(tmp_path: Path, env: dict[str, str]) -> None:
@@ -44,7 +51,9 @@ def test_put_ls_stat_get_cp_rm(tmp_path: Path, env: dict[str, str]) -> None:
     assert copied.returncode == 0, copied.stderr
     assert (tmp_path / "other" / "copy.pdf").read_bytes() == b"%PDF-1.7 cli"
     piped = storeroom("put", "other:stdin.bin", "-", env=env, cwd=tmp_path, stdin=b"from stdin")
-    assert piped.returncode == 0 and (tmp_path / "other" / "stdin.bin").read_bytes() == b"from stdin"
+    assert (
+        piped.returncode == 0 and (tmp_path / "other" / "stdin.bin").read_bytes() == b"from stdin"
+    )
     assert storeroom("rm", "local:docs/report.pdf", env=env, cwd=tmp_path).returncode == 0
     assert not (tmp_path / "local" / "docs" / "report.pdf").exists()
     backends = storeroom("backends", env=env, cwd=tmp_path)
@@ -52,9 +61,12 @@ def test_put_ls_stat_get_cp_rm(tmp_path: Path, env: dict[str, str]) -> None:
 
 
 def test_backends_lists_without_secrets(tmp_path: Path) -> None:
-    env = {"STORAGE__DOCS__URL": "s3://bucket/", "STORAGE__DOCS__AWS_REGION": "us-east-1",
-           "STORAGE__DOCS__AWS_SECRET_ACCESS_KEY": "TOP-SECRET-VALUE-123",
-           "STORAGE__DOCS__AWS_ACCESS_KEY_ID": "AKIDSECRETID"}
+    env = {
+        "STORAGE__DOCS__URL": "s3://bucket/",
+        "STORAGE__DOCS__AWS_REGION": "us-east-1",
+        "STORAGE__DOCS__AWS_SECRET_ACCESS_KEY": "TOP-SECRET-VALUE-123",
+        "STORAGE__DOCS__AWS_ACCESS_KEY_ID": "AKIDSECRETID",
+    }
     listed = storeroom("backends", env=env, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert b"s3://bucket/" in listed.stdout
@@ -65,8 +77,10 @@ def test_backends_lists_without_secrets(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("ls", "nope"), b"backend 'nope' is not configured in the environment; configured: "
-         b"'local', 'other'"),
+        (
+            ("ls", "nope"),
+            b"backend 'nope' is not configured in the environment; configured: 'local', 'other'",
+        ),
         (("--config", "missing.toml", "backends"), b"configuration file 'missing.toml'"),
         (("--config", "bad.ini", "backends"), b"unknown configuration format"),
         (("put", "local:x.bin", "/definitely/not/here"), b"cannot read"),
@@ -82,18 +96,40 @@ def test_backends_lists_without_secrets(tmp_path: Path) -> None:
         (("verify",), b"--model MODULE:CLASS is required"),
         (("verify", "--model", "Document"), b"--model must be MODULE:CLASS"),
         (("verify", "--model", "tests.cli.models:Document"), b"--database URL"),
-        (("verify", "--model", "tests.cli.models:Document", "--database", "nonsense://"),
-         b"storeroom: error: database: "),
-        (("verify", "--model", "tests.cli.models:Nope", "--database", "sqlite://"),
-         b"has no class 'Nope'"),
-        (("verify", "--model", "tests.cli.test_commands:Path", "--database", "sqlite://"),
-         b"Path is not a mapped SQLAlchemy model"),
-        (("verify", "--model", "tests.cli.models:Document", "--database", "sqlite://"),
-         b"no such table"),
-        (("gc", "--backend", "local", "--database", "sqlite://", "--model", "nomodule:X"),
-         b"cannot import 'nomodule'"),
-        (("gc", "--backend", "local", "--database", "sqlite://", "--model",
-          "tests.cli.models:Document", "--grace", "soon"), b"--grace must be a duration"),
+        (
+            ("verify", "--model", "tests.cli.models:Document", "--database", "nonsense://"),
+            b"storeroom: error: database: ",
+        ),
+        (
+            ("verify", "--model", "tests.cli.models:Nope", "--database", "sqlite://"),
+            b"has no class 'Nope'",
+        ),
+        (
+            ("verify", "--model", "tests.cli.test_commands:Path", "--database", "sqlite://"),
+            b"Path is not a mapped SQLAlchemy model",
+        ),
+        (
+            ("verify", "--model", "tests.cli.models:Document", "--database", "sqlite://"),
+            b"no such table",
+        ),
+        (
+            ("gc", "--backend", "local", "--database", "sqlite://", "--model", "nomodule:X"),
+            b"cannot import 'nomodule'",
+        ),
+        (
+            (
+                "gc",
+                "--backend",
+                "local",
+                "--database",
+                "sqlite://",
+                "--model",
+                "tests.cli.models:Document",
+                "--grace",
+                "soon",
+            ),
+            b"--grace must be a duration",
+        ),
         (("gc", "--model", "tests.cli.models:Document"), b"Missing option '--backend'"),
         (("frobnicate",), b"No such command"),
     ],
@@ -118,25 +154,39 @@ def test_help_lists_commands_under_headings_and_each_command_has_help(
     text = top.stdout.decode()
     for heading, commands in {
         "Objects:": ["backends", "ls", "stat", "put", "get", "rm", "cp", "sign"],
-        "Migration:": ["migrate"], "Rows and the store:": ["verify", "gc", "jobs"],
+        "Migration:": ["migrate"],
+        "Rows and the store:": ["verify", "gc", "jobs"],
         "Security:": ["cors"],
     }.items():
         section = text.split(heading, 1)[1].split("\n\n", 1)[0]
         listed = [line.split()[0] for line in section.strip().splitlines()]
         assert listed == commands, (heading, listed)
-    for command in ("backends", "ls", "stat", "put", "get", "rm", "cp", "sign", "migrate",
-                    "verify", "gc"):
+    for command in (
+        "backends",
+        "ls",
+        "stat",
+        "put",
+        "get",
+        "rm",
+        "cp",
+        "sign",
+        "migrate",
+        "verify",
+        "gc",
+    ):
         done = storeroom(command, "--help", env=env, cwd=tmp_path)
-        assert done.returncode == 0 and done.stdout.startswith(b"Usage: storeroom " +
-                                                                command.encode())
+        assert done.returncode == 0 and done.stdout.startswith(
+            b"Usage: storeroom " + command.encode()
+        )
     migrate = storeroom("migrate", "--help", env=env, cwd=tmp_path).stdout
     assert b"Source objects are never deleted" in migrate
     assert b"Exit codes: 0 done, 1 some objects failed" in migrate
 
 
 def test_get_into_a_directory_and_rm_force(tmp_path: Path, env: dict[str, str]) -> None:
-    assert storeroom("put", "local:a/b.txt", "-", env=env, cwd=tmp_path,
-                     stdin=b"bee").returncode == 0
+    assert (
+        storeroom("put", "local:a/b.txt", "-", env=env, cwd=tmp_path, stdin=b"bee").returncode == 0
+    )
     got = storeroom("get", "local:a/b.txt", "out/", env=env, cwd=tmp_path)
     assert got.returncode == 0, got.stderr
     assert (tmp_path / "out" / "b.txt").read_bytes() == b"bee"
@@ -148,8 +198,12 @@ def test_migrate_dry_run_changes_nothing_then_copies_and_resumes(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
     for i in range(3):
-        assert storeroom("put", f"local:m/{i}.txt", "-", env=env, cwd=tmp_path,
-                         stdin=f"m{i}".encode()).returncode == 0
+        assert (
+            storeroom(
+                "put", f"local:m/{i}.txt", "-", env=env, cwd=tmp_path, stdin=f"m{i}".encode()
+            ).returncode
+            == 0
+        )
     dry = storeroom("migrate", "local", "other", "--dry-run", env=env, cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.startswith(b"would copy 3 of 3 objects")

@@ -45,8 +45,9 @@ def test_cp_between_backends_reads_the_copy_back_and_prints_its_checksum(
 def test_cp_within_a_backend_is_server_side(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = _run(capsys, "--config", str(config), "cp", "a:big.bin", "a:again.bin",
-                          "--no-read-back")
+    code, out, err = _run(
+        capsys, "--config", str(config), "cp", "a:big.bin", "a:again.bin", "--no-read-back"
+    )
     assert code == 0, err
     assert "server-side" in out
     assert (tmp_path / "a" / "again.bin").read_bytes() == BIG

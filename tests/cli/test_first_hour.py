@@ -20,15 +20,23 @@ from tests.servers.moto import MotoServer
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {"STORAGE__LOCAL__URL": f"file://{tmp_path}/local",
-            "STORAGE__OTHER__URL": f"file://{tmp_path}/other"}
+    return {
+        "STORAGE__LOCAL__URL": f"file://{tmp_path}/local",
+        "STORAGE__OTHER__URL": f"file://{tmp_path}/other",
+    }
 
 
 def _bare_environment() -> dict[str, str]:
     """os.environ without any storage configuration."""
-    return {k: v for k, v in os.environ.items()
-            if not (k.startswith("STORAGE") or k.endswith("_STORAGE_URI") or k in (
-                "UPLOAD_DIR", "STOREROOM_CONFIG"))}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not (
+            k.startswith("STORAGE")
+            or k.endswith("_STORAGE_URI")
+            or k in ("UPLOAD_DIR", "STOREROOM_CONFIG")
+        )
+    }
 
 
 def test_no_command_prints_help_on_stdout_and_exits_0(tmp_path: Path, env: dict[str, str]) -> None:
@@ -42,24 +50,39 @@ def test_no_command_prints_help_on_stdout_and_exits_0(tmp_path: Path, env: dict[
 def test_put_without_source_refuses_and_stores_nothing(tmp_path: Path, env: dict[str, str]) -> None:
     done = storeroom("put", "local:x.pdf", env=env, cwd=tmp_path, stdin=b"")
     assert done.returncode == 2
-    assert done.stderr == (b"storeroom: error: put local:x.pdf needs a SOURCE: a file to upload, "
-                           b"or - to read standard input\n")
+    assert done.stderr == (
+        b"storeroom: error: put local:x.pdf needs a SOURCE: a file to upload, "
+        b"or - to read standard input\n"
+    )
     assert not (tmp_path / "local" / "x.pdf").exists()
     piped = storeroom("put", "local:x.pdf", "-", env=env, cwd=tmp_path, stdin=b"%PDF")
     assert piped.returncode == 0, piped.stderr
     assert (tmp_path / "local" / "x.pdf").read_bytes() == b"%PDF"
 
 
-@pytest.mark.parametrize("args", [
-    ("backends",), ("backends", "--json"), ("ls", "default"), ("stat", "default:a.txt"),
-    ("get", "default:a.txt", "-"), ("sign", "default:a.txt"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("backends",),
+        ("backends", "--json"),
+        ("ls", "default"),
+        ("stat", "default:a.txt"),
+        ("get", "default:a.txt", "-"),
+        ("sign", "default:a.txt"),
+    ],
+)
 def test_read_only_commands_create_nothing(tmp_path: Path, args: tuple[str, ...]) -> None:
     upload_dir = tmp_path / "var" / "app" / "uploads"
     done = subprocess.run(
-        [sys.executable, "-m", "storeroom.cli", *args], capture_output=True, timeout=120,
-        env={**_bare_environment(), "PYTHONPATH": f"{ROOT}/src:{ROOT}",
-             "UPLOAD_DIR": str(upload_dir)}, cwd=tmp_path,
+        [sys.executable, "-m", "storeroom.cli", *args],
+        capture_output=True,
+        timeout=120,
+        env={
+            **_bare_environment(),
+            "PYTHONPATH": f"{ROOT}/src:{ROOT}",
+            "UPLOAD_DIR": str(upload_dir),
+        },
+        cwd=tmp_path,
     )
     assert not (tmp_path / "var").exists(), (done.stdout, done.stderr)
     if args[0] == "backends":
@@ -67,9 +90,14 @@ def test_read_only_commands_create_nothing(tmp_path: Path, args: tuple[str, ...]
         assert str(upload_dir).encode() in done.stdout
     else:
         assert done.returncode == 2
-        assert done.stderr == (f"storeroom: error: backend 'default': folder "
-                               f"'{upload_dir}' does not exist (nothing has been stored there "
-                               "yet)\n").encode()
+        assert (
+            done.stderr
+            == (
+                f"storeroom: error: backend 'default': folder "
+                f"'{upload_dir}' does not exist (nothing has been stored there "
+                "yet)\n"
+            ).encode()
+        )
 
 
 def test_migrate_dry_run_creates_no_destination_folder(tmp_path: Path, env: dict[str, str]) -> None:
@@ -80,25 +108,34 @@ def test_migrate_dry_run_creates_no_destination_folder(tmp_path: Path, env: dict
     assert dry.stdout.startswith(b"would copy 1 of 1 objects (1 B of 1 B) from local to other")
     assert not (tmp_path / "other").exists()
     missing = storeroom("migrate", "local", "nope", "--dry-run", env=env, cwd=tmp_path)
-    assert missing.stderr == (b"storeroom: error: backend 'nope' is not configured in the "
-                              b"environment; configured: 'local', 'other'\n")
+    assert missing.stderr == (
+        b"storeroom: error: backend 'nope' is not configured in the "
+        b"environment; configured: 'local', 'other'\n"
+    )
 
 
-def test_get_into_a_missing_folder_names_the_users_path(tmp_path: Path, env: dict[str, str]) -> None:
+def test_get_into_a_missing_folder_names_the_users_path(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
     assert storeroom("put", "local:a.txt", "-", env=env, cwd=tmp_path, stdin=b"a").returncode == 0
     done = storeroom("get", "local:a.txt", "nope/a.txt", env=env, cwd=tmp_path)
     assert done.returncode == 2
-    assert done.stderr == (b"storeroom: error: cannot write 'nope/a.txt': folder 'nope' does "
-                           b"not exist (create it first)\n")
+    assert done.stderr == (
+        b"storeroom: error: cannot write 'nope/a.txt': folder 'nope' does "
+        b"not exist (create it first)\n"
+    )
     assert not (tmp_path / "nope").exists()
 
 
 def test_put_records_the_content_type(tmp_path: Path, moto_server: MotoServer) -> None:
     bucket = moto_server.create_bucket("cli-first-hour")
-    env = {"STORAGE__S3__URL": f"s3://{bucket}/", "STORAGE__S3__AWS_ENDPOINT": moto_server.endpoint,
-           "STORAGE__S3__AWS_ACCESS_KEY_ID": moto_server.access_key,
-           "STORAGE__S3__AWS_SECRET_ACCESS_KEY": moto_server.secret_key,
-           "STORAGE__S3__AWS_REGION": moto_server.region}
+    env = {
+        "STORAGE__S3__URL": f"s3://{bucket}/",
+        "STORAGE__S3__AWS_ENDPOINT": moto_server.endpoint,
+        "STORAGE__S3__AWS_ACCESS_KEY_ID": moto_server.access_key,
+        "STORAGE__S3__AWS_SECRET_ACCESS_KEY": moto_server.secret_key,
+        "STORAGE__S3__AWS_REGION": moto_server.region,
+    }
     (tmp_path / "report.pdf").write_bytes(b"%PDF-1.7")
     cases = [  # (target, source, expected type)
         ("s3:docs/report.pdf", "report.pdf", "application/pdf"),
@@ -112,14 +149,19 @@ def test_put_records_the_content_type(tmp_path: Path, moto_server: MotoServer) -
         assert f"  {expected}  {checksums.DEFAULT_ALGORITHM}:".encode() in put.stdout
         stat = storeroom("stat", target, "--json", env=env, cwd=tmp_path)
         assert f'"content_type": "{expected}"'.encode() in stat.stdout, stat.stdout
-    explicit = storeroom("put", "s3:x.bin", "-", "--content-type", "text/csv", env=env,
-                         cwd=tmp_path, stdin=b"a,b")
+    explicit = storeroom(
+        "put", "s3:x.bin", "-", "--content-type", "text/csv", env=env, cwd=tmp_path, stdin=b"a,b"
+    )
     assert explicit.returncode == 0
-    assert b'"content_type": "text/csv"' in storeroom("stat", "s3:x.bin", "--json", env=env,
-                                                      cwd=tmp_path).stdout
+    assert (
+        b'"content_type": "text/csv"'
+        in storeroom("stat", "s3:x.bin", "--json", env=env, cwd=tmp_path).stdout
+    )
 
 
-def test_stat_on_local_disk_says_the_store_keeps_no_type(tmp_path: Path, env: dict[str, str]) -> None:
+def test_stat_on_local_disk_says_the_store_keeps_no_type(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
     assert storeroom("put", "local:a.pdf", "-", env=env, cwd=tmp_path, stdin=b"%").returncode == 0
     stat = storeroom("stat", "local:a.pdf", env=env, cwd=tmp_path)
     assert b"content type   - (local-disk stores keep no content type)" in stat.stdout
@@ -142,7 +184,10 @@ def test_progress_speed_and_summary_use_the_same_binary_units(
     shown = column.render(progress.tasks[0]).plain
     assert shown == "2.5 MiB/s" == f"{human_size(int(2.5 * 2**20))}/s"
     assert progress.tasks[task_id].id == task_id
-    assert storeroom("put", "local:a.txt", "-", env=env, cwd=tmp_path, stdin=b"x" * 3000).returncode == 0
+    assert (
+        storeroom("put", "local:a.txt", "-", env=env, cwd=tmp_path, stdin=b"x" * 3000).returncode
+        == 0
+    )
     run = storeroom("migrate", "local", "other", "--no-progress", env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     summary = run.stdout.decode()
@@ -151,8 +196,9 @@ def test_progress_speed_and_summary_use_the_same_binary_units(
     assert speed is not None and SPEED.match(speed.group(1)), summary
 
 
-@pytest.mark.parametrize("args", [("migrate", "local", "other", "--dry-run"), ("ls", "local"),
-                                  ("backends",)])
+@pytest.mark.parametrize(
+    "args", [("migrate", "local", "other", "--dry-run"), ("ls", "local"), ("backends",)]
+)
 def test_a_closed_pipe_ends_the_command_quietly(
     tmp_path: Path, env: dict[str, str], args: tuple[str, ...]
 ) -> None:
@@ -161,8 +207,11 @@ def test_a_closed_pipe_ends_the_command_quietly(
         (tmp_path / "local" / "f" / f"{i:02}.txt").write_bytes(b"x")
     read, write = os.pipe()
     process = subprocess.Popen(
-        [sys.executable, "-m", "storeroom.cli", *args], stdout=write, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": f"{ROOT}/src:{ROOT}", **env}, cwd=tmp_path,
+        [sys.executable, "-m", "storeroom.cli", *args],
+        stdout=write,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}/src:{ROOT}", **env},
+        cwd=tmp_path,
     )
     os.close(write)
     os.close(read)  # the reader is gone before the command writes anything
@@ -182,9 +231,17 @@ def test_sign_without_signing_setup_names_the_settings_then_works(
     config.write_text(f'[[storage.backends]]\nkey = "local"\nurl = "file://{tmp_path}/local"\n')
     from_file = storeroom("--config", str(config), "sign", "local:a.txt", env={}, cwd=tmp_path)
     assert b"signing_secret and signing_base_url in the [[storage.backends]] table" in (
-        from_file.stderr)
-    signed = storeroom("sign", "local:a.txt", cwd=tmp_path, env={
-        **env, "STORAGE__LOCAL__SIGNING_SECRET": "a-long-random-secret-for-the-test",
-        "STORAGE__LOCAL__SIGNING_BASE_URL": "http://127.0.0.1:8000/files"})
+        from_file.stderr
+    )
+    signed = storeroom(
+        "sign",
+        "local:a.txt",
+        cwd=tmp_path,
+        env={
+            **env,
+            "STORAGE__LOCAL__SIGNING_SECRET": "a-long-random-secret-for-the-test",
+            "STORAGE__LOCAL__SIGNING_BASE_URL": "http://127.0.0.1:8000/files",
+        },
+    )
     assert signed.returncode == 0, signed.stderr
     assert signed.stdout.startswith(b"http://127.0.0.1:8000/files/local/a.txt?")

@@ -23,8 +23,9 @@ from tests.cli.test_commands import storeroom
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def setup(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-          ) -> Iterator[tuple[dict[str, str], Any, Any]]:
+def setup(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[dict[str, str], Any, Any]]:
     """(CLI environment, engine, Document model) with a fresh table."""
     table = f"cli_maint_{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("STOREROOM_CLI_TABLE", table)
@@ -35,12 +36,14 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
         url = f"sqlite:///{tmp_path}/app.db"
     else:
         url = request.getfixturevalue("postgres_url").sync
-    storages.register_backend(ObstoreBackend("local", f"file://{tmp_path}/local"),
-                              overwrite=True)
+    storages.register_backend(ObstoreBackend("local", f"file://{tmp_path}/local"), overwrite=True)
     engine = create_engine(url)
     UUIDAuditBase.metadata.create_all(engine, tables=[Document.__table__])
-    env = {"STOREROOM_CLI_TABLE": table, "STORAGE__LOCAL__URL": f"file://{tmp_path}/local",
-           "DATABASE_URL": url}
+    env = {
+        "STOREROOM_CLI_TABLE": table,
+        "STORAGE__LOCAL__URL": f"file://{tmp_path}/local",
+        "DATABASE_URL": url,
+    }
     try:
         yield env, engine, Document
     finally:
@@ -51,7 +54,8 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
 
 MODEL = ["--model", "tests.cli.models:Document"]
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:This declarative base already contains a class:sqlalchemy.exc.SAWarning")
+    "ignore:This declarative base already contains a class:sqlalchemy.exc.SAWarning"
+)
 
 
 def test_verify_json_is_one_document_with_exact_findings(
@@ -59,54 +63,108 @@ def test_verify_json_is_one_document_with_exact_findings(
 ) -> None:
     env, engine, Document = setup
     with Session(engine) as session:
-        session.add_all([Document(name=f"d{i}", file=FileObject(
-            filename=f"f{i}.txt", content=f"file {i}".encode())) for i in range(4)])
+        session.add_all(
+            [
+                Document(
+                    name=f"d{i}",
+                    file=FileObject(filename=f"f{i}.txt", content=f"file {i}".encode()),
+                )
+                for i in range(4)
+            ]
+        )
         session.commit()
-    clean = storeroom("verify", *MODEL, "--backend", "local", "--grace", "0s", "--json",
-                      env=env, cwd=tmp_path)
+    clean = storeroom(
+        "verify", *MODEL, "--backend", "local", "--grace", "0s", "--json", env=env, cwd=tmp_path
+    )
     assert clean.returncode == 0, clean.stderr.decode()
     assert json.loads(clean.stdout) == {
-        "dangling": [], "mismatched": [], "orphans": [],
-        "summary": {"references": 4, "dangling": 0, "mismatched": 0, "orphans": 0,
-                    "orphans_checked": True, "checksums_read": False}}
+        "dangling": [],
+        "mismatched": [],
+        "orphans": [],
+        "summary": {
+            "references": 4,
+            "dangling": 0,
+            "mismatched": 0,
+            "orphans": 0,
+            "orphans_checked": True,
+            "checksums_read": False,
+        },
+    }
 
     local = storages.get_backend("local")
     for name in ("stray/a.bin", "stray/b.bin", "other/c.bin"):
         local.put(name, b"orphan")
     local.put("stray/short.bin", b"12345")
     with Session(engine) as session:
-        session.add_all([
-            Document(name="gone1", file=FileObject(backend="local", filename="x",
-                                                   path="never/1.txt", size=1)),
-            Document(name="gone2", file=FileObject(backend="local", filename="y",
-                                                   path="never/2.txt", size=1)),
-            Document(name="short", file=FileObject(backend="local", filename="s",
-                                                   path="stray/short.bin", size=4)),
-        ])
+        session.add_all(
+            [
+                Document(
+                    name="gone1",
+                    file=FileObject(backend="local", filename="x", path="never/1.txt", size=1),
+                ),
+                Document(
+                    name="gone2",
+                    file=FileObject(backend="local", filename="y", path="never/2.txt", size=1),
+                ),
+                Document(
+                    name="short",
+                    file=FileObject(backend="local", filename="s", path="stray/short.bin", size=4),
+                ),
+            ]
+        )
         session.commit()
-    found = storeroom("verify", *MODEL, "--backend", "local", "--grace", "0s", "--checksums",
-                      "--json", env=env, cwd=tmp_path)
+    found = storeroom(
+        "verify",
+        *MODEL,
+        "--backend",
+        "local",
+        "--grace",
+        "0s",
+        "--checksums",
+        "--json",
+        env=env,
+        cwd=tmp_path,
+    )
     assert found.returncode == 1, found.stderr.decode()
     report = json.loads(found.stdout)
     assert sorted(d["path"] for d in report["dangling"]) == ["never/1.txt", "never/2.txt"]
-    assert all(d["model"] == "Document" and d["column"] == "file" and len(d["key"]) == 1
-               for d in report["dangling"])
-    assert [(m["path"], m["kind"], m["recorded"], m["stored"])
-            for m in report["mismatched"]] == [("stray/short.bin", "size", 4, 5)]
-    assert [o["path"] for o in report["orphans"]] == ["other/c.bin", "stray/a.bin",
-                                                      "stray/b.bin"]
-    assert report["summary"] == {"references": 7, "dangling": 2, "mismatched": 1,
-                                 "orphans": 3, "orphans_checked": True, "checksums_read": True}
+    assert all(
+        d["model"] == "Document" and d["column"] == "file" and len(d["key"]) == 1
+        for d in report["dangling"]
+    )
+    assert [(m["path"], m["kind"], m["recorded"], m["stored"]) for m in report["mismatched"]] == [
+        ("stray/short.bin", "size", 4, 5)
+    ]
+    assert [o["path"] for o in report["orphans"]] == ["other/c.bin", "stray/a.bin", "stray/b.bin"]
+    assert report["summary"] == {
+        "references": 7,
+        "dangling": 2,
+        "mismatched": 1,
+        "orphans": 3,
+        "orphans_checked": True,
+        "checksums_read": True,
+    }
     # Only the middle section has entries: the other two are still valid empty lists.
     only = storeroom("verify", *MODEL, "--json", env=env, cwd=tmp_path)
     assert json.loads(only.stdout)["orphans"] == []
 
-    text = storeroom("verify", *MODEL, "--backend", "local", "--grace", "0s", "--prefix",
-                     "stray", env=env, cwd=tmp_path)
+    text = storeroom(
+        "verify",
+        *MODEL,
+        "--backend",
+        "local",
+        "--grace",
+        "0s",
+        "--prefix",
+        "stray",
+        env=env,
+        cwd=tmp_path,
+    )
     lines = text.stdout.decode().splitlines()
     assert text.returncode == 1
     assert [line.split()[0] for line in lines[:-1]] == ["dangling"] * 2 + ["mismatched"] + [
-        "orphan"] * 2
+        "orphan"
+    ] * 2
     assert lines[-1] == "7 references: dangling 2, mismatched 1, orphans 2"
 
 
@@ -115,39 +173,61 @@ def test_gc_lists_then_deletes_exactly_the_orphans_under_the_prefix(
 ) -> None:
     env, engine, Document = setup
     with Session(engine) as session:
-        session.add_all([Document(name=f"d{i}", file=FileObject(
-            filename=f"f{i}.txt", content=b"kept")) for i in range(3)])
+        session.add_all(
+            [
+                Document(name=f"d{i}", file=FileObject(filename=f"f{i}.txt", content=b"kept"))
+                for i in range(3)
+            ]
+        )
         session.commit()
     local = storages.get_backend("local")
     for name in ("stray/a.bin", "stray/b.bin", "other/c.bin"):
         local.put(name, b"orphan")
     # Only the last section has entries: the document is still valid.
-    orphans_only = storeroom("verify", *MODEL, "--backend", "local", "--grace", "0s", "--json",
-                             env=env, cwd=tmp_path)
+    orphans_only = storeroom(
+        "verify", *MODEL, "--backend", "local", "--grace", "0s", "--json", env=env, cwd=tmp_path
+    )
     report = json.loads(orphans_only.stdout)
     assert report["dangling"] == [] and report["mismatched"] == []
-    assert [o["path"] for o in report["orphans"]] == ["other/c.bin", "stray/a.bin",
-                                                      "stray/b.bin"]
-    dry = storeroom("gc", *MODEL, "--backend", "local", "--grace", "0s", "--prefix", "stray/",
-                    env=env, cwd=tmp_path)
+    assert [o["path"] for o in report["orphans"]] == ["other/c.bin", "stray/a.bin", "stray/b.bin"]
+    dry = storeroom(
+        "gc",
+        *MODEL,
+        "--backend",
+        "local",
+        "--grace",
+        "0s",
+        "--prefix",
+        "stray/",
+        env=env,
+        cwd=tmp_path,
+    )
     assert dry.returncode == 0, dry.stderr.decode()
     assert dry.stdout.decode().splitlines() == [
-        "would delete stray/a.bin  6 B", "would delete stray/b.bin  6 B",
-        "2 orphans (12 B) older than 0s in local; dry run: pass --yes to delete"]
+        "would delete stray/a.bin  6 B",
+        "would delete stray/b.bin  6 B",
+        "2 orphans (12 B) older than 0s in local; dry run: pass --yes to delete",
+    ]
     young = storeroom("gc", *MODEL, "--backend", "local", "--yes", env=env, cwd=tmp_path)
     assert young.stdout.decode().splitlines() == ["0 orphans deleted from local"]
-    real = storeroom("gc", *MODEL, "--backend", "local", "--grace", "0s", "--yes",
-                     env=env, cwd=tmp_path)
+    real = storeroom(
+        "gc", *MODEL, "--backend", "local", "--grace", "0s", "--yes", env=env, cwd=tmp_path
+    )
     assert real.returncode == 0, real.stderr.decode()
     assert real.stdout.decode().splitlines() == [
-        "deleted other/c.bin", "deleted stray/a.bin", "deleted stray/b.bin",
-        "3 orphans deleted from local"]
+        "deleted other/c.bin",
+        "deleted stray/a.bin",
+        "deleted stray/b.bin",
+        "3 orphans deleted from local",
+    ]
     assert len(list(local.list())) == 3
-    after = storeroom("verify", *MODEL, "--backend", "local", "--grace", "0s", env=env,
-                      cwd=tmp_path)
+    after = storeroom(
+        "verify", *MODEL, "--backend", "local", "--grace", "0s", env=env, cwd=tmp_path
+    )
     assert after.returncode == 0
     assert after.stdout.decode().splitlines() == [
-        "3 references: dangling 0, mismatched 0, orphans 0"]
+        "3 references: dangling 0, mismatched 0, orphans 0"
+    ]
 
 
 def test_gc_yes_removes_expired_upload_sessions_and_their_objects(
@@ -164,24 +244,26 @@ def test_gc_yes_removes_expired_upload_sessions_and_their_objects(
     metadata.create_all(engine)
     try:
         with Session(engine) as session:
-            pending = begin(session, "local", filename="a.pdf", content_type="application/pdf",
-                            size=9)
-            live = begin(session, "local", filename="b.pdf", content_type="application/pdf",
-                         size=9)
+            pending = begin(
+                session, "local", filename="a.pdf", content_type="application/pdf", size=9
+            )
+            live = begin(session, "local", filename="b.pdf", content_type="application/pdf", size=9)
             session.commit()
         local.put(pending.path, b"%PDF-1.7\n", overwrite=False)
         local.put(live.path, b"%PDF-1.7\n", overwrite=False)
         with Session(engine) as session:
-            session.execute(update(upload_sessions)
-                            .where(upload_sessions.c.path == pending.path)
-                            .values(expires_at=pending.expires_at.replace(year=2000)))
+            session.execute(
+                update(upload_sessions)
+                .where(upload_sessions.c.path == pending.path)
+                .values(expires_at=pending.expires_at.replace(year=2000))
+            )
             session.commit()
-        dry = storeroom("gc", *MODEL, "--backend", "local", "--grace", "1d", env=env,
-                        cwd=tmp_path)
+        dry = storeroom("gc", *MODEL, "--backend", "local", "--grace", "1d", env=env, cwd=tmp_path)
         assert dry.returncode == 0, dry.stderr.decode()
         assert local.exists(pending.path)  # a dry run removes nothing
-        real = storeroom("gc", *MODEL, "--backend", "local", "--grace", "1d", "--yes",
-                         env=env, cwd=tmp_path)
+        real = storeroom(
+            "gc", *MODEL, "--backend", "local", "--grace", "1d", "--yes", env=env, cwd=tmp_path
+        )
         assert real.returncode == 0, real.stderr.decode()
         assert "1 expired upload sessions removed" in real.stdout.decode().splitlines()
         assert not local.exists(pending.path)

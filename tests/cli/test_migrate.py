@@ -31,8 +31,13 @@ FILES = 1000
 pytestmark = pytest.mark.s3
 
 
-def _env(tmp_path: Path, proxy: RecordingProxy, bucket: str, table: str, moto: MotoServer,
-         ) -> dict[str, str]:
+def _env(
+    tmp_path: Path,
+    proxy: RecordingProxy,
+    bucket: str,
+    table: str,
+    moto: MotoServer,
+) -> dict[str, str]:
     return {
         **os.environ,
         "PYTHONPATH": f"{ROOT}/src:{ROOT}",
@@ -48,8 +53,13 @@ def _env(tmp_path: Path, proxy: RecordingProxy, bucket: str, table: str, moto: M
 
 
 def _storeroom(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "storeroom.cli", *args], env=env, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "storeroom.cli", *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def adopted(summary: str) -> int:
@@ -69,16 +79,21 @@ def test_migration_killed_halfway_resumes_without_copying_twice(
     sys.modules.pop("tests.cli.models", None)
     from tests.cli.models import Document, UUIDAuditBase
 
-    local = storages.register_backend(ObstoreBackend("local", f"file://{tmp_path}/local"),
-                                      overwrite=True)
+    local = storages.register_backend(
+        ObstoreBackend("local", f"file://{tmp_path}/local"), overwrite=True
+    )
     engine = create_engine(f"sqlite:///{tmp_path}/app.db")
     UUIDAuditBase.metadata.create_all(engine, tables=[Document.__table__])
     with Session(engine) as session:
-        session.add_all([
-            Document(name=f"d{i}", file=FileObject(filename=f"f{i}.txt",
-                                                    content=f"file {i} ".encode() * 50))
-            for i in range(FILES)
-        ])
+        session.add_all(
+            [
+                Document(
+                    name=f"d{i}",
+                    file=FileObject(filename=f"f{i}.txt", content=f"file {i} ".encode() * 50),
+                )
+                for i in range(FILES)
+            ]
+        )
         session.commit()
     assert len(list(local.list())) == FILES
 
@@ -86,8 +101,19 @@ def test_migration_killed_halfway_resumes_without_copying_twice(
     try:
         env = _env(tmp_path, proxy, s3_bucket, table, moto_server)
         state = tmp_path / "state.jsonl"
-        args = ["migrate", "local", "s3", "--model", "tests.cli.models:Document",
-                "--state", str(state), "--update-rows", "--no-progress", "--concurrency", "4"]
+        args = [
+            "migrate",
+            "local",
+            "s3",
+            "--model",
+            "tests.cli.models:Document",
+            "--state",
+            str(state),
+            "--update-rows",
+            "--no-progress",
+            "--concurrency",
+            "4",
+        ]
         first = _storeroom(args, env, tmp_path)
         deadline = time.monotonic() + 120
         while _lines(state) < FILES // 2 and first.poll() is None:
@@ -120,9 +146,15 @@ def test_migration_killed_halfway_resumes_without_copying_twice(
     with Session(engine) as session:
         rows = session.scalars(select(Document)).all()
     assert {r.file.backend for r in rows} == {"s3"}
-    s3 = ObstoreBackend("s3", f"s3://{s3_bucket}/", aws_endpoint=moto_server.endpoint,
-                        aws_access_key_id="testing", aws_secret_access_key="testing",
-                        aws_region=moto_server.region, aws_allow_http=True)
+    s3 = ObstoreBackend(
+        "s3",
+        f"s3://{s3_bucket}/",
+        aws_endpoint=moto_server.endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        aws_region=moto_server.region,
+        aws_allow_http=True,
+    )
     storages.register_backend(s3, overwrite=True)
     sample = rows[123].file
     assert sample.get_content() == f"file {rows[123].name[1:]} ".encode() * 50
@@ -134,44 +166,116 @@ def test_migration_killed_halfway_resumes_without_copying_twice(
     s3.put("stray/short.bin", b"12345")
     s3.put("stray/wrong.bin", b"abc")
     with Session(engine) as session:
-        session.add_all([
-            Document(name="dangling", file=FileObject(
-                backend="s3", filename="gone.txt", path="never/uploaded.txt", size=3)),
-            Document(name="short", file=FileObject(
-                backend="s3", filename="short.bin", path="stray/short.bin", size=4)),
-            Document(name="wrong", file=FileObject(
-                backend="s3", filename="wrong.bin", path="stray/wrong.bin", size=3,
-                checksum="sha256:" + "0" * 64)),
-        ])
+        session.add_all(
+            [
+                Document(
+                    name="dangling",
+                    file=FileObject(
+                        backend="s3", filename="gone.txt", path="never/uploaded.txt", size=3
+                    ),
+                ),
+                Document(
+                    name="short",
+                    file=FileObject(
+                        backend="s3", filename="short.bin", path="stray/short.bin", size=4
+                    ),
+                ),
+                Document(
+                    name="wrong",
+                    file=FileObject(
+                        backend="s3",
+                        filename="wrong.bin",
+                        path="stray/wrong.bin",
+                        size=3,
+                        checksum="sha256:" + "0" * 64,
+                    ),
+                ),
+            ]
+        )
         session.commit()
     env["STORAGE__S3__AWS_ENDPOINT"] = moto_server.endpoint
     common = ["--model", "tests.cli.models:Document"]
-    verify = subprocess.run([sys.executable, "-m", "storeroom.cli", "verify", *common,
-                             "--backend", "s3", "--grace", "0s", "--checksums", "--json"],
-                            env=env, cwd=tmp_path, capture_output=True, timeout=120)
+    verify = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "storeroom.cli",
+            "verify",
+            *common,
+            "--backend",
+            "s3",
+            "--grace",
+            "0s",
+            "--checksums",
+            "--json",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+    )
     assert verify.returncode == 1, verify.stderr.decode()
     found = json.loads(verify.stdout)
     assert [d["path"] for d in found["dangling"]] == ["never/uploaded.txt"]
     assert [o["path"] for o in found["orphans"]] == ["stray/orphan.bin"]
     assert sorted((m["path"], m["kind"]) for m in found["mismatched"]) == [
-        ("stray/short.bin", "size"), ("stray/wrong.bin", "checksum")]
+        ("stray/short.bin", "size"),
+        ("stray/wrong.bin", "checksum"),
+    ]
     assert found["summary"]["references"] == FILES + 3
-    text = subprocess.run([sys.executable, "-m", "storeroom.cli", "verify", *common],
-                          env=env, cwd=tmp_path, capture_output=True, timeout=120)
+    text = subprocess.run(
+        [sys.executable, "-m", "storeroom.cli", "verify", *common],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+    )
     assert text.returncode == 1
     assert text.stdout.decode().splitlines()[-1] == (
-        f"{FILES + 3} references: dangling 1, mismatched 1, orphans not checked "
-        "(pass --backend)")
-    dry = subprocess.run([sys.executable, "-m", "storeroom.cli", "gc", *common, "--backend",
-                          "s3", "--grace", "0s"], env=env, cwd=tmp_path, capture_output=True)
+        f"{FILES + 3} references: dangling 1, mismatched 1, orphans not checked (pass --backend)"
+    )
+    dry = subprocess.run(
+        [sys.executable, "-m", "storeroom.cli", "gc", *common, "--backend", "s3", "--grace", "0s"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+    )
     assert b"would delete stray/orphan.bin" in dry.stdout and s3.exists("stray/orphan.bin")
-    young = subprocess.run([sys.executable, "-m", "storeroom.cli", "gc", *common, "--backend",
-                            "s3", "--grace", "1h", "--yes"], env=env, cwd=tmp_path,
-                           capture_output=True)
+    young = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "storeroom.cli",
+            "gc",
+            *common,
+            "--backend",
+            "s3",
+            "--grace",
+            "1h",
+            "--yes",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+    )
     assert b"0 orphans deleted" in young.stdout and s3.exists("stray/orphan.bin")
-    real = subprocess.run([sys.executable, "-m", "storeroom.cli", "gc", *common, "--backend",
-                           "s3", "--grace", "0s", "--yes"], env=env, cwd=tmp_path,
-                          capture_output=True)
+    real = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "storeroom.cli",
+            "gc",
+            *common,
+            "--backend",
+            "s3",
+            "--grace",
+            "0s",
+            "--yes",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+    )
     assert b"deleted stray/orphan.bin" in real.stdout
     assert not s3.exists("stray/orphan.bin")
     assert len(list(s3.list())) == FILES + 2

@@ -70,8 +70,7 @@ async def test_copy_is_journaled_and_a_rerun_copies_nothing(tmp_path: Path) -> N
     assert {p: dst.get(p) for p in data} == data
     lines = [json.loads(x) for x in (tmp_path / "s.jsonl").read_text().splitlines()]
     assert {x["source"] for x in lines} == set(data)
-    assert all(x["status"] == "verified" and x["from"] == "src" and x["to"] == "dst"
-               for x in lines)
+    assert all(x["status"] == "verified" and x["from"] == "src" and x["to"] == "dst" for x in lines)
 
     with MigrationState(tmp_path / "s.jsonl", "src", "dst") as state:
         again = await copy_objects(src, dst, plan_objects(src), state=state)
@@ -148,12 +147,33 @@ def test_journal_ignores_torn_lines_other_migrations_and_invalidated_entries(
 ) -> None:
     path = tmp_path / "s.jsonl"
     entries = [
-        {"source": "a", "destination": "a", "size": 1, "checksum": "sha256:x",
-         "status": "verified", "from": "src", "to": "dst"},
-        {"source": "b", "destination": "b", "size": 1, "checksum": "sha256:y",
-         "status": "verified", "from": "src", "to": "elsewhere"},
-        {"source": "c", "destination": "c", "size": 1, "checksum": "sha256:z",
-         "status": "verified", "from": "src", "to": "dst"},
+        {
+            "source": "a",
+            "destination": "a",
+            "size": 1,
+            "checksum": "sha256:x",
+            "status": "verified",
+            "from": "src",
+            "to": "dst",
+        },
+        {
+            "source": "b",
+            "destination": "b",
+            "size": 1,
+            "checksum": "sha256:y",
+            "status": "verified",
+            "from": "src",
+            "to": "elsewhere",
+        },
+        {
+            "source": "c",
+            "destination": "c",
+            "size": 1,
+            "checksum": "sha256:z",
+            "status": "verified",
+            "from": "src",
+            "to": "dst",
+        },
         {"source": "c", "status": "invalid", "from": "src", "to": "dst"},
     ]
     path.write_text("".join(json.dumps(e) + "\n" for e in entries) + '{"source": "d", "si')
@@ -183,9 +203,14 @@ def backends() -> Iterator[tuple[ObstoreBackend, ObstoreBackend]]:
 
 
 def _papers(session: Session, n: int) -> None:
-    session.add_all([Paper(name=f"p{i}", file=FileObject(filename=f"p{i}.txt",
-                                                         content=f"paper {i}".encode()))
-                     for i in range(n)])
+    session.add_all(
+        [
+            Paper(
+                name=f"p{i}", file=FileObject(filename=f"p{i}.txt", content=f"paper {i}".encode())
+            )
+            for i in range(n)
+        ]
+    )
     session.commit()
 
 
@@ -205,8 +230,9 @@ def test_update_rows_switches_only_verified_rows_in_batches(
         report = asyncio.run(copy_objects(old, new, items, state=state))
         assert report.copied == 24
         batches: list[int] = []
-        updated = update_rows(factory, Paper.file, "old", "new", state, batch_size=10,
-                              on_batch=batches.append)
+        updated = update_rows(
+            factory, Paper.file, "old", "new", state, batch_size=10, on_batch=batches.append
+        )
         assert update_rows(factory, Paper.file, "old", "new", state) == 0  # idempotent
     assert updated == 24
     assert len(batches) == 3 and sum(batches) == 24  # 25 rows, 10 per transaction
@@ -244,12 +270,25 @@ def test_a_long_journal_is_read_back_line_by_line_into_its_index(tmp_path: Path)
     path = tmp_path / "s.jsonl"
     with path.open("w") as journal:
         for i in range(5000):
-            journal.write(json.dumps({"source": f"p/{i}", "destination": f"p/{i}", "size": i,
-                                      "checksum": f"sha256:{i}", "status": "verified",
-                                      "from": "src", "to": "dst"}) + "\n")
+            journal.write(
+                json.dumps(
+                    {
+                        "source": f"p/{i}",
+                        "destination": f"p/{i}",
+                        "size": i,
+                        "checksum": f"sha256:{i}",
+                        "status": "verified",
+                        "from": "src",
+                        "to": "dst",
+                    }
+                )
+                + "\n"
+            )
         for i in range(0, 5000, 2):  # every other copy invalidated since
-            journal.write(json.dumps({"source": f"p/{i}", "status": "invalid",
-                                      "from": "src", "to": "dst"}) + "\n")
+            journal.write(
+                json.dumps({"source": f"p/{i}", "status": "invalid", "from": "src", "to": "dst"})
+                + "\n"
+            )
     with MigrationState(path, "src", "dst") as state:
         assert len(state.verified) == 2500
         assert "p/1" in state.verified and "p/2" not in state.verified

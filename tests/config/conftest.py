@@ -49,18 +49,16 @@ def round_trip() -> RoundTrip:
     def check(key: str, registry: StorageRegistry | None = None) -> FileObject:
         registry = registry or storages
         content = f"hello from {key} {uuid.uuid4().hex}".encode()
-        saved = FileObject(backend=key, filename=f"{uuid.uuid4().hex}.txt", content=content,
-                           registry=registry)
+        saved = FileObject(
+            backend=key, filename=f"{uuid.uuid4().hex}.txt", content=content, registry=registry
+        )
         saved.save()
         assert saved.size == len(content)
-        again = FileObject(backend=key, filename=saved.filename, path=saved.path,
-                           registry=registry)
+        again = FileObject(backend=key, filename=saved.filename, path=saved.path, registry=registry)
         assert again.get_content() == content
         return saved
 
     return check
-
-
 
 
 @pytest.fixture

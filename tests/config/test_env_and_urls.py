@@ -14,7 +14,11 @@ from storeroom.config import backend_from_url, configure_from_env, specs_from_en
 
 
 def test_generic_form_registers_any_number_of_backends(
-    s3_env: Any, s3_bucket: str, tmp_path: Path, registry: StorageRegistry, round_trip: Any,
+    s3_env: Any,
+    s3_bucket: str,
+    tmp_path: Path,
+    registry: StorageRegistry,
+    round_trip: Any,
 ) -> None:
     environ = {
         "STORAGE__USER_UPLOADS__URL": f"s3://{s3_bucket}/uploads",
@@ -70,17 +74,21 @@ def test_key_clash_between_forms_registers_nothing(registry: StorageRegistry) ->
     from storeroom.config import InvalidBackendSpec
 
     with pytest.raises(InvalidBackendSpec, match="'default' is defined twice"):
-        configure_from_env(registry, {"STORAGE__DEFAULT__URL": "memory://",
-                                      "STORAGE_BACKEND": "memory"})
+        configure_from_env(
+            registry, {"STORAGE__DEFAULT__URL": "memory://", "STORAGE_BACKEND": "memory"}
+        )
     assert len(registry) == 0
 
 
-@pytest.mark.parametrize(("url", "backend_type", "location"), [
-    ("s3://bucket/prefix", ObstoreBackend, "s3://bucket/prefix"),
-    ("gs://bucket/", ObstoreBackend, "gs://bucket/"),
-    ("memory://", ObstoreBackend, "memory://"),
-    ("fsspec+memory://cfg-test", FSSpecBackend, "memory:///cfg-test"),
-])
+@pytest.mark.parametrize(
+    ("url", "backend_type", "location"),
+    [
+        ("s3://bucket/prefix", ObstoreBackend, "s3://bucket/prefix"),
+        ("gs://bucket/", ObstoreBackend, "gs://bucket/"),
+        ("memory://", ObstoreBackend, "memory://"),
+        ("fsspec+memory://cfg-test", FSSpecBackend, "memory:///cfg-test"),
+    ],
+)
 def test_backend_from_url_chooses_the_backend_type(
     url: str, backend_type: type, location: str
 ) -> None:
@@ -89,8 +97,9 @@ def test_backend_from_url_chooses_the_backend_type(
     assert backend.location == location
 
 
-def test_backend_from_url_plain_path_is_local(tmp_path: Path, round_trip: Any,
-                                              registry: StorageRegistry) -> None:
+def test_backend_from_url_plain_path_is_local(
+    tmp_path: Path, round_trip: Any, registry: StorageRegistry
+) -> None:
     backend = backend_from_url("k", str(tmp_path / "files"))
     assert isinstance(backend, ObstoreBackend) and backend.kind == "local"
     registry.register_backend(backend)
@@ -98,11 +107,17 @@ def test_backend_from_url_plain_path_is_local(tmp_path: Path, round_trip: Any,
     assert (tmp_path / "files" / saved.path).exists()
 
 
-def test_backend_from_url_passes_options(s3_env: Any, s3_bucket: str, round_trip: Any,
-                                         registry: StorageRegistry) -> None:
-    registry.register_backend(backend_from_url(
-        "k", f"s3://{s3_bucket}/", aws_endpoint=s3_env.endpoint, aws_allow_http=True,
-    ))
+def test_backend_from_url_passes_options(
+    s3_env: Any, s3_bucket: str, round_trip: Any, registry: StorageRegistry
+) -> None:
+    registry.register_backend(
+        backend_from_url(
+            "k",
+            f"s3://{s3_bucket}/",
+            aws_endpoint=s3_env.endpoint,
+            aws_allow_http=True,
+        )
+    )
     round_trip("k", registry)
 
 

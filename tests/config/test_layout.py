@@ -93,14 +93,39 @@ def test_an_unsupported_url_scheme_names_the_backend_only_inside_a_spec() -> Non
 @pytest.mark.parametrize(
     ("module", "names"),
     [
-        ("storeroom.config", ["BackendSpec", "InvalidBackendSpec", "backend_from_url",
-                              "build_backends", "register_specs", "spec_from_mapping",
-                              "TYPE_ALIASES", "RESERVED_FIELDS", "StorageConfig",
-                              "StorageSettings", "SETTINGS_FIELDS"]),
-        ("storeroom.config.spec", ["BackendSpec", "InvalidBackendSpec", "backend_from_url",
-                                   "build_backends", "register_specs", "spec_from_mapping",
-                                   "parse_json_object", "parse_bool", "spec_error",
-                                   "TYPE_ALIASES", "RESERVED_FIELDS", "SPEC_FIELDS"]),
+        (
+            "storeroom.config",
+            [
+                "BackendSpec",
+                "InvalidBackendSpec",
+                "backend_from_url",
+                "build_backends",
+                "register_specs",
+                "spec_from_mapping",
+                "TYPE_ALIASES",
+                "RESERVED_FIELDS",
+                "StorageConfig",
+                "StorageSettings",
+                "SETTINGS_FIELDS",
+            ],
+        ),
+        (
+            "storeroom.config.spec",
+            [
+                "BackendSpec",
+                "InvalidBackendSpec",
+                "backend_from_url",
+                "build_backends",
+                "register_specs",
+                "spec_from_mapping",
+                "parse_json_object",
+                "parse_bool",
+                "spec_error",
+                "TYPE_ALIASES",
+                "RESERVED_FIELDS",
+                "SPEC_FIELDS",
+            ],
+        ),
     ],
 )
 def test_old_import_paths_keep_working(module: str, names: list[str]) -> None:
@@ -111,11 +136,12 @@ def test_old_import_paths_keep_working(module: str, names: list[str]) -> None:
 
 def test_settings_register_what_they_describe(tmp_path: Path) -> None:
     registry = StorageRegistry()
-    values: dict[str, Any] = {"backend": "local", "upload_dir": str(tmp_path / "u"),
-                              "backends": {"scratch": {"type": "memory"}}}
+    values: dict[str, Any] = {
+        "backend": "local",
+        "upload_dir": str(tmp_path / "u"),
+        "backends": {"scratch": {"type": "memory"}},
+    }
     StorageConfig(**values).register_backends(registry)
     other = StorageRegistry()
     StorageSettings(**values).register_backends(other)
-    assert registry.registered_backends() == other.registered_backends() == [
-        "default", "scratch"
-    ]
+    assert registry.registered_backends() == other.registered_backends() == ["default", "scratch"]

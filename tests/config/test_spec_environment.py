@@ -21,48 +21,62 @@ import os
 from storeroom import storages
 from storeroom.backends.obstore import ObstoreBackend
 
+
 def configure_storage_from_env():
     """Configure storage from environment variables."""
     storage_backend = os.environ.get("STORAGE_BACKEND", "local")
 
     if storage_backend == "s3":
-        storages.register_backend(ObstoreBackend(
-            key="default",
-            fs=f"s3://{os.environ['S3_BUCKET']}/",
-            aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
-            aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
-            aws_region=os.environ.get("AWS_REGION", "us-east-1"),
-        ))
+        storages.register_backend(
+            ObstoreBackend(
+                key="default",
+                fs=f"s3://{os.environ['S3_BUCKET']}/",
+                aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
+                aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+                aws_region=os.environ.get("AWS_REGION", "us-east-1"),
+            )
+        )
     elif storage_backend == "minio":
         # MinIO S3-compatible storage
-        storages.register_backend(ObstoreBackend(
-            key="default",
-            fs=f"s3://{os.environ['MINIO_BUCKET']}/",
-            aws_access_key_id=os.environ.get("MINIO_ACCESS_KEY"),
-            aws_secret_access_key=os.environ.get("MINIO_SECRET_KEY"),
-            aws_endpoint=os.environ.get("MINIO_ENDPOINT", "http://localhost:9000"),
-            aws_region=os.environ.get("MINIO_REGION", "us-east-1"),
-            aws_allow_http=True,  # MinIO local development
-        ))
+        storages.register_backend(
+            ObstoreBackend(
+                key="default",
+                fs=f"s3://{os.environ['MINIO_BUCKET']}/",
+                aws_access_key_id=os.environ.get("MINIO_ACCESS_KEY"),
+                aws_secret_access_key=os.environ.get("MINIO_SECRET_KEY"),
+                aws_endpoint=os.environ.get("MINIO_ENDPOINT", "http://localhost:9000"),
+                aws_region=os.environ.get("MINIO_REGION", "us-east-1"),
+                aws_allow_http=True,  # MinIO local development
+            )
+        )
     elif storage_backend == "gcs":
-        storages.register_backend(ObstoreBackend(
-            key="default",
-            fs=f"gs://{os.environ['GCS_BUCKET']}/",
-            google_service_account=os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"),
-        ))
+        storages.register_backend(
+            ObstoreBackend(
+                key="default",
+                fs=f"gs://{os.environ['GCS_BUCKET']}/",
+                google_service_account=os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"),
+            )
+        )
     elif storage_backend == "azure":
-        storages.register_backend(ObstoreBackend(
-            key="default",
-            fs=f"az://{os.environ['AZURE_CONTAINER']}/",
-            azure_storage_connection_string=os.environ.get("AZURE_STORAGE_CONNECTION_STRING"),
-        ))
+        storages.register_backend(
+            ObstoreBackend(
+                key="default",
+                fs=f"az://{os.environ['AZURE_CONTAINER']}/",
+                azure_storage_connection_string=os.environ.get("AZURE_STORAGE_CONNECTION_STRING"),
+            )
+        )
     else:  # local
         from storeroom.backends.fsspec import FSSpecBackend
-        storages.register_backend(FSSpecBackend(
-            key="default",
-            fs="file",
-            prefix=os.environ.get("UPLOAD_DIR", "/var/app/uploads"),
-        ))
+
+        storages.register_backend(
+            FSSpecBackend(
+                key="default",
+                fs="file",
+                prefix=os.environ.get("UPLOAD_DIR", "/var/app/uploads"),
+            )
+        )
+
+
 # --- end of specification ------------------------------------------------------------------
 
 CONFIGURE: dict[str, Callable[[], Any]] = {
@@ -74,8 +88,11 @@ both = pytest.mark.parametrize("configure", list(CONFIGURE.values()), ids=list(C
 
 def _s3_object(server: Any, bucket: str, key: str) -> bytes:
     client = boto3.client(
-        "s3", endpoint_url=server.endpoint, region_name=server.region,
-        aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key,
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name=server.region,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
     )
     body: bytes = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     return body
@@ -83,8 +100,11 @@ def _s3_object(server: Any, bucket: str, key: str) -> bytes:
 
 @both
 def test_s3_form_saves_into_the_bucket(
-    configure: Callable[[], Any], s3_env: Any, s3_bucket: str,
-    monkeypatch: pytest.MonkeyPatch, round_trip: Any,
+    configure: Callable[[], Any],
+    s3_env: Any,
+    s3_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    round_trip: Any,
 ) -> None:
     monkeypatch.setenv("STORAGE_BACKEND", "s3")
     monkeypatch.setenv("S3_BUCKET", s3_bucket)
@@ -95,8 +115,11 @@ def test_s3_form_saves_into_the_bucket(
 
 @both
 def test_minio_form_reaches_its_endpoint_over_http(
-    configure: Callable[[], Any], moto_server: Any, s3_bucket: str,
-    monkeypatch: pytest.MonkeyPatch, round_trip: Any,
+    configure: Callable[[], Any],
+    moto_server: Any,
+    s3_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    round_trip: Any,
 ) -> None:
     for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name, raising=False)
@@ -112,7 +135,9 @@ def test_minio_form_reaches_its_endpoint_over_http(
 
 @both
 def test_local_form_writes_into_upload_dir(
-    configure: Callable[[], Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[[], Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     round_trip: Any,
 ) -> None:
     monkeypatch.delenv("STORAGE_BACKEND", raising=False)
@@ -124,16 +149,25 @@ def test_local_form_writes_into_upload_dir(
 
 @both
 def test_gcs_form_registers_without_network(
-    configure: Callable[[], Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[[], Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     unused_port: int,
 ) -> None:
     # The service account points the store at a closed local port: registration succeeds
     # (nothing is contacted), the first real request fails.
     account = tmp_path / "service-account.json"
-    account.write_text(json.dumps({
-        "gcs_base_url": f"http://127.0.0.1:{unused_port}", "disable_oauth": True,
-        "client_email": "", "private_key": "", "private_key_id": "",
-    }))
+    account.write_text(
+        json.dumps(
+            {
+                "gcs_base_url": f"http://127.0.0.1:{unused_port}",
+                "disable_oauth": True,
+                "client_email": "",
+                "private_key": "",
+                "private_key_id": "",
+            }
+        )
+    )
     monkeypatch.setenv("STORAGE_BACKEND", "gcs")
     monkeypatch.setenv("GCS_BUCKET", "product-images")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(account))
@@ -143,8 +177,11 @@ def test_gcs_form_registers_without_network(
     assert (backend.kind, backend.location) == ("gcs", "gs://product-images/")
     # A store built with the same options (plus allow_http and no retries) does try the port.
     probe = _ObstoreBackend(
-        "probe", "gs://product-images/", google_service_account=str(account),
-        google_allow_http=True, retry_config={"max_retries": 0},
+        "probe",
+        "gs://product-images/",
+        google_service_account=str(account),
+        google_allow_http=True,
+        retry_config={"max_retries": 0},
     )
     with pytest.raises(BackendError, match=f"127.0.0.1:{unused_port}"):
         FileObject(backend=probe, filename="x.txt", content=b"x").save()
@@ -152,8 +189,10 @@ def test_gcs_form_registers_without_network(
 
 @both
 def test_azure_form_round_trips_through_azurite(
-    configure: Callable[[], Any], request: pytest.FixtureRequest,
-    monkeypatch: pytest.MonkeyPatch, round_trip: Any,
+    configure: Callable[[], Any],
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    round_trip: Any,
 ) -> None:
     server, container = azurite(request)
     monkeypatch.setenv("STORAGE_BACKEND", "azure")

@@ -21,19 +21,23 @@ toml = types.SimpleNamespace(load=lambda path: tomllib.loads(Path(path).read_tex
 # --- specification, "Configuration File" (imports changed) -----------------------------------
 from storeroom.backends.obstore import ObstoreBackend
 
+
 def configure_storage_from_file(config_path: str):
     """Configure storage from TOML file."""
     config = toml.load(config_path)
 
     for backend_config in config["storage"]["backends"]:
         if backend_config["type"] == "s3":
-            storages.register_backend(ObstoreBackend(
-                key=backend_config["key"],
-                fs=backend_config["bucket"],
-                aws_region=backend_config["region"],
-            ))
+            storages.register_backend(
+                ObstoreBackend(
+                    key=backend_config["key"],
+                    fs=backend_config["bucket"],
+                    aws_region=backend_config["region"],
+                )
+            )
 
-CONFIG_TOML = '''
+
+CONFIG_TOML = """
 # config.toml
 [storage]
 [[storage.backends]]
@@ -46,7 +50,7 @@ region = "us-west-2"
 key = "images"
 type = "gcs"
 bucket = "gs://company-images/"
-'''
+"""
 # --- end of specification ------------------------------------------------------------------
 
 
@@ -87,17 +91,19 @@ def test_spec_toml_parses_into_specs(config_toml: Path) -> None:
     assert (documents.key, documents.type, documents.region) == ("documents", "s3", "us-west-2")
     assert documents.location_url() == "s3://company-documents/"
     assert (images.key, images.type, images.location_url()) == (
-        "images", "gcs", "gs://company-images/"
+        "images",
+        "gcs",
+        "gs://company-images/",
     )
     assert documents.source == f"{config_toml}, storage.backends[0]"
 
 
 SAME_CONFIG = {
-    "json": '''{"storage": {"backends": [
+    "json": """{"storage": {"backends": [
         {"key": "documents", "type": "s3", "bucket": "company-documents",
          "region": "us-west-2", "prefix": "inbox"},
-        {"key": "scratch", "type": "local", "path": "./scratch"}]}}''',
-    "yaml": '''
+        {"key": "scratch", "type": "local", "path": "./scratch"}]}}""",
+    "yaml": """
 storage:
   backends:
     - key: documents
@@ -108,8 +114,8 @@ storage:
     - key: scratch
       type: local
       path: ./scratch
-''',
-    "toml": '''
+""",
+    "toml": """
 [[storage.backends]]
 key = "documents"
 type = "s3"
@@ -121,13 +127,17 @@ prefix = "inbox"
 key = "scratch"
 type = "local"
 path = "./scratch"
-''',
+""",
 }
 
 
 @pytest.mark.parametrize("fmt", list(SAME_CONFIG))
 def test_every_format_registers_working_backends(
-    fmt: str, tmp_path: Path, s3_env: Any, round_trip: Any, monkeypatch: pytest.MonkeyPatch,
+    fmt: str,
+    tmp_path: Path,
+    s3_env: Any,
+    round_trip: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     s3_env.create_bucket("company-documents")
     monkeypatch.chdir(tmp_path)

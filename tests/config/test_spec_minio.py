@@ -13,18 +13,19 @@ import pytest
 from storeroom.config import configure_from_env
 
 # --- specification, ".env" -------------------------------------------------------------------
-DOTENV = '''
+DOTENV = """
 # .env
 PUBLIC_STORAGE_URI=s3://public/
 PUBLIC_STORAGE_OPTIONS={"aws_access_key_id":"minioadmin","aws_secret_access_key":"minioadmin","aws_endpoint":"http://localhost:9000","aws_region":"us-east-1","aws_allow_http":true}
 
 PRIVATE_STORAGE_URI=s3://private/
 PRIVATE_STORAGE_OPTIONS={"aws_access_key_id":"minioadmin","aws_secret_access_key":"minioadmin","aws_endpoint":"http://localhost:9000","aws_region":"us-east-1","aws_allow_http":true}
-'''
+"""
 
 # --- specification, "Settings dataclass" -----------------------------------------------------
 from dataclasses import dataclass, field
 from typing import Any
+
 
 @dataclass
 class StorageSettings:
@@ -38,25 +39,33 @@ class StorageSettings:
     PRIVATE_STORAGE_URI: str = field(default="s3://private/")
     PRIVATE_STORAGE_OPTIONS: dict[str, Any] = field(default_factory=dict)
 
+
 # --- specification, "Backend registration" (imports changed) ---------------------------------
 from storeroom import storages
 from storeroom.backends.obstore import ObstoreBackend
 
+
 def configure_minio_storage(settings: StorageSettings):
     """Configure MinIO storage backends."""
     # Public storage
-    storages.register_backend(ObstoreBackend(
-        key=settings.PUBLIC_STORAGE_KEY,
-        fs=settings.PUBLIC_STORAGE_URI,
-        **settings.PUBLIC_STORAGE_OPTIONS
-    ))
+    storages.register_backend(
+        ObstoreBackend(
+            key=settings.PUBLIC_STORAGE_KEY,
+            fs=settings.PUBLIC_STORAGE_URI,
+            **settings.PUBLIC_STORAGE_OPTIONS,
+        )
+    )
 
     # Private storage
-    storages.register_backend(ObstoreBackend(
-        key=settings.PRIVATE_STORAGE_KEY,
-        fs=settings.PRIVATE_STORAGE_URI,
-        **settings.PRIVATE_STORAGE_OPTIONS
-    ))
+    storages.register_backend(
+        ObstoreBackend(
+            key=settings.PRIVATE_STORAGE_KEY,
+            fs=settings.PRIVATE_STORAGE_URI,
+            **settings.PRIVATE_STORAGE_OPTIONS,
+        )
+    )
+
+
 # --- end of specification ------------------------------------------------------------------
 
 
@@ -116,15 +125,17 @@ def test_production_minio_snippet_registers_without_network(
     MINIO_ACCESS_KEY = "production-access-key"  # Use secrets manager
     MINIO_SECRET_KEY = "production-secret-key"  # Use secrets manager
 
-    storages.register_backend(ObstoreBackend(
-        key="default",
-        fs="s3://production-bucket/",
-        aws_access_key_id=MINIO_ACCESS_KEY,
-        aws_secret_access_key=MINIO_SECRET_KEY,
-        aws_endpoint=MINIO_ENDPOINT,
-        aws_region="us-east-1",
-        aws_allow_http=False,  # HTTPS in production
-    ))
+    storages.register_backend(
+        ObstoreBackend(
+            key="default",
+            fs="s3://production-bucket/",
+            aws_access_key_id=MINIO_ACCESS_KEY,
+            aws_secret_access_key=MINIO_SECRET_KEY,
+            aws_endpoint=MINIO_ENDPOINT,
+            aws_region="us-east-1",
+            aws_allow_http=False,  # HTTPS in production
+        )
+    )
     # --- end of specification ---
     backend = storages.get_backend("default")
     assert backend.location == "s3://production-bucket/"

@@ -19,60 +19,79 @@ from storeroom import storages
 from storeroom.backends.obstore import ObstoreBackend
 from storeroom.backends.fsspec import FSSpecBackend
 
+
 def configure_multiple_backends():
     """Configure different backends for different use cases."""
     # User uploads on S3
-    storages.register_backend(ObstoreBackend(
-        key="user-uploads",
-        fs="s3://user-uploads/",
-        aws_region="us-west-2",
-    ))
+    storages.register_backend(
+        ObstoreBackend(
+            key="user-uploads",
+            fs="s3://user-uploads/",
+            aws_region="us-west-2",
+        )
+    )
 
     # Product images on GCS
-    storages.register_backend(ObstoreBackend(
-        key="product-images",
-        fs="gs://product-images/",
-    ))
+    storages.register_backend(
+        ObstoreBackend(
+            key="product-images",
+            fs="gs://product-images/",
+        )
+    )
 
     # Documents on Azure
-    storages.register_backend(ObstoreBackend(
-        key="documents",
-        fs="az://documents/",
-        azure_storage_connection_string=os.environ["AZURE_STORAGE_CONNECTION_STRING"],
-    ))
+    storages.register_backend(
+        ObstoreBackend(
+            key="documents",
+            fs="az://documents/",
+            azure_storage_connection_string=os.environ["AZURE_STORAGE_CONNECTION_STRING"],
+        )
+    )
 
     # Temporary files locally
-    storages.register_backend(FSSpecBackend(
-        key="temp",
-        fs="file",
-        prefix="/tmp/uploads",
-    ))
+    storages.register_backend(
+        FSSpecBackend(
+            key="temp",
+            fs="file",
+            prefix="/tmp/uploads",
+        )
+    )
+
 
 # --- specification, "Backend per Environment" ------------------------------------------------
 def configure_environment_backends(environment: str):
     """Configure backends based on environment."""
     if environment == "production":
         # Production: cloud storage
-        storages.register_backend(ObstoreBackend(
-            key="default",
-            fs="s3://production-uploads/",
-            aws_region="us-west-2",
-        ))
+        storages.register_backend(
+            ObstoreBackend(
+                key="default",
+                fs="s3://production-uploads/",
+                aws_region="us-west-2",
+            )
+        )
     elif environment == "staging":
         # Staging: separate bucket
-        storages.register_backend(ObstoreBackend(
-            key="default",
-            fs="s3://staging-uploads/",
-            aws_region="us-west-2",
-        ))
+        storages.register_backend(
+            ObstoreBackend(
+                key="default",
+                fs="s3://staging-uploads/",
+                aws_region="us-west-2",
+            )
+        )
     else:
         # Development/testing: local storage
         from storeroom.backends.fsspec import FSSpecBackend
-        storages.register_backend(FSSpecBackend(
-            key="default",
-            fs="file",
-            prefix="/tmp/dev-uploads",
-        ))
+
+        storages.register_backend(
+            FSSpecBackend(
+                key="default",
+                fs="file",
+                prefix="/tmp/dev-uploads",
+            )
+        )
+
+
 # --- end of specification ------------------------------------------------------------------
 
 # A fake account for the registration-only case; Azurite's well-known development key.
@@ -110,16 +129,17 @@ def scratch_dirs() -> Any:
 
 
 def test_backend_per_use_case(
-    s3_env: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
-    round_trip: Any, scratch_dirs: None,
+    s3_env: Any,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    round_trip: Any,
+    scratch_dirs: None,
 ) -> None:
     s3_env.create_bucket("user-uploads")
     azurite = _azure_connection_string(request)
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite or FAKE_AZURE)
     configure_multiple_backends()
-    assert storages.registered_backends() == [
-        "documents", "product-images", "temp", "user-uploads"
-    ]
+    assert storages.registered_backends() == ["documents", "product-images", "temp", "user-uploads"]
     round_trip("user-uploads")
     temp = round_trip("temp")
     assert (Path("/tmp/uploads") / temp.path).read_bytes() == temp.get_content()
@@ -179,13 +199,11 @@ def test_backend_per_use_case_as_a_file(
     s3_env.create_bucket("user-uploads")
     azurite = _azure_connection_string(request)
     path = tmp_path / "storage.toml"
-    path.write_text(USE_CASES_TOML.format(
-        connection_string=azurite or FAKE_AZURE, temp=tmp_path / "temp"
-    ))
+    path.write_text(
+        USE_CASES_TOML.format(connection_string=azurite or FAKE_AZURE, temp=tmp_path / "temp")
+    )
     configure_from_file(path)
-    assert storages.registered_backends() == [
-        "documents", "product-images", "temp", "user-uploads"
-    ]
+    assert storages.registered_backends() == ["documents", "product-images", "temp", "user-uploads"]
     round_trip("user-uploads")
     round_trip("temp")
     if azurite:

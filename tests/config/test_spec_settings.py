@@ -35,24 +35,33 @@ with warnings.catch_warnings():
         class Config:
             env_prefix = "STORAGE_"
 
+
 def configure_storage(settings: StorageSettings):
     """Configure storage from Pydantic settings."""
     if settings.backend == "s3":
         from storeroom.backends.obstore import ObstoreBackend
-        storages.register_backend(ObstoreBackend(
-            key="default",
-            fs=f"s3://{settings.s3_bucket}/",
-            aws_access_key_id=settings.aws_access_key_id,
-            aws_secret_access_key=settings.aws_secret_access_key,
-            aws_region=settings.s3_region,
-        ))
+
+        storages.register_backend(
+            ObstoreBackend(
+                key="default",
+                fs=f"s3://{settings.s3_bucket}/",
+                aws_access_key_id=settings.aws_access_key_id,
+                aws_secret_access_key=settings.aws_secret_access_key,
+                aws_region=settings.s3_region,
+            )
+        )
     else:
         from storeroom.backends.fsspec import FSSpecBackend
-        storages.register_backend(FSSpecBackend(
-            key="default",
-            fs="file",
-            prefix=settings.upload_dir,
-        ))
+
+        storages.register_backend(
+            FSSpecBackend(
+                key="default",
+                fs="file",
+                prefix=settings.upload_dir,
+            )
+        )
+
+
 # --- end of specification ------------------------------------------------------------------
 
 
@@ -86,8 +95,8 @@ def test_spec_settings_register_local(
 def test_storeroom_settings_read_the_same_variables(
     settings_class: Any, s3_settings_env: str, round_trip: Any
 ) -> None:
-    settings = StoreroomSettings() if settings_class is StoreroomSettings else (
-        StorageConfig.from_env()
+    settings = (
+        StoreroomSettings() if settings_class is StoreroomSettings else (StorageConfig.from_env())
     )
     backends = settings.register_backends()
     assert [b.location for b in backends] == [f"s3://{s3_settings_env}/"]
@@ -96,16 +105,21 @@ def test_storeroom_settings_read_the_same_variables(
 
 @pytest.mark.parametrize("settings_class", [StoreroomSettings, StorageConfig])
 def test_storeroom_settings_register_named_backends(
-    settings_class: Any, s3_env: Any, s3_bucket: str, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, round_trip: Any, registry: Any,
+    settings_class: Any,
+    s3_env: Any,
+    s3_bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    round_trip: Any,
+    registry: Any,
 ) -> None:
     monkeypatch.setenv(
         "STORAGE_BACKENDS",
         f'{{"uploads": {{"url": "s3://{s3_bucket}/uploads"}}, '
         f'"scratch": {{"type": "local", "path": "{tmp_path}", "default": true}}}}',
     )
-    settings = settings_class() if settings_class is StoreroomSettings else (
-        StorageConfig.from_env()
+    settings = (
+        settings_class() if settings_class is StoreroomSettings else (StorageConfig.from_env())
     )
     settings.register_backends(registry)
     assert registry.registered_backends() == ["scratch", "uploads"]
@@ -130,7 +144,9 @@ SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 @pytest.mark.parametrize("settings_class", [StoreroomSettings, StorageConfig])
 def test_settings_repr_masks_secrets(settings_class: Any) -> None:
     settings = settings_class(
-        backend="s3", s3_bucket="bkt", aws_access_key_id="AKIDEXAMPLE",
+        backend="s3",
+        s3_bucket="bkt",
+        aws_access_key_id="AKIDEXAMPLE",
         aws_secret_access_key=SECRET,
         backends={"other": {"url": "s3://other/", "aws_secret_access_key": SECRET}},
     )

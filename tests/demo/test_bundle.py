@@ -17,11 +17,23 @@ def test_committed_bundle_is_current(tmp_path: Path) -> None:
         require_service("esbuild", "node_modules is not installed (npm ci)")
     out = tmp_path / "uploader.js"
     subprocess.run(
-        [str(esbuild), "frontend/demo-uploader.js", "--bundle", "--minify", "--format=iife",
-         "--target=es2020", "--legal-comments=none", f"--outfile={out}"],
-        cwd=ROOT, check=True, capture_output=True, timeout=120)
+        [
+            str(esbuild),
+            "frontend/demo-uploader.js",
+            "--bundle",
+            "--minify",
+            "--format=iife",
+            "--target=es2020",
+            "--legal-comments=none",
+            f"--outfile={out}",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     committed = ROOT / "src" / "storeroom" / "demo" / "static" / "uploader.js"
     assert out.read_bytes() == committed.read_bytes(), "run `npm run build:demo` and commit"
     # Nothing at page load comes from elsewhere: the page loads only its own bundle.
     page = (ROOT / "src" / "storeroom" / "demo" / "page.html").read_text()
-    assert "https://" not in page and "<script src=\"/static/uploader.js\">" in page
+    assert "https://" not in page and '<script src="/static/uploader.js">' in page

@@ -21,8 +21,13 @@ from tests.servers import free_port, require_service, wait_for_port
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -30,12 +35,23 @@ CHROMIUM_FLAGS = [
 def demo(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     port = free_port()
     data = tmp_path / "data"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("STORAGE__", "STORAGE_BACKEND", "DATABASE_URL"))}
-    env.update(DEMO_PORT=str(port), DEMO_DATA_DIR=str(data), DEMO_MAX_UPLOAD_MB="8",
-               PYTHONPATH=f"{ROOT}/src")
-    process = subprocess.Popen([sys.executable, "-m", "storeroom.demo"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("STORAGE__", "STORAGE_BACKEND", "DATABASE_URL"))
+    }
+    env.update(
+        DEMO_PORT=str(port),
+        DEMO_DATA_DIR=str(data),
+        DEMO_MAX_UPLOAD_MB="8",
+        PYTHONPATH=f"{ROOT}/src",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "storeroom.demo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         if not wait_for_port(port, 30, alive=process):
             pytest.fail(f"demo did not start: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]

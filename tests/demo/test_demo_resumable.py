@@ -39,19 +39,32 @@ def big_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 def _start_demo(data: Path, extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("STORAGE__", "STORAGE_BACKEND", "DATABASE_URL"))}
-    env.update(DEMO_PORT=str(port), DEMO_DATA_DIR=str(data), DEMO_MAX_UPLOAD_MB="256",
-               PYTHONPATH=f"{ROOT}/src", **extra)
-    process = subprocess.Popen([sys.executable, "-m", "storeroom.demo"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("STORAGE__", "STORAGE_BACKEND", "DATABASE_URL"))
+    }
+    env.update(
+        DEMO_PORT=str(port),
+        DEMO_DATA_DIR=str(data),
+        DEMO_MAX_UPLOAD_MB="256",
+        PYTHONPATH=f"{ROOT}/src",
+        **extra,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "storeroom.demo"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     if not wait_for_port(port, 30, alive=process):
         pytest.fail(f"demo did not start: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
     return process, f"http://127.0.0.1:{port}"
 
 
-def _upload_with_a_cut(url: str, upload: Path, is_upload_request: Any,
-                       extra_flags: list[str]) -> dict[str, Any]:
+def _upload_with_a_cut(
+    url: str, upload: Path, is_upload_request: Any, extra_flags: list[str]
+) -> dict[str, Any]:
     """Upload through the page, aborting the third upload request.
 
     Returns how many upload requests were made and every request after the cut.
@@ -64,8 +77,9 @@ def _upload_with_a_cut(url: str, upload: Path, is_upload_request: Any,
         require_service("Chromium", "install Debian's chromium package (make venv does)")
     seen: dict[str, Any] = {"requests": 0, "aborted": 0, "after": []}
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM,
-                                             args=CHROMIUM_FLAGS + extra_flags)
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_FLAGS + extra_flags
+        )
         page = browser.new_page()
 
         def cut(route: Route) -> None:
@@ -99,21 +113,18 @@ def test_resumable_upload_to_local_disk(tmp_path: Path, big_file: tuple[Path, st
     process, url = _start_demo(tmp_path / "data", {})
     seen: dict[str, Any] = {}
     try:
-        seen = _upload_with_a_cut(url, upload,
-                                  lambda request: request.method == "PATCH", [])
+        seen = _upload_with_a_cut(url, upload, lambda request: request.method == "PATCH", [])
     finally:
         process.terminate()
         process.wait(timeout=10)
-    stored = [p for p in (tmp_path / "data" / "uploads" / "team_file").rglob("*")
-              if p.is_file()]
+    stored = [p for p in (tmp_path / "data" / "uploads" / "team_file").rglob("*") if p.is_file()]
     assert len(stored) == 1
     found = hashlib.sha256()
     with stored[0].open("rb") as handle:
         while block := handle.read(2**20):
             found.update(block)
     assert found.hexdigest() == digest
-    leftovers = [p for p in (tmp_path / "data" / "uploads" / "_uploads").rglob("*")
-                 if p.is_file()]
+    leftovers = [p for p in (tmp_path / "data" / "uploads" / "_uploads").rglob("*") if p.is_file()]
     assert leftovers == []  # the tus parts were assembled and removed
     # After the cut the client asked where to resume (HEAD), and no chunk went twice: one
     # PATCH per 16 MiB chunk plus the one cut off.
@@ -121,8 +132,7 @@ def test_resumable_upload_to_local_disk(tmp_path: Path, big_file: tuple[Path, st
     assert seen["requests"] == -(-SIZE // CHUNK) + 1
 
 
-def test_upload_resumes_after_a_page_reload(tmp_path: Path,
-                                          big_file: tuple[Path, str]) -> None:
+def test_upload_resumes_after_a_page_reload(tmp_path: Path, big_file: tuple[Path, str]) -> None:
     """Reload the page mid-upload, choose the same file again: it carries on (tus)."""
     try:
         from playwright.sync_api import Request, sync_playwright
@@ -146,25 +156,24 @@ def test_upload_resumes_after_a_page_reload(tmp_path: Path,
             page.goto(url)
             page.set_input_files("#file", str(upload))
             page.click("#upload")
-            page.wait_for_function("document.getElementById('progress').value >= 40",
-                                   timeout=120_000)
+            page.wait_for_function(
+                "document.getElementById('progress').value >= 40", timeout=120_000
+            )
             page.reload()  # the upload in flight is lost with the page
             page.wait_for_selector("text=No files yet.")
             sent_before = patches.count("PATCH")
             page.set_input_files("#file", str(upload))
             page.click("#upload")
-            page.wait_for_selector(f"#message.ok >> text={upload.name} uploaded.",
-                                   timeout=240_000)
+            page.wait_for_selector(f"#message.ok >> text={upload.name} uploaded.", timeout=240_000)
             browser.close()
     finally:
         process.terminate()
         process.wait(timeout=10)
     chunks = -(-SIZE // CHUNK)
     # The second page asked where to resume and sent only the rest.
-    assert "HEAD" in patches[patches.index("PATCH"):]
+    assert "HEAD" in patches[patches.index("PATCH") :]
     assert patches.count("PATCH") - sent_before < chunks
-    stored = [p for p in (tmp_path / "data" / "uploads" / "team_file").rglob("*")
-              if p.is_file()]
+    stored = [p for p in (tmp_path / "data" / "uploads" / "team_file").rglob("*") if p.is_file()]
     found = hashlib.sha256()
     with stored[0].open("rb") as handle:
         while block := handle.read(2**20):
@@ -173,29 +182,46 @@ def test_upload_resumes_after_a_page_reload(tmp_path: Path,
 
 
 @pytest.mark.s3
-def test_resumable_upload_to_s3(tmp_path: Path, big_file: tuple[Path, str],
-                                moto_server: Any, s3_bucket: str) -> None:
+def test_resumable_upload_to_s3(
+    tmp_path: Path, big_file: tuple[Path, str], moto_server: Any, s3_bucket: str
+) -> None:
     upload, digest = big_file
     seen: dict[str, Any] = {}
     client = moto_server.client()
-    process, url = _start_demo(tmp_path / "data", {
-        "STORAGE__PRIVATE__URL": f"s3://{s3_bucket}",
-        "STORAGE__PRIVATE__AWS_ACCESS_KEY_ID": moto_server.access_key,
-        "STORAGE__PRIVATE__AWS_SECRET_ACCESS_KEY": moto_server.secret_key,
-        "STORAGE__PRIVATE__AWS_ENDPOINT": moto_server.endpoint,
-        "STORAGE__PRIVATE__AWS_REGION": moto_server.region,
-        "STORAGE__PRIVATE__AWS_ALLOW_HTTP": "true",
-    })
+    process, url = _start_demo(
+        tmp_path / "data",
+        {
+            "STORAGE__PRIVATE__URL": f"s3://{s3_bucket}",
+            "STORAGE__PRIVATE__AWS_ACCESS_KEY_ID": moto_server.access_key,
+            "STORAGE__PRIVATE__AWS_SECRET_ACCESS_KEY": moto_server.secret_key,
+            "STORAGE__PRIVATE__AWS_ENDPOINT": moto_server.endpoint,
+            "STORAGE__PRIVATE__AWS_REGION": moto_server.region,
+            "STORAGE__PRIVATE__AWS_ALLOW_HTTP": "true",
+        },
+    )
     try:
         # The bucket lives on another origin: the browser needs its CORS rules (ETag exposed
         # for the parts), as a real bucket would.
-        client.put_bucket_cors(Bucket=s3_bucket, CORSConfiguration={"CORSRules": [{
-            "AllowedOrigins": [url], "AllowedMethods": ["PUT", "GET"],
-            "AllowedHeaders": ["*"], "ExposeHeaders": ["ETag"]}]})
+        client.put_bucket_cors(
+            Bucket=s3_bucket,
+            CORSConfiguration={
+                "CORSRules": [
+                    {
+                        "AllowedOrigins": [url],
+                        "AllowedMethods": ["PUT", "GET"],
+                        "AllowedHeaders": ["*"],
+                        "ExposeHeaders": ["ETag"],
+                    }
+                ]
+            },
+        )
         endpoint = moto_server.endpoint
         seen = _upload_with_a_cut(
-            url, upload,
-            lambda request: request.method == "PUT" and request.url.startswith(endpoint), [])
+            url,
+            upload,
+            lambda request: request.method == "PUT" and request.url.startswith(endpoint),
+            [],
+        )
     finally:
         process.terminate()
         process.wait(timeout=10)

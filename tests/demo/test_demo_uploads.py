@@ -27,15 +27,26 @@ class Demo:
         self.data = data
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("STORAGE__", "STORAGE_BACKEND", "DATABASE_URL"))}
-        self.env.update(DEMO_PORT=str(self.port), DEMO_DATA_DIR=str(data),
-                        DEMO_MAX_UPLOAD_MB="1", PYTHONPATH=f"{ROOT}/src")
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("STORAGE__", "STORAGE_BACKEND", "DATABASE_URL"))
+        }
+        self.env.update(
+            DEMO_PORT=str(self.port),
+            DEMO_DATA_DIR=str(data),
+            DEMO_MAX_UPLOAD_MB="1",
+            PYTHONPATH=f"{ROOT}/src",
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "storeroom.demo"], env=self.env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "storeroom.demo"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         if not wait_for_port(self.port, 30, alive=self.process):
             pytest.fail(f"demo did not start: {self.process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
 
@@ -46,14 +57,17 @@ class Demo:
             self.process = None
 
     def start_upload(self, name: str, data: bytes, content_type: str) -> dict[str, Any]:
-        reply = httpx.post(f"{self.url}/api/uploads", json={
-            "name": name, "size": len(data), "content_type": content_type})
+        reply = httpx.post(
+            f"{self.url}/api/uploads",
+            json={"name": name, "size": len(data), "content_type": content_type},
+        )
         assert reply.status_code == 201, reply.text
         return dict(reply.json())
 
     def put(self, target: dict[str, Any], data: bytes) -> int:
-        return httpx.request(target["method"], target["upload_url"], content=data,
-                             headers=target["headers"]).status_code
+        return httpx.request(
+            target["method"], target["upload_url"], content=data, headers=target["headers"]
+        ).status_code
 
     def complete(self, target: dict[str, Any]) -> httpx.Response:
         return httpx.post(f"{self.url}/api/uploads/{target['upload_id']}/complete")
@@ -87,8 +101,12 @@ def test_replayed_upload_and_second_completion_are_refused(demo: Demo) -> None:
     # expiry sweep (which `storeroom gc` runs) removes it.
     demo.put(target, PNG)
     demo.stop()
-    sweep = subprocess.run([sys.executable, "-c", _SWEEP, str(demo.data)], env=demo.env,
-                           capture_output=True, timeout=120)
+    sweep = subprocess.run(
+        [sys.executable, "-c", _SWEEP, str(demo.data)],
+        env=demo.env,
+        capture_output=True,
+        timeout=120,
+    )
     assert sweep.stdout.strip() == b"1", sweep.stderr.decode()
     assert demo.stored() == []
 

@@ -115,8 +115,9 @@ def _page_namespace(page: Page, run: int = 1) -> Iterator[dict[str, object]]:
         root.handlers[:] = saved_logging[1]
 
 
-def _with_services(page: Page, request: pytest.FixtureRequest,
-                   monkeypatch: pytest.MonkeyPatch) -> None:
+def _with_services(
+    page: Page, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if "s3" in page.requires:
         server = request.getfixturevalue("moto_server")
         for name in page.buckets:
@@ -157,14 +158,23 @@ def test_page_examples_run(
 # Pages whose every block runs on its own (a reader copies any one of them into a file).
 # README.md must stay in this set; add a page once its blocks stop depending on each other.
 SELF_CONTAINED = {"README.md", "getting-started.md", "serialization.md", "alembic.md"}
-ALONE = [(page, line, code) for page in PAGES if page.path.name in SELF_CONTAINED
-         for line, code in page.blocks]
+ALONE = [
+    (page, line, code)
+    for page in PAGES
+    if page.path.name in SELF_CONTAINED
+    for line, code in page.blocks
+]
 
 
-@pytest.mark.parametrize(("page", "line", "code"), ALONE,
-                         ids=[f"{page.path.name}:{line}" for page, line, _ in ALONE])
+@pytest.mark.parametrize(
+    ("page", "line", "code"), ALONE, ids=[f"{page.path.name}:{line}" for page, line, _ in ALONE]
+)
 def test_block_runs_on_its_own_twice(
-    page: Page, line: int, code: str, request: pytest.FixtureRequest, tmp_path: Path,
+    page: Page,
+    line: int,
+    code: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """One block alone in a fresh namespace, run, then run again in the same folder."""
@@ -186,4 +196,3 @@ def test_readme_links_every_docs_page() -> None:
 def test_every_page_has_a_title() -> None:
     for path in [DOCS.parent / "README.md", *DOCS.glob("**/*.md")]:
         assert path.read_text().startswith("# "), f"{path.name} must start with a '# ' title"
-

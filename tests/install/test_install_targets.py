@@ -30,24 +30,35 @@ BLOCK = re.compile(r"(?P<marker><!--\s*skip:[^>]*-->\s*\n)?```python\n(?P<code>.
 pytestmark = pytest.mark.slow
 
 
-def _run(*args: str | Path, cwd: Path | None = None, timeout: float = 600,
-         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+def _run(
+    *args: str | Path,
+    cwd: Path | None = None,
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def _clean_env() -> dict[str, str]:
     """The environment without this checkout or the test virtualenv on the path."""
-    return {k: v for k, v in os.environ.items()
-            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    return {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+    }
 
 
 def _pip(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    done = _run(sys.executable, "-m", "pip", "--disable-pip-version-check", *args,
-                env=_clean_env())
-    if done.returncode != 0 and any(s in done.stderr for s in (
-            "Could not fetch", "NewConnectionError", "Temporary failure in name resolution",
-            "No matching distribution found for hatchling")):
+    done = _run(sys.executable, "-m", "pip", "--disable-pip-version-check", *args, env=_clean_env())
+    if done.returncode != 0 and any(
+        s in done.stderr
+        for s in (
+            "Could not fetch",
+            "NewConnectionError",
+            "Temporary failure in name resolution",
+            "No matching distribution found for hatchling",
+        )
+    ):
         require_service("PyPI", done.stderr.strip().splitlines()[-1])
     assert done.returncode == 0, done.stdout + done.stderr
     return done
@@ -75,10 +86,13 @@ def _venv(tmp_path_factory: pytest.TempPathFactory, name: str, requirement: str)
 def venvs(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One virtualenv per target ("base", "demo", each extra), built three at a time."""
     targets = {"base": f"storeroom @ {wheel.as_uri()}"} | {
-        extra: f"storeroom[{extra}] @ {wheel.as_uri()}" for extra in ["demo", *EXTRA_PROGRAMS]}
+        extra: f"storeroom[{extra}] @ {wheel.as_uri()}" for extra in ["demo", *EXTRA_PROGRAMS]
+    }
     with ThreadPoolExecutor(max_workers=3) as pool:
-        built = {name: pool.submit(_venv, tmp_path_factory, name, requirement)
-                 for name, requirement in targets.items()}
+        built = {
+            name: pool.submit(_venv, tmp_path_factory, name, requirement)
+            for name, requirement in targets.items()
+        }
         return {name: future.result() for name, future in built.items()}
 
 
@@ -94,25 +108,38 @@ def demo_python(venvs: dict[str, Path]) -> Path:
 
 def _readme_blocks() -> list[tuple[int, str]]:
     text = (ROOT / "README.md").read_text()
-    return [(text[: m.start("code")].count("\n") + 1, m.group("code"))
-            for m in BLOCK.finditer(text) if not m.group("marker")]
+    return [
+        (text[: m.start("code")].count("\n") + 1, m.group("code"))
+        for m in BLOCK.finditer(text)
+        if not m.group("marker")
+    ]
 
 
 def test_base_install_is_only_the_base_package(base_python: Path) -> None:
-    probe = _run(base_python, "-I", "-c", "import importlib.util as u, storeroom, sys; "
-                 "print(storeroom.__file__); "
-                 "print([m for m in ('pytest', 'litestar', 'pydantic', 'click', 'aiosqlite') "
-                 "if u.find_spec(m)])", env=_clean_env())
+    probe = _run(
+        base_python,
+        "-I",
+        "-c",
+        "import importlib.util as u, storeroom, sys; "
+        "print(storeroom.__file__); "
+        "print([m for m in ('pytest', 'litestar', 'pydantic', 'click', 'aiosqlite') "
+        "if u.find_spec(m)])",
+        env=_clean_env(),
+    )
     assert probe.returncode == 0, probe.stderr
     location, extras = probe.stdout.splitlines()
     assert str(base_python.parents[1]) in location  # the installed copy, not this checkout
     assert extras == "[]"
 
 
-@pytest.mark.parametrize("line", [line for line, _ in _readme_blocks()],
-                         ids=[f"README.md:{line}" for line, _ in _readme_blocks()])
-def test_readme_blocks_run_on_the_base_install(base_python: Path, tmp_path: Path,
-                                               line: int) -> None:
+@pytest.mark.parametrize(
+    "line",
+    [line for line, _ in _readme_blocks()],
+    ids=[f"README.md:{line}" for line, _ in _readme_blocks()],
+)
+def test_readme_blocks_run_on_the_base_install(
+    base_python: Path, tmp_path: Path, line: int
+) -> None:
     script = tmp_path / f"readme_{line}.py"
     script.write_text(dict(_readme_blocks())[line])
     for run in (1, 2):
@@ -124,8 +151,13 @@ def test_readme_blocks_run_on_the_base_install(base_python: Path, tmp_path: Path
 def demo_server(demo_python: Path, tmp_path: Path) -> Iterator[int]:
     port = free_port()
     env = {**_clean_env(), "DEMO_PORT": str(port), "DEMO_DATA_DIR": str(tmp_path / "data")}
-    process = subprocess.Popen([str(demo_python), "-I", "-m", "storeroom.demo"], cwd=tmp_path,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(demo_python), "-I", "-m", "storeroom.demo"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         if not wait_for_port(port, 60, alive=process):
             stop_process(process)
@@ -192,6 +224,7 @@ from storeroom.orm.alembic import render_item
 def test_each_extra_is_enough_for_its_integration(
     extra: str, venvs: dict[str, Path], tmp_path: Path
 ) -> None:
-    done = _run(venvs[extra], "-I", "-c", EXTRA_PROGRAMS[extra], cwd=tmp_path, env=_clean_env(),
-                timeout=120)
+    done = _run(
+        venvs[extra], "-I", "-c", EXTRA_PROGRAMS[extra], cwd=tmp_path, env=_clean_env(), timeout=120
+    )
     assert done.returncode == 0, done.stdout + done.stderr

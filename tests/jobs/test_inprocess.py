@@ -34,7 +34,9 @@ def test_handler_for_unknown_name_names_the_registered_ones() -> None:
     def known(payload: Mapping[str, Any]) -> None:
         pass
 
-    with pytest.raises(UnknownJob, match=r"no handler for job 'tests.jobs.nope'.*'tests.jobs.known'"):
+    with pytest.raises(
+        UnknownJob, match=r"no handler for job 'tests.jobs.nope'.*'tests.jobs.known'"
+    ):
         handler_for("tests.jobs.nope")
     assert handler_for("tests.jobs.known") is known
 

@@ -77,9 +77,21 @@ class Run:
             "STOREROOM_JOBS_TEST_REDIS": REDIS_URL,
         }
         process = subprocess.Popen(
-            [sys.executable, "-m", "storeroom.jobs.saq", "--url", self.url, "--name", self.name,
-             "--import", "tests.jobs.saq_handlers", "--concurrency", str(concurrency),
-             "--sweep", "1"],
+            [
+                sys.executable,
+                "-m",
+                "storeroom.jobs.saq",
+                "--url",
+                self.url,
+                "--name",
+                self.name,
+                "--import",
+                "tests.jobs.saq_handlers",
+                "--concurrency",
+                str(concurrency),
+                "--sweep",
+                "1",
+            ],
             env=env,
         )
         self.workers.append(process)
@@ -97,8 +109,14 @@ class Run:
             if condition():
                 return
             for worker in self.workers:
-                if worker.returncode is None and worker.poll() is not None and worker.returncode != -9:
-                    pytest.fail(f"a worker exited with {worker.returncode} while waiting for {what}")
+                if (
+                    worker.returncode is None
+                    and worker.poll() is not None
+                    and worker.returncode != -9
+                ):
+                    pytest.fail(
+                        f"a worker exited with {worker.returncode} while waiting for {what}"
+                    )
             time.sleep(0.05)
         pytest.fail(f"timed out after {seconds} s waiting for {what}; done: {sorted(self.done())}")
 
@@ -161,8 +179,9 @@ def test_jobs_run_on_workers_and_failures_are_retried(run: Run) -> None:
     queue = make_queue(run, retry_delay=0.05)
     try:
         for number in range(10):
-            queue.enqueue("test.record", {"n": number, "prefix": run.prefix,
-                                          "fail_first": number % 3 == 0})
+            queue.enqueue(
+                "test.record", {"n": number, "prefix": run.prefix, "fail_first": number % 3 == 0}
+            )
         assert not queue.drain(timeout=0)  # no worker yet: nothing can have finished
         run.start_worker()
         assert queue.drain(timeout=60)
@@ -212,8 +231,9 @@ def test_worker_killed_mid_job_loses_nothing(run: Run) -> None:
         for number in range(1, total):
             queue.enqueue("test.record", {"n": number, "prefix": run.prefix, "sleep": 0.05})
         first, second = run.start_worker(), run.start_worker()
-        run.wait_for(lambda: run.client.get(f"{run.prefix}:holding") is not None, 60,
-                     "job 0 to start")
+        run.wait_for(
+            lambda: run.client.get(f"{run.prefix}:holding") is not None, 60, "job 0 to start"
+        )
         holder = int(run.client.get(f"{run.prefix}:holding"))
         victim = first if first.pid == holder else second
         survivor = second if victim is first else first

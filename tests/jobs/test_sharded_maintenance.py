@@ -84,16 +84,31 @@ class Setup:
         from tests.cli.models import Document, UUIDAuditBase
 
         local = storages.register_backend(
-            ObstoreBackend("local", f"file://{self.tmp}/local"), overwrite=True)
+            ObstoreBackend("local", f"file://{self.tmp}/local"), overwrite=True
+        )
         engine = create_engine(self.database)
         UUIDAuditBase.metadata.create_all(engine, tables=[Document.__table__])
         with Session(engine) as session:
-            session.add_all([Document(name=f"d{i}", file=FileObject(
-                filename=f"f{i}.txt", content=f"file {i} ".encode() * 20))
-                for i in range(files)])
-            session.add_all([Document(name=f"gone{i}", file=FileObject(
-                backend="local", filename="gone.txt", path=f"never/{i}.txt", size=3))
-                for i in range(2)])
+            session.add_all(
+                [
+                    Document(
+                        name=f"d{i}",
+                        file=FileObject(filename=f"f{i}.txt", content=f"file {i} ".encode() * 20),
+                    )
+                    for i in range(files)
+                ]
+            )
+            session.add_all(
+                [
+                    Document(
+                        name=f"gone{i}",
+                        file=FileObject(
+                            backend="local", filename="gone.txt", path=f"never/{i}.txt", size=3
+                        ),
+                    )
+                    for i in range(2)
+                ]
+            )
             session.commit()
         for i in range(3):
             local.put(f"stray/orphan-{i}.bin", b"nobody")
@@ -102,15 +117,35 @@ class Setup:
 
     def worker(self) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            [sys.executable, "-m", "storeroom.jobs.saq", "--url", REDIS_URL, "--name",
-             self.queue, "--import", "storeroom.jobs.maintenance", "--concurrency", "1",
-             "--sweep", "1"], env=self.env, cwd=self.tmp)
+            [
+                sys.executable,
+                "-m",
+                "storeroom.jobs.saq",
+                "--url",
+                REDIS_URL,
+                "--name",
+                self.queue,
+                "--import",
+                "storeroom.jobs.maintenance",
+                "--concurrency",
+                "1",
+                "--sweep",
+                "1",
+            ],
+            env=self.env,
+            cwd=self.tmp,
+        )
         self.workers.append(process)
         return process
 
     def storeroom(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([sys.executable, "-m", "storeroom.cli", *args], env=self.env,
-                              cwd=self.tmp, capture_output=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "storeroom.cli", *args],
+            env=self.env,
+            cwd=self.tmp,
+            capture_output=True,
+            timeout=timeout,
+        )
 
     def sharded(self, *args: str) -> list[str]:
         return [*args, "--shards", "4", "--queue-name", self.queue]
@@ -149,16 +184,18 @@ def test_sharded_verify_and_gc_on_two_workers_match_one_process(
     assert single.returncode == 1, single.stderr.decode()
     setup.worker()
     setup.worker()
-    sharded = setup.storeroom(*setup.sharded("verify", *model, "--backend", "local",
-                                             "--grace", "0s"))
+    sharded = setup.storeroom(
+        *setup.sharded("verify", *model, "--backend", "local", "--grace", "0s")
+    )
     assert sharded.returncode == 1, sharded.stderr.decode()
     assert _findings(sharded.stdout) == _findings(single.stdout)
     found, summary = _findings(sharded.stdout)
     assert summary == "42 references: dangling 2, mismatched 0, orphans 3"
     assert len([f for f in found if f.startswith("orphan")]) == 3
 
-    gc = setup.storeroom(*setup.sharded("gc", *model, "--backend", "local", "--grace", "0s",
-                                        "--yes"))
+    gc = setup.storeroom(
+        *setup.sharded("gc", *model, "--backend", "local", "--grace", "0s", "--yes")
+    )
     assert gc.returncode == 0, gc.stderr.decode()
     lines = gc.stdout.decode().splitlines()
     assert sorted(lines[:-1]) == [f"deleted stray/orphan-{i}.bin" for i in range(3)]
@@ -173,9 +210,19 @@ def test_sharded_migrate_with_a_worker_killed_mid_shard_is_retried_and_complete(
     local = setup.seed(400, monkeypatch)
     state = setup.tmp / "journals"
     first = setup.worker()
-    args = setup.sharded("migrate", "local", "copy", "--model", "tests.cli.models:Document",
-                         "--state", str(state), "--update-rows", "--concurrency", "1",
-                         "--no-follow")
+    args = setup.sharded(
+        "migrate",
+        "local",
+        "copy",
+        "--model",
+        "tests.cli.models:Document",
+        "--state",
+        str(state),
+        "--update-rows",
+        "--concurrency",
+        "1",
+        "--no-follow",
+    )
     started = setup.storeroom(*args)
     assert started.returncode == 0, started.stderr.decode()
     run = started.stdout.decode().strip()
@@ -201,10 +248,12 @@ def test_sharded_migrate_with_a_worker_killed_mid_shard_is_retried_and_complete(
     follow = setup.storeroom("jobs", "status", run, "--follow", timeout=300)
     # Exit code 1: the two dangling rows' files cannot be copied (as in one process).
     assert follow.returncode == 1, follow.stderr.decode() + follow.stdout.decode()
-    assert sorted(line for line in follow.stderr.decode().splitlines()
-                  if line.startswith("failed ")) == [
+    assert sorted(
+        line for line in follow.stderr.decode().splitlines() if line.startswith("failed ")
+    ) == [
         f"failed never/{i}.txt: object 'never/{i}.txt' does not exist in backend 'local'"
-        for i in range(2)]
+        for i in range(2)
+    ]
     status = run_status(setup.database, run)
     assert all(s.status == "done" for s in status)
     assert all(status[k].attempts >= 2 for k in killed)
@@ -214,19 +263,29 @@ def test_sharded_migrate_with_a_worker_killed_mid_shard_is_retried_and_complete(
     assert copied + done == 400 and summary.endswith("failed 2; rows updated 400"), summary
     copy = ObstoreBackend("copy", f"file://{setup.tmp}/copy")
     assert sorted(i.path for i in copy.list()) == sorted(
-        i.path for i in local.list() if not i.path.startswith("stray/"))
+        i.path for i in local.list() if not i.path.startswith("stray/")
+    )
     engine = create_engine(setup.database)
     with engine.connect() as connection:
-        backends = connection.execute(text(
-            f"SELECT file FROM {setup.table} WHERE name LIKE 'd%'")).scalars().all()
+        backends = (
+            connection.execute(text(f"SELECT file FROM {setup.table} WHERE name LIKE 'd%'"))
+            .scalars()
+            .all()
+        )
     engine.dispose()
     assert len(backends) == 400
-    assert {(b if isinstance(b, dict) else json.loads(b))["backend"] for b in backends} == {
-        "copy"}
+    assert {(b if isinstance(b, dict) else json.loads(b))["backend"] for b in backends} == {"copy"}
 
     # The single-process run over the same data now has nothing left to copy.
-    single = setup.storeroom("migrate", "local", "copy", "--model",
-                             "tests.cli.models:Document", "--state",
-                             str(setup.tmp / "single.jsonl"), "--no-progress")
+    single = setup.storeroom(
+        "migrate",
+        "local",
+        "copy",
+        "--model",
+        "tests.cli.models:Document",
+        "--state",
+        str(setup.tmp / "single.jsonl"),
+        "--no-progress",
+    )
     assert single.returncode == 1  # the two dangling rows' files still fail
     assert single.stdout.decode().startswith("copied 0 ")

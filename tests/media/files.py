@@ -69,7 +69,10 @@ def box(kind: bytes, body: bytes) -> bytes:
 def mp4_parts(seconds: float, mdat_size: int, *, moov_last: bool = True) -> list[bytes]:
     """An ISO media file as chunks: ftyp, a large mdat, then moov with mvhd (or moov first)."""
     timescale = 1000
-    mvhd = box(b"mvhd", bytes(4) + struct.pack(">IIII", 0, 0, timescale, int(seconds * timescale)) + bytes(80))
+    mvhd = box(
+        b"mvhd",
+        bytes(4) + struct.pack(">IIII", 0, 0, timescale, int(seconds * timescale)) + bytes(80),
+    )
     moov = box(b"moov", mvhd + box(b"trak", bytes(16)))
     ftyp = box(b"ftyp", b"isom\x00\x00\x02\x00isomiso2mp41")
     mdat_header = struct.pack(">I", 8 + mdat_size) + b"mdat"

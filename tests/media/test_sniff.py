@@ -16,11 +16,17 @@ from storeroom.media.sniff import SNIFF_BYTES, is_active_content, sniff_type
 
 def _png() -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _zip() -> bytes:
@@ -33,10 +39,17 @@ def _zip() -> bytes:
 CORPUS = [
     (_png(), "photo.png", "image/png"),
     (_png(), "evil.html", "image/png"),
-    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + bytes(64),
-     None, "image/jpeg"),
-    (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff,\x00\x00\x00\x00\x01\x00"
-     b"\x01\x00\x00\x02\x02D\x01\x00;", "x", "image/gif"),
+    (
+        b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + bytes(64),
+        None,
+        "image/jpeg",
+    ),
+    (
+        b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff,\x00\x00\x00\x00\x01\x00"
+        b"\x01\x00\x00\x02\x02D\x01\x00;",
+        "x",
+        "image/gif",
+    ),
     (b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\n%%EOF\n", "doc.txt", "application/pdf"),
     (_zip(), "bundle.zip", "application/zip"),
     (_zip(), None, "application/zip"),
@@ -45,8 +58,11 @@ CORPUS = [
     (b"  \n\t<ScRiPt>alert(document.domain)</script>", "evil.png", "text/html"),
     (b"\xef\xbb\xbf<html>", "a.jpg", "text/html"),
     (b"<!-- x --><b>hi</b>", "a.txt", "text/html"),
-    (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"><script/></svg>',
-     "logo.png", "image/svg+xml"),
+    (
+        b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"><script/></svg>',
+        "logo.png",
+        "image/svg+xml",
+    ),
     (b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>', None, "image/svg+xml"),
     (b'<?xml version="1.0"?>\n<note><to>a</to></note>', "n.txt", "application/xml"),
     (b"name,age\nann,31\n", "people.csv", "text/csv"),
@@ -54,8 +70,7 @@ CORPUS = [
     (b"just words\n", None, "text/plain"),
     (b"just words\n", "notes.png", "text/plain"),
     ("résumé: ok\n".encode(), "cv.md", "text/markdown"),
-    (random.Random(1).randbytes(512), "x.txt",
-     "application/octet-stream"),
+    (random.Random(1).randbytes(512), "x.txt", "application/octet-stream"),
     (b"\x00\x01\x02\x03binary", "a.csv", "application/octet-stream"),
 ]
 
@@ -82,19 +97,44 @@ def test_utf8_character_cut_by_the_head_is_still_text() -> None:
     assert sniff_type(head, "a.txt") == "text/plain"
 
 
-@pytest.mark.parametrize("content_type", [
-    "text/html", "TEXT/HTML; charset=utf-8", "image/svg+xml", "application/xml", "text/xml",
-    "application/atom+xml", "text/javascript", "application/javascript",
-    "text/plain, text/html", "text/plain,image/png", "", "html", "text/", "/html",
-    "text/plain;\x00", "text/pl ain", "application/xhtml+xml",
-])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/html",
+        "TEXT/HTML; charset=utf-8",
+        "image/svg+xml",
+        "application/xml",
+        "text/xml",
+        "application/atom+xml",
+        "text/javascript",
+        "application/javascript",
+        "text/plain, text/html",
+        "text/plain,image/png",
+        "",
+        "html",
+        "text/",
+        "/html",
+        "text/plain;\x00",
+        "text/pl ain",
+        "application/xhtml+xml",
+    ],
+)
 def test_active_or_ambiguous_types(content_type: str) -> None:
     assert is_active_content(content_type)
 
 
-@pytest.mark.parametrize("content_type", [
-    "text/plain", "text/plain; charset=utf-8", "image/png", "application/pdf",
-    "application/octet-stream", "text/csv", "video/mp4", "application/json",
-])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "text/plain; charset=utf-8",
+        "image/png",
+        "application/pdf",
+        "application/octet-stream",
+        "text/csv",
+        "video/mp4",
+        "application/json",
+    ],
+)
 def test_passive_types(content_type: str) -> None:
     assert not is_active_content(content_type)

@@ -50,7 +50,6 @@ class CountingSource:
             yield b"\x00" * self.chunk_size
 
 
-
 async def aiter_of(source: CountingSource) -> AsyncIterator[bytes]:
     for chunk in source:
         yield chunk
@@ -297,7 +296,7 @@ def test_plain_callables_see_the_complete_findings() -> None:
         return None
 
     consume(inspect_content(image_bytes("PNG", (8, 8)), [square_only]))
-    (complete, size, width), = seen
+    ((complete, size, width),) = seen
     assert complete is False and size > 0 and width == 8  # complete only once all passed
     with pytest.raises(ValidationError, match="48 is not square") as caught:
         consume(inspect_content(image_bytes("PNG", (64, 48)), [square_only], filename="w.png"))
@@ -339,7 +338,14 @@ def test_every_content_form_is_accepted(tmp_path: object) -> None:
     data = image_bytes("PNG", (10, 20))
     path = Path(str(tmp_path)) / "a.png"
     path.write_bytes(data)
-    for content in (data, bytearray(data), memoryview(data), path, io.BytesIO(data), iter([data[:10], data[10:]])):
+    for content in (
+        data,
+        bytearray(data),
+        memoryview(data),
+        path,
+        io.BytesIO(data),
+        iter([data[:10], data[10:]]),
+    ):
         inspected = inspect_content(content, [ImageLimits(max_width=10)])
         assert consume(inspected) == data
         assert inspected.findings.height == 20
@@ -381,7 +387,8 @@ def test_refused_file_is_never_stored_by_a_backend_put() -> None:
     storeroom.storages.register_backend(backend)
     content = inspect_content(
         CountingSource(png_bomb_header(100_000, 100_000), chunks=50),
-        [ImageLimits(max_pixels=10**6)], filename="bomb.png",
+        [ImageLimits(max_pixels=10**6)],
+        filename="bomb.png",
     )
     with pytest.raises(ValidationError):
         FileObject(backend="media-memory", filename="bomb.png", content=content).save()
@@ -398,7 +405,9 @@ async def test_refused_file_is_never_stored_by_an_async_save() -> None:
     storeroom.storages.register_backend(backend)
     content = inspect_content_async(pdf_bytes(3), [PdfLimits(max_pages=2)], filename="a.pdf")
     with pytest.raises(ValidationError):
-        await FileObject(backend="media-memory-async", filename="a.pdf", content=content).save_async()
+        await FileObject(
+            backend="media-memory-async", filename="a.pdf", content=content
+        ).save_async()
     await asyncio.sleep(0)
     assert [o async for o in backend.list_async("")] == []
 
@@ -427,8 +436,13 @@ def test_duck_typed_rule_objects_are_accepted() -> None:
     class EvenSize:
         def check(self, findings: Findings, *, final: bool) -> None:
             if final and findings.size % 2:
-                raise ValidationError("odd", filename=findings.filename, rule="EvenSize",
-                                      value=findings.size, limit="even")
+                raise ValidationError(
+                    "odd",
+                    filename=findings.filename,
+                    rule="EvenSize",
+                    value=findings.size,
+                    limit="even",
+                )
 
     assert consume(inspect_content(b"ab", [EvenSize()])) == b"ab"
     with pytest.raises(ValidationError, match="odd"):

@@ -114,8 +114,9 @@ def test_thumbnail_of_a_stored_file_streams_from_the_backend() -> None:
     from storeroom import storages
 
     storages.register_backend(ObstoreBackend("variants-memory", "memory://"))
-    original = FileObject(backend="variants-memory", filename="big.jpg",
-                          content=image_bytes("JPEG", (2000, 1000))).save()
+    original = FileObject(
+        backend="variants-memory", filename="big.jpg", content=image_bytes("JPEG", (2000, 1000))
+    ).save()
     assert size_of(Thumbnail(200, 200).make(original.iter_chunks()))[0] == (200, 100)
 
 

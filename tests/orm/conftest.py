@@ -83,12 +83,8 @@ class Album(UUIDAuditBase):
     __tablename__ = f"sr_album_{SUFFIX}"
 
     name: Mapped[str] = mapped_column(String(100))
-    photos: Mapped[list[Photo]] = relationship(
-        cascade="all, delete-orphan", passive_deletes=True
-    )
-    notes: Mapped[list[Note]] = relationship(
-        cascade="all, delete-orphan", passive_deletes=True
-    )
+    photos: Mapped[list[Photo]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+    notes: Mapped[list[Note]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
 
 
 class Photo(UUIDAuditBase):
@@ -115,8 +111,14 @@ class Note(UUIDAuditBase):
 
 cascade_files(Album.photos)
 
-ALL_FILE_COLUMNS = [Document.file, Document.attachments, Report.file, Item.file, Photo.file,
-                    Note.file]
+ALL_FILE_COLUMNS = [
+    Document.file,
+    Document.attachments,
+    Report.file,
+    Item.file,
+    Photo.file,
+    Note.file,
+]
 ALL_MODELS = [Document, Report, Folder, Item, Album, Photo, Note]
 FILE_MODELS = [Document, Report, Item, Photo, Note]
 
@@ -285,8 +287,12 @@ DATABASES = [
 ]
 MARKS = {"postgresql": pytest.mark.postgres, "mariadb": pytest.mark.mariadb}
 DRIVER_IDS = [
-    "sqlite-pysqlite", "sqlite-aiosqlite", "postgresql-psycopg", "postgresql-asyncpg",
-    "mariadb-pymysql", "mariadb-aiomysql",
+    "sqlite-pysqlite",
+    "sqlite-aiosqlite",
+    "postgresql-psycopg",
+    "postgresql-asyncpg",
+    "mariadb-pymysql",
+    "mariadb-aiomysql",
 ]
 
 
@@ -318,10 +324,7 @@ def _urls(request: pytest.FixtureRequest, name: str, tmp_path: Any) -> DatabaseU
 
 
 @pytest.fixture(
-    params=[
-        pytest.param(db, marks=[MARKS[db[0]]] if db[0] in MARKS else [])
-        for db in DATABASES
-    ],
+    params=[pytest.param(db, marks=[MARKS[db[0]]] if db[0] in MARKS else []) for db in DATABASES],
     ids=DRIVER_IDS,
 )
 async def db(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[Db]:
@@ -368,8 +371,11 @@ def row_json(db: Db, table: str, name: str) -> Any:
     """The raw JSON stored in a row's ``file`` column, read without the ORM."""
     import json
 
-    engine = create_engine(db.url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
-                           .replace("+aiomysql", "+pymysql"))
+    engine = create_engine(
+        db.url.replace("+aiosqlite", "")
+        .replace("+asyncpg", "+psycopg")
+        .replace("+aiomysql", "+pymysql")
+    )
     try:
         with engine.connect() as conn:
             value = conn.execute(

@@ -25,5 +25,6 @@ class Base(DeclarativeBase):
 class Poster(Base):
     __tablename__ = "sr_poster"
     id: Mapped[int] = mapped_column(primary_key=True)
-    image: Mapped[FileObject] = mapped_column(StoredObject(
-        backend="variant-disk", variants={"thumb": Thumbnail(16, 16, format="png")}))
+    image: Mapped[FileObject] = mapped_column(
+        StoredObject(backend="variant-disk", variants={"thumb": Thumbnail(16, 16, format="png")})
+    )

@@ -86,7 +86,10 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def _alembic(project: Path, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "alembic", *args], cwd=project, capture_output=True, text=True,
+        [sys.executable, "-m", "alembic", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(project), str(ROOT / "src")])},
         timeout=120,
     )
@@ -169,7 +172,10 @@ def _rows_round_trip(project: Path, database: str, uid: str) -> None:
         print("rows ok")
     """)
     done = subprocess.run(
-        [sys.executable, "-c", script], cwd=project, capture_output=True, text=True,
+        [sys.executable, "-c", script],
+        cwd=project,
+        capture_output=True,
+        text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(project), str(ROOT / "src")])},
         timeout=120,
     )

@@ -44,12 +44,12 @@ async def test_racing_replacements_leave_no_orphan_and_delete_nothing_twice(
             outcomes[outcome] += 1
 
     if db.is_async:
+
         async def writer_async(number: int) -> None:
             for i in range(ITERATIONS):
                 s = db.session()
                 try:
-                    row = (await s.scalars(
-                        select(Document).where(Document.name == "contested")))[0]
+                    row = (await s.scalars(select(Document).where(Document.name == "contested")))[0]
                     row.file = FileObject(filename=f"w{number}-{i}.txt", content=b"x")
                     await s._call("commit")
                     note("committed")
@@ -61,12 +61,12 @@ async def test_racing_replacements_leave_no_orphan_and_delete_nothing_twice(
 
         await asyncio.gather(*(writer_async(n) for n in range(THREADS)))
     else:
+
         def writer(number: int) -> None:
             for i in range(ITERATIONS):
                 with Session(db.engine, expire_on_commit=False) as s:
                     try:
-                        row = s.scalars(
-                            select(Document).where(Document.name == "contested")).one()
+                        row = s.scalars(select(Document).where(Document.name == "contested")).one()
                         row.file = FileObject(filename=f"w{number}-{i}.txt", content=b"x")
                         s.commit()
                         note("committed")

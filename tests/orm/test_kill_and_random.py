@@ -70,7 +70,11 @@ async def test_sigkill_between_upload_and_commit_leaves_only_orphans(
     env = {**os.environ, "STOREROOM_TEST_SUFFIX": SUFFIX, "PYTHONPATH": f"{ROOT}/src:{ROOT}"}
     done = subprocess.run(
         [sys.executable, "-c", KILLED_WRITER, db.url, store],
-        env=env, capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert done.stdout.strip() == "uploaded"
@@ -106,24 +110,47 @@ async def test_randomized_operations_keep_store_and_rows_consistent(
         return await session.scalars(select(Document).order_by(Document.name))
 
     def new_file() -> FileObject:
-        return FileObject(filename=rng.choice(["a.pdf", "report.pdf", "b c.txt"]),
-                          content=os.urandom(rng.randint(0, 3000)))
+        return FileObject(
+            filename=rng.choice(["a.pdf", "report.pdf", "b c.txt"]),
+            content=os.urandom(rng.randint(0, 3000)),
+        )
 
     for _step in range(OPERATIONS):
         existing = await rows()
         op = rng.choice(
-            ["insert", "insert", "replace", "clear", "append", "remove", "delete",
-             "rollback", "savepoint", "fail-upload", "fail-commit", "move", "move-in-two-flushes",
-             "put-back",
-             "append-then-remove", "new-content", "retry"]
-            if existing else ["insert", "fail-upload"]
+            [
+                "insert",
+                "insert",
+                "replace",
+                "clear",
+                "append",
+                "remove",
+                "delete",
+                "rollback",
+                "savepoint",
+                "fail-upload",
+                "fail-commit",
+                "move",
+                "move-in-two-flushes",
+                "put-back",
+                "append-then-remove",
+                "new-content",
+                "retry",
+            ]
+            if existing
+            else ["insert", "fail-upload"]
         )
         counts[op] = counts.get(op, 0) + 1
         try:
             if op == "insert":
                 names += 1
-                session.add(Document(name=f"r{names}", file=new_file(),
-                                     attachments=[new_file() for _ in range(rng.randint(0, 2))]))
+                session.add(
+                    Document(
+                        name=f"r{names}",
+                        file=new_file(),
+                        attachments=[new_file() for _ in range(rng.randint(0, 2))],
+                    )
+                )
                 await session.commit()
             elif op == "replace":
                 rng.choice(existing).file = new_file()
@@ -219,8 +246,10 @@ async def test_randomized_operations_keep_store_and_rows_consistent(
         assert dangling == [], (op, dangling)
         assert orphans == [], (op, [o.path for o in orphans])
     await session.close()
-    print(f"\nrandomized {db.name} ({'async' if db.is_async else 'sync'}): {OPERATIONS} "
-          f"operations {counts}, dangling 0, orphans 0, objects {len(files.paths())}")
+    print(
+        f"\nrandomized {db.name} ({'async' if db.is_async else 'sync'}): {OPERATIONS} "
+        f"operations {counts}, dangling 0, orphans 0, objects {len(files.paths())}"
+    )
 
 
 async def _sync(func):  # type: ignore[no-untyped-def]

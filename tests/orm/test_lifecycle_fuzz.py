@@ -46,8 +46,15 @@ STEPS = int(os.environ.get("STOREROOM_FUZZ_STEPS", "1000"))
 SEED = int(os.environ.get("STOREROOM_FUZZ_SEED", "20261129"))
 MAX_ROWS = 12
 
-EXPECTED = (DBAPIError, StatementError, StaleDataError, StoreroomError, InvalidRequestError,
-            Interrupted, asyncio.TimeoutError)
+EXPECTED = (
+    DBAPIError,
+    StatementError,
+    StaleDataError,
+    StoreroomError,
+    InvalidRequestError,
+    Interrupted,
+    asyncio.TimeoutError,
+)
 
 
 class Fuzzer:
@@ -61,15 +68,20 @@ class Fuzzer:
         self.ops: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
-        url = (db.url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
-               .replace("+aiomysql", "+pymysql"))
+        url = (
+            db.url.replace("+aiosqlite", "")
+            .replace("+asyncpg", "+psycopg")
+            .replace("+aiomysql", "+pymysql")
+        )
         self.checker = create_engine(url)
 
     # -- helpers -------------------------------------------------------------------------------
 
     def new_file(self) -> FileObject:
-        return FileObject(filename=self.rng.choice(["a.txt", "r.pdf", "x y.bin"]),
-                          content=os.urandom(self.rng.randint(0, 64)))
+        return FileObject(
+            filename=self.rng.choice(["a.txt", "r.pdf", "x y.bin"]),
+            content=os.urandom(self.rng.randint(0, 64)),
+        )
 
     def name(self) -> str:
         self.names += 1
@@ -95,8 +107,10 @@ class Fuzzer:
     async def load(self) -> None:
         """Load rows into the session (as an application would at the start of a request)."""
         with self.sync_session().no_autoflush:
-            self.held = [*await self.session.scalars(select(Document)),
-                         *await self.session.scalars(select(Folder))]
+            self.held = [
+                *await self.session.scalars(select(Document)),
+                *await self.session.scalars(select(Folder)),
+            ]
 
     async def ended(self) -> None:
         """After the transaction ended: forget SAVEPOINTs."""
@@ -135,11 +149,33 @@ class Fuzzer:
         folders = self.live(Folder)
         rng = self.rng
         self.held = [o for o in self.held if not inspect(o).detached or rng.random() < 0.5]
-        choices = ["add", "add", "replace", "remove", "list", "flush", "commit", "commit",
-                   "commit", "rollback", "close", "reset", "reuse", "load", "savepoint",
-                   "release", "savepoint-rollback", "bulk-insert", "bulk-update",
-                   "bulk-delete", "delete", "orphan", "storage-failure", "db-failure",
-                   "cancel"]
+        choices = [
+            "add",
+            "add",
+            "replace",
+            "remove",
+            "list",
+            "flush",
+            "commit",
+            "commit",
+            "commit",
+            "rollback",
+            "close",
+            "reset",
+            "reuse",
+            "load",
+            "savepoint",
+            "release",
+            "savepoint-rollback",
+            "bulk-insert",
+            "bulk-update",
+            "bulk-delete",
+            "delete",
+            "orphan",
+            "storage-failure",
+            "db-failure",
+            "cancel",
+        ]
         if not self.db.is_async:
             choices.append("drop")
         if len(docs) > MAX_ROWS:
@@ -149,13 +185,18 @@ class Fuzzer:
         self.trace.append(op)
         s = self.session
         if op == "add":
-            doc = Document(name=self.name(), file=self.new_file(),
-                           attachments=[self.new_file() for _ in range(rng.randint(0, 2))])
+            doc = Document(
+                name=self.name(),
+                file=self.new_file(),
+                attachments=[self.new_file() for _ in range(rng.randint(0, 2))],
+            )
             s.add(doc)
             self.held.append(doc)
             if rng.random() < 0.3 or not folders:
-                folder = Folder(name=self.name(), items=[Item(file=self.new_file())
-                                                         for _ in range(rng.randint(1, 3))])
+                folder = Folder(
+                    name=self.name(),
+                    items=[Item(file=self.new_file()) for _ in range(rng.randint(1, 3))],
+                )
                 s.add(folder)
                 self.held.append(folder)
         elif op == "replace" and docs:
@@ -212,9 +253,10 @@ class Fuzzer:
                 if self.db.is_async:
                     await result
         elif op == "bulk-insert":
-            await s.execute(insert(Document), [
-                {"name": self.name(), "file": self.new_file()} for _ in range(rng.randint(1, 3))
-            ])
+            await s.execute(
+                insert(Document),
+                [{"name": self.name(), "file": self.new_file()} for _ in range(rng.randint(1, 3))],
+            )
         elif op == "bulk-update" and docs:
             persistent = [d for d in docs if inspect(d).persistent]
             if persistent:
@@ -222,9 +264,7 @@ class Fuzzer:
                 if rng.random() < 0.5:
                     await s.execute(update(Document), [{"id": row.id, "file": self.new_file()}])
                 else:
-                    await s.execute(
-                        update(Document).where(Document.id == row.id).values(file=None)
-                    )
+                    await s.execute(update(Document).where(Document.id == row.id).values(file=None))
         elif op == "bulk-delete" and docs:
             persistent = [d for d in docs if inspect(d).persistent]
             if persistent:
@@ -264,9 +304,11 @@ class Fuzzer:
     def committed_references(self) -> set[tuple[str, str]]:
         found: set[tuple[str, str]] = set()
         with self.checker.connect() as conn:
-            for table, column in [(Document.__tablename__, "file"),
-                                  (Document.__tablename__, "attachments"),
-                                  (Item.__tablename__, "file")]:
+            for table, column in [
+                (Document.__tablename__, "file"),
+                (Document.__tablename__, "attachments"),
+                (Item.__tablename__, "file"),
+            ]:
                 for (value,) in conn.execute(text(f"SELECT {column} FROM {table}")):
                     if value is None:
                         continue

@@ -40,8 +40,9 @@ from tests.orm.conftest import (
 )
 
 
-async def assert_rule_holds(db: Db, files: FaultyBackend, *, orphans_ok: set[str] = frozenset()
-                            ) -> None:  # type: ignore[assignment]
+async def assert_rule_holds(
+    db: Db, files: FaultyBackend, *, orphans_ok: set[str] = frozenset()
+) -> None:  # type: ignore[assignment]
     """0 dangling references and 0 orphans, once post-commit work has drained."""
     assert wait_for_cleanup(60)
     session = db.session()
@@ -212,8 +213,8 @@ async def test_bulk_update_by_primary_key_replaces_and_deletes_after_commit(
     await session.commit()
     old = {d.file.path for d in docs}
     await session.execute(
-        update(Document), [{"id": d.id, "file": new_file(f"new{i}.txt", b"new")}
-                           for i, d in enumerate(docs)]
+        update(Document),
+        [{"id": d.id, "file": new_file(f"new{i}.txt", b"new")} for i, d in enumerate(docs)],
     )
     assert old <= files.paths()  # old files stay until the commit
     await session.commit()
@@ -226,8 +227,12 @@ async def test_bulk_update_and_delete_by_criteria_delete_dropped_files_after_com
     db: Db, files: FaultyBackend
 ) -> None:
     session = db.session()
-    session.add_all([Document(name=f"c{i}", file=new_file(f"{i}.txt"),
-                              attachments=[new_file(f"a{i}.txt")]) for i in range(4)])
+    session.add_all(
+        [
+            Document(name=f"c{i}", file=new_file(f"{i}.txt"), attachments=[new_file(f"a{i}.txt")])
+            for i in range(4)
+        ]
+    )
     await session.commit()
     assert len(files.paths()) == 8
     await session.execute(update(Document).where(Document.name == "c0").values(file=None))
@@ -243,9 +248,7 @@ async def test_bulk_update_and_delete_by_criteria_delete_dropped_files_after_com
     await assert_rule_holds(db, files)
 
 
-async def test_legacy_query_delete_and_update_follow_the_rule(
-    db: Db, files: FaultyBackend
-) -> None:
+async def test_legacy_query_delete_and_update_follow_the_rule(db: Db, files: FaultyBackend) -> None:
     session = db.session()
     session.add_all([Document(name=f"q{i}", file=new_file(f"{i}.txt")) for i in range(3)])
     await session.commit()
@@ -291,8 +294,12 @@ async def test_database_cascade_declared_children_files_follow_undeclared_are_fo
     session.add_all(albums)
     await session.flush()
     for album in albums:
-        session.add_all([Photo(album_id=album.id, file=new_file("p.jpg")),
-                         Note(album_id=album.id, file=new_file("n.txt"))])
+        session.add_all(
+            [
+                Photo(album_id=album.id, file=new_file("p.jpg")),
+                Note(album_id=album.id, file=new_file("n.txt")),
+            ]
+        )
     await session.commit()
     notes = {n.file.path for n in await session.scalars(select(Note))}
     await session.delete(albums[0])  # passive_deletes: the database deletes the children
@@ -428,8 +435,9 @@ async def test_an_explicit_path_taken_by_another_row_is_refused_and_nothing_is_l
     session.add(owner)
     await session.commit()
     taken = owner.file.path
-    session.add(Document(name="thief", file=FileObject(
-        filename="x.txt", path=taken, content=b"overwrite?")))
+    session.add(
+        Document(name="thief", file=FileObject(filename="x.txt", path=taken, content=b"overwrite?"))
+    )
     with pytest.raises(ObjectExists, match=r"already stored there.*Nothing was overwritten"):
         await session.commit()
     await session.rollback()

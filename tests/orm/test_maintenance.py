@@ -42,12 +42,18 @@ DANGLING = ["never/uploaded.txt", "never/in-list.txt"]
 
 async def _seed(db: Db, files: FaultyBackend) -> None:
     session = db.session()
-    session.add_all([
-        Document(name=f"d{i}", file=FileObject(filename=f"f{i}.txt", content=f"file {i}".encode()),
-                 attachments=[FileObject(filename=f"a{i}-{j}.txt", content=b"attached")
-                              for j in range(2)])
-        for i in range(ROWS)
-    ])
+    session.add_all(
+        [
+            Document(
+                name=f"d{i}",
+                file=FileObject(filename=f"f{i}.txt", content=f"file {i}".encode()),
+                attachments=[
+                    FileObject(filename=f"a{i}-{j}.txt", content=b"attached") for j in range(2)
+                ],
+            )
+            for i in range(ROWS)
+        ]
+    )
     session.add(Report(name="r", file=FileObject(filename="r.txt", content=b"report")))
     await session.commit()
     for path in ORPHANS:
@@ -55,19 +61,41 @@ async def _seed(db: Db, files: FaultyBackend) -> None:
     files.put("stray/short.bin", b"12345")
     files.put("stray/wrong.bin", b"abc")
     files.put("listed/ok.bin", b"ok")
-    session.add_all([
-        Document(name="dangling", file=FileObject(
-            backend="files", filename="gone.txt", path="never/uploaded.txt", size=3)),
-        Document(name="short", file=FileObject(
-            backend="files", filename="short.bin", path="stray/short.bin", size=4)),
-        Document(name="wrong", file=FileObject(
-            backend="files", filename="wrong.bin", path="stray/wrong.bin", size=3,
-            checksum="sha256:" + "0" * 64)),
-        Document(name="list", attachments=[
-            FileObject(backend="files", filename="ok.bin", path="listed/ok.bin", size=2),
-            FileObject(backend="files", filename="lost.txt", path="never/in-list.txt", size=1),
-        ]),
-    ])
+    session.add_all(
+        [
+            Document(
+                name="dangling",
+                file=FileObject(
+                    backend="files", filename="gone.txt", path="never/uploaded.txt", size=3
+                ),
+            ),
+            Document(
+                name="short",
+                file=FileObject(
+                    backend="files", filename="short.bin", path="stray/short.bin", size=4
+                ),
+            ),
+            Document(
+                name="wrong",
+                file=FileObject(
+                    backend="files",
+                    filename="wrong.bin",
+                    path="stray/wrong.bin",
+                    size=3,
+                    checksum="sha256:" + "0" * 64,
+                ),
+            ),
+            Document(
+                name="list",
+                attachments=[
+                    FileObject(backend="files", filename="ok.bin", path="listed/ok.bin", size=2),
+                    FileObject(
+                        backend="files", filename="lost.txt", path="never/in-list.txt", size=1
+                    ),
+                ],
+            ),
+        ]
+    )
     await session.commit()
     await session.close()
 
@@ -87,8 +115,9 @@ async def test_counts_are_exact_with_lists_checksums_and_grace(
     dangling = await _run(db, lambda s: find_dangling(s, TARGET))
     # In row order within each column; the columns in the order named.
     assert [(d.model, d.column, d.file.path) for d in dangling] == [
-        ("Document", "file", "never/uploaded.txt"), ("Document", "attachments",
-                                                      "never/in-list.txt")]
+        ("Document", "file", "never/uploaded.txt"),
+        ("Document", "attachments", "never/in-list.txt"),
+    ]
     assert dangling[0].file.filename == "gone.txt" and dangling[0].file.size == 3
     assert len(dangling[0].primary_key) == 1 and dangling[0].primary_key[0] is not None
 
@@ -101,16 +130,30 @@ async def test_counts_are_exact_with_lists_checksums_and_grace(
     partial = await _run(db, lambda s: find_orphans(s, Report, files, grace=timedelta(0)))
     assert len(partial) == len(ORPHANS) + ROWS * 3 + 3  # short, wrong and listed/ok too
 
-    report = await _run(db, lambda s: collect_findings(
-        s, TARGET, orphans_in="files", grace=timedelta(0), checksums=True))
-    assert report["summary"] == {"references": REFERENCES, "dangling": 2, "mismatched": 2,
-                                 "orphans": 3, "orphans_checked": True,
-                                 "checksums_read": True}
-    assert sorted((m["path"], m["kind"], m["recorded"], m["stored"])
-                  for m in report["mismatched"]) == [
+    report = await _run(
+        db,
+        lambda s: collect_findings(
+            s, TARGET, orphans_in="files", grace=timedelta(0), checksums=True
+        ),
+    )
+    assert report["summary"] == {
+        "references": REFERENCES,
+        "dangling": 2,
+        "mismatched": 2,
+        "orphans": 3,
+        "orphans_checked": True,
+        "checksums_read": True,
+    }
+    assert sorted(
+        (m["path"], m["kind"], m["recorded"], m["stored"]) for m in report["mismatched"]
+    ) == [
         ("stray/short.bin", "size", 4, 5),
-        ("stray/wrong.bin", "checksum", "sha256:" + "0" * 64,
-         "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+        (
+            "stray/wrong.bin",
+            "checksum",
+            "sha256:" + "0" * 64,
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        ),
     ]
     assert [d["path"] for d in report["dangling"]] == DANGLING
     assert [o["path"] for o in report["orphans"]] == ORPHANS
@@ -122,17 +165,26 @@ async def test_counts_are_exact_with_lists_checksums_and_grace(
     assert quick[-1][1]["orphans_checked"] is False and quick[-1][1]["orphans"] == 0
 
 
-@pytest.mark.parametrize(("prefix", "expected"), [
-    ("stray", ORPHANS[1:]), ("stray/", ORPHANS[1:]), ("/stray/", ORPHANS[1:]),
-    ("elsewhere", ORPHANS[:1]), ("str", []), ("never", []),
-])
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [
+        ("stray", ORPHANS[1:]),
+        ("stray/", ORPHANS[1:]),
+        ("/stray/", ORPHANS[1:]),
+        ("elsewhere", ORPHANS[:1]),
+        ("str", []),
+        ("never", []),
+    ],
+)
 async def test_orphans_under_a_prefix_are_those_inside_that_directory(
     db: Db, files: FaultyBackend, prefix: str, expected: list[str]
 ) -> None:
     await _seed(db, files)
-    found = await _run(db, lambda s: find_orphans(s, TARGET, "files", prefix=prefix,
-                                                  grace=timedelta(0)))
+    found = await _run(
+        db, lambda s: find_orphans(s, TARGET, "files", prefix=prefix, grace=timedelta(0))
+    )
     assert [o.path for o in found] == expected
+
     # The same through a scan that lists only the prefix (nothing listed ahead).
     def scan_prefix(session: Session) -> list[str]:
         with ReferenceScan(TARGET) as scan:
@@ -142,30 +194,37 @@ async def test_orphans_under_a_prefix_are_those_inside_that_directory(
     assert await _run(db, scan_prefix) == expected
 
 
-async def test_rows_are_read_in_pages_smaller_than_the_table(
-    db: Db, files: FaultyBackend
-) -> None:
+async def test_rows_are_read_in_pages_smaller_than_the_table(db: Db, files: FaultyBackend) -> None:
     await _seed(db, files)
     engine = db.engine.sync_engine if db.is_async else db.engine
     seen: list[dict[str, Any]] = []
 
-    def record(conn: Any, cursor: Any, statement: str, params: Any, context: Any,
-               many: bool) -> None:
+    def record(
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool
+    ) -> None:
         if "CAST" in statement.upper() and "FROM sr_document" in statement:
             seen.append(dict(context.execution_options))
 
     event.listen(engine, "before_cursor_execute", record)
     try:
-        report = await _run(db, lambda s: collect_findings(
-            s, TARGET, orphans_in="files", grace=timedelta(0), checksums=True, page_size=2))
+        report = await _run(
+            db,
+            lambda s: collect_findings(
+                s, TARGET, orphans_in="files", grace=timedelta(0), checksums=True, page_size=2
+            ),
+        )
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert report["summary"]["references"] == REFERENCES
-    assert (report["summary"]["dangling"], report["summary"]["mismatched"],
-            report["summary"]["orphans"]) == (2, 2, 3)
+    assert (
+        report["summary"]["dangling"],
+        report["summary"]["mismatched"],
+        report["summary"]["orphans"],
+    ) == (2, 2, 3)
     assert len(seen) == 2  # Document.file and Document.attachments
-    assert all(options.get("yield_per") == 2 and options.get("stream_results")
-               for options in seen), seen
+    assert all(
+        options.get("yield_per") == 2 and options.get("stream_results") for options in seen
+    ), seen
 
 
 def test_page_size_must_be_positive() -> None:
@@ -174,8 +233,11 @@ def test_page_size_must_be_positive() -> None:
 
 
 def _sync_url(db: Db) -> str:
-    return (db.url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
-            .replace("+aiomysql", "+pymysql"))
+    return (
+        db.url.replace("+aiosqlite", "")
+        .replace("+asyncpg", "+psycopg")
+        .replace("+aiomysql", "+pymysql")
+    )
 
 
 async def test_remove_orphans_keeps_one_a_row_started_to_reference(
@@ -192,8 +254,14 @@ async def test_remove_orphans_keeps_one_a_row_started_to_reference(
         calls += 1
         if calls == 2:
             with plain() as session:
-                session.add(Document(name="adopter", file=FileObject(
-                    backend="files", filename="o.bin", path="stray/orphan-2.bin")))
+                session.add(
+                    Document(
+                        name="adopter",
+                        file=FileObject(
+                            backend="files", filename="o.bin", path="stray/orphan-2.bin"
+                        ),
+                    )
+                )
                 session.commit()
         return plain()
 
@@ -202,8 +270,10 @@ async def test_remove_orphans_keeps_one_a_row_started_to_reference(
     finally:
         engine.dispose()
     assert [(o.path, deleted) for o, deleted in outcome] == [
-        ("elsewhere/orphan-3.bin", True), ("stray/orphan-1.bin", True),
-        ("stray/orphan-2.bin", False)]
+        ("elsewhere/orphan-3.bin", True),
+        ("stray/orphan-1.bin", True),
+        ("stray/orphan-2.bin", False),
+    ]
     assert not files.exists("stray/orphan-1.bin") and not files.exists("elsewhere/orphan-3.bin")
     assert files.exists("stray/orphan-2.bin")
     assert await _run(db, lambda s: find_orphans(s, TARGET, files, grace=timedelta(0))) == []
@@ -216,14 +286,23 @@ async def test_a_row_holding_many_files_in_a_list_is_read_whole_and_counted(
     for i in range(many):
         files.put(f"bulk/{i:04d}.bin", b"b")
     session = db.session()
-    session.add(Document(name="bulk", attachments=[
-        FileObject(backend="files", filename=f"{i}.bin", path=f"bulk/{i:04d}.bin", size=1)
-        for i in range(many + 1)  # the last was never written
-    ]))
+    session.add(
+        Document(
+            name="bulk",
+            attachments=[
+                FileObject(backend="files", filename=f"{i}.bin", path=f"bulk/{i:04d}.bin", size=1)
+                for i in range(many + 1)  # the last was never written
+            ],
+        )
+    )
     await session.commit()
     await session.close()
-    report = await _run(db, lambda s: collect_findings(s, Document, orphans_in="files",
-                                                      grace=timedelta(0), page_size=1))
+    report = await _run(
+        db,
+        lambda s: collect_findings(
+            s, Document, orphans_in="files", grace=timedelta(0), page_size=1
+        ),
+    )
     assert report["summary"]["references"] == many + 1
     assert [d["path"] for d in report["dangling"]] == [f"bulk/{many:04d}.bin"]
     assert report["orphans"] == [] and report["mismatched"] == []
@@ -263,20 +342,37 @@ async def test_shards_together_find_exactly_what_one_scan_finds(
     from storeroom.orm.maintenance import Shard
 
     await _seed(db, files)
-    whole = await _run(db, lambda s: collect_findings(
-        s, TARGET, orphans_in="files", grace=timedelta(0), checksums=True))
-    parts = [await _run(db, lambda s, k=k: collect_findings(
-        s, TARGET, orphans_in="files", grace=timedelta(0), checksums=True,
-        shard=Shard(k, count))) for k in range(count)]
+    whole = await _run(
+        db,
+        lambda s: collect_findings(
+            s, TARGET, orphans_in="files", grace=timedelta(0), checksums=True
+        ),
+    )
+    parts = [
+        await _run(
+            db,
+            lambda s, k=k: collect_findings(
+                s,
+                TARGET,
+                orphans_in="files",
+                grace=timedelta(0),
+                checksums=True,
+                shard=Shard(k, count),
+            ),
+        )
+        for k in range(count)
+    ]
     for section in ("dangling", "mismatched", "orphans"):
         assert sorted(e["path"] for p in parts for e in p[section]) == sorted(
-            e["path"] for e in whole[section])
+            e["path"] for e in whole[section]
+        )
     for name in ("references", "dangling", "mismatched", "orphans"):
         assert sum(p["summary"][name] for p in parts) == whole["summary"][name]
     # Each path is in exactly one shard.
     paths = [f"p/{i}" for i in range(200)]
-    assert sorted(sum(Shard(k, count).contains(p) for k in range(count)) for p in paths) == [
-        1] * 200
+    assert (
+        sorted(sum(Shard(k, count).contains(p) for k in range(count)) for p in paths) == [1] * 200
+    )
 
 
 @pytest.mark.parametrize(("index", "count"), [(-1, 2), (2, 2), (0, 0), (0, True)])

@@ -24,8 +24,9 @@ async def _assert_consistent(db: Db, files: FaultyBackend) -> None:
     session = db.session()
     try:
         orphans = await session.run_sync(
-            lambda s: find_orphans(s, [Document.file, Document.attachments, Report.file],
-                                   files, grace=timedelta(0))
+            lambda s: find_orphans(
+                s, [Document.file, Document.attachments, Report.file], files, grace=timedelta(0)
+            )
         )
         dangling = await session.run_sync(lambda s: find_dangling(s, [Document, Report]))
     finally:
@@ -39,9 +40,12 @@ async def test_storage_failure_rolls_the_transaction_back_at_once(
 ) -> None:
     files.fail_on = {3}
     session = db.session()
-    session.add_all([
-        Document(name=f"n{i}", file=FileObject(filename=f"{i}.txt", content=b"x")) for i in range(4)
-    ])
+    session.add_all(
+        [
+            Document(name=f"n{i}", file=FileObject(filename=f"{i}.txt", content=b"x"))
+            for i in range(4)
+        ]
+    )
     with pytest.raises(StoreroomError, match="injected failure on write 3"):
         await session.flush()
     assert files.paths() == set()  # deleted before the application even calls rollback()
@@ -56,9 +60,10 @@ async def test_retry_after_a_failed_commit_uploads_again(db: Db, files: FaultyBa
     session.add(Document(name="taken", file=FileObject(filename="a.txt", content=b"a")))
     await session.commit()
     retry = Document(name="taken", file=FileObject(filename="b.txt", content=b"bytes"))
-    streamed = Document(name="taken2", attachments=[
-        FileObject(filename="s.txt", content=BytesIO(b"seekable stream"))
-    ])
+    streamed = Document(
+        name="taken2",
+        attachments=[FileObject(filename="s.txt", content=BytesIO(b"seekable stream"))],
+    )
     session.add_all([retry, streamed])
     with pytest.raises(DatabaseIntegrityError):
         await session.commit()
@@ -109,8 +114,11 @@ async def test_file_moved_to_another_row_survives(db: Db, files: FaultyBackend) 
 
 async def test_value_restored_before_commit_is_kept(db: Db, files: FaultyBackend) -> None:
     session = db.session()
-    doc = Document(name="r", file=FileObject(filename="v1.txt", content=b"one"),
-                   attachments=[FileObject(filename="l1.txt", content=b"l1")])
+    doc = Document(
+        name="r",
+        file=FileObject(filename="v1.txt", content=b"one"),
+        attachments=[FileObject(filename="l1.txt", content=b"l1")],
+    )
     session.add(doc)
     await session.commit()
     old, old_item = doc.file, doc.attachments[0]
@@ -199,8 +207,9 @@ async def test_deleting_a_row_with_an_unsaved_replacement_deletes_the_committed_
 
 
 async def test_column_backend_is_given_to_referenced_files(db: Db, files: FaultyBackend) -> None:
-    other = storages.register_backend(ObstoreBackend("other", "memory://"), overwrite=True,
-                                      default=True)
+    other = storages.register_backend(
+        ObstoreBackend("other", "memory://"), overwrite=True, default=True
+    )
     try:
         files.put("legacy/old.pdf", b"old")
         session = db.session()

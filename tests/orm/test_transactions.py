@@ -22,8 +22,9 @@ async def _assert_consistent(db: Db, files: FaultyBackend) -> None:
     session = db.session()
     try:
         orphans = await session.run_sync(
-            lambda s: find_orphans(s, [Document.file, Document.attachments, Report.file],
-                                   files, grace=timedelta(0))
+            lambda s: find_orphans(
+                s, [Document.file, Document.attachments, Report.file], files, grace=timedelta(0)
+            )
         )
         dangling = await session.run_sync(lambda s: find_dangling(s, Document))
     finally:
@@ -53,9 +54,7 @@ async def test_insert_uploads_before_commit_and_stores_metadata_in_the_row(
     await _assert_consistent(db, files)
 
 
-async def test_rollback_deletes_what_the_transaction_uploaded(
-    db: Db, files: FaultyBackend
-) -> None:
+async def test_rollback_deletes_what_the_transaction_uploaded(db: Db, files: FaultyBackend) -> None:
     session = db.session()
     session.add(Document(name="gone", file=FileObject(filename="a.txt", content=b"a")))
     await session.flush()
@@ -70,9 +69,12 @@ async def test_storage_failure_on_nth_upload_rolls_everything_back(
 ) -> None:
     files.fail_on = {2}
     session = db.session()
-    session.add_all([
-        Document(name=f"n{i}", file=FileObject(filename=f"{i}.txt", content=b"x")) for i in range(3)
-    ])
+    session.add_all(
+        [
+            Document(name=f"n{i}", file=FileObject(filename=f"{i}.txt", content=b"x"))
+            for i in range(3)
+        ]
+    )
     with pytest.raises(StoreroomError) as caught:
         await session.commit()
     assert isinstance(caught.value, BackendError)
@@ -148,7 +150,8 @@ async def test_replace_of_an_unloaded_row_still_deletes_the_old_file(
 async def test_delete_row_then_commit_deletes_its_files(db: Db, files: FaultyBackend) -> None:
     session = db.session()
     doc = Document(
-        name="d", file=FileObject(filename="a.txt", content=b"a"),
+        name="d",
+        file=FileObject(filename="a.txt", content=b"a"),
         attachments=[FileObject(filename="b.txt", content=b"b")],
     )
     session.add(doc)
@@ -227,8 +230,10 @@ async def test_list_append_remove_and_slice_assignment(db: Db, files: FaultyBack
     doc.attachments.remove(doc.attachments[0])
     await session.commit()
     assert first not in files.paths() and len(files.paths()) == 1
-    doc.attachments[:] = [FileObject(filename="c.txt", content=b"c"),
-                          FileObject(filename="d.txt", content=b"d")]
+    doc.attachments[:] = [
+        FileObject(filename="c.txt", content=b"c"),
+        FileObject(filename="d.txt", content=b"d"),
+    ]
     await session.commit()
     await session.close()
     assert len(files.paths()) == 2
@@ -266,10 +271,12 @@ async def test_uploads_within_a_flush_are_bounded(db: Db, files: FaultyBackend) 
     settings.upload_concurrency = 3
     try:
         session = db.session()
-        session.add_all([
-            Document(name=f"c{i}", file=FileObject(filename="f.bin", content=b"z" * 1000))
-            for i in range(12)
-        ])
+        session.add_all(
+            [
+                Document(name=f"c{i}", file=FileObject(filename="f.bin", content=b"z" * 1000))
+                for i in range(12)
+            ]
+        )
         await session.commit()
         await session.close()
     finally:
@@ -278,14 +285,14 @@ async def test_uploads_within_a_flush_are_bounded(db: Db, files: FaultyBackend) 
     assert 1 <= files.max_active <= 3
 
 
-async def test_referencing_an_existing_object_uploads_nothing(
-    db: Db, files: FaultyBackend
-) -> None:
+async def test_referencing_an_existing_object_uploads_nothing(db: Db, files: FaultyBackend) -> None:
     files.put("legacy/contract.pdf", b"already there")
     writes_before = files.writes
     session = db.session()
-    doc = Document(name="ref", file=FileObject(backend="files", filename="contract.pdf",
-                                               path="legacy/contract.pdf"))
+    doc = Document(
+        name="ref",
+        file=FileObject(backend="files", filename="contract.pdf", path="legacy/contract.pdf"),
+    )
     session.add(doc)
     await session.commit()
     await session.close()

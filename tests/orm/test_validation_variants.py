@@ -32,8 +32,10 @@ from tests.orm.conftest import SUFFIX, Db, FaultyBackend, row_json
 def _variants() -> dict[str, Any]:
     from storeroom.media.variants import PdfPage, Thumbnail
 
-    return {"thumb": Thumbnail(16, 16, format="png", engine="pillow"),
-            "preview": PdfPage(1, width=50, format="png")}
+    return {
+        "thumb": Thumbnail(16, 16, format="png", engine="pillow"),
+        "preview": PdfPage(1, width=50, format="png"),
+    }
 
 
 class Picture(UUIDAuditBase):
@@ -45,8 +47,11 @@ class Picture(UUIDAuditBase):
     file: Mapped[FileObject | None] = mapped_column(
         StoredObject(
             backend="files",
-            validators=[MaxSize("64 KiB"), ContentTypes("image/*", "application/pdf"),
-                        ImageLimits(max_pixels=1_000_000)],
+            validators=[
+                MaxSize("64 KiB"),
+                ContentTypes("image/*", "application/pdf"),
+                ImageLimits(max_pixels=1_000_000),
+            ],
             variants=_variants(),
         ),
         nullable=True,
@@ -54,8 +59,11 @@ class Picture(UUIDAuditBase):
 
 
 def _sync_url(db: Db) -> str:
-    return (db.url.replace("+aiosqlite", "").replace("+asyncpg", "+psycopg")
-            .replace("+aiomysql", "+pymysql"))
+    return (
+        db.url.replace("+aiosqlite", "")
+        .replace("+asyncpg", "+psycopg")
+        .replace("+aiomysql", "+pymysql")
+    )
 
 
 @pytest.fixture
@@ -73,7 +81,8 @@ async def _consistent(db: Db, files: FaultyBackend) -> None:
     session = db.session()
     try:
         orphans = await session.run_sync(
-            lambda s: find_orphans(s, [Picture.file], files, grace=timedelta(0)))
+            lambda s: find_orphans(s, [Picture.file], files, grace=timedelta(0))
+        )
         dangling = await session.run_sync(lambda s: find_dangling(s, Picture))
     finally:
         await session.close()
@@ -85,10 +94,12 @@ async def test_refused_file_fails_the_flush_and_nothing_is_kept(
     db: Db, files: FaultyBackend, pictures: None
 ) -> None:
     session = db.session()
-    session.add(Picture(name="ok", file=FileObject(filename="ok.png",
-                                                   content=image_bytes("PNG"))))
-    session.add(Picture(name="bad", file=FileObject(filename="cat.png",
-                                                    content=b"MZ\x90\x00 not an image" * 10)))
+    session.add(Picture(name="ok", file=FileObject(filename="ok.png", content=image_bytes("PNG"))))
+    session.add(
+        Picture(
+            name="bad", file=FileObject(filename="cat.png", content=b"MZ\x90\x00 not an image" * 10)
+        )
+    )
     with pytest.raises(ValidationError) as caught:
         await session.flush()
     error = caught.value
@@ -105,8 +116,11 @@ async def test_refused_file_fails_the_flush_and_nothing_is_kept(
 @pytest.mark.parametrize(
     ("content", "rule", "limit"),
     [
-        (lambda: png_bomb_header(50_000, 50_000) + b"\x00" * 100, "ImageLimits",
-         {"max_pixels": 1_000_000}),
+        (
+            lambda: png_bomb_header(50_000, 50_000) + b"\x00" * 100,
+            "ImageLimits",
+            {"max_pixels": 1_000_000},
+        ),
         (lambda: image_bytes("PNG") + b"\x00" * 70_000, "MaxSize", 64 * 1024),
     ],
     ids=["decompression-bomb", "too-large"],
@@ -126,12 +140,11 @@ async def test_limits_name_the_rule_value_and_limit(
     await _consistent(db, files)
 
 
-async def test_metadata_recorded_and_public(
-    db: Db, files: FaultyBackend, pictures: None
-) -> None:
+async def test_metadata_recorded_and_public(db: Db, files: FaultyBackend, pictures: None) -> None:
     session = db.session()
-    session.add(Picture(name="img", file=FileObject(filename="a.png",
-                                                    content=image_bytes("PNG", (40, 30)))))
+    session.add(
+        Picture(name="img", file=FileObject(filename="a.png", content=image_bytes("PNG", (40, 30))))
+    )
     session.add(Picture(name="doc", file=FileObject(filename="a.pdf", content=pdf_bytes(3))))
     await session.commit()
     await session.close()
@@ -273,8 +286,9 @@ def _begin(env: Any, body: bytes) -> str:
     from tests.uploads.test_sessions import Photo
 
     with Session(env.engine) as session:
-        target = begin(session, Photo.image, filename="tiny.png", content_type="image/png",
-                       size=len(body))
+        target = begin(
+            session, Photo.image, filename="tiny.png", content_type="image/png", size=len(body)
+        )
         session.commit()
     assert env.send(target.instructions, body) == 200
     return target.id
@@ -290,7 +304,10 @@ def test_upload_session_completion_runs_validators_and_records_metadata(upload_e
     with Session(upload_env.engine) as session, pytest.raises(ValidationError) as caught:
         complete(session, refused, validators=[ImageLimits(min_width=16)])
     assert (caught.value.rule, caught.value.value, caught.value.limit) == (
-        "ImageLimits", 8, {"min_width": 16})
+        "ImageLimits",
+        8,
+        {"min_width": 16},
+    )
     assert "tiny.png" in str(caught.value)
     assert upload_env.files() == []  # the refused object is deleted
     accepted = _begin(upload_env, body)
@@ -369,8 +386,13 @@ async def test_gc_keeps_variants_of_referenced_files_and_removes_the_others(
     files.put(stray, b"y")
     engine = create_engine(_sync_url(db))
     try:
-        removed = [info.path for info, deleted in remove_orphans(
-            sessionmaker(engine), [Picture.file], files, grace=timedelta(0)) if deleted]
+        removed = [
+            info.path
+            for info, deleted in remove_orphans(
+                sessionmaker(engine), [Picture.file], files, grace=timedelta(0)
+            )
+            if deleted
+        ]
     finally:
         engine.dispose()
     assert removed == [stray]
@@ -391,8 +413,7 @@ async def test_variant_job_is_idempotent_and_skips_a_deleted_original(
     assert row.file is not None
     preview = row.file.variant("preview")
     etag = preview.refresh().etag
-    payload = {"backend": "files", "path": row.file.path,
-               "variants": row.file.metadata["variants"]}
+    payload = {"backend": "files", "path": row.file.path, "variants": row.file.metadata["variants"]}
     writes = files.writes
     get_queue().enqueue(VARIANT_JOB, payload)  # delivered again: nothing is rewritten
     assert get_queue().drain(30)
@@ -429,10 +450,26 @@ def test_variants_are_made_by_a_real_saq_worker_after_commit(tmp_path: Any) -> N
 
         models = importlib.reload(models)
         paths = os.pathsep.join([str(test_saq.ROOT / "src"), str(test_saq.ROOT)])
-        run.workers.append(subprocess.Popen(
-            [sys.executable, "-m", "storeroom.jobs.saq", "--url", run.url, "--name", run.name,
-             "--import", "tests.orm.saq_variant_models", "--concurrency", "2", "--sweep", "1"],
-            env={**os.environ, "PYTHONPATH": paths}))
+        run.workers.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "storeroom.jobs.saq",
+                    "--url",
+                    run.url,
+                    "--name",
+                    run.name,
+                    "--import",
+                    "tests.orm.saq_variant_models",
+                    "--concurrency",
+                    "2",
+                    "--sweep",
+                    "1",
+                ],
+                env={**os.environ, "PYTHONPATH": paths},
+            )
+        )
         set_queue(test_saq.make_queue(run))
         engine = create_engine(f"sqlite:///{tmp_path}/db.sqlite")
         models.Base.metadata.create_all(engine)

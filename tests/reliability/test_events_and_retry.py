@@ -131,8 +131,10 @@ def test_transient_kinds_from_botocore_and_wrapped_causes() -> None:
     from botocore.exceptions import ClientError, EndpointConnectionError
 
     def client_error(code: str, status: int) -> ClientError:
-        response = {"Error": {"Code": code, "Message": "500 mentioned"},
-                    "ResponseMetadata": {"HTTPStatusCode": status}}
+        response = {
+            "Error": {"Code": code, "Message": "500 mentioned"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
         return ClientError(response, "GetObject")  # type: ignore[arg-type]
 
     assert is_transient(client_error("SlowDown", 503))
@@ -140,6 +142,7 @@ def test_transient_kinds_from_botocore_and_wrapped_causes() -> None:
     assert not is_transient(client_error("NoSuchKey", 404))
     assert not is_transient(client_error("AccessDenied", 403))
     assert is_transient(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
+
     # fsspec implementations re-raise library errors as OSError: the cause decides.
     def wrapped(cause: BaseException, message: str) -> OSError:
         try:
@@ -188,8 +191,9 @@ def test_a_path_with_a_status_in_its_name_fails_at_once() -> None:
             raise OSError(f"cannot open {path}")
 
     fs = MissingPaths(skip_instance_cache=True)
-    backend = FSSpecBackend("q", fs, prefix="/q-test",
-                            retry=RetryPolicy(attempts=5, initial_backoff=0.001))
+    backend = FSSpecBackend(
+        "q", fs, prefix="/q-test", retry=RetryPolicy(attempts=5, initial_backoff=0.001)
+    )
     with pytest.raises(Exception, match="q500/report.pdf"):
         backend.head("q500/report.pdf")
     assert fs.calls == 1
@@ -267,7 +271,9 @@ class FlakyMemoryFileSystem(MemoryFileSystem):
 def _flaky_backend(failures: int, attempts: int) -> tuple[FSSpecBackend, FlakyMemoryFileSystem]:
     fs = FlakyMemoryFileSystem(failures, skip_instance_cache=True)
     backend = FSSpecBackend(
-        "flaky", fs, prefix="/flaky-test",
+        "flaky",
+        fs,
+        prefix="/flaky-test",
         retry=RetryPolicy(attempts=attempts, initial_backoff=0.001, max_backoff=0.01),
     )
     return backend, fs

@@ -47,14 +47,20 @@ SCRIPT = textwrap.dedent(
 def test_async_save_under_asyncio_run_exits_zero_in_100_of_100_runs(tmp_path: Path) -> None:
     script = tmp_path / "user_script.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
 
     def run(i: int) -> tuple[int, str]:
         folder = tmp_path / f"store{i}"
         folder.mkdir()
         done = subprocess.run(
             [sys.executable, str(script), str(folder)],
-            env=env, capture_output=True, text=True, timeout=60,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         return done.returncode, done.stdout + done.stderr
 

@@ -40,11 +40,16 @@ def faulty(moto_server: MotoServer, s3_bucket: str) -> Iterator[Faulty]:
         aws_allow_http=True,
     )
     backend = ObstoreBackend(
-        "faulty", f"s3://{s3_bucket}/", aws_endpoint=proxy.endpoint, retry=FAST_RETRY,
-        timeout=1, **common,
+        "faulty",
+        f"s3://{s3_bucket}/",
+        aws_endpoint=proxy.endpoint,
+        retry=FAST_RETRY,
+        timeout=1,
+        **common,
     )
-    direct = ObstoreBackend("direct", f"s3://{s3_bucket}/", aws_endpoint=moto_server.endpoint,
-                            **common)
+    direct = ObstoreBackend(
+        "direct", f"s3://{s3_bucket}/", aws_endpoint=moto_server.endpoint, **common
+    )
     yield Faulty(backend, proxy, direct)
     proxy.stop()
 

@@ -34,10 +34,13 @@ def test_s3_checksum_algorithm_sends_a_checksum_the_server_verifies(
     proxy = RecordingProxy(moto_server.endpoint).start()
     try:
         backend = ObstoreBackend(
-            "checked", f"s3://{s3_bucket}/",
+            "checked",
+            f"s3://{s3_bucket}/",
             aws_access_key_id=moto_server.access_key,
             aws_secret_access_key=moto_server.secret_key,
-            aws_region=moto_server.region, aws_endpoint=proxy.endpoint, aws_allow_http=True,
+            aws_region=moto_server.region,
+            aws_endpoint=proxy.endpoint,
+            aws_allow_http=True,
             aws_checksum_algorithm="SHA256",
         )
         FileObject(backend=backend, filename="c.txt", content=b"checked bytes").save()
@@ -219,14 +222,25 @@ def test_old_sha256_records_still_verify_on_every_path() -> None:
     backend = ObstoreBackend("legacy", "memory://")
     backend.put("old.bin", ORIGINAL, checksum=None)
     record = "sha256:" + hashlib.sha256(ORIGINAL).hexdigest()
-    old = FileObject.from_dict({"backend": "legacy", "filename": "old.bin", "path": "old.bin",
-                                "size": len(ORIGINAL), "checksum": record})
+    old = FileObject.from_dict(
+        {
+            "backend": "legacy",
+            "filename": "old.bin",
+            "path": "old.bin",
+            "size": len(ORIGINAL),
+            "checksum": record,
+        }
+    )
     old.backend = backend
     assert old.get_content() == ORIGINAL
     assert b"".join(old.iter_chunks(chunk_size=1000)) == ORIGINAL
     assert _read_through_reader(old) == ORIGINAL
-    wrong = FileObject(backend=backend, filename="old.bin", size=len(ORIGINAL),
-                       checksum="sha256:" + hashlib.sha256(b"other").hexdigest())
+    wrong = FileObject(
+        backend=backend,
+        filename="old.bin",
+        size=len(ORIGINAL),
+        checksum="sha256:" + hashlib.sha256(b"other").hexdigest(),
+    )
     with pytest.raises(IntegrityError, match="sha256:"):
         wrong.get_content()
     # Upper-case hex and algorithm names written by other tools compare equal.

@@ -37,7 +37,9 @@ def test_spans_and_metrics_per_operation() -> None:
     data = reader.get_metrics_data()
     points = {
         m.name: m.data.data_points
-        for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
     }
     assert sum(p.value for p in points["storeroom.operation.bytes"]) == 200
     assert sum(p.value for p in points["storeroom.operation.errors"]) == 1

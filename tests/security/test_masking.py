@@ -16,19 +16,25 @@ ENDPOINT = f"http://minio-user:{PASSWORD}@127.0.0.1:9"
 
 
 def test_every_url_valued_option_is_masked_whatever_its_name() -> None:
-    shown = masked_mapping({
-        "aws_endpoint": ENDPOINT, "proxy_url": f"http://u:{PASSWORD}@proxy:3128",
-        "client_options": {"proxy_url": f"https://:{PASSWORD}@p"},
-        "google_service_account": "/keys/sa.json", "aws_region": "eu-west-1",
-    })
+    shown = masked_mapping(
+        {
+            "aws_endpoint": ENDPOINT,
+            "proxy_url": f"http://u:{PASSWORD}@proxy:3128",
+            "client_options": {"proxy_url": f"https://:{PASSWORD}@p"},
+            "google_service_account": "/keys/sa.json",
+            "aws_region": "eu-west-1",
+        }
+    )
     assert PASSWORD not in json.dumps(shown)
     assert shown["aws_endpoint"] == "http://minio-user:***@127.0.0.1:9"
     assert shown["aws_region"] == "eu-west-1"
 
 
 def test_mask_text_masks_every_url_in_a_message() -> None:
-    text = (f"GET {ENDPOINT}/bkt/a.txt failed; see https://x.blob.core.windows.net/c/b?sv=1"
-            "&sig=SIGNATURE123 and http://plain.example/path")
+    text = (
+        f"GET {ENDPOINT}/bkt/a.txt failed; see https://x.blob.core.windows.net/c/b?sv=1"
+        "&sig=SIGNATURE123 and http://plain.example/path"
+    )
     masked = mask_text(text)
     assert PASSWORD not in masked and "SIGNATURE123" not in masked
     assert "http://plain.example/path" in masked
@@ -39,8 +45,14 @@ def test_backend_errors_events_and_logs_never_show_the_endpoint_password(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     backend = ObstoreBackend(
-        "s3", "s3://bkt", aws_endpoint=ENDPOINT, aws_access_key_id="a",
-        aws_secret_access_key="b", aws_region="us-east-1", aws_allow_http=True, retry=1,
+        "s3",
+        "s3://bkt",
+        aws_endpoint=ENDPOINT,
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+        aws_region="us-east-1",
+        aws_allow_http=True,
+        retry=1,
     )
     seen: list[events.StorageEvent] = []
     events.subscribe(seen.append)
@@ -66,8 +78,10 @@ def test_cli_backends_masks_url_valued_options(tmp_path, monkeypatch) -> None:  
         f'options = {{ aws_endpoint = "{ENDPOINT}", aws_region = "us-east-1", '
         'aws_access_key_id = "AKIDEXAMPLE", aws_secret_access_key = "wJalrXUtnFEMIEXAMPLE" }\n'
     )
-    for args in (["--config", str(config), "backends"],
-                 ["--config", str(config), "backends", "--json"]):
+    for args in (
+        ["--config", str(config), "backends"],
+        ["--config", str(config), "backends", "--json"],
+    ):
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 0, result.output
         assert PASSWORD not in result.output and "wJalrXUtnFEMIEXAMPLE" not in result.output

@@ -26,7 +26,9 @@ SECRET = b"outside the root"
 
 
 @pytest.fixture(params=["obstore", "fsspec"])
-def planted(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[StorageBackend, Path]]:
+def planted(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[StorageBackend, Path]]:
     root, outside = tmp_path / "root", tmp_path / "outside"
     root.mkdir()
     outside.mkdir()
@@ -151,13 +153,22 @@ def test_storeroom_gc_and_verify_never_touch_files_behind_a_link(tmp_path: Path)
     Document.__table__.create(engine)  # type: ignore[attr-defined]
     engine.dispose()
     repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": f"{repo}/src:{repo}",
-           "STOREROOM_CLI_TABLE": Document.__tablename__,
-           "STORAGE__LOCAL__URL": f"file://{root}", "DATABASE_URL": f"sqlite:///{tmp_path}/app.db"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{repo}/src:{repo}",
+        "STOREROOM_CLI_TABLE": Document.__tablename__,
+        "STORAGE__LOCAL__URL": f"file://{root}",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/app.db",
+    }
     common = ["--model", "tests.cli.models:Document", "--backend", "local", "--grace", "0s"]
     for command in (["verify", *common], ["gc", *common, "--yes"]):
-        done = subprocess.run([sys.executable, "-m", "storeroom.cli", *command], env=env,
-                              cwd=tmp_path, capture_output=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "storeroom.cli", *command],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=120,
+        )
         assert b"precious" not in done.stdout, done.stdout
         assert done.returncode in (0, 1), done.stderr.decode()
     assert (outside / "precious.txt").read_bytes() == SECRET

@@ -16,7 +16,11 @@ from typing import NoReturn
 import pytest
 
 __all__ = [
-    "free_port", "require_service", "services_required", "stop_process", "wait_for_port",
+    "free_port",
+    "require_service",
+    "services_required",
+    "stop_process",
+    "wait_for_port",
 ]
 
 

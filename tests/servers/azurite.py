@@ -72,9 +72,17 @@ def start_azurite() -> AzuriteServer:
     workdir = tempfile.mkdtemp(prefix="azurite-")
     process = subprocess.Popen(
         [
-            node, str(entry), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-            "--inMemoryPersistence", "--skipApiVersionCheck", "--loose",
-            "--disableTelemetry", "--silent",
+            node,
+            str(entry),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--inMemoryPersistence",
+            "--skipApiVersionCheck",
+            "--loose",
+            "--disableTelemetry",
+            "--silent",
         ],
         cwd=workdir,
         stdout=subprocess.DEVNULL,

@@ -43,7 +43,9 @@ class FakeGcsServer:
         """Create bucket ``name`` through the JSON API."""
         body = json.dumps({"name": name}).encode()
         request = urllib.request.Request(
-            f"{self.endpoint}/storage/v1/b?project=test", data=body, method="POST",
+            f"{self.endpoint}/storage/v1/b?project=test",
+            data=body,
+            method="POST",
             headers={"Content-Type": "application/json"},
         )
         try:
@@ -57,21 +59,27 @@ class FakeGcsServer:
         """Upload an object through the JSON API (the path obstore cannot use here)."""
         query = urllib.parse.urlencode({"uploadType": "media", "name": name})
         request = urllib.request.Request(
-            f"{self.endpoint}/upload/storage/v1/b/{bucket}/o?{query}", data=data,
-            method="POST", headers={"Content-Type": content_type},
+            f"{self.endpoint}/upload/storage/v1/b/{bucket}/o?{query}",
+            data=data,
+            method="POST",
+            headers={"Content-Type": content_type},
         )
         urllib.request.urlopen(request, timeout=10).close()
 
     def service_account(self, directory: Path) -> Path:
         """A service-account file pointing obstore at this server without OAuth."""
         path = directory / "fake-gcs-service-account.json"
-        path.write_text(json.dumps({
-            "gcs_base_url": self.endpoint,
-            "disable_oauth": True,
-            "client_email": "",
-            "private_key": "",
-            "private_key_id": "",
-        }))
+        path.write_text(
+            json.dumps(
+                {
+                    "gcs_base_url": self.endpoint,
+                    "disable_oauth": True,
+                    "client_email": "",
+                    "private_key": "",
+                    "private_key_id": "",
+                }
+            )
+        )
         return path
 
     def stop(self) -> None:
@@ -90,9 +98,21 @@ def start_fake_gcs() -> FakeGcsServer:
     endpoint = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [
-            str(binary), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
-            "-port", str(port), "-public-host", f"127.0.0.1:{port}", "-external-url", endpoint,
-            "-log-level", "error",
+            str(binary),
+            "-scheme",
+            "http",
+            "-backend",
+            "memory",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-public-host",
+            f"127.0.0.1:{port}",
+            "-external-url",
+            endpoint,
+            "-log-level",
+            "error",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -127,7 +127,8 @@ class RecordingProxy:
                     return
                 conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
                 headers = {
-                    k: v for k, v in self.headers.items()
+                    k: v
+                    for k, v in self.headers.items()
                     if k.lower() not in ("transfer-encoding", "content-length")
                 }
                 headers["Content-Length"] = str(len(body))

@@ -42,13 +42,15 @@ def test_secrets_manager_snippet(aws_env: MotoServer) -> None:
         return json.loads(response["SecretString"])
 
     credentials = get_storage_credentials()
-    storages.register_backend(ObstoreBackend(
-        key="s3",
-        fs="s3://my-bucket/",
-        aws_access_key_id=credentials["access_key_id"],
-        aws_secret_access_key=credentials["secret_access_key"],
-        aws_region="us-west-2",
-    ))
+    storages.register_backend(
+        ObstoreBackend(
+            key="s3",
+            fs="s3://my-bucket/",
+            aws_access_key_id=credentials["access_key_id"],
+            aws_secret_access_key=credentials["secret_access_key"],
+            aws_region="us-west-2",
+        )
+    )
 
     saved = FileObject(backend="s3", filename="secret.txt", content=b"kept safe").save()
     assert saved.get_content() == b"kept safe"
@@ -72,11 +74,14 @@ def test_encryption_at_rest_snippet(aws_env: MotoServer) -> None:
     )
 
     from storeroom.backends.fsspec import FSSpecBackend
-    storages.register_backend(FSSpecBackend(
-        key="s3-encrypted",
-        fs=s3_fs,
-        prefix="my-bucket",
-    ))
+
+    storages.register_backend(
+        FSSpecBackend(
+            key="s3-encrypted",
+            fs=s3_fs,
+            prefix="my-bucket",
+        )
+    )
 
     f = FileObject(backend="s3-encrypted", filename="payroll.csv", content=b"a,b\n")
     asyncio.run(f.save_async())  # an s3fs instance made outside the loop works from async code
@@ -127,11 +132,14 @@ def test_caching_snippet_corrected(aws_env: MotoServer, tmp_path) -> None:  # ty
     )
 
     from storeroom.backends.fsspec import FSSpecBackend
-    storages.register_backend(FSSpecBackend(
-        key="s3-cached",
-        fs=cached_fs,
-        prefix="my-bucket",
-    ))
+
+    storages.register_backend(
+        FSSpecBackend(
+            key="s3-cached",
+            fs=cached_fs,
+            prefix="my-bucket",
+        )
+    )
 
     f = FileObject(backend="s3-cached", filename="photo.jpg", content=b"jpeg").save()
     assert f.get_content() == b"jpeg"
@@ -203,7 +211,7 @@ def test_storage_metrics_snippet_corrected(
                     "size": file_obj.size,
                     "backend": file_obj.backend,
                     "duration_ms": duration * 1000,
-                }
+                },
             )
         except Exception as e:
             logger.error(
@@ -212,7 +220,7 @@ def test_storage_metrics_snippet_corrected(
                     "file_name": file_obj.filename,
                     "backend": file_obj.backend,
                     "error": str(e),
-                }
+                },
             )
             raise
 
@@ -242,10 +250,9 @@ def test_error_handling_snippet(aws_env: MotoServer) -> None:
                 if attempt == max_retries - 1:
                     raise
                 logger.warning(
-                    f"upload attempt {attempt + 1} failed, retrying",
-                    extra={"error": str(e)}
+                    f"upload attempt {attempt + 1} failed, retrying", extra={"error": str(e)}
                 )
-                await asyncio.sleep(2 ** attempt)  # Exponential backoff
+                await asyncio.sleep(2**attempt)  # Exponential backoff
 
     f = FileObject(backend="s3", filename="r.txt", content=b"ok")
     asyncio.run(safe_upload(f))
@@ -275,21 +282,23 @@ def test_memory_fixture_snippet(configure_test_storage: None) -> None:
 def configure_storage_for_environment():
     """Configure storage based on test environment."""
     import os
+
     if os.environ.get("USE_REAL_S3") == "true":
         # Integration tests with real S3
         from storeroom.backends.obstore import ObstoreBackend
-        storages.register_backend(ObstoreBackend(
-            key="test",
-            fs="s3://test-bucket/",
-            aws_region="us-west-2",
-        ))
+
+        storages.register_backend(
+            ObstoreBackend(
+                key="test",
+                fs="s3://test-bucket/",
+                aws_region="us-west-2",
+            )
+        )
     else:
         # Unit tests with memory storage
         from storeroom.backends.fsspec import FSSpecBackend
-        storages.register_backend(FSSpecBackend(
-            key="test",
-            fs="memory"
-        ))
+
+        storages.register_backend(FSSpecBackend(key="test", fs="memory"))
 
     yield
     storages._backends.clear()
@@ -297,7 +306,9 @@ def configure_storage_for_environment():
 
 @pytest.mark.parametrize("real_s3", ["true", "false"])
 def test_environment_specific_fixture_snippet(
-    real_s3: str, aws_env: MotoServer, monkeypatch: pytest.MonkeyPatch,
+    real_s3: str,
+    aws_env: MotoServer,
+    monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
 ) -> None:
     aws_env.create_bucket("test-bucket")
@@ -326,19 +337,25 @@ def test_gradual_migration_snippet_corrected(aws_env: MotoServer, tmp_path, monk
         """Configure both local and S3 for gradual migration."""
         # Old backend (local)
         from storeroom.backends.fsspec import FSSpecBackend
-        storages.register_backend(FSSpecBackend(
-            key="local-legacy",
-            fs="file",
-            prefix=str(tmp_path / "var/app/uploads"),  # /var/app/uploads in the snippet
-        ))
+
+        storages.register_backend(
+            FSSpecBackend(
+                key="local-legacy",
+                fs="file",
+                prefix=str(tmp_path / "var/app/uploads"),  # /var/app/uploads in the snippet
+            )
+        )
 
         # New backend (S3)
         from storeroom.backends.obstore import ObstoreBackend
-        storages.register_backend(ObstoreBackend(
-            key="s3-new",
-            fs="s3://new-uploads/",
-            aws_region="us-west-2",
-        ))
+
+        storages.register_backend(
+            ObstoreBackend(
+                key="s3-new",
+                fs="s3://new-uploads/",
+                aws_region="us-west-2",
+            )
+        )
 
     # Use feature flag or gradual rollout
     def get_storage_backend(user_id: UUID) -> str:

@@ -30,8 +30,12 @@ from tests.servers.databases import DatabaseUrls
 PDF = b"%PDF-1.7\n" + b"y" * 300
 
 
-@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres),
-                        pytest.param("mariadb", marks=pytest.mark.mariadb)])
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ]
+)
 def urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseUrls]:
     found: DatabaseUrls = request.getfixturevalue(f"{request.param}_url")
     backend = storages.register_backend(ObstoreBackend("docs", f"file://{tmp_path}/store"))
@@ -47,8 +51,14 @@ def urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseUrl
 def test_exactly_one_of_two_racing_completions_wins(urls: DatabaseUrls) -> None:
     engine = create_engine(urls.sync, pool_size=4)
     with Session(engine) as db:
-        target = begin(db, "docs", filename="a.pdf", content_type="application/pdf",
-                       size=len(PDF), limits=UploadLimits(max_size=1000))
+        target = begin(
+            db,
+            "docs",
+            filename="a.pdf",
+            content_type="application/pdf",
+            size=len(PDF),
+            limits=UploadLimits(max_size=1000),
+        )
         db.commit()
     storages.get_backend("docs").put(target.path, PDF, overwrite=False)
     outcomes: list[str] = []
@@ -77,15 +87,27 @@ def test_exactly_one_of_two_racing_completions_wins(urls: DatabaseUrls) -> None:
 async def test_async_session_on_a_real_database(urls: DatabaseUrls) -> None:
     engine = create_async_engine(urls.async_)
     async with AsyncSession(engine) as db:
-        target = await begin_async(db, "docs", filename="a.pdf", content_type="application/pdf",
-                                   size=len(PDF), expires_in=60)
+        target = await begin_async(
+            db,
+            "docs",
+            filename="a.pdf",
+            content_type="application/pdf",
+            size=len(PDF),
+            expires_in=60,
+        )
         await db.commit()
         await storages.get_backend("docs").put_async(target.path, PDF, overwrite=False)
         file = await complete_async(db, target.id)
         await db.commit()
         assert file.size == len(PDF) and file.content_type == "application/pdf"
-        pending = await begin_async(db, "docs", filename="b.pdf", content_type="application/pdf",
-                                    size=len(PDF), expires_in=60)
+        pending = await begin_async(
+            db,
+            "docs",
+            filename="b.pdf",
+            content_type="application/pdf",
+            size=len(PDF),
+            expires_in=60,
+        )
         await db.commit()
         await storages.get_backend("docs").put_async(pending.path, PDF, overwrite=False)
         later = pending.expires_at + timedelta(seconds=1)

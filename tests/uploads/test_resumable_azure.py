@@ -58,18 +58,28 @@ def session(tmp_path: Path) -> Iterator[Session]:
 
 @pytest.fixture
 def azure(azurite_server: Any, azure_container: str) -> ObstoreBackend:
-    return storages.register_backend(ObstoreBackend(
-        "blobs", f"az://{azure_container}/prefix",
-        azure_storage_connection_string=azurite_server.connection_string))
+    return storages.register_backend(
+        ObstoreBackend(
+            "blobs",
+            f"az://{azure_container}/prefix",
+            azure_storage_connection_string=azurite_server.connection_string,
+        )
+    )
 
 
 def _chunks(body: bytes) -> list[bytes]:
-    return [body[i:i + PART] for i in range(0, len(body), PART)]
+    return [body[i : i + PART] for i in range(0, len(body), PART)]
 
 
 def test_blocks_resume_commit_and_verify(azure: ObstoreBackend, session: Session) -> None:
-    target = begin_resumable(session, "blobs", filename="r.pdf",
-                             content_type="application/pdf", size=len(BODY), limits=LIMITS)
+    target = begin_resumable(
+        session,
+        "blobs",
+        filename="r.pdf",
+        content_type="application/pdf",
+        size=len(BODY),
+        limits=LIMITS,
+    )
     session.commit()
     assert target.protocol == "azure-blocks"
     chunks = _chunks(BODY)
@@ -78,8 +88,7 @@ def test_blocks_resume_commit_and_verify(azure: ObstoreBackend, session: Session
     forged = first["url"].replace("sig=", "sig=A")
     assert httpx.put(forged, content=chunks[0]).status_code == 403  # Azurite checks the SAS
     assert httpx.put(first["url"], content=chunks[0]).status_code == 201
-    assert [(p.number, p.size) for p in list_parts(session, target.id)] == [
-        (1, len(chunks[0]))]
+    assert [(p.number, p.size) for p in list_parts(session, target.id)] == [(1, len(chunks[0]))]
     for number, chunk in enumerate(chunks[1:], start=2):
         url = sign_part(session, target.id, number, len(chunk))["url"]
         assert httpx.put(url, content=chunk).status_code == 201
@@ -91,13 +100,21 @@ def test_blocks_resume_commit_and_verify(azure: ObstoreBackend, session: Session
 
 
 def test_gap_in_blocks_rejected_and_dropped(azure: ObstoreBackend, session: Session) -> None:
-    target = begin_resumable(session, "blobs", filename="r.pdf",
-                             content_type="application/pdf", size=len(BODY), limits=LIMITS)
+    target = begin_resumable(
+        session,
+        "blobs",
+        filename="r.pdf",
+        content_type="application/pdf",
+        size=len(BODY),
+        limits=LIMITS,
+    )
     session.commit()
     chunks = _chunks(BODY)
     for number in (1, 3):
-        httpx.put(sign_part(session, target.id, number, len(chunks[number - 1]))["url"],
-                  content=chunks[number - 1])
+        httpx.put(
+            sign_part(session, target.id, number, len(chunks[number - 1]))["url"],
+            content=chunks[number - 1],
+        )
     with pytest.raises(UploadRejected) as caught:
         complete(session, target.id)
     assert caught.value.rule == "parts"
@@ -109,8 +126,14 @@ def test_gap_in_blocks_rejected_and_dropped(azure: ObstoreBackend, session: Sess
 
 def test_wrong_type_and_part_limits(azure: ObstoreBackend, session: Session) -> None:
     html = b"<!doctype html><script>x</script>" + b" " * 50
-    target = begin_resumable(session, "blobs", filename="r.pdf",
-                             content_type="application/pdf", size=len(html), limits=LIMITS)
+    target = begin_resumable(
+        session,
+        "blobs",
+        filename="r.pdf",
+        content_type="application/pdf",
+        size=len(html),
+        limits=LIMITS,
+    )
     session.commit()
     with pytest.raises(UploadRejected, match="out of range"):
         sign_part(session, target.id, 1, len(html) + 1)
@@ -121,13 +144,24 @@ def test_wrong_type_and_part_limits(azure: ObstoreBackend, session: Session) -> 
     assert not azure.exists(target.path)
 
 
-def test_abort_and_gc_drop_uncommitted_blocks(azure: ObstoreBackend, session: Session
-                                              ) -> None:
+def test_abort_and_gc_drop_uncommitted_blocks(azure: ObstoreBackend, session: Session) -> None:
     tables = metadata.tables["storeroom_upload_sessions"]
-    kept = begin_resumable(session, "blobs", filename="a.pdf",
-                           content_type="application/pdf", size=len(BODY), limits=LIMITS)
-    dropped = begin_resumable(session, "blobs", filename="b.pdf",
-                              content_type="application/pdf", size=len(BODY), limits=LIMITS)
+    kept = begin_resumable(
+        session,
+        "blobs",
+        filename="a.pdf",
+        content_type="application/pdf",
+        size=len(BODY),
+        limits=LIMITS,
+    )
+    dropped = begin_resumable(
+        session,
+        "blobs",
+        filename="b.pdf",
+        content_type="application/pdf",
+        size=len(BODY),
+        limits=LIMITS,
+    )
     session.commit()
     rows = {row.id: row for row in session.execute(tables.select()).all()}
     for target in (kept, dropped):
@@ -148,8 +182,13 @@ async def test_async_twins(azure: ObstoreBackend, tmp_path: Path) -> None:
         await connection.run_sync(metadata.create_all)
     async with AsyncSession(engine) as session:
         target = await begin_resumable_async(
-            session, "blobs", filename="r.pdf", content_type="application/pdf",
-            size=len(BODY), limits=LIMITS)
+            session,
+            "blobs",
+            filename="r.pdf",
+            content_type="application/pdf",
+            size=len(BODY),
+            limits=LIMITS,
+        )
         await session.commit()
         for number, chunk in enumerate(_chunks(BODY), start=1):
             signed = await sign_part_async(session, target.id, number, len(chunk))

@@ -56,15 +56,21 @@ def session(tmp_path: Path) -> Iterator[Session]:
 @pytest.fixture
 def s3(moto_server: Any, s3_bucket: str) -> ObstoreBackend:
     server = moto_server
-    return storages.register_backend(ObstoreBackend(
-        "big", f"s3://{s3_bucket}/prefix", aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key, aws_endpoint=server.endpoint,
-        aws_region=server.region, aws_allow_http=True,
-    ))
+    return storages.register_backend(
+        ObstoreBackend(
+            "big",
+            f"s3://{s3_bucket}/prefix",
+            aws_access_key_id=server.access_key,
+            aws_secret_access_key=server.secret_key,
+            aws_endpoint=server.endpoint,
+            aws_region=server.region,
+            aws_allow_http=True,
+        )
+    )
 
 
 def _chunks(body: bytes) -> list[bytes]:
-    return [body[i:i + PART] for i in range(0, len(body), PART)]
+    return [body[i : i + PART] for i in range(0, len(body), PART)]
 
 
 def _put(url: str, data: bytes) -> httpx.Response:
@@ -72,8 +78,14 @@ def _put(url: str, data: bytes) -> httpx.Response:
 
 
 def test_parts_resume_and_complete(s3: ObstoreBackend, session: Session) -> None:
-    target = begin_resumable(session, "big", filename="report.pdf",
-                             content_type="application/pdf", size=len(BODY), limits=LIMITS)
+    target = begin_resumable(
+        session,
+        "big",
+        filename="report.pdf",
+        content_type="application/pdf",
+        size=len(BODY),
+        limits=LIMITS,
+    )
     session.commit()
     assert target.protocol == "s3-multipart"
     chunks = _chunks(BODY)
@@ -102,29 +114,45 @@ def test_parts_resume_and_complete(s3: ObstoreBackend, session: Session) -> None
 
 
 def test_part_limits_checked_when_signing(s3: ObstoreBackend, session: Session) -> None:
-    target = begin_resumable(session, "big", filename="r.pdf", content_type="application/pdf",
-                             size=len(BODY), limits=LIMITS)
+    target = begin_resumable(
+        session,
+        "big",
+        filename="r.pdf",
+        content_type="application/pdf",
+        size=len(BODY),
+        limits=LIMITS,
+    )
     session.commit()
-    for number, size in [(0, 10), (4, 10), (10_001, 10), (1, 0), (1, len(BODY) + 1),
-                         (True, 10)]:
+    for number, size in [(0, 10), (4, 10), (10_001, 10), (1, 0), (1, len(BODY) + 1), (True, 10)]:
         with pytest.raises(UploadRejected) as caught:
             sign_part(session, target.id, number, size)  # type: ignore[arg-type]
         assert caught.value.rule == "part"
 
 
-def test_declared_size_too_large_is_refused_at_begin(s3: ObstoreBackend, session: Session
-                                                      ) -> None:
+def test_declared_size_too_large_is_refused_at_begin(s3: ObstoreBackend, session: Session) -> None:
     with pytest.raises(UploadRejected) as caught:
-        begin_resumable(session, "big", filename="r.pdf", content_type="application/pdf",
-                        size=65 << 20, limits=LIMITS)
+        begin_resumable(
+            session,
+            "big",
+            filename="r.pdf",
+            content_type="application/pdf",
+            size=65 << 20,
+            limits=LIMITS,
+        )
     assert caught.value.rule == "max_size"
 
 
 def test_missing_or_short_parts_are_rejected_and_aborted(
     s3: ObstoreBackend, session: Session
 ) -> None:
-    target = begin_resumable(session, "big", filename="r.pdf", content_type="application/pdf",
-                             size=len(BODY), limits=LIMITS)
+    target = begin_resumable(
+        session,
+        "big",
+        filename="r.pdf",
+        content_type="application/pdf",
+        size=len(BODY),
+        limits=LIMITS,
+    )
     session.commit()
     chunks = _chunks(BODY)
     _put(sign_part(session, target.id, 1, len(chunks[0]))["url"], chunks[0])
@@ -142,8 +170,14 @@ def test_wrong_type_rejected_after_multipart_completion(
     s3: ObstoreBackend, session: Session
 ) -> None:
     html = b"<!doctype html><script>alert(1)</script>" + b" " * 100
-    target = begin_resumable(session, "big", filename="r.pdf", content_type="application/pdf",
-                             size=len(html), limits=LIMITS)
+    target = begin_resumable(
+        session,
+        "big",
+        filename="r.pdf",
+        content_type="application/pdf",
+        size=len(html),
+        limits=LIMITS,
+    )
     session.commit()
     _put(sign_part(session, target.id, 1, len(html))["url"], html)
     with pytest.raises(UploadRejected) as caught:
@@ -156,10 +190,22 @@ def test_abort_and_gc_drop_abandoned_multipart_uploads(
     s3: ObstoreBackend, session: Session
 ) -> None:
     tables = metadata.tables["storeroom_upload_sessions"]
-    kept = begin_resumable(session, "big", filename="a.pdf", content_type="application/pdf",
-                           size=len(BODY), limits=LIMITS)
-    dropped = begin_resumable(session, "big", filename="b.pdf",
-                              content_type="application/pdf", size=len(BODY), limits=LIMITS)
+    kept = begin_resumable(
+        session,
+        "big",
+        filename="a.pdf",
+        content_type="application/pdf",
+        size=len(BODY),
+        limits=LIMITS,
+    )
+    dropped = begin_resumable(
+        session,
+        "big",
+        filename="b.pdf",
+        content_type="application/pdf",
+        size=len(BODY),
+        limits=LIMITS,
+    )
     session.commit()
     chunk = _chunks(BODY)[0]
     _put(sign_part(session, kept.id, 1, len(chunk))["url"], chunk)
@@ -179,8 +225,9 @@ def test_abort_and_gc_drop_abandoned_multipart_uploads(
 def test_single_session_is_not_a_multipart_one(s3: ObstoreBackend, session: Session) -> None:
     from storeroom.uploads import begin
 
-    target = begin(session, "big", filename="r.pdf", content_type="application/pdf",
-                   size=10, limits=LIMITS)
+    target = begin(
+        session, "big", filename="r.pdf", content_type="application/pdf", size=10, limits=LIMITS
+    )
     with pytest.raises(UploadSessionInvalid, match="single"):
         sign_part(session, target.id, 1, 10)
 
@@ -188,8 +235,7 @@ def test_single_session_is_not_a_multipart_one(s3: ObstoreBackend, session: Sess
 def test_store_without_resumable_protocol_is_a_clear_error(session: Session) -> None:
     storages.register_backend(ObstoreBackend("plain", "memory:///"))
     with pytest.raises(ConfigurationError, match="resumable"):
-        begin_resumable(session, "plain", filename="r.pdf", content_type="application/pdf",
-                        size=10)
+        begin_resumable(session, "plain", filename="r.pdf", content_type="application/pdf", size=10)
 
 
 async def test_async_twins(s3: ObstoreBackend, tmp_path: Path) -> None:
@@ -198,8 +244,13 @@ async def test_async_twins(s3: ObstoreBackend, tmp_path: Path) -> None:
         await connection.run_sync(metadata.create_all)
     async with AsyncSession(engine) as session:
         target = await begin_resumable_async(
-            session, "big", filename="r.pdf", content_type="application/pdf",
-            size=len(BODY), limits=LIMITS)
+            session,
+            "big",
+            filename="r.pdf",
+            content_type="application/pdf",
+            size=len(BODY),
+            limits=LIMITS,
+        )
         await session.commit()
         for number, chunk in enumerate(_chunks(BODY), start=1):
             signed = await sign_part_async(session, target.id, number, len(chunk))

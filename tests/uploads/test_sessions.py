@@ -36,8 +36,10 @@ from storeroom.uploads import (
 from storeroom.web import SignedUrlApp, SignedUrlWsgiApp
 
 SECRET = "uploads-secret-0123456789abcdef"
-PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00"
-       b"\x00\x90wS\xde" + b"\x00" * 200)
+PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00"
+    b"\x00\x90wS\xde" + b"\x00" * 200
+)
 HTML = b"<html><body><script>alert(document.cookie)</script></body></html>"
 IMAGES = UploadLimits(max_size=10_000, content_types=["image/*"])
 
@@ -67,9 +69,13 @@ class Env:
     def send(self, instructions: Any, body: bytes) -> int:
         parts = urlsplit(instructions.url)
         assert parts.path.startswith("/files/")
-        reply = self.web.open(parts.path.removeprefix("/files"), query_string=parts.query,
-                              method=instructions.method, headers=instructions.headers,
-                              data=body)
+        reply = self.web.open(
+            parts.path.removeprefix("/files"),
+            query_string=parts.query,
+            method=instructions.method,
+            headers=instructions.headers,
+            data=body,
+        )
         return int(reply.status_code)
 
     def files(self) -> list[str]:
@@ -85,8 +91,14 @@ def env(tmp_path: Path) -> Iterator[Env]:
 
 def test_upload_session_happy_path_replay_and_second_completion(env: Env) -> None:
     with Session(env.engine) as session:
-        target = begin(session, Photo.image, filename="../../etc/passwd cat.png",
-                       content_type="image/png", size=len(PNG), limits=IMAGES)
+        target = begin(
+            session,
+            Photo.image,
+            filename="../../etc/passwd cat.png",
+            content_type="image/png",
+            size=len(PNG),
+            limits=IMAGES,
+        )
         session.commit()
     # The server chose the path: the ORM layout, never the client's name.
     assert target.path.startswith("photos/image/") and target.path.endswith("/passwd_cat.png")
@@ -112,8 +124,14 @@ def test_upload_session_happy_path_replay_and_second_completion(env: Env) -> Non
 
 def test_completion_rolled_back_leaves_the_session_pending(env: Env) -> None:
     with Session(env.engine) as session:
-        target = begin(session, "photos", filename="a.png", content_type="image/png",
-                       size=len(PNG), limits=IMAGES)
+        target = begin(
+            session,
+            "photos",
+            filename="a.png",
+            content_type="image/png",
+            size=len(PNG),
+            limits=IMAGES,
+        )
         session.commit()
     assert env.send(target.instructions, PNG) == 200
     with Session(env.engine) as session:
@@ -124,16 +142,25 @@ def test_completion_rolled_back_leaves_the_session_pending(env: Env) -> None:
         session.commit()
 
 
-@pytest.mark.parametrize(("body", "declared_type", "rule"), [
-    (HTML, "image/png", "content_type"),      # HTML bytes declared as a PNG
-    (PNG[:100], "image/png", "declared_size"),  # fewer bytes than declared
-])
+@pytest.mark.parametrize(
+    ("body", "declared_type", "rule"),
+    [
+        (HTML, "image/png", "content_type"),  # HTML bytes declared as a PNG
+        (PNG[:100], "image/png", "declared_size"),  # fewer bytes than declared
+    ],
+)
 def test_failed_check_deletes_the_object_and_names_the_rule(
     env: Env, body: bytes, declared_type: str, rule: str
 ) -> None:
     with Session(env.engine) as session:
-        target = begin(session, Photo.image, filename="x.png", content_type=declared_type,
-                       size=len(HTML) if rule == "content_type" else len(PNG), limits=IMAGES)
+        target = begin(
+            session,
+            Photo.image,
+            filename="x.png",
+            content_type=declared_type,
+            size=len(HTML) if rule == "content_type" else len(PNG),
+            limits=IMAGES,
+        )
         session.commit()
     assert env.send(target.instructions, body) == 200
     with Session(env.engine) as session, pytest.raises(UploadRejected) as caught:
@@ -145,12 +172,20 @@ def test_failed_check_deletes_the_object_and_names_the_rule(
 
 def test_the_store_refuses_what_the_signature_does_not_grant(env: Env) -> None:
     with Session(env.engine) as session:
-        target = begin(session, Photo.image, filename="x.png", content_type="image/png",
-                       size=len(PNG), limits=IMAGES)
+        target = begin(
+            session,
+            Photo.image,
+            filename="x.png",
+            content_type="image/png",
+            size=len(PNG),
+            limits=IMAGES,
+        )
         session.commit()
     too_big = env.send(target.instructions, PNG + b"\x00")
-    other_type = env.send(type(target.instructions)(
-        target.instructions.url, "PUT", {"Content-Type": "text/html"}), PNG)
+    other_type = env.send(
+        type(target.instructions)(target.instructions.url, "PUT", {"Content-Type": "text/html"}),
+        PNG,
+    )
     assert (too_big, other_type) == (413, 415)
     assert env.files() == []
 
@@ -158,19 +193,38 @@ def test_the_store_refuses_what_the_signature_does_not_grant(env: Env) -> None:
 def test_declarations_over_the_limits_are_refused_at_begin(env: Env) -> None:
     with Session(env.engine) as session:
         with pytest.raises(UploadRejected) as big:
-            begin(session, Photo.image, filename="x.png", content_type="image/png",
-                  size=10_001, limits=IMAGES)
+            begin(
+                session,
+                Photo.image,
+                filename="x.png",
+                content_type="image/png",
+                size=10_001,
+                limits=IMAGES,
+            )
         with pytest.raises(UploadRejected) as html:
-            begin(session, Photo.image, filename="x.html", content_type="text/html",
-                  size=10, limits=IMAGES)
+            begin(
+                session,
+                Photo.image,
+                filename="x.html",
+                content_type="text/html",
+                size=10,
+                limits=IMAGES,
+            )
         assert (big.value.rule, html.value.rule) == ("max_size", "content_type")
         assert session.execute(select(upload_sessions)).all() == []
 
 
 def test_missing_unknown_and_expired_sessions(env: Env) -> None:
     with Session(env.engine) as session:
-        target = begin(session, Photo.image, filename="x.png", content_type="image/png",
-                       size=len(PNG), limits=IMAGES, expires_in=60)
+        target = begin(
+            session,
+            Photo.image,
+            filename="x.png",
+            content_type="image/png",
+            size=len(PNG),
+            limits=IMAGES,
+            expires_in=60,
+        )
         session.commit()
         with pytest.raises(UploadRejected) as missing:
             complete(session, target.id)
@@ -189,8 +243,15 @@ def test_missing_unknown_and_expired_sessions(env: Env) -> None:
 
 def test_expiry_keeps_completed_files(env: Env) -> None:
     with Session(env.engine) as session:
-        target = begin(session, Photo.image, filename="x.png", content_type="image/png",
-                       size=len(PNG), limits=IMAGES, expires_in=60)
+        target = begin(
+            session,
+            Photo.image,
+            filename="x.png",
+            content_type="image/png",
+            size=len(PNG),
+            limits=IMAGES,
+            expires_in=60,
+        )
         session.commit()
     assert env.send(target.instructions, PNG) == 200
     with Session(env.engine) as session:
@@ -210,14 +271,22 @@ async def test_async_twins(tmp_path: Path) -> None:
         await connection.run_sync(metadata.create_all)
         await connection.run_sync(Base.metadata.create_all)
     transport = httpx.ASGITransport(app=SignedUrlApp(mount_path="/files"))
-    async with AsyncSession(engine) as session, httpx.AsyncClient(
-        transport=transport, base_url="http://testserver"
-    ) as client:
-        target = await begin_async(session, Photo.image, filename="a.png",
-                                   content_type="image/png", size=len(PNG), limits=IMAGES)
+    async with (
+        AsyncSession(engine) as session,
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as client,
+    ):
+        target = await begin_async(
+            session,
+            Photo.image,
+            filename="a.png",
+            content_type="image/png",
+            size=len(PNG),
+            limits=IMAGES,
+        )
         await session.commit()
-        reply = await client.put(target.instructions.url, content=PNG,
-                                 headers=target.instructions.headers)
+        reply = await client.put(
+            target.instructions.url, content=PNG, headers=target.instructions.headers
+        )
         assert reply.status_code == 200
         file = await complete_async(session, target.id)
         session.add(Photo(image=file))
@@ -231,8 +300,14 @@ async def test_async_twins(tmp_path: Path) -> None:
 def test_active_content_is_refused_even_where_a_pattern_matches(env: Env) -> None:
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"/>'
     with Session(env.engine) as session:
-        target = begin(session, Photo.image, filename="logo.png", content_type="image/png",
-                       size=len(svg), limits=IMAGES)
+        target = begin(
+            session,
+            Photo.image,
+            filename="logo.png",
+            content_type="image/png",
+            size=len(svg),
+            limits=IMAGES,
+        )
         session.commit()
     assert env.send(target.instructions, svg) == 200
     with Session(env.engine) as session, pytest.raises(UploadRejected, match="svg") as caught:
@@ -243,8 +318,14 @@ def test_active_content_is_refused_even_where_a_pattern_matches(env: Env) -> Non
 
 def test_a_replay_after_the_rows_file_was_deleted_is_removed_at_expiry(env: Env) -> None:
     with Session(env.engine) as session:
-        target = begin(session, Photo.image, filename="x.png", content_type="image/png",
-                       size=len(PNG), limits=IMAGES)
+        target = begin(
+            session,
+            Photo.image,
+            filename="x.png",
+            content_type="image/png",
+            size=len(PNG),
+            limits=IMAGES,
+        )
         session.commit()
     assert env.send(target.instructions, PNG) == 200
     with Session(env.engine) as session:
@@ -262,13 +343,18 @@ def test_a_replay_after_the_rows_file_was_deleted_is_removed_at_expiry(env: Env)
     assert env.files() == []
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("content_type", "text/plain, text/html"), ("content_type", "image/png\r\nX-Evil: 1"),
-    ("content_type", ""), ("filename", "a\x00.png"), ("filename", ""),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("content_type", "text/plain, text/html"),
+        ("content_type", "image/png\r\nX-Evil: 1"),
+        ("content_type", ""),
+        ("filename", "a\x00.png"),
+        ("filename", ""),
+    ],
+)
 def test_malformed_declarations_are_refused_with_the_rule(env: Env, field: str, value: str) -> None:
     declaration = {"filename": "a.png", "content_type": "image/png", field: value}
     with Session(env.engine) as session, pytest.raises(UploadRejected) as caught:
-        begin(session, Photo.image, size=10, limits=UploadLimits(allow_active=True),
-              **declaration)
+        begin(session, Photo.image, size=10, limits=UploadLimits(allow_active=True), **declaration)
     assert caught.value.rule == field and caught.value.value == value

@@ -23,5 +23,5 @@ def wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
     """``SignedUrlWsgiApp`` under ``/files`` (what a WSGI dispatcher would do)."""
     path = environ.get("PATH_INFO", "")
     if path.startswith("/files/"):
-        environ = {**environ, "SCRIPT_NAME": "/files", "PATH_INFO": path[len("/files"):]}
+        environ = {**environ, "SCRIPT_NAME": "/files", "PATH_INFO": path[len("/files") :]}
     return _wsgi(environ, start_response)

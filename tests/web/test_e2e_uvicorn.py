@@ -33,9 +33,20 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         "STORAGE__UPLOADS__SIGNING_BASE_URL": f"http://127.0.0.1:{port}/files",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.web.e2e_app:app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": f"{ROOT}/src:{ROOT}"},
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.web.e2e_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env, "PYTHONPATH": f"{ROOT}/src:{ROOT}"},
         stderr=subprocess.PIPE,
     )
     try:
@@ -66,12 +77,17 @@ def test_50_mib_upload_and_download_through_signed_urls(
     size = 50 * MiB
     expected = hashlib.sha256(b"".join(_chunks(size))).hexdigest()
 
-    target = FileObject(backend="uploads", filename="video.bin",
-                        content_type="application/octet-stream", registry=registry)
+    target = FileObject(
+        backend="uploads",
+        filename="video.bin",
+        content_type="application/octet-stream",
+        registry=registry,
+    )
     put_url = target.sign(expires_in=300, for_upload=True)
     with httpx.Client(timeout=120) as client:
-        reply = client.put(put_url, content=_chunks(size),
-                           headers={"Content-Type": "application/octet-stream"})
+        reply = client.put(
+            put_url, content=_chunks(size), headers={"Content-Type": "application/octet-stream"}
+        )
         assert reply.status_code == 200, reply.text
         assert reply.json()["checksum"] == checksums.digest(
             checksums.DEFAULT_ALGORITHM, b"".join(_chunks(size))

@@ -1,6 +1,5 @@
 """Litestar, FastAPI and Flask: the specification's start-up snippets, uploads, downloads."""
 
-
 from pathlib import Path
 
 from storeroom import FileObject, storages
@@ -38,13 +37,18 @@ def test_litestar_lifespan_snippet_and_plugin(upload_dir: Path) -> None:
         storages: StorageRegistry,
     ) -> dict[str, str]:
         saved = await save_upload(data["file"], backend="default")
-        return {"path": saved.path, "download": await saved.sign_async(expires_in=60),
-                "checksum": saved.checksum or "", "backends": ",".join(storages.registered_backends())}
+        return {
+            "path": saved.path,
+            "download": await saved.sign_async(expires_in=60),
+            "checksum": saved.checksum or "",
+            "backends": ",".join(storages.registered_backends()),
+        }
 
     @get("/download/{path:path}")
     async def download(path: str, request: Request) -> object:  # type: ignore[type-arg]
-        file = FileObject(backend="default", filename=path.rsplit("/", 1)[-1],
-                          path=path.lstrip("/"))
+        file = FileObject(
+            backend="default", filename=path.rsplit("/", 1)[-1], path=path.lstrip("/")
+        )
         return await file_response(file, request.headers)
 
     app = Litestar(
@@ -95,11 +99,14 @@ def test_litestar_signed_upload_url_snippet(upload_dir: Path) -> None:
             "expires_in": 300,  # type: ignore[dict-item]
         }
 
-    app = Litestar(route_handlers=[generate_upload_url],
-                   plugins=[StoreroomPlugin(configure=configure_storage_from_env)])
+    app = Litestar(
+        route_handlers=[generate_upload_url],
+        plugins=[StoreroomPlugin(configure=configure_storage_from_env)],
+    )
     with TestClient(app=app) as client:
-        reply = client.post("/upload-url", params={"filename": "photo.png",
-                                                   "content_type": "image/png"})
+        reply = client.post(
+            "/upload-url", params={"filename": "photo.png", "content_type": "image/png"}
+        )
         assert reply.status_code == 201
         url = reply.json()["upload_url"].replace("http://testserver", "")
         put = client.put(url, content=b"\x89PNG", headers={"Content-Type": "image/png"})
@@ -151,9 +158,7 @@ def test_fastapi_lifespan_snippet_router_and_helpers(upload_dir: Path) -> None:
         assert "attachment" in ranged.headers["content-disposition"]
 
 
-def test_fastapi_storeroom_lifespan_reads_the_environment(
-    upload_dir: Path, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+def test_fastapi_storeroom_lifespan_reads_the_environment(upload_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
@@ -200,8 +205,9 @@ def test_flask_factory_snippet_and_extension(upload_dir: Path) -> None:
     client = create_app().test_client()
     import io
 
-    reply = client.post("/upload", data={"file": (io.BytesIO(DATA), "r.bin")},
-                        content_type="multipart/form-data")
+    reply = client.post(
+        "/upload", data={"file": (io.BytesIO(DATA), "r.bin")}, content_type="multipart/form-data"
+    )
     assert reply.status_code == 200, reply.text
     body = reply.get_json()
     assert (upload_dir / body["path"]).read_bytes() == DATA
@@ -209,10 +215,14 @@ def test_flask_factory_snippet_and_extension(upload_dir: Path) -> None:
     assert signed.status_code == 200 and signed.data == DATA
     ranged = client.get(f"/download/{body['path']}", headers={"Range": "bytes=5-9"})
     assert ranged.status_code == 206 and ranged.data == DATA[5:10]
-    target = FileObject(backend="default", filename="direct.bin",
-                        content_type="application/octet-stream")
-    put = client.put(target.sign(for_upload=True).replace("http://testserver", ""),
-                     data=b"direct", headers={"Content-Type": "application/octet-stream"})
+    target = FileObject(
+        backend="default", filename="direct.bin", content_type="application/octet-stream"
+    )
+    put = client.put(
+        target.sign(for_upload=True).replace("http://testserver", ""),
+        data=b"direct",
+        headers={"Content-Type": "application/octet-stream"},
+    )
     assert put.status_code == 200
     assert (upload_dir / "direct.bin").read_bytes() == b"direct"
 
@@ -257,7 +267,10 @@ def test_litestar_signed_put_is_not_capped_by_the_request_body_limit(upload_dir:
     data = hashlib.sha256(b"big").digest() * (12 * 1024 * 1024 // 32)  # 12 MiB
     with TestClient(app=app) as client:
         target = FileObject(backend="default", filename="big.bin")
-        put = client.put(target.sign(for_upload=True).replace("http://testserver", ""),
-                         content=data, headers={"Content-Type": "application/octet-stream"})
+        put = client.put(
+            target.sign(for_upload=True).replace("http://testserver", ""),
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
         assert put.status_code == 200, put.text
     assert (upload_dir / "big.bin").read_bytes() == data

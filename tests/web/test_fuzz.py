@@ -22,13 +22,47 @@ from storeroom.signing import configure_signing
 from storeroom.web import SignedUrlApp, SignedUrlWsgiApp
 
 SECRET = "fuzz-secret-0123456789abcdef"
-EXISTING = {"docs/report.pdf": b"%PDF-1.4 report " * 40, "naïve/ü.txt": b"unicode name",
-            "page.html": b"<html><script>alert(1)</script>"}
+EXISTING = {
+    "docs/report.pdf": b"%PDF-1.4 report " * 40,
+    "naïve/ü.txt": b"unicode name",
+    "page.html": b"<html><script>alert(1)</script>",
+}
 COUNTS = {"asgi": 1500, "wsgi": 1500, "litestar": 900, "fastapi": 900, "flask": 900}
-METHODS = ["GET", "GET", "HEAD", "PUT", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "get",
-           "BREW", "PUT "]
-JUNK = ["", "-", "¹", "²", "٣", "9" * 5000, "1e3", "0x10", " 5", "5 ", "+5", "-5", "\t",
-        "18446744073709551616", "00000000000000000000007", "%FF", "\u00ff", "0,1", "*"]
+METHODS = [
+    "GET",
+    "GET",
+    "HEAD",
+    "PUT",
+    "PUT",
+    "POST",
+    "DELETE",
+    "OPTIONS",
+    "PATCH",
+    "get",
+    "BREW",
+    "PUT ",
+]
+JUNK = [
+    "",
+    "-",
+    "¹",
+    "²",
+    "٣",
+    "9" * 5000,
+    "1e3",
+    "0x10",
+    " 5",
+    "5 ",
+    "+5",
+    "-5",
+    "\t",
+    "18446744073709551616",
+    "00000000000000000000007",
+    "%FF",
+    "\u00ff",
+    "0,1",
+    "*",
+]
 
 
 @dataclass
@@ -51,14 +85,21 @@ class Generator:
         rng = self.rng
         if rng.random() < 0.5:
             path = rng.choice(list(EXISTING))
-            url = FileObject(backend="fz", filename="x", path=path,
-                             registry=self.registry).sign(expires_in=600)
+            url = FileObject(backend="fz", filename="x", path=path, registry=self.registry).sign(
+                expires_in=600
+            )
             return "GET", self._target(url), None
         self.fresh += 1
-        path = rng.choice([f"new/{self.fresh}.bin", f"new/ü{self.fresh}.bin",
-                           rng.choice(list(EXISTING))])
-        url = FileObject(backend="fz", filename="x", path=path, registry=self.registry,
-                         content_type="application/octet-stream").sign(for_upload=True)
+        path = rng.choice(
+            [f"new/{self.fresh}.bin", f"new/ü{self.fresh}.bin", rng.choice(list(EXISTING))]
+        )
+        url = FileObject(
+            backend="fz",
+            filename="x",
+            path=path,
+            registry=self.registry,
+            content_type="application/octet-stream",
+        ).sign(for_upload=True)
         return "PUT", self._target(url), path
 
     @staticmethod
@@ -71,7 +112,7 @@ class Generator:
         kind = rng.randrange(9)
         if kind == 0:
             spot = rng.randrange(len(target))
-            return target[:spot] + bytes([rng.randrange(256)]) + target[spot + 1:]
+            return target[:spot] + bytes([rng.randrange(256)]) + target[spot + 1 :]
         if kind == 1:
             return target.replace(b"signature=", b"signature=A", 1)
         if kind == 2:
@@ -81,8 +122,11 @@ class Generator:
         if kind == 4:
             return target.split(b"?")[0]
         if kind == 5:
-            return target.replace(b"/fz/", rng.choice([b"/fz/%FF", b"/fz/../", b"/nope/",
-                                                       b"/fz/%2e%2e/", b"//", b"/fz/\xff"]), 1)
+            return target.replace(
+                b"/fz/",
+                rng.choice([b"/fz/%FF", b"/fz/../", b"/nope/", b"/fz/%2e%2e/", b"//", b"/fz/\xff"]),
+                1,
+            )
         if kind == 6:
             return b"/files/" + bytes(rng.randrange(256) for _ in range(rng.randrange(40)))
         if kind == 7:
@@ -94,12 +138,14 @@ class Generator:
         headers: list[tuple[bytes, bytes]] = []
         options = {
             b"range": lambda: "bytes=" + rng.choice(JUNK) + "-" + rng.choice([*JUNK, "3"]),
-            b"if-range": lambda: rng.choice(['"abc"', "W/\"x\"", "Mon, 99 Foo 2024", "",
-                                             "Tue, 15 Nov 1994 08:12:31 GMT", "¹"]),
+            b"if-range": lambda: rng.choice(
+                ['"abc"', 'W/"x"', "Mon, 99 Foo 2024", "", "Tue, 15 Nov 1994 08:12:31 GMT", "¹"]
+            ),
             b"if-none-match": lambda: rng.choice(["*", '"x", W/"y"', ",,,", '"', "¹"]),
             b"if-modified-since": lambda: rng.choice(["garbage", "Sat, 29 Oct 1994 19:43:31"]),
-            b"content-type": lambda: rng.choice(["application/octet-stream", "text/html",
-                                                 "text/plain, text/html", "", "¹/²"]),
+            b"content-type": lambda: rng.choice(
+                ["application/octet-stream", "text/html", "text/plain, text/html", "", "¹/²"]
+            ),
             b"origin": lambda: rng.choice(["https://evil.example", "null", "¹"]),
             b"content-length": lambda: rng.choice(JUNK),
         }
@@ -112,8 +158,12 @@ class Generator:
         rng = self.rng
         if self.helpers and rng.random() < 0.25:
             path = quote(rng.choice(list(EXISTING)) + rng.choice(["", "", "x", "/../a"]))
-            return Request(rng.choice(["GET", "GET", "HEAD"]), f"/download/{path}".encode(),
-                           self._headers(), b"")
+            return Request(
+                rng.choice(["GET", "GET", "HEAD"]),
+                f"/download/{path}".encode(),
+                self._headers(),
+                b"",
+            )
         method, target, granted = self._signed()
         original = target
         damaged = rng.random() < 0.7
@@ -141,6 +191,7 @@ def _meaning(target: bytes) -> tuple[bytes, tuple[str | None, ...]]:
 
 # -- drivers: each sends one Request and returns the status --------------------------------------
 
+
 def _asgi_driver(app: SignedUrlApp) -> Callable[[Request], int]:
     def send_one(req: Request) -> int:
         path, _, query = req.target.partition(b"?")
@@ -157,8 +208,15 @@ def _asgi_driver(app: SignedUrlApp) -> Callable[[Request], int]:
         async def send(message: dict[str, object]) -> None:
             sent.append(message)
 
-        scope = {"type": "http", "method": req.method, "path": path.decode("latin-1"),
-                 "raw_path": path, "root_path": "", "query_string": query, "headers": headers}
+        scope = {
+            "type": "http",
+            "method": req.method,
+            "path": path.decode("latin-1"),
+            "raw_path": path,
+            "root_path": "",
+            "query_string": query,
+            "headers": headers,
+        }
         asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
         return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))  # type: ignore[call-overload]
 
@@ -169,10 +227,12 @@ def _wsgi_driver(app: SignedUrlWsgiApp) -> Callable[[Request], int]:
     def send_one(req: Request) -> int:
         path, _, query = req.target.partition(b"?")
         environ: dict[str, object] = {
-            "REQUEST_METHOD": req.method, "PATH_INFO": unquote_to_bytes(
-                path.removeprefix(b"/files")).decode("latin-1"),
-            "RAW_URI": req.target.decode("latin-1"), "QUERY_STRING": query.decode("latin-1"),
-            "wsgi.input": io.BytesIO(req.body), "wsgi.input_terminated": True,
+            "REQUEST_METHOD": req.method,
+            "PATH_INFO": unquote_to_bytes(path.removeprefix(b"/files")).decode("latin-1"),
+            "RAW_URI": req.target.decode("latin-1"),
+            "QUERY_STRING": query.decode("latin-1"),
+            "wsgi.input": io.BytesIO(req.body),
+            "wsgi.input_terminated": True,
         }
         for name, value in req.headers:
             key = name.decode().upper().replace("-", "_")
@@ -197,11 +257,19 @@ def _http_driver(client: object, flask: bool = False) -> Callable[[Request], int
         headers = {n.decode(): v for n, v in req.headers if n != b"content-length"}
         if flask:
             headers = {n: v.decode("latin-1") for n, v in headers.items()}  # type: ignore[misc]
-            reply = client.open(_printable(req.target), method=method,  # type: ignore[attr-defined]
-                                headers=headers, data=req.body)
+            reply = client.open(
+                _printable(req.target),
+                method=method,  # type: ignore[attr-defined]
+                headers=headers,
+                data=req.body,
+            )
             return int(reply.status_code)
-        reply = client.request(method, _printable(req.target), headers=headers,  # type: ignore[attr-defined]
-                               content=req.body)
+        reply = client.request(
+            method,
+            _printable(req.target),
+            headers=headers,  # type: ignore[attr-defined]
+            content=req.body,
+        )
         return int(reply.status_code)
 
     return send_one
@@ -220,8 +288,11 @@ def test_fuzzed_requests_never_fail_or_store_unsigned_bytes(target: str, tmp_pat
     for path, data in EXISTING.items():
         backend.put(path, data)
     driver = _driver(target, registry)
-    generator = Generator(seed=sorted(COUNTS).index(target) + 14, registry=registry,
-                          helpers=target in ("litestar", "fastapi", "flask"))
+    generator = Generator(
+        seed=sorted(COUNTS).index(target) + 14,
+        registry=registry,
+        helpers=target in ("litestar", "fastapi", "flask"),
+    )
     granted: set[str] = set()
     failures: list[str] = []
     statuses: dict[int, int] = {}
@@ -262,9 +333,10 @@ def _driver(target: str, registry: StorageRegistry) -> Callable[[Request], int]:
             file = FileObject(backend="fz", filename="f", path=path.lstrip("/"))
             return await litestar_response(file, request.headers)
 
-        client = TestClient(Litestar([download],
-                                     plugins=[StoreroomPlugin(configure=lambda: None)]),
-                            raise_server_exceptions=True)
+        client = TestClient(
+            Litestar([download], plugins=[StoreroomPlugin(configure=lambda: None)]),
+            raise_server_exceptions=True,
+        )
         return _http_driver(client)
     if target == "fastapi":
         from fastapi import FastAPI
@@ -279,8 +351,9 @@ def _driver(target: str, registry: StorageRegistry) -> Callable[[Request], int]:
 
         @app.api_route("/download/{path:path}", methods=["GET", "HEAD"])
         async def download(path: str, request: FastRequest) -> Any:
-            return await fastapi_response(FileObject(backend="fz", filename="f", path=path),
-                                          request.headers)
+            return await fastapi_response(
+                FileObject(backend="fz", filename="f", path=path), request.headers
+            )
 
         return _http_driver(FastClient(app, raise_server_exceptions=True))
     from flask import Flask
@@ -295,7 +368,8 @@ def _driver(target: str, registry: StorageRegistry) -> Callable[[Request], int]:
 
     @flask_app.get("/download/<path:path>")
     def download(path: str) -> Any:
-        return flask_response(FileObject(backend="fz", filename="f", path=path),
-                              flask_request.headers)
+        return flask_response(
+            FileObject(backend="fz", filename="f", path=path), flask_request.headers
+        )
 
     return _http_driver(flask_app.test_client(), flask=True)

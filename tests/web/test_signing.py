@@ -36,13 +36,22 @@ def _parts(url: str) -> tuple[str, str, dict[str, str]]:
 def test_sign_and_verify_round_trip() -> None:
     clock = Clock()
     signer = HmacUrlSigner(SECRET, "https://app.example.com/files", clock=clock)
-    url = signer.sign("uploads", "a/b c.pdf", method="GET", expires_in=60,
-                      content_type="application/pdf", filename="b c.pdf")
+    url = signer.sign(
+        "uploads",
+        "a/b c.pdf",
+        method="GET",
+        expires_in=60,
+        content_type="application/pdf",
+        filename="b c.pdf",
+    )
     assert url.startswith("https://app.example.com/files/uploads/a/b%20c.pdf?")
     _backend, _path, query = _parts(url)
     grant = signer.verify("uploads", "a/b c.pdf", "GET", query)
-    assert (grant.path, grant.content_type, grant.filename) == ("a/b c.pdf", "application/pdf",
-                                                                "b c.pdf")
+    assert (grant.path, grant.content_type, grant.filename) == (
+        "a/b c.pdf",
+        "application/pdf",
+        "b c.pdf",
+    )
     assert signer.verify("uploads", "a/b c.pdf", "HEAD", query).method == "GET"
 
 
@@ -52,22 +61,39 @@ def test_sign_and_verify_round_trip() -> None:
         (lambda b, p, m, q: (b, "a/other.pdf", m, q), SignatureInvalid),
         (lambda b, p, m, q: ("other", p, m, q), SignatureInvalid),
         (lambda b, p, m, q: (b, p, "PUT", q), SignatureInvalid),
-        (lambda b, p, m, q: (b, p, m, {**q, "signature": q["signature"][:-2] + "AA"}),
-         SignatureInvalid),
-        (lambda b, p, m, q: (b, p, m, {**q, "expires": str(int(q["expires"]) + 3600)}),
-         SignatureInvalid),
+        (
+            lambda b, p, m, q: (b, p, m, {**q, "signature": q["signature"][:-2] + "AA"}),
+            SignatureInvalid,
+        ),
+        (
+            lambda b, p, m, q: (b, p, m, {**q, "expires": str(int(q["expires"]) + 3600)}),
+            SignatureInvalid,
+        ),
         (lambda b, p, m, q: (b, p, m, {**q, "content_type": "text/html"}), SignatureInvalid),
         (lambda b, p, m, q: (b, p, m, {**q, "expires": "soon"}), SignatureInvalid),
-        (lambda b, p, m, q: (b, p, m, {k: v for k, v in q.items() if k != "signature"}),
-         SignatureInvalid),
+        (
+            lambda b, p, m, q: (b, p, m, {k: v for k, v in q.items() if k != "signature"}),
+            SignatureInvalid,
+        ),
     ],
-    ids=["path", "backend", "method", "signature", "expiry", "content-type", "malformed",
-         "unsigned"],
+    ids=[
+        "path",
+        "backend",
+        "method",
+        "signature",
+        "expiry",
+        "content-type",
+        "malformed",
+        "unsigned",
+    ],
 )
 def test_tampering_is_rejected(change, error) -> None:  # type: ignore[no-untyped-def]
     signer = HmacUrlSigner(SECRET, "/files")
-    _b, _p, query = _parts(signer.sign("uploads", "a/doc.pdf", method="GET", expires_in=60,
-                                       content_type="application/pdf"))
+    _b, _p, query = _parts(
+        signer.sign(
+            "uploads", "a/doc.pdf", method="GET", expires_in=60, content_type="application/pdf"
+        )
+    )
     with pytest.raises(error):
         signer.verify(*change("uploads", "a/doc.pdf", "GET", query))
 
@@ -92,8 +118,9 @@ def test_expired_urls_are_rejected() -> None:
 
 def test_secret_rotation_accepts_old_urls() -> None:
     old = HmacUrlSigner("old-secret-0123456789abcdef", "/files")
-    rotated = HmacUrlSigner(["new-secret-0123456789abcdef", "old-secret-0123456789abcdef"],
-                            "/files")
+    rotated = HmacUrlSigner(
+        ["new-secret-0123456789abcdef", "old-secret-0123456789abcdef"], "/files"
+    )
     _b, _p, query = _parts(old.sign("u", "x", method="GET", expires_in=60))
     assert rotated.verify("u", "x", "GET", query).path == "x"
     _b, _p, fresh = _parts(rotated.sign("u", "x", method="GET", expires_in=60))
@@ -138,18 +165,29 @@ def test_field_values_cannot_shift_into_their_neighbours(
 
     monkeypatch.setattr(storeroom.signing, "_check_grant", lambda *args: None)
     signer = HmacUrlSigner(SECRET, "/files", max_upload_size=1000)
-    _b, _p, query = _parts(signer.sign("up", "a.png", method="PUT", expires_in=60,
-                                       content_type="image/png\n999999999"))
-    forged = {"method": "PUT", "expires": query["expires"], "content_type": "image/png",
-              "max_size": "999999999", "filename": "1000\n", "signature": query["signature"]}
+    _b, _p, query = _parts(
+        signer.sign("up", "a.png", method="PUT", expires_in=60, content_type="image/png\n999999999")
+    )
+    forged = {
+        "method": "PUT",
+        "expires": query["expires"],
+        "content_type": "image/png",
+        "max_size": "999999999",
+        "filename": "1000\n",
+        "signature": query["signature"],
+    }
     with pytest.raises(SignatureInvalid):
         signer.verify("up", "a.png", "PUT", forged)
 
 
 @pytest.mark.parametrize(
     "grant",
-    [{"content_type": "text/html\r\nSet-Cookie: a=b"}, {"content_type": "html"},
-     {"max_size": -1}, {"filename": "a\nb.pdf"}],
+    [
+        {"content_type": "text/html\r\nSet-Cookie: a=b"},
+        {"content_type": "html"},
+        {"max_size": -1},
+        {"filename": "a\nb.pdf"},
+    ],
     ids=["header-injection", "not-a-media-type", "negative-size", "control-in-filename"],
 )
 def test_unsafe_grants_are_refused_at_signing(grant: dict[str, object]) -> None:
@@ -160,9 +198,19 @@ def test_unsafe_grants_are_refused_at_signing(grant: dict[str, object]) -> None:
 
 def test_media_types_with_parameters_and_empty_values_round_trip() -> None:
     signer = HmacUrlSigner(SECRET, "/files")
-    url = signer.sign("up", "a.txt", method="PUT", expires_in=60,
-                      content_type='text/plain; charset="utf-8"', filename="", max_size=0)
+    url = signer.sign(
+        "up",
+        "a.txt",
+        method="PUT",
+        expires_in=60,
+        content_type='text/plain; charset="utf-8"',
+        filename="",
+        max_size=0,
+    )
     _b, _p, query = _parts(url)
     grant = signer.verify("up", "a.txt", "PUT", query)
     assert (grant.content_type, grant.max_size, grant.filename) == (
-        'text/plain; charset="utf-8"', 0, None)
+        'text/plain; charset="utf-8"',
+        0,
+        None,
+    )

@@ -39,8 +39,15 @@ LIMITS = UploadLimits(max_size=10 << 20, content_types=["application/pdf"])
 class Tus:
     """A test client for one app, with the registry and a database session."""
 
-    def __init__(self, client: httpx.Client | httpx.AsyncClient, registry: StorageRegistry,
-                 backend: ObstoreBackend, db: Session, kind: str, app: Any) -> None:
+    def __init__(
+        self,
+        client: httpx.Client | httpx.AsyncClient,
+        registry: StorageRegistry,
+        backend: ObstoreBackend,
+        db: Session,
+        kind: str,
+        app: Any,
+    ) -> None:
         self.client, self.registry, self.backend, self.db = client, registry, backend, db
         self.kind, self.app = kind, app
 
@@ -52,18 +59,30 @@ class Tus:
         return self.client.request(method, target, **kwargs)
 
     def begin(self, size: int = len(BODY), **options: Any) -> ResumableTarget:
-        target = begin_resumable(self.db, "up", filename="talk.pdf",
-                                 content_type="application/pdf", size=size,
-                                 limits=options.pop("limits", LIMITS),
-                                 registry=self.registry, **options)
+        target = begin_resumable(
+            self.db,
+            "up",
+            filename="talk.pdf",
+            content_type="application/pdf",
+            size=size,
+            limits=options.pop("limits", LIMITS),
+            registry=self.registry,
+            **options,
+        )
         self.db.commit()
         return target
 
     async def create(self, target: ResumableTarget, length: int = len(BODY)) -> str:
         assert target.endpoint is not None
-        created = await self("POST", target.endpoint,
-                             headers={**TUS, "Upload-Length": str(length),
-                                      "Upload-Metadata": "filename dGFsay5wZGY="})
+        created = await self(
+            "POST",
+            target.endpoint,
+            headers={
+                **TUS,
+                "Upload-Length": str(length),
+                "Upload-Metadata": "filename dGFsay5wZGY=",
+            },
+        )
         assert created.status_code == 201, created.text
         assert created.headers["tus-resumable"] == "1.0.0"
         assert "upload-expires" in created.headers
@@ -80,8 +99,7 @@ class Tus:
 @pytest.fixture(params=["asgi", "wsgi"])
 async def tus(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Tus]:
     registry = StorageRegistry()
-    backend = registry.register_backend(ObstoreBackend("up", f"file://{tmp_path}/up",
-                                                       mkdir=True))
+    backend = registry.register_backend(ObstoreBackend("up", f"file://{tmp_path}/up", mkdir=True))
     configure_signing(backend, secret=SECRET, base_url=BASE)
     engine = create_engine(f"sqlite:///{tmp_path}/db.sqlite")
     metadata.create_all(engine)
@@ -107,18 +125,19 @@ async def test_upload_in_chunks_resume_and_complete(tus: Tus) -> None:
     location = await tus.create(target)
     assert await tus.offset(location) == 0
     cut = 300_000
-    first = await tus("PATCH", location, headers={**PATCH, "Upload-Offset": "0"},
-                      content=BODY[:cut])
+    first = await tus(
+        "PATCH", location, headers={**PATCH, "Upload-Offset": "0"}, content=BODY[:cut]
+    )
     assert first.status_code == 204
     assert first.headers["upload-offset"] == str(cut)
     # A client that lost track (a reload) asks where to resume; a wrong offset is refused.
     assert await tus.offset(location) == cut
-    stale = await tus("PATCH", location, headers={**PATCH, "Upload-Offset": "0"},
-                      content=BODY[:10])
+    stale = await tus("PATCH", location, headers={**PATCH, "Upload-Offset": "0"}, content=BODY[:10])
     assert stale.status_code == 409
     assert stale.headers["upload-offset"] == str(cut)
-    second = await tus("PATCH", location, headers={**PATCH, "Upload-Offset": str(cut)},
-                       content=BODY[cut:])
+    second = await tus(
+        "PATCH", location, headers={**PATCH, "Upload-Offset": str(cut)}, content=BODY[cut:]
+    )
     assert second.status_code == 204
     assert second.headers["upload-offset"] == str(len(BODY))
     # Assembled into the session's object; the parts are gone.
@@ -131,8 +150,9 @@ async def test_upload_in_chunks_resume_and_complete(tus: Tus) -> None:
     assert file.checksum is not None and hashlib.sha256(BODY).hexdigest() in file.checksum
     # The upload is the session's now: it cannot be terminated or written through the URL.
     assert (await tus("DELETE", location, headers=TUS)).status_code == 409
-    late = await tus("PATCH", location, headers={**PATCH, "Upload-Offset": str(len(BODY))},
-                     content=b"x")
+    late = await tus(
+        "PATCH", location, headers={**PATCH, "Upload-Offset": str(len(BODY))}, content=b"x"
+    )
     assert late.status_code == 413
 
 
@@ -143,15 +163,24 @@ async def test_dropped_connection_keeps_what_arrived(tus: Tus) -> None:
     sent = 200_000
     path, _, query = urlsplit(location).path, None, urlsplit(location).query
     if tus.kind == "asgi":
-        messages = [{"type": "http.request", "body": BODY[:sent], "more_body": True},
-                    {"type": "http.disconnect"}]
-        scope = {"type": "http", "method": "PATCH", "path": path,
-                 "raw_path": path.encode(), "root_path": "/files",
-                 "query_string": query.encode(),
-                 "headers": [(b"tus-resumable", b"1.0.0"),
-                             (b"content-type", b"application/offset+octet-stream"),
-                             (b"upload-offset", b"0"),
-                             (b"content-length", str(len(BODY)).encode())]}
+        messages = [
+            {"type": "http.request", "body": BODY[:sent], "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+        scope = {
+            "type": "http",
+            "method": "PATCH",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "/files",
+            "query_string": query.encode(),
+            "headers": [
+                (b"tus-resumable", b"1.0.0"),
+                (b"content-type", b"application/offset+octet-stream"),
+                (b"upload-offset", b"0"),
+                (b"content-length", str(len(BODY)).encode()),
+            ],
+        }
         sent_back: list[Any] = []
 
         async def receive() -> dict[str, Any]:
@@ -162,6 +191,7 @@ async def test_dropped_connection_keeps_what_arrived(tus: Tus) -> None:
 
         await tus.app(scope, receive, send)
     else:
+
         class Dropping(io.RawIOBase):
             def __init__(self) -> None:
                 self.left = sent
@@ -169,19 +199,26 @@ async def test_dropped_connection_keeps_what_arrived(tus: Tus) -> None:
             def read(self, size: int = -1) -> bytes:
                 if self.left <= 0:
                     raise ConnectionResetError("peer went away")
-                chunk = BODY[sent - self.left:sent - self.left + min(size, self.left)]
+                chunk = BODY[sent - self.left : sent - self.left + min(size, self.left)]
                 self.left -= len(chunk)
                 return chunk
 
-        environ = {"REQUEST_METHOD": "PATCH", "PATH_INFO": path[len("/files"):],
-                   "SCRIPT_NAME": "/files", "QUERY_STRING": query,
-                   "HTTP_TUS_RESUMABLE": "1.0.0", "HTTP_UPLOAD_OFFSET": "0",
-                   "CONTENT_TYPE": "application/offset+octet-stream",
-                   "CONTENT_LENGTH": str(len(BODY)), "wsgi.input": Dropping()}
+        environ = {
+            "REQUEST_METHOD": "PATCH",
+            "PATH_INFO": path[len("/files") :],
+            "SCRIPT_NAME": "/files",
+            "QUERY_STRING": query,
+            "HTTP_TUS_RESUMABLE": "1.0.0",
+            "HTTP_UPLOAD_OFFSET": "0",
+            "CONTENT_TYPE": "application/offset+octet-stream",
+            "CONTENT_LENGTH": str(len(BODY)),
+            "wsgi.input": Dropping(),
+        }
         list(tus.app(environ, lambda status, headers: None))
     assert await tus.offset(location) == sent
-    rest = await tus("PATCH", location, headers={**PATCH, "Upload-Offset": str(sent)},
-                     content=BODY[sent:])
+    rest = await tus(
+        "PATCH", location, headers={**PATCH, "Upload-Offset": str(sent)}, content=BODY[sent:]
+    )
     assert rest.status_code == 204
     assert hashlib.sha256(tus.backend.get(target.path)).digest() == hashlib.sha256(BODY).digest()
 
@@ -191,23 +228,30 @@ async def test_limits_and_protocol_errors(tus: Tus) -> None:
     assert target.endpoint is not None
     # Creation must declare exactly the session's size.
     for length, status in [(len(BODY) + 1, 413), (len(BODY) - 1, 400), ("ten", 400)]:
-        refused = await tus("POST", target.endpoint,
-                            headers={**TUS, "Upload-Length": str(length)})
+        refused = await tus("POST", target.endpoint, headers={**TUS, "Upload-Length": str(length)})
         assert refused.status_code == status, (length, refused.text)
-    deferred = await tus("POST", target.endpoint,
-                         headers={**TUS, "Upload-Defer-Length": "1"})
+    deferred = await tus("POST", target.endpoint, headers={**TUS, "Upload-Defer-Length": "1"})
     assert deferred.status_code == 400
     location = await tus.create(target)
-    no_version = await tus("PATCH", location, headers={"Upload-Offset": "0",
-                           "Content-Type": "application/offset+octet-stream"}, content=b"x")
+    no_version = await tus(
+        "PATCH",
+        location,
+        headers={"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+        content=b"x",
+    )
     assert no_version.status_code == 412 and no_version.headers["tus-version"] == "1.0.0"
-    wrong_type = await tus("PATCH", location, headers={**TUS, "Upload-Offset": "0",
-                           "Content-Type": "application/pdf"}, content=b"x")
+    wrong_type = await tus(
+        "PATCH",
+        location,
+        headers={**TUS, "Upload-Offset": "0", "Content-Type": "application/pdf"},
+        content=b"x",
+    )
     assert wrong_type.status_code == 415
     no_offset = await tus("PATCH", location, headers=PATCH, content=b"x")
     assert no_offset.status_code == 400
-    too_much = await tus("PATCH", location, headers={**PATCH, "Upload-Offset": "0"},
-                         content=BODY + b"extra")
+    too_much = await tus(
+        "PATCH", location, headers={**PATCH, "Upload-Offset": "0"}, content=BODY + b"extra"
+    )
     assert too_much.status_code == 413
     assert await tus.offset(location) == 0
     tampered = location.replace("max_size=", "max_size=9")
@@ -225,10 +269,9 @@ async def test_oversize_chunked_patch_is_cut_off(tus: Tus) -> None:
 
     async def chunks() -> AsyncIterator[bytes]:
         for start in range(0, len(BODY) + 70_000, 65_536):
-            yield (BODY + b"z" * 70_000)[start:start + 65_536]
+            yield (BODY + b"z" * 70_000)[start : start + 65_536]
 
-    cut = await tus("PATCH", location, headers={**PATCH, "Upload-Offset": "0"},
-                    content=chunks())
+    cut = await tus("PATCH", location, headers={**PATCH, "Upload-Offset": "0"}, content=chunks())
     assert cut.status_code == 413
     assert await tus.offset(location) == 0
     assert not tus.backend.exists(target.path)
@@ -242,8 +285,9 @@ async def test_termination(tus: Tus) -> None:
     assert gone.status_code == 204
     assert tus_parts(tus.backend, target.path) == []
     assert (await tus("HEAD", location, headers=TUS)).status_code == 410
-    assert (await tus("PATCH", location, headers={**PATCH, "Upload-Offset": "0"},
-                      content=b"x")).status_code == 410
+    assert (
+        await tus("PATCH", location, headers={**PATCH, "Upload-Offset": "0"}, content=b"x")
+    ).status_code == 410
     assert (await tus("DELETE", location, headers=TUS)).status_code == 410
 
 
@@ -266,14 +310,14 @@ async def test_gc_and_abort_remove_parts(tus: Tus) -> None:
     dropped = tus.begin()
     for target in (kept, dropped):
         location = await tus.create(target)
-        await tus("PATCH", location, headers={**PATCH, "Upload-Offset": "0"},
-                  content=BODY[:5000])
+        await tus("PATCH", location, headers={**PATCH, "Upload-Offset": "0"}, content=BODY[:5000])
         assert len(tus_parts(tus.backend, target.path)) == 1
     abort(tus.db, dropped.id, registry=tus.registry)
     tus.db.commit()
     assert list(tus.backend.list(tus_parts_prefix(dropped.path).rstrip("/"))) == []
-    removed = remove_expired(tus.db, registry=tus.registry,
-                             now=kept.expires_at + timedelta(seconds=1))
+    removed = remove_expired(
+        tus.db, registry=tus.registry, now=kept.expires_at + timedelta(seconds=1)
+    )
     tus.db.commit()
     assert removed == 1
     assert list(tus.backend.list(tus_parts_prefix(kept.path).rstrip("/"))) == []

@@ -45,11 +45,17 @@ def _litestar() -> App:
 
     @get("/download/{path:path}")
     async def download(path: str, request: Request) -> Any:  # type: ignore[type-arg]
-        file = FileObject(backend="default", filename="f", path=path.lstrip("/"),
-                          content_type=request.query_params.get("content_type"))
+        file = FileObject(
+            backend="default",
+            filename="f",
+            path=path.lstrip("/"),
+            content_type=request.query_params.get("content_type"),
+        )
         return await file_response(file, request.headers, attachment=False)
 
-    client = TestClient(Litestar([upload, download], plugins=[StoreroomPlugin(configure=lambda: None)]))
+    client = TestClient(
+        Litestar([upload, download], plugins=[StoreroomPlugin(configure=lambda: None)])
+    )
     client.__enter__()
     return _wrap("litestar", client)
 
@@ -89,15 +95,22 @@ def _flask() -> App:
 
     @app.get("/download/<path:path>")
     def download(path: str) -> Any:
-        file = FileObject(backend="default", filename="f", path=path,
-                          content_type=request.args.get("content_type"))
+        file = FileObject(
+            backend="default",
+            filename="f",
+            path=path,
+            content_type=request.args.get("content_type"),
+        )
         return file_response(file, request.headers, attachment=False)
 
     client = app.test_client()
 
     def post(name: str, data: bytes, declared: str) -> dict[str, Any]:
-        reply = client.post("/upload", data={"file": (io.BytesIO(data), name, declared)},
-                            content_type="multipart/form-data")
+        reply = client.post(
+            "/upload",
+            data={"file": (io.BytesIO(data), name, declared)},
+            content_type="multipart/form-data",
+        )
         assert reply.status_code == 200, reply.text
         return dict(reply.get_json())
 
@@ -155,8 +168,10 @@ def test_type_is_sniffed_and_active_content_is_a_sandboxed_attachment(app: App) 
     assert "sandbox" in headers["content-security-policy"]
 
 
-@pytest.mark.parametrize("declared", ["text/plain, text/html", "text/plain,image/svg+xml",
-                                      "garbage", "text/html;charset=utf-8"])
+@pytest.mark.parametrize(
+    "declared",
+    ["text/plain, text/html", "text/plain,image/svg+xml", "garbage", "text/html;charset=utf-8"],
+)
 def test_comma_lists_and_garbage_types_are_sandboxed(app: App, declared: str) -> None:
     storages.get_backend("default").put("x/page.txt", HTML)
     quoted = declared.replace(" ", "%20").replace("+", "%2B").replace(";", "%3B")
@@ -167,8 +182,10 @@ def test_comma_lists_and_garbage_types_are_sandboxed(app: App, declared: str) ->
     assert "html" not in headers["content-type"] or "," not in declared
 
 
-@pytest.mark.parametrize("header", ["bytes=¹-²", "bytes=" + "9" * 5000 + "-",
-                                    "bytes=0-" + "1" * 5000, "bytes=٣-٤", "bytes=--1"])
+@pytest.mark.parametrize(
+    "header",
+    ["bytes=¹-²", "bytes=" + "9" * 5000 + "-", "bytes=0-" + "1" * 5000, "bytes=٣-٤", "bytes=--1"],
+)
 def test_malformed_ranges_never_500(app: App, header: str) -> None:
     storages.get_backend("default").put("r/data.bin", b"0123456789")
     status, _, body = app.get("/download/r/data.bin", headers={"Range": header})
@@ -180,14 +197,25 @@ def test_malformed_ranges_never_500(app: App, header: str) -> None:
 def test_non_ascii_paths_download_and_upload(app: App, upload_dir: Path) -> None:
     backend = storages.get_backend("default")
     backend.put("résumés/naïve ü.txt", b"hello")
-    get_url = FileObject(backend="default", filename="naïve ü.txt",
-                         path="résumés/naïve ü.txt").sign(expires_in=60)
+    get_url = FileObject(
+        backend="default", filename="naïve ü.txt", path="résumés/naïve ü.txt"
+    ).sign(expires_in=60)
     status, _, body = app.get(get_url.replace("http://testserver", ""))
     assert (status, body) == (200, b"hello")
-    put_url = FileObject(backend="default", filename="日本.bin", path="新/日本.bin",
-                         content_type="application/octet-stream").sign(for_upload=True)
-    assert app.put(put_url.replace("http://testserver", ""), b"data",
-                   {"Content-Type": "application/octet-stream"}) == 200
+    put_url = FileObject(
+        backend="default",
+        filename="日本.bin",
+        path="新/日本.bin",
+        content_type="application/octet-stream",
+    ).sign(for_upload=True)
+    assert (
+        app.put(
+            put_url.replace("http://testserver", ""),
+            b"data",
+            {"Content-Type": "application/octet-stream"},
+        )
+        == 200
+    )
     assert (upload_dir / "新/日本.bin").read_bytes() == b"data"
     status, _, _ = app.get("/files/default/%FF%FE.txt?signature=x")
     assert status == 400
@@ -202,10 +230,21 @@ def test_missing_objects_and_unsatisfiable_ranges_answer_with_a_matching_body(ap
     assert int(headers["content-length"]) == len(body)
 
 
-@pytest.mark.parametrize(("value", "status"), [
-    ("²", 400), ("-1", 400), ("1e3", 400), ("0x10", 400), ("5, 5", 400), ("", 400),
-    ("9" * 5000, 413), ("18446744073709551616", 413), (" 5 ", None), ("5", None),
-])
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        ("²", 400),
+        ("-1", 400),
+        ("1e3", 400),
+        ("0x10", 400),
+        ("5, 5", 400),
+        ("", 400),
+        ("9" * 5000, 413),
+        ("18446744073709551616", 413),
+        (" 5 ", None),
+        ("5", None),
+    ],
+)
 def test_content_length_values_are_judged_per_rfc_9110(value: str, status: int | None) -> None:
     from storeroom.signing import SignedRequest
     from storeroom.web.protocol import upload_problem

@@ -50,8 +50,9 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Stor
 
 
 def _put_url(registry: StorageRegistry) -> tuple[str, str]:
-    url = FileObject(backend="up", filename="doc.bin", content_type="application/octet-stream",
-                     registry=registry).sign(expires_in=60, for_upload=True)
+    url = FileObject(
+        backend="up", filename="doc.bin", content_type="application/octet-stream", registry=registry
+    ).sign(expires_in=60, for_upload=True)
     parts = urlsplit(url)
     return parts.path, parts.query
 
@@ -65,7 +66,10 @@ def _store_files(tmp_path: Path) -> list[str]:
 
 
 async def _asgi_put(
-    app: SignedUrlApp, path: str, query: str, messages: list[dict[str, Any]],
+    app: SignedUrlApp,
+    path: str,
+    query: str,
+    messages: list[dict[str, Any]],
     headers: list[tuple[bytes, bytes]],
 ) -> list[dict[str, Any]]:
     pending = list(messages)
@@ -77,8 +81,15 @@ async def _asgi_put(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": "PUT", "path": path, "raw_path": path.encode(),
-             "root_path": "", "query_string": query.encode(), "headers": headers}
+    scope = {
+        "type": "http",
+        "method": "PUT",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": query.encode(),
+        "headers": headers,
+    }
     await app(scope, receive, send)  # type: ignore[arg-type]
     return sent
 
@@ -92,7 +103,8 @@ BINARY = [(b"content-type", b"application/octet-stream")]
 
 
 async def test_asgi_oversize_stream_is_cut_off_and_keeps_the_old_object(
-    setup: tuple[StorageRegistry, str], tmp_path: Path,
+    setup: tuple[StorageRegistry, str],
+    tmp_path: Path,
 ) -> None:
     registry, kind = setup
     path, query = _put_url(registry)
@@ -105,12 +117,12 @@ async def test_asgi_oversize_stream_is_cut_off_and_keeps_the_old_object(
 
 
 async def test_asgi_client_disconnect_keeps_the_old_object(
-    setup: tuple[StorageRegistry, str], tmp_path: Path,
+    setup: tuple[StorageRegistry, str],
+    tmp_path: Path,
 ) -> None:
     registry, kind = setup
     path, query = _put_url(registry)
-    body = [{"type": "http.request", "body": CHUNK, "more_body": True},
-            {"type": "http.disconnect"}]
+    body = [{"type": "http.request", "body": CHUNK, "more_body": True}, {"type": "http.disconnect"}]
     sent = await _asgi_put(SignedUrlApp(registry, mount_path="/files"), path, query, body, BINARY)
     assert _status(sent) in (None, 400)  # nobody is listening; nothing is owed
     assert registry.get_backend("up").get("doc.bin") == OLD
@@ -124,8 +136,13 @@ async def test_asgi_body_shorter_than_its_length_is_refused(
     registry, _kind = setup
     path, query = _put_url(registry)
     body = [{"type": "http.request", "body": b"half", "more_body": False}]
-    sent = await _asgi_put(SignedUrlApp(registry, mount_path="/files"), path, query, body,
-                           [*BINARY, (b"content-length", b"1000")])
+    sent = await _asgi_put(
+        SignedUrlApp(registry, mount_path="/files"),
+        path,
+        query,
+        body,
+        [*BINARY, (b"content-length", b"1000")],
+    )
     assert _status(sent) == 400
     assert registry.get_backend("up").get("doc.bin") == OLD
 
@@ -134,19 +151,28 @@ async def test_asgi_body_shorter_than_its_length_is_refused(
 
 
 def _wsgi_put(
-    registry: StorageRegistry, path: str, query: str, body: bytes, **environ: Any,
+    registry: StorageRegistry,
+    path: str,
+    query: str,
+    body: bytes,
+    **environ: Any,
 ) -> tuple[str, bytes]:
     app = SignedUrlWsgiApp(registry)
-    base = {"REQUEST_METHOD": "PUT", "PATH_INFO": path.removeprefix("/files"),
-            "QUERY_STRING": query, "CONTENT_TYPE": "application/octet-stream",
-            "wsgi.input": io.BytesIO(body)}
+    base = {
+        "REQUEST_METHOD": "PUT",
+        "PATH_INFO": path.removeprefix("/files"),
+        "QUERY_STRING": query,
+        "CONTENT_TYPE": "application/octet-stream",
+        "wsgi.input": io.BytesIO(body),
+    }
     status: list[str] = []
     chunks = app({**base, **environ}, lambda s, h, exc=None: status.append(s))
     return status[0], b"".join(chunks)
 
 
 def test_wsgi_oversize_chunked_upload_is_cut_off_and_keeps_the_old_object(
-    setup: tuple[StorageRegistry, str], tmp_path: Path,
+    setup: tuple[StorageRegistry, str],
+    tmp_path: Path,
 ) -> None:
     registry, kind = setup
     path, query = _put_url(registry)
@@ -203,14 +229,18 @@ class VanishingBackend(ObstoreBackend):
 
 @pytest.mark.parametrize("kind", ["asgi", "wsgi"])
 async def test_object_deleted_after_head_is_a_404_not_a_broken_200(
-    kind: str, tmp_path: Path,
+    kind: str,
+    tmp_path: Path,
 ) -> None:
     registry = StorageRegistry()
     backend = registry.register_backend(VanishingBackend("up", f"file://{tmp_path}/s"))
     configure_signing(backend, secret=SECRET, base_url="/files")
     backend.put("gone.bin", b"soon gone")
-    parts = urlsplit(FileObject(backend="up", filename="gone.bin", path="gone.bin",
-                                registry=registry).sign(expires_in=60))
+    parts = urlsplit(
+        FileObject(backend="up", filename="gone.bin", path="gone.bin", registry=registry).sign(
+            expires_in=60
+        )
+    )
     if kind == "asgi":
         sent: list[dict[str, Any]] = []
 
@@ -220,14 +250,24 @@ async def test_object_deleted_after_head_is_a_404_not_a_broken_200(
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        scope = {"type": "http", "method": "GET", "path": parts.path,
-                 "raw_path": parts.path.encode(), "root_path": "",
-                 "query_string": parts.query.encode(), "headers": []}
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": parts.path,
+            "raw_path": parts.path.encode(),
+            "root_path": "",
+            "query_string": parts.query.encode(),
+            "headers": [],
+        }
         await SignedUrlApp(registry, mount_path="/files")(scope, receive, send)  # type: ignore[arg-type]
         assert _status(sent) == 404
     else:
         status: list[str] = []
-        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": parts.path.removeprefix("/files"),
-                   "QUERY_STRING": parts.query, "wsgi.input": io.BytesIO()}
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": parts.path.removeprefix("/files"),
+            "QUERY_STRING": parts.query,
+            "wsgi.input": io.BytesIO(),
+        }
         SignedUrlWsgiApp(registry)(environ, lambda s, h, exc=None: status.append(s))
         assert status == ["404 Not Found"]

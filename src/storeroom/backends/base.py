@@ -642,8 +642,17 @@ class StorageBackend(ABC):
         exclusive create on local disk) and raises :class:`ObjectExists` when an object is
         already there, leaving that object untouched.
         """
-        upload = _Upload(self, path, content, content_type, metadata, chunk_size,
-                         max_concurrency, checksum, overwrite)
+        upload = _Upload(
+            self,
+            path,
+            content,
+            content_type,
+            metadata,
+            chunk_size,
+            max_concurrency,
+            checksum,
+            overwrite,
+        )
         path, opts = upload.path, upload.opts
         with self._guard(path, "put") as guard:
             whole = upload.whole
@@ -678,8 +687,17 @@ class StorageBackend(ABC):
         overwrite: bool = True,
     ) -> PutResult:
         """Async form of :meth:`put`; also accepts async iterables and async file objects."""
-        upload = _Upload(self, path, content, content_type, metadata, chunk_size,
-                         max_concurrency, checksum, overwrite)
+        upload = _Upload(
+            self,
+            path,
+            content,
+            content_type,
+            metadata,
+            chunk_size,
+            max_concurrency,
+            checksum,
+            overwrite,
+        )
         path, opts = upload.path, upload.opts
         with self._guard(path, "put") as guard:
             whole = upload.whole
@@ -767,9 +785,7 @@ class StorageBackend(ABC):
             if self.retries_natively:
                 data, used = self._read_all(path, meter), None
             else:
-                data, used = self._retrying(
-                    guard, lambda: _attempt(self._read_all, path, meter)
-                )
+                data, used = self._retrying(guard, lambda: _attempt(self._read_all, path, meter))
             guard.size = len(data)
             if meter is not None and used is not None:
                 meter.adopt(used)

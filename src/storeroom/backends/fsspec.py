@@ -25,9 +25,7 @@ try:
     from fsspec.implementations.memory import MemoryFileSystem
     from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "FSSpecBackend needs fsspec: pip install 'storeroom[fsspec]'"
-    ) from exc
+    raise ImportError("FSSpecBackend needs fsspec: pip install 'storeroom[fsspec]'") from exc
 
 __all__ = ["FSSpecBackend"]
 
@@ -146,7 +144,13 @@ class FSSpecBackend(StorageBackend):
             raise ConfigurationError(f"backend {key!r}: prefix must be a str, got {prefix!r}")
         # s3fs, gcsfs and adlfs retry inside their own clients; storeroom must not retry again.
         self.retries_natively = hasattr(self.fs, "retries") or _protocol_name(self.fs) in (
-            "s3", "s3a", "gs", "gcs", "abfs", "az", "adl"
+            "s3",
+            "s3a",
+            "gs",
+            "gcs",
+            "abfs",
+            "az",
+            "adl",
         )
         self._local = isinstance(self.fs, LocalFileSystem)
         self._memory = isinstance(self.fs, MemoryFileSystem)

@@ -113,8 +113,11 @@ async def adigest(chunks: AsyncIterable[bytes], algorithm: str = DEFAULT_ALGORIT
 
 
 def digest_object(
-    backend: StorageBackend, path: str, algorithm: str = DEFAULT_ALGORITHM,
-    *, chunk_size: int = DEFAULT_READ_CHUNK_SIZE,
+    backend: StorageBackend,
+    path: str,
+    algorithm: str = DEFAULT_ALGORITHM,
+    *,
+    chunk_size: int = DEFAULT_READ_CHUNK_SIZE,
 ) -> Digest:
     """Stream ``path`` from ``backend`` and return its size and checksum.
 
@@ -125,8 +128,11 @@ def digest_object(
 
 
 async def digest_object_async(
-    backend: StorageBackend, path: str, algorithm: str = DEFAULT_ALGORITHM,
-    *, chunk_size: int = DEFAULT_READ_CHUNK_SIZE,
+    backend: StorageBackend,
+    path: str,
+    algorithm: str = DEFAULT_ALGORITHM,
+    *,
+    chunk_size: int = DEFAULT_READ_CHUNK_SIZE,
 ) -> Digest:
     """Async form of :func:`digest_object`."""
     return await adigest(await backend.stream_async(path, chunk_size=chunk_size), algorithm)
@@ -173,9 +179,16 @@ class _Plan:
 
 
 def _plan(
-    source: StorageBackend, src_path: str, destination: StorageBackend, dst_path: str,
-    size: int | None, checksum: str | None, overwrite: bool = True, verify_read: bool = False,
-    content_type: str | None = None, metadata: Mapping[str, str] | None = None,
+    source: StorageBackend,
+    src_path: str,
+    destination: StorageBackend,
+    dst_path: str,
+    size: int | None,
+    checksum: str | None,
+    overwrite: bool = True,
+    verify_read: bool = False,
+    content_type: str | None = None,
+    metadata: Mapping[str, str] | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> _Plan:
     # A store's own copy replaces what is at the destination: a create-only copy streams
@@ -188,10 +201,25 @@ def _plan(
         )
     algorithm = algorithm_of(checksum)
     new_hash(algorithm)  # an unknown algorithm fails before any byte moves
-    put_options = {"content_type": content_type, "metadata": metadata,
-                   "chunk_size": chunk_size, "checksum": algorithm, "overwrite": overwrite}
-    return _Plan(source, src_path, destination, dst_path, size, checksum, algorithm,
-                 server_side, verify_read, put_options)
+    put_options = {
+        "content_type": content_type,
+        "metadata": metadata,
+        "chunk_size": chunk_size,
+        "checksum": algorithm,
+        "overwrite": overwrite,
+    }
+    return _Plan(
+        source,
+        src_path,
+        destination,
+        dst_path,
+        size,
+        checksum,
+        algorithm,
+        server_side,
+        verify_read,
+        put_options,
+    )
 
 
 def _written_mismatch(plan: _Plan, result: PutResult) -> IntegrityError | None:
@@ -215,8 +243,9 @@ def _expected(plan: _Plan, written: PutResult | None) -> tuple[int | None, str |
     return plan.size, plan.checksum
 
 
-def _head_mismatch(plan: _Plan, info: ObjectInfo, written: PutResult | None
-                   ) -> IntegrityError | None:
+def _head_mismatch(
+    plan: _Plan, info: ObjectInfo, written: PutResult | None
+) -> IntegrityError | None:
     size, _ = _expected(plan, written)
     if size is not None and info.size != size:
         return IntegrityError(
@@ -226,8 +255,7 @@ def _head_mismatch(plan: _Plan, info: ObjectInfo, written: PutResult | None
     return None
 
 
-def _read_mismatch(plan: _Plan, read: Digest, written: PutResult | None
-                   ) -> IntegrityError | None:
+def _read_mismatch(plan: _Plan, read: Digest, written: PutResult | None) -> IntegrityError | None:
     size, checksum = _expected(plan, written)
     if (size is not None and read.size != size) or (checksum and read.checksum != checksum):
         return IntegrityError(
@@ -237,8 +265,9 @@ def _read_mismatch(plan: _Plan, read: Digest, written: PutResult | None
     return None
 
 
-def _result(plan: _Plan, written: PutResult | None, info: ObjectInfo | None,
-            read: Digest | None) -> Transfer:
+def _result(
+    plan: _Plan, written: PutResult | None, info: ObjectInfo | None, read: Digest | None
+) -> Transfer:
     size, checksum = _expected(plan, written)
     if read is not None:
         size, checksum = read.size, read.checksum
@@ -256,13 +285,13 @@ def _result(plan: _Plan, written: PutResult | None, info: ObjectInfo | None,
 
 
 # The I/O a copy needs, named: the steps below yield these, and each twin performs them.
-_COPY = "copy"            # the store copies src to dst              -> None
-_PUT = "put"              # stream src into dst                       -> PutResult
-_HEAD = "head"            # HEAD dst                                  -> ObjectInfo
-_HEAD_OR_NONE = "head?"   # HEAD dst, None when it is missing         -> ObjectInfo | None
-_DIGEST = "digest"        # read dst back and hash it                 -> Digest
+_COPY = "copy"  # the store copies src to dst              -> None
+_PUT = "put"  # stream src into dst                       -> PutResult
+_HEAD = "head"  # HEAD dst                                  -> ObjectInfo
+_HEAD_OR_NONE = "head?"  # HEAD dst, None when it is missing         -> ObjectInfo | None
+_DIGEST = "digest"  # read dst back and hash it                 -> Digest
 _DIGEST_SOURCE = "digest source"  # read src and hash it             -> Digest
-_DELETE = "delete"        # delete dst                                -> None
+_DELETE = "delete"  # delete dst                                -> None
 
 Steps = Generator[str, Any, Any]
 
@@ -327,16 +356,23 @@ class _Relay:
         self._stop = threading.Event()
         # The reader runs in a copy of this context, so storage events it emits carry the
         # caller's context variables (trace spans, request ids).
-        self._thread = threading.Thread(target=contextvars.copy_context().run,
-                                        args=(self._read,), name="storeroom-transfer",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._read,),
+            name="storeroom-transfer",
+            daemon=True,
+        )
 
     def __enter__(self) -> _Relay:
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self._stop.set()
         while self._thread.is_alive():
             try:  # unblock a reader waiting for room in the queue
@@ -469,8 +505,19 @@ def copy(
     :class:`~storeroom.errors.ConfigurationError` for a copy onto itself or an unknown
     checksum algorithm.
     """
-    plan = _plan(source, src_path, destination, dst_path, size, checksum, overwrite,
-                 verify_read, content_type, metadata, chunk_size)
+    plan = _plan(
+        source,
+        src_path,
+        destination,
+        dst_path,
+        size,
+        checksum,
+        overwrite,
+        verify_read,
+        content_type,
+        metadata,
+        chunk_size,
+    )
     transfer: Transfer = _run(plan, _copy_steps(plan))
     return transfer
 
@@ -490,15 +537,31 @@ async def copy_async(
     overwrite: bool = True,
 ) -> Transfer:
     """Async form of :func:`copy` (same steps, same checks, same errors)."""
-    plan = _plan(source, src_path, destination, dst_path, size, checksum, overwrite,
-                 verify_read, content_type, metadata, chunk_size)
+    plan = _plan(
+        source,
+        src_path,
+        destination,
+        dst_path,
+        size,
+        checksum,
+        overwrite,
+        verify_read,
+        content_type,
+        metadata,
+        chunk_size,
+    )
     transfer: Transfer = await _arun(plan, _copy_steps(plan))
     return transfer
 
 
 def existing_copy(
-    source: StorageBackend, src_path: str, destination: StorageBackend, dst_path: str,
-    *, size: int | None = None, checksum: str | None = None,
+    source: StorageBackend,
+    src_path: str,
+    destination: StorageBackend,
+    dst_path: str,
+    *,
+    size: int | None = None,
+    checksum: str | None = None,
 ) -> Transfer | None:
     """The copy already at ``dst_path``, verified, or None when there is none to keep.
 
@@ -512,8 +575,13 @@ def existing_copy(
 
 
 async def existing_copy_async(
-    source: StorageBackend, src_path: str, destination: StorageBackend, dst_path: str,
-    *, size: int | None = None, checksum: str | None = None,
+    source: StorageBackend,
+    src_path: str,
+    destination: StorageBackend,
+    dst_path: str,
+    *,
+    size: int | None = None,
+    checksum: str | None = None,
 ) -> Transfer | None:
     """Async form of :func:`existing_copy`."""
     plan = _plan(source, src_path, destination, dst_path, size, checksum)

@@ -60,8 +60,10 @@ class Context:
 
             if self.config is not None:
                 if not self.config.is_file():
-                    fail(f"configuration file {str(self.config)!r} does not exist; pass an "
-                         "existing TOML, JSON or YAML file to --config")
+                    fail(
+                        f"configuration file {str(self.config)!r} does not exist; pass an "
+                        "existing TOML, JSON or YAML file to --config"
+                    )
                 self._specs = list(config.load_config_file(self.config))
             else:
                 self._specs = list(config.specs_from_env())
@@ -80,8 +82,9 @@ class Context:
             config.register_specs(rest, registry)
             for spec in self.specs:
                 if spec.default:
-                    registry.register_backend(registry.get_backend(spec.key), overwrite=True,
-                                              default=True)
+                    registry.register_backend(
+                        registry.get_backend(spec.key), overwrite=True, default=True
+                    )
             self._registry = registry
         return self._registry
 
@@ -97,10 +100,14 @@ class Context:
             return
         source = f"in {str(self.config)!r}" if self.config else "in the environment"
         if not keys:
-            fail(f"backend {key!r} is not configured: no backends are configured {source}; "
-                 "pass --config FILE or set STORAGE__<KEY>__URL")
-        fail(f"backend {key!r} is not configured {source}; configured: "
-             f"{', '.join(repr(k) for k in keys)}")
+            fail(
+                f"backend {key!r} is not configured: no backends are configured {source}; "
+                "pass --config FILE or set STORAGE__<KEY>__URL"
+            )
+        fail(
+            f"backend {key!r} is not configured {source}; configured: "
+            f"{', '.join(repr(k) for k in keys)}"
+        )
 
     def backend(self, key: str) -> StorageBackend:
         """The backend configured under ``key``, opened alone (an error listing the others).
@@ -120,8 +127,10 @@ class Context:
         if self.read_only and _is_local(spec):
             folder = _local_folder(spec)
             if folder is not None and not folder.is_dir():
-                fail(f"backend {spec.key!r}: folder {str(folder)!r} does not exist "
-                     "(nothing has been stored there yet)")
+                fail(
+                    f"backend {spec.key!r}: folder {str(folder)!r} does not exist "
+                    "(nothing has been stored there yet)"
+                )
         return self._spec_to_build(spec).build()  # type: ignore[no-any-return]
 
 
@@ -176,8 +185,9 @@ class SectionedGroup(click.Group):
         super().__init__(*args, **kwargs)
         self.sections: dict[str, list[str]] = {}
 
-    def add_command(self, cmd: click.Command, name: str | None = None, *,
-                    section: str | None = None) -> None:
+    def add_command(
+        self, cmd: click.Command, name: str | None = None, *, section: str | None = None
+    ) -> None:
         """Register ``cmd`` (under ``name``, default its own) in ``section``."""
         super().add_command(cmd, name)
         name = name or cmd.name or ""
@@ -199,8 +209,11 @@ class SectionedGroup(click.Group):
         width = formatter.width or 80
         limit = width - 6 - max((len(n) for n in self.commands), default=0)
         for section, names in self.sections.items():
-            rows = [(n, self.commands[n].get_short_help_str(limit)) for n in names
-                    if n in self.commands and not self.commands[n].hidden]
+            rows = [
+                (n, self.commands[n].get_short_help_str(limit))
+                for n in names
+                if n in self.commands and not self.commands[n].hidden
+            ]
             if rows:
                 with formatter.section(section):
                     formatter.write_dl(rows)
@@ -214,8 +227,11 @@ class SectionedGroup(click.Group):
     epilog="Run 'storeroom COMMAND --help' for a command's options and examples.",
 )
 @click.option(
-    "--config", "config_path", metavar="FILE",
-    type=click.Path(path_type=Path, dir_okay=False), envvar="STOREROOM_CONFIG",
+    "--config",
+    "config_path",
+    metavar="FILE",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="STOREROOM_CONFIG",
     help="TOML, JSON or YAML file with [[storage.backends]] [env: STOREROOM_CONFIG]. "
     "Default: backends from the environment (STORAGE__<KEY>__URL, STORAGE_BACKEND, ...).",
 )

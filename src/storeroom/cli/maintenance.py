@@ -36,6 +36,7 @@ def __getattr__(name: str) -> Any:
         return collect_findings
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 _SECTIONS = ("dangling", "mismatched", "orphans")
 
 
@@ -78,34 +79,61 @@ class _JsonReport:
 
 def _print_finding(section: str, entry: dict[str, Any]) -> None:
     if section == "dangling":
-        click.echo(f"dangling   {entry['model']} {','.join(entry['key'])} "
-                   f"{entry['column']} -> {entry['backend']}:{entry['path']}")
+        click.echo(
+            f"dangling   {entry['model']} {','.join(entry['key'])} "
+            f"{entry['column']} -> {entry['backend']}:{entry['path']}"
+        )
     elif section == "mismatched":
-        click.echo(f"mismatched {entry['model']} {','.join(entry['key'])} "
-                   f"{entry['backend']}:{entry['path']} {entry['kind']}: row "
-                   f"{entry['recorded']}, store {entry['stored']}")
+        click.echo(
+            f"mismatched {entry['model']} {','.join(entry['key'])} "
+            f"{entry['backend']}:{entry['path']} {entry['kind']}: row "
+            f"{entry['recorded']}, store {entry['stored']}"
+        )
     else:
         click.echo(f"orphan     {entry['backend']}:{entry['path']} {human_size(entry['size'])}")
 
 
 @click.command(short_help="Find dangling references, mismatches and orphans.")
 @model_options(multiple=True)
-@click.option("--backend", "backend_key", metavar="KEY",
-              help="Also list orphans: objects of this backend that no row of the named "
-              "models references (name every model whose files live there).")
+@click.option(
+    "--backend",
+    "backend_key",
+    metavar="KEY",
+    help="Also list orphans: objects of this backend that no row of the named "
+    "models references (name every model whose files live there).",
+)
 @click.option("--prefix", default="", help="With --backend: only objects under this prefix.")
-@click.option("--grace", default="1h", show_default=True, metavar="DURATION",
-              help="Objects younger than this are not orphans (uploads of transactions in "
-              "flight), e.g. 30m, 2h, 1d.")
-@click.option("--checksums", is_flag=True,
-              help="Also read every referenced object and compare its SHA-256 with the row's.")
+@click.option(
+    "--grace",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="Objects younger than this are not orphans (uploads of transactions in "
+    "flight), e.g. 30m, 2h, 1d.",
+)
+@click.option(
+    "--checksums",
+    is_flag=True,
+    help="Also read every referenced object and compare its SHA-256 with the row's.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @sharded_options
 @pass_context
-def verify(ctx: Context, database: str | None, models: tuple[str, ...], column: str | None,
-           backend_key: str | None, prefix: str, grace: str, checksums: bool,
-           as_json: bool, shards: int | None, queue_url: str | None, queue_name: str,
-           follow: bool) -> None:
+def verify(
+    ctx: Context,
+    database: str | None,
+    models: tuple[str, ...],
+    column: str | None,
+    backend_key: str | None,
+    prefix: str,
+    grace: str,
+    checksums: bool,
+    as_json: bool,
+    shards: int | None,
+    queue_url: str | None,
+    queue_name: str,
+    follow: bool,
+) -> None:
     """Compare rows with the store: dangling references, mismatches, orphans.
 
     Dangling: a row references an object that does not exist. Mismatched: the object's
@@ -128,18 +156,36 @@ def verify(ctx: Context, database: str | None, models: tuple[str, ...], column: 
     if shards is not None:
         if as_json:
             fail("--json is not available with --shards; see 'storeroom jobs status RUN --json'")
-        start_and_follow(ctx, "verify", {
-            "models": list(models), "column": column, "backend": backend_key,
-            "prefix": prefix.rstrip("/"), "grace": delay.total_seconds(),
-            "checksums": checksums}, shards=shards, queue_url=queue_url,
-            queue_name=queue_name, database=database, follow=follow)
+        start_and_follow(
+            ctx,
+            "verify",
+            {
+                "models": list(models),
+                "column": column,
+                "backend": backend_key,
+                "prefix": prefix.rstrip("/"),
+                "grace": delay.total_seconds(),
+                "checksums": checksums,
+            },
+            shards=shards,
+            queue_url=queue_url,
+            queue_name=queue_name,
+            database=database,
+            follow=follow,
+        )
         return
     report = _JsonReport() if as_json else None
     summary: dict[str, Any] = {}
     with session_factory(database)() as session:
-        for section, entry in iter_findings(session, columns, ctx.registry,
-                                            orphans_in=backend_key, prefix=prefix.rstrip("/"),
-                                            grace=delay, checksums=checksums):
+        for section, entry in iter_findings(
+            session,
+            columns,
+            ctx.registry,
+            orphans_in=backend_key,
+            prefix=prefix.rstrip("/"),
+            grace=delay,
+            checksums=checksums,
+        ):
             if section == "summary":
                 summary = entry
             elif report is not None:
@@ -149,29 +195,56 @@ def verify(ctx: Context, database: str | None, models: tuple[str, ...], column: 
     if report is not None:
         report.summary(summary)
     else:
-        orphans = (f"orphans {summary['orphans']}" if summary["orphans_checked"]
-                   else "orphans not checked (pass --backend)")
-        click.echo(f"{summary['references']} references: dangling {summary['dangling']}, "
-                   f"mismatched {summary['mismatched']}, {orphans}")
+        orphans = (
+            f"orphans {summary['orphans']}"
+            if summary["orphans_checked"]
+            else "orphans not checked (pass --backend)"
+        )
+        click.echo(
+            f"{summary['references']} references: dangling {summary['dangling']}, "
+            f"mismatched {summary['mismatched']}, {orphans}"
+        )
     if summary["dangling"] or summary["mismatched"] or summary["orphans"]:
         click.get_current_context().exit(1)
 
 
 @click.command(short_help="Delete orphans older than a grace period (dry run by default).")
 @model_options(multiple=True)
-@click.option("--backend", "backend_key", metavar="KEY", required=True,
-              help="The backend to clean.")
+@click.option(
+    "--backend", "backend_key", metavar="KEY", required=True, help="The backend to clean."
+)
 @click.option("--prefix", default="", help="Only objects under this prefix.")
-@click.option("--grace", default="1h", show_default=True, metavar="DURATION",
-              help="Only delete orphans older than this, e.g. 30m, 2h, 1d.")
+@click.option(
+    "--grace",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="Only delete orphans older than this, e.g. 30m, 2h, 1d.",
+)
 @click.option("--yes", is_flag=True, help="Really delete (without it, only list).")
-@click.option("--multipart/--no-multipart", default=True, show_default=True,
-              help="S3: also abort incomplete multipart uploads older than --grace.")
+@click.option(
+    "--multipart/--no-multipart",
+    default=True,
+    show_default=True,
+    help="S3: also abort incomplete multipart uploads older than --grace.",
+)
 @sharded_options
 @pass_context
-def gc(ctx: Context, database: str | None, models: tuple[str, ...], column: str | None,
-       backend_key: str, prefix: str, grace: str, yes: bool, multipart: bool,
-       shards: int | None, queue_url: str | None, queue_name: str, follow: bool) -> None:
+def gc(
+    ctx: Context,
+    database: str | None,
+    models: tuple[str, ...],
+    column: str | None,
+    backend_key: str,
+    prefix: str,
+    grace: str,
+    yes: bool,
+    multipart: bool,
+    shards: int | None,
+    queue_url: str | None,
+    queue_name: str,
+    follow: bool,
+) -> None:
     """Delete orphans (objects no row references) older than --grace; dry run by default.
 
     The rows are read again just before deleting, so an object a row started to
@@ -192,10 +265,22 @@ def gc(ctx: Context, database: str | None, models: tuple[str, ...], column: str 
         if not yes:
             fail("--shards deletes: pass --yes (a dry run lists orphans without --shards)")
         _remove_expired_uploads(session_factory(database), ctx)
-        start_and_follow(ctx, "gc", {
-            "models": list(models), "column": column, "backend": store.key,
-            "prefix": prefix.rstrip("/"), "grace": delay.total_seconds()}, shards=shards,
-            queue_url=queue_url, queue_name=queue_name, database=database, follow=follow)
+        start_and_follow(
+            ctx,
+            "gc",
+            {
+                "models": list(models),
+                "column": column,
+                "backend": store.key,
+                "prefix": prefix.rstrip("/"),
+                "grace": delay.total_seconds(),
+            },
+            shards=shards,
+            queue_url=queue_url,
+            queue_name=queue_name,
+            database=database,
+            follow=follow,
+        )
         return
     sessions = session_factory(database)
     if yes:
@@ -214,15 +299,24 @@ def _remove_expired_uploads(sessions: Any, ctx: Context) -> None:
         click.echo(f"{removed} expired upload sessions removed")
 
 
-def _collect_orphans(sessions: Any, columns: list[Any], ctx: Context, key: str, prefix: str,
-                     delay: timedelta, grace: str, yes: bool) -> None:
+def _collect_orphans(
+    sessions: Any,
+    columns: list[Any],
+    ctx: Context,
+    key: str,
+    prefix: str,
+    delay: timedelta,
+    grace: str,
+    yes: bool,
+) -> None:
     """gc's orphan step: list (dry run) or delete the orphans of backend ``key``."""
     from storeroom.orm.maintenance import ReferenceScan, remove_orphans
 
     if yes:
         deleted = 0
-        for info, removed in remove_orphans(sessions, columns, key, prefix=prefix, grace=delay,
-                                            registry=ctx.registry):
+        for info, removed in remove_orphans(
+            sessions, columns, key, prefix=prefix, grace=delay, registry=ctx.registry
+        ):
             if removed:
                 deleted += 1
                 click.echo(f"deleted {info.path}")
@@ -238,8 +332,10 @@ def _collect_orphans(sessions: Any, columns: list[Any], ctx: Context, key: str, 
             count += 1
             total += info.size or 0
             click.echo(f"would delete {info.path}  {human_size(info.size)}")
-    click.echo(f"{count} orphans ({human_size(total)}) older than {grace} in "
-               f"{key}; dry run: pass --yes to delete")
+    click.echo(
+        f"{count} orphans ({human_size(total)}) older than {grace} in "
+        f"{key}; dry run: pass --yes to delete"
+    )
 
 
 def _sweep_multipart_uploads(store: Any, older_than: timedelta, really: bool) -> None:
@@ -260,7 +356,9 @@ def _sweep_multipart_uploads(store: Any, older_than: timedelta, really: bool) ->
         return
     found = find_incomplete_uploads(store, older_than=older_than)
     for upload in found:
-        click.echo(f"would abort incomplete multipart upload {upload.key} "
-                   f"(started {upload.initiated:%Y-%m-%d %H:%M} UTC)")
+        click.echo(
+            f"would abort incomplete multipart upload {upload.key} "
+            f"(started {upload.initiated:%Y-%m-%d %H:%M} UTC)"
+        )
     if found:
         click.echo(f"{len(found)} incomplete multipart uploads in {store.key}; dry run")

@@ -23,31 +23,69 @@ __all__ = ["migrate"]
 @click.argument("destination")
 @click.option("--prefix", default="", help="Only objects under this prefix (without --model).")
 @model_options()
-@click.option("--state", "state_path", metavar="FILE",
-              type=click.Path(path_type=Path),
-              help="Journal of verified copies, read to resume "
-              "[default: .storeroom-migrate-SOURCE-DESTINATION.jsonl]; with --shards a "
-              "directory the workers share, one journal per shard.")
-@click.option("--concurrency", default=None, type=click.IntRange(min=1),
-              help="Objects copied at once [default: 4 between local stores, 64 when one "
-              "is across a network].")
-@click.option("--verify-read/--no-verify-read", default=True, show_default=True,
-              help="Also read each copy back and compare its SHA-256 (size and the SHA-256 "
-              "of the bytes sent are always checked).")
-@click.option("--update-rows", is_flag=True,
-              help="Then switch the model's rows to DESTINATION (needs --model).")
-@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(min=1),
-              help="Rows per transaction with --update-rows.")
+@click.option(
+    "--state",
+    "state_path",
+    metavar="FILE",
+    type=click.Path(path_type=Path),
+    help="Journal of verified copies, read to resume "
+    "[default: .storeroom-migrate-SOURCE-DESTINATION.jsonl]; with --shards a "
+    "directory the workers share, one journal per shard.",
+)
+@click.option(
+    "--concurrency",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Objects copied at once [default: 4 between local stores, 64 when one "
+    "is across a network].",
+)
+@click.option(
+    "--verify-read/--no-verify-read",
+    default=True,
+    show_default=True,
+    help="Also read each copy back and compare its SHA-256 (size and the SHA-256 "
+    "of the bytes sent are always checked).",
+)
+@click.option(
+    "--update-rows",
+    is_flag=True,
+    help="Then switch the model's rows to DESTINATION (needs --model).",
+)
+@click.option(
+    "--batch-size",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rows per transaction with --update-rows.",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would be copied; change nothing.")
-@click.option("--progress/--no-progress", default=True,
-              help="Show a progress bar on a terminal [default: progress].")
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    help="Show a progress bar on a terminal [default: progress].",
+)
 @sharded_options
 @pass_context
-def migrate(ctx: Context, source: str, destination: str, prefix: str, database: str | None,
-            models: str | None, column: str | None, state_path: Path | None,
-            concurrency: int | None, verify_read: bool, update_rows: bool, batch_size: int,
-            dry_run: bool, progress: bool, shards: int | None, queue_url: str | None,
-            queue_name: str, follow: bool) -> None:
+def migrate(
+    ctx: Context,
+    source: str,
+    destination: str,
+    prefix: str,
+    database: str | None,
+    models: str | None,
+    column: str | None,
+    state_path: Path | None,
+    concurrency: int | None,
+    verify_read: bool,
+    update_rows: bool,
+    batch_size: int,
+    dry_run: bool,
+    progress: bool,
+    shards: int | None,
+    queue_url: str | None,
+    queue_name: str,
+    follow: bool,
+) -> None:
     """Copy every object of SOURCE, or the files a model references, to DESTINATION.
 
     Each object is streamed (never whole in memory), its SHA-256 computed on the way and
@@ -87,16 +125,33 @@ def migrate(ctx: Context, source: str, destination: str, prefix: str, database: 
         ctx.backend(destination)
         state_dir = (state_path or Path(f".storeroom-migrate-{src.key}-{dst_key}")).resolve()
         state_dir.mkdir(parents=True, exist_ok=True)
-        start_and_follow(ctx, "migrate", {
-            "models": [models] if models else [], "column": column, "source": src.key,
-            "destination": dst_key, "prefix": prefix.rstrip("/"), "state_dir": str(state_dir),
-            "concurrency": concurrency, "verify_read": verify_read, "update_rows": update_rows,
-            "batch_size": batch_size}, shards=shards, queue_url=queue_url,
-            queue_name=queue_name, database=database, follow=follow)
+        start_and_follow(
+            ctx,
+            "migrate",
+            {
+                "models": [models] if models else [],
+                "column": column,
+                "source": src.key,
+                "destination": dst_key,
+                "prefix": prefix.rstrip("/"),
+                "state_dir": str(state_dir),
+                "concurrency": concurrency,
+                "verify_read": verify_read,
+                "update_rows": update_rows,
+                "batch_size": batch_size,
+            },
+            shards=shards,
+            queue_url=queue_url,
+            queue_name=queue_name,
+            database=database,
+            follow=follow,
+        )
         return
     if state_path is not None and state_path.is_dir():
-        fail(f"--state {str(state_path)!r} is a directory; without --shards it names the "
-             "journal file")
+        fail(
+            f"--state {str(state_path)!r} is a directory; without --shards it names the "
+            "journal file"
+        )
     sessions = session_factory(database) if columns else None
     path = state_path or Path(f".storeroom-migrate-{src.key}-{dst_key}.jsonl")
     from storeroom.orm.maintenance import ReferenceScan
@@ -120,9 +175,10 @@ def migrate(ctx: Context, source: str, destination: str, prefix: str, database: 
             count, total = scan.object_totals(src, prefix=prefix.rstrip("/"))
 
             def plan() -> Any:
-                return (migration.CopyItem(info.path, info.path, info.size, None,
-                                           info.content_type)
-                        for info in scan.objects(src, prefix=prefix.rstrip("/")))
+                return (
+                    migration.CopyItem(info.path, info.path, info.size, None, info.content_type)
+                    for info in scan.objects(src, prefix=prefix.rstrip("/"))
+                )
 
         if dry_run:
             _dry_run(plan(), path, src.key, dst_key, count, total, update_rows, batch_size)
@@ -130,8 +186,9 @@ def migrate(ctx: Context, source: str, destination: str, prefix: str, database: 
         dst = ctx.backend(destination)
         started = time.monotonic()
         with migration.MigrationState(path, src.key, dst.key) as state:
-            report = _copy_with_progress(src, dst, plan(), state, concurrency, verify_read,
-                                         progress, total, count)
+            report = _copy_with_progress(
+                src, dst, plan(), state, concurrency, verify_read, progress, total, count
+            )
             elapsed = max(time.monotonic() - started, 1e-9)
             click.echo(
                 f"copied {report.copied} ({human_size(report.bytes_copied)}), already done "
@@ -148,7 +205,12 @@ def migrate(ctx: Context, source: str, destination: str, prefix: str, database: 
 
                 for col in columns:
                     report.rows_updated += migration.update_rows(
-                        sessions, col, src.key, dst.key, state, batch_size=batch_size,
+                        sessions,
+                        col,
+                        src.key,
+                        dst.key,
+                        state,
+                        batch_size=batch_size,
                         on_batch=batch_done,
                     )
                 click.echo(f"rows updated {report.rows_updated} in {batches} transactions")
@@ -158,8 +220,16 @@ def migrate(ctx: Context, source: str, destination: str, prefix: str, database: 
         click.get_current_context().exit(1)
 
 
-def _dry_run(items: Iterable[Any], path: Path, src_key: str, dst_key: str, count: int,
-             total: int, update_rows: bool, batch_size: int) -> None:
+def _dry_run(
+    items: Iterable[Any],
+    path: Path,
+    src_key: str,
+    dst_key: str,
+    count: int,
+    total: int,
+    update_rows: bool,
+    batch_size: int,
+) -> None:
     """Print what a run would copy: the journal is read, DESTINATION is not touched."""
     from storeroom.orm.migration import MigrationState
 
@@ -177,21 +247,33 @@ def _dry_run(items: Iterable[Any], path: Path, src_key: str, dst_key: str, count
     finally:
         if state is not None:
             state.close()
-    click.echo(f"would copy {remaining} of {count} objects "
-               f"({human_size(remaining_bytes)} of {human_size(total)}) from {src_key} to "
-               f"{dst_key}; {count - remaining} already verified in {path}")
+    click.echo(
+        f"would copy {remaining} of {count} objects "
+        f"({human_size(remaining_bytes)} of {human_size(total)}) from {src_key} to "
+        f"{dst_key}; {count - remaining} already verified in {path}"
+    )
     for item in shown:
         click.echo(f"  {item.source}  {human_size(item.size)}")
     if remaining > len(shown):
         click.echo("  ...")
     if update_rows:
-        click.echo(f"would then switch the rows referencing them to {dst_key}, "
-                   f"{batch_size} per transaction")
+        click.echo(
+            f"would then switch the rows referencing them to {dst_key}, "
+            f"{batch_size} per transaction"
+        )
 
 
-def _copy_with_progress(src: StorageBackend, dst: StorageBackend, items: Iterable[Any],
-                        state: Any, concurrency: int | None, verify_read: bool, progress: bool,
-                        total: int, count: int) -> Any:
+def _copy_with_progress(
+    src: StorageBackend,
+    dst: StorageBackend,
+    items: Iterable[Any],
+    state: Any,
+    concurrency: int | None,
+    verify_read: bool,
+    progress: bool,
+    total: int,
+    count: int,
+) -> Any:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -205,20 +287,33 @@ def _copy_with_progress(src: StorageBackend, dst: StorageBackend, items: Iterabl
     from storeroom.orm.migration import copy_objects
 
     console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
-                  BinarySpeedColumn(), TextColumn("{task.fields[objects]}"),
-                  TimeRemainingColumn(), console=console, transient=True,
-                  disable=not (progress and console.is_terminal)) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        BinarySpeedColumn(),
+        TextColumn("{task.fields[objects]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not (progress and console.is_terminal),
+    ) as bar:
         done = 0
-        task = bar.add_task(f"{src.key} -> {dst.key}", total=total or None,
-                            objects=f"0/{count}")
+        task = bar.add_task(f"{src.key} -> {dst.key}", total=total or None, objects=f"0/{count}")
 
         def advance(item: Any, size: int) -> None:
             nonlocal done
             done += 1
             bar.update(task, advance=item.size or size, objects=f"{done}/{count}")
 
-        return run_async(lambda: copy_objects(
-            src, dst, items, state=state, concurrency=concurrency, verify_read=verify_read,
-            on_progress=advance,
-        ))
+        return run_async(
+            lambda: copy_objects(
+                src,
+                dst,
+                items,
+                state=state,
+                concurrency=concurrency,
+                verify_read=verify_read,
+                on_progress=advance,
+            )
+        )

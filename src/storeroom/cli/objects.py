@@ -45,12 +45,13 @@ def backends(ctx: Context, as_json: bool) -> None:
     if not specs:
         fail("no backends configured: pass --config FILE or set STORAGE__<KEY>__URL")
     if as_json:
-        click.echo(json.dumps([specs[k].masked() for k in sorted(specs)], indent=2,
-                              default=str))
+        click.echo(json.dumps([specs[k].masked() for k in sorted(specs)], indent=2, default=str))
         return
     defaults = [k for k, spec in specs.items() if spec.default]
-    default = defaults[-1] if defaults else (
-        next(iter(specs)) if len(specs) == 1 else "default" if "default" in specs else None
+    default = (
+        defaults[-1]
+        if defaults
+        else (next(iter(specs)) if len(specs) == 1 else "default" if "default" in specs else None)
     )
     rows = []
     for key in sorted(specs):
@@ -81,13 +82,23 @@ def ls(ctx: Context, backend: str, prefix: str, as_json: bool) -> None:
     infos = sorted(store.list(prefix.rstrip("/")), key=lambda i: i.path)
     if as_json:
         for info in infos:
-            click.echo(json.dumps({
-                "path": info.path, "size": info.size, "etag": info.etag,
-                "last_modified": info.last_modified.isoformat() if info.last_modified else None,
-            }))
+            click.echo(
+                json.dumps(
+                    {
+                        "path": info.path,
+                        "size": info.size,
+                        "etag": info.etag,
+                        "last_modified": info.last_modified.isoformat()
+                        if info.last_modified
+                        else None,
+                    }
+                )
+            )
         return
-    print_table([(human_size(i.size), str(i.last_modified or "")[:19], i.path) for i in infos],
-                ("size", "modified", "path"))
+    print_table(
+        [(human_size(i.size), str(i.last_modified or "")[:19], i.path) for i in infos],
+        ("size", "modified", "path"),
+    )
     click.echo(f"{len(infos)} objects, {human_size(sum(i.size for i in infos))}")
 
 
@@ -103,10 +114,15 @@ def stat(ctx: Context, target: str, as_json: bool) -> None:
     """
     store, path = _target(ctx, target)
     info = store.head(path)
-    fields = {"path": info.path, "size": info.size, "etag": info.etag, "version": info.version,
-              "content_type": info.content_type,
-              "last_modified": info.last_modified.isoformat() if info.last_modified else None,
-              "metadata": dict(info.metadata)}
+    fields = {
+        "path": info.path,
+        "size": info.size,
+        "etag": info.etag,
+        "version": info.version,
+        "content_type": info.content_type,
+        "last_modified": info.last_modified.isoformat() if info.last_modified else None,
+        "metadata": dict(info.metadata),
+    }
     if as_json:
         click.echo(json.dumps(fields, indent=2))
         return
@@ -120,8 +136,11 @@ def stat(ctx: Context, target: str, as_json: bool) -> None:
 @click.command(short_help="Upload a file or standard input to BACKEND:PATH, streamed.")
 @click.argument("target", metavar="BACKEND:PATH")
 @click.argument("source", type=click.Path(allow_dash=True, dir_okay=False), required=False)
-@click.option("--content-type", help="Content type to store (default: guessed from PATH, "
-              "else from SOURCE's name, else application/octet-stream).")
+@click.option(
+    "--content-type",
+    help="Content type to store (default: guessed from PATH, "
+    "else from SOURCE's name, else application/octet-stream).",
+)
 @pass_context
 def put(ctx: Context, target: str, source: str | None, content_type: str | None) -> None:
     """Upload SOURCE (a file, or - for standard input) to BACKEND:PATH, streamed.
@@ -177,8 +196,10 @@ def get(ctx: Context, target: str, destination: str) -> None:
     if final.is_dir():
         final = final / Path(path).name
     if not final.parent.is_dir():
-        fail(f"cannot write {destination!r}: folder {str(final.parent)!r} does not exist "
-             "(create it first)")
+        fail(
+            f"cannot write {destination!r}: folder {str(final.parent)!r} does not exist "
+            "(create it first)"
+        )
     partial = final.with_name(final.name + ".part")
     try:
         with partial.open("wb") as out:
@@ -204,8 +225,12 @@ def rm(ctx: Context, target: str, force: bool) -> None:
 @click.command()
 @click.argument("source", metavar="SRC_BACKEND:PATH")
 @click.argument("destination", metavar="DST_BACKEND:PATH")
-@click.option("--read-back/--no-read-back", default=True, show_default=True,
-              help="Read the copy back and check its size and checksum against the source's.")
+@click.option(
+    "--read-back/--no-read-back",
+    default=True,
+    show_default=True,
+    help="Read the copy back and check its size and checksum against the source's.",
+)
 @pass_context
 def cp(ctx: Context, source: str, destination: str, read_back: bool) -> None:
     """Copy an object, within a backend or between backends (streamed), verified.
@@ -223,22 +248,33 @@ def cp(ctx: Context, source: str, destination: str, read_back: bool) -> None:
     src, src_path = _target(ctx, source)
     dst, dst_path = _target(ctx, destination)
     info = src.head(src_path)
-    copied = transfer.copy(src, src_path, dst, dst_path, size=info.size,
-                           content_type=info.content_type,
-                           chunk_size=CHUNK, verify_read=read_back)
+    copied = transfer.copy(
+        src,
+        src_path,
+        dst,
+        dst_path,
+        size=info.size,
+        content_type=info.content_type,
+        chunk_size=CHUNK,
+        verify_read=read_back,
+    )
     how = "server-side" if copied.server_side else human_size(copied.size)
     click.echo(f"copied {source} -> {destination}  {how}  {copied.checksum or ''}".rstrip())
 
 
 @click.command()
 @click.argument("target", metavar="BACKEND:PATH")
-@click.option("--expires", default=3600, show_default=True, type=click.IntRange(min=1),
-              help="Seconds the URL stays valid.")
+@click.option(
+    "--expires",
+    default=3600,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Seconds the URL stays valid.",
+)
 @click.option("--upload", is_flag=True, help="Sign an upload (PUT) URL instead of a download.")
 @click.option("--content-type", help="With --upload: the content type the upload must send.")
 @pass_read_only_context
-def sign(ctx: Context, target: str, expires: int, upload: bool,
-         content_type: str | None) -> None:
+def sign(ctx: Context, target: str, expires: int, upload: bool, content_type: str | None) -> None:
     """Print a signed URL for BACKEND:PATH.
 
     S3, GCS and Azure backends sign natively. Local-disk and memory backends need an HMAC
@@ -253,14 +289,18 @@ def sign(ctx: Context, target: str, expires: int, upload: bool,
     """
     store, path = _target(ctx, target)
     try:
-        url = store.sign(path, expires_in=expires, for_upload=upload,
-                         content_type=content_type)
+        url = store.sign(path, expires_in=expires, for_upload=upload, content_type=content_type)
     except SigningNotSupported:
         key = store.key.upper().replace("-", "_")
-        where = (f"signing_secret and signing_base_url in the [[storage.backends]] table "
-                 f"of {str(ctx.config)!r}" if ctx.config else
-                 f"STORAGE__{key}__SIGNING_SECRET and STORAGE__{key}__SIGNING_BASE_URL")
-        fail(f"backend {store.key!r} ({store.location}) cannot sign URLs by itself; set "
-             f"{where} (the URL where your application mounts storeroom's file handler); "
-             "see docs/cli.md, 'Signed URLs'")
+        where = (
+            f"signing_secret and signing_base_url in the [[storage.backends]] table "
+            f"of {str(ctx.config)!r}"
+            if ctx.config
+            else f"STORAGE__{key}__SIGNING_SECRET and STORAGE__{key}__SIGNING_BASE_URL"
+        )
+        fail(
+            f"backend {store.key!r} ({store.location}) cannot sign URLs by itself; set "
+            f"{where} (the URL where your application mounts storeroom's file handler); "
+            "see docs/cli.md, 'Signed URLs'"
+        )
     click.echo(url)

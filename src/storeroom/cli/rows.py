@@ -23,15 +23,25 @@ def model_options(*, multiple: bool = False) -> Callable[[F], F]:
 
     def decorate(func: F) -> F:
         options = [
-            click.option("--database", metavar="URL", envvar="DATABASE_URL",
-                         help="SQLAlchemy URL of the database, with a sync driver "
-                         "[env: DATABASE_URL]."),
-            click.option("--model", "models", metavar="MODULE:CLASS", multiple=multiple,
-                         help="The model whose file columns to use, e.g. app.models:Document"
-                         + (" (repeat for several)." if multiple else ".")),
-            click.option("--column", metavar="NAME",
-                         help="Only this file column of the model (default: all its "
-                         "StoredObject columns)."),
+            click.option(
+                "--database",
+                metavar="URL",
+                envvar="DATABASE_URL",
+                help="SQLAlchemy URL of the database, with a sync driver [env: DATABASE_URL].",
+            ),
+            click.option(
+                "--model",
+                "models",
+                metavar="MODULE:CLASS",
+                multiple=multiple,
+                help="The model whose file columns to use, e.g. app.models:Document"
+                + (" (repeat for several)." if multiple else "."),
+            ),
+            click.option(
+                "--column",
+                metavar="NAME",
+                help="Only this file column of the model (default: all its StoredObject columns).",
+            ),
         ]
         for option in reversed(options):
             func = option(func)
@@ -73,8 +83,7 @@ def columns_of(model: type, name: str | None) -> list[Any]:
         fail(f"{model.__name__} has no StoredObject columns")
     if name is not None:
         if name not in names:
-            fail(f"{model.__name__} has no file column {name!r}; file columns: "
-                 f"{', '.join(names)}")
+            fail(f"{model.__name__} has no file column {name!r}; file columns: {', '.join(names)}")
         names = [name]
     return [getattr(model, n) for n in names]
 

@@ -24,28 +24,52 @@ F = TypeVar("F", bound=Callable[..., Any])
 def sharded_options(func: F) -> F:
     """Add ``--shards``, ``--queue``, ``--queue-name`` and ``--follow/--no-follow``."""
     options = [
-        click.option("--shards", type=click.IntRange(min=1), default=None,
-                     help="Split the work into this many shards (by path hash), run as jobs "
-                     "by 'python -m storeroom.jobs.saq --import storeroom.jobs.maintenance' "
-                     "workers (needs --queue)."),
-        click.option("--queue", "queue_url", metavar="URL", envvar="STOREROOM_QUEUE_URL",
-                     help="With --shards: redis:// or postgres:// URL of the SAQ queue "
-                     "[env: STOREROOM_QUEUE_URL]."),
-        click.option("--queue-name", default="storeroom", show_default=True,
-                     help="With --shards: the SAQ queue name the workers listen on."),
-        click.option("--follow/--no-follow", default=True,
-                     help="With --shards: wait for the run and print its result "
-                     "[default: follow]; --no-follow prints the run id and returns "
-                     "(see 'storeroom jobs status RUN')."),
+        click.option(
+            "--shards",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Split the work into this many shards (by path hash), run as jobs "
+            "by 'python -m storeroom.jobs.saq --import storeroom.jobs.maintenance' "
+            "workers (needs --queue).",
+        ),
+        click.option(
+            "--queue",
+            "queue_url",
+            metavar="URL",
+            envvar="STOREROOM_QUEUE_URL",
+            help="With --shards: redis:// or postgres:// URL of the SAQ queue "
+            "[env: STOREROOM_QUEUE_URL].",
+        ),
+        click.option(
+            "--queue-name",
+            default="storeroom",
+            show_default=True,
+            help="With --shards: the SAQ queue name the workers listen on.",
+        ),
+        click.option(
+            "--follow/--no-follow",
+            default=True,
+            help="With --shards: wait for the run and print its result "
+            "[default: follow]; --no-follow prints the run id and returns "
+            "(see 'storeroom jobs status RUN').",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def start_and_follow(ctx: Context, kind: str, params: dict[str, Any], *, shards: int,
-                     queue_url: str | None, queue_name: str, database: str | None,
-                     follow: bool) -> None:
+def start_and_follow(
+    ctx: Context,
+    kind: str,
+    params: dict[str, Any],
+    *,
+    shards: int,
+    queue_url: str | None,
+    queue_name: str,
+    database: str | None,
+    follow: bool,
+) -> None:
     """Start a sharded run; with ``follow``, wait for it and print its result (exit code)."""
     from storeroom.jobs.maintenance import start_run
     from storeroom.jobs.saq import SaqQueue
@@ -59,8 +83,9 @@ def start_and_follow(ctx: Context, kind: str, params: dict[str, Any], *, shards:
     # A URL from the environment stays out of the queue: workers read their own DATABASE_URL.
     from_env = database == os.environ.get("DATABASE_URL")
     try:
-        run = start_run(kind, params, shards=shards, database=database, queue=queue,
-                        send_database=not from_env)
+        run = start_run(
+            kind, params, shards=shards, database=database, queue=queue, send_database=not from_env
+        )
     finally:
         queue.close()
     click.echo(f"started {run}: {shards} shards on queue {queue_name!r}", err=True)
@@ -78,15 +103,19 @@ def show(database: str, run: str, *, wait: bool) -> None:
 
     def progress(status: list[Any]) -> None:
         states = [s.status for s in status]
-        line = ", ".join(f"{name} {states.count(name)}" for name in
-                         ("done", "running", "queued", "failed") if states.count(name))
+        line = ", ".join(
+            f"{name} {states.count(name)}"
+            for name in ("done", "running", "queued", "failed")
+            if states.count(name)
+        )
         if [line] != last:
             last[:] = [line]
             click.echo(f"{run}: {len(status)} shards: {line}", err=True)
 
     try:
-        status = wait_for_run(database, run, on_progress=progress) if wait else \
-            run_status(database, run)
+        status = (
+            wait_for_run(database, run, on_progress=progress) if wait else run_status(database, run)
+        )
     except Exception as exc:  # an unknown run id: one line, exit 2
         fail(str(exc).splitlines()[0])
     if not all(s.finished for s in status):
@@ -106,29 +135,40 @@ def _result(database: str, run: str, status: list[Any]) -> None:
         if kind == "verify":
             _print_finding(section, entry)
         elif kind == "gc":
-            click.echo(f"deleted {entry['path']}" if section == "deleted" else
-                       f"kept {entry['path']} (referenced since the scan)")
+            click.echo(
+                f"deleted {entry['path']}"
+                if section == "deleted"
+                else f"kept {entry['path']} (referenced since the scan)"
+            )
         else:
             click.echo(f"failed {entry['path']}: {entry['reason']}", err=True)
     if kind == "verify":
         checked = any(s.counts.get("orphans_checked") for s in status)
-        orphans = (f"orphans {counts.get('orphans', 0)}" if checked
-                   else "orphans not checked (pass --backend)")
-        click.echo(f"{counts.get('references', 0)} references: dangling "
-                   f"{counts.get('dangling', 0)}, mismatched {counts.get('mismatched', 0)}, "
-                   f"{orphans}")
+        orphans = (
+            f"orphans {counts.get('orphans', 0)}"
+            if checked
+            else "orphans not checked (pass --backend)"
+        )
+        click.echo(
+            f"{counts.get('references', 0)} references: dangling "
+            f"{counts.get('dangling', 0)}, mismatched {counts.get('mismatched', 0)}, "
+            f"{orphans}"
+        )
         bad = counts.get("dangling", 0) or counts.get("mismatched", 0) or counts.get("orphans", 0)
     elif kind == "gc":
         click.echo(f"{counts.get('deleted', 0)} orphans deleted")
         bad = 0
     else:
-        click.echo(f"copied {counts.get('copied', 0)}, already done {counts.get('skipped', 0)} "
-                   f"(adopted {counts.get('adopted', 0)}), failed {counts.get('failed', 0)}; "
-                   f"rows updated {counts.get('rows_updated', 0)}")
+        click.echo(
+            f"copied {counts.get('copied', 0)}, already done {counts.get('skipped', 0)} "
+            f"(adopted {counts.get('adopted', 0)}), failed {counts.get('failed', 0)}; "
+            f"rows updated {counts.get('rows_updated', 0)}"
+        )
         bad = counts.get("failed", 0)
     for shard in failed:
-        click.echo(f"shard {shard.shard} failed after {shard.attempts} attempts: "
-                   f"{shard.error}", err=True)
+        click.echo(
+            f"shard {shard.shard} failed after {shard.attempts} attempts: {shard.error}", err=True
+        )
     if bad or failed:
         click.get_current_context().exit(1)
 
@@ -140,9 +180,13 @@ def jobs() -> None:
 
 @jobs.command("status")
 @click.argument("run")
-@click.option("--database", metavar="URL", envvar="DATABASE_URL", required=True,
-              help="SQLAlchemy URL of the database the run records its progress in "
-              "[env: DATABASE_URL].")
+@click.option(
+    "--database",
+    metavar="URL",
+    envvar="DATABASE_URL",
+    required=True,
+    help="SQLAlchemy URL of the database the run records its progress in [env: DATABASE_URL].",
+)
 @click.option("--follow/--no-follow", default=False, help="Wait until the run finishes.")
 @click.option("--json", "as_json", is_flag=True, help="Print each shard's state as JSON.")
 @pass_context

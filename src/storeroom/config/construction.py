@@ -59,11 +59,12 @@ def backend_options(spec: BackendSpec) -> dict[str, Any]:
     return options
 
 
-def _merge(spec: BackendSpec, options: dict[str, Any], field: str, option: str,
-           value: Any) -> None:
+def _merge(spec: BackendSpec, options: dict[str, Any], field: str, option: str, value: Any) -> None:
     if option in options and options[option] != value:
         raise spec_error(
-            spec.key, spec.source, field,
+            spec.key,
+            spec.source,
+            field,
             f"{value!r} conflicts with option {option}={options[option]!r}",
             fix=f"Set it once, either as {field} or as the option {option}",
         )
@@ -109,7 +110,9 @@ def _fsspec_backend(spec: BackendSpec) -> StorageBackend:
         from storeroom.backends.fsspec import FSSpecBackend
     except ImportError as exc:
         raise spec_error(
-            spec.key, spec.source, "type",
+            spec.key,
+            spec.source,
+            "type",
             "'fsspec' needs the fsspec package, which is not installed",
             fix="pip install 'storeroom[fsspec]'",
         ) from exc
@@ -126,14 +129,10 @@ def _construct(spec: BackendSpec) -> StorageBackend:
     if spec.kind == "url":
         from storeroom.config.urls import backend_from_url
 
-        return backend_from_url(
-            spec.key, spec.url or "", **backend_options(spec), **_tuning(spec)
-        )
+        return backend_from_url(spec.key, spec.url or "", **backend_options(spec), **_tuning(spec))
     from storeroom.backends.obstore import ObstoreBackend
 
-    return ObstoreBackend(
-        spec.key, location_url(spec), **backend_options(spec), **_tuning(spec)
-    )
+    return ObstoreBackend(spec.key, location_url(spec), **backend_options(spec), **_tuning(spec))
 
 
 def _configure(spec: BackendSpec, backend: StorageBackend) -> None:
@@ -148,9 +147,10 @@ def _configure(spec: BackendSpec, backend: StorageBackend) -> None:
 
         if not spec.signing_base_url:
             raise spec_error(
-                spec.key, spec.source, "signing_base_url",
-                "is required with signing_secret: the URL where storeroom's web "
-                "handler is mounted",
+                spec.key,
+                spec.source,
+                "signing_base_url",
+                "is required with signing_secret: the URL where storeroom's web handler is mounted",
                 fix="e.g. signing_base_url = 'https://app.example.com/files'",
             )
         secrets = reveal(spec.signing_secret)
@@ -215,7 +215,9 @@ def build_backends(specs: Iterable[BackendSpec]) -> list[StorageBackend]:
         if spec.key in seen:
             first = seen[spec.key]
             raise spec_error(
-                spec.key, spec.source, "key",
+                spec.key,
+                spec.source,
+                "key",
                 f"{spec.key!r} is defined twice (also from {first.source or 'code'})",
                 fix="Give each backend its own key",
             )
@@ -248,6 +250,8 @@ def register_specs(
         registry.register_backend(backend, overwrite=overwrite, default=spec.default)
         logger.info(
             "registered storage backend %r at %s (from %s)",
-            backend.key, backend.location, spec.source or "code",
+            backend.key,
+            backend.location,
+            spec.source or "code",
         )
     return backends

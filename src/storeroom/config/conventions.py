@@ -57,7 +57,10 @@ def single_backend_spec(
     if kind not in TYPE_ALIASES or TYPE_ALIASES[kind] == "fsspec":
         choices = "s3, minio, gcs, azure, local, memory, none"
         raise spec_error(
-            key, source, backend_name, f"{backend!r} is not a supported backend type",
+            key,
+            source,
+            backend_name,
+            f"{backend!r} is not a supported backend type",
             fix=f"Valid values: {choices}",
         )
     kind = TYPE_ALIASES[kind]
@@ -66,9 +69,12 @@ def single_backend_spec(
         bucket_name = names.get("bucket", "bucket")
         noun = "container" if kind == "azure" else "bucket"
         raise spec_error(
-            key, source, bucket_name,
+            key,
+            source,
+            bucket_name,
             f"not set; {backend_name}={kind} needs the {noun} name",
-            fix=f"Set {bucket_name} (or {bucket_name}_FILE)" if bucket_name.isupper()
+            fix=f"Set {bucket_name} (or {bucket_name}_FILE)"
+            if bucket_name.isupper()
             else f"Set {bucket_name}",
         )
     if kind in ("s3", "minio"):
@@ -108,8 +114,10 @@ def specs_from_settings(
     tables = values.get("backends") or {}
     if not isinstance(tables, Mapping):
         raise spec_error(
-            None, source, "backends", f"expected a mapping of key -> table, got "
-            f"{type(tables).__name__}",
+            None,
+            source,
+            "backends",
+            f"expected a mapping of key -> table, got {type(tables).__name__}",
         )
     specs = [
         spec_from_mapping(table, source=f"{source}.backends[{key!r}]", key=str(key))

@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 else:
     _Fields = dataclasses.make_dataclass(
         "StorageConfig",
-        [(f.name, f.type, dataclasses.field(default=f.default, metadata={"setting": f}))
-         for f in SETTINGS_FIELDS],
+        [
+            (f.name, f.type, dataclasses.field(default=f.default, metadata={"setting": f}))
+            for f in SETTINGS_FIELDS
+        ],
         repr=False,
         slots=True,
     )
@@ -46,6 +48,7 @@ class StorageConfig(SettingsBackends, _Fields):
     __slots__ = ()
 
     if TYPE_CHECKING:
+
         def __init__(self, **values: Any) -> None: ...
 
         def __getattr__(self, name: str) -> Any: ...

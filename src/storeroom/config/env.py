@@ -105,7 +105,9 @@ def _read_secret_file(variable: str, path: str, key: str | None) -> str:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise spec_error(
-            key, "environment", variable,
+            key,
+            "environment",
+            variable,
             f"cannot read the file {path!r} ({exc.strerror or type(exc).__name__})",
             fix=f"Point {variable} at a readable file, or set {variable[:-5]} directly",
         ) from None
@@ -121,7 +123,10 @@ def read_env(environ: Mapping[str, str], name: str, key: str | None = None) -> s
         return value
     if value is not None:
         raise spec_error(
-            key, "environment", name, f"both {name} and {name}_FILE are set",
+            key,
+            "environment",
+            name,
+            f"both {name} and {name}_FILE are set",
             fix="Set only one of them",
         )
     return _read_secret_file(name + "_FILE", path, key)
@@ -133,10 +138,12 @@ def _generic_specs(environ: Mapping[str, str]) -> list[BackendSpec]:
     for variable in sorted(environ):
         if not variable.upper().startswith(_GENERIC_PREFIX):
             continue
-        parts = variable[len(_GENERIC_PREFIX):].split("__")
+        parts = variable[len(_GENERIC_PREFIX) :].split("__")
         if len(parts) != 2 or not all(parts):
             raise spec_error(
-                None, "environment", variable,
+                None,
+                "environment",
+                variable,
                 "not of the form STORAGE__<KEY>__<FIELD>",
                 fix="Use e.g. STORAGE__DOCUMENTS__URL=s3://bucket/ or "
                 "STORAGE__DOCUMENTS__AWS_REGION=us-east-1",
@@ -151,7 +158,10 @@ def _generic_specs(environ: Mapping[str, str]) -> list[BackendSpec]:
             value = _read_secret_file(variable, value, key)
         if field in table:
             raise spec_error(
-                key, "environment", variable, f"{field!r} is set twice (directly and via _FILE)",
+                key,
+                "environment",
+                variable,
+                f"{field!r} is set twice (directly and via _FILE)",
                 fix="Set only one of them",
             )
         table[field] = value
@@ -184,12 +194,10 @@ def _uri_specs(environ: Mapping[str, str]) -> list[BackendSpec]:
         options = read_env(environ, f"{name}_STORAGE_OPTIONS", key)
         spec_options: object = {}
         if options is not None and options.strip():
-            spec_options = parse_json_object(
-                options, key, f"{name}_STORAGE_OPTIONS", source
-            )
-        specs.append(spec_from_mapping(
-            {"url": url, "options": spec_options}, source=source, key=key
-        ))
+            spec_options = parse_json_object(options, key, f"{name}_STORAGE_OPTIONS", source)
+        specs.append(
+            spec_from_mapping({"url": url, "options": spec_options}, source=source, key=key)
+        )
     return specs
 
 

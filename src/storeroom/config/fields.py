@@ -38,22 +38,41 @@ class SettingField:
 #: Every settings field, in order. ``backends`` maps further backend keys to
 #: :class:`~storeroom.config.spec.BackendSpec` tables (None: none).
 SETTINGS_FIELDS: tuple[SettingField, ...] = (
-    SettingField("backend", str | None, None,
-                 "Type of the 'default' backend: s3, minio, gcs, azure, local, memory or none "
-                 "(unset: local, or none when backends are given)."),
+    SettingField(
+        "backend",
+        str | None,
+        None,
+        "Type of the 'default' backend: s3, minio, gcs, azure, local, memory or none "
+        "(unset: local, or none when backends are given).",
+    ),
     SettingField("s3_bucket", str | None, None, "Bucket of an s3 or minio default backend."),
     SettingField("s3_region", str, "us-east-1", "Region of an s3 or minio default backend."),
     SettingField("endpoint", str | None, None, "S3/MinIO endpoint URL."),
     SettingField("aws_access_key_id", str | None, None, "S3/MinIO access key id.", secret=True),
-    SettingField("aws_secret_access_key", str | None, None, "S3/MinIO secret access key.",
-                 secret=True),
+    SettingField(
+        "aws_secret_access_key", str | None, None, "S3/MinIO secret access key.", secret=True
+    ),
     SettingField("gcs_bucket", str | None, None, "Bucket of a gcs default backend."),
-    SettingField("google_service_account", str | None, None,
-                 "GCS service account (path or JSON).", secret=True),
+    SettingField(
+        "google_service_account",
+        str | None,
+        None,
+        "GCS service account (path or JSON).",
+        secret=True,
+    ),
     SettingField("azure_container", str | None, None, "Container of an azure default backend."),
-    SettingField("azure_storage_connection_string", str | None, None,
-                 "Azure storage connection string.", secret=True),
+    SettingField(
+        "azure_storage_connection_string",
+        str | None,
+        None,
+        "Azure storage connection string.",
+        secret=True,
+    ),
     SettingField("upload_dir", str, "/var/app/uploads", "Directory of a local default backend."),
-    SettingField("backends", dict[str, dict[str, Any]] | None, None,
-                 "Further backends: key -> BackendSpec table (JSON in STORAGE_BACKENDS)."),
+    SettingField(
+        "backends",
+        dict[str, dict[str, Any]] | None,
+        None,
+        "Further backends: key -> BackendSpec table (JSON in STORAGE_BACKENDS).",
+    ),
 )

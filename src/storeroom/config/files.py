@@ -64,8 +64,8 @@ def _parse(path: Path, text: str, fmt: str) -> Any:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise InvalidConfigFile(
-                f"{path}: not valid TOML ({exc}); values are not shown as they may hold "
-                "secrets", source=str(path),
+                f"{path}: not valid TOML ({exc}); values are not shown as they may hold secrets",
+                source=str(path),
             ) from None
     if fmt == "json":
         try:
@@ -98,7 +98,8 @@ def specs_from_config(data: Any, source: str = "configuration") -> list[BackendS
     if not isinstance(data, Mapping):
         raise InvalidConfigFile(
             f"{source}: expected a table with storage.backends, got {type(data).__name__}",
-            field="storage.backends", source=source,
+            field="storage.backends",
+            source=source,
         )
     storage = data.get("storage", data)
     backends = storage.get("backends") if isinstance(storage, Mapping) else None
@@ -107,7 +108,8 @@ def specs_from_config(data: Any, source: str = "configuration") -> list[BackendS
             f"{source}: no storage.backends found (top-level keys: "
             f"{', '.join(map(str, data)) or 'none'}); add [[storage.backends]] tables with "
             "key and type (or url)",
-            field="storage.backends", source=source,
+            field="storage.backends",
+            source=source,
         )
     if isinstance(backends, Mapping):
         return [
@@ -116,8 +118,9 @@ def specs_from_config(data: Any, source: str = "configuration") -> list[BackendS
         ]
     if not isinstance(backends, list):
         raise InvalidConfigFile(
-            f"{source}: storage.backends must be a list of tables, got "
-            f"{type(backends).__name__}", field="storage.backends", source=source,
+            f"{source}: storage.backends must be a list of tables, got {type(backends).__name__}",
+            field="storage.backends",
+            source=source,
         )
     return [
         spec_from_mapping(table, source=f"{source}, storage.backends[{index}]")
@@ -132,14 +135,17 @@ def load_config_file(path: str | os.PathLike[str]) -> list[BackendSpec]:
     if fmt is None:
         raise InvalidConfigFile(
             f"{path}: unknown configuration format {path.suffix or '(no suffix)'!r}; "
-            f"valid suffixes: {', '.join(FORMATS)}", field="path", source=str(path),
+            f"valid suffixes: {', '.join(FORMATS)}",
+            field="path",
+            source=str(path),
         )
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidConfigFile(
             f"{path}: cannot read the configuration file ({exc.strerror or exc})",
-            field="path", source=str(path),
+            field="path",
+            source=str(path),
         ) from exc
     return specs_from_config(_parse(path, text, fmt), source=str(path))
 

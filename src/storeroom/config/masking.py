@@ -97,8 +97,9 @@ def masked(name: str, value: Any) -> Any:
         return MASK
     if isinstance(value, Mapping):
         return masked_mapping(value)
-    if isinstance(value, str) and (name in ("url", "endpoint", "signing_base_url")
-                                   or is_url(value)):
+    if isinstance(value, str) and (
+        name in ("url", "endpoint", "signing_base_url") or is_url(value)
+    ):
         return mask_url(value)
     return MASK if hasattr(value, "get_secret_value") else value
 
@@ -135,7 +136,8 @@ def url_secrets(url: str | None) -> list[str]:
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every occurrence of each secret replaced by ``***``."""
-    for secret in sorted({s for s in secrets if len(s) >= _MIN_REDACT_LENGTH}, key=len,
-                         reverse=True):
+    for secret in sorted(
+        {s for s in secrets if len(s) >= _MIN_REDACT_LENGTH}, key=len, reverse=True
+    ):
         text = text.replace(secret, MASK)
     return text

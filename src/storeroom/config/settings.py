@@ -60,6 +60,7 @@ class StorageSettings(SettingsBackends, _Fields):
     )
 
     if TYPE_CHECKING:
+
         def __getattr__(self, name: str) -> Any: ...
 
     def __repr_args__(self) -> Any:

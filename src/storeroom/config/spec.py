@@ -163,7 +163,10 @@ def spec_from_mapping(
     """
     if not isinstance(data, Mapping):
         raise spec_error(
-            key, source, "backend", f"expected a table/object, got {type(data).__name__}",
+            key,
+            source,
+            "backend",
+            f"expected a table/object, got {type(data).__name__}",
             fix="Each backend is a table with at least key and type (or url)",
         )
     values: dict[str, Any] = {}
@@ -176,8 +179,11 @@ def spec_from_mapping(
         elif name == "container":
             if data.get("bucket") is not None:
                 raise spec_error(
-                    data.get("key", key), source, "container",
-                    "given together with bucket", fix="Give the container name once",
+                    data.get("key", key),
+                    source,
+                    "container",
+                    "given together with bucket",
+                    fix="Give the container name once",
                 )
             values["bucket"] = value
         elif name in SPEC_FIELDS:
@@ -189,12 +195,17 @@ def spec_from_mapping(
         explicit_options = parse_json_object(explicit_options, spec_key, "options", source)
     if not isinstance(explicit_options, Mapping):
         raise spec_error(
-            spec_key, source, "options",
+            spec_key,
+            source,
+            "options",
             f"expected a table/object, got {type(explicit_options).__name__}",
         )
     for name in set(options) & set(explicit_options):
         raise spec_error(
-            spec_key, source, f"options.{name}", "given both in options and next to it",
+            spec_key,
+            source,
+            f"options.{name}",
+            "given both in options and next to it",
             fix="Set it once",
         )
     options.update(explicit_options)

@@ -48,8 +48,9 @@ ALLOW_HTTP_OPTION: Mapping[str, str] = {
 }
 
 
-def url_type(url: str, *, key: str | None = None, source: str | None = None,
-             in_spec: bool = False) -> str:
+def url_type(
+    url: str, *, key: str | None = None, source: str | None = None, in_spec: bool = False
+) -> str:
     """The spec type a URL selects: an obstore kind ('s3', 'gcs', ...), 'fsspec' or 'local'.
 
     Raises :class:`InvalidBackendSpec` for a scheme nothing handles; with ``in_spec`` the
@@ -78,10 +79,7 @@ def fsspec_knows(protocol: str) -> bool:
         fsspec_registry = importlib.import_module("fsspec.registry")
     except ImportError:
         return False
-    return (
-        protocol in fsspec_registry.known_implementations
-        or protocol in fsspec_registry.registry
-    )
+    return protocol in fsspec_registry.known_implementations or protocol in fsspec_registry.registry
 
 
 def backend_from_url(key: str, url: str, **options: Any) -> StorageBackend:
@@ -115,8 +113,7 @@ def backend_from_url(key: str, url: str, **options: Any) -> StorageBackend:
         from storeroom.backends.fsspec import FSSpecBackend
     except ImportError as exc:
         raise ConfigurationError(
-            f"backend {key!r}: {masked('url', url)!r} needs fsspec: "
-            "pip install 'storeroom[fsspec]'"
+            f"backend {key!r}: {masked('url', url)!r} needs fsspec: pip install 'storeroom[fsspec]'"
         ) from exc
     scheme, _, rest = url.partition("://")
     protocol = scheme.lower().removeprefix("fsspec+")

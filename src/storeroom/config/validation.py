@@ -52,8 +52,19 @@ RESERVED_FIELDS = ("signing_secret", "signing_base_url", "retry", "timeout")
 
 #: Every field a spec mapping may hold; any other entry is a backend option.
 SPEC_FIELDS = (
-    "key", "type", "url", "bucket", "container", "prefix", "region", "endpoint", "path",
-    "protocol", "options", "default", *RESERVED_FIELDS,
+    "key",
+    "type",
+    "url",
+    "bucket",
+    "container",
+    "prefix",
+    "region",
+    "endpoint",
+    "path",
+    "protocol",
+    "options",
+    "default",
+    *RESERVED_FIELDS,
 )
 
 #: The fields that say where a backend stores (each applies to some types only).
@@ -82,14 +93,19 @@ def parse_json_object(text: str, key: str | None, field: str, source: str | None
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise spec_error(
-            key, source, field,
+            key,
+            source,
+            field,
             f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}; value not "
             "shown as it may hold secrets)",
             fix='Expected a JSON object such as {"aws_region": "us-east-1"}',
         ) from None
     if not isinstance(value, dict):
         raise spec_error(
-            key, source, field, f"expected a JSON object, got a JSON {type(value).__name__}",
+            key,
+            source,
+            field,
+            f"expected a JSON object, got a JSON {type(value).__name__}",
             fix='Write it as {"option_name": value, ...}',
         )
     return value
@@ -102,8 +118,13 @@ def parse_bool(text: str, key: str | None, field: str, source: str | None) -> bo
         return True
     if lowered in _FALSE:
         return False
-    raise spec_error(key, source, field, f"{text!r} is not a boolean",
-                     fix="Use true or false (or 1/0, yes/no, on/off)")
+    raise spec_error(
+        key,
+        source,
+        field,
+        f"{text!r} is not a boolean",
+        fix="Use true or false (or 1/0, yes/no, on/off)",
+    )
 
 
 def _error(spec: BackendSpec, field: str, problem: str, fix: str = "") -> InvalidBackendSpec:
@@ -117,8 +138,11 @@ def validate_spec(spec: BackendSpec) -> None:
     """
     if not isinstance(spec.key, str) or not spec.key.strip():
         raise spec_error(
-            None, spec.source, "key", f"got {spec.key!r}",
-            fix="Every backend needs a non-empty string key, e.g. key = \"documents\"",
+            None,
+            spec.source,
+            "key",
+            f"got {spec.key!r}",
+            fix='Every backend needs a non-empty string key, e.g. key = "documents"',
         )
     _validate_type(spec)
     kind = spec.kind
@@ -127,12 +151,15 @@ def validate_spec(spec: BackendSpec) -> None:
         if value in (None, ""):
             continue
         if not isinstance(value, str):
-            raise _error(spec, name, f"expected a string, got {type(value).__name__} "
-                         f"{shown(name, value)}")
+            raise _error(
+                spec, name, f"expected a string, got {type(value).__name__} {shown(name, value)}"
+            )
         if name not in _APPLIES[kind]:
             valid = ", ".join(sorted(_APPLIES[kind])) or "none"
             raise _error(
-                spec, name, f"{shown(name, value)} does not apply to type {kind!r}",
+                spec,
+                name,
+                f"{shown(name, value)} does not apply to type {kind!r}",
                 f"Fields for {kind!r}: {valid}",
             )
     _validate_location(spec)
@@ -146,14 +173,17 @@ def _validate_type(spec: BackendSpec) -> None:
     if spec.type is None:
         if not spec.url:
             raise _error(
-                spec, "type", "missing (and no url given)",
-                f"Set type to one of: {_TYPE_CHOICES}; or give a url such as "
-                "'s3://bucket/prefix'",
+                spec,
+                "type",
+                "missing (and no url given)",
+                f"Set type to one of: {_TYPE_CHOICES}; or give a url such as 's3://bucket/prefix'",
             )
         return
     if not isinstance(spec.type, str) or spec.type.lower() not in TYPE_ALIASES:
         raise _error(
-            spec, "type", f"{spec.type!r} is not a supported backend type",
+            spec,
+            "type",
+            f"{spec.type!r} is not a supported backend type",
             f"Valid types: {_TYPE_CHOICES}; or give a url instead",
         )
     spec.type = TYPE_ALIASES[spec.type.lower()]
@@ -162,8 +192,9 @@ def _validate_type(spec: BackendSpec) -> None:
         expected = "s3" if spec.type == "minio" else spec.type
         if url_kind != expected:
             raise _error(
-                spec, "url", f"{shown('url', spec.url)} is a {url_kind} URL but type is "
-                f"{spec.type!r}",
+                spec,
+                "url",
+                f"{shown('url', spec.url)} is a {url_kind} URL but type is {spec.type!r}",
                 "Give either the type and its fields, or only the url",
             )
         # With a url the location comes from it; the type only cross-checks it.
@@ -176,34 +207,44 @@ def _validate_location(spec: BackendSpec) -> None:
         if not spec.bucket:
             noun = "container" if kind == "azure" else "bucket"
             raise _error(
-                spec, "bucket", f"missing; type {kind!r} needs the {noun} name",
-                f"Set bucket = \"my-{noun}\" (or bucket = \"{URL_SCHEME[kind]}://my-"
-                f"{noun}/\"), or give url = \"{URL_SCHEME[kind]}://my-{noun}/prefix\"",
+                spec,
+                "bucket",
+                f"missing; type {kind!r} needs the {noun} name",
+                f'Set bucket = "my-{noun}" (or bucket = "{URL_SCHEME[kind]}://my-'
+                f'{noun}/"), or give url = "{URL_SCHEME[kind]}://my-{noun}/prefix"',
             )
         if "://" in spec.bucket:
             scheme = spec.bucket.split("://", 1)[0].lower()
             if STORE_KINDS.get(scheme) != ("s3" if kind == "minio" else kind):
                 raise _error(
-                    spec, "bucket", f"{spec.bucket!r} is not a {kind} bucket URL",
+                    spec,
+                    "bucket",
+                    f"{spec.bucket!r} is not a {kind} bucket URL",
                     f"Use a bucket name or a {URL_SCHEME[kind]}:// URL",
                 )
     elif kind == "local" and not spec.path:
         raise _error(
-            spec, "path", "missing; type 'local' needs the directory to store files in",
-            "Set path = \"/var/app/uploads\"",
+            spec,
+            "path",
+            "missing; type 'local' needs the directory to store files in",
+            'Set path = "/var/app/uploads"',
         )
     elif kind == "fsspec" and not spec.protocol:
         raise _error(
-            spec, "protocol", "missing; type 'fsspec' needs the fsspec protocol",
-            "Set protocol = \"file\", \"memory\", \"s3\", \"gcs\", \"az\", ...",
+            spec,
+            "protocol",
+            "missing; type 'fsspec' needs the fsspec protocol",
+            'Set protocol = "file", "memory", "s3", "gcs", "az", ...',
         )
     if kind == "url":
         url_kind = url_type(spec.url or "", key=spec.key, source=spec.source, in_spec=True)
         for name, kinds in (("region", ("s3",)), ("endpoint", tuple(ENDPOINT_OPTION))):
             if getattr(spec, name) and url_kind not in kinds:
                 raise _error(
-                    spec, name, f"{shown(name, getattr(spec, name))} does not apply to a "
-                    f"{url_kind} URL", f"Only {', '.join(kinds)} URLs take a {name}",
+                    spec,
+                    name,
+                    f"{shown(name, getattr(spec, name))} does not apply to a {url_kind} URL",
+                    f"Only {', '.join(kinds)} URLs take a {name}",
                 )
 
 
@@ -212,15 +253,18 @@ def _validate_options(spec: BackendSpec) -> None:
         spec.options = parse_json_object(spec.options, spec.key, "options", spec.source)
     if not isinstance(spec.options, Mapping):
         raise _error(
-            spec, "options", f"expected a table/object of option names to values, got "
-            f"{type(spec.options).__name__}",
+            spec,
+            "options",
+            f"expected a table/object of option names to values, got {type(spec.options).__name__}",
         )
     for name in spec.options:
         if not isinstance(name, str) or not name:
             raise _error(spec, "options", f"option names must be strings, got {name!r}")
         if name in SPEC_FIELDS and name != "timeout":
             raise _error(
-                spec, f"options.{name}", f"{name!r} is a field of the spec, not an option",
+                spec,
+                f"options.{name}",
+                f"{name!r} is a field of the spec, not an option",
                 f"Set {name} next to key and type instead",
             )
     spec.options = dict(spec.options)
@@ -235,16 +279,19 @@ def _validate_reserved(spec: BackendSpec) -> None:
         scheme = urlsplit(str(spec.signing_base_url)).scheme
         if not isinstance(spec.signing_base_url, str) or scheme not in ("http", "https"):
             raise _error(
-                spec, "signing_base_url", f"{shown('signing_base_url', spec.signing_base_url)}"
-                " is not an http(s) URL", "Use e.g. \"https://app.example.com/files\"",
+                spec,
+                "signing_base_url",
+                f"{shown('signing_base_url', spec.signing_base_url)} is not an http(s) URL",
+                'Use e.g. "https://app.example.com/files"',
             )
     if spec.retry is not None:
         if isinstance(spec.retry, str):
             spec.retry = parse_json_object(spec.retry, spec.key, "retry", spec.source)
         if not isinstance(spec.retry, Mapping | int) or isinstance(spec.retry, bool):
             raise _error(
-                spec, "retry", f"expected a table of retry settings or a number of attempts, "
-                f"got {spec.retry!r}",
+                spec,
+                "retry",
+                f"expected a table of retry settings or a number of attempts, got {spec.retry!r}",
             )
     if spec.timeout is not None:
         spec.timeout = _timeout(spec)
@@ -258,11 +305,12 @@ def _timeout(spec: BackendSpec) -> Any:
         except ValueError:
             timeout = timeout.strip()
     if isinstance(timeout, bool) or not (
-        (isinstance(timeout, int | float) and timeout > 0)
-        or (isinstance(timeout, str) and timeout)
+        (isinstance(timeout, int | float) and timeout > 0) or (isinstance(timeout, str) and timeout)
     ):
         raise _error(
-            spec, "timeout", f"expected a positive number of seconds or a duration such "
+            spec,
+            "timeout",
+            f"expected a positive number of seconds or a duration such "
             f"as '30s', got {spec.timeout!r}",
         )
     return timeout

@@ -28,8 +28,14 @@ from storeroom.web.asgi import SignedUrlApp
 from storeroom.web.files import abody, aread_head, plan_file_response_async, upload_target
 from storeroom.web.resumable import ResumableConfig, ResumableUploadsApp
 
-__all__ = ["file_response", "get_storages", "resumable_upload_router", "save_upload",
-           "signed_url_router", "storeroom_lifespan"]
+__all__ = [
+    "file_response",
+    "get_storages",
+    "resumable_upload_router",
+    "save_upload",
+    "signed_url_router",
+    "storeroom_lifespan",
+]
 
 
 def storeroom_lifespan(
@@ -87,8 +93,14 @@ async def save_upload(
     spools large parts to a temporary file; it is read in chunks, never whole.
     """
     head, chunks = await aread_head(upload.read)
-    file = upload_target(filename or upload.filename, head, backend=backend, path=path,
-                         column=column, registry=registry)
+    file = upload_target(
+        filename or upload.filename,
+        head,
+        backend=backend,
+        path=path,
+        column=column,
+        registry=registry,
+    )
     return await save_inspected_async(file, chunks, validators, column)
 
 
@@ -98,9 +110,12 @@ async def file_response(
     """A streaming, range-capable response for ``file`` (pass ``request.headers``)."""
     plan = await plan_file_response_async(file, headers or {}, attachment=attachment)
     response_headers: dict[str, Any] = dict(plan.headers)
-    return StreamingResponse(abody(file, plan), status_code=plan.status,
-                             headers=response_headers,
-                             media_type=response_headers.get("content-type"))
+    return StreamingResponse(
+        abody(file, plan),
+        status_code=plan.status,
+        headers=response_headers,
+        media_type=response_headers.get("content-type"),
+    )
 
 
 def resumable_upload_router(

@@ -64,13 +64,15 @@ class Storeroom:
             # bytes (WSGI carries them as latin-1 text), not Flask's lenient decoding.
             original = environ.get("PATH_INFO", "")
             if original.startswith(mount_path + "/"):
-                environ["PATH_INFO"] = original[len(mount_path):]
+                environ["PATH_INFO"] = original[len(mount_path) :]
             else:
                 environ["PATH_INFO"] = ("/" + subpath).encode("utf-8").decode("latin-1")
             return Response.from_app(wsgi, environ)
 
         blueprint.add_url_rule(
-            "/<path:subpath>", "signed_url", serve,
+            "/<path:subpath>",
+            "signed_url",
+            serve,
             methods=["GET", "HEAD", "PUT", "OPTIONS", "POST", "PATCH", "DELETE"],  # tus
             provide_automatic_options=False,
         )
@@ -95,8 +97,14 @@ def save_upload(
     content type is sniffed from the first bytes, never taken from the client.
     """
     head, chunks = read_head(upload.stream.read)
-    file = upload_target(filename or upload.filename, head, backend=backend, path=path,
-                         column=column, registry=registry)
+    file = upload_target(
+        filename or upload.filename,
+        head,
+        backend=backend,
+        path=path,
+        column=column,
+        registry=registry,
+    )
     return save_inspected(file, chunks, validators, column)
 
 
@@ -105,8 +113,9 @@ def file_response(
 ) -> Response:
     """A streaming, range-capable response for ``file`` (pass ``request.headers``)."""
     plan = plan_file_response(file, dict(headers or {}), attachment=attachment)
-    return Response(body(file, plan), status=plan.status, headers=plan.headers,
-                    direct_passthrough=True)
+    return Response(
+        body(file, plan), status=plan.status, headers=plan.headers, direct_passthrough=True
+    )
 
 
 def resumable_upload_blueprint(
@@ -132,6 +141,5 @@ def resumable_upload_blueprint(
         environ["PATH_INFO"] = "/" + subpath
         return Response.from_app(wsgi, environ)
 
-    blueprint.add_url_rule("/<path:subpath>", "resumable", serve,
-                           methods=["GET", "POST", "DELETE"])
+    blueprint.add_url_rule("/<path:subpath>", "resumable", serve, methods=["GET", "POST", "DELETE"])
     return blueprint

@@ -122,8 +122,9 @@ class FileObjectSchemaPlugin(OpenAPISchemaPlugin):
 
 def _schema(data: Mapping[str, Any]) -> Schema:
     if "anyOf" in data:
-        return Schema(any_of=[_schema(s) for s in data["anyOf"]],
-                      description=data.get("description"))
+        return Schema(
+            any_of=[_schema(s) for s in data["anyOf"]], description=data.get("description")
+        )
     return Schema(
         title=data.get("title"),
         type=OpenAPIType(data["type"]),
@@ -132,7 +133,8 @@ def _schema(data: Mapping[str, Any]) -> Schema:
         minimum=data.get("minimum"),
         min_length=data.get("minLength"),
         properties={k: _schema(v) for k, v in data["properties"].items()}
-        if "properties" in data else None,
+        if "properties" in data
+        else None,
         required=data.get("required"),
         additional_properties=data.get("additionalProperties"),
     )
@@ -159,8 +161,14 @@ async def save_upload(
     spools large parts to a temporary file; it is read in chunks, never whole.
     """
     head, chunks = await aread_head(upload.read)
-    file = upload_target(filename or upload.filename, head, backend=backend, path=path,
-                         column=column, registry=registry)
+    file = upload_target(
+        filename or upload.filename,
+        head,
+        backend=backend,
+        path=path,
+        column=column,
+        registry=registry,
+    )
     return await save_inspected_async(file, chunks, validators, column)
 
 
@@ -170,7 +178,9 @@ async def file_response(
     """A streaming, range-capable response for ``file`` (pass ``request.headers``)."""
     plan = await plan_file_response_async(file, headers or {}, attachment=attachment)
     return Stream(
-        abody(file, plan), status_code=plan.status, headers=dict(plan.headers),
+        abody(file, plan),
+        status_code=plan.status,
+        headers=dict(plan.headers),
         media_type=dict(plan.headers).get("content-type"),
     )
 
@@ -194,8 +204,9 @@ def resumable_uploads(
     Point Uppy's ``@uppy/aws-s3`` at ``companionEndpoint: path`` (S3) or begin a session
     with ``POST {path}/resumable`` and give ``@uppy/tus`` its ``endpoint`` (local disk).
     """
-    app = ResumableUploadsApp(sessions, ResumableConfig(destination, limits, **options),
-                              mount_path=path)
+    app = ResumableUploadsApp(
+        sessions, ResumableConfig(destination, limits, **options), mount_path=path
+    )
 
     async def storeroom_resumable_uploads(scope: Scope, receive: Receive, send: Send) -> None:
         await app(cast(Any, scope), cast(Any, receive), cast(Any, send))

@@ -12,8 +12,7 @@ def main() -> None:
     """Start the demo server."""
     settings = DemoSettings.from_env()
     print(f"storeroom demo on {settings.base_url}  (data in {settings.data_dir})", flush=True)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="warning")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -44,9 +44,12 @@ def configure_storage(settings: DemoSettings) -> None:
         configure_from_env(storages, overwrite=True)
         return
     backend = ObstoreBackend("private", f"file://{settings.data_dir / 'uploads'}")
-    configure_signing(backend, secret=settings.signing_secret(),
-                      base_url=f"{settings.base_url}/files",
-                      max_upload_size=settings.max_upload_bytes)
+    configure_signing(
+        backend,
+        secret=settings.signing_secret(),
+        base_url=f"{settings.base_url}/files",
+        max_upload_size=settings.max_upload_bytes,
+    )
     storages.register_backend(backend, overwrite=True)
 
 
@@ -57,9 +60,14 @@ def _problem(status: int, message: str) -> HTTPException:
 def _rejection(rejected: uploads.UploadRejected, settings: DemoSettings) -> HTTPException:
     """The upload's object is already deleted; tell the person why, in their terms."""
     status, template = _REJECTIONS.get(rejected.rule, (400, "{name} was refused."))
-    return _problem(status, template.format(
-        name="The file", value=rejected.value,
-        limit=f"{settings.max_upload_bytes / 2**20:.0f} MiB"))
+    return _problem(
+        status,
+        template.format(
+            name="The file",
+            value=rejected.value,
+            limit=f"{settings.max_upload_bytes / 2**20:.0f} MiB",
+        ),
+    )
 
 
 def create_app(settings: DemoSettings | None = None) -> Litestar:
@@ -67,8 +75,9 @@ def create_app(settings: DemoSettings | None = None) -> Litestar:
     settings = settings or DemoSettings.from_env()
     engine: AsyncEngine = create_async_engine(settings.database_url)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
-    limits = uploads.UploadLimits(max_size=settings.max_upload_bytes, min_size=1,
-                                  content_types=ALLOWED_PATTERNS)
+    limits = uploads.UploadLimits(
+        max_size=settings.max_upload_bytes, min_size=1, content_types=ALLOWED_PATTERNS
+    )
 
     async def create_tables() -> None:
         async with engine.begin() as conn:
@@ -80,10 +89,14 @@ def create_app(settings: DemoSettings | None = None) -> Litestar:
             await session.commit()
 
     async def describe(row: TeamFile) -> dict[str, Any]:
-        return {"id": str(row.id), "name": row.name, "size": row.file.size,
-                "content_type": row.file.content_type,
-                "uploaded": row.created_at.isoformat(timespec="seconds"),
-                "download_url": await row.url()}
+        return {
+            "id": str(row.id),
+            "name": row.name,
+            "size": row.file.size,
+            "content_type": row.file.content_type,
+            "uploaded": row.created_at.isoformat(timespec="seconds"),
+            "download_url": await row.url(),
+        }
 
     @get("/", media_type=MediaType.HTML)
     async def index() -> str:
@@ -91,20 +104,23 @@ def create_app(settings: DemoSettings | None = None) -> Litestar:
             protocol = resumable_protocol(storages.get_backend("private"))
         except ConfigurationError:
             protocol = "single"
-        return (PAGE.replace("{{MAX_BYTES}}", str(settings.max_upload_bytes))
-                .replace("{{PROTOCOL}}", protocol))
+        return PAGE.replace("{{MAX_BYTES}}", str(settings.max_upload_bytes)).replace(
+            "{{PROTOCOL}}", protocol
+        )
 
     @get("/static/uploader.js", media_type="text/javascript")
     async def uploader_script() -> Response[str]:
         # Uppy, bundled at build time (npm run build:demo): nothing comes from a CDN.
-        return Response(UPLOADER, media_type="text/javascript",
-                        headers={"cache-control": "no-cache"})
+        return Response(
+            UPLOADER, media_type="text/javascript", headers={"cache-control": "no-cache"}
+        )
 
     @get("/api/files")
     async def list_files() -> list[dict[str, Any]]:
         async with sessions() as session:
-            rows = (await session.scalars(
-                select(TeamFile).order_by(TeamFile.created_at.desc()))).all()
+            rows = (
+                await session.scalars(select(TeamFile).order_by(TeamFile.created_at.desc()))
+            ).all()
             return [await describe(row) for row in rows]
 
     @post("/api/uploads")
@@ -117,19 +133,31 @@ def create_app(settings: DemoSettings | None = None) -> Litestar:
         if not isinstance(size, int) or size <= 0:
             raise _problem(400, f"{name} is empty: there is nothing to store.")
         if size > settings.max_upload_bytes:
-            raise _problem(413, f"{name} is {size / 2**20:.1f} MiB; the limit is "
-                                f"{settings.max_upload_bytes / 2**20:.0f} MiB.")
+            raise _problem(
+                413,
+                f"{name} is {size / 2**20:.1f} MiB; the limit is "
+                f"{settings.max_upload_bytes / 2**20:.0f} MiB.",
+            )
         if not type_allowed(content_type):
             raise _problem(415, f"{name}: files of type {content_type} are not accepted.")
         # A session stored in the database: single-use, server-placed, survives restarts.
         async with sessions() as session:
             target = await uploads.begin_async(
-                session, TeamFile.file, filename=name, content_type=content_type, size=size,
-                limits=limits, expires_in=UPLOAD_TTL)
+                session,
+                TeamFile.file,
+                filename=name,
+                content_type=content_type,
+                size=size,
+                limits=limits,
+                expires_in=UPLOAD_TTL,
+            )
             await session.commit()
-        return {"upload_id": target.id, "upload_url": target.instructions.url,
-                "method": target.instructions.method,
-                "headers": target.instructions.headers}
+        return {
+            "upload_id": target.id,
+            "upload_url": target.instructions.url,
+            "method": target.instructions.method,
+            "headers": target.instructions.headers,
+        }
 
     @post("/api/uploads/{upload_id:str}/complete")
     async def complete_upload(upload_id: str) -> dict[str, Any]:
@@ -162,11 +190,19 @@ def create_app(settings: DemoSettings | None = None) -> Litestar:
         return Response("ok", media_type=MediaType.TEXT)
 
     return Litestar(
-        route_handlers=[index, uploader_script, list_files, start_upload, complete_upload,
-                        delete_file, health,
-                        # Resumable uploads (tus / Uppy's S3 multipart protocol) of TeamFiles.
-                        resumable_uploads(sessions, TeamFile.file, path="/uploads",
-                                          limits=limits, expires_in=UPLOAD_TTL * 6)],
+        route_handlers=[
+            index,
+            uploader_script,
+            list_files,
+            start_upload,
+            complete_upload,
+            delete_file,
+            health,
+            # Resumable uploads (tus / Uppy's S3 multipart protocol) of TeamFiles.
+            resumable_uploads(
+                sessions, TeamFile.file, path="/uploads", limits=limits, expires_in=UPLOAD_TTL * 6
+            ),
+        ],
         plugins=[StoreroomPlugin(configure=lambda: configure_storage(settings))],
         on_startup=[create_tables],
         on_shutdown=[engine.dispose],

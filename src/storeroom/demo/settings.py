@@ -8,8 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ALLOWED_TYPES = (
-    "image/", "text/", "application/pdf", "application/json", "application/zip",
-    "application/octet-stream", "video/", "audio/",
+    "image/",
+    "text/",
+    "application/pdf",
+    "application/json",
+    "application/zip",
+    "application/octet-stream",
+    "video/",
+    "audio/",
 )
 #: The same, as upload-session limits (checked against the type sniffed from the bytes).
 ALLOWED_PATTERNS = tuple(t + "*" if t.endswith("/") else t for t in ALLOWED_TYPES)

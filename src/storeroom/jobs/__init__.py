@@ -197,7 +197,8 @@ class InProcessQueue:
             logger.warning(
                 "%d background job(s) were still unfinished after waiting %.1f s at exit; "
                 "what they would have deleted is left for storeroom gc",
-                self.pending, self.exit_timeout,
+                self.pending,
+                self.exit_timeout,
             )
 
     def _work(self) -> None:
@@ -234,12 +235,19 @@ class InProcessQueue:
                 if attempt >= self.retry.attempts or elapsed + wait > self.retry.deadline:
                     logger.error(
                         "background job %r failed after %d attempt(s), giving up: %s",
-                        name, attempt, exc, exc_info=exc,
+                        name,
+                        attempt,
+                        exc,
+                        exc_info=exc,
                     )
                     return
                 logger.info(
                     "background job %r failed (attempt %d of %d), retrying in %.2f s: %s",
-                    name, attempt, self.retry.attempts, wait, exc,
+                    name,
+                    attempt,
+                    self.retry.attempts,
+                    wait,
+                    exc,
                 )
             time.sleep(wait)
             attempt += 1

@@ -78,7 +78,8 @@ KINDS = ("verify", "gc", "migrate")
 
 metadata = MetaData()
 shards_table = Table(
-    "storeroom_maintenance_shards", metadata,
+    "storeroom_maintenance_shards",
+    metadata,
     Column("run", String(64), primary_key=True),
     Column("shard", Integer, primary_key=True, autoincrement=False),
     Column("shards", Integer, nullable=False),
@@ -94,7 +95,8 @@ shards_table = Table(
 """One row per shard of a run: its state, attempts and counts (JSON)."""
 
 findings_table = Table(
-    "storeroom_maintenance_findings", metadata,
+    "storeroom_maintenance_findings",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("run", String(64), nullable=False, index=True),
     Column("shard", Integer, nullable=False),
@@ -106,8 +108,11 @@ findings_table = Table(
 """What shards found or did, one row each (a JSON ``entry``, the report's dict)."""
 
 _BATCH = 500  # findings written per transaction
-_SECTIONS = {"verify": ("dangling", "mismatched", "orphans"), "gc": ("deleted", "kept"),
-             "migrate": ("failed",)}
+_SECTIONS = {
+    "verify": ("dangling", "mismatched", "orphans"),
+    "gc": ("deleted", "kept"),
+    "migrate": ("failed",),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +129,7 @@ class ShardStatus:
     @property
     def finished(self) -> bool:
         """Done, or failed with no attempt left."""
-        return self.status == "done" or (self.status == "failed"
-                                         and self.attempts >= self.retries)
+        return self.status == "done" or (self.status == "failed" and self.attempts >= self.retries)
 
 
 def _engine(database: str | Engine) -> Engine:
@@ -159,16 +163,34 @@ def start_run(
     try:
         metadata.create_all(engine)
         with engine.begin() as connection:
-            connection.execute(insert(shards_table), [
-                {"run": run, "shard": k, "shards": shards, "kind": kind, "status": "queued",
-                 "attempts": 0, "retries": retries, "updated": time.time()}
-                for k in range(shards)])
+            connection.execute(
+                insert(shards_table),
+                [
+                    {
+                        "run": run,
+                        "shard": k,
+                        "shards": shards,
+                        "kind": kind,
+                        "status": "queued",
+                        "attempts": 0,
+                        "retries": retries,
+                        "updated": time.time(),
+                    }
+                    for k in range(shards)
+                ],
+            )
     finally:
         if not isinstance(database, Engine):
             engine.dispose()
     for k in range(shards):
-        payload = {"run": run, "shard": k, "shards": shards, "kind": kind,
-                   "database": database if send_database else None, "params": dict(params)}
+        payload = {
+            "run": run,
+            "shard": k,
+            "shards": shards,
+            "kind": kind,
+            "database": database if send_database else None,
+            "params": dict(params),
+        }
         queue.enqueue(JOB, payload, key=f"{run}-{k}")
     return run
 
@@ -178,22 +200,42 @@ def run_status(database: str | Engine, run: str) -> list[ShardStatus]:
     engine = _engine(database)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(
-                select(shards_table).where(shards_table.c.run == run)
-                .order_by(shards_table.c.shard)).mappings().all()
+            rows = (
+                connection.execute(
+                    select(shards_table)
+                    .where(shards_table.c.run == run)
+                    .order_by(shards_table.c.shard)
+                )
+                .mappings()
+                .all()
+            )
     finally:
         if not isinstance(database, Engine):
             engine.dispose()
     if not rows:
-        raise ConfigurationError(f"no sharded run {run!r} in this database; the id is printed "
-                                 "when the run starts")
-    return [ShardStatus(r["shard"], r["status"], r["attempts"], r["retries"],
-                        json.loads(r["counts"] or "{}"), r["error"]) for r in rows]
+        raise ConfigurationError(
+            f"no sharded run {run!r} in this database; the id is printed when the run starts"
+        )
+    return [
+        ShardStatus(
+            r["shard"],
+            r["status"],
+            r["attempts"],
+            r["retries"],
+            json.loads(r["counts"] or "{}"),
+            r["error"],
+        )
+        for r in rows
+    ]
 
 
 def wait_for_run(
-    database: str | Engine, run: str, *, timeout: float | None = None,
-    on_progress: Callable[[list[ShardStatus]], None] | None = None, poll: float = 0.5,
+    database: str | Engine,
+    run: str,
+    *,
+    timeout: float | None = None,
+    on_progress: Callable[[list[ShardStatus]], None] | None = None,
+    poll: float = 0.5,
 ) -> list[ShardStatus]:
     """Poll :func:`run_status` until every shard is finished (or ``timeout`` seconds pass)."""
     engine = _engine(database)
@@ -221,16 +263,18 @@ def run_findings(database: str | Engine, run: str) -> Iterator[tuple[str, dict[s
     engine = _engine(database)
     try:
         with engine.connect() as connection:
-            kind = connection.execute(select(shards_table.c.kind).where(
-                shards_table.c.run == run).limit(1)).scalar()
+            kind = connection.execute(
+                select(shards_table.c.kind).where(shards_table.c.run == run).limit(1)
+            ).scalar()
             if kind is None:
                 raise ConfigurationError(f"no sharded run {run!r} in this database")
             for section in _SECTIONS[kind]:
                 rows = connection.execute(
-                    select(findings_table.c.entry).where(
-                        findings_table.c.run == run, findings_table.c.section == section)
+                    select(findings_table.c.entry)
+                    .where(findings_table.c.run == run, findings_table.c.section == section)
                     .order_by(findings_table.c.path, findings_table.c.id)
-                    .execution_options(yield_per=1000))
+                    .execution_options(yield_per=1000)
+                )
                 for (entry,) in rows:
                     yield section, json.loads(entry)
     finally:
@@ -259,8 +303,16 @@ class _Recorder:
         self.batch: list[dict[str, Any]] = []
 
     def add(self, section: str, path: str | None, entry: Mapping[str, Any]) -> None:
-        self.batch.append({"run": self.run, "shard": self.shard, "attempt": self.attempt,
-                           "section": section, "path": path, "entry": json.dumps(entry)})
+        self.batch.append(
+            {
+                "run": self.run,
+                "shard": self.shard,
+                "attempt": self.attempt,
+                "section": section,
+                "path": path,
+                "entry": json.dumps(entry),
+            }
+        )
         if len(self.batch) >= _BATCH:
             self.flush()
 
@@ -281,21 +333,28 @@ def _registry(params: Mapping[str, Any]) -> Any:
 def _columns(params: Mapping[str, Any]) -> list[Any]:
     from storeroom.cli.rows import columns_of, load_model
 
-    return [col for spec in params.get("models") or ()
-            for col in columns_of(load_model(spec), params.get("column"))]
+    return [
+        col
+        for spec in params.get("models") or ()
+        for col in columns_of(load_model(spec), params.get("column"))
+    ]
 
 
-def _verify(params: Mapping[str, Any], shard: Any, sessions: Any, rec: _Recorder
-            ) -> dict[str, Any]:
+def _verify(params: Mapping[str, Any], shard: Any, sessions: Any, rec: _Recorder) -> dict[str, Any]:
     from storeroom.orm.maintenance import iter_findings
 
     summary: dict[str, Any] = {}
     with sessions() as session:
         for section, entry in iter_findings(
-                session, _columns(params), _registry(params),
-                orphans_in=params.get("backend"), prefix=params.get("prefix", ""),
-                grace=timedelta(seconds=params.get("grace", 3600)),
-                checksums=bool(params.get("checksums")), shard=shard):
+            session,
+            _columns(params),
+            _registry(params),
+            orphans_in=params.get("backend"),
+            prefix=params.get("prefix", ""),
+            grace=timedelta(seconds=params.get("grace", 3600)),
+            checksums=bool(params.get("checksums")),
+            shard=shard,
+        ):
             if section == "summary":
                 summary = entry
             else:
@@ -303,56 +362,84 @@ def _verify(params: Mapping[str, Any], shard: Any, sessions: Any, rec: _Recorder
     return summary
 
 
-def _gc(params: Mapping[str, Any], shard: Any, sessions: Any, rec: _Recorder
-        ) -> dict[str, Any]:
+def _gc(params: Mapping[str, Any], shard: Any, sessions: Any, rec: _Recorder) -> dict[str, Any]:
     from storeroom.orm.maintenance import remove_orphans
 
     counts = {"deleted": 0, "kept": 0}
     registry = _registry(params)
     for info, removed in remove_orphans(
-            sessions, _columns(params), params["backend"], prefix=params.get("prefix", ""),
-            grace=timedelta(seconds=params.get("grace", 3600)), registry=registry,
-            shard=shard):
+        sessions,
+        _columns(params),
+        params["backend"],
+        prefix=params.get("prefix", ""),
+        grace=timedelta(seconds=params.get("grace", 3600)),
+        registry=registry,
+        shard=shard,
+    ):
         section = "deleted" if removed else "kept"
         counts[section] += 1
-        rec.add(section, info.path, {"backend": params["backend"], "path": info.path,
-                                     "size": info.size})
+        rec.add(
+            section, info.path, {"backend": params["backend"], "path": info.path, "size": info.size}
+        )
         rec.flush()  # a deletion is recorded at once: a retry cannot find it again
     return counts
 
 
-def _migrate(params: Mapping[str, Any], shard: Any, sessions: Any, rec: _Recorder
-             ) -> dict[str, Any]:
+def _migrate(
+    params: Mapping[str, Any], shard: Any, sessions: Any, rec: _Recorder
+) -> dict[str, Any]:
     from storeroom.orm import migration
     from storeroom.orm.maintenance import ReferenceScan
 
     registry = _registry(params)
     src, dst = registry.get_backend(params["source"]), registry.get_backend(params["destination"])
     columns = _columns(params)
-    journal = (Path(params["state_dir"]) /
-               f"{src.key}-{dst.key}-shard-{shard.index}-of-{shard.count}.jsonl")
+    journal = (
+        Path(params["state_dir"])
+        / f"{src.key}-{dst.key}-shard-{shard.index}-of-{shard.count}.jsonl"
+    )
     with ReferenceScan(columns, registry=registry, shard=shard) as scan:
         if columns:
             with sessions() as session:
                 scan.read_rows(session, list_ahead={})
             items: Any = migration.plan_scan(scan, src.key)
         else:
-            items = (migration.CopyItem(i.path, i.path, i.size, None, i.content_type)
-                     for i in scan.objects(src, prefix=params.get("prefix", "")))
+            items = (
+                migration.CopyItem(i.path, i.path, i.size, None, i.content_type)
+                for i in scan.objects(src, prefix=params.get("prefix", ""))
+            )
         with migration.MigrationState(journal, src.key, dst.key) as state:
-            report = asyncio.run(migration.copy_objects(
-                src, dst, items, state=state, concurrency=params.get("concurrency"),
-                verify_read=params.get("verify_read", True)))
+            report = asyncio.run(
+                migration.copy_objects(
+                    src,
+                    dst,
+                    items,
+                    state=state,
+                    concurrency=params.get("concurrency"),
+                    verify_read=params.get("verify_read", True),
+                )
+            )
             if params.get("update_rows"):
                 for column in columns:
                     report.rows_updated += migration.update_rows(
-                        sessions, column, src.key, dst.key, state,
-                        batch_size=params.get("batch_size", 100))
+                        sessions,
+                        column,
+                        src.key,
+                        dst.key,
+                        state,
+                        batch_size=params.get("batch_size", 100),
+                    )
     for path, reason in report.failed:
         rec.add("failed", path, {"path": path, "reason": reason})
-    return {"planned": report.planned, "copied": report.copied, "skipped": report.skipped,
-            "adopted": report.adopted, "failed": len(report.failed),
-            "bytes_copied": report.bytes_copied, "rows_updated": report.rows_updated}
+    return {
+        "planned": report.planned,
+        "copied": report.copied,
+        "skipped": report.skipped,
+        "adopted": report.adopted,
+        "failed": len(report.failed),
+        "bytes_copied": report.bytes_copied,
+        "rows_updated": report.rows_updated,
+    }
 
 
 _RUNNERS = {"verify": _verify, "gc": _gc, "migrate": _migrate}
@@ -372,7 +459,8 @@ def run_shard(payload: Mapping[str, Any]) -> None:
     if not database:
         raise ConfigurationError(
             f"shard {index} of run {run!r} names no database and DATABASE_URL is not set in "
-            "this worker; set it to the application's database URL")
+            "this worker; set it to the application's database URL"
+        )
     engine = create_engine(database)
     where = (shards_table.c.run == run) & (shards_table.c.shard == index)
     attempt = uuid.uuid4().hex
@@ -381,9 +469,17 @@ def run_shard(payload: Mapping[str, Any]) -> None:
             status = connection.execute(select(shards_table.c.status).where(where)).scalar()
             if status is None or status == "done":
                 return  # an unknown run, or a shard delivered again after it finished
-            connection.execute(update(shards_table).where(where).values(
-                status="running", attempt=attempt, attempts=shards_table.c.attempts + 1,
-                error=None, updated=time.time()))
+            connection.execute(
+                update(shards_table)
+                .where(where)
+                .values(
+                    status="running",
+                    attempt=attempt,
+                    attempts=shards_table.c.attempts + 1,
+                    error=None,
+                    updated=time.time(),
+                )
+            )
         recorder = _Recorder(engine, run, index, attempt)
         sessions = sessionmaker(engine, expire_on_commit=False)
         try:
@@ -391,19 +487,32 @@ def run_shard(payload: Mapping[str, Any]) -> None:
             recorder.flush()
         except BaseException as exc:
             with engine.begin() as connection:
-                connection.execute(update(shards_table).where(where).values(
-                    status="failed", error=f"{type(exc).__name__}: {exc}"[:2000],
-                    updated=time.time()))
+                connection.execute(
+                    update(shards_table)
+                    .where(where)
+                    .values(
+                        status="failed",
+                        error=f"{type(exc).__name__}: {exc}"[:2000],
+                        updated=time.time(),
+                    )
+                )
             raise
         with engine.begin() as connection:
             if kind not in _KEEP_EARLIER:
-                connection.execute(delete(findings_table).where(
-                    findings_table.c.run == run, findings_table.c.shard == index,
-                    findings_table.c.attempt != attempt))
+                connection.execute(
+                    delete(findings_table).where(
+                        findings_table.c.run == run,
+                        findings_table.c.shard == index,
+                        findings_table.c.attempt != attempt,
+                    )
+                )
             else:
                 counts = _recount(connection, run, index)
-            connection.execute(update(shards_table).where(where).values(
-                status="done", counts=json.dumps(counts), updated=time.time()))
+            connection.execute(
+                update(shards_table)
+                .where(where)
+                .values(status="done", counts=json.dumps(counts), updated=time.time())
+            )
     finally:
         engine.dispose()
 
@@ -412,8 +521,9 @@ def _recount(connection: Any, run: str, shard: int) -> dict[str, Any]:
     """gc's counts over every attempt of the shard (each path once)."""
     counts = {"deleted": 0, "kept": 0}
     for section, number in connection.execute(
-            select(findings_table.c.section, func.count(func.distinct(findings_table.c.path)))
-            .where(findings_table.c.run == run, findings_table.c.shard == shard)
-            .group_by(findings_table.c.section)):
+        select(findings_table.c.section, func.count(func.distinct(findings_table.c.path)))
+        .where(findings_table.c.run == run, findings_table.c.shard == shard)
+        .group_by(findings_table.c.section)
+    ):
         counts[section] = number
     return counts

@@ -201,7 +201,8 @@ class SaqQueue:
                 return True
             jobs = await queue.jobs(keys)
             done = {
-                key for key, found in zip(keys, jobs, strict=True)
+                key
+                for key, found in zip(keys, jobs, strict=True)
                 if found is None or str(getattr(found.status, "value", found.status)) in _FINISHED
             }
             with self._lock:
@@ -347,15 +348,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--url", required=True, help="redis:// or postgres:// URL of the queue")
     parser.add_argument("--name", default="storeroom", help="SAQ queue name (default storeroom)")
-    parser.add_argument("--import", dest="imports", action="append", default=[],
-                        metavar="MODULE", help="module registering @job handlers (repeatable)")
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="module registering @job handlers (repeatable)",
+    )
     parser.add_argument("--concurrency", type=int, default=10, help="jobs at once (default 10)")
-    parser.add_argument("--sweep", type=int, default=10,
-                        help="seconds between looks for jobs of dead workers (default 10)")
+    parser.add_argument(
+        "--sweep",
+        type=int,
+        default=10,
+        help="seconds between looks for jobs of dead workers (default 10)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    run_worker(args.url, name=args.name, concurrency=args.concurrency, sweep=args.sweep,
-               imports=args.imports)
+    run_worker(
+        args.url,
+        name=args.name,
+        concurrency=args.concurrency,
+        sweep=args.sweep,
+        imports=args.imports,
+    )
     return 0
 
 

@@ -19,7 +19,12 @@ import struct
 from dataclasses import dataclass
 
 __all__ = [
-    "HEADER_LIMIT", "ImageHeader", "Mp4Duration", "audio_duration", "image_format", "image_header",
+    "HEADER_LIMIT",
+    "ImageHeader",
+    "Mp4Duration",
+    "audio_duration",
+    "image_format",
+    "image_header",
     "may_have_duration",
 ]
 

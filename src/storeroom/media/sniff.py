@@ -33,9 +33,31 @@ OCTET_STREAM = "application/octet-stream"
 # WHATWG MIME Sniffing, "identifying a resource with an unknown MIME type": a tag from this
 # list, then a space or ">", makes a browser render the bytes as HTML.
 _HTML_TAGS = (
-    b"<!doctype html", b"<html", b"<head", b"<script", b"<iframe", b"<h1", b"<div", b"<font",
-    b"<table", b"<a", b"<style", b"<title", b"<b", b"<body", b"<br", b"<p", b"<!--",
-    b"<svg", b"<object", b"<embed", b"<img", b"<meta", b"<link", b"<form", b"<base",
+    b"<!doctype html",
+    b"<html",
+    b"<head",
+    b"<script",
+    b"<iframe",
+    b"<h1",
+    b"<div",
+    b"<font",
+    b"<table",
+    b"<a",
+    b"<style",
+    b"<title",
+    b"<b",
+    b"<body",
+    b"<br",
+    b"<p",
+    b"<!--",
+    b"<svg",
+    b"<object",
+    b"<embed",
+    b"<img",
+    b"<meta",
+    b"<link",
+    b"<form",
+    b"<base",
 )
 _TAG_END = (b" ", b">", b"\t", b"\n", b"\r", b"\x0c", b"/")
 _WHITESPACE = b" \t\n\r\x0c"
@@ -62,20 +84,20 @@ def _markup(head: bytes) -> str | None:
     """HTML, SVG or XML by the WHATWG signatures, or None."""
     for bom in _BOMS:
         if head.startswith(bom):
-            head = head[len(bom):]
+            head = head[len(bom) :]
             break
     if head[:2] in (b"\xfe\xff", b"\xff\xfe"):
         return None
     text = head.lstrip(_WHITESPACE).lower()
     if text.startswith(b"<?xml"):
-        body = text[: SNIFF_BYTES]
+        body = text[:SNIFF_BYTES]
         if b"<svg" in body:
             return "image/svg+xml"
         if b"<html" in body or b"xhtml" in body:
             return "application/xhtml+xml"
         return "application/xml"
     for tag in _HTML_TAGS:
-        if text.startswith(tag) and text[len(tag): len(tag) + 1] in _TAG_END:
+        if text.startswith(tag) and text[len(tag) : len(tag) + 1] in _TAG_END:
             return "image/svg+xml" if tag == b"<svg" else "text/html"
     return None
 
@@ -144,8 +166,9 @@ def sniff_type(head: bytes, filename: str | None = None) -> str:
     if not _is_text(head):
         return OCTET_STREAM
     named = _by_name(filename)
-    if named is not None and (named.startswith("text/") or is_active_content(named)
-                              or named == "application/json"):
+    if named is not None and (
+        named.startswith("text/") or is_active_content(named) or named == "application/json"
+    ):
         return named
     return "text/plain"
 
@@ -155,13 +178,29 @@ _QUOTED = r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\x00-\x08\x0a-\x1f\x7f])*"'
 _PARAMETER = rf"[ \t]*;[ \t]*(?:{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))?"
 _MEDIA_TYPE = re.compile(rf"[ \t]*({_TOKEN})/({_TOKEN})(?:{_PARAMETER})*[ \t]*")
 
-ACTIVE_CONTENT_TYPES = frozenset({
-    "text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml",
-    "text/xsl", "application/xslt+xml", "application/mathml+xml", "text/javascript",
-    "application/javascript", "application/x-javascript", "application/ecmascript",
-    "text/ecmascript", "text/jscript", "text/livescript", "application/x-shockwave-flash",
-    "multipart/x-mixed-replace", "text/x-component", "application/x-httpd-php",
-})
+ACTIVE_CONTENT_TYPES = frozenset(
+    {
+        "text/html",
+        "application/xhtml+xml",
+        "image/svg+xml",
+        "text/xml",
+        "application/xml",
+        "text/xsl",
+        "application/xslt+xml",
+        "application/mathml+xml",
+        "text/javascript",
+        "application/javascript",
+        "application/x-javascript",
+        "application/ecmascript",
+        "text/ecmascript",
+        "text/jscript",
+        "text/livescript",
+        "application/x-shockwave-flash",
+        "multipart/x-mixed-replace",
+        "text/x-component",
+        "application/x-httpd-php",
+    }
+)
 """Types a browser may run as a page or a script (any ``+xml`` type counts too)."""
 
 

@@ -127,7 +127,10 @@ def _refuse(findings: Findings, rule: str, what: str, value: object, limit: obje
     name = repr(findings.filename) if findings.filename else "(unnamed)"
     raise ValidationError(
         f"file {name} refused by {rule}: {what}",
-        filename=findings.filename, rule=rule, value=value, limit=limit,
+        filename=findings.filename,
+        rule=rule,
+        value=value,
+        limit=limit,
     )
 
 
@@ -144,9 +147,16 @@ class Rule:
 
 
 _UNITS = {
-    "": 1, "b": 1,
-    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
-    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
 }
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
 
@@ -198,9 +208,11 @@ class MaxSize(Rule):
         if findings.size > self.limit:
             seen = "size" if final else "size so far"
             _refuse(
-                findings, "MaxSize",
+                findings,
+                "MaxSize",
                 f"{seen} {format_size(findings.size)} exceeds the limit {format_size(self.limit)}",
-                findings.size, self.limit,
+                findings.size,
+                self.limit,
             )
 
 
@@ -237,10 +249,12 @@ class ContentTypes(Rule):
         """Refuse once the sniffed type is known and matches no pattern."""
         if findings.content_type is not None and not self.allows(findings.content_type):
             _refuse(
-                findings, "ContentTypes",
+                findings,
+                "ContentTypes",
                 f"its bytes are {findings.content_type}, which is not one of "
                 f"{', '.join(self.patterns)}",
-                findings.content_type, self.patterns,
+                findings.content_type,
+                self.patterns,
             )
 
 
@@ -267,8 +281,11 @@ class ImageLimits(Rule):
         allow_unreadable: bool = False,
     ) -> None:
         bounds = {
-            "max_pixels": max_pixels, "min_width": min_width, "max_width": max_width,
-            "min_height": min_height, "max_height": max_height,
+            "max_pixels": max_pixels,
+            "min_width": min_width,
+            "max_width": max_width,
+            "min_height": min_height,
+            "max_height": max_height,
         }
         for name, bound in bounds.items():
             if bound is not None and (
@@ -296,19 +313,22 @@ class ImageLimits(Rule):
             is_raster = (findings.content_type or "").startswith("image/") and (
                 findings.content_type not in _VECTOR
             )
-            if is_raster and not self.allow_unreadable and (
-                final or findings.headers_read
-            ):
+            if is_raster and not self.allow_unreadable and (final or findings.headers_read):
                 _refuse(
-                    findings, "ImageLimits",
+                    findings,
+                    "ImageLimits",
                     f"the size of this {findings.content_type} image cannot be read from its "
                     "header (readable: PNG, JPEG, GIF, WebP, BMP), so it cannot be bounded",
-                    None, self.bounds,
+                    None,
+                    self.bounds,
                 )
             return
         measured = {
-            "max_pixels": width * height, "min_width": width, "max_width": width,
-            "min_height": height, "max_height": height,
+            "max_pixels": width * height,
+            "min_width": width,
+            "max_width": width,
+            "min_height": height,
+            "max_height": height,
         }
         for name, bound in self.bounds.items():
             value = measured[name]
@@ -316,9 +336,11 @@ class ImageLimits(Rule):
                 what = name.split("_", 1)[1]
                 relation = "more than" if name.startswith("max") else "less than"
                 _refuse(
-                    findings, "ImageLimits",
+                    findings,
+                    "ImageLimits",
                     f"{what} {value:,} ({width} x {height}) is {relation} {name}={bound:,}",
-                    value, {name: bound},
+                    value,
+                    {name: bound},
                 )
 
 
@@ -352,12 +374,21 @@ class PdfLimits(Rule):
             return
         pages = findings.pages
         if pages is None:
-            _refuse(findings, "PdfLimits", "the PDF cannot be opened to count its pages",
-                    None, self.max_pages)
+            _refuse(
+                findings,
+                "PdfLimits",
+                "the PDF cannot be opened to count its pages",
+                None,
+                self.max_pages,
+            )
         if pages > self.max_pages:
-            _refuse(findings, "PdfLimits",
-                    f"{pages:,} pages is more than max_pages={self.max_pages:,}",
-                    pages, self.max_pages)
+            _refuse(
+                findings,
+                "PdfLimits",
+                f"{pages:,} pages is more than max_pages={self.max_pages:,}",
+                pages,
+                self.max_pages,
+            )
 
 
 class Check(Rule):
@@ -440,9 +471,7 @@ class _Inspection:
     No I/O of the caller's; the twins below only move chunks through it.
     """
 
-    def __init__(
-        self, rules: Sequence[Rule], findings: Findings, *, metadata: bool
-    ) -> None:
+    def __init__(self, rules: Sequence[Rule], findings: Findings, *, metadata: bool) -> None:
         self.rules = rules
         self.findings = findings
         self.metadata = metadata
@@ -531,8 +560,10 @@ class _Inspection:
             if duration is not None:
                 findings.metadata.update(duration=round(duration[0], 3), format=duration[1])
                 self.audio_done = True
-            elif len(data) >= probe.HEADER_LIMIT or final or (
-                len(data) >= 12 and not probe.may_have_duration(data)
+            elif (
+                len(data) >= probe.HEADER_LIMIT
+                or final
+                or (len(data) >= 12 and not probe.may_have_duration(data))
             ):
                 self.audio_done = True
         if self.image_done and self.audio_done and findings.content_type is not None:
@@ -632,8 +663,9 @@ def inspect_content(
     skips the PDF page count unless a :class:`PdfLimits` needs it.
     """
     inspection = _prepare(validators, filename, findings, metadata)
-    return InspectedContent(_run(inspection, content, read_size_for(chunk_size)),
-                            inspection.findings)
+    return InspectedContent(
+        _run(inspection, content, read_size_for(chunk_size)), inspection.findings
+    )
 
 
 def inspect_content_async(
@@ -647,8 +679,9 @@ def inspect_content_async(
 ) -> AsyncInspectedContent:
     """Async form of :func:`inspect_content`: also takes async files and async iterables."""
     inspection = _prepare(validators, filename, findings, metadata)
-    return AsyncInspectedContent(_arun(inspection, content, read_size_for(chunk_size)),
-                                 inspection.findings)
+    return AsyncInspectedContent(
+        _arun(inspection, content, read_size_for(chunk_size)), inspection.findings
+    )
 
 
 def _run(inspection: _Inspection, content: Any, read_size: int) -> Iterator[bytes]:
@@ -706,7 +739,9 @@ def _recorded(file: FileObject, findings: Findings, column: Any) -> FileObject:
 
 
 def save_inspected(
-    file: FileObject, content: Any, validators: Iterable[ValidatorLike] | None = None,
+    file: FileObject,
+    content: Any,
+    validators: Iterable[ValidatorLike] | None = None,
     column: Any = None,
 ) -> FileObject:
     """Save ``content`` into ``file`` create-only, through the validators (see
@@ -715,18 +750,22 @@ def save_inspected(
     What ``save_upload`` of the framework helpers does; raises
     :class:`~storeroom.errors.ValidationError` with nothing kept when the file is refused.
     """
-    inspected = inspect_content(content, column_validators(column, validators),
-                                filename=file.filename)
+    inspected = inspect_content(
+        content, column_validators(column, validators), filename=file.filename
+    )
     file.save(inspected, overwrite=False)
     return _recorded(file, inspected.findings, column)
 
 
 async def save_inspected_async(
-    file: FileObject, content: Any, validators: Iterable[ValidatorLike] | None = None,
+    file: FileObject,
+    content: Any,
+    validators: Iterable[ValidatorLike] | None = None,
     column: Any = None,
 ) -> FileObject:
     """Async form of :func:`save_inspected`."""
-    inspected = inspect_content_async(content, column_validators(column, validators),
-                                      filename=file.filename)
+    inspected = inspect_content_async(
+        content, column_validators(column, validators), filename=file.filename
+    )
     await file.save_async(inspected, overwrite=False)
     return _recorded(file, inspected.findings, column)

@@ -178,8 +178,9 @@ class Thumbnail:
 
     def accepts(self, content_type: str | None) -> bool:
         """Whether a file of ``content_type`` (sniffed) gets this variant: raster images."""
-        return bool(content_type and content_type.startswith("image/")
-                    and content_type != "image/svg+xml")
+        return bool(
+            content_type and content_type.startswith("image/") and content_type != "image/svg+xml"
+        )
 
     def make(self, source: Any) -> bytes:
         """The thumbnail's bytes, made from ``source`` (bytes, path, file or chunk iterator)."""
@@ -189,7 +190,10 @@ class Thumbnail:
             raise ValidationError(
                 f"image of {header.width} x {header.height} = {header.pixels:,} pixels is more "
                 f"than the thumbnail's max_pixels={self.max_pixels:,}",
-                filename=None, rule="Thumbnail", value=header.pixels, limit=self.max_pixels,
+                filename=None,
+                rule="Thumbnail",
+                value=header.pixels,
+                limit=self.max_pixels,
             )
         if image_engine(self.engine) == "pyvips":
             return self._pyvips(spool.rest())
@@ -219,7 +223,10 @@ class Thumbnail:
         source.on_read(read)
         try:
             image = pyvips.Image.thumbnail_source(
-                source, self.width, height=self.height, size="down",
+                source,
+                self.width,
+                height=self.height,
+                size="down",
                 crop="centre" if self.crop else "none",
             )
             if image.hasalpha() and self.format == "jpeg":
@@ -252,8 +259,9 @@ class Thumbnail:
 class PdfPage:
     """Page ``page`` (1-based) of a PDF as an image ``width`` pixels wide, rendered by pypdfium2."""
 
-    def __init__(self, page: int = 1, *, width: int = 800, format: str = "webp",
-                 quality: int = 80) -> None:
+    def __init__(
+        self, page: int = 1, *, width: int = 800, format: str = "webp", quality: int = 80
+    ) -> None:
         if not isinstance(page, int) or isinstance(page, bool) or page < 1:
             raise ConfigurationError(f"page is 1-based: a whole number >= 1, got {page!r}")
         self.page = page
@@ -291,9 +299,7 @@ class PdfPage:
                 raise VariantError(f"cannot make {self!r}: not a readable PDF ({exc})") from exc
             try:
                 if self.page > len(document):
-                    raise VariantError(
-                        f"cannot make {self!r}: the PDF has {len(document)} page(s)"
-                    )
+                    raise VariantError(f"cannot make {self!r}: the PDF has {len(document)} page(s)")
                 page = document[self.page - 1]
                 try:
                     scale = self.width / page.get_width()
@@ -310,4 +316,3 @@ class PdfPage:
     async def make_async(self, source: Any) -> bytes:
         """:meth:`make` in a worker thread; ``source`` may also be async."""
         return await asyncio.to_thread(self.make, await _gather(source))
-

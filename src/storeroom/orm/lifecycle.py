@@ -184,16 +184,18 @@ def _keys(file: FileObject) -> list[FileKey]:
     keys = [_key(file)]
     records = file.metadata.get("variants")
     if isinstance(records, Mapping):
-        keys += [(file.backend or "", r["path"]) for r in records.values()
-                 if isinstance(r, Mapping) and isinstance(r.get("path"), str)]
+        keys += [
+            (file.backend or "", r["path"])
+            for r in records.values()
+            if isinstance(r, Mapping) and isinstance(r.get("path"), str)
+        ]
     return keys
 
 
 def _stored_keys(files: Iterable[FileObject]) -> frozenset[FileKey]:
     """Keys of the files that reference stored objects (not content still to upload)."""
     return frozenset(
-        k for f in files if f.backend is not None and not f.has_pending_content
-        for k in _keys(f)
+        k for f in files if f.backend is not None and not f.has_pending_content for k in _keys(f)
     )
 
 
@@ -400,8 +402,14 @@ def plan_flush(session: Session, instances: Sequence[object] | None = None) -> F
             if kind.multiple and hasattr(value, "mark_committed"):
                 plan.lists.append(cast(CommittedList, value))
         plan.rows.append(
-            RowChange(state, changed, deleting=False, is_new=is_new,
-                      written=frozenset(written), previous=frozenset(previous))
+            RowChange(
+                state,
+                changed,
+                deleting=False,
+                is_new=is_new,
+                written=frozenset(written),
+                previous=frozenset(previous),
+            )
         )
     return plan
 
@@ -670,7 +678,10 @@ def _enqueue_deletes(keys: Sequence[FileKey], reason: str, *, delay: float = 0.0
         except Exception as exc:
             logger.error(
                 "could not schedule the deletion of %d object(s) (%s): %s; they are orphans "
-                "that storeroom gc will remove", len(batch), reason, exc,
+                "that storeroom gc will remove",
+                len(batch),
+                reason,
+                exc,
             )
 
 
@@ -682,8 +693,9 @@ def _delete_now(records: Sequence[UploadRecord], reason: str) -> None:
     interrupted = [r.key for r in records if r.stage == "started"]
     if interrupted:
         # A write cancelled mid-request may still complete in the store after this delete.
-        _enqueue_deletes(interrupted, f"cancelled while uploading ({reason})",
-                         delay=settings.settle_delay)
+        _enqueue_deletes(
+            interrupted, f"cancelled while uploading ({reason})", delay=settings.settle_delay
+        )
     errors = _for_each_file(
         records, lambda r: r.file.delete(), lambda r: r.file.delete_async(), shielded=True
     )
@@ -691,7 +703,9 @@ def _delete_now(records: Sequence[UploadRecord], reason: str) -> None:
     if failed:
         logger.warning(
             "could not delete %d object(s) uploaded in a transaction that %s; retrying in "
-            "the background", len(failed), reason,
+            "the background",
+            len(failed),
+            reason,
         )
         _enqueue_deletes(failed, f"uploaded in a transaction that {reason}")
 
@@ -703,7 +717,8 @@ def _abandoned(files: TransactionFiles) -> None:
         logger.warning(
             "a session was garbage-collected with an open transaction that uploaded %d "
             "file(s); deleting them in the background. Close sessions (with Session(...) as "
-            "session:) to clean up at once", len(keys),
+            "session:) to clean up at once",
+            len(keys),
         )
         _enqueue_deletes(keys, "was abandoned")
 
@@ -778,15 +793,12 @@ def _read_locked(
         pk = list(table.primary_key.columns)
         for start in range(0, len(identities), 500):
             chunk = list(identities[start : start + 500])
-            where = (
-                pk[0].in_([i[0] for i in chunk]) if len(pk) == 1
-                else tuple_(*pk).in_(chunk)
-            )
+            where = pk[0].in_([i[0] for i in chunk]) if len(pk) == 1 else tuple_(*pk).in_(chunk)
             query = select(*pk, *(c for _n, c in columns)).where(where).with_for_update()
             for values in connection.execute(query):
                 ident = tuple(values[: len(pk)])
                 row = found.setdefault(ident, {})
-                for (name, _column), value in zip(columns, values[len(pk):], strict=True):
+                for (name, _column), value in zip(columns, values[len(pk) :], strict=True):
                     row[name] = _files(value)
     return found
 
@@ -800,7 +812,7 @@ def _read_where(
     if where is not None:
         query = query.where(where)
     return [
-        (tuple(values[: len(pk)]), [f for v in values[len(pk):] for f in _files(v)])
+        (tuple(values[: len(pk)]), [f for v in values[len(pk) :] for f in _files(v)])
         for values in connection.execute(query)
     ]
 
@@ -841,7 +853,9 @@ def cascade_files(relationship: QueryableAttribute[Any]) -> None:
 
 
 def _cascaded(
-    connection: Connection, mapper: Mapper[Any], identities: Sequence[tuple[Any, ...]],
+    connection: Connection,
+    mapper: Mapper[Any],
+    identities: Sequence[tuple[Any, ...]],
     depth: int = 0,
 ) -> list[FileObject]:
     """Files of the children the database will delete along with these parent rows."""
@@ -852,7 +866,8 @@ def _cascaded(
         parent_pk = list(cast(Table, mapper.local_table).primary_key.columns)
         remote = [r for _l, r in sorted(pairs, key=lambda p: parent_pk.index(p[0]))]
         where = (
-            remote[0].in_([i[0] for i in identities]) if len(remote) == 1
+            remote[0].in_([i[0] for i in identities])
+            if len(remote) == 1
             else tuple_(*remote).in_(list(identities))
         )
         columns = [child.columns[name] for name, _kind in file_columns(child)]
@@ -916,7 +931,9 @@ def _carry_out(session: Session, connection: Connection, plan: FlushPlan) -> Non
 
 
 def _record_cascaded(
-    connection: Connection, files: TransactionFiles, savepoint: int,
+    connection: Connection,
+    files: TransactionFiles,
+    savepoint: int,
     deleted: Sequence[tuple[Mapper[Any], tuple[Any, ...]]],
 ) -> None:
     by_mapper: dict[Mapper[Any], list[tuple[Any, ...]]] = {}
@@ -944,8 +961,7 @@ def prepare_upload(upload: PlannedUpload, *, asynchronous: bool = False) -> Cont
     from storeroom.media.validation import inspect_content, inspect_content_async
 
     wrap = inspect_content_async if asynchronous else inspect_content
-    upload.inspected = wrap(content, getattr(kind, "validators", ()),
-                            filename=upload.file.filename)
+    upload.inspected = wrap(content, getattr(kind, "validators", ()), filename=upload.file.filename)
     return cast("Content", upload.inspected)
 
 
@@ -966,8 +982,12 @@ def _upload(files: TransactionFiles, savepoint: int, uploads: Sequence[PlannedUp
     if not uploads:
         return
     records = [
-        UploadRecord(u.file, (u.file.backend or "", u.file.path), savepoint,
-                     _rewinder(u.file.pending_content))
+        UploadRecord(
+            u.file,
+            (u.file.backend or "", u.file.path),
+            savepoint,
+            _rewinder(u.file.pending_content),
+        )
         for u in uploads
     ]
     files.uploads += records  # recorded before any of them starts
@@ -992,7 +1012,8 @@ def _upload(files: TransactionFiles, savepoint: int, uploads: Sequence[PlannedUp
         record.stage = "started"
         try:
             await record.file.save_async(
-                prepare_upload(planned, asynchronous=True), overwrite=False)
+                prepare_upload(planned, asynchronous=True), overwrite=False
+            )
             _record_findings(planned)
         except ObjectExists:
             record.stage = "nothing written"
@@ -1008,7 +1029,9 @@ def _upload(files: TransactionFiles, savepoint: int, uploads: Sequence[PlannedUp
         return
     logger.warning(
         "%d of %d uploads in a flush failed; the transaction rolls back and what was "
-        "uploaded is deleted", len(failures), len(records),
+        "uploaded is deleted",
+        len(failures),
+        len(records),
     )
     record, first = failures[0]
     if isinstance(first, ObjectExists):
@@ -1107,8 +1130,11 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
     values = _dml_values(execute.statement)
     params = execute.parameters
     rows: list[dict[str, Any]] = (
-        [p for p in params if isinstance(p, dict)] if isinstance(params, list)
-        else [params] if isinstance(params, dict) and params else []
+        [p for p in params if isinstance(p, dict)]
+        if isinstance(params, list)
+        else [params]
+        if isinstance(params, dict) and params
+        else []
     )
     for name in by_name:
         if execute.is_insert and any(f.has_pending_content for f in _files(values.get(name))):
@@ -1155,8 +1181,11 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
             )
             for ident, old in held.items():
                 dropped += old - written.get(ident, frozenset())
-                references.append(RowReference(
-                    savepoint, (table.name, ident), old - written.get(ident, frozenset()), True))
+                references.append(
+                    RowReference(
+                        savepoint, (table.name, ident), old - written.get(ident, frozenset()), True
+                    )
+                )
     elif execute.is_update:
         set_here = [n for n in by_name if n in values]
         if set_here:
@@ -1165,8 +1194,9 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
                 connection, table, [by_name[n] for n in set_here], where
             ):
                 dropped += _stored_keys(held_files)
-                references.append(RowReference(
-                    savepoint, (table.name, ident), _stored_keys(held_files), True))
+                references.append(
+                    RowReference(savepoint, (table.name, ident), _stored_keys(held_files), True)
+                )
     elif execute.is_delete:
         found = _read_where(connection, table, columns, _where_of(execute.statement))
         for ident, held_files in found:
@@ -1174,8 +1204,10 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
             references.append(RowReference(savepoint, (table.name, ident), frozenset()))
         if mapper is not None:
             dropped += [
-                k for f in _cascaded(connection, mapper, [i for i, _f in found])
-                if f.backend is not None for k in _keys(f)
+                k
+                for f in _cascaded(connection, mapper, [i for i, _f in found])
+                if f.backend is not None
+                for k in _keys(f)
             ]
     if not keep:
         files.obsolete += [(savepoint, k) for k in dropped]
@@ -1185,10 +1217,10 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
         return execute.invoke_statement()
     except BaseException:
         # The statement did not run (or failed): forget what it recorded, delete its uploads.
-        gone = files.uploads[mark[0]:]
-        del files.uploads[mark[0]:]
-        del files.obsolete[mark[1]:]
-        del files.references[mark[2]:]
+        gone = files.uploads[mark[0] :]
+        del files.uploads[mark[0] :]
+        del files.obsolete[mark[1] :]
+        del files.references[mark[2] :]
         _delete_now(gone, "failed")
         for record in gone:
             record.give_content_back()
@@ -1200,12 +1232,13 @@ def _where_of(statement: Executable) -> ColumnElement[bool] | None:
 
 
 def _read_locked_table(
-    connection: Connection, table: Table, pk: list[Column[Any]], columns: list[Column[Any]],
+    connection: Connection,
+    table: Table,
+    pk: list[Column[Any]],
+    columns: list[Column[Any]],
     identities: Sequence[tuple[Any, ...]],
 ) -> dict[tuple[Any, ...], frozenset[FileKey]]:
-    where = (
-        pk[0].in_([i[0] for i in identities]) if len(pk) == 1 else tuple_(*pk).in_(identities)
-    )
+    where = pk[0].in_([i[0] for i in identities]) if len(pk) == 1 else tuple_(*pk).in_(identities)
     found = _read_where(connection, table, columns, where)
     return {ident: _stored_keys(held) for ident, held in found}
 

@@ -157,11 +157,17 @@ class Shard:
     count: int
 
     def __post_init__(self) -> None:
-        if (not isinstance(self.count, int) or isinstance(self.count, bool) or self.count < 1
-                or not isinstance(self.index, int) or not 0 <= self.index < self.count):
+        if (
+            not isinstance(self.count, int)
+            or isinstance(self.count, bool)
+            or self.count < 1
+            or not isinstance(self.index, int)
+            or not 0 <= self.index < self.count
+        ):
             raise ConfigurationError(
                 f"a shard is an index in 0..count-1 of count >= 1 shards, got index "
-                f"{self.index!r} of {self.count!r}")
+                f"{self.index!r} of {self.count!r}"
+            )
 
     def contains(self, path: str | None) -> bool:
         """Whether ``path`` belongs to this shard (a missing path belongs to shard 0)."""
@@ -214,8 +220,10 @@ class ReferenceScan:
         # Listings go to a second file through their own connection, so a backend can be
         # listed in a thread while the rows are read; the main connection attaches it.
         self._lister = _connect(self._paths[1], check_same_thread=False)
-        self._lister.execute("CREATE TABLE obj (backend TEXT, path TEXT, size INTEGER, "
-                             "modified REAL, etag TEXT, version TEXT)")
+        self._lister.execute(
+            "CREATE TABLE obj (backend TEXT, path TEXT, size INTEGER, "
+            "modified REAL, etag TEXT, version TEXT)"
+        )
         self._db.execute("ATTACH DATABASE ? AS l", (self._paths[1],))
         self._db.execute(f"PRAGMA l.cache_size=-{_CACHE_KIB}")
         self._db.executescript(
@@ -300,8 +308,11 @@ class ReferenceScan:
             # Core rather than ORM execution: plain tuples, nothing for the session to track.
             connection = session.connection(bind_arguments={"mapper": mapper})
             statement, fields = _reference_query(
-                column, mapper.primary_key, bool(getattr(kind, "multiple", False)),
-                connection.dialect.name)
+                column,
+                mapper.primary_key,
+                bool(getattr(kind, "multiple", False)),
+                connection.dialect.name,
+            )
             rows = connection.execute(statement.execution_options(yield_per=self.page_size))
             started()
             keep = self._keep
@@ -313,15 +324,32 @@ class ReferenceScan:
                 if fields:
                     if keep is not None and not keep(row[keys + 2]):
                         continue
-                    batch.append((row[keys + 1] or default, row[keys + 2], row[keys + 3],
-                                  row[keys + 4], source, key, text))
+                    batch.append(
+                        (
+                            row[keys + 1] or default,
+                            row[keys + 2],
+                            row[keys + 3],
+                            row[keys + 4],
+                            source,
+                            key,
+                            text,
+                        )
+                    )
                 else:
                     for item in json.loads(text) or ():
                         if keep is not None and not keep(item.get("path")):
                             continue
-                        batch.append((item.get("backend") or default, item.get("path"),
-                                      item.get("size"), item.get("checksum"), source, key,
-                                      json.dumps(item)))
+                        batch.append(
+                            (
+                                item.get("backend") or default,
+                                item.get("path"),
+                                item.get("size"),
+                                item.get("checksum"),
+                                source,
+                                key,
+                                json.dumps(item),
+                            )
+                        )
                         if len(batch) >= _BATCH:
                             count += self._insert_refs(batch)
                 if len(batch) >= _BATCH:
@@ -333,7 +361,9 @@ class ReferenceScan:
         if done:
             self._db.executemany(
                 "INSERT INTO ref (backend, path, size, checksum, source, key, file) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                batch,
+            )
             batch.clear()
         return done
 
@@ -363,8 +393,7 @@ class ReferenceScan:
 
     def _covered(self, key: str, prefix: str) -> bool:
         done = self._listed.get(key)
-        return done is not None and (done == "" or prefix == done
-                                     or prefix.startswith(done + "/"))
+        return done is not None and (done == "" or prefix == done or prefix.startswith(done + "/"))
 
     def _store(self, key: str) -> StorageBackend:
         return self._stores.get(key) or self.registry.get_backend(key or None)
@@ -384,8 +413,9 @@ class ReferenceScan:
 
     # -- questions -----------------------------------------------------------------------
 
-    def _finding(self, source: int, key: bytes, text: str) -> tuple[str, tuple[Any, ...], str,
-                                                                  FileObject]:
+    def _finding(
+        self, source: int, key: bytes, text: str
+    ) -> tuple[str, tuple[Any, ...], str, FileObject]:
         model, column = self._sources[source]
         data = json.loads(text)
         file = FileObject.from_dict(data, registry=self.registry)
@@ -430,8 +460,9 @@ class ReferenceScan:
                 self._store(backend), path, transfer.algorithm_of(checksum)
             ).checksum
             if digest != checksum:
-                yield MismatchedObject(*self._finding(source, key, text), "checksum", checksum,
-                                       digest)
+                yield MismatchedObject(
+                    *self._finding(source, key, text), "checksum", checksum, digest
+                )
 
     def orphans(
         self,
@@ -469,8 +500,7 @@ class ReferenceScan:
         ):
             yield _object(path, size, modified, etag, version)
 
-    def referenced(self, backend: str) -> Iterator[tuple[str, int | None, str | None,
-                                                           str | None]]:
+    def referenced(self, backend: str) -> Iterator[tuple[str, int | None, str | None, str | None]]:
         """Each path referenced on ``backend``, once, in path order (after :meth:`read_rows`).
 
         Yields ``(path, size, checksum, content_type)`` as the (first) row recording it has them.
@@ -478,7 +508,8 @@ class ReferenceScan:
         self._index("ref")
         for path, size, checksum, text in self._db.execute(
             "SELECT path, size, checksum, min(file) FROM ref WHERE backend = ? "
-            "AND path IS NOT NULL GROUP BY path ORDER BY path", (backend,)
+            "AND path IS NOT NULL GROUP BY path ORDER BY path",
+            (backend,),
         ):
             content_type = json.loads(text).get("content_type") if text else None
             yield path, size, checksum, content_type
@@ -487,12 +518,12 @@ class ReferenceScan:
         """How many distinct paths :meth:`referenced` yields, and their total recorded size."""
         count, total = self._db.execute(
             "SELECT count(*), coalesce(sum(size), 0) FROM (SELECT path, max(size) AS size "
-            "FROM ref WHERE backend = ? AND path IS NOT NULL GROUP BY path)", (backend,)
+            "FROM ref WHERE backend = ? AND path IS NOT NULL GROUP BY path)",
+            (backend,),
         ).fetchone()
         return int(count), int(total)
 
-    def objects(self, backend: StorageBackend | str, *, prefix: str = ""
-                ) -> Iterator[ObjectInfo]:
+    def objects(self, backend: StorageBackend | str, *, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object of ``backend`` under the directory ``prefix`` (listed once), by path."""
         key, prefix = self._listing(backend, prefix)
         query = "SELECT path, size, modified, etag, version FROM l.obj WHERE backend = ?"
@@ -501,7 +532,8 @@ class ReferenceScan:
             query += " AND path >= ? AND path < ?"
             params += _prefix_bounds(prefix)
         for path, size, modified, etag, version in self._db.execute(
-                query + " ORDER BY path", params):
+            query + " ORDER BY path", params
+        ):
             yield _object(path, size, modified, etag, version)
 
     def object_totals(self, backend: StorageBackend | str, *, prefix: str = "") -> tuple[int, int]:
@@ -550,7 +582,8 @@ class ReferenceScan:
             "SELECT c.path, c.size, c.modified, c.etag, c.version, EXISTS "
             "(SELECT 1 FROM ref r WHERE r.backend = ? AND r.path = c.path) OR "
             f"{_VARIANT_OF_REF.format(obj='c.path', backend='?')} "
-            "FROM candidate c ORDER BY c.path", (backend, backend)
+            "FROM candidate c ORDER BY c.path",
+            (backend, backend),
         ):
             yield _object(path, size, modified, etag, version), bool(referenced)
 
@@ -564,8 +597,9 @@ _VARIANT_OF_REF = (
 )
 
 
-def _reference_query(column: InstrumentedAttribute[Any], keys: Any, multiple: bool,
-                     dialect: str) -> tuple[Select[Any], bool]:
+def _reference_query(
+    column: InstrumentedAttribute[Any], keys: Any, multiple: bool, dialect: str
+) -> tuple[Select[Any], bool]:
     """The query for one column's references, and whether the database extracts the fields.
 
     Its rows are the primary key, the file's JSON as text and, when extracted, backend,
@@ -576,10 +610,12 @@ def _reference_query(column: InstrumentedAttribute[Any], keys: Any, multiple: bo
     source: Any = column
     if multiple and dialect == "postgresql":
         # JSON null (a list column set to None) is a scalar: give the function an empty list.
-        array = case((func.jsonb_typeof(column) == "array", column),
-                     else_=literal_column("'[]'::jsonb"))
+        array = case(
+            (func.jsonb_typeof(column) == "array", column), else_=literal_column("'[]'::jsonb")
+        )
         elements = func.jsonb_array_elements(array).table_valued(
-            sql_column("value", JSONB), joins_implicitly=True)
+            sql_column("value", JSONB), joins_implicitly=True
+        )
         source = elements.c.value
     elif multiple and dialect == "sqlite":
         elements = func.json_each(column).table_valued("value", joins_implicitly=True)
@@ -587,8 +623,12 @@ def _reference_query(column: InstrumentedAttribute[Any], keys: Any, multiple: bo
     elif multiple:
         return select(*keys, sql_cast(column, Text)).where(column.isnot(None)), False
     data = type_coerce(source, JSON)
-    fields = (data["backend"].as_string(), data["path"].as_string(),
-              data["size"].as_integer(), data["checksum"].as_string())
+    fields = (
+        data["backend"].as_string(),
+        data["path"].as_string(),
+        data["size"].as_integer(),
+        data["checksum"].as_string(),
+    )
     text = sql_cast(source, Text) if source is column or dialect != "sqlite" else source
     return select(*keys, text, *fields).where(column.isnot(None)), True
 
@@ -602,8 +642,9 @@ class _Lister:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         if self._todo:
-            self._thread = threading.Thread(target=self._run, name="storeroom-scan-list",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="storeroom-scan-list", daemon=True
+            )
             self._thread.start()
 
     def _run(self) -> None:
@@ -629,14 +670,19 @@ def _temporary(directory: str | None) -> str:
 
 def _connect(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
-    for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE",
-                   f"cache_size=-{_CACHE_KIB}"):
+    for pragma in (
+        "journal_mode=OFF",
+        "synchronous=OFF",
+        "temp_store=FILE",
+        f"cache_size=-{_CACHE_KIB}",
+    ):
         db.execute(f"PRAGMA {pragma}")
     return db
 
 
-def _object(path: str, size: int, modified: float | None, etag: str | None,
-            version: str | None) -> ObjectInfo:
+def _object(
+    path: str, size: int, modified: float | None, etag: str | None, version: str | None
+) -> ObjectInfo:
     when = datetime.fromtimestamp(modified, timezone.utc) if modified is not None else None
     return ObjectInfo(path, size, etag=etag, last_modified=when, version=version)
 
@@ -685,9 +731,13 @@ Section = Literal["dangling", "mismatched", "orphans", "summary"]
 
 
 def _location(finding: DanglingReference | MismatchedObject) -> dict[str, Any]:
-    return {"model": finding.model, "key": [str(k) for k in finding.primary_key],
-            "column": finding.column, "backend": finding.file.backend,
-            "path": finding.file.path}
+    return {
+        "model": finding.model,
+        "key": [str(k) for k in finding.primary_key],
+        "column": finding.column,
+        "backend": finding.file.backend,
+        "path": finding.file.path,
+    }
 
 
 def iter_findings(
@@ -713,27 +763,44 @@ def iter_findings(
     :class:`Shard`); the shards of a split together report what one unsharded run does.
     """
     counts = {"dangling": 0, "mismatched": 0, "orphans": 0}
-    with ReferenceScan(target, registry=registry, page_size=page_size,
-                        shard=shard) as scan:
+    with ReferenceScan(target, registry=registry, page_size=page_size, shard=shard) as scan:
         references = scan.read_rows(session)
         for dangling in scan.dangling():
             counts["dangling"] += 1
             yield "dangling", _location(dangling)
         for mismatch in scan.mismatched(checksums=checksums):
             counts["mismatched"] += 1
-            yield "mismatched", {**_location(mismatch), "kind": mismatch.kind,
-                                 "recorded": mismatch.recorded, "stored": mismatch.stored}
+            yield (
+                "mismatched",
+                {
+                    **_location(mismatch),
+                    "kind": mismatch.kind,
+                    "recorded": mismatch.recorded,
+                    "stored": mismatch.stored,
+                },
+            )
         if orphans_in is not None:
             for orphan in scan.orphans(orphans_in, prefix=prefix, grace=grace):
                 counts["orphans"] += 1
                 yield "orphans", _orphan(orphans_in, orphan)
-    yield "summary", {"references": references, **counts,
-                      "orphans_checked": orphans_in is not None, "checksums_read": checksums}
+    yield (
+        "summary",
+        {
+            "references": references,
+            **counts,
+            "orphans_checked": orphans_in is not None,
+            "checksums_read": checksums,
+        },
+    )
 
 
 def _orphan(backend: str, info: ObjectInfo) -> dict[str, Any]:
-    return {"backend": backend, "path": info.path, "size": info.size,
-            "last_modified": info.last_modified.isoformat() if info.last_modified else None}
+    return {
+        "backend": backend,
+        "path": info.path,
+        "size": info.size,
+        "last_modified": info.last_modified.isoformat() if info.last_modified else None,
+    }
 
 
 def collect_findings(
@@ -753,9 +820,17 @@ def collect_findings(
     Returns ``{"dangling": [...], "mismatched": [...], "orphans": [...], "summary": {...}}``.
     """
     report: dict[str, Any] = {"dangling": [], "mismatched": [], "orphans": []}
-    for section, entry in iter_findings(session, target, registry, orphans_in=orphans_in,
-                                        prefix=prefix, grace=grace, checksums=checksums,
-                                        page_size=page_size, shard=shard):
+    for section, entry in iter_findings(
+        session,
+        target,
+        registry,
+        orphans_in=orphans_in,
+        prefix=prefix,
+        grace=grace,
+        checksums=checksums,
+        page_size=page_size,
+        shard=shard,
+    ):
         if section == "summary":
             report["summary"] = entry
         else:
@@ -783,8 +858,7 @@ def remove_orphans(
     Memory stays flat; the candidates wait in the scan's temporary file.
     """
     store = _backend(backend, registry)
-    with ReferenceScan(target, registry=registry, page_size=page_size,
-                        shard=shard) as scan:
+    with ReferenceScan(target, registry=registry, page_size=page_size, shard=shard) as scan:
         with sessions() as session:
             scan.read_rows(session)
         scan.remember_candidates(scan.orphans(store, prefix=prefix, grace=grace))

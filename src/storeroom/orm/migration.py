@@ -94,12 +94,18 @@ class _Verified(Mapping[str, dict[str, Any]]):
         self._db = db
 
     def __getitem__(self, source: str) -> dict[str, Any]:
-        row = self._db.execute("SELECT destination, size, checksum FROM verified "
-                               "WHERE source = ?", (source,)).fetchone()
+        row = self._db.execute(
+            "SELECT destination, size, checksum FROM verified WHERE source = ?", (source,)
+        ).fetchone()
         if row is None:
             raise KeyError(source)
-        return {"source": source, "destination": row[0], "size": row[1], "checksum": row[2],
-                "status": "verified"}
+        return {
+            "source": source,
+            "destination": row[0],
+            "size": row[1],
+            "checksum": row[2],
+            "status": "verified",
+        }
 
     def __iter__(self) -> Iterator[str]:
         for (source,) in self._db.execute("SELECT source FROM verified ORDER BY source"):
@@ -140,14 +146,17 @@ class MigrationState:
         self.path = Path(path)
         self.source_key = source_key
         self.destination_key = destination_key
-        handle, self._index_path = tempfile.mkstemp(prefix="storeroom-journal-",
-                                                    suffix=".sqlite", dir=directory)
+        handle, self._index_path = tempfile.mkstemp(
+            prefix="storeroom-journal-", suffix=".sqlite", dir=directory
+        )
         os.close(handle)
         self._db = sqlite3.connect(self._index_path, isolation_level=None)
         for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-8192"):
             self._db.execute(f"PRAGMA {pragma}")
-        self._db.execute("CREATE TABLE verified (source TEXT PRIMARY KEY, destination TEXT, "
-                         "size INTEGER, checksum TEXT) WITHOUT ROWID")
+        self._db.execute(
+            "CREATE TABLE verified (source TEXT PRIMARY KEY, destination TEXT, "
+            "size INTEGER, checksum TEXT) WITHOUT ROWID"
+        )
         self.verified: Mapping[str, dict[str, Any]] = _Verified(self._db)
         """Journal entries of verified copies, by source path (read from the index)."""
         if self.path.exists():
@@ -170,17 +179,24 @@ class MigrationState:
                 if not isinstance(entry, dict) or not self._ours(entry):
                     continue
                 if entry.get("status") == "verified":
-                    db.execute("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?)",
-                               (source, entry.get("destination", source), entry.get("size"),
-                                entry.get("checksum")))
+                    db.execute(
+                        "INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?)",
+                        (
+                            source,
+                            entry.get("destination", source),
+                            entry.get("size"),
+                            entry.get("checksum"),
+                        ),
+                    )
                 else:
                     db.execute("DELETE FROM verified WHERE source = ?", (source,))
         db.execute("COMMIT")
 
     def _ours(self, entry: dict[str, Any]) -> bool:
-        return all(want is None or entry.get(name, want) == want
-                   for name, want in (("from", self.source_key),
-                                      ("to", self.destination_key)))
+        return all(
+            want is None or entry.get(name, want) == want
+            for name, want in (("from", self.source_key), ("to", self.destination_key))
+        )
 
     def _append(self, entry: dict[str, Any]) -> None:
         if self.source_key is not None:
@@ -190,8 +206,7 @@ class MigrationState:
         self._file.write(json.dumps(entry) + "\n")
         self._file.flush()
         self._unsynced += 1
-        if (self._unsynced >= _SYNC_LINES
-                or time.monotonic() - self._synced_at >= _SYNC_SECONDS):
+        if self._unsynced >= _SYNC_LINES or time.monotonic() - self._synced_at >= _SYNC_SECONDS:
             self.sync()
 
     def sync(self) -> None:
@@ -203,10 +218,19 @@ class MigrationState:
 
     def record(self, item: CopyItem, size: int, checksum: str) -> None:
         """Journal ``item`` as copied and verified (survives a kill when this returns)."""
-        self._append({"source": item.source, "destination": item.destination, "size": size,
-                      "checksum": checksum, "status": "verified"})
-        self._db.execute("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?)",
-                         (item.source, item.destination, size, checksum))
+        self._append(
+            {
+                "source": item.source,
+                "destination": item.destination,
+                "size": size,
+                "checksum": checksum,
+                "status": "verified",
+            }
+        )
+        self._db.execute(
+            "INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?)",
+            (item.source, item.destination, size, checksum),
+        )
 
     def forget(self, item: CopyItem, reason: str) -> None:
         """Journal that ``item``'s earlier copy is no longer valid (e.g. gone from the store)."""
@@ -226,8 +250,12 @@ class MigrationState:
     def __enter__(self) -> MigrationState:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
 
@@ -250,8 +278,9 @@ def plan_rows(files: Iterable[FileObject], source_key: str) -> list[CopyItem]:
     seen: dict[str, CopyItem] = {}
     for file in files:
         if file.backend == source_key and file.path not in seen:
-            seen[file.path] = CopyItem(file.path, file.path, file.size, file.checksum,
-                                       file.content_type)
+            seen[file.path] = CopyItem(
+                file.path, file.path, file.size, file.checksum, file.content_type
+            )
     return list(seen.values())
 
 
@@ -268,12 +297,21 @@ def plan_scan(scan: ReferenceScan, source_key: str) -> Iterator[CopyItem]:
 
 
 async def _copy_one(
-    source: StorageBackend, destination: StorageBackend, item: CopyItem, verify_read: bool,
+    source: StorageBackend,
+    destination: StorageBackend,
+    item: CopyItem,
+    verify_read: bool,
     overwrite: bool = True,
 ) -> tuple[int, str]:
     copied = await transfer.copy_async(
-        source, item.source, destination, item.destination, size=item.size,
-        checksum=item.checksum, content_type=item.content_type, verify_read=verify_read,
+        source,
+        item.source,
+        destination,
+        item.destination,
+        size=item.size,
+        checksum=item.checksum,
+        content_type=item.content_type,
+        verify_read=verify_read,
         overwrite=overwrite,
     )
     return copied.size, copied.checksum or ""
@@ -288,7 +326,11 @@ async def _adopt(
     a fresh read of the source. Returns None (copy it) when there is nothing to adopt.
     """
     found = await transfer.existing_copy_async(
-        source, item.source, destination, item.destination, size=item.size,
+        source,
+        item.source,
+        destination,
+        item.destination,
+        size=item.size,
         checksum=item.checksum,
     )
     if found is None:
@@ -296,9 +338,7 @@ async def _adopt(
     return found.size, found.checksum or ""
 
 
-async def _already_done(
-    destination: StorageBackend, item: CopyItem, state: MigrationState
-) -> bool:
+async def _already_done(destination: StorageBackend, item: CopyItem, state: MigrationState) -> bool:
     """Journaled as verified, and still there with that size (else forgotten)."""
     done = state.verified.get(item.source)
     if done is None:
@@ -330,6 +370,7 @@ def default_concurrency(source: StorageBackend, destination: StorageBackend) -> 
     busy; object stores over a network are limited by round trips, so many more copies
     overlap their latency.
     """
+
     def scheme(backend: StorageBackend) -> str:
         try:
             location = str(backend.location)
@@ -345,9 +386,14 @@ def default_concurrency(source: StorageBackend, destination: StorageBackend) -> 
 class _Copier:
     """One migration's copy loop, shared by every concurrent worker of :func:`copy_objects`."""
 
-    def __init__(self, source: StorageBackend, destination: StorageBackend,
-                 state: MigrationState | None, verify_read: bool,
-                 on_progress: ProgressCallback | None) -> None:
+    def __init__(
+        self,
+        source: StorageBackend,
+        destination: StorageBackend,
+        state: MigrationState | None,
+        verify_read: bool,
+        on_progress: ProgressCallback | None,
+    ) -> None:
         self.source = source
         self.destination = destination
         self.state = state
@@ -376,8 +422,9 @@ class _Copier:
                     report.copied += 1
                     report.bytes_copied += size
         except (StoreroomError, OSError) as exc:
-            report.failed.append((item.source, str(exc).splitlines()[0] if str(exc)
-                                  else type(exc).__name__))
+            report.failed.append(
+                (item.source, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            )
             return
         if self.on_progress is not None:
             self.on_progress(item, size)
@@ -390,14 +437,19 @@ class _Copier:
         is not the same file).
         """
         if not self.create_first:
-            if self.state is not None and (found := await _adopt(
-                    self.source, self.destination, item)) is not None:
+            if (
+                self.state is not None
+                and (found := await _adopt(self.source, self.destination, item)) is not None
+            ):
                 return (True, *found)
-            return (False, *await _copy_one(self.source, self.destination, item,
-                                            self.verify_read))
+            return (False, *await _copy_one(self.source, self.destination, item, self.verify_read))
         try:
-            return (False, *await _copy_one(self.source, self.destination, item,
-                                            self.verify_read, overwrite=False))
+            return (
+                False,
+                *await _copy_one(
+                    self.source, self.destination, item, self.verify_read, overwrite=False
+                ),
+            )
         except ObjectExists:
             found = await _adopt(self.source, self.destination, item)
             if found is not None:
@@ -450,8 +502,7 @@ async def copy_objects(
     return copier.report
 
 
-def repoint(value: Any, source_key: str, destination_key: str,
-            state: MigrationState) -> Any | None:
+def repoint(value: Any, source_key: str, destination_key: str, state: MigrationState) -> Any | None:
     """The column value with its verified files moved to ``destination_key``, or None.
 
     ``value`` is a FileObject or a list of them. A file is moved only when it lives on
@@ -465,8 +516,9 @@ def repoint(value: Any, source_key: str, destination_key: str,
     return moved[0] if isinstance(value, FileObject) else moved
 
 
-def _moved(file: FileObject, source_key: str, destination_key: str,
-           state: MigrationState) -> FileObject:
+def _moved(
+    file: FileObject, source_key: str, destination_key: str, state: MigrationState
+) -> FileObject:
     entry = state.verified.get(file.path)
     if file.backend != source_key or entry is None:
         return file
@@ -475,8 +527,14 @@ def _moved(file: FileObject, source_key: str, destination_key: str,
     ):
         return file  # the row changed since the copy: leave it on the source
     data = file.to_dict()
-    data.update(backend=destination_key, path=entry["destination"], etag=None, version=None,
-                size=entry["size"], checksum=entry["checksum"])
+    data.update(
+        backend=destination_key,
+        path=entry["destination"],
+        etag=None,
+        version=None,
+        size=entry["size"],
+        checksum=entry["checksum"],
+    )
     return FileObject.from_dict(data)
 
 
@@ -521,8 +579,9 @@ class _RowBatches:
             return False
         changed = 0
         for row in rows:
-            new = repoint(getattr(row, self.column.key), self.source_key,
-                          self.destination_key, self.state)
+            new = repoint(
+                getattr(row, self.column.key), self.source_key, self.destination_key, self.state
+            )
             if new is not None:
                 setattr(row, self.column.key, new)
                 changed += 1

@@ -187,8 +187,12 @@ class StoredObject(TypeDecorator[Any]):
 
     def copy(self, **kw: Any) -> StoredObject:
         return StoredObject(
-            self.backend, self.multiple, path=self.path_function,
-            validators=self.validators, variants=self.variants, analyze=self.analyze,
+            self.backend,
+            self.multiple,
+            path=self.path_function,
+            validators=self.validators,
+            variants=self.variants,
+            analyze=self.analyze,
         )
 
     @property

@@ -89,9 +89,13 @@ def record_variants(
 ) -> None:
     """Record on ``file`` the variants of ``makers`` that apply to ``content_type``."""
     records = {
-        name: {"path": variant_path(file.path, name, maker.format),
-               "content_type": maker.content_type, "column": column}
-        for name, maker in makers.items() if maker.accepts(content_type)
+        name: {
+            "path": variant_path(file.path, name, maker.format),
+            "content_type": maker.content_type,
+            "column": column,
+        }
+        for name, maker in makers.items()
+        if maker.accepts(content_type)
     }
     if records:
         file.metadata["variants"] = records
@@ -116,7 +120,8 @@ def schedule_variants(files: list[FileObject]) -> None:
         if not records:
             continue
         payload = {
-            "backend": file.backend or "", "path": file.path,
+            "backend": file.backend or "",
+            "path": file.path,
             "variants": {name: dict(record) for name, record in records.items()},
         }
         try:
@@ -124,7 +129,9 @@ def schedule_variants(files: list[FileObject]) -> None:
         except Exception as exc:
             logging.getLogger("storeroom.orm").error(
                 "could not schedule the variants of %r: %s; they will be made on first "
-                "request (ensure_variant)", file.path, exc,
+                "request (ensure_variant)",
+                file.path,
+                exc,
             )
 
 
@@ -186,8 +193,11 @@ async def ensure_variant_async(original: FileObject, name: str) -> FileObject:
 @job(VARIANT_JOB)
 def _make_variants_job(payload: Mapping[str, Any]) -> None:
     """Make the variants in ``payload`` of the original at ``payload["path"]``; idempotent."""
-    original = FileObject(backend=payload["backend"] or None, path=payload["path"],
-                          metadata={"variants": payload["variants"]})
+    original = FileObject(
+        backend=payload["backend"] or None,
+        path=payload["path"],
+        metadata={"variants": payload["variants"]},
+    )
     for name in payload["variants"]:
         try:
             _make_one(original, name)

@@ -47,6 +47,7 @@ __all__ = [
     "tus_parts_prefix",
 ]
 
+
 def resumable_protocol(backend: StorageBackend) -> str:
     """``"tus"``, ``"s3-multipart"`` or ``"azure-blocks"``: how ``backend`` takes a
     resumable upload.
@@ -68,8 +69,9 @@ def resumable_protocol(backend: StorageBackend) -> str:
     )
 
 
-def part_problem(number: int, size: int | None, declared: int,
-                 rules: PartRules = S3_PARTS) -> str | None:
+def part_problem(
+    number: int, size: int | None, declared: int, rules: PartRules = S3_PARTS
+) -> str | None:
     """Why a part of ``size`` bytes numbered ``number`` cannot belong to a ``declared`` upload.
 
     The limits are checked per part when its URL is signed (S3 signs the length too): a
@@ -79,20 +81,22 @@ def part_problem(number: int, size: int | None, declared: int,
     """
     most = min(rules.max_parts, max(1, math.ceil(declared / rules.min_size)))
     if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= most:
-        return (f"part number {number!r} is out of range: a {declared}-byte upload has parts "
-                f"1 to {most}")
+        return (
+            f"part number {number!r} is out of range: a {declared}-byte upload has parts "
+            f"1 to {most}"
+        )
     if size is None:
         return None
-    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= min(
-        rules.max_size, declared
+    if (
+        not isinstance(size, int)
+        or isinstance(size, bool)
+        or not 1 <= size <= min(rules.max_size, declared)
     ):
-        return (f"part size {size!r} is out of range: 1 to {min(rules.max_size, declared)} "
-                "bytes")
+        return f"part size {size!r} is out of range: 1 to {min(rules.max_size, declared)} bytes"
     return None
 
 
-def parts_problem(parts: list[PartInfo], declared: int, rules: PartRules = S3_PARTS
-                  ) -> str | None:
+def parts_problem(parts: list[PartInfo], declared: int, rules: PartRules = S3_PARTS) -> str | None:
     """Why the stored ``parts`` do not make exactly the declared upload (None: they do)."""
     if not parts:
         return "no parts were uploaded"
@@ -136,7 +140,7 @@ class TusPart:
 
 
 def _tus_part(info: ObjectInfo, prefix: str) -> TusPart | None:
-    name = info.path[len(prefix):] if info.path.startswith(prefix) else info.path
+    name = info.path[len(prefix) :] if info.path.startswith(prefix) else info.path
     name = name.rsplit("/", 1)[-1]
     if not name.isdigit():
         return None
@@ -175,15 +179,21 @@ def tus_chain(parts: list[TusPart]) -> list[TusPart]:
 def tus_parts(backend: StorageBackend, path: str) -> list[TusPart]:
     """The parts stored for a tus upload to ``path``."""
     prefix = tus_parts_prefix(path)
-    return [part for info in backend.list(prefix.rstrip("/"))
-            if (part := _tus_part(info, prefix)) is not None]
+    return [
+        part
+        for info in backend.list(prefix.rstrip("/"))
+        if (part := _tus_part(info, prefix)) is not None
+    ]
 
 
 async def tus_parts_async(backend: StorageBackend, path: str) -> list[TusPart]:
     """Async form of :func:`tus_parts`."""
     prefix = tus_parts_prefix(path)
-    return [part async for info in backend.list_async(prefix.rstrip("/"))
-            if (part := _tus_part(info, prefix)) is not None]
+    return [
+        part
+        async for info in backend.list_async(prefix.rstrip("/"))
+        if (part := _tus_part(info, prefix)) is not None
+    ]
 
 
 def tus_concat(backend: StorageBackend, chain: list[TusPart]) -> Iterator[bytes]:
@@ -193,8 +203,7 @@ def tus_concat(backend: StorageBackend, chain: list[TusPart]) -> Iterator[bytes]
             yield bytes(chunk)  # a copy: see tus_concat_async
 
 
-async def tus_concat_async(backend: StorageBackend, chain: list[TusPart]
-                           ) -> AsyncIterator[bytes]:
+async def tus_concat_async(backend: StorageBackend, chain: list[TusPart]) -> AsyncIterator[bytes]:
     """Async form of :func:`tus_concat`."""
     for part in chain:
         async for chunk in await backend.stream_async(part.path):
@@ -235,7 +244,8 @@ def _native_store(backend: StorageBackend) -> Any:
     from storeroom.backends.obstore import ObstoreBackend
 
     if isinstance(backend, ObstoreBackend) and getattr(backend, "kind", None) in (
-        "local", "memory"
+        "local",
+        "memory",
     ):
         return backend.store
     return None
@@ -247,9 +257,15 @@ def _scratch() -> str:
     return f"{TUS_PREFIX}/scratch/{uuid.uuid4().hex}"
 
 
-def put_create_only(backend: StorageBackend, path: str, chunks: Iterator[bytes], *,
-                    content_type: str | None = None, checksum: str | None = "sha256",
-                    relay: Any = None) -> PutResult:
+def put_create_only(
+    backend: StorageBackend,
+    path: str,
+    chunks: Iterator[bytes],
+    *,
+    content_type: str | None = None,
+    checksum: str | None = "sha256",
+    relay: Any = None,
+) -> PutResult:
     """Stream ``chunks`` into a new object at ``path``; :class:`ObjectExists` if one is there.
 
     ``relay`` wraps ``chunks`` for the write when they are read from an obstore stream
@@ -263,8 +279,9 @@ def put_create_only(backend: StorageBackend, path: str, chunks: Iterator[bytes],
     target = _scratch() if store is not None else path
 
     def write(body: Iterator[bytes]) -> PutResult:
-        return backend.put(target, body, content_type=content_type, checksum=checksum,
-                           overwrite=store is not None)
+        return backend.put(
+            target, body, content_type=content_type, checksum=checksum, overwrite=store is not None
+        )
 
     if relay is not None:
         with relay(chunks) as relayed:
@@ -282,10 +299,14 @@ def put_create_only(backend: StorageBackend, path: str, chunks: Iterator[bytes],
     return replace(result, path=path)
 
 
-async def put_create_only_async(backend: StorageBackend, path: str,
-                                chunks: AsyncIterator[bytes], *,
-                                content_type: str | None = None,
-                                checksum: str | None = "sha256") -> PutResult:
+async def put_create_only_async(
+    backend: StorageBackend,
+    path: str,
+    chunks: AsyncIterator[bytes],
+    *,
+    content_type: str | None = None,
+    checksum: str | None = "sha256",
+) -> PutResult:
     """Async form of :func:`put_create_only`."""
     import obstore
 
@@ -293,8 +314,9 @@ async def put_create_only_async(backend: StorageBackend, path: str,
 
     store = _native_store(backend)
     target = _scratch() if store is not None else path
-    result = await backend.put_async(target, chunks, content_type=content_type,
-                                     checksum=checksum, overwrite=store is not None)
+    result = await backend.put_async(
+        target, chunks, content_type=content_type, checksum=checksum, overwrite=store is not None
+    )
     if store is None:
         return result
     try:
@@ -306,15 +328,23 @@ async def put_create_only_async(backend: StorageBackend, path: str,
     return replace(result, path=path)
 
 
-def assemble(backend: StorageBackend, path: str, chain: list[TusPart],
-             content_type: str | None, relay: Any = None) -> None:
+def assemble(
+    backend: StorageBackend,
+    path: str,
+    chain: list[TusPart],
+    content_type: str | None,
+    relay: Any = None,
+) -> None:
     """Stream ``chain``'s parts, in order, into a new object at ``path`` (create-only)."""
-    put_create_only(backend, path, tus_concat(backend, chain), content_type=content_type,
-                    relay=relay)
+    put_create_only(
+        backend, path, tus_concat(backend, chain), content_type=content_type, relay=relay
+    )
 
 
-async def assemble_async(backend: StorageBackend, path: str, chain: list[TusPart],
-                         content_type: str | None) -> None:
+async def assemble_async(
+    backend: StorageBackend, path: str, chain: list[TusPart], content_type: str | None
+) -> None:
     """Async form of :func:`assemble`."""
-    await put_create_only_async(backend, path, tus_concat_async(backend, chain),
-                                content_type=content_type)
+    await put_create_only_async(
+        backend, path, tus_concat_async(backend, chain), content_type=content_type
+    )

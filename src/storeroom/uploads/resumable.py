@@ -83,9 +83,13 @@ class ResumableTarget:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the browser."""
-        return {"id": self.id, "expires_at": self.expires_at.isoformat(),
-                "protocol": self.protocol, "endpoint": self.endpoint,
-                "part_size": self.part_size}
+        return {
+            "id": self.id,
+            "expires_at": self.expires_at.isoformat(),
+            "protocol": self.protocol,
+            "endpoint": self.endpoint,
+            "part_size": self.part_size,
+        }
 
 
 def _part_size(size: int) -> int:
@@ -99,11 +103,17 @@ def _part_size(size: int) -> int:
 
 
 def _resumable_plan(
-    destination: Any, filename: str, content_type: str, size: int,
-    limits: UploadLimits | None, expires_in: int, registry: StorageRegistry | None,
+    destination: Any,
+    filename: str,
+    content_type: str,
+    size: int,
+    limits: UploadLimits | None,
+    expires_in: int,
+    registry: StorageRegistry | None,
 ) -> tuple[_Plan, str]:
-    plan = _plan(destination, filename, content_type, size, limits or UploadLimits(),
-                 expires_in, registry)
+    plan = _plan(
+        destination, filename, content_type, size, limits or UploadLimits(), expires_in, registry
+    )
     protocol = resumable_protocol(plan.backend)
     if protocol != "azure-blocks":
         # The server completes a multipart upload (once) and the tus handler writes
@@ -121,15 +131,28 @@ def _tus_endpoint(plan: _Plan, expires_in: int) -> str:
     signer = _hmac_signer(plan.backend)
     assert signer is not None  # resumable_protocol said "tus"
     row = plan.row
-    return signer.sign(plan.backend.key, row["upload_path"], method="PUT",
-                       expires_in=expires_in, content_type=row["content_type"],
-                       max_size=row["size"])
+    return signer.sign(
+        plan.backend.key,
+        row["upload_path"],
+        method="PUT",
+        expires_in=expires_in,
+        content_type=row["content_type"],
+        max_size=row["size"],
+    )
 
 
 def _target(plan: _Plan, protocol: str, endpoint: str | None) -> ResumableTarget:
     row = plan.row
-    return ResumableTarget(row["id"], row["backend"], row["path"], row["expires_at"],
-                           protocol, endpoint, _part_size(row["size"]), plan.limits)
+    return ResumableTarget(
+        row["id"],
+        row["backend"],
+        row["path"],
+        row["expires_at"],
+        protocol,
+        endpoint,
+        _part_size(row["size"]),
+        plan.limits,
+    )
 
 
 def _start(plan: _Plan, protocol: str, expires_in: int) -> str | None:
@@ -139,7 +162,8 @@ def _start(plan: _Plan, protocol: str, expires_in: int) -> str | None:
     if protocol == "azure-blocks":
         return None  # blocks need no start
     plan.row["upload_id"] = S3Multipart(plan.backend).create(
-        plan.row["upload_path"], plan.row["content_type"])
+        plan.row["upload_path"], plan.row["content_type"]
+    )
     return None
 
 
@@ -159,8 +183,9 @@ def begin_resumable(
     Raises :class:`UploadRejected` when the declaration breaks a limit and
     :class:`~storeroom.errors.ConfigurationError` for a store without a resumable protocol.
     """
-    plan, protocol = _resumable_plan(destination, filename, content_type, size, limits,
-                                     expires_in, registry)
+    plan, protocol = _resumable_plan(
+        destination, filename, content_type, size, limits, expires_in, registry
+    )
     endpoint = _start(plan, protocol, expires_in)
     session.execute(upload_sessions.insert().values(**plan.row))
     return _target(plan, protocol, endpoint)
@@ -178,8 +203,9 @@ async def begin_resumable_async(
     registry: StorageRegistry | None = None,
 ) -> ResumableTarget:
     """Async form of :func:`begin_resumable`."""
-    plan, protocol = _resumable_plan(destination, filename, content_type, size, limits,
-                                     expires_in, registry)
+    plan, protocol = _resumable_plan(
+        destination, filename, content_type, size, limits, expires_in, registry
+    )
     endpoint = await asyncio.to_thread(_start, plan, protocol, expires_in)
     await session.execute(upload_sessions.insert().values(**plan.row))
     return _target(plan, protocol, endpoint)
@@ -195,30 +221,41 @@ def _pending(row: Any, session_id: str, protocol: str | None = None) -> None:
     if row.protocol is None or (protocol is not None and row.protocol not in _PARTED):
         raise UploadSessionInvalid(
             f"upload session {session_id!r} is a {row.protocol or 'single'} upload, "
-            f"not {'one sent in parts' if protocol else 'a resumable one'}")
+            f"not {'one sent in parts' if protocol else 'a resumable one'}"
+        )
 
 
 def _select(session_id: str) -> Any:
     return select(upload_sessions).where(upload_sessions.c.id == session_id)
 
 
-def _signed_part(row: Any, backend: StorageBackend, number: int, size: int | None,
-                 expires_in: int) -> dict[str, Any]:
+def _signed_part(
+    row: Any, backend: StorageBackend, number: int, size: int | None, expires_in: int
+) -> dict[str, Any]:
     rules = AzureBlocks.rules if row.protocol == "azure-blocks" else S3_PARTS
     problem = part_problem(number, size, row.size, rules)
     if problem is not None:
         raise UploadRejected(f"session {row.id!r}: {problem}", rule="part", value=(number, size))
     if row.protocol == "azure-blocks":
-        return {"url": AzureBlocks(backend).part_url(row.upload_path, number,
-                                                     expires_in=expires_in), "headers": {}}
-    url = S3Multipart(backend).part_url(row.upload_path, row.upload_id, number, size,
-                                        expires_in=expires_in, now=_now())
+        return {
+            "url": AzureBlocks(backend).part_url(row.upload_path, number, expires_in=expires_in),
+            "headers": {},
+        }
+    url = S3Multipart(backend).part_url(
+        row.upload_path, row.upload_id, number, size, expires_in=expires_in, now=_now()
+    )
     return {"url": url, "headers": {}}
 
 
-def sign_part(session: Any, session_id: str, number: int, size: int | None, *,
-              expires_in: int = 900, registry: StorageRegistry | None = None
-              ) -> dict[str, Any]:
+def sign_part(
+    session: Any,
+    session_id: str,
+    number: int,
+    size: int | None,
+    *,
+    expires_in: int = 900,
+    registry: StorageRegistry | None = None,
+) -> dict[str, Any]:
     """The presigned ``PUT`` (``{"url", "headers"}``) of part ``number``, ``size`` bytes.
 
     The part's length is signed: S3 refuses a body of another size. ``size=None`` (clients
@@ -235,9 +272,15 @@ def sign_part(session: Any, session_id: str, number: int, size: int | None, *,
     return _signed_part(row, backend, number, size, expires_in)
 
 
-async def sign_part_async(session: Any, session_id: str, number: int, size: int | None, *,
-                          expires_in: int = 900, registry: StorageRegistry | None = None
-                          ) -> dict[str, Any]:
+async def sign_part_async(
+    session: Any,
+    session_id: str,
+    number: int,
+    size: int | None,
+    *,
+    expires_in: int = 900,
+    registry: StorageRegistry | None = None,
+) -> dict[str, Any]:
     """Async form of :func:`sign_part` (signing is local: no store request)."""
     row = (await session.execute(_select(session_id))).first()
     _pending(row, session_id, "parts")
@@ -251,16 +294,18 @@ def _parts(row: Any, backend: StorageBackend) -> list[PartInfo]:
     return S3Multipart(backend).parts(row.upload_path, row.upload_id)
 
 
-def list_parts(session: Any, session_id: str, *, registry: StorageRegistry | None = None
-               ) -> list[PartInfo]:
+def list_parts(
+    session: Any, session_id: str, *, registry: StorageRegistry | None = None
+) -> list[PartInfo]:
     """The parts S3 already holds for session ``session_id`` (a client resumes after them)."""
     row = session.execute(_select(session_id)).first()
     _pending(row, session_id, "parts")
     return _parts(row, (registry or storages).get_backend(row.backend))
 
 
-async def list_parts_async(session: Any, session_id: str, *,
-                           registry: StorageRegistry | None = None) -> list[PartInfo]:
+async def list_parts_async(
+    session: Any, session_id: str, *, registry: StorageRegistry | None = None
+) -> list[PartInfo]:
     """Async form of :func:`list_parts`."""
     row = (await session.execute(_select(session_id))).first()
     _pending(row, session_id, "parts")
@@ -286,8 +331,9 @@ def abort(session: Any, session_id: str, *, registry: StorageRegistry | None = N
     session.execute(upload_sessions.delete().where(upload_sessions.c.id == session_id))
 
 
-async def abort_async(session: Any, session_id: str, *,
-                      registry: StorageRegistry | None = None) -> None:
+async def abort_async(
+    session: Any, session_id: str, *, registry: StorageRegistry | None = None
+) -> None:
     """Async form of :func:`abort`."""
     row = (await session.execute(_select(session_id))).first()
     _pending(row, session_id)
@@ -314,8 +360,9 @@ def finish(session: Any, session_id: str, *, registry: StorageRegistry | None = 
     _finish(row, (registry or storages).get_backend(row.backend))
 
 
-async def finish_async(session: Any, session_id: str, *,
-                       registry: StorageRegistry | None = None) -> None:
+async def finish_async(
+    session: Any, session_id: str, *, registry: StorageRegistry | None = None
+) -> None:
     """Async form of :func:`finish`."""
     row = (await session.execute(_select(session_id))).first()
     _pending(row, session_id)

@@ -84,8 +84,9 @@ def finish_resumable(backend: StorageBackend, row: Any) -> None:
     problem = parts_problem(parts, row.size)
     if problem is not None:
         store.abort(row.upload_path, row.upload_id)
-        raise UploadRejected(f"session {row.id!r}: {problem}", rule="parts",
-                             value=[part.to_dict() for part in parts])
+        raise UploadRejected(
+            f"session {row.id!r}: {problem}", rule="parts", value=[part.to_dict() for part in parts]
+        )
     store.finish(row.upload_path, row.upload_id, parts)
 
 
@@ -100,8 +101,9 @@ def _finish_azure(backend: StorageBackend, row: Any) -> None:
     problem = parts_problem(parts, row.size, store.rules)
     if problem is not None:
         store.abort(row.upload_path)
-        raise UploadRejected(f"session {row.id!r}: {problem}", rule="parts",
-                             value=[part.to_dict() for part in parts])
+        raise UploadRejected(
+            f"session {row.id!r}: {problem}", rule="parts", value=[part.to_dict() for part in parts]
+        )
     store.finish(row.upload_path, parts, row.content_type)
 
 
@@ -120,6 +122,7 @@ def abandon_resumable(backend: StorageBackend, row: Any) -> None:
         from storeroom.uploads.multipart import delete_tus_parts
 
         delete_tus_parts(backend, row.upload_path)
+
 
 __all__ = [
     "UploadLimits",
@@ -204,14 +207,22 @@ class UploadLimits:
 
     def to_json(self) -> dict[str, Any]:
         """The form stored with the session."""
-        return {"max_size": self.max_size, "min_size": self.min_size,
-                "content_types": list(self.content_types), "allow_active": self.allow_active}
+        return {
+            "max_size": self.max_size,
+            "min_size": self.min_size,
+            "content_types": list(self.content_types),
+            "allow_active": self.allow_active,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UploadLimits:
         """Inverse of :meth:`to_json`."""
-        return cls(data.get("max_size"), int(data.get("min_size") or 0),
-                   tuple(data.get("content_types") or ()), bool(data.get("allow_active")))
+        return cls(
+            data.get("max_size"),
+            int(data.get("min_size") or 0),
+            tuple(data.get("content_types") or ()),
+            bool(data.get("allow_active")),
+        )
 
     def allows_type(self, content_type: str) -> bool:
         """Whether ``content_type`` (parameters ignored) matches an allowed pattern."""
@@ -236,8 +247,11 @@ class UploadTarget:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the browser."""
-        return {"id": self.id, "expires_at": self.expires_at.isoformat(),
-                **self.instructions.to_dict()}
+        return {
+            "id": self.id,
+            "expires_at": self.expires_at.isoformat(),
+            **self.instructions.to_dict(),
+        }
 
 
 def _now() -> datetime:
@@ -289,33 +303,53 @@ def _check_declared(filename: str, content_type: str, size: int, limits: UploadL
     if not isinstance(content_type, str) or not _DECLARED_TYPE.fullmatch(content_type):
         raise UploadRejected(
             f"declared type {content_type!r} is not a single media type like 'image/png'",
-            rule="content_type", value=content_type)
-    if not isinstance(filename, str) or not filename or any(
-        ord(ch) < 32 or ord(ch) == 127 for ch in filename
+            rule="content_type",
+            value=content_type,
+        )
+    if (
+        not isinstance(filename, str)
+        or not filename
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in filename)
     ):
         raise UploadRejected(
             f"filename {filename!r} is empty or contains a control character",
-            rule="filename", value=filename)
+            rule="filename",
+            value=filename,
+        )
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise UploadRejected(f"declared size must be a whole number of bytes, got {size!r}",
-                             rule="declared_size", value=size)
+        raise UploadRejected(
+            f"declared size must be a whole number of bytes, got {size!r}",
+            rule="declared_size",
+            value=size,
+        )
     if limits.max_size is not None and size > limits.max_size:
         raise UploadRejected(
             f"declared size {size} is over the limit of {limits.max_size} bytes",
-            rule="max_size", value=size)
+            rule="max_size",
+            value=size,
+        )
     if size < limits.min_size:
         raise UploadRejected(
             f"declared size {size} is under the minimum of {limits.min_size} bytes",
-            rule="min_size", value=size)
+            rule="min_size",
+            value=size,
+        )
     if not limits.allows_type(content_type):
         raise UploadRejected(
             f"declared type {content_type!r} is not allowed; allowed: {_allowed(limits)}",
-            rule="content_type", value=content_type)
+            rule="content_type",
+            value=content_type,
+        )
 
 
 def _plan(
-    destination: Any, filename: str, content_type: str, size: int, limits: UploadLimits,
-    expires_in: int, registry: StorageRegistry | None,
+    destination: Any,
+    filename: str,
+    content_type: str,
+    size: int,
+    limits: UploadLimits,
+    expires_in: int,
+    registry: StorageRegistry | None,
 ) -> _Plan:
     backend, model, column = _destination(destination, registry or storages)
     _check_declared(filename, content_type, size, limits)
@@ -331,18 +365,26 @@ def _plan(
     upload_path = safe_path(f"{STAGING_PREFIX}/{session_id}/{name}") if staged else path
     now = _now()
     row = {
-        "id": session_id, "backend": backend.key, "path": path, "upload_path": upload_path,
-        "filename": filename[:255], "content_type": content_type, "size": size,
-        "limits": limits.to_json(), "created_at": now,
-        "expires_at": now + timedelta(seconds=expires_in), "completed_at": None,
+        "id": session_id,
+        "backend": backend.key,
+        "path": path,
+        "upload_path": upload_path,
+        "filename": filename[:255],
+        "content_type": content_type,
+        "size": size,
+        "limits": limits.to_json(),
+        "created_at": now,
+        "expires_at": now + timedelta(seconds=expires_in),
+        "completed_at": None,
     }
     return _Plan(backend, row, limits)
 
 
 def _target(plan: _Plan, instructions_: UploadInstructions) -> UploadTarget:
     row = plan.row
-    return UploadTarget(row["id"], row["backend"], row["path"], row["expires_at"],
-                        instructions_, plan.limits)
+    return UploadTarget(
+        row["id"], row["backend"], row["path"], row["expires_at"], instructions_, plan.limits
+    )
 
 
 def begin(
@@ -374,11 +416,20 @@ def begin(
 
     Raises :class:`UploadRejected` when the declaration already breaks a limit.
     """
-    plan = _plan(destination, filename, content_type, size, limits or UploadLimits(),
-                 expires_in, registry)
-    target = _target(plan, instructions(
-        plan.backend, plan.row["upload_path"], content_type=content_type, size=size,
-        expires_in=expires_in, now=plan.row["created_at"]))
+    plan = _plan(
+        destination, filename, content_type, size, limits or UploadLimits(), expires_in, registry
+    )
+    target = _target(
+        plan,
+        instructions(
+            plan.backend,
+            plan.row["upload_path"],
+            content_type=content_type,
+            size=size,
+            expires_in=expires_in,
+            now=plan.row["created_at"],
+        ),
+    )
     session.execute(upload_sessions.insert().values(**plan.row))
     return target
 
@@ -395,40 +446,60 @@ async def begin_async(
     registry: StorageRegistry | None = None,
 ) -> UploadTarget:
     """Async form of :func:`begin` (``session`` is an ``AsyncSession``)."""
-    plan = _plan(destination, filename, content_type, size, limits or UploadLimits(),
-                 expires_in, registry)
-    target = _target(plan, await asyncio.to_thread(
-        instructions, plan.backend, plan.row["upload_path"], content_type=content_type,
-        size=size, expires_in=expires_in, now=plan.row["created_at"]))
+    plan = _plan(
+        destination, filename, content_type, size, limits or UploadLimits(), expires_in, registry
+    )
+    target = _target(
+        plan,
+        await asyncio.to_thread(
+            instructions,
+            plan.backend,
+            plan.row["upload_path"],
+            content_type=content_type,
+            size=size,
+            expires_in=expires_in,
+            now=plan.row["created_at"],
+        ),
+    )
     await session.execute(upload_sessions.insert().values(**plan.row))
     return target
 
 
 # -- completion: decisions ------------------------------------------------------------------
 
+
 def _usable(row: Any, session_id: str, now: datetime) -> None:
     if row is None:
         raise UploadSessionInvalid(f"upload session {session_id!r} does not exist")
     if row.completed_at is not None:
         raise UploadSessionInvalid(
-            f"upload session {session_id!r} was already completed; an upload is single-use")
+            f"upload session {session_id!r} was already completed; an upload is single-use"
+        )
     if _aware(row.expires_at) <= now:
         raise UploadSessionInvalid(
             f"upload session {session_id!r} expired at {_aware(row.expires_at).isoformat()}; "
-            "begin a new one")
+            "begin a new one"
+        )
 
 
 def _size_problem(row: Any, size: int) -> UploadRejected | None:
     limits = UploadLimits.from_json(row.limits)
     if limits.max_size is not None and size > limits.max_size:
-        return UploadRejected(f"uploaded {size} bytes, over the limit of {limits.max_size}",
-                              rule="max_size", value=size)
+        return UploadRejected(
+            f"uploaded {size} bytes, over the limit of {limits.max_size}",
+            rule="max_size",
+            value=size,
+        )
     if size < limits.min_size:
-        return UploadRejected(f"uploaded {size} bytes, under the minimum of {limits.min_size}",
-                              rule="min_size", value=size)
+        return UploadRejected(
+            f"uploaded {size} bytes, under the minimum of {limits.min_size}",
+            rule="min_size",
+            value=size,
+        )
     if size != row.size:
-        return UploadRejected(f"uploaded {size} bytes but {row.size} were declared",
-                              rule="declared_size", value=size)
+        return UploadRejected(
+            f"uploaded {size} bytes but {row.size} were declared", rule="declared_size", value=size
+        )
     return None
 
 
@@ -437,35 +508,59 @@ def _type_problem(row: Any, sniffed: str) -> UploadRejected | None:
     if not limits.allows_type(sniffed):
         return UploadRejected(
             f"the uploaded bytes are {sniffed!r}, which is not allowed; allowed: "
-            f"{_allowed(limits)}", rule="content_type", value=sniffed)
+            f"{_allowed(limits)}",
+            rule="content_type",
+            value=sniffed,
+        )
     return None
 
 
 def _missing(row: Any) -> UploadRejected:
     return UploadRejected(
         f"nothing was uploaded for session {row.id!r} (no object at {row.upload_path!r})",
-        rule="missing", value=row.upload_path)
+        rule="missing",
+        value=row.upload_path,
+    )
 
 
 def _claim(session_id: str, now: datetime, info: Any) -> Any:
-    return (update(upload_sessions)
-            .where(and_(upload_sessions.c.id == session_id,
-                        upload_sessions.c.completed_at.is_(None),
-                        upload_sessions.c.expires_at > now))
-            .values(completed_at=now, etag=info.etag, stored_at=info.last_modified))
+    return (
+        update(upload_sessions)
+        .where(
+            and_(
+                upload_sessions.c.id == session_id,
+                upload_sessions.c.completed_at.is_(None),
+                upload_sessions.c.expires_at > now,
+            )
+        )
+        .values(completed_at=now, etag=info.etag, stored_at=info.last_modified)
+    )
 
 
 def _lost_race(session_id: str) -> UploadSessionInvalid:
     return UploadSessionInvalid(
-        f"upload session {session_id!r} was completed by another request meanwhile")
+        f"upload session {session_id!r} was completed by another request meanwhile"
+    )
 
 
-def _file(row: Any, backend: StorageBackend, sniffed: str, meter: Meter, info: Any,
-          metadata: dict[str, Any] | None = None) -> FileObject:
+def _file(
+    row: Any,
+    backend: StorageBackend,
+    sniffed: str,
+    meter: Meter,
+    info: Any,
+    metadata: dict[str, Any] | None = None,
+) -> FileObject:
     return FileObject(
-        backend, row.filename, path=row.path, content_type=sniffed, size=meter.size,
-        checksum=meter.checksum, etag=None if row.upload_path != row.path else info.etag,
-        last_modified=info.last_modified, metadata=metadata,
+        backend,
+        row.filename,
+        path=row.path,
+        content_type=sniffed,
+        size=meter.size,
+        checksum=meter.checksum,
+        etag=None if row.upload_path != row.path else info.etag,
+        last_modified=info.last_modified,
+        metadata=metadata,
     )
 
 
@@ -482,8 +577,13 @@ class _Sniffer:
             self.head += chunk[: SNIFF_BYTES - len(self.head)]
 
 
-def complete(session: Any, session_id: str, *, registry: StorageRegistry | None = None,
-             validators: Iterable[ValidatorLike] | None = None) -> FileObject:
+def complete(
+    session: Any,
+    session_id: str,
+    *,
+    registry: StorageRegistry | None = None,
+    validators: Iterable[ValidatorLike] | None = None,
+) -> FileObject:
     """Verify the upload of session ``session_id`` and return its FileObject.
 
     Assign the result to a row and commit: the completion is recorded in the same
@@ -495,8 +595,7 @@ def complete(session: Any, session_id: str, *, registry: StorageRegistry | None 
     pages, duration) goes into the returned file's ``metadata``.
     """
     now = _now()
-    row = session.execute(
-        select(upload_sessions).where(upload_sessions.c.id == session_id)).first()
+    row = session.execute(select(upload_sessions).where(upload_sessions.c.id == session_id)).first()
     _usable(row, session_id, now)
     backend = (registry or storages).get_backend(row.backend)
     finish_resumable(backend, row)
@@ -508,8 +607,9 @@ def complete(session: Any, session_id: str, *, registry: StorageRegistry | None 
     sniffer = _Sniffer()
     inspected = None
     if problem is None:
-        inspected = inspect_content(backend.stream(row.upload_path), validators or (),
-                                    filename=row.filename)
+        inspected = inspect_content(
+            backend.stream(row.upload_path), validators or (), filename=row.filename
+        )
         try:
             for chunk in inspected:
                 sniffer.feed(chunk)
@@ -526,18 +626,28 @@ def complete(session: Any, session_id: str, *, registry: StorageRegistry | None 
     if row.upload_path != row.path:
         backend.copy(row.upload_path, row.path)
         backend.delete(row.upload_path)
-    return _file(row, backend, sniffed, sniffer.meter, info,
-                 inspected.findings.metadata if inspected is not None else None)
+    return _file(
+        row,
+        backend,
+        sniffed,
+        sniffer.meter,
+        info,
+        inspected.findings.metadata if inspected is not None else None,
+    )
 
 
 async def complete_async(
-    session: Any, session_id: str, *, registry: StorageRegistry | None = None,
+    session: Any,
+    session_id: str,
+    *,
+    registry: StorageRegistry | None = None,
     validators: Iterable[ValidatorLike] | None = None,
 ) -> FileObject:
     """Async form of :func:`complete` (``session`` is an ``AsyncSession``)."""
     now = _now()
-    row = (await session.execute(
-        select(upload_sessions).where(upload_sessions.c.id == session_id))).first()
+    row = (
+        await session.execute(select(upload_sessions).where(upload_sessions.c.id == session_id))
+    ).first()
     _usable(row, session_id, now)
     backend = (registry or storages).get_backend(row.backend)
     await asyncio.to_thread(finish_resumable, backend, row)
@@ -549,8 +659,9 @@ async def complete_async(
     sniffer = _Sniffer()
     ainspected = None
     if problem is None:
-        ainspected = inspect_content_async(await backend.stream_async(row.upload_path),
-                                           validators or (), filename=row.filename)
+        ainspected = inspect_content_async(
+            await backend.stream_async(row.upload_path), validators or (), filename=row.filename
+        )
         try:
             async for chunk in ainspected:
                 sniffer.feed(chunk)
@@ -567,11 +678,18 @@ async def complete_async(
     if row.upload_path != row.path:
         await backend.copy_async(row.upload_path, row.path)
         await backend.delete_async(row.upload_path)
-    return _file(row, backend, sniffed, sniffer.meter, info,
-                 ainspected.findings.metadata if ainspected is not None else None)
+    return _file(
+        row,
+        backend,
+        sniffed,
+        sniffer.meter,
+        info,
+        ainspected.findings.metadata if ainspected is not None else None,
+    )
 
 
 # -- expiry ---------------------------------------------------------------------------------
+
 
 def _expired(now: datetime) -> Any:
     return select(upload_sessions).where(upload_sessions.c.expires_at <= now)

@@ -50,8 +50,13 @@ class UploadInstructions:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the browser."""
-        return {"url": self.url, "method": self.method, "headers": dict(self.headers),
-                "fields": dict(self.fields), "enforced": list(self.enforced)}
+        return {
+            "url": self.url,
+            "method": self.method,
+            "headers": dict(self.headers),
+            "fields": dict(self.fields),
+            "enforced": list(self.enforced),
+        }
 
 
 def _hmac_signer(backend: StorageBackend) -> HmacUrlSigner | None:
@@ -82,26 +87,44 @@ def instructions(
     """Sign a direct upload of exactly ``size`` bytes of ``content_type`` to ``path``."""
     signer = _hmac_signer(backend)
     if signer is not None:
-        url = signer.sign(backend.key, path, method="PUT", expires_in=expires_in,
-                          content_type=content_type, max_size=size)
-        return UploadInstructions(url, "PUT", {"Content-Type": content_type},
-                                  enforced=enforced_limits(backend))
+        url = signer.sign(
+            backend.key,
+            path,
+            method="PUT",
+            expires_in=expires_in,
+            content_type=content_type,
+            max_size=size,
+        )
+        return UploadInstructions(
+            url, "PUT", {"Content-Type": content_type}, enforced=enforced_limits(backend)
+        )
     config = s3_static_credentials(backend)
     if config is not None:
         from storeroom.backends.obstore.sigv4 import presign
 
         base, key_path = s3_location(backend, config, path)
-        headers = {"content-length": str(size), "content-type": content_type,
-                   "if-none-match": "*", "host": base.split("://", 1)[1]}
+        headers = {
+            "content-length": str(size),
+            "content-type": content_type,
+            "if-none-match": "*",
+            "host": base.split("://", 1)[1],
+        }
         url = presign(
-            method="PUT", url_base=base, key_path=key_path, headers=headers,
+            method="PUT",
+            url_base=base,
+            key_path=key_path,
+            headers=headers,
             access_key=str(config["access_key_id"]),
             secret_key=str(config["secret_access_key"]),
             session_token=config.get("token") or config.get("session_token"),
-            region=str(config.get("region") or "us-east-1"), expires_in=expires_in, now=now,
+            region=str(config.get("region") or "us-east-1"),
+            expires_in=expires_in,
+            now=now,
         )
         return UploadInstructions(
-            url, "PUT", {"Content-Type": content_type, "If-None-Match": "*"},
+            url,
+            "PUT",
+            {"Content-Type": content_type, "If-None-Match": "*"},
             enforced=enforced_limits(backend),
         )
     account = gcs_signing_account(backend)
@@ -111,13 +134,20 @@ def instructions(
         base = str(account.get("gcs_base_url") or "https://storage.googleapis.com").rstrip("/")
         prefix = (getattr(backend.store, "prefix", None) or "").strip("/")  # type: ignore[attr-defined]
         key = f"{prefix}/{path}" if prefix else path
-        sent = {"Content-Type": content_type, "x-goog-content-length-range": f"{size},{size}",
-                "x-goog-if-generation-match": "0"}
+        sent = {
+            "Content-Type": content_type,
+            "x-goog-content-length-range": f"{size},{size}",
+            "x-goog-if-generation-match": "0",
+        }
         url = presign_gcs(
-            method="PUT", url_base=base, key_path=f"/{account['bucket']}/{key}",
+            method="PUT",
+            url_base=base,
+            key_path=f"/{account['bucket']}/{key}",
             headers={**sent, "host": base.split("://", 1)[1]},
             client_email=str(account["client_email"]),
-            private_key_pem=str(account["private_key"]), expires_in=expires_in, now=now,
+            private_key_pem=str(account["private_key"]),
+            expires_in=expires_in,
+            now=now,
         )
         return UploadInstructions(url, "PUT", sent, enforced=enforced_limits(backend))
     if not backend.signs_natively("PUT"):

@@ -53,8 +53,9 @@ def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
 
 
 async def _send_reply(send: Send, reply: Reply, head: bool = False) -> None:
-    await send({"type": "http.response.start", "status": reply.status,
-                "headers": _encode(reply.headers)})
+    await send(
+        {"type": "http.response.start", "status": reply.status, "headers": _encode(reply.headers)}
+    )
     await send({"type": "http.response.body", "body": b"" if head else reply.body})
 
 
@@ -90,8 +91,9 @@ class SignedUrlApp:
         if scope["type"] != "http":
             return
         method = scope["method"].upper()
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers", [])}
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+        }
         reply = tus.discovery(method, headers) or preflight(method, headers, self.cors)
         if reply is not None:
             await _send_reply(send, reply)
@@ -102,8 +104,13 @@ class SignedUrlApp:
             await self._tus(scope, method, raw_path, headers, receive, send)
             return
         verdict = judge(
-            self.registry, method, raw_path, self.mount_path or scope.get("root_path", ""),
-            scope.get("query_string", b"").decode("latin-1"), headers, self.cors,
+            self.registry,
+            method,
+            raw_path,
+            self.mount_path or scope.get("root_path", ""),
+            scope.get("query_string", b"").decode("latin-1"),
+            headers,
+            self.cors,
         )
         if isinstance(verdict, Reply):
             await _send_reply(send, verdict, head=method == "HEAD")
@@ -136,8 +143,9 @@ class SignedUrlApp:
             except ObjectNotFound:
                 await _send_reply(send, Reply.text(404, "not found"))
                 return
-        await send({"type": "http.response.start", "status": plan.status,
-                    "headers": _encode(plan.headers)})
+        await send(
+            {"type": "http.response.start", "status": plan.status, "headers": _encode(plan.headers)}
+        )
         if chunks is not None:
             async for chunk in chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -170,8 +178,11 @@ class SignedUrlApp:
 
         try:
             result = await put_create_only_async(
-                verdict.backend, grant.path, body(),
-                content_type=upload_content_type(grant, headers))
+                verdict.backend,
+                grant.path,
+                body(),
+                content_type=upload_content_type(grant, headers),
+            )
         except UploadTooLarge as exc:
             await _send_reply(send, Reply.text(413, str(exc), verdict.cors))
             return
@@ -188,16 +199,30 @@ class SignedUrlApp:
 
     # -- tus ----------------------------------------------------------------------------------
 
-    async def _tus(self, scope: Scope, method: str, raw_path: str, headers: dict[str, str],
-                   receive: Receive, send: Send) -> None:
+    async def _tus(
+        self,
+        scope: Scope,
+        method: str,
+        raw_path: str,
+        headers: dict[str, str],
+        receive: Receive,
+        send: Send,
+    ) -> None:
         reply = tus.version_problem(method, headers)
         if reply is not None:
             await _send_reply(send, reply)
             return
         query = scope.get("query_string", b"").decode("latin-1")
-        verdict = judge(self.registry, "PUT", raw_path,
-                        self.mount_path or scope.get("root_path", ""), query, headers,
-                        self.cors, expired_status=410)
+        verdict = judge(
+            self.registry,
+            "PUT",
+            raw_path,
+            self.mount_path or scope.get("root_path", ""),
+            query,
+            headers,
+            self.cors,
+            expired_status=410,
+        )
         if isinstance(verdict, Reply):
             verdict.headers.append(("tus-resumable", tus.TUS_VERSION))
             await _send_reply(send, verdict, head=method == "HEAD")
@@ -221,8 +246,14 @@ class SignedUrlApp:
         else:
             await self._patch(verdict, state, headers, receive, send)
 
-    async def _patch(self, verdict: Verdict, state: tus.TusState, headers: dict[str, str],
-                     receive: Receive, send: Send) -> None:
+    async def _patch(
+        self,
+        verdict: Verdict,
+        state: tus.TusState,
+        headers: dict[str, str],
+        receive: Receive,
+        send: Send,
+    ) -> None:
         backend, grant, extra = verdict.backend, verdict.grant, verdict.cors
         problem = tus.patch_problem(grant, headers, state, extra)
         if problem is not None:
@@ -249,8 +280,10 @@ class SignedUrlApp:
             await _send_reply(send, Reply.text(413, str(exc), extra))
             return
         except ObjectExists:
-            await _send_reply(send, Reply.text(
-                409, "another request is writing at this offset; ask with HEAD", extra))
+            await _send_reply(
+                send,
+                Reply.text(409, "another request is writing at this offset; ask with HEAD", extra),
+            )
             return
         if result.size == 0:
             await backend.delete_async(part)

@@ -57,8 +57,11 @@ def upload_target(
     name = filename or "upload"
     column_backend, fresh = _server_path(name, column)
     return FileObject(
-        backend=backend or column_backend, filename=name, path=path or fresh,
-        content_type=sniff_type(head, name), registry=registry,
+        backend=backend or column_backend,
+        filename=name,
+        path=path or fresh,
+        content_type=sniff_type(head, name),
+        registry=registry,
     )
 
 
@@ -80,9 +83,7 @@ def read_head(read: Callable[[int], bytes]) -> tuple[bytes, Iterator[bytes]]:
     return head, chunks()
 
 
-async def aread_head(
-    read: Callable[[int], Awaitable[bytes]]
-) -> tuple[bytes, AsyncIterator[bytes]]:
+async def aread_head(read: Callable[[int], Awaitable[bytes]]) -> tuple[bytes, AsyncIterator[bytes]]:
     """Async form of :func:`read_head` (``read`` is an upload's ``async read(n)``)."""
     head = b""
     while len(head) < SNIFF_BYTES:
@@ -116,8 +117,12 @@ class FileResponsePlan:
 
 def _grant(file: FileObject, attachment: bool) -> SignedRequest:
     return SignedRequest(
-        backend=file.backend or "", path=file.path, method="GET", expires=0,
-        content_type=file.content_type, filename=file.filename if attachment else None,
+        backend=file.backend or "",
+        path=file.path,
+        method="GET",
+        expires=0,
+        content_type=file.content_type,
+        filename=file.filename if attachment else None,
     )
 
 

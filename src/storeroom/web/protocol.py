@@ -69,8 +69,11 @@ class Reply:
     @classmethod
     def text(cls, status: int, message: str, extra: Headers | None = None) -> Reply:
         body = (message + "\n").encode()
-        headers = [("content-type", "text/plain; charset=utf-8"),
-                   ("content-length", str(len(body))), *(extra or [])]
+        headers = [
+            ("content-type", "text/plain; charset=utf-8"),
+            ("content-length", str(len(body))),
+            *(extra or []),
+        ]
         return cls(status, body, headers)
 
 
@@ -122,23 +125,23 @@ def _route(raw_path: str, prefix: str) -> tuple[str, str] | None:
     path = raw_path.split("?", 1)[0]
     prefix = prefix.rstrip("/")
     if prefix and path.startswith(prefix + "/"):
-        path = path[len(prefix):]
+        path = path[len(prefix) :]
     backend, sep, rest = path.lstrip("/").partition("/")
     if not sep or not backend or not rest:
         return None
     return _decode(backend), _decode(rest)
 
 
-def preflight(
-    method: str, headers: Mapping[str, str], cors: CorsRules | None
-) -> Reply | None:
+def preflight(method: str, headers: Mapping[str, str], cors: CorsRules | None) -> Reply | None:
     """The answer to a CORS preflight (``OPTIONS``), or None if this is not one."""
     if method != "OPTIONS":
         return None
     if cors is None:
         return Reply.text(403, "cross-origin requests are not allowed here")
     allowed = preflight_headers(
-        cors, headers.get("origin"), headers.get("access-control-request-method"),
+        cors,
+        headers.get("origin"),
+        headers.get("access-control-request-method"),
         headers.get("access-control-request-headers"),
     )
     if allowed is None:
@@ -397,8 +400,9 @@ def check_complete(seen: int, declared: int | None) -> None:
 
 def upload_reply(result: PutResult, extra: Headers) -> Reply:
     """The answer to a successful upload: 200 with the ETag and a small JSON body."""
-    body = json.dumps({"path": result.path, "size": result.size,
-                       "checksum": result.checksum}).encode()
+    body = json.dumps(
+        {"path": result.path, "size": result.size, "checksum": result.checksum}
+    ).encode()
     headers: Headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
     if result.etag:
         headers.append(("etag", _quoted(result.etag)))
@@ -407,8 +411,9 @@ def upload_reply(result: PutResult, extra: Headers) -> Reply:
 
 def already_exists(extra: Headers) -> Reply:
     """409 for a PUT to a path that holds an object: signed uploads are create-only."""
-    return Reply.text(409, "an object already exists here; upload URLs are create-only "
-                      "and single-use", extra)
+    return Reply.text(
+        409, "an object already exists here; upload URLs are create-only and single-use", extra
+    )
 
 
 def upload_content_type(grant: SignedRequest, headers: Mapping[str, str]) -> str | None:

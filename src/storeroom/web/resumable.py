@@ -110,8 +110,13 @@ def _declaration(body: Any, companion: bool) -> Call | JsonReply:
     filename, content_type = body.get("filename"), body.get("type")
     if not isinstance(filename, str) or not isinstance(content_type, str):
         return _error(400, "filename and type must be strings")
-    return Call("begin", filename=filename, content_type=content_type or
-                "application/octet-stream", size=size, companion=companion)
+    return Call(
+        "begin",
+        filename=filename,
+        content_type=content_type or "application/octet-stream",
+        size=size,
+        companion=companion,
+    )
 
 
 def route(method: str, subpath: str, query: str, body: Any) -> Call | JsonReply:
@@ -124,8 +129,11 @@ def route(method: str, subpath: str, query: str, body: Any) -> Call | JsonReply:
         return _error(404, "not found")
     rest = segments[2:]
     if not rest:
-        return _declaration(body, companion=True) if method == "POST" else _error(
-            405, "POST begins a multipart upload")
+        return (
+            _declaration(body, companion=True)
+            if method == "POST"
+            else _error(405, "POST begins a multipart upload")
+        )
     session_id = rest[0]
     if len(rest) == 1:
         if method == "GET":
@@ -134,8 +142,11 @@ def route(method: str, subpath: str, query: str, body: Any) -> Call | JsonReply:
             return Call("abort", session_id)
         return _error(405, "GET lists the parts, DELETE aborts")
     if len(rest) == 2 and rest[1] == "complete":
-        return Call("finish", session_id) if method == "POST" else _error(
-            405, "POST completes the upload")
+        return (
+            Call("finish", session_id)
+            if method == "POST"
+            else _error(405, "POST completes the upload")
+        )
     if len(rest) == 2 and method == "GET":
         if not rest[1].isdigit() or len(rest[1]) > 5:
             return _error(400, f"part number {rest[1]!r} is not a number from 1 to 10000")
@@ -166,15 +177,23 @@ def run(call: Call, session: Any, config: ResumableConfig) -> JsonReply:
     try:
         if call.action == "begin":
             target = resumable.begin_resumable(
-                session, config.destination, filename=call.filename,
-                content_type=call.content_type, size=call.size, limits=config.limits,
-                expires_in=config.expires_in, registry=registry)
+                session,
+                config.destination,
+                filename=call.filename,
+                content_type=call.content_type,
+                size=call.size,
+                limits=config.limits,
+                expires_in=config.expires_in,
+                registry=registry,
+            )
             session.commit()
             return _begun(call, target)
         if call.action == "sign":
             assert call.number is not None
-            return JsonReply(200, resumable.sign_part(session, call.session_id, call.number,
-                                                      None, registry=registry))
+            return JsonReply(
+                200,
+                resumable.sign_part(session, call.session_id, call.number, None, registry=registry),
+            )
         if call.action == "list":
             parts = resumable.list_parts(session, call.session_id, registry=registry)
             return JsonReply(200, [part.to_dict() for part in parts])
@@ -195,18 +214,27 @@ async def run_async(call: Call, session: Any, config: ResumableConfig) -> JsonRe
     try:
         if call.action == "begin":
             target = await resumable.begin_resumable_async(
-                session, config.destination, filename=call.filename,
-                content_type=call.content_type, size=call.size, limits=config.limits,
-                expires_in=config.expires_in, registry=registry)
+                session,
+                config.destination,
+                filename=call.filename,
+                content_type=call.content_type,
+                size=call.size,
+                limits=config.limits,
+                expires_in=config.expires_in,
+                registry=registry,
+            )
             await session.commit()
             return _begun(call, target)
         if call.action == "sign":
             assert call.number is not None
-            return JsonReply(200, await resumable.sign_part_async(
-                session, call.session_id, call.number, None, registry=registry))
+            return JsonReply(
+                200,
+                await resumable.sign_part_async(
+                    session, call.session_id, call.number, None, registry=registry
+                ),
+            )
         if call.action == "list":
-            parts = await resumable.list_parts_async(session, call.session_id,
-                                                     registry=registry)
+            parts = await resumable.list_parts_async(session, call.session_id, registry=registry)
             return JsonReply(200, [part.to_dict() for part in parts])
         if call.action == "finish":
             await resumable.finish_async(session, call.session_id, registry=registry)
@@ -228,37 +256,56 @@ def _parse(raw: bytes) -> Any:
         return None
 
 
-def _decide(config: ResumableConfig, method: str, subpath: str, query: str,
-            headers: Mapping[str, str], raw: bytes | None) -> Call | JsonReply:
+def _decide(
+    config: ResumableConfig,
+    method: str,
+    subpath: str,
+    query: str,
+    headers: Mapping[str, str],
+    raw: bytes | None,
+) -> Call | JsonReply:
     if raw is None:
         return _error(413, f"request bodies here are JSON of at most {MAX_JSON_BODY} bytes")
     call = route(method, subpath, query, _parse(raw))
-    if (isinstance(call, Call) and call.action == "begin" and config.authorize is not None
-            and not config.authorize(headers)):
+    if (
+        isinstance(call, Call)
+        and call.action == "begin"
+        and config.authorize is not None
+        and not config.authorize(headers)
+    ):
         return _error(403, "you may not upload here")
     return call
 
 
 def _json_headers(reply: JsonReply, body: bytes) -> list[tuple[str, str]]:
-    return [("content-type", "application/json"), ("content-length", str(len(body))),
-            ("cache-control", "no-store")]
+    return [
+        ("content-type", "application/json"),
+        ("content-length", str(len(body))),
+        ("cache-control", "no-store"),
+    ]
 
 
 class ResumableUploadsApp:
     """The ASGI app: ``sessions()`` opens an ``AsyncSession`` (an ``async_sessionmaker``)."""
 
-    def __init__(self, sessions: Callable[[], Any], config: ResumableConfig,
-                 *, mount_path: str | None = None) -> None:
+    def __init__(
+        self, sessions: Callable[[], Any], config: ResumableConfig, *, mount_path: str | None = None
+    ) -> None:
         self.sessions = sessions
         self.config = config
         self.mount_path = mount_path
 
-    async def __call__(self, scope: Any, receive: Callable[[], Awaitable[Any]],
-                       send: Callable[[Any], Awaitable[None]]) -> None:
+    async def __call__(
+        self,
+        scope: Any,
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
         if scope["type"] != "http":
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                   for k, v in scope.get("headers", [])}
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+        }
         raw: bytes | None = b""
         while True:
             message = await receive()
@@ -273,15 +320,26 @@ class ResumableUploadsApp:
         path = scope.get("path", "")
         prefix = (self.mount_path or scope.get("root_path", "")).rstrip("/")
         if prefix and path.startswith(prefix + "/"):
-            path = path[len(prefix):]
-        call = _decide(self.config, scope["method"].upper(), path,
-                       scope.get("query_string", b"").decode("latin-1"), headers, raw)
+            path = path[len(prefix) :]
+        call = _decide(
+            self.config,
+            scope["method"].upper(),
+            path,
+            scope.get("query_string", b"").decode("latin-1"),
+            headers,
+            raw,
+        )
         if isinstance(call, Call):
             async with self.sessions() as session:
                 call = await run_async(call, session, self.config)
         body = call.body()
-        await send({"type": "http.response.start", "status": call.status,
-                    "headers": [(k.encode(), v.encode()) for k, v in _json_headers(call, body)]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": call.status,
+                "headers": [(k.encode(), v.encode()) for k, v in _json_headers(call, body)],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -300,9 +358,14 @@ class ResumableUploadsWsgiApp:
         raw: bytes | None = None
         if length.isdigit() and int(length) <= MAX_JSON_BODY:
             raw = environ["wsgi.input"].read(int(length)) if int(length) else b""
-        call = _decide(self.config, environ["REQUEST_METHOD"].upper(),
-                       environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""),
-                       headers, raw)
+        call = _decide(
+            self.config,
+            environ["REQUEST_METHOD"].upper(),
+            environ.get("PATH_INFO", ""),
+            environ.get("QUERY_STRING", ""),
+            headers,
+            raw,
+        )
         if isinstance(call, Call):
             with self.sessions() as session:
                 call = run(call, session, self.config)

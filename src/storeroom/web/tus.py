@@ -63,36 +63,52 @@ def is_tus(method: str, headers: Mapping[str, str]) -> bool:
     ``Tus-Resumable`` (an ``OPTIONS`` that is a CORS preflight is answered as one first).
     """
     return method in ("POST", "PATCH", "DELETE") or (
-        method in ("HEAD", "OPTIONS") and "tus-resumable" in headers)
+        method in ("HEAD", "OPTIONS") and "tus-resumable" in headers
+    )
 
 
 def _base(grant: SignedRequest, extra: Headers) -> Headers:
     expires = datetime.fromtimestamp(grant.expires, tz=timezone.utc)
-    return [("tus-resumable", TUS_VERSION), ("upload-expires", http_date(expires)),
-            ("cache-control", "no-store"), *extra]
+    return [
+        ("tus-resumable", TUS_VERSION),
+        ("upload-expires", http_date(expires)),
+        ("cache-control", "no-store"),
+        *extra,
+    ]
 
 
 def _text(status: int, message: str, grant: SignedRequest | None, extra: Headers) -> Reply:
-    head = _base(grant, extra) if grant is not None else [("tus-resumable", TUS_VERSION),
-                                                           *extra]
+    head = _base(grant, extra) if grant is not None else [("tus-resumable", TUS_VERSION), *extra]
     return Reply.text(status, message, head)
 
 
 def discovery(method: str, headers: Mapping[str, str]) -> Reply | None:
     """The answer to a tus ``OPTIONS`` (not a CORS preflight): versions and extensions."""
-    if method != "OPTIONS" or "tus-resumable" not in headers or (
-        "access-control-request-method" in headers
+    if (
+        method != "OPTIONS"
+        or "tus-resumable" not in headers
+        or ("access-control-request-method" in headers)
     ):
         return None
-    return Reply(204, b"", [("tus-resumable", TUS_VERSION), ("tus-version", TUS_VERSION),
-                            ("tus-extension", TUS_EXTENSIONS)])
+    return Reply(
+        204,
+        b"",
+        [
+            ("tus-resumable", TUS_VERSION),
+            ("tus-version", TUS_VERSION),
+            ("tus-extension", TUS_EXTENSIONS),
+        ],
+    )
 
 
 def version_problem(method: str, headers: Mapping[str, str]) -> Reply | None:
     """412 for a client speaking another tus version (or none)."""
     if headers.get("tus-resumable", "").strip() != TUS_VERSION:
-        return Reply.text(412, f"send Tus-Resumable: {TUS_VERSION} (the only version served)",
-                          [("tus-version", TUS_VERSION), ("tus-resumable", TUS_VERSION)])
+        return Reply.text(
+            412,
+            f"send Tus-Resumable: {TUS_VERSION} (the only version served)",
+            [("tus-version", TUS_VERSION), ("tus-resumable", TUS_VERSION)],
+        )
     return None
 
 
@@ -127,37 +143,55 @@ def _length(grant: SignedRequest) -> int:
     return grant.max_size if grant.max_size is not None else 0
 
 
-def creation(grant: SignedRequest, headers: Mapping[str, str], location: str,
-             state: TusState, extra: Headers) -> Reply:
+def creation(
+    grant: SignedRequest, headers: Mapping[str, str], location: str, state: TusState, extra: Headers
+) -> Reply:
     """The answer to ``POST`` (creation): 201 with ``Location``, or why not."""
     if state.terminated:
         return _text(410, "this upload was terminated; begin a new one", grant, extra)
     if "upload-defer-length" in headers:
-        return _text(400, "Upload-Defer-Length is not supported: send Upload-Length", grant,
-                     extra)
+        return _text(400, "Upload-Defer-Length is not supported: send Upload-Length", grant, extra)
     length = declared_length({"content-length": headers.get("upload-length", "")})
     if length is None:
-        return _text(400, "send Upload-Length (the size of the whole file in bytes)", grant,
-                     extra)
+        return _text(400, "send Upload-Length (the size of the whole file in bytes)", grant, extra)
     if length != state.length:
         status = 413 if length > state.length else 400
-        return _text(status, f"Upload-Length {length} is not the {state.length} bytes this "
-                     "upload was declared with", grant, extra)
-    return Reply(201, b"", [*_base(grant, extra), ("location", location),
-                            ("upload-offset", str(state.offset)),
-                            ("content-length", "0")])
+        return _text(
+            status,
+            f"Upload-Length {length} is not the {state.length} bytes this upload was declared with",
+            grant,
+            extra,
+        )
+    return Reply(
+        201,
+        b"",
+        [
+            *_base(grant, extra),
+            ("location", location),
+            ("upload-offset", str(state.offset)),
+            ("content-length", "0"),
+        ],
+    )
 
 
 def status(grant: SignedRequest, state: TusState, extra: Headers) -> Reply:
     """The answer to ``HEAD``: the offset to resume from."""
     if state.terminated:
         return _text(410, "this upload was terminated", grant, extra)
-    return Reply(200, b"", [*_base(grant, extra), ("upload-offset", str(state.offset)),
-                            ("upload-length", str(state.length))])
+    return Reply(
+        200,
+        b"",
+        [
+            *_base(grant, extra),
+            ("upload-offset", str(state.offset)),
+            ("upload-length", str(state.length)),
+        ],
+    )
 
 
-def patch_problem(grant: SignedRequest, headers: Mapping[str, str], state: TusState,
-                  extra: Headers) -> Reply | None:
+def patch_problem(
+    grant: SignedRequest, headers: Mapping[str, str], state: TusState, extra: Headers
+) -> Reply | None:
     """Why a ``PATCH`` must be refused before reading its body (None: go ahead)."""
     if state.terminated:
         return _text(410, "this upload was terminated", grant, extra)
@@ -168,15 +202,22 @@ def patch_problem(grant: SignedRequest, headers: Mapping[str, str], state: TusSt
     if offset is None:
         return _text(400, "send Upload-Offset (where this chunk starts)", grant, extra)
     if offset != state.offset:
-        return Reply(409, f"Upload-Offset {offset} is not the upload's offset "
-                     f"{state.offset}; ask with HEAD and resume from there\n".encode(),
-                     [*_base(grant, extra), ("content-type", "text/plain; charset=utf-8"),
-                      ("upload-offset", str(state.offset))])
+        return Reply(
+            409,
+            f"Upload-Offset {offset} is not the upload's offset "
+            f"{state.offset}; ask with HEAD and resume from there\n".encode(),
+            [
+                *_base(grant, extra),
+                ("content-type", "text/plain; charset=utf-8"),
+                ("upload-offset", str(state.offset)),
+            ],
+        )
     if "content-length" in headers:
         size = declared_length(headers)
         if size is None or offset + size > state.length:
-            return _text(413, f"this chunk would pass the {state.length} bytes declared",
-                         grant, extra)
+            return _text(
+                413, f"this chunk would pass the {state.length} bytes declared", grant, extra
+            )
     return None
 
 
@@ -198,8 +239,12 @@ def termination(grant: SignedRequest, state: TusState, extra: Headers) -> Reply 
     if state.terminated:
         return _text(410, "this upload was already terminated", grant, extra)
     if state.assembled is not None:
-        return _text(409, "this upload is complete and belongs to its session now; it "
-                     "cannot be terminated", grant, extra)
+        return _text(
+            409,
+            "this upload is complete and belongs to its session now; it cannot be terminated",
+            grant,
+            extra,
+        )
     return None
 
 
@@ -208,7 +253,8 @@ def terminated(grant: SignedRequest, extra: Headers) -> Reply:
     return Reply(204, b"", _base(grant, extra))
 
 
-def state_of(grant: SignedRequest, parts: list[TusPart], assembled: int | None,
-             terminated_: bool) -> TusState:
+def state_of(
+    grant: SignedRequest, parts: list[TusPart], assembled: int | None, terminated_: bool
+) -> TusState:
     """The state from what the store listed (parts, the object's size, the tombstone)."""
     return TusState(_length(grant), tuple(parts), assembled, terminated_)

@@ -50,8 +50,9 @@ def _status(code: int) -> str:
 
 
 def _headers(environ: dict[str, Any]) -> dict[str, str]:
-    headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items()
-               if k.startswith("HTTP_")}
+    headers = {
+        k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
+    }
     for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
         if environ.get(key):
             headers[key.replace("_", "-").lower()] = environ[key]
@@ -72,13 +73,13 @@ class SignedUrlWsgiApp:
         self.cors = cors
         self.chunk_size = chunk_size
 
-    def _reply(self, start_response: StartResponse, reply: Reply, head: bool = False
-               ) -> Iterable[bytes]:
+    def _reply(
+        self, start_response: StartResponse, reply: Reply, head: bool = False
+    ) -> Iterable[bytes]:
         start_response(_status(reply.status), reply.headers)
         return [b"" if head else reply.body]
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse
-                 ) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"].upper()
         headers = _headers(environ)
         reply = tus.discovery(method, headers) or preflight(method, headers, self.cors)
@@ -97,16 +98,23 @@ class SignedUrlWsgiApp:
             raw_path = quote(path_info.encode("utf-8", "surrogateescape"), safe="/")
         if tus.is_tus(method, headers):
             return self._tus(environ, method, raw_path, headers, start_response)
-        verdict = judge(self.registry, method, raw_path, "",
-                        environ.get("QUERY_STRING", ""), headers, self.cors)
+        verdict = judge(
+            self.registry, method, raw_path, "", environ.get("QUERY_STRING", ""), headers, self.cors
+        )
         if isinstance(verdict, Reply):
             return self._reply(start_response, verdict, head=method == "HEAD")
         if method == "PUT":
             return self._upload(verdict, headers, environ, start_response)
         return self._download(verdict, headers, start_response, head=method == "HEAD")
 
-    def _download(self, verdict: Verdict, headers: dict[str, str],
-                  start_response: StartResponse, *, head: bool) -> Iterable[bytes]:
+    def _download(
+        self,
+        verdict: Verdict,
+        headers: dict[str, str],
+        start_response: StartResponse,
+        *,
+        head: bool,
+    ) -> Iterable[bytes]:
         backend, grant = verdict.backend, verdict.grant
         try:
             info = backend.head(grant.path)
@@ -120,15 +128,21 @@ class SignedUrlWsgiApp:
             return [b""]
         try:
             # Opened before the status goes out: an object deleted since the HEAD is a 404.
-            chunks = backend.stream(grant.path, start=plan.start, end=plan.end,
-                                    chunk_size=self.chunk_size)
+            chunks = backend.stream(
+                grant.path, start=plan.start, end=plan.end, chunk_size=self.chunk_size
+            )
         except ObjectNotFound:
             return self._reply(start_response, Reply.text(404, "not found"))
         start_response(_status(plan.status), plan.headers)
         return chunks
 
-    def _upload(self, verdict: Verdict, headers: dict[str, str], environ: dict[str, Any],
-                start_response: StartResponse) -> Iterable[bytes]:
+    def _upload(
+        self,
+        verdict: Verdict,
+        headers: dict[str, str],
+        environ: dict[str, Any],
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
         grant = verdict.grant
         problem = upload_problem(grant, headers)
         if problem is not None:
@@ -140,9 +154,12 @@ class SignedUrlWsgiApp:
             # Without a length, reading to the end is only safe where the server marks the
             # input as terminated (chunked requests on Werkzeug, Gunicorn, ...); elsewhere
             # it could block forever.
-            return self._reply(start_response, Reply.text(
-                411, "send a Content-Length (this server cannot stream a body without one)"
-            ))
+            return self._reply(
+                start_response,
+                Reply.text(
+                    411, "send a Content-Length (this server cannot stream a body without one)"
+                ),
+            )
 
         def body() -> Iterator[bytes]:
             nonlocal remaining
@@ -159,8 +176,12 @@ class SignedUrlWsgiApp:
             check_complete(seen, declared)
 
         try:
-            result = put_create_only(verdict.backend, grant.path, body(),
-                                     content_type=upload_content_type(grant, headers))
+            result = put_create_only(
+                verdict.backend,
+                grant.path,
+                body(),
+                content_type=upload_content_type(grant, headers),
+            )
         except UploadTooLarge as exc:
             return self._reply(start_response, Reply.text(413, str(exc), verdict.cors))
         except ObjectExists:
@@ -171,14 +192,21 @@ class SignedUrlWsgiApp:
 
     # -- tus ----------------------------------------------------------------------------------
 
-    def _tus(self, environ: dict[str, Any], method: str, raw_path: str,
-             headers: dict[str, str], start_response: StartResponse) -> Iterable[bytes]:
+    def _tus(
+        self,
+        environ: dict[str, Any],
+        method: str,
+        raw_path: str,
+        headers: dict[str, str],
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
         reply = tus.version_problem(method, headers)
         if reply is not None:
             return self._reply(start_response, reply)
         query = environ.get("QUERY_STRING", "")
-        verdict = judge(self.registry, "PUT", raw_path, "", query, headers, self.cors,
-                        expired_status=410)
+        verdict = judge(
+            self.registry, "PUT", raw_path, "", query, headers, self.cors, expired_status=410
+        )
         if isinstance(verdict, Reply):
             verdict.headers.append(("tus-resumable", tus.TUS_VERSION))
             return self._reply(start_response, verdict, head=method == "HEAD")
@@ -187,8 +215,7 @@ class SignedUrlWsgiApp:
         if method == "POST":
             script = quote(environ.get("SCRIPT_NAME", "").encode("latin-1"), safe="/")
             location = script + raw_path + (f"?{query}" if query else "")
-            return self._reply(start_response,
-                               tus.creation(grant, headers, location, state, extra))
+            return self._reply(start_response, tus.creation(grant, headers, location, state, extra))
         if method == "HEAD":
             if state.ready:  # every byte arrived but the assembly was cut short
                 state = _assemble(verdict, state)
@@ -202,8 +229,14 @@ class SignedUrlWsgiApp:
             return self._reply(start_response, problem)
         return self._patch(verdict, state, headers, environ, start_response)
 
-    def _patch(self, verdict: Verdict, state: tus.TusState, headers: dict[str, str],
-               environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def _patch(
+        self,
+        verdict: Verdict,
+        state: tus.TusState,
+        headers: dict[str, str],
+        environ: dict[str, Any],
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
         backend, grant, extra = verdict.backend, verdict.grant, verdict.cors
         problem = tus.patch_problem(grant, headers, state, extra)
         if problem is not None:
@@ -211,8 +244,12 @@ class SignedUrlWsgiApp:
         stream = environ["wsgi.input"]
         remaining = declared_length(headers)
         if remaining is None and not environ.get("wsgi.input_terminated"):
-            return self._reply(start_response, Reply.text(
-                411, "send a Content-Length (this server cannot stream a body without one)"))
+            return self._reply(
+                start_response,
+                Reply.text(
+                    411, "send a Content-Length (this server cannot stream a body without one)"
+                ),
+            )
 
         def body() -> Iterator[bytes]:
             nonlocal remaining
@@ -236,8 +273,10 @@ class SignedUrlWsgiApp:
         except UploadTooLarge as exc:
             return self._reply(start_response, Reply.text(413, str(exc), extra))
         except ObjectExists:
-            return self._reply(start_response, Reply.text(
-                409, "another request is writing at this offset; ask with HEAD", extra))
+            return self._reply(
+                start_response,
+                Reply.text(409, "another request is writing at this offset; ask with HEAD", extra),
+            )
         if result.size == 0:
             backend.delete(part)
         state = _tus_state(verdict)

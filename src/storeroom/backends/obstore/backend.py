@@ -101,8 +101,13 @@ def _absolute_file_url(url: str) -> str:
 def _info(meta: ObjectMeta, attributes: Mapping[str, Any] | None = None) -> ObjectInfo:
     attributes = dict(attributes or {})
     content_type = attributes.pop("Content-Type", None)
-    for standard in ("Content-Disposition", "Content-Encoding", "Content-Language",
-                     "Cache-Control", "Storage-Class"):
+    for standard in (
+        "Content-Disposition",
+        "Content-Encoding",
+        "Content-Language",
+        "Cache-Control",
+        "Storage-Class",
+    ):
         attributes.pop(standard, None)
     return ObjectInfo(
         path=meta["path"],
@@ -284,7 +289,8 @@ class ObstoreBackend(StorageBackend):
         if not opts.metadata:
             return {"Content-Type": opts.content_type} if opts.content_type else None
         attributes = {
-            name: value for name, value in opts.metadata.items()
+            name: value
+            for name, value in opts.metadata.items()
             if _is_metadata_key(self._kind, name)
         }
         if opts.content_type:

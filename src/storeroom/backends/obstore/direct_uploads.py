@@ -135,8 +135,7 @@ class S3Multipart:
     def __init__(self, backend: StorageBackend) -> None:
         config = s3_static_credentials(backend)
         if config is None:
-            raise ConfigurationError(
-                f"backend {backend.key!r} is not S3 with static credentials")
+            raise ConfigurationError(f"backend {backend.key!r} is not S3 with static credentials")
         self.backend = backend
         self.config = config
         self.bucket = str(config["bucket"])
@@ -155,11 +154,20 @@ class S3Multipart:
     def create(self, path: str, content_type: str) -> str:
         """Start a multipart upload to ``path``; return its upload id."""
         answer = self._client().create_multipart_upload(
-            Bucket=self.bucket, Key=self.key(path), ContentType=content_type)
+            Bucket=self.bucket, Key=self.key(path), ContentType=content_type
+        )
         return str(answer["UploadId"])
 
-    def part_url(self, path: str, upload_id: str, number: int, size: int | None, *,
-                 expires_in: int, now: datetime) -> str:
+    def part_url(
+        self,
+        path: str,
+        upload_id: str,
+        number: int,
+        size: int | None,
+        *,
+        expires_in: int,
+        now: datetime,
+    ) -> str:
         """A presigned ``PUT`` of part ``number``, exactly ``size`` bytes long if given."""
         from storeroom.backends.obstore.sigv4 import presign
 
@@ -169,12 +177,17 @@ class S3Multipart:
         if size is not None:
             headers["content-length"] = str(size)
         return presign(
-            method="PUT", url_base=base, key_path=key_path, headers=headers,
+            method="PUT",
+            url_base=base,
+            key_path=key_path,
+            headers=headers,
             query={"partNumber": str(number), "uploadId": upload_id},
             access_key=str(config["access_key_id"]),
             secret_key=str(config["secret_access_key"]),
             session_token=config.get("token") or config.get("session_token"),
-            region=str(config.get("region") or "us-east-1"), expires_in=expires_in, now=now,
+            region=str(config.get("region") or "us-east-1"),
+            expires_in=expires_in,
+            now=now,
         )
 
     def parts(self, path: str, upload_id: str) -> list[PartInfo]:
@@ -183,10 +196,13 @@ class S3Multipart:
         found: list[PartInfo] = []
         marker = 0
         while True:
-            answer = client.list_parts(Bucket=self.bucket, Key=self.key(path),
-                                       UploadId=upload_id, PartNumberMarker=marker)
-            found += [PartInfo(int(p["PartNumber"]), int(p["Size"]), str(p["ETag"]))
-                      for p in answer.get("Parts", [])]
+            answer = client.list_parts(
+                Bucket=self.bucket, Key=self.key(path), UploadId=upload_id, PartNumberMarker=marker
+            )
+            found += [
+                PartInfo(int(p["PartNumber"]), int(p["Size"]), str(p["ETag"]))
+                for p in answer.get("Parts", [])
+            ]
             if not answer.get("IsTruncated"):
                 return found
             marker = int(answer["NextPartNumberMarker"])
@@ -194,16 +210,19 @@ class S3Multipart:
     def finish(self, path: str, upload_id: str, parts: list[PartInfo]) -> None:
         """Complete the upload with ``parts`` (as :meth:`parts` listed them)."""
         self._client().complete_multipart_upload(
-            Bucket=self.bucket, Key=self.key(path), UploadId=upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag}
-                                       for p in parts]})
+            Bucket=self.bucket,
+            Key=self.key(path),
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]},
+        )
 
     def abort(self, path: str, upload_id: str) -> None:
         """Abort the upload and drop its parts; an upload already gone is not an error."""
         client = self._client()
         try:
-            client.abort_multipart_upload(Bucket=self.bucket, Key=self.key(path),
-                                          UploadId=upload_id)
+            client.abort_multipart_upload(
+                Bucket=self.bucket, Key=self.key(path), UploadId=upload_id
+            )
         except client.exceptions.NoSuchUpload:
             pass
 
@@ -211,8 +230,9 @@ class S3Multipart:
         """Whether the multipart upload is still open."""
         client = self._client()
         try:
-            client.list_parts(Bucket=self.bucket, Key=self.key(path), UploadId=upload_id,
-                              MaxParts=1)
+            client.list_parts(
+                Bucket=self.bucket, Key=self.key(path), UploadId=upload_id, MaxParts=1
+            )
         except client.exceptions.NoSuchUpload:
             return False
         return True
@@ -232,8 +252,7 @@ class AzureBlocks:
     def __init__(self, backend: StorageBackend) -> None:
         config = azure_account(backend)
         if config is None:
-            raise ConfigurationError(
-                f"backend {backend.key!r} is not Azure with an account key")
+            raise ConfigurationError(f"backend {backend.key!r} is not Azure with an account key")
         self.backend = backend
         self.config = config
         prefix = (getattr(backend.store, "prefix", None) or "").strip("/")  # type: ignore[attr-defined]
@@ -252,14 +271,17 @@ class AzureBlocks:
         except ImportError as exc:  # pragma: no cover - the azure extra brings it
             raise ConfigurationError(
                 "Azure block upload sessions need azure-storage-blob: pip install "
-                "'storeroom[azure]'") from exc
+                "'storeroom[azure]'"
+            ) from exc
         config = self.config
         account = str(config["account_name"])
         endpoint = str(config.get("endpoint") or f"https://{account}.blob.core.windows.net")
-        return BlobClient(account_url=endpoint, container_name=str(config["container_name"]),
-                          blob_name=self.prefix + safe_path(path),
-                          credential={"account_name": account,
-                                      "account_key": str(config["account_key"])})
+        return BlobClient(
+            account_url=endpoint,
+            container_name=str(config["container_name"]),
+            blob_name=self.prefix + safe_path(path),
+            credential={"account_name": account, "account_key": str(config["account_key"])},
+        )
 
     def part_url(self, path: str, number: int, *, expires_in: int) -> str:
         """A SAS URL for Put Block of part ``number`` (send it with ``PUT``)."""
@@ -296,7 +318,8 @@ class AzureBlocks:
         self._blob(path).commit_block_list(
             # The SDK base64-encodes ids itself: hand it the six digits.
             [BlobBlock(block_id=f"{part.number:06d}") for part in parts],
-            content_settings=ContentSettings(content_type=content_type))
+            content_settings=ContentSettings(content_type=content_type),
+        )
 
     def abort(self, path: str) -> None:
         """Drop the uncommitted blocks (commit an empty list, delete that blob)."""

@@ -35,14 +35,18 @@ def _canonical(
     """``(canonical request, canonical query, signed header names)``."""
     signed = {name.lower(): " ".join(str(value).split()) for name, value in headers.items()}
     signed_names = ";".join(sorted(signed))
-    canonical_query = "&".join(
-        f"{_encode(k)}={_encode(v)}" for k, v in sorted(query.items())
-    )
+    canonical_query = "&".join(f"{_encode(k)}={_encode(v)}" for k, v in sorted(query.items()))
     canonical_headers = "".join(f"{name}:{signed[name]}\n" for name in sorted(signed))
-    canonical_request = "\n".join([
-        method, _encode(key_path, safe="/"), canonical_query, canonical_headers, signed_names,
-        "UNSIGNED-PAYLOAD",
-    ])
+    canonical_request = "\n".join(
+        [
+            method,
+            _encode(key_path, safe="/"),
+            canonical_query,
+            canonical_headers,
+            signed_names,
+            "UNSIGNED-PAYLOAD",
+        ]
+    )
     return canonical_request, canonical_query, signed_names
 
 
@@ -72,16 +76,19 @@ def presign_gcs(
         "X-Goog-SignedHeaders": names,
     }
     canonical_request, canonical_query, _ = _canonical(method, key_path, query, headers)
-    string_to_sign = "\n".join([
-        "GOOG4-RSA-SHA256", stamp, scope,
-        hashlib.sha256(canonical_request.encode()).hexdigest(),
-    ])
+    string_to_sign = "\n".join(
+        [
+            "GOOG4-RSA-SHA256",
+            stamp,
+            scope,
+            hashlib.sha256(canonical_request.encode()).hexdigest(),
+        ]
+    )
     key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError("the service account key is not an RSA key")
     signature = key.sign(string_to_sign.encode(), padding.PKCS1v15(), hashes.SHA256()).hex()
-    return (f"{url_base}{_encode(key_path, safe='/')}?{canonical_query}"
-            f"&X-Goog-Signature={signature}")
+    return f"{url_base}{_encode(key_path, safe='/')}?{canonical_query}&X-Goog-Signature={signature}"
 
 
 def presign(
@@ -109,23 +116,28 @@ def presign(
     scope = f"{now.strftime('%Y%m%d')}/{region}/{service}/aws4_request"
     signed_names = ";".join(sorted(name.lower() for name in headers))
     signed_query = dict(query or {})
-    signed_query.update({
-        "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
-        "X-Amz-Credential": f"{access_key}/{scope}",
-        "X-Amz-Date": amz_date,
-        "X-Amz-Expires": str(expires_in),
-        "X-Amz-SignedHeaders": signed_names,
-    })
+    signed_query.update(
+        {
+            "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+            "X-Amz-Credential": f"{access_key}/{scope}",
+            "X-Amz-Date": amz_date,
+            "X-Amz-Expires": str(expires_in),
+            "X-Amz-SignedHeaders": signed_names,
+        }
+    )
     if session_token:
         signed_query["X-Amz-Security-Token"] = session_token
     canonical_request, canonical_query, _ = _canonical(method, key_path, signed_query, headers)
-    string_to_sign = "\n".join([
-        "AWS4-HMAC-SHA256", amz_date, scope,
-        hashlib.sha256(canonical_request.encode()).hexdigest(),
-    ])
+    string_to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            amz_date,
+            scope,
+            hashlib.sha256(canonical_request.encode()).hexdigest(),
+        ]
+    )
     key = _hmac(("AWS4" + secret_key).encode(), now.strftime("%Y%m%d"))
     for part in (region, service, "aws4_request"):
         key = _hmac(key, part)
     signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
-    return (f"{url_base}{_encode(key_path, safe='/')}?{canonical_query}"
-            f"&X-Amz-Signature={signature}")
+    return f"{url_base}{_encode(key_path, safe='/')}?{canonical_query}&X-Amz-Signature={signature}"
