@@ -77,50 +77,54 @@ class Item(UUIDAuditBase):
     file: Mapped[FileObject | None] = mapped_column(StoredObject(backend="files"), nullable=True)
 
 
-class Album(UUIDAuditBase):
+class CascadeAlbum(UUIDAuditBase):
     """A parent whose children the database deletes (ON DELETE CASCADE, passive_deletes)."""
 
     __tablename__ = f"sr_album_{SUFFIX}"
 
     name: Mapped[str] = mapped_column(String(100))
-    photos: Mapped[list[Photo]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
-    notes: Mapped[list[Note]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+    photos: Mapped[list[CascadePhoto]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+    notes: Mapped[list[CascadeNote]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
-class Photo(UUIDAuditBase):
-    """Declared with cascade_files(Album.photos): its files follow the database cascade."""
+class CascadePhoto(UUIDAuditBase):
+    """Declared with cascade_files(CascadeAlbum.photos): its files follow the database cascade."""
 
     __tablename__ = f"sr_photo_{SUFFIX}"
 
     album_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey(f"{Album.__tablename__}.id", ondelete="CASCADE")
+        ForeignKey(f"{CascadeAlbum.__tablename__}.id", ondelete="CASCADE")
     )
     file: Mapped[FileObject | None] = mapped_column(StoredObject(backend="files"), nullable=True)
 
 
-class Note(UUIDAuditBase):
+class CascadeNote(UUIDAuditBase):
     """Not declared: the database cascade leaves its files for find_orphans / gc."""
 
     __tablename__ = f"sr_note_{SUFFIX}"
 
     album_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey(f"{Album.__tablename__}.id", ondelete="CASCADE")
+        ForeignKey(f"{CascadeAlbum.__tablename__}.id", ondelete="CASCADE")
     )
     file: Mapped[FileObject | None] = mapped_column(StoredObject(backend="files"), nullable=True)
 
 
-cascade_files(Album.photos)
+cascade_files(CascadeAlbum.photos)
 
 ALL_FILE_COLUMNS = [
     Document.file,
     Document.attachments,
     Report.file,
     Item.file,
-    Photo.file,
-    Note.file,
+    CascadePhoto.file,
+    CascadeNote.file,
 ]
-ALL_MODELS = [Document, Report, Folder, Item, Album, Photo, Note]
-FILE_MODELS = [Document, Report, Item, Photo, Note]
+ALL_MODELS = [Document, Report, Folder, Item, CascadeAlbum, CascadePhoto, CascadeNote]
+FILE_MODELS = [Document, Report, Item, CascadePhoto, CascadeNote]
 
 
 class Interrupted(BaseException):

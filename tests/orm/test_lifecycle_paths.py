@@ -28,15 +28,15 @@ from storeroom.orm import find_dangling, find_orphans, wait_for_cleanup
 from tests.orm.conftest import (
     ALL_FILE_COLUMNS,
     FILE_MODELS,
-    Album,
+    CascadeAlbum,
+    CascadeNote,
+    CascadePhoto,
     Db,
     Document,
     FaultyBackend,
     Folder,
     Interrupted,
     Item,
-    Note,
-    Photo,
 )
 
 
@@ -290,23 +290,23 @@ async def test_database_cascade_declared_children_files_follow_undeclared_are_fo
     db: Db, files: FaultyBackend
 ) -> None:
     session = db.session()
-    albums = [Album(name=f"al{i}") for i in range(2)]
+    albums = [CascadeAlbum(name=f"al{i}") for i in range(2)]
     session.add_all(albums)
     await session.flush()
     for album in albums:
         session.add_all(
             [
-                Photo(album_id=album.id, file=new_file("p.jpg")),
-                Note(album_id=album.id, file=new_file("n.txt")),
+                CascadePhoto(album_id=album.id, file=new_file("p.jpg")),
+                CascadeNote(album_id=album.id, file=new_file("n.txt")),
             ]
         )
     await session.commit()
-    notes = {n.file.path for n in await session.scalars(select(Note))}
+    notes = {n.file.path for n in await session.scalars(select(CascadeNote))}
     await session.delete(albums[0])  # passive_deletes: the database deletes the children
-    await session.execute(delete(Album).where(Album.name == "al1"))  # and in bulk
+    await session.execute(delete(CascadeAlbum).where(CascadeAlbum.name == "al1"))  # and in bulk
     await session.commit()
     await session.close()
-    # Declared (cascade_files(Album.photos)): deleted after the commit. Undeclared: orphans
+    # Declared (cascade_files(CascadeAlbum.photos)): deleted after the commit. Undeclared: orphans
     # that find_orphans / storeroom gc report.
     assert files.paths() == notes
     await assert_rule_holds(db, files, orphans_ok=notes)

@@ -5,7 +5,6 @@ The store here is local disk behind storeroom's HMAC handler (S3 and Azure: test
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +17,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from storeroom import FileObject, ObstoreBackend, storages
+from storeroom import FileObject, ObstoreBackend, checksums, storages
 from storeroom.orm import StoredObject, wait_for_cleanup
 from storeroom.signing import configure_signing
 from storeroom.uploads import (
@@ -113,7 +112,7 @@ def test_upload_session_happy_path_replay_and_second_completion(env: Env) -> Non
         session.commit()
         assert file.path == target.path and file.filename == "../../etc/passwd cat.png"
         assert file.size == len(PNG) and file.content_type == "image/png"
-        assert file.checksum == "sha256:" + hashlib.sha256(PNG).hexdigest()
+        assert file.checksum == checksums.digest(checksums.DEFAULT_ALGORITHM, PNG)
 
     # Replays: the same URL cannot overwrite the object, the session cannot complete again.
     assert env.send(target.instructions, b"\x89PNG replaced") == 409

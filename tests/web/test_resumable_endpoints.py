@@ -20,7 +20,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
-from storeroom import ObstoreBackend, storages
+from storeroom import ObstoreBackend, checksums, storages
 from storeroom.signing import configure_signing
 from storeroom.uploads import UploadLimits, complete, metadata
 
@@ -103,7 +103,7 @@ def tus_flow(request: Request, sync_sessions: Any, backend: ObstoreBackend) -> N
     with sync_sessions() as db:
         file = complete(db, target["id"])
         db.commit()
-    assert hashlib.sha256(backend.get(file.path)).hexdigest() in (file.checksum or "")
+    assert file.checksum == checksums.digest(checksums.DEFAULT_ALGORITHM, backend.get(file.path))
 
 
 def s3_flow(request: Request, sync_sessions: Any, backend: ObstoreBackend) -> None:

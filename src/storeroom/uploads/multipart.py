@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from storeroom.backends.base import ObjectInfo, PutResult, StorageBackend
+from storeroom.backends.base import BACKEND_DEFAULT, ObjectInfo, PutResult, StorageBackend
 from storeroom.backends.obstore.direct_uploads import (
     S3_PARTS,
     PartInfo,
@@ -263,7 +263,7 @@ def put_create_only(
     chunks: Iterator[bytes],
     *,
     content_type: str | None = None,
-    checksum: str | None = "sha256",
+    checksum: str | None = BACKEND_DEFAULT,
     relay: Any = None,
 ) -> PutResult:
     """Stream ``chunks`` into a new object at ``path``; :class:`ObjectExists` if one is there.
@@ -305,7 +305,7 @@ async def put_create_only_async(
     chunks: AsyncIterator[bytes],
     *,
     content_type: str | None = None,
-    checksum: str | None = "sha256",
+    checksum: str | None = BACKEND_DEFAULT,
 ) -> PutResult:
     """Async form of :func:`put_create_only`."""
     import obstore

@@ -567,8 +567,9 @@ def _file(
 class _Sniffer:
     """Meters the whole object and keeps its first bytes for sniffing."""
 
-    def __init__(self) -> None:
-        self.meter = Meter("sha256")
+    def __init__(self, backend: StorageBackend) -> None:
+        # The checksum is recorded with the backend's digest, as a save would record it.
+        self.meter = Meter(backend.checksum_algorithm)
         self.head = bytearray()
 
     def feed(self, chunk: bytes) -> None:
@@ -604,7 +605,7 @@ def complete(
     except ObjectNotFound:
         raise _missing(row) from None
     problem = _size_problem(row, info.size)
-    sniffer = _Sniffer()
+    sniffer = _Sniffer(backend)
     inspected = None
     if problem is None:
         inspected = inspect_content(
@@ -656,7 +657,7 @@ async def complete_async(
     except ObjectNotFound:
         raise _missing(row) from None
     problem = _size_problem(row, info.size)
-    sniffer = _Sniffer()
+    sniffer = _Sniffer(backend)
     ainspected = None
     if problem is None:
         ainspected = inspect_content_async(
