@@ -64,12 +64,15 @@ def _env_py(original: str, uid: str) -> str:
     source = original.replace(
         "target_metadata = None",
         "from models import Base\nfrom storeroom.orm.alembic import render_item\n"
-        "target_metadata = Base.metadata",
+        "target_metadata = Base.metadata\n\n\n"
+        "def include_name(name, type_, parent_names):\n"
+        "    # The shared test database holds other tests' tables: compare only this test's.\n"
+        f"    return type_ != 'table' or name.endswith('_{uid}')\n",
     )
     configured = source.replace(
         "target_metadata=target_metadata",
         f"target_metadata=target_metadata, render_item=render_item, "
-        f"version_table='alembic_version_{uid}'",
+        f"include_name=include_name, version_table='alembic_version_{uid}'",
     )
     assert configured.count("render_item=render_item") == 2, "env.py template changed"
     return configured
