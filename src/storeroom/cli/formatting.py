@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import click
 from rich.progress import ProgressColumn
 from rich.text import Text
 
-__all__ = ["BinarySpeedColumn", "human_size", "print_table"]
+__all__ = ["BinarySpeedColumn", "human_size", "print_finding", "print_table"]
 
 
 class BinarySpeedColumn(ProgressColumn):
@@ -57,3 +58,20 @@ def human_size(n: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return str(n)  # pragma: no cover
+
+
+def print_finding(section: str, entry: dict[str, Any]) -> None:
+    """One line of ``verify``'s text report: a dangling reference, a mismatch or an orphan."""
+    if section == "dangling":
+        click.echo(
+            f"dangling   {entry['model']} {','.join(entry['key'])} "
+            f"{entry['column']} -> {entry['backend']}:{entry['path']}"
+        )
+    elif section == "mismatched":
+        click.echo(
+            f"mismatched {entry['model']} {','.join(entry['key'])} "
+            f"{entry['backend']}:{entry['path']} {entry['kind']}: row "
+            f"{entry['recorded']}, store {entry['stored']}"
+        )
+    else:
+        click.echo(f"orphan     {entry['backend']}:{entry['path']} {human_size(entry['size'])}")

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from storeroom.cli.app import Context, fail, pass_context
-from storeroom.cli.formatting import human_size
+from storeroom.cli.formatting import human_size, print_finding
 from storeroom.cli.rows import (
     columns_of,
     load_model,
@@ -75,22 +75,6 @@ class _JsonReport:
         self._advance(len(_SECTIONS))
         body = textwrap.indent(json.dumps(summary, indent=2), "  ")[2:]
         click.echo(f'  "summary": {body}\n}}')
-
-
-def _print_finding(section: str, entry: dict[str, Any]) -> None:
-    if section == "dangling":
-        click.echo(
-            f"dangling   {entry['model']} {','.join(entry['key'])} "
-            f"{entry['column']} -> {entry['backend']}:{entry['path']}"
-        )
-    elif section == "mismatched":
-        click.echo(
-            f"mismatched {entry['model']} {','.join(entry['key'])} "
-            f"{entry['backend']}:{entry['path']} {entry['kind']}: row "
-            f"{entry['recorded']}, store {entry['stored']}"
-        )
-    else:
-        click.echo(f"orphan     {entry['backend']}:{entry['path']} {human_size(entry['size'])}")
 
 
 @click.command(short_help="Find dangling references, mismatches and orphans.")
@@ -191,7 +175,7 @@ def verify(
             elif report is not None:
                 report.entry(section, entry)
             else:
-                _print_finding(section, entry)
+                print_finding(section, entry)
     if report is not None:
         report.summary(summary)
     else:

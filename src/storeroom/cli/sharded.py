@@ -125,7 +125,7 @@ def show(database: str, run: str, *, wait: bool) -> None:
 
 
 def _result(database: str, run: str, status: list[Any]) -> None:
-    from storeroom.cli.maintenance import _print_finding
+    from storeroom.cli.formatting import print_finding
     from storeroom.jobs.maintenance import run_counts, run_findings
 
     counts = run_counts(status)
@@ -133,7 +133,7 @@ def _result(database: str, run: str, status: list[Any]) -> None:
     kind = run.split("-", 1)[0]
     for section, entry in run_findings(database, run):
         if kind == "verify":
-            _print_finding(section, entry)
+            print_finding(section, entry)
         elif kind == "gc":
             click.echo(
                 f"deleted {entry['path']}"
