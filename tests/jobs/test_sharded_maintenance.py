@@ -204,6 +204,12 @@ def test_sharded_verify_and_gc_on_two_workers_match_one_process(
     assert len(list(local.list())) == 40
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="known bug, issue 20: in about one run of two a shard retried after its worker was "
+    "killed reports fewer copies than one process (seen: 287 copied + 27 done of 400, rows "
+    "updated 314); the sharded migrate must not be trusted until this is found",
+)
 def test_sharded_migrate_with_a_worker_killed_mid_shard_is_retried_and_complete(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
