@@ -81,6 +81,15 @@ def missing_docstrings() -> list[str]:
     return missing
 
 
+def _own_members(cls: type) -> dict[str, object]:
+    """The members a class defines or inherits from storeroom's own classes (not from libraries)."""
+    members: dict[str, object] = {}
+    for base in reversed(cls.__mro__):
+        if base.__module__.startswith("storeroom"):
+            members.update(vars(base))
+    return members
+
+
 def render() -> str:
     """The Markdown text of the API reference."""
     lines = [
@@ -110,7 +119,7 @@ def render() -> str:
             signature = _signature(obj) if callable(obj) else ""
             lines.append(f"- **`{name}{signature}`** ({kind}): {_doc(obj) or '(constant)'}")
             if inspect.isclass(obj) and module_name != "storeroom.errors":
-                for attr, member in sorted(vars(obj).items()):
+                for attr, member in sorted(_own_members(obj).items()):
                     if attr.startswith("_") or not (
                         inspect.isfunction(member) or isinstance(member, property)
                     ):

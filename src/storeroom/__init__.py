@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from storeroom import _shutdown as _shutdown  # waits for obstore's threads at exit
 from storeroom import events
+from storeroom import serialization as serialization  # gives FileObject its pydantic form
 from storeroom.backends.base import ObjectInfo, PutResult, StorageBackend
 from storeroom.backends.obstore import ObstoreBackend
 from storeroom.errors import (

@@ -8,7 +8,7 @@ import io
 import mimetypes
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 from storeroom import checksums
 from storeroom.backends import transfer
@@ -202,13 +202,16 @@ class FileObject:
 
     # -- serialisation ----------------------------------------------------------------------
 
+    pydantic_form: ClassVar[Any] = None
+    """The form a plain ``FileObject`` field takes in pydantic models.
+
+    :mod:`storeroom.serialization` sets it to its public form when storeroom is imported;
+    ``Annotated[FileObject, FileForm(...)]`` picks another per field."""
+
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
-        """pydantic v2 support: a FileObject field uses the public form of
-        :mod:`storeroom.serialization` (``Annotated[FileObject, FileForm(...)]`` for another)."""
-        from storeroom.serialization import PUBLIC
-
-        return PUBLIC.__get_pydantic_core_schema__(source, handler)
+        """pydantic v2 support: the schema of :attr:`pydantic_form`."""
+        return cls.pydantic_form.__get_pydantic_core_schema__(source, handler)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of everything known about the file (not its pending content)."""

@@ -241,6 +241,8 @@ PUBLIC = FileForm()
 INTERNALS = FileForm(internals=True)
 """The full form, with where the file lives: for trusted data only."""
 
+FileObject.pydantic_form = PUBLIC
+
 
 def _instance_or(value: Any, validate: Any) -> Any:
     return value if isinstance(value, FileObject) else validate(value)

@@ -6,11 +6,11 @@ import pytest
 
 from storeroom import ConfigurationError, ObstoreBackend
 from storeroom.backends.obstore.options import (
-    is_secret_option,
     parse_azure_connection_string,
     split_options,
     store_kind,
 )
+from storeroom.masking import is_secret_option
 
 AZURITE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="

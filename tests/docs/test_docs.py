@@ -120,8 +120,8 @@ def _with_services(
 ) -> None:
     if "s3" in page.requires:
         server = request.getfixturevalue("moto_server")
-        for name in page.buckets:
-            server.create_bucket(name)
+        # A page may leave a bucket policy (security.md): later pages and tests share the server.
+        request.addfinalizer(server.drop_bucket_policies)
         monkeypatch.setenv("AWS_ENDPOINT_URL", server.endpoint)
         monkeypatch.setenv("S3_ENDPOINT", server.endpoint)
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.access_key)
@@ -136,7 +136,6 @@ DOCS_PAGES = [p for p in PAGES if p.path.name != "README.md"]
 RUN_ONCE = {
     "migration.md": "rows in the SQLite file outlive the memory store between runs",
     "models.md": "a query expects exactly one row",
-    "security.md": "the bucket policy of the first run refuses the second run's upload",
 }
 
 
@@ -150,6 +149,9 @@ def test_page_examples_run(
     _with_services(page, request, monkeypatch)
     monkeypatch.chdir(tmp_path)
     for run in (1,) if page.path.name in RUN_ONCE else (1, 2):
+        if "s3" in page.requires:
+            for name in page.buckets:  # each run starts as a reader's would: fresh buckets
+                request.getfixturevalue("moto_server").fresh_bucket(name)
         with _page_namespace(page, run) as namespace:
             for line, code in page.blocks:
                 _run_block(code, namespace, f"{page.path.name}:{line} (run {run})")

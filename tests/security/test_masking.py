@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from storeroom import ObstoreBackend, events
-from storeroom.config.masking import mask_text, mask_url, masked_mapping
 from storeroom.errors import BackendError
+from storeroom.masking import mask_text, mask_url, masked_mapping
 
 PASSWORD = "Sup3rSecretPass"
 ENDPOINT = f"http://minio-user:{PASSWORD}@127.0.0.1:9"

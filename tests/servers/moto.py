@@ -38,6 +38,23 @@ class MotoServer:
             pass
         return name
 
+    def fresh_bucket(self, name: str) -> str:
+        """Bucket ``name`` as if new: created if missing, emptied, without a bucket policy."""
+        self.create_bucket(name)
+        client = self.client()
+        client.delete_bucket_policy(Bucket=name)
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=name, Delete={"Objects": keys})
+        return name
+
+    def drop_bucket_policies(self) -> None:
+        """Remove every bucket's policy (a page or test that sets one must not leak it)."""
+        client = self.client()
+        for bucket in client.list_buckets().get("Buckets", []):
+            client.delete_bucket_policy(Bucket=bucket["Name"])
+
     def reset(self) -> None:
         """Drop every bucket and object."""
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")

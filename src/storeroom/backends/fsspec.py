@@ -17,6 +17,7 @@ from storeroom.errors import (
     RangeNotSatisfiable,
     StoreroomError,
 )
+from storeroom.masking import mask_text
 from storeroom.retry import RetryPolicy
 
 try:
@@ -164,8 +165,6 @@ class FSSpecBackend(StorageBackend):
 
     def _error(self, exc: Exception, path: str, action: str) -> StoreroomError:
         # Filesystem errors may quote the endpoint URL with its password: mask it.
-        from storeroom.config.masking import mask_text
-
         error = super()._error(exc, path, action)
         if error is not exc and mask_text(str(error)) != str(error):
             error.args = (mask_text(str(error)),)

@@ -16,7 +16,7 @@ The rooms: :mod:`~storeroom.config.spec` (the :class:`BackendSpec` format),
 :mod:`~storeroom.config.validation` (every check), :mod:`~storeroom.config.construction`
 (building and registering backends), :mod:`~storeroom.config.urls` (the URL factory),
 :mod:`~storeroom.config.env` and :mod:`~storeroom.config.files` (the sources),
-:mod:`~storeroom.config.fields` (the settings table) and :mod:`~storeroom.config.masking`.
+:mod:`~storeroom.config.fields` (the settings table) and :mod:`~storeroom.masking`.
 """
 
 from __future__ import annotations

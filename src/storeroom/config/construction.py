@@ -15,14 +15,14 @@ from urllib.parse import urlsplit
 
 from storeroom.backends.obstore.options import STORE_KINDS
 from storeroom.config.errors import InvalidBackendSpec, shown, spec_error
-from storeroom.config.masking import redact, reveal
 from storeroom.config.urls import ALLOW_HTTP_OPTION, ENDPOINT_OPTION, URL_SCHEME, url_type
 from storeroom.errors import ConfigurationError
+from storeroom.masking import redact, reveal
 from storeroom.registry import StorageRegistry, storages
 
 if TYPE_CHECKING:
     from storeroom.backends.base import StorageBackend
-    from storeroom.config.spec import BackendSpec
+    from storeroom.config.specdata import SpecData
 
 __all__ = [
     "backend_options",
@@ -38,7 +38,7 @@ _MINIO_DEFAULT_ENDPOINT = "http://localhost:9000"
 _MINIO_DEFAULT_REGION = "us-east-1"
 
 
-def backend_options(spec: BackendSpec) -> dict[str, Any]:
+def backend_options(spec: SpecData) -> dict[str, Any]:
     """The keyword options ``spec``'s backend is built with (secrets in the clear)."""
     options = {name: reveal(value) for name, value in spec.options.items()}
     kind = spec.kind if spec.url is None else url_type(spec.url)
@@ -59,7 +59,7 @@ def backend_options(spec: BackendSpec) -> dict[str, Any]:
     return options
 
 
-def _merge(spec: BackendSpec, options: dict[str, Any], field: str, option: str, value: Any) -> None:
+def _merge(spec: SpecData, options: dict[str, Any], field: str, option: str, value: Any) -> None:
     if option in options and options[option] != value:
         raise spec_error(
             spec.key,
@@ -71,7 +71,7 @@ def _merge(spec: BackendSpec, options: dict[str, Any], field: str, option: str, 
     options[option] = value
 
 
-def location_url(spec: BackendSpec) -> str:
+def location_url(spec: SpecData) -> str:
     """The URL (or fsspec protocol and prefix) ``spec``'s backend is built for."""
     kind = spec.kind
     prefix = spec.prefix.strip("/")
@@ -92,7 +92,7 @@ def location_url(spec: BackendSpec) -> str:
     return f"{spec.protocol}://" + "/".join(p for p in (bucket, prefix) if p)
 
 
-def _tuning(spec: BackendSpec) -> dict[str, Any]:
+def _tuning(spec: SpecData) -> dict[str, Any]:
     """``retry`` and ``timeout`` for an obstore backend (fsspec takes neither option)."""
     tuning: dict[str, Any] = {}
     scheme = urlsplit(spec.url).scheme if spec.kind == "url" and spec.url else None
@@ -105,7 +105,7 @@ def _tuning(spec: BackendSpec) -> dict[str, Any]:
     return tuning
 
 
-def _fsspec_backend(spec: BackendSpec) -> StorageBackend:
+def _fsspec_backend(spec: SpecData) -> StorageBackend:
     try:
         from storeroom.backends.fsspec import FSSpecBackend
     except ImportError as exc:
@@ -123,7 +123,7 @@ def _fsspec_backend(spec: BackendSpec) -> StorageBackend:
     return FSSpecBackend(spec.key, spec.protocol or "", prefix=prefix, **backend_options(spec))
 
 
-def _construct(spec: BackendSpec) -> StorageBackend:
+def _construct(spec: SpecData) -> StorageBackend:
     if spec.kind == "fsspec":
         return _fsspec_backend(spec)
     if spec.kind == "url":
@@ -135,7 +135,7 @@ def _construct(spec: BackendSpec) -> StorageBackend:
     return ObstoreBackend(spec.key, location_url(spec), **backend_options(spec), **_tuning(spec))
 
 
-def _configure(spec: BackendSpec, backend: StorageBackend) -> None:
+def _configure(spec: SpecData, backend: StorageBackend) -> None:
     """Apply the settings every backend reads after construction: retry and signing."""
     if spec.retry is not None:
         # Backends that retry natively got it at construction; the rest read it here.
@@ -161,7 +161,7 @@ def _configure(spec: BackendSpec, backend: StorageBackend) -> None:
         )
 
 
-def build_backend(spec: BackendSpec) -> StorageBackend:
+def build_backend(spec: SpecData) -> StorageBackend:
     """Build the backend ``spec`` describes (does not register it).
 
     Raises :class:`~storeroom.config.errors.InvalidBackendSpec` when the backend rejects
@@ -204,13 +204,13 @@ def _option_in(message: str) -> str:
     return "options"
 
 
-def build_backends(specs: Iterable[BackendSpec]) -> list[StorageBackend]:
+def build_backends(specs: Iterable[SpecData]) -> list[StorageBackend]:
     """Build every spec's backend; fails on the first invalid one, before any is used.
 
     Raises :class:`~storeroom.config.errors.InvalidBackendSpec` when two specs share a key.
     """
     specs = list(specs)
-    seen: dict[str, BackendSpec] = {}
+    seen: dict[str, SpecData] = {}
     for spec in specs:
         if spec.key in seen:
             first = seen[spec.key]
@@ -226,7 +226,7 @@ def build_backends(specs: Iterable[BackendSpec]) -> list[StorageBackend]:
 
 
 def register_specs(
-    specs: Iterable[BackendSpec],
+    specs: Iterable[SpecData],
     registry: StorageRegistry | None = None,
     *,
     overwrite: bool = False,

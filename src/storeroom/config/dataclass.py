@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from storeroom.config.conventions import SettingsBackends
 from storeroom.config.env import read_env
 from storeroom.config.fields import SETTINGS_FIELDS
-from storeroom.config.masking import MASK, masked_mapping
 from storeroom.config.validation import parse_json_object
+from storeroom.masking import MASK, masked_mapping
 
 __all__ = ["StorageConfig"]
 

@@ -1,7 +1,7 @@
 """The configuration error and the one shape of its message.
 
 ``backend 'docs' (from config.toml, storage.backends[0]): field 'type': <problem>. <fix>``;
-values are shown masked when secret (:mod:`storeroom.config.masking`).
+values are shown masked when secret (:mod:`storeroom.masking`).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from storeroom.config.masking import MASK, mask_url, masked, masked_mapping
 from storeroom.errors import ConfigurationError
+from storeroom.masking import MASK, mask_url, masked, masked_mapping
 
 __all__ = ["InvalidBackendSpec", "shown", "shown_value", "spec_error"]
 

@@ -64,7 +64,7 @@ class StorageSettings(SettingsBackends, _Fields):
         def __getattr__(self, name: str) -> Any: ...
 
     def __repr_args__(self) -> Any:
-        from storeroom.config.masking import masked_mapping
+        from storeroom.masking import masked_mapping
 
         for name, value in super().__repr_args__():
             if name == "backends" and isinstance(value, dict):

@@ -11,7 +11,7 @@ and from :mod:`storeroom.config`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from storeroom.config.construction import (
@@ -21,8 +21,8 @@ from storeroom.config.construction import (
     location_url,
     register_specs,
 )
-from storeroom.config.errors import InvalidBackendSpec, shown, shown_value, spec_error
-from storeroom.config.masking import reveal, secret_values, url_secrets
+from storeroom.config.errors import InvalidBackendSpec, spec_error
+from storeroom.config.specdata import SpecData
 from storeroom.config.urls import backend_from_url
 from storeroom.config.validation import (
     RESERVED_FIELDS,
@@ -51,11 +51,9 @@ __all__ = [
     "spec_from_mapping",
 ]
 
-_HIDDEN: tuple[object, ...] = (None, "", {}, False)
-
 
 @dataclass(slots=True, repr=False)
-class BackendSpec:
+class BackendSpec(SpecData):
     """One backend to register: what every configuration source produces.
 
     Give either ``type`` with its location fields, or a ``url`` (the type then follows from
@@ -85,55 +83,8 @@ class BackendSpec:
     (:func:`storeroom.config.validation.validate_spec`).
     """
 
-    key: str
-    type: str | None = None
-    url: str | None = None
-    bucket: str | None = None
-    prefix: str = ""
-    region: str | None = None
-    endpoint: str | None = None
-    path: str | None = None
-    protocol: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    default: bool = False
-    signing_secret: Any = None
-    signing_base_url: str | None = None
-    retry: Any = None
-    timeout: Any = None
-    source: str | None = None
-
     def __post_init__(self) -> None:
         validate_spec(self)
-
-    def __repr__(self) -> str:
-        shown_fields = [
-            f"{f.name}={shown(f.name, getattr(self, f.name))}"
-            for f in fields(self)
-            if f.name == "key" or getattr(self, f.name) not in _HIDDEN
-        ]
-        return f"BackendSpec({', '.join(shown_fields)})"
-
-    __str__ = __repr__
-
-    def masked(self) -> dict[str, Any]:
-        """The spec as a dict, secrets replaced by ``'***'`` (safe to log or print)."""
-        return {
-            f.name: shown_value(f.name, getattr(self, f.name))
-            for f in fields(self)
-            if getattr(self, f.name) not in _HIDDEN
-        }
-
-    @property
-    def kind(self) -> str:
-        """The canonical type: one of :data:`TYPE_ALIASES`' values, or ``'url'``."""
-        return self.type or "url"
-
-    def secrets(self) -> list[str]:
-        """The secret values this spec holds, in the clear: to redact them from messages."""
-        found = secret_values(self.options) + url_secrets(self.url)
-        if self.signing_secret is not None:
-            found.append(str(reveal(self.signing_secret)))
-        return found
 
     def backend_options(self) -> dict[str, Any]:
         """The keyword options the backend is built with (secrets in the clear)."""

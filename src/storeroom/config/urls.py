@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 from storeroom.backends.obstore.options import STORE_KINDS, store_kind
 from storeroom.config.errors import InvalidBackendSpec, spec_error
-from storeroom.config.masking import masked
 from storeroom.errors import ConfigurationError
+from storeroom.masking import masked
 
 if TYPE_CHECKING:
     from storeroom.backends.base import StorageBackend

@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 
 from storeroom.backends.obstore.options import STORE_KINDS
 from storeroom.config.errors import InvalidBackendSpec, shown, spec_error
-from storeroom.config.masking import reveal
 from storeroom.config.urls import ENDPOINT_OPTION, URL_SCHEME, url_type
+from storeroom.masking import reveal
 
 if TYPE_CHECKING:
-    from storeroom.config.spec import BackendSpec
+    from storeroom.config.specdata import SpecData
 
 __all__ = [
     "LOCATION_FIELDS",
@@ -127,11 +127,11 @@ def parse_bool(text: str, key: str | None, field: str, source: str | None) -> bo
     )
 
 
-def _error(spec: BackendSpec, field: str, problem: str, fix: str = "") -> InvalidBackendSpec:
+def _error(spec: SpecData, field: str, problem: str, fix: str = "") -> InvalidBackendSpec:
     return spec_error(spec.key, spec.source, field, problem, fix=fix)
 
 
-def validate_spec(spec: BackendSpec) -> None:
+def validate_spec(spec: SpecData) -> None:
     """Check every field of ``spec`` and normalise it in place.
 
     Raises :class:`~storeroom.config.errors.InvalidBackendSpec` for the first problem.
@@ -169,7 +169,7 @@ def validate_spec(spec: BackendSpec) -> None:
         raise _error(spec, "default", f"expected true or false, got {spec.default!r}")
 
 
-def _validate_type(spec: BackendSpec) -> None:
+def _validate_type(spec: SpecData) -> None:
     if spec.type is None:
         if not spec.url:
             raise _error(
@@ -201,7 +201,7 @@ def _validate_type(spec: BackendSpec) -> None:
         spec.type = None
 
 
-def _validate_location(spec: BackendSpec) -> None:
+def _validate_location(spec: SpecData) -> None:
     kind = spec.kind
     if kind in URL_SCHEME:
         if not spec.bucket:
@@ -248,7 +248,7 @@ def _validate_location(spec: BackendSpec) -> None:
                 )
 
 
-def _validate_options(spec: BackendSpec) -> None:
+def _validate_options(spec: SpecData) -> None:
     if isinstance(spec.options, str):
         spec.options = parse_json_object(spec.options, spec.key, "options", spec.source)
     if not isinstance(spec.options, Mapping):
@@ -270,7 +270,7 @@ def _validate_options(spec: BackendSpec) -> None:
     spec.options = dict(spec.options)
 
 
-def _validate_reserved(spec: BackendSpec) -> None:
+def _validate_reserved(spec: SpecData) -> None:
     if spec.signing_secret is not None:
         secret = reveal(spec.signing_secret)
         if not isinstance(secret, str) or not secret:
@@ -297,7 +297,7 @@ def _validate_reserved(spec: BackendSpec) -> None:
         spec.timeout = _timeout(spec)
 
 
-def _timeout(spec: BackendSpec) -> Any:
+def _timeout(spec: SpecData) -> Any:
     timeout = spec.timeout
     if isinstance(timeout, str):
         try:

@@ -51,6 +51,7 @@ from storeroom.errors import (
     RangeNotSatisfiable,
     StoreroomError,
 )
+from storeroom.masking import mask_text
 from storeroom.retry import RetryPolicy, timeout_option
 from storeroom.streams import Meter
 
@@ -217,7 +218,7 @@ class ObstoreBackend(StorageBackend):
             if type(exc).__name__ != "PanicException" and not isinstance(exc, Exception):
                 raise
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            message = _masked(message)
+            message = mask_text(message)
             raise ConfigurationError(
                 f"backend {self.key!r}: obstore rejected the options for {self._url!r} "
                 f"({', '.join(sorted(options))}): {message}"
@@ -260,7 +261,7 @@ class ObstoreBackend(StorageBackend):
         error = super()._error(exc, path, action)
         if error is not exc:
             text = str(error)
-            masked = _masked(text)
+            masked = mask_text(text)
             if masked != text:
                 error.args = (masked,)
         return error
@@ -530,10 +531,6 @@ def _local_root(store: Any) -> str | None:
     return real_root(str(prefix)) if prefix is not None else None
 
 
-def _masked(text: str) -> str:
-    from storeroom.config.masking import mask_text  # the config package imports backends
-
-    return mask_text(text)
 
 
 def _span(result: Any) -> int:

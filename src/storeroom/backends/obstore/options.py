@@ -131,17 +131,6 @@ _CONFIG_KEYS: Mapping[str, tuple[str, ...]] = {
 }
 
 _PASS_THROUGH = ("client_options", "retry_config", "credential_provider", "config")
-_SECRET_HINTS = (
-    "secret",
-    "key",
-    "token",
-    "password",
-    "signature",
-    "credential",
-    "sas",
-    "service_account",
-    "connection_string",
-)
 
 
 @dataclass(slots=True)
@@ -168,12 +157,6 @@ class ObstoreOptions:
             kwargs["credential_provider"] = self.credential_provider
         kwargs.update(self.local)
         return kwargs
-
-
-def is_secret_option(name: str) -> bool:
-    """Whether an option's value must never be shown: keys, key ids, tokens, passwords."""
-    lowered = name.lower()
-    return any(hint in lowered for hint in _SECRET_HINTS)
 
 
 def store_kind(url: str) -> str:
