@@ -531,8 +531,6 @@ def _local_root(store: Any) -> str | None:
     return real_root(str(prefix)) if prefix is not None else None
 
 
-
-
 def _span(result: Any) -> int:
     start, end = result.range
     return int(end - start)
