@@ -224,6 +224,35 @@ class UploadLimits:
             bool(data.get("allow_active")),
         )
 
+    def size_problem(self, size: int, subject: str) -> UploadRejected | None:
+        """Why ``size`` bytes break these limits, or None; ``subject`` names the size."""
+        if self.max_size is not None and size > self.max_size:
+            return UploadRejected(
+                f"{subject} {size} bytes is over the limit of {self.max_size} bytes",
+                rule="max_size",
+                value=size,
+            )
+        if size < self.min_size:
+            return UploadRejected(
+                f"{subject} {size} bytes is under the minimum of {self.min_size} bytes",
+                rule="min_size",
+                value=size,
+            )
+        return None
+
+    def type_problem(self, content_type: str, subject: str) -> UploadRejected | None:
+        """Why ``content_type`` is refused (naming what is allowed), or None."""
+        if self.allows_type(content_type):
+            return None
+        allowed = ", ".join(self.content_types) or "any type"
+        if not self.allow_active:
+            allowed += " (no active content such as HTML)"
+        return UploadRejected(
+            f"{subject} {content_type!r} is not allowed; allowed: {allowed}",
+            rule="content_type",
+            value=content_type,
+        )
+
     def allows_type(self, content_type: str) -> bool:
         """Whether ``content_type`` (parameters ignored) matches an allowed pattern."""
         if is_active_content(content_type) and not self.allow_active:
@@ -287,11 +316,6 @@ def _destination(destination: Any, registry: StorageRegistry) -> tuple[StorageBa
     return registry.get_backend(kind.backend), destination.class_, destination.key
 
 
-def _allowed(limits: UploadLimits) -> str:
-    patterns = ", ".join(limits.content_types) or "any type"
-    return patterns if limits.allow_active else f"{patterns} (no active content such as HTML)"
-
-
 # One type, no list, no control characters: the value is signed into a header.
 _DECLARED_TYPE = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*"
@@ -322,24 +346,11 @@ def _check_declared(filename: str, content_type: str, size: int, limits: UploadL
             rule="declared_size",
             value=size,
         )
-    if limits.max_size is not None and size > limits.max_size:
-        raise UploadRejected(
-            f"declared size {size} is over the limit of {limits.max_size} bytes",
-            rule="max_size",
-            value=size,
-        )
-    if size < limits.min_size:
-        raise UploadRejected(
-            f"declared size {size} is under the minimum of {limits.min_size} bytes",
-            rule="min_size",
-            value=size,
-        )
-    if not limits.allows_type(content_type):
-        raise UploadRejected(
-            f"declared type {content_type!r} is not allowed; allowed: {_allowed(limits)}",
-            rule="content_type",
-            value=content_type,
-        )
+    problem = limits.size_problem(size, "declared size") or limits.type_problem(
+        content_type, "the declared type"
+    )
+    if problem is not None:
+        raise problem
 
 
 def _plan(
@@ -483,36 +494,16 @@ def _usable(row: Any, session_id: str, now: datetime) -> None:
 
 
 def _size_problem(row: Any, size: int) -> UploadRejected | None:
-    limits = UploadLimits.from_json(row.limits)
-    if limits.max_size is not None and size > limits.max_size:
-        return UploadRejected(
-            f"uploaded {size} bytes, over the limit of {limits.max_size}",
-            rule="max_size",
-            value=size,
-        )
-    if size < limits.min_size:
-        return UploadRejected(
-            f"uploaded {size} bytes, under the minimum of {limits.min_size}",
-            rule="min_size",
-            value=size,
-        )
-    if size != row.size:
+    problem = UploadLimits.from_json(row.limits).size_problem(size, "uploaded size")
+    if problem is None and size != row.size:
         return UploadRejected(
             f"uploaded {size} bytes but {row.size} were declared", rule="declared_size", value=size
         )
-    return None
+    return problem
 
 
 def _type_problem(row: Any, sniffed: str) -> UploadRejected | None:
-    limits = UploadLimits.from_json(row.limits)
-    if not limits.allows_type(sniffed):
-        return UploadRejected(
-            f"the uploaded bytes are {sniffed!r}, which is not allowed; allowed: "
-            f"{_allowed(limits)}",
-            rule="content_type",
-            value=sniffed,
-        )
-    return None
+    return UploadLimits.from_json(row.limits).type_problem(sniffed, "the uploaded bytes' type")
 
 
 def _missing(row: Any) -> UploadRejected:

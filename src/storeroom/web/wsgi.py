@@ -147,33 +147,16 @@ class SignedUrlWsgiApp:
         problem = upload_problem(grant, headers)
         if problem is not None:
             return self._reply(start_response, problem)
-        stream = environ["wsgi.input"]
-        declared = declared_length(headers)
-        remaining = declared
-        if remaining is None and not environ.get("wsgi.input_terminated"):
-            # Without a length, reading to the end is only safe where the server marks the
-            # input as terminated (chunked requests on Werkzeug, Gunicorn, ...); elsewhere
-            # it could block forever.
-            return self._reply(
-                start_response,
-                Reply.text(
-                    411, "send a Content-Length (this server cannot stream a body without one)"
-                ),
-            )
+        chunks = _request_body(environ, headers, self.chunk_size, keep_partial=False)
+        if isinstance(chunks, Reply):
+            return self._reply(start_response, chunks)
 
         def body() -> Iterator[bytes]:
-            nonlocal remaining
             seen = 0
-            while remaining is None or remaining > 0:
-                size = self.chunk_size if remaining is None else min(self.chunk_size, remaining)
-                chunk = stream.read(size)
-                if not chunk:
-                    break
-                if remaining is not None:
-                    remaining -= len(chunk)
+            for chunk in chunks:
                 seen = count_upload(grant, seen, chunk)
                 yield chunk
-            check_complete(seen, declared)
+            check_complete(seen, declared_length(headers))
 
         try:
             result = put_create_only(
@@ -241,29 +224,13 @@ class SignedUrlWsgiApp:
         problem = tus.patch_problem(grant, headers, state, extra)
         if problem is not None:
             return self._reply(start_response, problem)
-        stream = environ["wsgi.input"]
-        remaining = declared_length(headers)
-        if remaining is None and not environ.get("wsgi.input_terminated"):
-            return self._reply(
-                start_response,
-                Reply.text(
-                    411, "send a Content-Length (this server cannot stream a body without one)"
-                ),
-            )
+        chunks = _request_body(environ, headers, self.chunk_size, keep_partial=True)
+        if isinstance(chunks, Reply):
+            return self._reply(start_response, chunks)
 
         def body() -> Iterator[bytes]:
-            nonlocal remaining
             seen = 0
-            while remaining is None or remaining > 0:
-                size = self.chunk_size if remaining is None else min(self.chunk_size, remaining)
-                try:
-                    chunk = stream.read(size)
-                except OSError:
-                    return  # the client went away: keep what arrived
-                if not chunk:
-                    return
-                if remaining is not None:
-                    remaining -= len(chunk)
+            for chunk in chunks:
                 seen = tus.check_part(state, seen, chunk)
                 yield chunk
 
@@ -283,6 +250,42 @@ class SignedUrlWsgiApp:
         if state.ready:
             state = _assemble(verdict, state)
         return self._reply(start_response, tus.patched(grant, state.offset, extra))
+
+
+def _request_body(
+    environ: dict[str, Any], headers: dict[str, str], chunk_size: int, *, keep_partial: bool
+) -> Iterator[bytes] | Reply:
+    """The request body in chunks, never read past its declared length; 411 when unsafe.
+
+    Without a length, reading to the end is only safe where the server marks the input as
+    terminated (chunked requests on Werkzeug, Gunicorn, ...); elsewhere it could block
+    forever. With ``keep_partial`` a client that goes away ends the body (a tus part keeps
+    what arrived); otherwise the read error propagates.
+    """
+    stream = environ["wsgi.input"]
+    remaining = declared_length(headers)
+    if remaining is None and not environ.get("wsgi.input_terminated"):
+        return Reply.text(
+            411, "send a Content-Length (this server cannot stream a body without one)"
+        )
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal remaining
+        while remaining is None or remaining > 0:
+            size = chunk_size if remaining is None else min(chunk_size, remaining)
+            try:
+                chunk = stream.read(size)
+            except OSError:
+                if keep_partial:
+                    return
+                raise
+            if not chunk:
+                return
+            if remaining is not None:
+                remaining -= len(chunk)
+            yield chunk
+
+    return chunks()
 
 
 def _tus_state(verdict: Verdict) -> tus.TusState:
