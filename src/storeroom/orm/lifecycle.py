@@ -33,6 +33,7 @@ State lives in one :class:`TransactionFiles` per outermost transaction and dies 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import os
@@ -978,6 +979,21 @@ def _record_findings(upload: PlannedUpload) -> None:
         record_variants(file, upload.column, makers, findings.content_type)
 
 
+@contextlib.contextmanager
+def _staged(record: UploadRecord) -> Iterator[None]:
+    """Track how far an upload got: its stage says what a failure may have left behind."""
+    record.stage = "started"
+    try:
+        yield
+    except ObjectExists:
+        record.stage = "nothing written"
+        raise
+    except Exception:
+        record.stage = "failed"
+        raise
+    record.stage = "done"
+
+
 def _upload(files: TransactionFiles, savepoint: int, uploads: Sequence[PlannedUpload]) -> None:
     if not uploads:
         return
@@ -995,33 +1011,17 @@ def _upload(files: TransactionFiles, savepoint: int, uploads: Sequence[PlannedUp
 
     def upload_sync(pair: tuple[UploadRecord, PlannedUpload]) -> None:
         record, planned = pair
-        record.stage = "started"
-        try:
+        with _staged(record):
             record.file.save(prepare_upload(planned), overwrite=False)
             _record_findings(planned)
-        except ObjectExists:
-            record.stage = "nothing written"
-            raise
-        except Exception:
-            record.stage = "failed"
-            raise
-        record.stage = "done"
 
     async def upload_async(pair: tuple[UploadRecord, PlannedUpload]) -> None:
         record, planned = pair
-        record.stage = "started"
-        try:
+        with _staged(record):
             await record.file.save_async(
                 prepare_upload(planned, asynchronous=True), overwrite=False
             )
             _record_findings(planned)
-        except ObjectExists:
-            record.stage = "nothing written"
-            raise
-        except Exception:
-            record.stage = "failed"
-            raise
-        record.stage = "done"
 
     errors = _for_each_file(pairs, upload_sync, upload_async)
     failures = [(r, e) for r, e in zip(records, errors, strict=True) if e is not None]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from storeroom.backends.base import BACKEND_DEFAULT, ObjectInfo, PutResult, StorageBackend
@@ -231,32 +231,6 @@ async def delete_tus_parts_async(backend: StorageBackend, path: str) -> None:
             pass
 
 
-# -- create-only writes that stream ---------------------------------------------------------
-#
-# A create-only write of a large body (``overwrite=False``) is one conditional PUT on
-# obstore stores, which holds the whole body in memory (measured: the server grew by the
-# body's size). So on obstore stores the body is streamed (multipart) into a scratch object,
-# which is then copied to its path with obstore's copy-if-not-exists (a hard link on local
-# disk): still create-only, and flat in memory. Other backends write create-only directly.
-
-
-def _native_store(backend: StorageBackend) -> Any:
-    from storeroom.backends.obstore import ObstoreBackend
-
-    if isinstance(backend, ObstoreBackend) and getattr(backend, "kind", None) in (
-        "local",
-        "memory",
-    ):
-        return backend.store
-    return None
-
-
-def _scratch() -> str:
-    import uuid
-
-    return f"{TUS_PREFIX}/scratch/{uuid.uuid4().hex}"
-
-
 def put_create_only(
     backend: StorageBackend,
     path: str,
@@ -270,33 +244,19 @@ def put_create_only(
 
     ``relay`` wraps ``chunks`` for the write when they are read from an obstore stream
     (a sync obstore write cannot read one: see ``storeroom.backends.transfer._Relay``).
+    The write streams in bounded memory on every backend (local disk and memory stage a
+    create-only stream and link it into place).
     """
-    import obstore
-
-    from storeroom.errors import ObjectExists
-
-    store = _native_store(backend)
-    target = _scratch() if store is not None else path
 
     def write(body: Iterator[bytes]) -> PutResult:
         return backend.put(
-            target, body, content_type=content_type, checksum=checksum, overwrite=store is not None
+            path, body, content_type=content_type, checksum=checksum, overwrite=False
         )
 
-    if relay is not None:
-        with relay(chunks) as relayed:
-            result = write(iter(relayed))
-    else:
-        result = write(chunks)
-    if store is None:
-        return result
-    try:
-        obstore.copy(store, target, safe_path(path), overwrite=False)
-    except obstore.exceptions.AlreadyExistsError:
-        raise ObjectExists(f"an object already exists at {path!r}") from None
-    finally:
-        backend.delete(target)
-    return replace(result, path=path)
+    if relay is None:
+        return write(chunks)
+    with relay(chunks) as relayed:
+        return write(iter(relayed))
 
 
 async def put_create_only_async(
@@ -308,24 +268,9 @@ async def put_create_only_async(
     checksum: str | None = BACKEND_DEFAULT,
 ) -> PutResult:
     """Async form of :func:`put_create_only`."""
-    import obstore
-
-    from storeroom.errors import ObjectExists
-
-    store = _native_store(backend)
-    target = _scratch() if store is not None else path
-    result = await backend.put_async(
-        target, chunks, content_type=content_type, checksum=checksum, overwrite=store is not None
+    return await backend.put_async(
+        path, chunks, content_type=content_type, checksum=checksum, overwrite=False
     )
-    if store is None:
-        return result
-    try:
-        await obstore.copy_async(store, target, safe_path(path), overwrite=False)
-    except obstore.exceptions.AlreadyExistsError:
-        raise ObjectExists(f"an object already exists at {path!r}") from None
-    finally:
-        await backend.delete_async(target)
-    return replace(result, path=path)
 
 
 def assemble(

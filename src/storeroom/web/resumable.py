@@ -171,21 +171,25 @@ def _failure(exc: Exception) -> JsonReply:
     return _error(501, str(exc))
 
 
+def _begin_arguments(call: Call, config: ResumableConfig) -> dict[str, Any]:
+    """What :func:`~storeroom.uploads.resumable.begin_resumable` is called with."""
+    return {
+        "destination": config.destination,
+        "filename": call.filename,
+        "content_type": call.content_type,
+        "size": call.size,
+        "limits": config.limits,
+        "expires_in": config.expires_in,
+        "registry": config.registry,
+    }
+
+
 def run(call: Call, session: Any, config: ResumableConfig) -> JsonReply:
     """Perform ``call`` with a SQLAlchemy ``Session`` (committed on success)."""
     registry = config.registry
     try:
         if call.action == "begin":
-            target = resumable.begin_resumable(
-                session,
-                config.destination,
-                filename=call.filename,
-                content_type=call.content_type,
-                size=call.size,
-                limits=config.limits,
-                expires_in=config.expires_in,
-                registry=registry,
-            )
+            target = resumable.begin_resumable(session, **_begin_arguments(call, config))
             session.commit()
             return _begun(call, target)
         if call.action == "sign":
@@ -214,14 +218,7 @@ async def run_async(call: Call, session: Any, config: ResumableConfig) -> JsonRe
     try:
         if call.action == "begin":
             target = await resumable.begin_resumable_async(
-                session,
-                config.destination,
-                filename=call.filename,
-                content_type=call.content_type,
-                size=call.size,
-                limits=config.limits,
-                expires_in=config.expires_in,
-                registry=registry,
+                session, **_begin_arguments(call, config)
             )
             await session.commit()
             return _begun(call, target)
