@@ -24,6 +24,7 @@ from typing import Any
 from storeroom.backends.base import StorageBackend
 from storeroom.backends.obstore.direct_uploads import (
     gcs_signing_account,
+    presign_s3_put,
     s3_location,
     s3_static_credentials,
 )
@@ -100,27 +101,13 @@ def instructions(
         )
     config = s3_static_credentials(backend)
     if config is not None:
-        from storeroom.backends.obstore.sigv4 import presign
-
         base, key_path = s3_location(backend, config, path)
         headers = {
             "content-length": str(size),
             "content-type": content_type,
             "if-none-match": "*",
-            "host": base.split("://", 1)[1],
         }
-        url = presign(
-            method="PUT",
-            url_base=base,
-            key_path=key_path,
-            headers=headers,
-            access_key=str(config["access_key_id"]),
-            secret_key=str(config["secret_access_key"]),
-            session_token=config.get("token") or config.get("session_token"),
-            region=str(config.get("region") or "us-east-1"),
-            expires_in=expires_in,
-            now=now,
-        )
+        url = presign_s3_put(config, base, key_path, headers, expires_in=expires_in, now=now)
         return UploadInstructions(
             url,
             "PUT",

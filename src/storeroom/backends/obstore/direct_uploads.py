@@ -55,6 +55,38 @@ def s3_static_credentials(backend: StorageBackend) -> dict[str, Any] | None:
     return config
 
 
+def presign_s3_put(
+    config: dict[str, Any],
+    base: str,
+    key_path: str,
+    headers: dict[str, str],
+    *,
+    expires_in: int,
+    now: datetime,
+    query: dict[str, str] | None = None,
+) -> str:
+    """A SigV4-presigned ``PUT`` URL signed with the static keys in ``config``.
+
+    ``base`` and ``key_path`` come from :func:`s3_location`; ``headers`` (besides ``host``,
+    added here) are signed, so the client must send them exactly.
+    """
+    from storeroom.backends.obstore.sigv4 import presign
+
+    return presign(
+        method="PUT",
+        url_base=base,
+        key_path=key_path,
+        headers={**headers, "host": base.split("://", 1)[1]},
+        query=query,
+        access_key=str(config["access_key_id"]),
+        secret_key=str(config["secret_access_key"]),
+        session_token=config.get("token") or config.get("session_token"),
+        region=str(config.get("region") or "us-east-1"),
+        expires_in=expires_in,
+        now=now,
+    )
+
+
 def gcs_signing_account(backend: StorageBackend) -> dict[str, Any] | None:
     """The service account (client_email, private_key) a GCS backend signs with, if any."""
     if getattr(backend, "kind", None) != "gcs":
@@ -169,23 +201,14 @@ class S3Multipart:
         now: datetime,
     ) -> str:
         """A presigned ``PUT`` of part ``number``, exactly ``size`` bytes long if given."""
-        from storeroom.backends.obstore.sigv4 import presign
-
         base, key_path = s3_location(self.backend, self.config, path)
-        config = self.config
-        headers = {"host": base.split("://", 1)[1]}
-        if size is not None:
-            headers["content-length"] = str(size)
-        return presign(
-            method="PUT",
-            url_base=base,
-            key_path=key_path,
-            headers=headers,
+        headers = {} if size is None else {"content-length": str(size)}
+        return presign_s3_put(
+            self.config,
+            base,
+            key_path,
+            headers,
             query={"partNumber": str(number), "uploadId": upload_id},
-            access_key=str(config["access_key_id"]),
-            secret_key=str(config["secret_access_key"]),
-            session_token=config.get("token") or config.get("session_token"),
-            region=str(config.get("region") or "us-east-1"),
             expires_in=expires_in,
             now=now,
         )
