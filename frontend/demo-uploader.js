@@ -6,7 +6,8 @@
 //   sends the file in PATCH chunks to the session's signed endpoint, asks HEAD where to
 //   resume after a failure and carries on.
 // - s3-multipart: @uppy/aws-s3 speaks Uppy's Companion protocol to /uploads (the server
-//   begins the session, signs each part, lists the stored parts to resume and completes).
+//   begins the session, signs each part, lists the stored parts to resume and completes);
+//   the multipart upload is remembered per file, so a page reload resumes it too.
 // Either way the demo's own /api/uploads/{id}/complete then verifies the file and lists it.
 import Uppy from '@uppy/core'
 import AwsS3 from '@uppy/aws-s3'
@@ -44,7 +45,18 @@ export function createUploader ({ protocol, endpoint, onProgress, retries = 5 })
   } else {
     uppy.use(AwsS3, { companionEndpoint: endpoint, shouldUseMultipart: true,
       getChunkSize: () => CHUNK, limit: 1 })
-    uppy.on('file-added', (file) => uppy.setFileMeta(file.id, { size: file.size }))
+    // The multipart upload ({uploadId, key}) is remembered per file as for tus: after a page
+    // reload the same file gets it back, and @uppy/aws-s3 lists the stored parts (ListParts)
+    // and sends only the rest.
+    uppy.on('file-added', (file) => {
+      uppy.setFileMeta(file.id, { size: file.size })
+      const saved = JSON.parse(localStorage.getItem(SAVED + file.id) || 'null')
+      if (saved) uppy.setFileState(file.id, { s3Multipart: saved })
+    })
+    uppy.on('upload-progress', (file) => {
+      const state = uppy.getFile(file.id)?.s3Multipart
+      if (state?.uploadId) localStorage.setItem(SAVED + file.id, JSON.stringify(state))
+    })
   }
   uppy.on('upload-progress', (file, progress) => {
     if (progress.bytesTotal) onProgress?.(progress.bytesUploaded / progress.bytesTotal)
