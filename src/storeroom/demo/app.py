@@ -19,6 +19,7 @@ from storeroom.demo.page import PAGE, UPLOADER
 from storeroom.demo.settings import ALLOWED_PATTERNS, DemoSettings, type_allowed
 from storeroom.errors import ConfigurationError
 from storeroom.orm import UUIDAuditBase
+from storeroom.orm.variants import record_column_variants, schedule_variants
 from storeroom.signing import configure_signing
 from storeroom.uploads.multipart import resumable_protocol
 
@@ -96,6 +97,7 @@ def create_app(settings: DemoSettings | None = None) -> Litestar:
             "content_type": row.file.content_type,
             "uploaded": row.created_at.isoformat(timespec="seconds"),
             "download_url": await row.url(),
+            "preview_url": await row.preview_url(),
         }
 
     @get("/", media_type=MediaType.HTML)
@@ -170,10 +172,13 @@ def create_app(settings: DemoSettings | None = None) -> Litestar:
                 ) from None
             except uploads.UploadRejected as rejected:
                 raise _rejection(rejected, settings) from None
-            row = TeamFile(name=file.filename, file=file)
+            # Its previews: recorded with the row, made by a job after the commit (or by the
+            # signed-URL handler, if the browser asks first).
+            row = TeamFile(name=file.filename, file=record_column_variants(file, TeamFile.file))
             session.add(row)
             await session.commit()
-            return await describe(row)
+        schedule_variants([row.file])
+        return await describe(row)
 
     @delete("/api/files/{file_id:uuid}", status_code=200)
     async def delete_file(file_id: uuid.UUID) -> dict[str, str]:
