@@ -94,12 +94,7 @@ async def save_upload(upload: UploadFile, **options: Unpack[files.UploadOptions]
 
 
 def resumable_upload_router(
-    sessions: Any,
-    destination: Any,
-    *,
-    path: str = "/uploads",
-    limits: Any = None,
-    **options: Any,
+    sessions: Any, destination: Any, *, path: str = "/uploads", **options: Any
 ) -> APIRouter:
     """An APIRouter serving resumable upload sessions under ``path``.
 
@@ -109,6 +104,6 @@ def resumable_upload_router(
         app.include_router(resumable_upload_router(sessions, Document.file, limits=limits))
     """
     router = APIRouter()
-    app = ResumableUploadsApp(sessions, ResumableConfig(destination, limits, **options))
+    app = ResumableUploadsApp(sessions, ResumableConfig(destination, **options))
     router.routes.append(Mount(path, app=app))
     return router

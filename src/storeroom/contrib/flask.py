@@ -108,12 +108,7 @@ def file_response(
 
 
 def resumable_upload_blueprint(
-    sessions: Any,
-    destination: Any,
-    *,
-    url_prefix: str = "/uploads",
-    limits: Any = None,
-    **options: Any,
+    sessions: Any, destination: Any, *, url_prefix: str = "/uploads", **options: Any
 ) -> Blueprint:
     """A blueprint serving resumable upload sessions under ``url_prefix``.
 
@@ -122,7 +117,7 @@ def resumable_upload_blueprint(
 
         app.register_blueprint(resumable_upload_blueprint(Session, Document.file))
     """
-    wsgi = ResumableUploadsWsgiApp(sessions, ResumableConfig(destination, limits, **options))
+    wsgi = ResumableUploadsWsgiApp(sessions, ResumableConfig(destination, **options))
     blueprint = Blueprint("storeroom_resumable", __name__, url_prefix=url_prefix)
 
     def serve(subpath: str) -> Any:

@@ -171,12 +171,7 @@ async def file_response(
 
 
 def resumable_uploads(
-    sessions: Any,
-    destination: Any,
-    *,
-    path: str = "/uploads",
-    limits: Any = None,
-    **options: Any,
+    sessions: Any, destination: Any, *, path: str = "/uploads", **options: Any
 ) -> Any:
     """A route handler serving resumable upload sessions under ``path``.
 
@@ -189,9 +184,7 @@ def resumable_uploads(
     Point Uppy's ``@uppy/aws-s3`` at ``companionEndpoint: path`` (S3) or begin a session
     with ``POST {path}/resumable`` and give ``@uppy/tus`` its ``endpoint`` (local disk).
     """
-    app = ResumableUploadsApp(
-        sessions, ResumableConfig(destination, limits, **options), mount_path=path
-    )
+    app = ResumableUploadsApp(sessions, ResumableConfig(destination, **options), mount_path=path)
 
     async def storeroom_resumable_uploads(scope: Scope, receive: Receive, send: Send) -> None:
         await app(cast(Any, scope), cast(Any, receive), cast(Any, send))
