@@ -284,6 +284,39 @@ class ResponseOptions(TypedDict, total=False):
     made into it a 422 (:func:`variant_reply`)."""
 
 
+def _served(file: FileObject, variant: str | None) -> FileObject:
+    """What a response serves: ``file``, or its recorded variant ``variant``."""
+    if variant is None:
+        return file
+    try:
+        return file.variant(variant)
+    except VariantNotDeclared:
+        raise
+    except ConfigurationError as exc:
+        raise VariantNotDeclared(str(exc)) from None
+
+
+def _made(original: FileObject, variant: str) -> ObjectInfo | Reply:
+    """A recorded variant that is not in the store yet, made now (once)."""
+    from storeroom.orm.variants import ensure_variant
+
+    try:
+        made = ensure_variant(original, variant)
+        return made.storage.head(made.path)
+    except _VARIANT_FAILURES as exc:
+        return variant_reply(exc)
+
+
+async def _made_async(original: FileObject, variant: str) -> ObjectInfo | Reply:
+    from storeroom.orm.variants import ensure_variant_async
+
+    try:
+        made = await ensure_variant_async(original, variant)
+        return await made.storage.head_async(made.path)
+    except _VARIANT_FAILURES as exc:
+        return variant_reply(exc)
+
+
 def plan_file_response(
     file: FileObject, headers: Mapping[str, str], **options: Unpack[ResponseOptions]
 ) -> FileResponsePlan:
@@ -291,44 +324,49 @@ def plan_file_response(
 
     ``options``: :class:`ResponseOptions`. A missing object, or a variant that cannot be
     served, is a plan with the status and short text of :func:`variant_reply`, not an
-    exception: the helpers answer it like the signed-URL handler does.
+    exception: the helpers answer it like the signed-URL handler does. A variant that
+    exists costs one request (its ``head``), as any file does.
     """
-    found: ObjectInfo | Reply
     variant = options.get("variant")
+    attachment = options.get("attachment", True)
     try:
-        if variant is not None:
-            from storeroom.orm.variants import ensure_variant
-
-            file = ensure_variant(file, variant)
-        found = file.storage.head(file.path)
+        served = _served(file, variant)
+    except VariantNotDeclared as exc:
+        return _plan(file, variant_reply(exc), headers, attachment)
+    found: ObjectInfo | Reply
+    try:
+        found = served.storage.head(served.path)
     except UnsafePath:
         found = Reply.text(404, "not found")
     except ObjectNotFound:
-        found = missing_object(file.storage, file.path)
-    except _VARIANT_FAILURES as exc:
-        found = variant_reply(exc)
-    return _plan(file, found, headers, options.get("attachment", True))
+        if variant is not None:
+            found = _made(file, variant)
+        else:
+            found = missing_object(served.storage, served.path)
+    return _plan(served, found, headers, attachment)
 
 
 async def plan_file_response_async(
     file: FileObject, headers: Mapping[str, str], **options: Unpack[ResponseOptions]
 ) -> FileResponsePlan:
     """Async form of :func:`plan_file_response`."""
-    found: ObjectInfo | Reply
     variant = options.get("variant")
+    attachment = options.get("attachment", True)
     try:
-        if variant is not None:
-            from storeroom.orm.variants import ensure_variant_async
-
-            file = await ensure_variant_async(file, variant)
-        found = await file.storage.head_async(file.path)
+        served = _served(file, variant)
+    except VariantNotDeclared as exc:
+        return _plan(file, variant_reply(exc), headers, attachment)
+    found: ObjectInfo | Reply
+    try:
+        found = await served.storage.head_async(served.path)
     except UnsafePath:
         found = Reply.text(404, "not found")
     except ObjectNotFound:
-        found = await missing_object_async(file.storage, file.path)
-    except _VARIANT_FAILURES as exc:
-        found = variant_reply(exc)
-    return _plan(file, found, headers, options.get("attachment", True))
+        if variant is not None:
+            found = await _made_async(file, variant)
+        else:
+            found = await missing_object_async(served.storage, served.path)
+    return _plan(served, found, headers, attachment)
 
 
 def body(plan: FileResponsePlan) -> Iterator[bytes]:
