@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Mapped, mapped_column
 
 from storeroom import FileObject, StoredObject
+from storeroom.media.validation import ContentTypes, ImageLimits
 from storeroom.media.variants import PdfPage, Thumbnail
 from storeroom.orm import UUIDAuditBase
 
@@ -36,3 +37,20 @@ class TeamFile(UUIDAuditBase):
             if name in recorded:
                 return await self.file.variant(name).sign_async(expires_in=3600)
         return None
+
+
+class TeamPhoto(UUIDAuditBase):
+    """The team's photo: an image-only column, judged by the bytes, never by the name."""
+
+    __tablename__ = "team_photo"
+
+    image: Mapped[FileObject] = mapped_column(
+        StoredObject(
+            backend="private",
+            validators=[
+                ContentTypes("image/png", "image/jpeg", "image/gif", "image/webp"),
+                ImageLimits(max_pixels=50_000_000),
+            ],
+            variants={"thumb": PREVIEWS["thumb"]},
+        )
+    )
