@@ -82,8 +82,6 @@ __all__ = [
     "inspect_content_async",
     "column_validators",
     "parse_size",
-    "save_inspected",
-    "save_inspected_async",
     "screened",
     "screened_async",
     "validators_from",
@@ -765,45 +763,3 @@ def column_validators(
     kind = getattr(column, "type", None)
     found = getattr(kind, "validators", None)
     return tuple(found) if isinstance(found, tuple) else ()
-
-
-def _recorded(file: FileObject, findings: Findings, column: Any) -> FileObject:
-    file.metadata.update(findings.metadata)
-    if getattr(getattr(column, "type", None), "variants", None):
-        from storeroom.orm.variants import record_column_variants
-
-        record_column_variants(file, column, findings.content_type)
-    return file
-
-
-def save_inspected(
-    file: FileObject,
-    content: Any,
-    validators: Iterable[ValidatorLike] | None = None,
-    column: Any = None,
-) -> FileObject:
-    """Save ``content`` into ``file`` create-only, through the validators (see
-    :func:`column_validators`); record the findings (and ``column``'s variants) on it.
-
-    What ``save_upload`` of the framework helpers does; raises
-    :class:`~storeroom.errors.ValidationError` with nothing kept when the file is refused.
-    """
-    inspected = inspect_content(
-        content, column_validators(column, validators), filename=file.filename
-    )
-    file.save(inspected, overwrite=False)
-    return _recorded(file, inspected.findings, column)
-
-
-async def save_inspected_async(
-    file: FileObject,
-    content: Any,
-    validators: Iterable[ValidatorLike] | None = None,
-    column: Any = None,
-) -> FileObject:
-    """Async form of :func:`save_inspected`."""
-    inspected = inspect_content_async(
-        content, column_validators(column, validators), filename=file.filename
-    )
-    await file.save_async(inspected, overwrite=False)
-    return _recorded(file, inspected.findings, column)

@@ -19,7 +19,7 @@ from storeroom.backends.base import ObjectInfo, StorageBackend
 from storeroom.errors import ConfigurationError, ObjectNotFound, UnsafePath, ValidationError
 from storeroom.file import FileObject
 from storeroom.media.sniff import SNIFF_BYTES, sniff_type
-from storeroom.media.validation import ValidatorLike, save_inspected, save_inspected_async
+from storeroom.media.validation import ValidatorLike, column_validators
 from storeroom.media.variants import VariantError, VariantNotDeclared
 from storeroom.paths import safe_path
 from storeroom.registry import StorageRegistry
@@ -149,6 +149,22 @@ def _untrusted(head: bytes, client_name: str | None, options: UploadOptions) -> 
     )
 
 
+def _screening(options: UploadOptions) -> dict[str, Any]:
+    """The keywords of the create-only save: the validators given, else the column's."""
+    validators = column_validators(options.get("column"), options.get("validators"))
+    return {"overwrite": False, "validators": validators}
+
+
+def _recorded(file: FileObject, options: UploadOptions) -> FileObject:
+    """The saved file with its column's variants recorded (made on first request)."""
+    column = options.get("column")
+    if column is None:
+        return file
+    from storeroom.orm.variants import record_column_variants
+
+    return record_column_variants(file, column)
+
+
 def save_untrusted(
     read: Callable[[int], bytes], client_name: str | None, **options: Unpack[UploadOptions]
 ) -> FileObject:
@@ -163,7 +179,7 @@ def save_untrusted(
     """
     head, chunks = read_head(read)
     file = _untrusted(head, client_name, options)
-    return save_inspected(file, chunks, options.get("validators"), options.get("column"))
+    return _recorded(file.save(chunks, **_screening(options)), options)
 
 
 async def save_untrusted_async(
@@ -174,9 +190,7 @@ async def save_untrusted_async(
     """Async form of :func:`save_untrusted` (``read`` is an upload's ``async read(n)``)."""
     head, chunks = await aread_head(read)
     file = _untrusted(head, client_name, options)
-    return await save_inspected_async(
-        file, chunks, options.get("validators"), options.get("column")
-    )
+    return _recorded(await file.save_async(chunks, **_screening(options)), options)
 
 
 @dataclass
