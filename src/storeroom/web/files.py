@@ -277,15 +277,6 @@ async def missing_object_async(backend: StorageBackend, path: str) -> ObjectInfo
         return variant_reply(exc)
 
 
-def _plan(
-    file: FileObject, found: ObjectInfo | Reply, headers: Mapping[str, str], attachment: bool
-) -> FileResponsePlan:
-    if isinstance(found, Reply):
-        return _planned(file, found)
-    lowered = {k.lower(): v for k, v in headers.items()}
-    return _planned(file, plan_download(found, _grant(file, attachment), lowered, []))
-
-
 class ResponseOptions(TypedDict, total=False):
     """How ``file_response`` (every framework helper) serves a file."""
 
@@ -298,20 +289,33 @@ class ResponseOptions(TypedDict, total=False):
     made into it a 422 (:func:`variant_reply`)."""
 
 
-def _served(file: FileObject, variant: str | None) -> FileObject:
-    """What a response serves: ``file``, or its recorded variant ``variant``."""
+def _plan(
+    file: FileObject,
+    found: ObjectInfo | Reply,
+    headers: Mapping[str, str],
+    options: ResponseOptions,
+) -> FileResponsePlan:
+    if isinstance(found, Reply):
+        return _planned(file, found)
+    lowered = {k.lower(): v for k, v in headers.items()}
+    grant = _grant(file, options.get("attachment", True))
+    return _planned(file, plan_download(found, grant, lowered, []))
+
+
+def _served(file: FileObject, variant: str | None) -> FileObject | Reply:
+    """What a response serves: ``file``, or its recorded variant ``variant`` (or a 404)."""
     if variant is None:
         return file
     try:
         return file.variant(variant)
-    except VariantNotDeclared:
-        raise
     except ConfigurationError as exc:
-        raise VariantNotDeclared(str(exc)) from None
+        return variant_reply(VariantNotDeclared(str(exc)))
 
 
-def _made(original: FileObject, variant: str) -> ObjectInfo | Reply:
-    """A recorded variant that is not in the store yet, made now (once)."""
+def _made(original: FileObject, served: FileObject, variant: str | None) -> ObjectInfo | Reply:
+    """What to serve when ``served`` is not in the store: a recorded variant is made now."""
+    if variant is None:
+        return missing_object(served.storage, served.path)
     from storeroom.orm.variants import ensure_variant
 
     try:
@@ -321,7 +325,11 @@ def _made(original: FileObject, variant: str) -> ObjectInfo | Reply:
         return variant_reply(exc)
 
 
-async def _made_async(original: FileObject, variant: str) -> ObjectInfo | Reply:
+async def _made_async(
+    original: FileObject, served: FileObject, variant: str | None
+) -> ObjectInfo | Reply:
+    if variant is None:
+        return await missing_object_async(served.storage, served.path)
     from storeroom.orm.variants import ensure_variant_async
 
     try:
@@ -341,46 +349,34 @@ def plan_file_response(
     exception: the helpers answer it like the signed-URL handler does. A variant that
     exists costs one request (its ``head``), as any file does.
     """
-    variant = options.get("variant")
-    attachment = options.get("attachment", True)
-    try:
-        served = _served(file, variant)
-    except VariantNotDeclared as exc:
-        return _plan(file, variant_reply(exc), headers, attachment)
+    served = _served(file, options.get("variant"))
+    if isinstance(served, Reply):
+        return _plan(file, served, headers, options)
     found: ObjectInfo | Reply
     try:
         found = served.storage.head(served.path)
     except UnsafePath:
         found = Reply.text(404, "not found")
     except ObjectNotFound:
-        if variant is not None:
-            found = _made(file, variant)
-        else:
-            found = missing_object(served.storage, served.path)
-    return _plan(served, found, headers, attachment)
+        found = _made(file, served, options.get("variant"))
+    return _plan(served, found, headers, options)
 
 
 async def plan_file_response_async(
     file: FileObject, headers: Mapping[str, str], **options: Unpack[ResponseOptions]
 ) -> FileResponsePlan:
     """Async form of :func:`plan_file_response`."""
-    variant = options.get("variant")
-    attachment = options.get("attachment", True)
-    try:
-        served = _served(file, variant)
-    except VariantNotDeclared as exc:
-        return _plan(file, variant_reply(exc), headers, attachment)
+    served = _served(file, options.get("variant"))
+    if isinstance(served, Reply):
+        return _plan(file, served, headers, options)
     found: ObjectInfo | Reply
     try:
         found = await served.storage.head_async(served.path)
     except UnsafePath:
         found = Reply.text(404, "not found")
     except ObjectNotFound:
-        if variant is not None:
-            found = await _made_async(file, variant)
-        else:
-            found = await missing_object_async(served.storage, served.path)
-    return _plan(served, found, headers, attachment)
+        found = await _made_async(file, served, options.get("variant"))
+    return _plan(served, found, headers, options)
 
 
 def body(plan: FileResponsePlan) -> Iterator[bytes]:
