@@ -6,7 +6,7 @@ import asyncio
 import functools
 import io
 import mimetypes
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 
@@ -20,6 +20,7 @@ from storeroom.backends.base import (
     StorageBackend,
 )
 from storeroom.errors import ConfigurationError, IntegrityError
+from storeroom.media.validation import ValidatorLike, screened, screened_async
 from storeroom.readers import AsyncObjectReader, ObjectReader
 from storeroom.registry import StorageRegistry, storages
 from storeroom.streams import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY, Content, Meter
@@ -285,6 +286,7 @@ class FileObject:
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         overwrite: bool = True,
         checksum: str | None = BACKEND_DEFAULT,
+        validators: Iterable[ValidatorLike] | None = None,
     ) -> FileObject:
         """Write ``content`` (or the pending content) to the backend, streaming it.
 
@@ -294,9 +296,13 @@ class FileObject:
         (``"default"``: the backend's ``checksum_algorithm``, BLAKE3 unless configured;
         ``"sha256"`` or any :mod:`hashlib` name; None records none). With
         ``overwrite=False`` the write is create-only and raises
-        :class:`~storeroom.errors.ObjectExists` if the path is taken. Returns self.
+        :class:`~storeroom.errors.ObjectExists` if the path is taken. ``validators``
+        (:mod:`storeroom.media.validation`) check the bytes as they stream: a refused file
+        raises :class:`~storeroom.errors.ValidationError` and is not stored (an object it
+        would have replaced is kept); what the bytes reveal goes into ``metadata``. Returns
+        self.
         """
-        data = self._content_to_save(content)
+        data = screened(self, self._content_to_save(content), validators)
         storage = self.storage
         kwargs = self._save_kwargs(chunk_size, max_concurrency, overwrite, checksum)
         result = storage.put(self.path, data, **kwargs)
@@ -310,9 +316,10 @@ class FileObject:
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         overwrite: bool = True,
         checksum: str | None = BACKEND_DEFAULT,
+        validators: Iterable[ValidatorLike] | None = None,
     ) -> FileObject:
         """Async form of :meth:`save`; also accepts async iterables and async file objects."""
-        data = self._content_to_save(content)
+        data = screened_async(self, self._content_to_save(content), validators)
         storage = self.storage
         kwargs = self._save_kwargs(chunk_size, max_concurrency, overwrite, checksum)
         return self._saved(await storage.put_async(self.path, data, **kwargs))

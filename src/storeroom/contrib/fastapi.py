@@ -11,21 +11,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, UploadFile
 from fastapi.responses import StreamingResponse
 from starlette.routing import Mount
+from typing_extensions import Unpack
 
 from storeroom.contrib._startup import Configure, configure_backends
 from storeroom.cors import CorsRules
 from storeroom.file import FileObject
-from storeroom.media.validation import ValidatorLike, save_inspected_async
 from storeroom.registry import StorageRegistry, storages
+from storeroom.web import files
 from storeroom.web.asgi import SignedUrlApp
-from storeroom.web.files import abody, aread_head, plan_file_response_async, upload_target
 from storeroom.web.resumable import ResumableConfig, ResumableUploadsApp
 
 __all__ = [
@@ -72,59 +72,29 @@ def get_storages(request: Request) -> StorageRegistry:
     return registry if isinstance(registry, StorageRegistry) else storages
 
 
-async def save_upload(
-    upload: UploadFile,
-    *,
-    backend: str | None = None,
-    filename: str | None = None,
-    path: str | None = None,
-    column: Any = None,
-    registry: StorageRegistry | None = None,
-    validators: Iterable[ValidatorLike] | None = None,
-) -> FileObject:
-    """Stream a multipart upload into the store (create-only) and return its FileObject.
-
-    The object path is fresh: ``path`` if the server gives one, else ``column``'s ORM layout
-    (``{table}/{column}/{uuid}/{name}``) or ``uploads/{uuid}/{name}``; the client's
-    name is kept only as ``filename``. The content type is sniffed from the first bytes,
-    never taken from the client. ``validators`` (default: ``column``'s) run on the bytes as
-    they stream; a refused file raises :class:`~storeroom.errors.ValidationError` and is not
-    kept. What the bytes reveal (image size, PDF pages) goes into ``metadata``. Starlette
-    spools large parts to a temporary file; it is read in chunks, never whole.
-    """
-    head, chunks = await aread_head(upload.read)
-    file = upload_target(
-        filename or upload.filename,
-        head,
-        backend=backend,
-        path=path,
-        column=column,
-        registry=registry,
-    )
-    return await save_inspected_async(file, chunks, validators, column)
-
-
 async def file_response(
-    file: FileObject, headers: Mapping[str, str] | None = None, *, attachment: bool = True
+    file: FileObject,
+    headers: Mapping[str, str] | None = None,
+    **options: Unpack[files.ResponseOptions],
 ) -> StreamingResponse:
-    """A streaming, range-capable response for ``file`` (pass ``request.headers``)."""
-    plan = await plan_file_response_async(file, headers or {}, attachment=attachment)
-    response_headers: dict[str, Any] = dict(plan.headers)
-    return StreamingResponse(
-        abody(file, plan),
-        status_code=plan.status,
-        headers=response_headers,
-        media_type=response_headers.get("content-type"),
-    )
+    """Starlette's streaming response for ``file``, with ranges and conditional requests.
+
+    Pass ``request.headers``; ``variant="thumb"`` serves that variant, made now if it is not
+    yet (the rest of ``options``: :class:`storeroom.web.files.ResponseOptions`).
+    """
+    plan = await files.plan_file_response_async(file, headers or {}, **options)
+    kind = dict(plan.headers).get("content-type")
+    return StreamingResponse(files.abody(plan), plan.status, dict(plan.headers), media_type=kind)
+
+
+async def save_upload(upload: UploadFile, **options: Unpack[files.UploadOptions]) -> FileObject:
+    """Save a FastAPI ``UploadFile`` (spooled by Starlette) as a fresh object; see
+    :func:`storeroom.web.files.save_untrusted` for ``options`` and what is checked."""
+    return await files.save_untrusted_async(upload.read, upload.filename, **options)
 
 
 def resumable_upload_router(
-    sessions: Any,
-    destination: Any,
-    *,
-    path: str = "/uploads",
-    limits: Any = None,
-    **options: Any,
+    sessions: Any, destination: Any, *, path: str = "/uploads", **options: Any
 ) -> APIRouter:
     """An APIRouter serving resumable upload sessions under ``path``.
 
@@ -134,6 +104,6 @@ def resumable_upload_router(
         app.include_router(resumable_upload_router(sessions, Document.file, limits=limits))
     """
     router = APIRouter()
-    app = ResumableUploadsApp(sessions, ResumableConfig(destination, limits, **options))
+    app = ResumableUploadsApp(sessions, ResumableConfig(destination, **options))
     router.routes.append(Mount(path, app=app))
     return router

@@ -15,18 +15,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, Response, request
+from typing_extensions import Unpack
 from werkzeug.datastructures import FileStorage
 
 from storeroom.contrib._startup import Configure, configure_backends
 from storeroom.cors import CorsRules
 from storeroom.file import FileObject
-from storeroom.media.validation import ValidatorLike, save_inspected
 from storeroom.registry import StorageRegistry, storages
-from storeroom.web.files import body, plan_file_response, read_head, upload_target
+from storeroom.web.files import (
+    ResponseOptions,
+    UploadOptions,
+    body,
+    plan_file_response,
+    save_untrusted,
+)
 from storeroom.web.resumable import ResumableConfig, ResumableUploadsWsgiApp
 from storeroom.web.wsgi import SignedUrlWsgiApp
 
@@ -80,51 +86,29 @@ class Storeroom:
         app.extensions["storeroom"] = self
 
 
-def save_upload(
-    upload: FileStorage,
-    *,
-    backend: str | None = None,
-    filename: str | None = None,
-    path: str | None = None,
-    column: Any = None,
-    registry: StorageRegistry | None = None,
-    validators: Iterable[ValidatorLike] | None = None,
-) -> FileObject:
-    """Stream a multipart upload (``request.files[...]``) into the store, create-only, in chunks.
+def save_upload(upload: FileStorage, **options: Unpack[UploadOptions]) -> FileObject:
+    """Stream a multipart upload (``request.files[...]``) into the store, create-only.
 
-    The object path is fresh: ``path`` if the server gives one, else ``column``'s ORM layout
-    or ``uploads/{uuid}/{name}``; the client's name is kept only as ``filename``. The
-    content type is sniffed from the first bytes, never taken from the client.
+    ``options`` (``backend``, ``filename``, ``path``, ``column``, ``registry``,
+    ``validators``) and what is checked: :func:`storeroom.web.files.save_untrusted`.
     """
-    head, chunks = read_head(upload.stream.read)
-    file = upload_target(
-        filename or upload.filename,
-        head,
-        backend=backend,
-        path=path,
-        column=column,
-        registry=registry,
-    )
-    return save_inspected(file, chunks, validators, column)
+    return save_untrusted(upload.stream.read, upload.filename, **options)
 
 
 def file_response(
-    file: FileObject, headers: Mapping[str, str] | None = None, *, attachment: bool = True
+    file: FileObject, headers: Mapping[str, str] | None = None, **options: Unpack[ResponseOptions]
 ) -> Response:
-    """A streaming, range-capable response for ``file`` (pass ``request.headers``)."""
-    plan = plan_file_response(file, dict(headers or {}), attachment=attachment)
-    return Response(
-        body(file, plan), status=plan.status, headers=plan.headers, direct_passthrough=True
-    )
+    """A streaming, range-capable response for ``file`` (pass ``request.headers``).
+
+    ``options``: ``attachment``, and ``variant="thumb"`` to serve that variant, made now
+    (once) if it is not yet (:class:`storeroom.web.files.ResponseOptions`).
+    """
+    plan = plan_file_response(file, dict(headers or {}), **options)
+    return Response(body(plan), status=plan.status, headers=plan.headers, direct_passthrough=True)
 
 
 def resumable_upload_blueprint(
-    sessions: Any,
-    destination: Any,
-    *,
-    url_prefix: str = "/uploads",
-    limits: Any = None,
-    **options: Any,
+    sessions: Any, destination: Any, *, url_prefix: str = "/uploads", **options: Any
 ) -> Blueprint:
     """A blueprint serving resumable upload sessions under ``url_prefix``.
 
@@ -133,7 +117,7 @@ def resumable_upload_blueprint(
 
         app.register_blueprint(resumable_upload_blueprint(Session, Document.file))
     """
-    wsgi = ResumableUploadsWsgiApp(sessions, ResumableConfig(destination, limits, **options))
+    wsgi = ResumableUploadsWsgiApp(sessions, ResumableConfig(destination, **options))
     blueprint = Blueprint("storeroom_resumable", __name__, url_prefix=url_prefix)
 
     def serve(subpath: str) -> Any:

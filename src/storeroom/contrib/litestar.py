@@ -13,7 +13,7 @@ uploads with :func:`save_upload` and answer with :func:`file_response`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 from litestar import Response
@@ -25,15 +25,21 @@ from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.plugins import InitPluginProtocol, OpenAPISchemaPlugin
 from litestar.response import Stream
 from litestar.types import Receive, Scope, Send
+from typing_extensions import Unpack
 
 from storeroom.contrib._startup import Configure, configure_backends
 from storeroom.cors import CorsRules
 from storeroom.file import FileObject
-from storeroom.media.validation import ValidatorLike, save_inspected_async
 from storeroom.registry import StorageRegistry, storages
 from storeroom.serialization import PUBLIC, FileForm
 from storeroom.web.asgi import SignedUrlApp
-from storeroom.web.files import abody, aread_head, plan_file_response_async, upload_target
+from storeroom.web.files import (
+    ResponseOptions,
+    UploadOptions,
+    abody,
+    plan_file_response_async,
+    save_untrusted_async,
+)
 from storeroom.web.resumable import ResumableConfig, ResumableUploadsApp
 
 __all__ = [
@@ -140,58 +146,32 @@ def _schema(data: Mapping[str, Any]) -> Schema:
     )
 
 
-async def save_upload(
-    upload: UploadFile,
-    *,
-    backend: str | None = None,
-    filename: str | None = None,
-    path: str | None = None,
-    column: Any = None,
-    registry: StorageRegistry | None = None,
-    validators: Iterable[ValidatorLike] | None = None,
-) -> FileObject:
-    """Stream a multipart upload into the store (create-only) and return its FileObject.
+async def save_upload(upload: UploadFile, **options: Unpack[UploadOptions]) -> FileObject:
+    """Stream Litestar's multipart ``UploadFile`` into the store, create-only, in chunks.
 
-    The object path is fresh: ``path`` if the server gives one, else ``column``'s ORM layout
-    (``{table}/{column}/{uuid}/{name}``) or ``uploads/{uuid}/{name}``; the client's
-    name is kept only as ``filename``. The content type is sniffed from the first bytes,
-    never taken from the client. ``validators`` (default: ``column``'s) run on the bytes as
-    they stream; a refused file raises :class:`~storeroom.errors.ValidationError` and is not
-    kept. What the bytes reveal (image size, PDF pages) goes into ``metadata``. Litestar
-    spools large parts to a temporary file; it is read in chunks, never whole.
+    ``options`` (``backend``, ``filename``, ``path``, ``column``, ``registry``,
+    ``validators``) and what is checked: :func:`storeroom.web.files.save_untrusted`.
     """
-    head, chunks = await aread_head(upload.read)
-    file = upload_target(
-        filename or upload.filename,
-        head,
-        backend=backend,
-        path=path,
-        column=column,
-        registry=registry,
-    )
-    return await save_inspected_async(file, chunks, validators, column)
+    return await save_untrusted_async(upload.read, upload.filename, **options)
 
 
 async def file_response(
-    file: FileObject, headers: Mapping[str, str] | None = None, *, attachment: bool = True
+    file: FileObject, headers: Mapping[str, str] | None = None, **options: Unpack[ResponseOptions]
 ) -> Response[Any]:
-    """A streaming, range-capable response for ``file`` (pass ``request.headers``)."""
-    plan = await plan_file_response_async(file, headers or {}, attachment=attachment)
+    """A streaming, range-capable response for ``file`` (pass ``request.headers``).
+
+    ``options``: ``attachment``, and ``variant="thumb"`` to serve that variant, made now
+    (once) if it is not yet (:class:`storeroom.web.files.ResponseOptions`).
+    """
+    plan = await plan_file_response_async(file, headers or {}, **options)
+    fields = dict(plan.headers)
     return Stream(
-        abody(file, plan),
-        status_code=plan.status,
-        headers=dict(plan.headers),
-        media_type=dict(plan.headers).get("content-type"),
+        abody(plan), status_code=plan.status, headers=fields, media_type=fields.get("content-type")
     )
 
 
 def resumable_uploads(
-    sessions: Any,
-    destination: Any,
-    *,
-    path: str = "/uploads",
-    limits: Any = None,
-    **options: Any,
+    sessions: Any, destination: Any, *, path: str = "/uploads", **options: Any
 ) -> Any:
     """A route handler serving resumable upload sessions under ``path``.
 
@@ -204,9 +184,7 @@ def resumable_uploads(
     Point Uppy's ``@uppy/aws-s3`` at ``companionEndpoint: path`` (S3) or begin a session
     with ``POST {path}/resumable`` and give ``@uppy/tus`` its ``endpoint`` (local disk).
     """
-    app = ResumableUploadsApp(
-        sessions, ResumableConfig(destination, limits, **options), mount_path=path
-    )
+    app = ResumableUploadsApp(sessions, ResumableConfig(destination, **options), mount_path=path)
 
     async def storeroom_resumable_uploads(scope: Scope, receive: Receive, send: Send) -> None:
         await app(cast(Any, scope), cast(Any, receive), cast(Any, send))

@@ -15,20 +15,20 @@ seconds), ``storeroom.operation.bytes`` (counter) and ``storeroom.operation.erro
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from typing import Any
 
 from storeroom.events import StorageEvent
 
-try:
-    from opentelemetry import metrics, trace
-    from opentelemetry.trace import Status, StatusCode
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "storeroom.contrib.otel needs opentelemetry-api: pip install 'storeroom[otel]'"
-    ) from exc
-
 __all__ = ["OpenTelemetrySubscriber"]
+
+_INSTALL = "storeroom.contrib.otel needs opentelemetry-api: pip install 'storeroom[otel]'"
+if importlib.util.find_spec("opentelemetry") is None:  # pragma: no cover - environment
+    raise ImportError(_INSTALL)
+
+from opentelemetry import metrics, trace  # noqa: E402 - after the check that explains it
+from opentelemetry.trace import Status, StatusCode  # noqa: E402
 
 
 class OpenTelemetrySubscriber:

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 from litestar import Litestar, MediaType, Response, delete, get, post
+from litestar.datastructures import UploadFile
+from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException
+from litestar.params import Body
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from storeroom import storages, uploads
 from storeroom.backends.obstore import ObstoreBackend
-from storeroom.contrib.litestar import StoreroomPlugin, resumable_uploads
-from storeroom.demo.models import TeamFile
+from storeroom.contrib.litestar import StoreroomPlugin, resumable_uploads, save_upload
+from storeroom.demo.models import TeamFile, TeamPhoto
 from storeroom.demo.page import PAGE, UPLOADER
 from storeroom.demo.settings import ALLOWED_PATTERNS, DemoSettings, type_allowed
-from storeroom.errors import ConfigurationError
+from storeroom.errors import ConfigurationError, ValidationError
 from storeroom.orm import UUIDAuditBase
+from storeroom.orm.variants import record_column_variants, schedule_variants
 from storeroom.signing import configure_signing
 from storeroom.uploads.multipart import resumable_protocol
 
@@ -70,6 +74,17 @@ def _rejection(rejected: uploads.UploadRejected, settings: DemoSettings) -> HTTP
     )
 
 
+def _photo_refused(error: ValidationError, name: str) -> HTTPException:
+    """A file the image-only column refused, explained from what its bytes are."""
+    if error.rule == "ContentTypes":
+        return _problem(
+            415,
+            f"{name}: its contents are {error.value}; the team photo must be a PNG, JPEG, "
+            "GIF or WebP image.",
+        )
+    return _problem(422, f"{name} was refused: {error}")
+
+
 def create_app(settings: DemoSettings | None = None) -> Litestar:
     """Build the demo app (settings default to the environment)."""
     settings = settings or DemoSettings.from_env()
@@ -81,8 +96,8 @@ def create_app(settings: DemoSettings | None = None) -> Litestar:
 
     async def create_tables() -> None:
         async with engine.begin() as conn:
-            table = cast(Table, TeamFile.__table__)
-            await conn.run_sync(UUIDAuditBase.metadata.create_all, tables=[table])
+            tables = [cast(Table, model.__table__) for model in (TeamFile, TeamPhoto)]
+            await conn.run_sync(UUIDAuditBase.metadata.create_all, tables=tables)
             await conn.run_sync(uploads.metadata.create_all)
         async with sessions() as session:  # uploads abandoned before the last shutdown
             await uploads.remove_expired_async(session)
@@ -96,6 +111,7 @@ def create_app(settings: DemoSettings | None = None) -> Litestar:
             "content_type": row.file.content_type,
             "uploaded": row.created_at.isoformat(timespec="seconds"),
             "download_url": await row.url(),
+            "preview_url": await row.preview_url(),
         }
 
     @get("/", media_type=MediaType.HTML)
@@ -170,10 +186,41 @@ def create_app(settings: DemoSettings | None = None) -> Litestar:
                 ) from None
             except uploads.UploadRejected as rejected:
                 raise _rejection(rejected, settings) from None
-            row = TeamFile(name=file.filename, file=file)
+            # Its previews: recorded with the row, made by a job after the commit (or by the
+            # signed-URL handler, if the browser asks first).
+            row = TeamFile(name=file.filename, file=record_column_variants(file, TeamFile.file))
             session.add(row)
             await session.commit()
-            return await describe(row)
+        schedule_variants([row.file])
+        return await describe(row)
+
+    async def photo_preview() -> dict[str, Any]:
+        async with sessions() as session:
+            photo = await session.scalar(
+                select(TeamPhoto).order_by(TeamPhoto.created_at.desc()).limit(1)
+            )
+        if photo is None:
+            return {"preview_url": None}
+        return {"preview_url": await photo.image.variant("thumb").sign_async(expires_in=3600)}
+
+    @get("/api/photo")
+    async def team_photo() -> dict[str, Any]:
+        return await photo_preview()
+
+    @post("/api/photo")
+    async def upload_team_photo(
+        data: Annotated[UploadFile, Body(media_type=RequestEncodingType.MULTI_PART)],
+    ) -> dict[str, Any]:
+        # Through the column's validators, as the bytes stream in: a refused file is not kept.
+        try:
+            image = await save_upload(data, column=TeamPhoto.image)
+        except ValidationError as error:
+            raise _photo_refused(error, data.filename or "The file") from None
+        async with sessions() as session:
+            session.add(TeamPhoto(image=image))
+            await session.commit()
+        schedule_variants([image])
+        return await photo_preview()
 
     @delete("/api/files/{file_id:uuid}", status_code=200)
     async def delete_file(file_id: uuid.UUID) -> dict[str, str]:
@@ -196,6 +243,8 @@ def create_app(settings: DemoSettings | None = None) -> Litestar:
             list_files,
             start_upload,
             complete_upload,
+            team_photo,
+            upload_team_photo,
             delete_file,
             health,
             # Resumable uploads (tus / Uppy's S3 multipart protocol) of TeamFiles.

@@ -46,13 +46,16 @@ a tuple once (at column definition) and checks it.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import fnmatch
 import re
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, NoReturn, Protocol, runtime_checkable
+from typing import IO, TYPE_CHECKING, Any, NoReturn, Protocol, TypedDict, runtime_checkable
+
+from typing_extensions import Unpack
 
 from storeroom.errors import ConfigurationError, ValidationError
 from storeroom.media import probe
@@ -67,6 +70,7 @@ __all__ = [
     "ContentTypes",
     "Findings",
     "ImageLimits",
+    "InspectOptions",
     "InspectedContent",
     "AsyncInspectedContent",
     "MaxSize",
@@ -78,8 +82,8 @@ __all__ = [
     "inspect_content_async",
     "column_validators",
     "parse_size",
-    "save_inspected",
-    "save_inspected_async",
+    "screened",
+    "screened_async",
     "validators_from",
 ]
 
@@ -134,16 +138,16 @@ def _refuse(findings: Findings, rule: str, what: str, value: object, limit: obje
     )
 
 
-class Rule:
+class Rule(abc.ABC):
     """Base of the built-in validators: ``check`` runs after every chunk and at the end.
 
     A rule checks what is known so far and refuses as early as it can; ``final`` is True for
     the last call, when everything that will be known is.
     """
 
+    @abc.abstractmethod
     def check(self, findings: Findings, *, final: bool) -> None:
         """Raise :class:`~storeroom.errors.ValidationError` if ``findings`` break the rule."""
-        raise NotImplementedError
 
 
 _UNITS = {
@@ -482,6 +486,7 @@ class _Inspection:
         self.pdf: IO[bytes] | None = None
         wants_pages = metadata or any(isinstance(rule, PdfLimits) for rule in rules)
         self.count_pages = wants_pages and _pypdfium2_available()
+        self.record_in: dict[str, Any] | None = None
 
     def feed(self, chunk: bytes) -> None:
         findings = self.findings
@@ -516,6 +521,8 @@ class _Inspection:
         for rule in self.rules:
             rule.check(findings, final=True)
         findings.complete = True
+        if self.record_in is not None:
+            self.record_in.update(findings.metadata)
 
     def close(self) -> None:
         if self.pdf is not None:
@@ -632,56 +639,63 @@ class AsyncInspectedContent(AsyncIterator[bytes]):
             await aclose()
 
 
+class InspectOptions(TypedDict, total=False):
+    """The keyword options of :func:`inspect_content` and :func:`inspect_content_async`."""
+
+    filename: str | None
+    """The file's name, for error messages and for telling text types apart."""
+    findings: Findings | None
+    """Where to record what is learnt (default: a new :class:`Findings`)."""
+    metadata: bool
+    """False skips the PDF page count unless a :class:`PdfLimits` needs it (default True)."""
+    chunk_size: int
+    """How much to read at a time from a file or path (default: the save chunk size)."""
+    record_in: dict[str, Any] | None
+    """A dict (a file's ``metadata``) updated with ``findings.metadata`` once every check
+    passed, and left alone when the file is refused."""
+
+
 def _prepare(
-    validators: Iterable[ValidatorLike] | None,
-    filename: str | None,
-    findings: Findings | None,
-    metadata: bool,
-) -> _Inspection:
+    validators: Iterable[ValidatorLike] | None, options: InspectOptions
+) -> tuple[_Inspection, int]:
+    findings = options.get("findings")
+    filename = options.get("filename")
     if findings is None:
         findings = Findings(filename=filename)
     elif filename is not None:
         findings.filename = filename
-    return _Inspection(validators_from(validators), findings, metadata=metadata)
+    rules = validators_from(validators)
+    inspection = _Inspection(rules, findings, metadata=options.get("metadata", True))
+    inspection.record_in = options.get("record_in")
+    return inspection, read_size_for(options.get("chunk_size", DEFAULT_CHUNK_SIZE))
 
 
 def inspect_content(
     content: Any,
     validators: Iterable[ValidatorLike] | None = (),
-    *,
-    filename: str | None = None,
-    findings: Findings | None = None,
-    metadata: bool = True,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    **options: Unpack[InspectOptions],
 ) -> InspectedContent:
     """Wrap ``content`` (anything ``FileObject.save`` accepts in sync code) to inspect it.
 
     Returns an iterator of the same bytes that runs ``validators`` and records what it learns
     in ``.findings`` (``findings`` if given, else a new :class:`Findings`). Iterating raises
     :class:`~storeroom.errors.ValidationError` at the first refusal, before reading further;
-    the last chunk is yielded only after the end-of-stream checks passed. ``metadata=False``
-    skips the PDF page count unless a :class:`PdfLimits` needs it.
+    the last chunk is yielded only after the end-of-stream checks passed. ``options`` are
+    those of :class:`InspectOptions` (``filename=``, ``findings=``, ``metadata=``,
+    ``chunk_size=``).
     """
-    inspection = _prepare(validators, filename, findings, metadata)
-    return InspectedContent(
-        _run(inspection, content, read_size_for(chunk_size)), inspection.findings
-    )
+    inspection, read_size = _prepare(validators, options)
+    return InspectedContent(_run(inspection, content, read_size), inspection.findings)
 
 
 def inspect_content_async(
     content: Any,
     validators: Iterable[ValidatorLike] | None = (),
-    *,
-    filename: str | None = None,
-    findings: Findings | None = None,
-    metadata: bool = True,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    **options: Unpack[InspectOptions],
 ) -> AsyncInspectedContent:
     """Async form of :func:`inspect_content`: also takes async files and async iterables."""
-    inspection = _prepare(validators, filename, findings, metadata)
-    return AsyncInspectedContent(
-        _arun(inspection, content, read_size_for(chunk_size)), inspection.findings
-    )
+    inspection, read_size = _prepare(validators, options)
+    return AsyncInspectedContent(_arun(inspection, content, read_size), inspection.findings)
 
 
 def _run(inspection: _Inspection, content: Any, read_size: int) -> Iterator[bytes]:
@@ -715,6 +729,30 @@ async def _arun(inspection: _Inspection, content: Any, read_size: int) -> AsyncI
         yield held
 
 
+def screened(file: FileObject, content: Any, validators: Iterable[ValidatorLike] | None) -> Any:
+    """``content`` as ``file.save(content, validators=...)`` sends it to the store.
+
+    Unchanged when ``validators`` is None; else inspected on its way (a refusal raises
+    :class:`~storeroom.errors.ValidationError` before the last chunk is handed on, so the
+    store never completes the write), with what the bytes reveal recorded in
+    ``file.metadata`` once every check passed.
+    """
+    if validators is None:
+        return content
+    return inspect_content(content, validators, filename=file.filename, record_in=file.metadata)
+
+
+def screened_async(
+    file: FileObject, content: Any, validators: Iterable[ValidatorLike] | None
+) -> Any:
+    """Async form of :func:`screened` (for ``save_async``; takes async content too)."""
+    if validators is None:
+        return content
+    return inspect_content_async(
+        content, validators, filename=file.filename, record_in=file.metadata
+    )
+
+
 def column_validators(
     column: Any, validators: Iterable[ValidatorLike] | None = None
 ) -> tuple[Rule, ...]:
@@ -725,47 +763,3 @@ def column_validators(
     kind = getattr(column, "type", None)
     found = getattr(kind, "validators", None)
     return tuple(found) if isinstance(found, tuple) else ()
-
-
-def _recorded(file: FileObject, findings: Findings, column: Any) -> FileObject:
-    file.metadata.update(findings.metadata)
-    makers = getattr(getattr(column, "type", None), "variants", None)
-    table = getattr(getattr(getattr(column, "class_", None), "__table__", None), "name", None)
-    if makers and table is not None:
-        from storeroom.orm.variants import record_variants
-
-        record_variants(file, f"{table}.{column.key}", makers, findings.content_type)
-    return file
-
-
-def save_inspected(
-    file: FileObject,
-    content: Any,
-    validators: Iterable[ValidatorLike] | None = None,
-    column: Any = None,
-) -> FileObject:
-    """Save ``content`` into ``file`` create-only, through the validators (see
-    :func:`column_validators`); record the findings (and ``column``'s variants) on it.
-
-    What ``save_upload`` of the framework helpers does; raises
-    :class:`~storeroom.errors.ValidationError` with nothing kept when the file is refused.
-    """
-    inspected = inspect_content(
-        content, column_validators(column, validators), filename=file.filename
-    )
-    file.save(inspected, overwrite=False)
-    return _recorded(file, inspected.findings, column)
-
-
-async def save_inspected_async(
-    file: FileObject,
-    content: Any,
-    validators: Iterable[ValidatorLike] | None = None,
-    column: Any = None,
-) -> FileObject:
-    """Async form of :func:`save_inspected`."""
-    inspected = inspect_content_async(
-        content, column_validators(column, validators), filename=file.filename
-    )
-    await file.save_async(inspected, overwrite=False)
-    return _recorded(file, inspected.findings, column)

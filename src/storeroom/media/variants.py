@@ -22,6 +22,7 @@ image of more than ``max_pixels`` is refused with :class:`~storeroom.errors.Vali
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import io
 import tempfile
@@ -32,7 +33,7 @@ from storeroom.errors import ConfigurationError, StoreroomError, ValidationError
 from storeroom.media import probe
 from storeroom.streams import aiter_content, iter_content
 
-__all__ = ["PdfPage", "Thumbnail", "VariantError", "image_engine"]
+__all__ = ["PdfPage", "Thumbnail", "VariantError", "VariantNotDeclared", "image_engine"]
 
 Engine = Literal["auto", "pyvips", "pillow"]
 _FORMATS = {"webp": "image/webp", "jpeg": "image/jpeg", "png": "image/png", "avif": "image/avif"}
@@ -42,6 +43,11 @@ _SPOOL_MEMORY = 1024 * 1024
 
 class VariantError(StoreroomError):
     """A variant could not be made from its source (not an image, a corrupt file, no engine)."""
+
+
+class VariantNotDeclared(ConfigurationError, LookupError):
+    """A variant was asked for that the file does not have: not declared on its column, or
+    not made from files of its type (a ``ConfigurationError``; web handlers answer 404)."""
 
 
 def image_engine(engine: Engine = "auto") -> str:
@@ -138,7 +144,38 @@ async def _gather(content: Any) -> Iterator[bytes]:
     return chunks()
 
 
-class Thumbnail:
+class _Maker(abc.ABC):
+    """What every maker shares: its output type, the async form, equality by settings."""
+
+    format: str
+
+    @abc.abstractmethod
+    def _settings(self) -> tuple[object, ...]:
+        """What makes two makers of this kind make the same bytes."""
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._settings() == other._settings()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._settings()))
+
+    @property
+    def content_type(self) -> str:
+        """The media type of what :meth:`make` returns."""
+        return _FORMATS[self.format]
+
+    @abc.abstractmethod
+    def make(self, source: Any) -> bytes:
+        """The variant's bytes, made from ``source`` (bytes, path, file or chunk iterator)."""
+
+    async def make_async(self, source: Any) -> bytes:
+        """:meth:`make` in a worker thread; ``source`` may also be async."""
+        return await asyncio.to_thread(self.make, await _gather(source))
+
+
+class Thumbnail(_Maker):
     """An image shrunk to fit within ``width`` x ``height`` (aspect kept; never enlarged).
 
     ``crop=True`` fills the box exactly, cutting the overflow from the centre. ``format`` is
@@ -171,10 +208,8 @@ class Thumbnail:
     def __repr__(self) -> str:
         return f"Thumbnail({self.width}, {self.height}, format={self.format!r})"
 
-    @property
-    def content_type(self) -> str:
-        """The media type of what :meth:`make` returns."""
-        return _FORMATS[self.format]
+    def _settings(self) -> tuple[object, ...]:
+        return (self.width, self.height, self.format, self.quality, self.crop, self.max_pixels)
 
     def accepts(self, content_type: str | None) -> bool:
         """Whether a file of ``content_type`` (sniffed) gets this variant: raster images."""
@@ -199,10 +234,6 @@ class Thumbnail:
             return self._pyvips(spool.rest())
         with spool.to_file() as file:
             return self._pillow(file)
-
-    async def make_async(self, source: Any) -> bytes:
-        """:meth:`make` in a worker thread; ``source`` may also be async."""
-        return await asyncio.to_thread(self.make, await _gather(source))
 
     def _pyvips(self, chunks: Iterator[bytes]) -> bytes:
         import pyvips
@@ -256,7 +287,7 @@ class Thumbnail:
             raise VariantError(f"cannot make {self!r}: {exc}") from exc
 
 
-class PdfPage:
+class PdfPage(_Maker):
     """Page ``page`` (1-based) of a PDF as an image ``width`` pixels wide, rendered by pypdfium2."""
 
     def __init__(
@@ -279,10 +310,8 @@ class PdfPage:
     def __repr__(self) -> str:
         return f"PdfPage({self.page}, width={self.width}, format={self.format!r})"
 
-    @property
-    def content_type(self) -> str:
-        """The media type of what :meth:`make` returns."""
-        return _FORMATS[self.format]
+    def _settings(self) -> tuple[object, ...]:
+        return (self.page, self.width, self.format, self.quality)
 
     def accepts(self, content_type: str | None) -> bool:
         """Whether a file of ``content_type`` (sniffed) gets this variant: PDFs."""
@@ -312,7 +341,3 @@ class PdfPage:
                     page.close()
             finally:
                 document.close()
-
-    async def make_async(self, source: Any) -> bytes:
-        """:meth:`make` in a worker thread; ``source`` may also be async."""
-        return await asyncio.to_thread(self.make, await _gather(source))

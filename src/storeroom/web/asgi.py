@@ -24,6 +24,7 @@ from storeroom.uploads.multipart import (
     tus_parts_async,
 )
 from storeroom.web import tus
+from storeroom.web.files import missing_object_async
 from storeroom.web.protocol import (
     ClientDisconnected,
     Reply,
@@ -126,8 +127,11 @@ class SignedUrlApp:
         try:
             info = await backend.head_async(grant.path)
         except ObjectNotFound:
-            await _send_reply(send, Reply.text(404, "not found"), head=head)
-            return
+            found = await missing_object_async(backend, grant.path)  # a variant: made now
+            if isinstance(found, Reply):
+                await _send_reply(send, found, head=head)
+                return
+            info = found
         plan = plan_download(info, grant, headers, verdict.cors)
         if isinstance(plan, Reply):
             await _send_reply(send, plan, head=head)

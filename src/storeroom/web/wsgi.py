@@ -19,6 +19,7 @@ from storeroom.uploads.multipart import (
     tus_parts,
 )
 from storeroom.web import tus
+from storeroom.web.files import missing_object
 from storeroom.web.protocol import (
     ClientDisconnected,
     Reply,
@@ -119,7 +120,10 @@ class SignedUrlWsgiApp:
         try:
             info = backend.head(grant.path)
         except ObjectNotFound:
-            return self._reply(start_response, Reply.text(404, "not found"), head=head)
+            found = missing_object(backend, grant.path)  # a variant not made yet: made now
+            if isinstance(found, Reply):
+                return self._reply(start_response, found, head=head)
+            info = found
         plan = plan_download(info, grant, headers, verdict.cors)
         if isinstance(plan, Reply):
             return self._reply(start_response, plan, head=head)
