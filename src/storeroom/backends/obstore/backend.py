@@ -358,7 +358,9 @@ class ObstoreBackend(StorageBackend):
         self, path: str, body: bytes | AsyncIterator[bytes], opts: WriteOptions
     ) -> PutResult:
         if self._kind == "memory" and isinstance(body, bytes) and len(body) <= _INLINE:
-            return self._write(path, body, opts)  # a copy in this process: nothing to await
+            # A copy in this process: nothing to await.
+            result = obstore.put(self.store, path, body, **self._put_kwargs(opts))
+            return PutResult(path, 0, None, result["e_tag"], result["version"])
         self._confine(path)
         if self._checks_before_streaming(opts):
             try:
