@@ -329,24 +329,17 @@ class _Upload:
         self.path = safe_path(path)
         opts = backend._options(content_type, metadata, chunk_size, max_concurrency, overwrite)
         algorithm = backend.checksum_algorithm if checksum == BACKEND_DEFAULT else checksum
+        self.meter = Meter(algorithm)
         self.hashing: Future[str] | None = None
         self.whole = as_bytes(content)
-        if self.whole is None:
-            self.meter = Meter(algorithm)
-        else:
-            # Bytes in memory are hashed in one call, not fed to a hasher: in a worker
-            # thread while they are written when large, here when small.
-            self.meter = Meter(None)
+        if self.whole is not None:
             size = len(self.whole)
             if size > chunk_size and not backend.whole_bytes_in_one_put:
                 opts = replace(opts, multipart=True)
-            if algorithm is None:
-                self.meter.measured(size, None)
-            elif size >= checksums.BACKGROUND_THRESHOLD:
-                algorithm = checksums.check_algorithm(algorithm)
-                self.hashing = checksums.digest_in_background(algorithm, self.whole)
+            if size >= checksums.BACKGROUND_THRESHOLD and self.meter.algorithm is not None:
+                self.hashing = checksums.digest_in_background(self.meter.algorithm, self.whole)
             else:
-                self.meter.measured(size, checksums.digest(algorithm, self.whole))
+                self.meter.update(self.whole)
         self.opts = opts
         self.prefetch = Prefetch(chunk_size)
 
