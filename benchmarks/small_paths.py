@@ -3,6 +3,12 @@
     python benchmarks/small_paths.py                        # this checkout
     python benchmarks/small_paths.py --src /other/checkout/src   # compare another version
 
+Instruction counts, which the load of a shared machine does not move: run one step (or
+``none``, the setup alone) under callgrind and divide the difference by ``--count``::
+
+    valgrind --tool=callgrind python benchmarks/small_paths.py --count 2000 --one backend.put
+    valgrind --tool=callgrind python benchmarks/small_paths.py --count 2000 --one none
+
 Each line adds one layer on top of the previous one, so the differences between lines are
 what that layer costs. Every figure is the best of ``--repeat`` rounds of ``--count`` calls.
 The ORM lines load 1,000 rows of a table with a StoredObject column from SQLite in memory.
@@ -38,6 +44,9 @@ def main() -> None:
     parser.add_argument("--src", default=str(ROOT / "src"))
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument(
+        "--one", help="run only the step with this label (stripped), once, untimed; 'none': no step"
+    )
     args = parser.parse_args()
     sys.path.insert(0, args.src)
 
@@ -70,7 +79,10 @@ def main() -> None:
     rows: list[tuple[str, float]] = []
 
     def add(label: str, func: Callable[[], Any], count: int = n) -> None:
-        rows.append((label, _best(func, count, repeat)))
+        if args.one is None:
+            rows.append((label, _best(func, count, repeat)))
+        elif label.strip() == args.one:
+            func()
 
     add("raw obstore.put", lambda: [obstore.put(store, p, payload) for p in names])
     add("  path check (safe_path)", lambda: [safe_path(p) for p in names])
@@ -121,6 +133,8 @@ def main() -> None:
     add("ORM: load 1 row (SQLite, JSON, FileObject)", load, 1000)
     add("ORM: load 1 row + get_content()", read_back, 1000)
     engine.dispose()
+    if args.one is not None:
+        return
 
     print(f"{'step (memory store, 4 KiB)':<46} {'µs per call':>11}")
     for label, micros in rows:

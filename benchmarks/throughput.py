@@ -96,7 +96,7 @@ def run_case(
     small_payload = os.urandom(4096)
     if whole:
         before = _rss_mib()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if case == "stream-save-storeroom":
         backend = ObstoreBackend("b", target, **kwargs)
         FileObject(backend=backend, filename="big.bin").save(
@@ -116,11 +116,11 @@ def run_case(
         assert total == size, total
     elif case == "whole-save-storeroom":
         backend = ObstoreBackend("b", target, **kwargs)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         FileObject(backend=backend, filename="whole.bin", content=whole).save()
     elif case == "whole-save-raw":
         store = _raw_store(target, endpoint)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         obstore.put(store, "whole.bin", whole)
     elif case == "whole-prepare":
         # Writes the object that the get-content cases read (in its own process, so the
@@ -133,7 +133,7 @@ def run_case(
         file = FileObject(
             backend=backend, filename="whole.bin", size=size, checksum=extra["checksum"]
         )
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         if "async" in case:
             # asyncio.run's task must not return the bytes: Python 3.11 reprs the finished
             # task (with its result) when it restores the SIGINT handler.
@@ -145,7 +145,7 @@ def run_case(
             assert len(file.get_content()) == size
     elif case in ("get-content-raw", "get-content-async-raw"):
         store = _raw_store(target, endpoint)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         if "async" in case:
 
             async def get_raw() -> int:
@@ -174,31 +174,33 @@ def run_case(
             one = ours if case.endswith("storeroom") else raw
             await asyncio.gather(*(one(i) for i in range(small)))
 
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         asyncio.run(go())
     elif case in ("seq-small-storeroom", "seq-small-raw"):
         # Sequential sync saves, then sequential whole reads of the same files.
         backend = ObstoreBackend("b", target, **kwargs)
         store = _raw_store(target, endpoint)
         count = max(1, small // 5)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         if case.endswith("storeroom"):
             files = [
                 FileObject(backend=backend, filename=f"q/{i}.bin", content=small_payload).save()
                 for i in range(count)
             ]
-            saved = time.perf_counter()
+            saved, cpu_saved = time.perf_counter(), time.process_time()
             for f in files:
                 f.get_content()
         else:
             for i in range(count):
                 obstore.put(store, f"q/{i}.bin", small_payload)
-            saved = time.perf_counter()
+            saved, cpu_saved = time.perf_counter(), time.process_time()
             for i in range(count):
                 obstore.get(store, f"q/{i}.bin").bytes()
         read = time.perf_counter()
         result["save_rate"] = count / (saved - start)
         result["read_rate"] = count / (read - saved)
+        result["save_cpu"] = cpu_saved - cpu_start
+        result["read_cpu"] = time.process_time() - cpu_saved
     elif case == "requests-per-save":
         from tests.servers.proxy import RecordingProxy
 
@@ -218,6 +220,7 @@ def run_case(
     seconds = time.perf_counter() - start
     return {
         "seconds": seconds,
+        "cpu_seconds": time.process_time() - cpu_start,
         "rss_growth_mib": _rss_mib() - before,
         "requests": requests,
         **result,
@@ -449,12 +452,13 @@ def main() -> None:
                 for key, label in (("save_rate", "save"), ("read_rate", "get_content")):
                     ours = max(runs["storeroom"], key=lambda r: r[key])
                     raw = max(runs["raw"], key=lambda r: r[key])
+                    cpu = key.replace("rate", "cpu")
                     rows.append(
                         (
                             place,
                             f"{count} x 4 KiB {label}, sequential",
-                            {**ours, "seconds": count / ours[key]},
-                            {**raw, "seconds": count / raw[key]},
+                            {**ours, "seconds": count / ours[key], "cpu_seconds": ours[cpu]},
+                            {**raw, "seconds": count / raw[key], "cpu_seconds": raw[cpu]},
                             "files",
                             0.85,
                         )
@@ -471,7 +475,7 @@ def main() -> None:
 
     print(
         f"{'where':<11} {'operation':<34} {'storeroom':>12} {'raw obstore':>12} "
-        f"{'ratio':>6} {'target':>7} {'RSS+ storeroom':>15} {'RSS+ raw':>9}"
+        f"{'ratio':>6} {'target':>7} {'RSS+ storeroom':>15} {'RSS+ raw':>9} {'CPU ratio':>9}"
     )
     for place, op, ours, raw, unit, target in rows:
         if unit == "files":
@@ -487,7 +491,8 @@ def main() -> None:
         print(
             f"{place:<11} {op:<34} {ours_s:>12} {raw_s:>12} {ratio:>5.2f}x "
             f"{target:>4.2f} {mark:<4} {ours['rss_growth_mib']:>8.0f} MiB "
-            f"{raw['rss_growth_mib']:>5.0f} MiB"
+            f"{raw['rss_growth_mib']:>5.0f} MiB "
+            f"{raw['cpu_seconds'] / max(ours['cpu_seconds'], 1e-9):>8.2f}x"
         )
     req = counted["requests"]
     print(
@@ -496,7 +501,9 @@ def main() -> None:
     )
     print(
         "RSS+ is the growth of the process's peak RSS during the case; for get_content it "
-        "includes the returned object itself."
+        "includes the returned object itself. CPU ratio is raw obstore's CPU time (every "
+        "thread of the process) over storeroom's for the same work: unlike the wall-clock "
+        "ratio, the load of other processes barely moves it."
     )
 
 

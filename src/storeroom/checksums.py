@@ -165,8 +165,8 @@ def digest(algorithm: str, data: bytes | memoryview, *, parallel: bool = False) 
     runs meanwhile; a hash overlapping a write stays on one thread).
     """
     parallel = parallel and len(data) >= _PARALLEL_THRESHOLD
-    if algorithm == "blake3" and _blake3 is not None and not parallel:
-        return "blake3:" + str(_blake3(data).hexdigest())  # the small-file fast path
+    if algorithm == "blake3" and not parallel and _blake3 is not None:
+        return "blake3:" + _blake3(data).hexdigest()  # type: ignore[no-any-return]
     name = check_algorithm(algorithm)
     hasher = new_hasher(name, parallel=parallel)
     hasher.update(data)  # type: ignore[arg-type]

@@ -93,11 +93,8 @@ class _Cursor:
         return size < 0 or len(self.buffer) < size
 
 
-class ObjectReader(io.RawIOBase):
-    """A read-only, seekable binary file over one stored object.
-
-    Reads stream from the store; a seek starts a new ranged read at the next ``read``.
-    """
+class _Reader:
+    """What both readers hold: the object, how much to fetch at a time, and the cursor."""
 
     def __init__(
         self,
@@ -108,12 +105,19 @@ class ObjectReader(io.RawIOBase):
         *,
         checksum: str | None = None,
     ) -> None:
-        super().__init__()
         self._backend = backend
         self._path = path
         self._chunk_size = chunk_size
         self._cursor = _Cursor(size, path, checksum)
-        self._chunks: Iterator[bytes] | None = None
+
+
+class ObjectReader(_Reader, io.RawIOBase):
+    """A read-only, seekable binary file over one stored object.
+
+    Reads stream from the store; a seek starts a new ranged read at the next ``read``.
+    """
+
+    _chunks: Iterator[bytes] | None = None
 
     def _drop(self) -> None:
         chunks, self._chunks = self._chunks, None
@@ -163,24 +167,11 @@ class ObjectReader(io.RawIOBase):
         return self.read(-1)
 
 
-class AsyncObjectReader:
+class AsyncObjectReader(_Reader):
     """Async counterpart of :class:`ObjectReader`: ``await reader.read(n)``, ``seek``, ``tell``."""
 
-    def __init__(
-        self,
-        backend: StorageBackend,
-        path: str,
-        size: int,
-        chunk_size: int,
-        *,
-        checksum: str | None = None,
-    ) -> None:
-        self._backend = backend
-        self._path = path
-        self._chunk_size = chunk_size
-        self._cursor = _Cursor(size, path, checksum)
-        self._chunks: AsyncIterator[bytes] | None = None
-        self._stale: AsyncIterator[bytes] | None = None
+    _chunks: AsyncIterator[bytes] | None = None
+    _stale: AsyncIterator[bytes] | None = None
 
     async def _drop(self) -> None:
         chunks, self._chunks = self._chunks, None

@@ -67,7 +67,10 @@ __all__ = ["ObstoreBackend"]
 # only these take the direct-file fast path for whole reads.
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9._\-]+(?:/[A-Za-z0-9._\-]+)*")
 _WHOLE_CHUNK = 4 * 1024 * 1024
-_INLINE_READ = 1024 * 1024
+# The most an async call reads from local disk, or copies in and out of the memory store,
+# without leaving the event loop: below it a hop to a worker thread or obstore's async
+# runtime costs more than the work itself.
+_INLINE = 1024 * 1024
 
 _KIND_OF_STORE: tuple[tuple[type[Any], str], ...] = (
     (S3Store, "s3"),
@@ -388,6 +391,10 @@ class ObstoreBackend(StorageBackend):
     async def _write_async(
         self, path: str, body: bytes | AsyncIterator[bytes], opts: WriteOptions
     ) -> PutResult:
+        if self._kind == "memory" and isinstance(body, bytes) and len(body) <= _INLINE:
+            # A copy in this process: nothing to await.
+            result = obstore.put(self.store, path, body, **self._put_kwargs(opts))
+            return PutResult(path, 0, None, result["e_tag"], result["version"])
         self._confine(path)
         if self._stages(body, opts):
             scratch = _scratch_path(path)
@@ -466,7 +473,7 @@ class ObstoreBackend(StorageBackend):
             result = obstore.get(self.store, path)
             if _span(result) > _WHOLE_CHUNK:
                 return collect(iter(result.stream(min_chunk_size=_WHOLE_CHUNK)), meter)
-            data = bytes(result.bytes())
+            data = result.bytes().to_bytes()
         if meter is not None:
             meter.update(data)
         return data
@@ -475,16 +482,18 @@ class ObstoreBackend(StorageBackend):
         self._confine(path)
         local = self._local_file(path)
         if local is not None:
-            if os.stat(local).st_size <= _INLINE_READ:
+            if os.stat(local).st_size <= _INLINE:
                 data = _read_file(local)  # a thread hop costs more than this read
             else:
                 data = await asyncio.to_thread(_read_file, local)
+        elif self._kind == "memory" and _span(found := obstore.get(self.store, path)) <= _INLINE:
+            data = found.bytes().to_bytes()  # a lookup in this process: nothing to await
         else:
             result = await obstore.get_async(self.store, path)
             if _span(result) > _WHOLE_CHUNK:
                 chunks = result.stream(min_chunk_size=_WHOLE_CHUNK)
                 return await collect_async(cast(AsyncIterator[bytes], aiter(chunks)), meter)
-            data = bytes(await result.bytes_async())
+            data = (await result.bytes_async()).to_bytes()
         if meter is not None:
             meter.update(data)
         return data
