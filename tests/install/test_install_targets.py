@@ -40,7 +40,8 @@ NOT_TARGETS = {"all", "test", "bench"}
 REDIS_URL = os.environ.get("STOREROOM_TEST_REDIS", "redis://127.0.0.1:6379/7")
 BLOCK = re.compile(r"(?P<marker><!--\s*skip:[^>]*-->\s*\n)?```python\n(?P<code>.*?)```", re.S)
 
-pytestmark = pytest.mark.slow
+# Building the virtualenvs counts against the first test's timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def _run(
@@ -86,12 +87,17 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _venv(tmp_path_factory: pytest.TempPathFactory, name: str, requirement: str) -> Path:
-    """A new virtualenv (no pip of its own) with ``requirement`` installed into it."""
+    """A new virtualenv (no pip of its own) with ``requirement`` installed into it.
+
+    ``--no-compile``: pip would compile every installed module to bytecode, half the time of
+    an install here (botocore alone has thousands of files); the programs compile what they
+    import.
+    """
     home = tmp_path_factory.mktemp(name)
     created = _run(sys.executable, "-m", "venv", "--without-pip", home / "venv")
     assert created.returncode == 0, created.stderr
     python = home / "venv" / "bin" / "python"
-    _pip("--python", python, "install", "--quiet", requirement)
+    _pip("--python", python, "install", "--quiet", "--no-compile", requirement)
     return python
 
 
