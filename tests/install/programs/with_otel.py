@@ -39,22 +39,25 @@ class KeptTracerProvider(trace.NoOpTracerProvider):
         return KeptTracer()
 
 
-class KeptHistogram(NoOpHistogram):
+class KeptInstrument:
+    """Keeps the points recorded on an instrument, under the instrument's name."""
+
     def __init__(self, name: str, **kwargs: str) -> None:
-        super().__init__(name, **kwargs)
+        super().__init__(name, **kwargs)  # type: ignore[call-arg]
         self.kept_name = name
 
+    def keep(self, amount: float, attributes: object) -> None:
+        points.append((self.kept_name, amount, dict(attributes or {})))  # type: ignore[call-overload]
+
+
+class KeptHistogram(KeptInstrument, NoOpHistogram):
     def record(self, amount: float, attributes: object = None, context: object = None) -> None:
-        points.append((self.kept_name, amount, dict(attributes or {})))
+        self.keep(amount, attributes)
 
 
-class KeptCounter(NoOpCounter):
-    def __init__(self, name: str, **kwargs: str) -> None:
-        super().__init__(name, **kwargs)
-        self.kept_name = name
-
+class KeptCounter(KeptInstrument, NoOpCounter):
     def add(self, amount: float, attributes: object = None, context: object = None) -> None:
-        points.append((self.kept_name, amount, dict(attributes or {})))
+        self.keep(amount, attributes)
 
 
 class KeptMeter(NoOpMeter):
