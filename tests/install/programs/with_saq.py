@@ -58,4 +58,6 @@ redis_url = os.environ.get("STOREROOM_TEST_REDIS")
 if redis_url:
     asyncio.run(run_one_job(redis_url))
     assert done.get("made-by-the-worker.txt") == b"done"
-print("saq ok")
+    print("saq ok, job run on a worker")
+else:
+    print("saq ok")
