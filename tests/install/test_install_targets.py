@@ -1,18 +1,21 @@
 """Each install target is enough for what it names, in a fresh virtualenv.
 
 The wheel is built from this checkout (not an editable install) and installed, with its
-dependencies from PyPI, into new virtualenvs: one with the base package only, one with the demo extra
-only, and one per framework extra. The base one runs every Python block of README.md on its
-own, twice; the demo one starts ``python -m storeroom.demo`` and fetches its page; each extra
-runs a program wiring its integration. A dependency that only the test extra brings in
-(greenlet was one) fails here. Seven virtualenvs, built three at a time: about two minutes on
-a busy two-core machine (warm pip cache), most of it pip.
+dependencies from PyPI, into new virtualenvs: one with the base package only, and one per
+extra of pyproject.toml (except ``all``, ``test`` and ``bench``) with only that extra. The
+base one runs every Python block of README.md on its own, twice, and must not be able to
+import any extra's packages; the demo one starts ``python -m storeroom.demo`` and fetches its
+page; every other extra runs a program (``EXTRA_PROGRAMS``, most in ``programs/``) that uses
+what the extra is for, offline. A dependency that only the test extra brings in (greenlet
+was one; requests for google-auth's token refresh another) fails here. Sixteen virtualenvs,
+built three at a time.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -22,12 +25,23 @@ from pathlib import Path
 
 import pytest
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
 from tests.servers import free_port, require_service, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+# Extras that are not install targets of their own: every extra, the test tools, the
+# comparison library of the benchmarks.
+NOT_TARGETS = {"all", "test", "bench"}
+REDIS_URL = os.environ.get("STOREROOM_TEST_REDIS", "redis://127.0.0.1:6379/7")
 BLOCK = re.compile(r"(?P<marker><!--\s*skip:[^>]*-->\s*\n)?```python\n(?P<code>.*?)```", re.S)
 
-pytestmark = pytest.mark.slow
+# Building the virtualenvs counts against the first test's timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def _run(
@@ -73,27 +87,59 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _venv(tmp_path_factory: pytest.TempPathFactory, name: str, requirement: str) -> Path:
-    """A new virtualenv (no pip of its own) with ``requirement`` installed into it."""
+    """A new virtualenv (no pip of its own) with ``requirement`` installed into it.
+
+    ``--no-compile``: pip would compile every installed module to bytecode, half the time of
+    an install here (botocore alone has thousands of files); the programs compile what they
+    import.
+    """
     home = tmp_path_factory.mktemp(name)
     created = _run(sys.executable, "-m", "venv", "--without-pip", home / "venv")
     assert created.returncode == 0, created.stderr
     python = home / "venv" / "bin" / "python"
-    _pip("--python", python, "install", "--quiet", requirement)
+    _pip("--python", python, "install", "--quiet", "--no-compile", requirement)
     return python
 
 
+def _install_and_run(
+    tmp_path_factory: pytest.TempPathFactory, name: str, requirement: str
+) -> tuple[Path, subprocess.CompletedProcess[str] | None]:
+    """The target's virtualenv, and the run of its extra's program (if it has one).
+
+    The program runs right after its install, in the same worker: while one virtualenv's
+    program runs, the others' pip waits on PyPI.
+    """
+    python = _venv(tmp_path_factory, name, requirement)
+    if name not in EXTRA_PROGRAMS:
+        return python, None
+    cwd = tmp_path_factory.mktemp(f"{name}-run")
+    env = _program_env(name, cwd)
+    return python, _run(python, "-I", "-c", EXTRA_PROGRAMS[name], cwd=cwd, env=env, timeout=180)
+
+
 @pytest.fixture(scope="module")
-def venvs(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One virtualenv per target ("base", "demo", each extra), built three at a time."""
+def installs(
+    wheel: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[Path, subprocess.CompletedProcess[str] | None]]:
+    """Per target ("base", "demo", each extra): its virtualenv's python and its program's run,
+    three targets at a time."""
     targets = {"base": f"storeroom @ {wheel.as_uri()}"} | {
         extra: f"storeroom[{extra}] @ {wheel.as_uri()}" for extra in ["demo", *EXTRA_PROGRAMS]
     }
     with ThreadPoolExecutor(max_workers=3) as pool:
         built = {
-            name: pool.submit(_venv, tmp_path_factory, name, requirement)
+            name: pool.submit(_install_and_run, tmp_path_factory, name, requirement)
             for name, requirement in targets.items()
         }
         return {name: future.result() for name, future in built.items()}
+
+
+@pytest.fixture(scope="module")
+def venvs(
+    installs: dict[str, tuple[Path, subprocess.CompletedProcess[str] | None]],
+) -> dict[str, Path]:
+    """One virtualenv per target ("base", "demo", each extra)."""
+    return {name: python for name, (python, _) in installs.items()}
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +161,55 @@ def _readme_blocks() -> list[tuple[int, str]]:
     ]
 
 
+def _extras() -> dict[str, list[str]]:
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        extras: dict[str, list[str]] = tomllib.load(file)["project"]["optional-dependencies"]
+    return extras
+
+
+# Modules that the packages of the extras (and the test tools) provide: none is importable in
+# the base install.
+EXTRA_MODULES = (
+    "pytest",
+    "litestar",
+    "uvicorn",
+    "aiosqlite",
+    "fastapi",
+    "multipart",
+    "flask",
+    "pydantic",
+    "pydantic_settings",
+    "yaml",
+    "click",
+    "rich",
+    "boto3",
+    "botocore",
+    "azure",
+    "google",
+    "cryptography",
+    "requests",
+    "opentelemetry",
+    "pyvips",
+    "PIL",
+    "pypdfium2",
+    "saq",
+    "redis",
+    "psycopg",
+    "alembic",
+    "fsspec",
+    "s3fs",
+    "adlfs",
+    "gcsfs",
+    "advanced_alchemy",
+    "moto",
+)
+
+
+def test_every_install_target_is_tested() -> None:
+    targets = set(_extras()) - NOT_TARGETS
+    assert targets == {"demo", *EXTRA_PROGRAMS}, "each extra needs a program in EXTRA_PROGRAMS"
+
+
 def test_base_install_is_only_the_base_package(base_python: Path) -> None:
     probe = _run(
         base_python,
@@ -122,8 +217,7 @@ def test_base_install_is_only_the_base_package(base_python: Path) -> None:
         "-c",
         "import importlib.util as u, storeroom, sys; "
         "print(storeroom.__file__); "
-        "print([m for m in ('pytest', 'litestar', 'pydantic', 'click', 'aiosqlite') "
-        "if u.find_spec(m)])",
+        f"print([m for m in {EXTRA_MODULES!r} if u.find_spec(m)])",
         env=_clean_env(),
     )
     assert probe.returncode == 0, probe.stderr
@@ -217,14 +311,42 @@ Storeroom(app, configure=lambda: None)
 from alembic.autogenerate import render_python_code
 from storeroom.orm.alembic import render_item
 """,
+    **{
+        path.stem.removeprefix("with_"): path.read_text()
+        for path in sorted(PROGRAMS.glob("with_*.py"))
+    },
 }
+
+
+def _redis_listens() -> bool:
+    host, _, port = REDIS_URL.split("://", 1)[1].split("/", 1)[0].rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def _program_env(extra: str, tmp_path: Path) -> dict[str, str]:
+    """What each program reads from its environment besides the machine's own."""
+    env = {k: v for k, v in _clean_env().items() if not k.startswith(("STORAGE", "AWS_"))}
+    if extra == "settings":
+        env |= {
+            "STORAGE_BACKEND": "local",
+            "STORAGE_UPLOAD_DIR": str(tmp_path / "uploads"),
+            "STORAGE_BACKENDS__SCRATCH__TYPE": "memory",
+        }
+    if extra == "saq" and _redis_listens():
+        env["STOREROOM_TEST_REDIS"] = REDIS_URL
+    return env
 
 
 @pytest.mark.parametrize("extra", sorted(EXTRA_PROGRAMS))
 def test_each_extra_is_enough_for_its_integration(
-    extra: str, venvs: dict[str, Path], tmp_path: Path
+    extra: str, installs: dict[str, tuple[Path, subprocess.CompletedProcess[str] | None]]
 ) -> None:
-    done = _run(
-        venvs[extra], "-I", "-c", EXTRA_PROGRAMS[extra], cwd=tmp_path, env=_clean_env(), timeout=120
-    )
+    _, done = installs[extra]
+    assert done is not None
     assert done.returncode == 0, done.stdout + done.stderr
+    if extra == "saq" and "saq ok, job run on a worker" not in done.stdout:
+        require_service("Redis", f"nothing listens at {REDIS_URL}; the SAQ job was not run")
