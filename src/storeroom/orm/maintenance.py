@@ -514,6 +514,14 @@ class ReferenceScan:
             content_type = json.loads(text).get("content_type") if text else None
             yield path, size, checksum, content_type
 
+    def is_referenced(self, backend: str, path: str) -> bool:
+        """Whether a row references ``path`` on ``backend`` (after :meth:`read_rows`)."""
+        self._index("ref")
+        found = self._db.execute(
+            "SELECT 1 FROM ref WHERE backend = ? AND path = ? LIMIT 1", (backend, path)
+        ).fetchone()
+        return found is not None
+
     def referenced_totals(self, backend: str) -> tuple[int, int]:
         """How many distinct paths :meth:`referenced` yields, and their total recorded size."""
         count, total = self._db.execute(

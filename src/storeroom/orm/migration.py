@@ -163,6 +163,8 @@ class MigrationState:
             self._load()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a", encoding="utf-8")
+        if self._file.tell() and not _ends_with_newline(self.path):
+            self._file.write("\n")  # a line cut short by a kill must not absorb the next
         self._unsynced = 0
         self._synced_at = time.monotonic()
 
@@ -259,6 +261,12 @@ class MigrationState:
         self.close()
 
 
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as journal:
+        journal.seek(-1, os.SEEK_END)
+        return journal.read(1) == b"\n"
+
+
 def _planned(info: ObjectInfo) -> CopyItem:
     return CopyItem(info.path, info.path, info.size, None, info.content_type)
 
@@ -284,16 +292,34 @@ def plan_rows(files: Iterable[FileObject], source_key: str) -> list[CopyItem]:
     return list(seen.values())
 
 
-def plan_scan(scan: ReferenceScan, source_key: str) -> Iterator[CopyItem]:
+def plan_scan(
+    scan: ReferenceScan, source_key: str, state: MigrationState | None = None
+) -> Iterator[CopyItem]:
     """The files a scan's rows reference on ``source_key``, once each, in path order.
 
     ``scan`` is a :class:`~storeroom.orm.maintenance.ReferenceScan` whose
     :meth:`~storeroom.orm.maintenance.ReferenceScan.read_rows` has run: the rows were read
     in pages into its on-disk index, so however many rows and files there are, this
     streams them (the bounded-memory form of :func:`plan_rows`).
+
+    With ``state`` (the journal of this migration, opened with its destination key), files
+    whose rows an earlier run of it already repointed are planned too, after the others:
+    the copy counts them as already done, so a run resumed after a kill during
+    :func:`update_rows` reports the same totals as one run that was never interrupted.
     """
     for path, size, checksum, content_type in scan.referenced(source_key):
         yield CopyItem(path, path, size, checksum, content_type)
+    moved_to = state.destination_key if state is not None else None
+    if state is None or moved_to is None or moved_to == source_key:
+        return
+    for path, size, checksum, content_type in scan.referenced(moved_to):
+        entry = state.verified.get(path)
+        if (
+            entry is not None
+            and entry["destination"] == path
+            and not scan.is_referenced(source_key, path)
+        ):
+            yield CopyItem(path, path, size, checksum, content_type)
 
 
 async def _copy_one(
@@ -553,6 +579,7 @@ class _RowBatches:
     state: MigrationState
     batch_size: int
     on_batch: Callable[[int], None] | None
+    record_batch: Callable[[int], Any] | None = None
     updated: int = 0
     _last: Any = None
     _changed: int = 0
@@ -592,6 +619,12 @@ class _RowBatches:
         self._changed = changed
         return True
 
+    def recording(self) -> Any | None:
+        """The statement that records this batch in its own transaction, if any."""
+        if self.record_batch is None or not self._changed:
+            return None
+        return self.record_batch(self._changed)
+
     def committed(self) -> None:
         """Count the batch just committed and report it."""
         self.updated += self._changed
@@ -608,6 +641,7 @@ def update_rows(
     *,
     batch_size: int = 100,
     on_batch: Callable[[int], None] | None = None,
+    record_batch: Callable[[int], Any] | None = None,
 ) -> int:
     """Repoint the rows of ``column`` (``Document.file``) from one backend to another.
 
@@ -616,15 +650,22 @@ def update_rows(
     :func:`repoint` finds a verified journal entry are switched, so a row never points at
     an object that is not verified on the destination. The source objects are kept (the
     session's ``KEEP_REPLACED_FILES``). ``on_batch(rows_updated)`` follows each commit.
-    Returns the number of rows updated; running it again is harmless.
+    ``record_batch(rows_updated)`` may return a SQL statement, run in the batch's own
+    transaction: progress recorded with it survives exactly when the batch does (a kill
+    can take neither or both). Returns the number of rows updated; running it again is
+    harmless.
     """
     state.sync()  # a row may point at a copy only once its journal line is durable
-    batches = _RowBatches(column, source_key, destination_key, state, batch_size, on_batch)
+    batches = _RowBatches(
+        column, source_key, destination_key, state, batch_size, on_batch, record_batch
+    )
     while True:
         with session_factory() as session:
             query = batches.start(session)
             if not batches.apply(session.scalars(query).all()):
                 return batches.updated
+            if (recording := batches.recording()) is not None:
+                session.execute(recording)
             session.commit()
         batches.committed()
 
@@ -638,14 +679,19 @@ async def update_rows_async(
     *,
     batch_size: int = 100,
     on_batch: Callable[[int], None] | None = None,
+    record_batch: Callable[[int], Any] | None = None,
 ) -> int:
     """:func:`update_rows` with an ``AsyncSession`` factory (e.g. ``async_sessionmaker``)."""
     state.sync()  # a row may point at a copy only once its journal line is durable
-    batches = _RowBatches(column, source_key, destination_key, state, batch_size, on_batch)
+    batches = _RowBatches(
+        column, source_key, destination_key, state, batch_size, on_batch, record_batch
+    )
     while True:
         async with session_factory() as session:
             query = batches.start(session)
             if not batches.apply((await session.scalars(query)).all()):
                 return batches.updated
+            if (recording := batches.recording()) is not None:
+                await session.execute(recording)
             await session.commit()
         batches.committed()
