@@ -495,6 +495,7 @@ def _migrate(work: _Work) -> dict[str, Any]:
         "adopted": report.adopted,
         "failed": len(report.failed),
         "bytes_copied": report.bytes_copied,
+        "variants_not_made": report.variants_not_made,
     }
 
 

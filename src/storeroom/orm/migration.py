@@ -62,7 +62,8 @@ class CopyItem:
     """One object to copy: where it is, where it goes, what is known about it.
 
     ``checksum`` (``"sha256:<hex>"``) is the one recorded when the file was saved, if
-    known; the copy must hash to it.
+    known; the copy must hash to it. ``variant_of`` is set on a variant of a planned file
+    (``<path>.variants/<name>.<format>``): one not made yet on the source is no failure.
     """
 
     source: str
@@ -70,6 +71,7 @@ class CopyItem:
     size: int | None = None
     checksum: str | None = None
     content_type: str | None = None
+    variant_of: str | None = None
 
 
 @dataclass
@@ -85,6 +87,9 @@ class MigrationReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     bytes_copied: int = 0
     rows_updated: int = 0
+    variants_not_made: int = 0
+    """Variants a row records that were not made yet on the source (made on first request
+    on the destination, by :func:`storeroom.orm.variants.ensure_variant`)."""
 
 
 class _Verified(Mapping[str, dict[str, Any]]):
@@ -324,19 +329,28 @@ def plan_scan(
     the copy counts them as already done, so a run resumed after a kill during
     :func:`update_rows` reports the same totals as one run that was never interrupted.
     """
-    for path, size, checksum, content_type in scan.referenced(source_key):
-        yield CopyItem(path, path, size, checksum, content_type)
+    for path, size, checksum, content_type, variants in scan.referenced_files(source_key):
+        yield from _with_variants(CopyItem(path, path, size, checksum, content_type), variants)
     moved_to = state.destination_key if state is not None else None
     if state is None or moved_to is None or moved_to == source_key:
         return
-    for path, size, checksum, content_type in scan.referenced(moved_to):
+    for path, size, checksum, content_type, variants in scan.referenced_files(moved_to):
         entry = state.verified.get(path)
         if (
             entry is not None
             and entry["destination"] == path
             and not scan.is_referenced(source_key, path)
         ):
-            yield CopyItem(path, path, size, checksum, content_type)
+            item = CopyItem(path, path, size, checksum, content_type)
+            yield from _with_variants(item, variants)
+
+
+def _with_variants(item: CopyItem, variants: list[str]) -> Iterator[CopyItem]:
+    """The file, then the variants its row records: they move with it (same paths), so the
+    records stay true on the destination."""
+    yield item
+    for path in variants:
+        yield CopyItem(path, path, variant_of=item.source)
 
 
 async def _copy_one(
@@ -467,10 +481,12 @@ class _Copier:
                     report.copied += 1
                     report.bytes_copied += size
         except (StoreroomError, OSError) as exc:
-            report.failed.append(
-                (item.source, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            )
-            return
+            if not (isinstance(exc, ObjectNotFound) and item.variant_of is not None):
+                report.failed.append(
+                    (item.source, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                )
+                return
+            report.variants_not_made += 1  # not made yet: made on first request there
         if self.on_progress is not None:
             self.on_progress(item, size)
 
