@@ -170,10 +170,7 @@ def migrate(
             count, total = scan.object_totals(src, prefix=prefix.rstrip("/"))
 
             def plan(state: Any = None) -> Any:
-                return (
-                    migration.CopyItem(info.path, info.path, info.size, None, info.content_type)
-                    for info in scan.objects(src, prefix=prefix.rstrip("/"))
-                )
+                return migration.plan_listing(scan, src, prefix.rstrip("/"))
 
         if dry_run:
             _dry_run(plan(), path, src.key, dst_key, count, total, update_rows, batch_size)

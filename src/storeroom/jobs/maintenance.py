@@ -457,10 +457,7 @@ def _migrate(work: _Work) -> dict[str, Any]:
             # Files whose rows an earlier attempt repointed are planned too (already done).
             items: Any = migration.plan_scan(scan, src.key, state)
         else:
-            items = (
-                migration.CopyItem(i.path, i.path, i.size, None, i.content_type)
-                for i in scan.objects(src, prefix=params.get("prefix", ""))
-            )
+            items = migration.plan_listing(scan, src, params.get("prefix", ""))
         report = asyncio.run(
             migration.copy_objects(
                 src,

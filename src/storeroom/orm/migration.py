@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from storeroom.backends import transfer
@@ -47,6 +46,7 @@ __all__ = [
     "default_concurrency",
     "plan_objects",
     "plan_objects_async",
+    "plan_listing",
     "plan_rows",
     "plan_scan",
     "repoint",
@@ -274,12 +274,7 @@ class MigrationState:
     def __enter__(self) -> MigrationState:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -312,6 +307,15 @@ def plan_rows(files: Iterable[FileObject], source_key: str) -> list[CopyItem]:
                 file.path, file.path, file.size, file.checksum, file.content_type
             )
     return list(seen.values())
+
+
+def plan_listing(
+    scan: ReferenceScan, source: StorageBackend, prefix: str = ""
+) -> Iterator[CopyItem]:
+    """Every object of ``source`` under ``prefix``, listed once into ``scan``'s on-disk
+    index and streamed from it in path order (the bounded-memory form of
+    :func:`plan_objects`)."""
+    return (_planned(info) for info in scan.objects(source, prefix=prefix))
 
 
 def plan_scan(
