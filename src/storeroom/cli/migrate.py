@@ -188,6 +188,11 @@ def migrate(
                 f"in {elapsed:.1f} s ({report.copied / elapsed:.0f} objects/s, "
                 f"{human_size(int(report.bytes_copied / elapsed))}/s); journal {path}"
             )
+            if report.variants_not_made:
+                click.echo(
+                    f"variants not made yet: {report.variants_not_made} (made on "
+                    f"{dst.key} on first request)"
+                )
             if sessions is not None and update_rows:
                 batches = 0
 
