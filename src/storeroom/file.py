@@ -492,7 +492,7 @@ class FileObject:
             content_type=self.content_type,
             size=self.size,
             checksum=self.checksum,
-            metadata=self.metadata,
+            metadata=_variants_moved(self.metadata, self.path, path or self.path),
             registry=self._registry,
         )
         if target.storage is self.storage and target.path == self.path:
@@ -597,3 +597,22 @@ class FileObject:
             for_upload=for_upload,
             content_type=self.content_type,
         )
+
+
+def _variants_moved(metadata: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """A copy's metadata: its variant records name its own paths, never the original's.
+
+    A copy sharing the original's variant objects would lose them when the original is
+    deleted (its variants go with it), and deleting the copy would delete the original's.
+    The copy's variants are made on first request (``ensure_variant``) at these paths.
+    """
+    records = metadata.get("variants")
+    if not isinstance(records, Mapping) or old == new:
+        return metadata
+    prefix = f"{old}.variants/"
+    moved = {
+        name: {**record, "path": f"{new}.variants/{record['path'][len(prefix) :]}"}
+        for name, record in records.items()
+        if isinstance(record, Mapping) and str(record.get("path", "")).startswith(prefix)
+    }
+    return {**metadata, "variants": moved}

@@ -8,6 +8,7 @@ Redis (db 9 unless STOREROOM_TEST_SHARDED_REDIS says otherwise).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -19,10 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
-from storeroom import FileObject, ObstoreBackend, storages
+from storeroom import FileObject, ObstoreBackend, checksums, storages
+from storeroom.jobs.maintenance import run_status
+from storeroom.orm.maintenance import Shard
 from tests.servers import require_service, stop_process
 from tests.servers.databases import POSTGRES, check_connects
 
@@ -30,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("STOREROOM_TEST_SHARDED_REDIS", "redis://127.0.0.1:6379/9")
 
 pytestmark = pytest.mark.slow
+MIGRATE = ("migrate", "local", "copy", "--model", "tests.cli.models:Document")
 
 
 @pytest.fixture(scope="module")
@@ -147,10 +151,46 @@ class Setup:
             timeout=timeout,
         )
 
-    def sharded(self, *args: str) -> list[str]:
-        return [*args, "--shards", "4", "--queue-name", self.queue]
+    def sharded(self, *args: str, shards: int = 4) -> list[str]:
+        return [*args, "--shards", str(shards), "--queue-name", self.queue]
+
+    @functools.cached_property
+    def engine(self) -> Engine:
+        """One engine for the test's own polling (cheap enough to poll every few ms)."""
+        return create_engine(self.database)
+
+    def start_migrate(self, state: Path, *options: str, shards: int = 4) -> str:
+        """Start a sharded migrate of the documents from local to copy; its run id."""
+        started = self.storeroom(
+            *self.sharded(
+                *MIGRATE,
+                "--state",
+                str(state),
+                "--concurrency",
+                "1",
+                "--no-follow",
+                *options,
+                shards=shards,
+            )
+        )
+        assert started.returncode == 0, started.stderr.decode()
+        return started.stdout.decode().strip()
+
+    def files(self) -> dict[str, dict[str, object]]:
+        """The 'd' documents' file columns, by document name."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                text(f"SELECT name, file FROM {self.table} WHERE name LIKE 'd%'")
+            ).all()
+        return {name: (f if isinstance(f, dict) else json.loads(f)) for name, f in rows}
+
+    def journal_lines(self, state: Path, shard: int, shards: int = 4) -> int:
+        journal = state / f"local-copy-shard-{shard}-of-{shards}.jsonl"
+        return len(journal.read_bytes().splitlines()) if journal.exists() else 0
 
     def cleanup(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
         for worker in self.workers:
             stop_process(worker)
         for key in self.client.scan_iter(f"saq:{self.queue}:*"):
@@ -204,51 +244,58 @@ def test_sharded_verify_and_gc_on_two_workers_match_one_process(
     assert len(list(local.list())) == 40
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, issue 20: in about one run of two a shard retried after its worker was "
-    "killed reports fewer copies than one process (seen: 287 copied + 27 done of 400, rows "
-    "updated 314); the sharded migrate must not be trusted until this is found",
-)
-def test_sharded_migrate_with_a_worker_killed_mid_shard_is_retried_and_complete(
-    setup: Setup, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    local = setup.seed(400, monkeypatch)
-    state = setup.tmp / "journals"
-    first = setup.worker()
-    args = setup.sharded(
-        "migrate",
-        "local",
-        "copy",
-        "--model",
-        "tests.cli.models:Document",
-        "--state",
-        str(state),
-        "--update-rows",
-        "--concurrency",
-        "1",
-        "--no-follow",
-    )
-    started = setup.storeroom(*args)
-    assert started.returncode == 0, started.stderr.decode()
-    run = started.stdout.decode().strip()
-
-    from storeroom.jobs.maintenance import run_status
-
-    # Kill the only worker once it has journaled copies of a shard it has not finished.
+def _kill_when(setup: Setup, run: str, worker: subprocess.Popen[bytes], ready) -> list[int]:  # type: ignore[no-untyped-def]
+    """SIGKILL ``worker`` as soon as ``ready(running_shards)`` holds; the shards it ran."""
     deadline = time.monotonic() + 120
     while True:
-        assert time.monotonic() < deadline, "the worker made no progress"
-        assert first.poll() is None, "the worker exited"
-        journals = list(state.glob("*.jsonl")) if state.exists() else []
-        running = [s for s in run_status(setup.database, run) if s.status == "running"]
-        if running and any(j.stat().st_size > 0 for j in journals):
+        assert time.monotonic() < deadline, "the worker never reached the point to kill it"
+        assert worker.poll() is None, "the worker exited"
+        running = [s.shard for s in run_status(setup.engine, run) if s.status == "running"]
+        if running and ready(running):
             break
-        time.sleep(0.01)
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=30)
-    killed = [s.shard for s in run_status(setup.database, run) if s.status == "running"]
+        time.sleep(0.005)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    return [s.shard for s in run_status(setup.engine, run) if s.status == "running"]
+
+
+@pytest.mark.parametrize("phase", ["copy", "rows"])
+def test_sharded_migrate_with_a_worker_killed_mid_shard_ends_as_one_process_would(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch, phase: str
+) -> None:
+    """The worker dies while its shard copies objects, or while it repoints rows (the
+    batches it committed are then counted by no later attempt unless recorded with them)."""
+    files = 400
+    local = setup.seed(files, monkeypatch)
+    seeded = setup.files()
+    members = {
+        k: sum(Shard(k, 4).contains(f["path"]) for f in seeded.values())  # type: ignore[arg-type]
+        for k in range(4)
+    }
+    state = setup.tmp / "journals"
+    first = setup.worker()
+    # Many small transactions of rows: a long window to die in.
+    run = setup.start_migrate(state, "--update-rows", "--batch-size", "2")
+
+    def moved(shard: int | None = None) -> int:
+        return sum(
+            f["backend"] == "copy" and (shard is None or Shard(shard, 4).contains(str(f["path"])))
+            for f in setup.files().values()
+        )
+
+    def copying(k: int) -> bool:
+        return 0 < setup.journal_lines(state, k) < members[k] and moved(k) == 0
+
+    if phase == "copy":
+        killed = _kill_when(setup, run, first, lambda running: any(map(copying, running)))
+        # Killed mid-copy: its journal is short of its share, none of its rows moved yet.
+        assert any(setup.journal_lines(state, k) < members[k] for k in killed)
+        assert all(moved(k) == 0 for k in killed)
+    else:
+        killed = _kill_when(setup, run, first, lambda running: moved() > 0)
+        assert 0 < moved() < files  # killed between two batches of rows
     assert killed, "every shard finished before the kill"
+
     setup.worker()
     setup.worker()
     follow = setup.storeroom("jobs", "status", run, "--follow", timeout=300)
@@ -261,37 +308,95 @@ def test_sharded_migrate_with_a_worker_killed_mid_shard_is_retried_and_complete(
         for i in range(2)
     ]
     status = run_status(setup.database, run)
-    assert all(s.status == "done" for s in status)
+    assert [s.status for s in status] == ["done"] * 4
     assert all(status[k].attempts >= 2 for k in killed)
+    # Counts exact, as one uninterrupted process reports them: every file copied once
+    # (by the killed attempt or the retry, which finds the earlier copies done), and every
+    # row repointed once.
     summary = follow.stdout.decode().splitlines()[-1]
     copied = int(summary.split()[1].rstrip(","))
     done = int(summary.split("already done ")[1].split()[0])
-    assert copied + done == 400 and summary.endswith("failed 2; rows updated 400"), summary
-    copy = ObstoreBackend("copy", f"file://{setup.tmp}/copy")
-    assert sorted(i.path for i in copy.list()) == sorted(
-        i.path for i in local.list() if not i.path.startswith("stray/")
-    )
-    engine = create_engine(setup.database)
-    with engine.connect() as connection:
-        backends = (
-            connection.execute(text(f"SELECT file FROM {setup.table} WHERE name LIKE 'd%'"))
-            .scalars()
-            .all()
+    assert copied + done == files, summary
+    assert summary.endswith("failed 2; rows updated 400"), summary
+    for shard in status:
+        assert shard.counts["planned"] == members[shard.shard] + sum(
+            Shard(shard.shard, 4).contains(f"never/{i}.txt") for i in range(2)
         )
-    engine.dispose()
-    assert len(backends) == 400
-    assert {(b if isinstance(b, dict) else json.loads(b))["backend"] for b in backends} == {"copy"}
+
+    # The final state: every row on the destination, same path and size, and the object
+    # there holds the bytes the row's checksum names.
+    copy = ObstoreBackend("copy", f"file://{setup.tmp}/copy")
+    final = setup.files()
+    assert sorted(final) == sorted(seeded)
+    for name, file in final.items():
+        before = seeded[name]
+        assert file["backend"] == "copy"
+        assert (file["path"], file["size"], file["checksum"]) == (
+            before["path"],
+            before["size"],
+            before["checksum"],
+        )
+        data = copy.get(str(file["path"]))
+        recorded = str(file["checksum"])
+        assert recorded == checksums.digest(str(checksums.algorithm_of(recorded)), data)
+        assert data == local.get(str(file["path"]))
+    assert sorted(i.path for i in copy.list()) == sorted(str(f["path"]) for f in final.values())
 
     # The single-process run over the same data now has nothing left to copy.
-    single = setup.storeroom(
-        "migrate",
-        "local",
-        "copy",
-        "--model",
-        "tests.cli.models:Document",
-        "--state",
-        str(setup.tmp / "single.jsonl"),
-        "--no-progress",
-    )
+    single = setup.storeroom(*MIGRATE, "--state", str(setup.tmp / "one.jsonl"), "--no-progress")
     assert single.returncode == 1  # the two dangling rows' files still fail
     assert single.stdout.decode().startswith("copied 0 ")
+
+
+def _saq_status(setup: Setup, key: str) -> str | None:
+    raw = setup.client.get(f"saq:job:{setup.queue}:{key}")
+    return None if raw is None else str(json.loads(raw)["status"])
+
+
+def test_a_shard_the_queue_gives_up_on_shows_failed_and_follow_exits_non_zero(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each attempt's worker is killed; after the last one, SAQ aborts the job and the
+    progress view, which saw no heartbeat since, reports the shard failed (stalled before,
+    while an attempt was left)."""
+    setup.seed(600, monkeypatch)
+    run = setup.start_migrate(setup.tmp / "journals", "--retries", "2", shards=1)
+
+    for attempt in (1, 2):
+        worker = setup.worker()
+        _kill_when(
+            setup,
+            run,
+            worker,
+            lambda _running, n=attempt: run_status(setup.engine, run)[0].attempts == n,
+        )
+        if attempt == 1:
+            # No worker alive: the shard stalls (it still has an attempt left).
+            deadline = time.monotonic() + 60
+            while (shown := run_status(setup.database, run, stale_after=1)[0]).status != (
+                "stalled"
+            ):
+                assert time.monotonic() < deadline, shown
+                time.sleep(0.1)
+            assert not shown.finished
+            assert "no heartbeat from its worker" in str(shown.error)
+            listed = setup.storeroom("jobs", "status", run, "--json")
+            assert json.loads(listed.stdout)[0]["status"] in ("running", "stalled")
+
+    setup.worker()  # a live worker's sweep gives the job up
+    deadline = time.monotonic() + 120
+    while _saq_status(setup, f"{run}-0") != "aborted":
+        assert time.monotonic() < deadline, _saq_status(setup, f"{run}-0")
+        time.sleep(0.2)
+    follow = setup.storeroom("jobs", "status", run, "--follow", "--stale-after", "6", timeout=120)
+    assert follow.returncode == 1, follow.stdout.decode() + follow.stderr.decode()
+    err = follow.stderr.decode()
+    assert "shard 0 failed after 2 attempts: no heartbeat from its worker for" in err, err
+    assert "1 shards: failed 1" in err, err
+    shown = run_status(setup.database, run, stale_after=6)[0]
+    assert (shown.status, shown.attempts, shown.retries, shown.finished) == (
+        "failed",
+        2,
+        2,
+        True,
+    )

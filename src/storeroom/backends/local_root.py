@@ -16,6 +16,7 @@ the root, with no other writer.
 from __future__ import annotations
 
 import os
+import stat
 
 from storeroom.errors import UnsafePath
 
@@ -35,11 +36,13 @@ def _link_in(root: str, path: str) -> str | None:
             continue
         if part == "..":
             return path
-        current = os.path.join(current, part)
-        if os.path.islink(current):
+        current = current + "/" + part
+        try:
+            mode = os.lstat(current).st_mode  # one call tells both "a link?" and "exists?"
+        except OSError:
+            return None  # nothing further down exists (or is reachable), so no link there
+        if stat.S_ISLNK(mode):
             return current
-        if not os.path.lexists(current):
-            return None  # nothing further down exists yet, so nothing there is a link
     return None
 
 

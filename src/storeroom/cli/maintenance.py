@@ -23,7 +23,7 @@ from storeroom.cli.rows import (
     parse_duration,
     session_factory,
 )
-from storeroom.cli.sharded import sharded_options, start_and_follow
+from storeroom.cli.sharded import Sharding, sharded_options, start_and_follow
 
 __all__ = ["gc", "verify"]
 
@@ -113,10 +113,7 @@ def verify(
     grace: str,
     checksums: bool,
     as_json: bool,
-    shards: int | None,
-    queue_url: str | None,
-    queue_name: str,
-    follow: bool,
+    sharding: Sharding | None,
 ) -> None:
     """Compare rows with the store: dangling references, mismatches, orphans.
 
@@ -137,7 +134,7 @@ def verify(
     if backend_key is not None:
         ctx.backend(backend_key)
     delay = parse_duration(grace, "--grace")
-    if shards is not None:
+    if sharding is not None:
         if as_json:
             fail("--json is not available with --shards; see 'storeroom jobs status RUN --json'")
         start_and_follow(
@@ -151,11 +148,8 @@ def verify(
                 "grace": delay.total_seconds(),
                 "checksums": checksums,
             },
-            shards=shards,
-            queue_url=queue_url,
-            queue_name=queue_name,
-            database=database,
-            follow=follow,
+            sharding,
+            database,
         )
         return
     report = _JsonReport() if as_json else None
@@ -224,10 +218,7 @@ def gc(
     grace: str,
     yes: bool,
     multipart: bool,
-    shards: int | None,
-    queue_url: str | None,
-    queue_name: str,
-    follow: bool,
+    sharding: Sharding | None,
 ) -> None:
     """Delete orphans (objects no row references) older than --grace; dry run by default.
 
@@ -245,7 +236,7 @@ def gc(
     delay = parse_duration(grace, "--grace")
     if multipart:
         _sweep_multipart_uploads(store, delay, yes)
-    if shards is not None:
+    if sharding is not None:
         if not yes:
             fail("--shards deletes: pass --yes (a dry run lists orphans without --shards)")
         _remove_expired_uploads(session_factory(database), ctx)
@@ -259,11 +250,8 @@ def gc(
                 "prefix": prefix.rstrip("/"),
                 "grace": delay.total_seconds(),
             },
-            shards=shards,
-            queue_url=queue_url,
-            queue_name=queue_name,
-            database=database,
-            follow=follow,
+            sharding,
+            database,
         )
         return
     sessions = session_factory(database)

@@ -13,7 +13,7 @@ from storeroom.backends.base import StorageBackend
 from storeroom.cli.app import Context, fail, pass_context, run_async
 from storeroom.cli.formatting import human_size
 from storeroom.cli.rows import columns_of, load_model, model_options, session_factory
-from storeroom.cli.sharded import sharded_options, start_and_follow
+from storeroom.cli.sharded import Sharding, sharded_options, start_and_follow
 
 __all__ = ["migrate"]
 
@@ -81,10 +81,7 @@ def migrate(
     batch_size: int,
     dry_run: bool,
     progress: bool,
-    shards: int | None,
-    queue_url: str | None,
-    queue_name: str,
-    follow: bool,
+    sharding: Sharding | None,
 ) -> None:
     """Copy every object of SOURCE, or the files a model references, to DESTINATION.
 
@@ -121,7 +118,7 @@ def migrate(
     if models and prefix:
         fail("--prefix selects objects, --model selects rows' files: pass one of them")
     columns = columns_of(load_model(models), column) if models else []
-    if shards is not None and not dry_run:
+    if sharding is not None and not dry_run:
         ctx.backend(destination)
         state_dir = (state_path or Path(f".storeroom-migrate-{src.key}-{dst_key}")).resolve()
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -140,11 +137,8 @@ def migrate(
                 "update_rows": update_rows,
                 "batch_size": batch_size,
             },
-            shards=shards,
-            queue_url=queue_url,
-            queue_name=queue_name,
-            database=database,
-            follow=follow,
+            sharding,
+            database,
         )
         return
     if state_path is not None and state_path.is_dir():
@@ -169,16 +163,14 @@ def migrate(
                 scan.read_rows(session, list_ahead={})
             count, total = scan.referenced_totals(src.key)
 
-            def plan() -> Any:
-                return migration.plan_scan(scan, src.key)
+            def plan(state: Any = None) -> Any:
+                # With the journal: rows an earlier run repointed count as already done.
+                return migration.plan_scan(scan, src.key, state)
         else:
             count, total = scan.object_totals(src, prefix=prefix.rstrip("/"))
 
-            def plan() -> Any:
-                return (
-                    migration.CopyItem(info.path, info.path, info.size, None, info.content_type)
-                    for info in scan.objects(src, prefix=prefix.rstrip("/"))
-                )
+            def plan(state: Any = None) -> Any:
+                return migration.plan_listing(scan, src, prefix.rstrip("/"))
 
         if dry_run:
             _dry_run(plan(), path, src.key, dst_key, count, total, update_rows, batch_size)
@@ -187,7 +179,7 @@ def migrate(
         started = time.monotonic()
         with migration.MigrationState(path, src.key, dst.key) as state:
             report = _copy_with_progress(
-                src, dst, plan(), state, concurrency, verify_read, progress, total, count
+                src, dst, plan(state), state, concurrency, verify_read, progress, total, count
             )
             elapsed = max(time.monotonic() - started, 1e-9)
             click.echo(
@@ -196,6 +188,11 @@ def migrate(
                 f"in {elapsed:.1f} s ({report.copied / elapsed:.0f} objects/s, "
                 f"{human_size(int(report.bytes_copied / elapsed))}/s); journal {path}"
             )
+            if report.variants_not_made:
+                click.echo(
+                    f"variants not made yet: {report.variants_not_made} (made on "
+                    f"{dst.key} on first request)"
+                )
             if sessions is not None and update_rows:
                 batches = 0
 

@@ -7,22 +7,53 @@ standard error, and print its aggregated result like the single-process command 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
 
 from storeroom.cli.app import Context, fail, pass_context
 
-__all__ = ["jobs", "sharded_options", "start_and_follow"]
+__all__ = ["Sharding", "jobs", "sharded_options", "start_and_follow"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@dataclass(frozen=True, slots=True)
+class Sharding:
+    """How a command was asked to run sharded (``--shards`` and its companions)."""
+
+    shards: int
+    queue_url: str | None
+    queue_name: str
+    follow: bool
+    retries: int
+
+
 def sharded_options(func: F) -> F:
-    """Add ``--shards``, ``--queue``, ``--queue-name`` and ``--follow/--no-follow``."""
+    """Add ``--shards``, ``--queue``, ``--queue-name``, ``--retries``, ``--follow``.
+
+    The command receives them as one ``sharding`` argument: a :class:`Sharding`, or None
+    without ``--shards``.
+    """
+
+    @functools.wraps(func)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        shards, queue_url = kwargs.pop("shards"), kwargs.pop("queue_url")
+        queue_name, follow, retries = (
+            kwargs.pop("queue_name"),
+            kwargs.pop("follow"),
+            kwargs.pop("retries"),
+        )
+        kwargs["sharding"] = (
+            None if shards is None else Sharding(shards, queue_url, queue_name, follow, retries)
+        )
+        return func(*args, **kwargs)
+
     options = [
         click.option(
             "--shards",
@@ -47,6 +78,14 @@ def sharded_options(func: F) -> F:
             help="With --shards: the SAQ queue name the workers listen on.",
         ),
         click.option(
+            "--retries",
+            type=click.IntRange(min=1),
+            default=5,
+            show_default=True,
+            help="With --shards: attempts per shard (a worker's death or an error "
+            "uses one) before the queue gives it up.",
+        ),
+        click.option(
             "--follow/--no-follow",
             default=True,
             help="With --shards: wait for the run and print its result "
@@ -54,32 +93,32 @@ def sharded_options(func: F) -> F:
             "(see 'storeroom jobs status RUN').",
         ),
     ]
+    wrapped: Any = command
     for option in reversed(options):
-        func = option(func)
-    return func
+        wrapped = option(wrapped)
+    return wrapped  # type: ignore[no-any-return]
 
 
 def start_and_follow(
     ctx: Context,
     kind: str,
     params: dict[str, Any],
-    *,
-    shards: int,
-    queue_url: str | None,
-    queue_name: str,
+    sharding: Sharding,
     database: str | None,
-    follow: bool,
 ) -> None:
-    """Start a sharded run; with ``follow``, wait for it and print its result (exit code)."""
+    """Start a sharded run; unless ``--no-follow``, wait for it and print its result."""
     from storeroom.jobs.maintenance import start_run
     from storeroom.jobs.saq import SaqQueue
 
+    shards, queue_url, queue_name = sharding.shards, sharding.queue_url, sharding.queue_name
     if not queue_url:
         fail("--shards needs --queue URL (or STOREROOM_QUEUE_URL): the SAQ queue workers read")
     if not database:
         fail("--shards needs --database URL (or DATABASE_URL): workers record progress there")
     params = {**params, "config": str(ctx.config.resolve()) if ctx.config else None}
-    queue = SaqQueue(queue_url, name=queue_name, timeout=24 * 3600, heartbeat=10)
+    queue = SaqQueue(
+        queue_url, name=queue_name, timeout=24 * 3600, heartbeat=10, retries=sharding.retries
+    )
     # A URL from the environment stays out of the queue: workers read their own DATABASE_URL.
     from_env = database == os.environ.get("DATABASE_URL")
     try:
@@ -89,15 +128,21 @@ def start_and_follow(
     finally:
         queue.close()
     click.echo(f"started {run}: {shards} shards on queue {queue_name!r}", err=True)
-    if not follow:
+    if not sharding.follow:
         click.echo(run)
         return
     show(database, run, wait=True)
 
 
-def show(database: str, run: str, *, wait: bool) -> None:
-    """Print ``run``'s progress (following it with ``wait``), then its result and exit code."""
-    from storeroom.jobs.maintenance import run_status, wait_for_run
+def show(database: str, run: str, *, wait: bool, stale_after: float | None = None) -> None:
+    """Print ``run``'s progress (following it with ``wait``), then its result and exit code.
+
+    A shard whose worker sent no heartbeat for ``stale_after`` seconds shows as stalled, or
+    as failed on its last attempt (the queue gave up on it): following then ends, exit 1.
+    """
+    from storeroom.jobs.maintenance import STALE_AFTER, run_status, wait_for_run
+
+    stale = STALE_AFTER if stale_after is None else stale_after
 
     last: list[str] = []
 
@@ -105,7 +150,7 @@ def show(database: str, run: str, *, wait: bool) -> None:
         states = [s.status for s in status]
         line = ", ".join(
             f"{name} {states.count(name)}"
-            for name in ("done", "running", "queued", "failed")
+            for name in ("done", "running", "queued", "stalled", "failed")
             if states.count(name)
         )
         if [line] != last:
@@ -114,7 +159,9 @@ def show(database: str, run: str, *, wait: bool) -> None:
 
     try:
         status = (
-            wait_for_run(database, run, on_progress=progress) if wait else run_status(database, run)
+            wait_for_run(database, run, on_progress=progress, stale_after=stale)
+            if wait
+            else run_status(database, run, stale_after=stale)
         )
     except Exception as exc:  # an unknown run id: one line, exit 2
         fail(str(exc).splitlines()[0])
@@ -189,9 +236,23 @@ def jobs() -> None:
 )
 @click.option("--follow/--no-follow", default=False, help="Wait until the run finishes.")
 @click.option("--json", "as_json", is_flag=True, help="Print each shard's state as JSON.")
+@click.option(
+    "--stale-after",
+    metavar="SECONDS",
+    help="A running shard with no heartbeat from its worker for this long is stalled, or "
+    "failed if it was its last attempt (workers beat every 2 s; at least 6) [default: 60].",
+    type=click.FloatRange(min=6),
+    default=60.0,
+)
 @pass_context
-def status(ctx: Context, run: str, database: str, follow: bool, as_json: bool) -> None:
-    """Show the progress of sharded run RUN and, once finished, its result."""
+def status(
+    ctx: Context, run: str, database: str, follow: bool, as_json: bool, stale_after: float
+) -> None:
+    """Show the progress of sharded run RUN and, once finished, its result.
+
+    Exit codes: 0 done, 1 something failed or was found (a shard given up included),
+    2 no such run.
+    """
     del ctx
     if as_json:
         from dataclasses import asdict
@@ -199,9 +260,9 @@ def status(ctx: Context, run: str, database: str, follow: bool, as_json: bool) -
         from storeroom.jobs.maintenance import run_status
 
         try:
-            shards = run_status(database, run)
+            shards = run_status(database, run, stale_after=stale_after)
         except Exception as exc:
             fail(str(exc).splitlines()[0])
         click.echo(json.dumps([asdict(s) for s in shards], indent=2))
         return
-    show(database, run, wait=follow)
+    show(database, run, wait=follow, stale_after=stale_after)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -48,6 +49,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     delete,
+    event,
     func,
     insert,
     select,
@@ -60,6 +62,8 @@ from storeroom.jobs import job
 __all__ = [
     "JOB",
     "KINDS",
+    "HEARTBEAT",
+    "STALE_AFTER",
     "ShardStatus",
     "findings_table",
     "run_counts",
@@ -108,6 +112,12 @@ findings_table = Table(
 """What shards found or did, one row each (a JSON ``entry``, the report's dict)."""
 
 _BATCH = 500  # findings written per transaction
+HEARTBEAT = 2.0
+"""Seconds between two refreshes of a running shard's ``updated`` time by its worker."""
+STALE_AFTER = 60.0
+"""A running shard whose worker has not refreshed it for this many seconds is stalled
+(and failed if it was its last attempt): its worker died or lost the database."""
+_ROWS = "rows"  # findings section: rows a batch of update_rows repointed, kept across attempts
 _SECTIONS = {
     "verify": ("dangling", "mismatched", "orphans"),
     "gc": ("deleted", "kept"),
@@ -125,11 +135,31 @@ class ShardStatus:
     retries: int
     counts: dict[str, Any]
     error: str | None
+    updated: float | None = None
+    """When the shard's row last changed or its worker last refreshed it (epoch seconds)."""
 
     @property
     def finished(self) -> bool:
         """Done, or failed with no attempt left."""
         return self.status == "done" or (self.status == "failed" and self.attempts >= self.retries)
+
+
+def _shard_status(row: Any, now: float, stale_after: float) -> ShardStatus:
+    """A progress row as seen at ``now``: a running shard without a heartbeat for
+    ``stale_after`` seconds is stalled, or failed if that was its last attempt."""
+    status, error, updated = row["status"], row["error"], row["updated"]
+    if status == "running" and updated is not None and now - updated > stale_after:
+        error = f"no heartbeat from its worker for {now - updated:.0f} s (the worker died?)"
+        status = "failed" if row["attempts"] >= row["retries"] else "stalled"
+    return ShardStatus(
+        row["shard"],
+        status,
+        row["attempts"],
+        row["retries"],
+        json.loads(row["counts"] or "{}"),
+        error,
+        updated,
+    )
 
 
 def _engine(database: str | Engine) -> Engine:
@@ -143,17 +173,20 @@ def start_run(
     shards: int,
     database: str,
     queue: Any,
-    retries: int = 5,
-    heartbeat: int = 10,
+    retries: int | None = None,
     send_database: bool = True,
 ) -> str:
     """Create the progress rows of a new run and enqueue one job per shard; returns its id.
 
     ``params`` are the command's options (JSON-serialisable), ``database`` the application's
     database URL (workers connect to it), ``queue`` a :class:`~storeroom.jobs.saq.SaqQueue`.
-    A shard's job gets ``retries`` attempts. With ``send_database=False`` the URL (which may
-    hold a password) is not put in the jobs: workers use their own ``DATABASE_URL``.
+    A shard's job gets ``retries`` attempts (default: the queue's ``retries``, 5 without
+    one); the progress table must know the queue's count to tell when a shard is given
+    up. With ``send_database=False`` the URL (which may hold a password) is not put in
+    the jobs: workers use their own ``DATABASE_URL``.
     """
+    if retries is None:
+        retries = int(getattr(queue, "retries", 5))
     if kind not in KINDS:
         raise ConfigurationError(f"unknown sharded run {kind!r}; choose one of {KINDS}")
     if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
@@ -195,8 +228,15 @@ def start_run(
     return run
 
 
-def run_status(database: str | Engine, run: str) -> list[ShardStatus]:
-    """The shards of ``run``, in order; ConfigurationError if there is no such run."""
+def run_status(
+    database: str | Engine, run: str, *, stale_after: float = STALE_AFTER
+) -> list[ShardStatus]:
+    """The shards of ``run``, in order; ConfigurationError if there is no such run.
+
+    A shard whose worker has not refreshed it for ``stale_after`` seconds is ``stalled``
+    (the queue should run it again once a live worker sweeps), or ``failed`` when that was
+    its last attempt (the queue gives up on it).
+    """
     engine = _engine(database)
     try:
         with engine.connect() as connection:
@@ -216,17 +256,8 @@ def run_status(database: str | Engine, run: str) -> list[ShardStatus]:
         raise ConfigurationError(
             f"no sharded run {run!r} in this database; the id is printed when the run starts"
         )
-    return [
-        ShardStatus(
-            r["shard"],
-            r["status"],
-            r["attempts"],
-            r["retries"],
-            json.loads(r["counts"] or "{}"),
-            r["error"],
-        )
-        for r in rows
-    ]
+    now = time.time()
+    return [_shard_status(r, now, stale_after) for r in rows]
 
 
 def wait_for_run(
@@ -236,13 +267,18 @@ def wait_for_run(
     timeout: float | None = None,
     on_progress: Callable[[list[ShardStatus]], None] | None = None,
     poll: float = 0.5,
+    stale_after: float = STALE_AFTER,
 ) -> list[ShardStatus]:
-    """Poll :func:`run_status` until every shard is finished (or ``timeout`` seconds pass)."""
+    """Poll :func:`run_status` until every shard is finished (or ``timeout`` seconds pass).
+
+    A shard given up by the queue (its last attempt's worker died) is finished as failed
+    once it has had no heartbeat for ``stale_after`` seconds.
+    """
     engine = _engine(database)
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         while True:
-            status = run_status(engine, run)
+            status = run_status(engine, run, stale_after=stale_after)
             if on_progress is not None:
                 on_progress(status)
             if all(s.finished for s in status):
@@ -302,17 +338,19 @@ class _Recorder:
         self.engine, self.run, self.shard, self.attempt = engine, run, shard, attempt
         self.batch: list[dict[str, Any]] = []
 
+    def row(self, section: str, path: str | None, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """The findings row of ``entry``, as this attempt writes it."""
+        return {
+            "run": self.run,
+            "shard": self.shard,
+            "attempt": self.attempt,
+            "section": section,
+            "path": path,
+            "entry": json.dumps(entry),
+        }
+
     def add(self, section: str, path: str | None, entry: Mapping[str, Any]) -> None:
-        self.batch.append(
-            {
-                "run": self.run,
-                "shard": self.shard,
-                "attempt": self.attempt,
-                "section": section,
-                "path": path,
-                "entry": json.dumps(entry),
-            }
-        )
+        self.batch.append(self.row(section, path, entry))
         if len(self.batch) >= _BATCH:
             self.flush()
 
@@ -321,6 +359,17 @@ class _Recorder:
             with self.engine.begin() as connection:
                 connection.execute(insert(findings_table), self.batch)
             self.batch.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """What a shard's runner gets: its options, its paths, and the database."""
+
+    params: Mapping[str, Any]
+    shard: Any  # storeroom.orm.maintenance.Shard
+    reading: Any  # sessionmaker for reading rows in pages
+    writing: Any  # sessionmaker for transactions that write (immediate on SQLite)
+    recorder: _Recorder
 
 
 def _registry(params: Mapping[str, Any]) -> Any:
@@ -340,11 +389,12 @@ def _columns(params: Mapping[str, Any]) -> list[Any]:
     ]
 
 
-def _verify(params: Mapping[str, Any], shard: Any, sessions: Any, rec: _Recorder) -> dict[str, Any]:
+def _verify(work: _Work) -> dict[str, Any]:
     from storeroom.orm.maintenance import iter_findings
 
+    params = work.params
     summary: dict[str, Any] = {}
-    with sessions() as session:
+    with work.reading() as session:
         for section, entry in iter_findings(
             session,
             _columns(params),
@@ -353,28 +403,28 @@ def _verify(params: Mapping[str, Any], shard: Any, sessions: Any, rec: _Recorder
             prefix=params.get("prefix", ""),
             grace=timedelta(seconds=params.get("grace", 3600)),
             checksums=bool(params.get("checksums")),
-            shard=shard,
+            shard=work.shard,
         ):
             if section == "summary":
                 summary = entry
             else:
-                rec.add(section, entry.get("path"), entry)
+                work.recorder.add(section, entry.get("path"), entry)
     return summary
 
 
-def _gc(params: Mapping[str, Any], shard: Any, sessions: Any, rec: _Recorder) -> dict[str, Any]:
+def _gc(work: _Work) -> dict[str, Any]:
     from storeroom.orm.maintenance import remove_orphans
 
+    params, rec = work.params, work.recorder
     counts = {"deleted": 0, "kept": 0}
-    registry = _registry(params)
     for info, removed in remove_orphans(
-        sessions,
+        work.reading,
         _columns(params),
         params["backend"],
         prefix=params.get("prefix", ""),
         grace=timedelta(seconds=params.get("grace", 3600)),
-        registry=registry,
-        shard=shard,
+        registry=_registry(params),
+        shard=work.shard,
     ):
         section = "deleted" if removed else "kept"
         counts[section] += 1
@@ -385,12 +435,11 @@ def _gc(params: Mapping[str, Any], shard: Any, sessions: Any, rec: _Recorder) ->
     return counts
 
 
-def _migrate(
-    params: Mapping[str, Any], shard: Any, sessions: Any, rec: _Recorder
-) -> dict[str, Any]:
+def _migrate(work: _Work) -> dict[str, Any]:
     from storeroom.orm import migration
     from storeroom.orm.maintenance import ReferenceScan
 
+    params, shard, rec = work.params, work.shard, work.recorder
     registry = _registry(params)
     src, dst = registry.get_backend(params["source"]), registry.get_backend(params["destination"])
     columns = _columns(params)
@@ -398,37 +447,42 @@ def _migrate(
         Path(params["state_dir"])
         / f"{src.key}-{dst.key}-shard-{shard.index}-of-{shard.count}.jsonl"
     )
-    with ReferenceScan(columns, registry=registry, shard=shard) as scan:
+    with (
+        ReferenceScan(columns, registry=registry, shard=shard) as scan,
+        migration.MigrationState(journal, src.key, dst.key) as state,
+    ):
         if columns:
-            with sessions() as session:
+            with work.reading() as session:
                 scan.read_rows(session, list_ahead={})
-            items: Any = migration.plan_scan(scan, src.key)
+            # Files whose rows an earlier attempt repointed are planned too (already done).
+            items: Any = migration.plan_scan(scan, src.key, state)
         else:
-            items = (
-                migration.CopyItem(i.path, i.path, i.size, None, i.content_type)
-                for i in scan.objects(src, prefix=params.get("prefix", ""))
+            items = migration.plan_listing(scan, src, params.get("prefix", ""))
+        report = asyncio.run(
+            migration.copy_objects(
+                src,
+                dst,
+                items,
+                state=state,
+                concurrency=params.get("concurrency"),
+                verify_read=params.get("verify_read", True),
             )
-        with migration.MigrationState(journal, src.key, dst.key) as state:
-            report = asyncio.run(
-                migration.copy_objects(
-                    src,
-                    dst,
-                    items,
-                    state=state,
-                    concurrency=params.get("concurrency"),
-                    verify_read=params.get("verify_read", True),
+        )
+        if params.get("update_rows"):
+            for column in columns:
+                # Each batch's count is written in the batch's own transaction, so rows an
+                # attempt killed later repointed are counted once, by the attempt that did it.
+                migration.update_rows(
+                    work.writing,
+                    column,
+                    src.key,
+                    dst.key,
+                    state,
+                    batch_size=params.get("batch_size", 100),
+                    record_batch=lambda changed: insert(findings_table).values(
+                        rec.row(_ROWS, None, {"rows": changed})
+                    ),
                 )
-            )
-            if params.get("update_rows"):
-                for column in columns:
-                    report.rows_updated += migration.update_rows(
-                        sessions,
-                        column,
-                        src.key,
-                        dst.key,
-                        state,
-                        batch_size=params.get("batch_size", 100),
-                    )
     for path, reason in report.failed:
         rec.add("failed", path, {"path": path, "reason": reason})
     return {
@@ -438,12 +492,82 @@ def _migrate(
         "adopted": report.adopted,
         "failed": len(report.failed),
         "bytes_copied": report.bytes_copied,
-        "rows_updated": report.rows_updated,
+        "variants_not_made": report.variants_not_made,
     }
 
 
-_RUNNERS = {"verify": _verify, "gc": _gc, "migrate": _migrate}
+_RUNNERS: dict[str, Callable[[_Work], dict[str, Any]]] = {
+    "verify": _verify,
+    "gc": _gc,
+    "migrate": _migrate,
+}
 _KEEP_EARLIER = {"gc"}  # what an earlier attempt did (deletions) stays true
+
+
+def _engines(database: str) -> tuple[Engine, Engine]:
+    """The worker's engines: (for writes, for reads); the same one except on SQLite.
+
+    On SQLite a write transaction begins with ``BEGIN IMMEDIATE``. Two workers whose
+    transactions read and then write (a batch of ``update_rows``) would otherwise both hold
+    a read lock and want the write lock: SQLite then fails one of them at once ("database
+    is locked"), which failed the shard. Immediate transactions queue for the write lock
+    instead (up to a minute); reads stay deferred, so a long scan does not block writers.
+    """
+    engine = create_engine(database)
+    if engine.dialect.name != "sqlite":
+        return engine, engine
+    engine.dispose()
+    reader = create_engine(database, connect_args={"timeout": 60})
+    writer = create_engine(database, connect_args={"timeout": 60})
+
+    @event.listens_for(writer, "connect")
+    def _manual(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver's own BEGIN is deferred
+
+    @event.listens_for(writer, "begin")
+    def _immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return writer, reader
+
+
+class _Heartbeat:
+    """Refreshes the shard's ``updated`` time every :data:`HEARTBEAT` seconds while it runs."""
+
+    def __init__(self, engine: Engine, where: Any, attempt: str) -> None:
+        self._engine, self._where, self._attempt = engine, where, attempt
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="storeroom-shard-heartbeat")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT):
+            try:
+                with self._engine.begin() as connection:
+                    connection.execute(
+                        update(shards_table)
+                        .where(self._where, shards_table.c.attempt == self._attempt)
+                        .values(updated=time.time())
+                    )
+            except Exception:  # a missed beat is retried at the next one
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _attempts(recorded: int) -> tuple[int, int | None]:
+    """(this attempt's number, attempts the queue allows or None) for a shard ``recorded``
+    times started: SAQ's own count when SAQ runs it (it counts attempts killed before they
+    could record anything)."""
+    from storeroom.jobs.saq import current_attempt
+
+    saq = current_attempt()
+    if saq is None:
+        return recorded + 1, None
+    return max(recorded + 1, saq[0]), saq[1]
 
 
 @job(JOB)
@@ -461,31 +585,45 @@ def run_shard(payload: Mapping[str, Any]) -> None:
             f"shard {index} of run {run!r} names no database and DATABASE_URL is not set in "
             "this worker; set it to the application's database URL"
         )
-    engine = create_engine(database)
+    engine, reader = _engines(database)
     where = (shards_table.c.run == run) & (shards_table.c.shard == index)
     attempt = uuid.uuid4().hex
     try:
         with engine.begin() as connection:
-            status = connection.execute(select(shards_table.c.status).where(where)).scalar()
-            if status is None or status == "done":
+            found = connection.execute(
+                select(
+                    shards_table.c.status, shards_table.c.attempts, shards_table.c.retries
+                ).where(where)
+            ).first()
+            if found is None or found.status == "done":
                 return  # an unknown run, or a shard delivered again after it finished
+            number, allowed = _attempts(found.attempts)
             connection.execute(
                 update(shards_table)
                 .where(where)
                 .values(
                     status="running",
                     attempt=attempt,
-                    attempts=shards_table.c.attempts + 1,
+                    attempts=number,
+                    retries=allowed if allowed is not None else found.retries,
                     error=None,
                     updated=time.time(),
                 )
             )
         recorder = _Recorder(engine, run, index, attempt)
-        sessions = sessionmaker(engine, expire_on_commit=False)
+        work = _Work(
+            payload["params"],
+            shard,
+            sessionmaker(reader, expire_on_commit=False),
+            sessionmaker(engine, expire_on_commit=False),
+            recorder,
+        )
+        heartbeat = _Heartbeat(engine, where, attempt)
         try:
-            counts = _RUNNERS[kind](payload["params"], shard, sessions, recorder)
+            counts = _RUNNERS[kind](work)
             recorder.flush()
         except BaseException as exc:
+            heartbeat.stop()
             with engine.begin() as connection:
                 connection.execute(
                     update(shards_table)
@@ -497,24 +635,39 @@ def run_shard(payload: Mapping[str, Any]) -> None:
                     )
                 )
             raise
-        with engine.begin() as connection:
-            if kind not in _KEEP_EARLIER:
-                connection.execute(
-                    delete(findings_table).where(
-                        findings_table.c.run == run,
-                        findings_table.c.shard == index,
-                        findings_table.c.attempt != attempt,
-                    )
-                )
-            else:
-                counts = _recount(connection, run, index)
-            connection.execute(
-                update(shards_table)
-                .where(where)
-                .values(status="done", counts=json.dumps(counts), updated=time.time())
-            )
+        heartbeat.stop()
+        _finish(engine, run, index, attempt, kind, counts)
     finally:
         engine.dispose()
+        reader.dispose()
+
+
+def _finish(
+    engine: Engine, run: str, index: int, attempt: str, kind: str, counts: dict[str, Any]
+) -> None:
+    """Mark the shard done with its counts; drop what earlier attempts found (not did)."""
+    mine = (findings_table.c.run == run) & (findings_table.c.shard == index)
+    with engine.begin() as connection:
+        if kind in _KEEP_EARLIER:
+            counts = _recount(connection, run, index)
+        else:
+            connection.execute(
+                delete(findings_table).where(
+                    mine, findings_table.c.attempt != attempt, findings_table.c.section != _ROWS
+                )
+            )
+        if kind == "migrate":
+            counts["rows_updated"] = sum(
+                json.loads(entry)["rows"]
+                for (entry,) in connection.execute(
+                    select(findings_table.c.entry).where(mine, findings_table.c.section == _ROWS)
+                )
+            )
+        connection.execute(
+            update(shards_table)
+            .where((shards_table.c.run == run) & (shards_table.c.shard == index))
+            .values(status="done", counts=json.dumps(counts), updated=time.time())
+        )
 
 
 def _recount(connection: Any, run: str, shard: int) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import importlib
 import logging
 import threading
@@ -49,7 +50,15 @@ from typing import Any, TypeVar
 from storeroom.errors import ConfigurationError
 from storeroom.jobs import handler_for, set_queue
 
-__all__ = ["FUNCTION", "SaqQueue", "main", "run_job", "run_worker", "worker_settings"]
+__all__ = [
+    "FUNCTION",
+    "SaqQueue",
+    "current_attempt",
+    "main",
+    "run_job",
+    "run_worker",
+    "worker_settings",
+]
 
 logger = logging.getLogger("storeroom.jobs.saq")
 
@@ -57,6 +66,9 @@ FUNCTION = "storeroom.run_job"
 """The SAQ function name under which every storeroom job is enqueued."""
 
 _FINISHED = frozenset({"complete", "failed", "aborted"})
+_ATTEMPT: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
+    "storeroom_saq_attempt", default=None
+)
 T = TypeVar("T")
 
 
@@ -240,6 +252,8 @@ async def run_job(ctx: Mapping[str, Any], *, name: str, payload: Mapping[str, An
     handler = handler_for(name)
     job = ctx.get("job")
     beat = max(0.2, (getattr(job, "heartbeat", 0) or 30) / 3)
+    if job is not None:  # the handler's thread gets a copy of this context
+        _ATTEMPT.set((int(job.attempts), int(job.retries)))
     task = asyncio.ensure_future(asyncio.to_thread(handler, payload))
     while True:
         done, _ = await asyncio.wait({task}, timeout=beat)
@@ -248,6 +262,16 @@ async def run_job(ctx: Mapping[str, Any], *, name: str, payload: Mapping[str, An
             return
         if job is not None:
             await job.update()
+
+
+def current_attempt() -> tuple[int, int] | None:
+    """``(attempt, attempts allowed)`` of the SAQ job whose handler calls this, else None.
+
+    SAQ counts an attempt when a worker takes the job, so a handler killed before it
+    could record anything still counts: a handler that keeps its own tally (the sharded
+    maintenance runs) takes SAQ's to know when SAQ will give up.
+    """
+    return _ATTEMPT.get()
 
 
 _SWEEP_ABORT = 1.0

@@ -505,14 +505,45 @@ class ReferenceScan:
 
         Yields ``(path, size, checksum, content_type)`` as the (first) row recording it has them.
         """
+        for path, size, checksum, content_type, _variants in self.referenced_files(backend):
+            yield path, size, checksum, content_type
+
+    def referenced_files(
+        self, backend: str
+    ) -> Iterator[tuple[str, int | None, str | None, str | None, list[str]]]:
+        """:meth:`referenced`, each with the paths of the variants its row records.
+
+        Only variant paths under ``<path>.variants/`` are given (where
+        :func:`~storeroom.orm.variants.variant_path` puts them), in name order.
+        """
         self._index("ref")
         for path, size, checksum, text in self._db.execute(
             "SELECT path, size, checksum, min(file) FROM ref WHERE backend = ? "
             "AND path IS NOT NULL GROUP BY path ORDER BY path",
             (backend,),
         ):
-            content_type = json.loads(text).get("content_type") if text else None
-            yield path, size, checksum, content_type
+            data = json.loads(text) if text else {}
+            records = (data.get("metadata") or {}).get("variants")
+            variants = (
+                sorted(
+                    r["path"]
+                    for r in records.values()
+                    if isinstance(r, Mapping)
+                    and isinstance(r.get("path"), str)
+                    and r["path"].startswith(path + VARIANTS_DIRECTORY)
+                )
+                if isinstance(records, Mapping)
+                else []
+            )
+            yield path, size, checksum, data.get("content_type"), variants
+
+    def is_referenced(self, backend: str, path: str) -> bool:
+        """Whether a row references ``path`` on ``backend`` (after :meth:`read_rows`)."""
+        self._index("ref")
+        found = self._db.execute(
+            "SELECT 1 FROM ref WHERE backend = ? AND path = ? LIMIT 1", (backend, path)
+        ).fetchone()
+        return found is not None
 
     def referenced_totals(self, backend: str) -> tuple[int, int]:
         """How many distinct paths :meth:`referenced` yields, and their total recorded size."""

@@ -28,7 +28,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from storeroom.backends import transfer
@@ -47,6 +46,7 @@ __all__ = [
     "default_concurrency",
     "plan_objects",
     "plan_objects_async",
+    "plan_listing",
     "plan_rows",
     "plan_scan",
     "repoint",
@@ -62,7 +62,8 @@ class CopyItem:
     """One object to copy: where it is, where it goes, what is known about it.
 
     ``checksum`` (``"sha256:<hex>"``) is the one recorded when the file was saved, if
-    known; the copy must hash to it.
+    known; the copy must hash to it. ``variant_of`` is set on a variant of a planned file
+    (``<path>.variants/<name>.<format>``): one not made yet on the source is no failure.
     """
 
     source: str
@@ -70,6 +71,7 @@ class CopyItem:
     size: int | None = None
     checksum: str | None = None
     content_type: str | None = None
+    variant_of: str | None = None
 
 
 @dataclass
@@ -85,6 +87,9 @@ class MigrationReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     bytes_copied: int = 0
     rows_updated: int = 0
+    variants_not_made: int = 0
+    """Variants a row records that were not made yet on the source (made on first request
+    on the destination, by :func:`storeroom.orm.variants.ensure_variant`)."""
 
 
 class _Verified(Mapping[str, dict[str, Any]]):
@@ -118,6 +123,8 @@ class _Verified(Mapping[str, dict[str, Any]]):
 
 _SYNC_LINES = 1000  # journal lines written between two fsyncs
 _SYNC_SECONDS = 1.0  # ... or seconds, whichever comes first
+_FLUSH_LINES = 64  # journal lines handed to the operating system at once
+_FLUSH_SECONDS = 0.1  # ... or after this long, whichever comes first
 
 
 class MigrationState:
@@ -129,10 +136,11 @@ class MigrationState:
 
     Memory stays flat however long the journal is: on opening, it is read back line by line
     into an index in a temporary SQLite file (``directory``: where it goes), which
-    :attr:`verified` reads. Each line is handed to the operating system as it is written,
-    so it survives the process being killed; it is fsync'd every 1,000 lines or second and
-    on :meth:`sync` and :meth:`close`. A copy whose line a power loss takes away is found
-    on the destination by the next run, verified again and adopted, never trusted blindly.
+    :attr:`verified` reads. Lines are handed to the operating system 64 at a time or every
+    0.1 s, so a killed process loses at most those; they are fsync'd every 1,000 lines or
+    second and on :meth:`sync` and :meth:`close`. A copy whose line a kill or a power loss
+    takes away is found on the destination by the next run (its create-only write finds
+    it), verified again and adopted, never trusted blindly.
     """
 
     def __init__(
@@ -161,10 +169,16 @@ class MigrationState:
         """Journal entries of verified copies, by source path (read from the index)."""
         if self.path.exists():
             self._load()
+        self.resumed = len(self.verified) > 0
+        """Whether the journal held verified copies when opened (else no lookup can hit
+        an entry this run did not write)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a", encoding="utf-8")
+        if self._file.tell() and not _ends_with_newline(self.path):
+            self._file.write("\n")  # a line cut short by a kill must not absorb the next
         self._unsynced = 0
-        self._synced_at = time.monotonic()
+        self._unflushed = 0
+        self._synced_at = self._flushed_at = time.monotonic()
 
     def _load(self) -> None:
         db = self._db
@@ -204,17 +218,27 @@ class MigrationState:
         if self.destination_key is not None:
             entry["to"] = self.destination_key
         self._file.write(json.dumps(entry) + "\n")
-        self._file.flush()
         self._unsynced += 1
-        if self._unsynced >= _SYNC_LINES or time.monotonic() - self._synced_at >= _SYNC_SECONDS:
+        self._unflushed += 1
+        now = time.monotonic()
+        if self._unsynced >= _SYNC_LINES or now - self._synced_at >= _SYNC_SECONDS:
             self.sync()
+        elif self._unflushed >= _FLUSH_LINES or now - self._flushed_at >= _FLUSH_SECONDS:
+            self._flush(now)
+
+    def _flush(self, now: float) -> None:
+        self._file.flush()
+        self._unflushed = 0
+        self._flushed_at = now
 
     def sync(self) -> None:
         """Make every line written so far durable (fsync)."""
+        now = time.monotonic()
+        self._flush(now)
         if self._unsynced:
             os.fsync(self._file.fileno())
             self._unsynced = 0
-        self._synced_at = time.monotonic()
+        self._synced_at = now
 
     def record(self, item: CopyItem, size: int, checksum: str) -> None:
         """Journal ``item`` as copied and verified (survives a kill when this returns)."""
@@ -250,13 +274,14 @@ class MigrationState:
     def __enter__(self) -> MigrationState:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as journal:
+        journal.seek(-1, os.SEEK_END)
+        return journal.read(1) == b"\n"
 
 
 def _planned(info: ObjectInfo) -> CopyItem:
@@ -284,16 +309,52 @@ def plan_rows(files: Iterable[FileObject], source_key: str) -> list[CopyItem]:
     return list(seen.values())
 
 
-def plan_scan(scan: ReferenceScan, source_key: str) -> Iterator[CopyItem]:
+def plan_listing(
+    scan: ReferenceScan, source: StorageBackend, prefix: str = ""
+) -> Iterator[CopyItem]:
+    """Every object of ``source`` under ``prefix``, listed once into ``scan``'s on-disk
+    index and streamed from it in path order (the bounded-memory form of
+    :func:`plan_objects`)."""
+    return (_planned(info) for info in scan.objects(source, prefix=prefix))
+
+
+def plan_scan(
+    scan: ReferenceScan, source_key: str, state: MigrationState | None = None
+) -> Iterator[CopyItem]:
     """The files a scan's rows reference on ``source_key``, once each, in path order.
 
     ``scan`` is a :class:`~storeroom.orm.maintenance.ReferenceScan` whose
     :meth:`~storeroom.orm.maintenance.ReferenceScan.read_rows` has run: the rows were read
     in pages into its on-disk index, so however many rows and files there are, this
     streams them (the bounded-memory form of :func:`plan_rows`).
+
+    With ``state`` (the journal of this migration, opened with its destination key), files
+    whose rows an earlier run of it already repointed are planned too, after the others:
+    the copy counts them as already done, so a run resumed after a kill during
+    :func:`update_rows` reports the same totals as one run that was never interrupted.
     """
-    for path, size, checksum, content_type in scan.referenced(source_key):
-        yield CopyItem(path, path, size, checksum, content_type)
+    for path, size, checksum, content_type, variants in scan.referenced_files(source_key):
+        yield from _with_variants(CopyItem(path, path, size, checksum, content_type), variants)
+    moved_to = state.destination_key if state is not None else None
+    if state is None or moved_to is None or moved_to == source_key:
+        return
+    for path, size, checksum, content_type, variants in scan.referenced_files(moved_to):
+        entry = state.verified.get(path)
+        if (
+            entry is not None
+            and entry["destination"] == path
+            and not scan.is_referenced(source_key, path)
+        ):
+            item = CopyItem(path, path, size, checksum, content_type)
+            yield from _with_variants(item, variants)
+
+
+def _with_variants(item: CopyItem, variants: list[str]) -> Iterator[CopyItem]:
+    """The file, then the variants its row records: they move with it (same paths), so the
+    records stay true on the destination."""
+    yield item
+    for path in variants:
+        yield CopyItem(path, path, variant_of=item.source)
 
 
 async def _copy_one(
@@ -340,6 +401,8 @@ async def _adopt(
 
 async def _already_done(destination: StorageBackend, item: CopyItem, state: MigrationState) -> bool:
     """Journaled as verified, and still there with that size (else forgotten)."""
+    if not state.resumed:
+        return False  # a fresh journal holds only this run's copies, each planned once
     done = state.verified.get(item.source)
     if done is None:
         return False
@@ -422,10 +485,12 @@ class _Copier:
                     report.copied += 1
                     report.bytes_copied += size
         except (StoreroomError, OSError) as exc:
-            report.failed.append(
-                (item.source, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            )
-            return
+            if not (isinstance(exc, ObjectNotFound) and item.variant_of is not None):
+                report.failed.append(
+                    (item.source, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                )
+                return
+            report.variants_not_made += 1  # not made yet: made on first request there
         if self.on_progress is not None:
             self.on_progress(item, size)
 
@@ -553,6 +618,7 @@ class _RowBatches:
     state: MigrationState
     batch_size: int
     on_batch: Callable[[int], None] | None
+    record_batch: Callable[[int], Any] | None = None
     updated: int = 0
     _last: Any = None
     _changed: int = 0
@@ -592,6 +658,12 @@ class _RowBatches:
         self._changed = changed
         return True
 
+    def recording(self) -> Any | None:
+        """The statement that records this batch in its own transaction, if any."""
+        if self.record_batch is None or not self._changed:
+            return None
+        return self.record_batch(self._changed)
+
     def committed(self) -> None:
         """Count the batch just committed and report it."""
         self.updated += self._changed
@@ -608,6 +680,7 @@ def update_rows(
     *,
     batch_size: int = 100,
     on_batch: Callable[[int], None] | None = None,
+    record_batch: Callable[[int], Any] | None = None,
 ) -> int:
     """Repoint the rows of ``column`` (``Document.file``) from one backend to another.
 
@@ -616,15 +689,22 @@ def update_rows(
     :func:`repoint` finds a verified journal entry are switched, so a row never points at
     an object that is not verified on the destination. The source objects are kept (the
     session's ``KEEP_REPLACED_FILES``). ``on_batch(rows_updated)`` follows each commit.
-    Returns the number of rows updated; running it again is harmless.
+    ``record_batch(rows_updated)`` may return a SQL statement, run in the batch's own
+    transaction: progress recorded with it survives exactly when the batch does (a kill
+    can take neither or both). Returns the number of rows updated; running it again is
+    harmless.
     """
     state.sync()  # a row may point at a copy only once its journal line is durable
-    batches = _RowBatches(column, source_key, destination_key, state, batch_size, on_batch)
+    batches = _RowBatches(
+        column, source_key, destination_key, state, batch_size, on_batch, record_batch
+    )
     while True:
         with session_factory() as session:
             query = batches.start(session)
             if not batches.apply(session.scalars(query).all()):
                 return batches.updated
+            if (recording := batches.recording()) is not None:
+                session.execute(recording)
             session.commit()
         batches.committed()
 
@@ -638,14 +718,19 @@ async def update_rows_async(
     *,
     batch_size: int = 100,
     on_batch: Callable[[int], None] | None = None,
+    record_batch: Callable[[int], Any] | None = None,
 ) -> int:
     """:func:`update_rows` with an ``AsyncSession`` factory (e.g. ``async_sessionmaker``)."""
     state.sync()  # a row may point at a copy only once its journal line is durable
-    batches = _RowBatches(column, source_key, destination_key, state, batch_size, on_batch)
+    batches = _RowBatches(
+        column, source_key, destination_key, state, batch_size, on_batch, record_batch
+    )
     while True:
         async with session_factory() as session:
             query = batches.start(session)
             if not batches.apply((await session.scalars(query)).all()):
                 return batches.updated
+            if (recording := batches.recording()) is not None:
+                await session.execute(recording)
             await session.commit()
         batches.committed()
