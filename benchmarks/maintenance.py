@@ -313,7 +313,7 @@ def run_sharded(
                 "--name",
                 name,
                 "--import",
-                "storeroom.jobs.maintenance",
+                "storeroom.orm.sharded",
                 "--concurrency",
                 "1",
                 "--sweep",

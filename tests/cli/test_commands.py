@@ -94,7 +94,7 @@ def test_backends_lists_without_secrets(tmp_path: Path) -> None:
         (("migrate", "local", "other", "--concurrency", "0"), b"Invalid value"),
         (("migrate", "local", "other", "--update-rows"), b"--update-rows needs --model"),
         (("verify",), b"--model MODULE:CLASS is required"),
-        (("verify", "--model", "Document"), b"--model must be MODULE:CLASS"),
+        (("verify", "--model", "Document"), b"--model: the model must be MODULE:CLASS"),
         (("verify", "--model", "tests.cli.models:Document"), b"--database URL"),
         (
             ("verify", "--model", "tests.cli.models:Document", "--database", "nonsense://"),

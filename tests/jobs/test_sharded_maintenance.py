@@ -24,8 +24,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
 from storeroom import FileObject, ObstoreBackend, checksums, storages
-from storeroom.jobs.maintenance import run_status
 from storeroom.orm.maintenance import Shard
+from storeroom.orm.sharded import run_status
 from tests.servers import require_service, stop_process
 from tests.servers.databases import POSTGRES, check_connects
 
@@ -130,7 +130,7 @@ class Setup:
                 "--name",
                 self.queue,
                 "--import",
-                "storeroom.jobs.maintenance",
+                "storeroom.orm.sharded",
                 "--concurrency",
                 "1",
                 "--sweep",

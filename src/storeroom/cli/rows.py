@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -12,6 +9,8 @@ from typing import Any, TypeVar
 import click
 
 from storeroom.cli.app import fail
+from storeroom.errors import ConfigurationError
+from storeroom.orm.columns import import_model, stored_columns
 
 __all__ = ["columns_of", "load_model", "model_options", "parse_duration", "session_factory"]
 
@@ -51,41 +50,19 @@ def model_options(*, multiple: bool = False) -> Callable[[F], F]:
 
 
 def load_model(spec: str) -> type:
-    """Import ``module:Class`` (the current directory is importable, like ``python -m``)."""
-    module_name, sep, name = spec.partition(":")
-    if not sep or not module_name or not name:
-        fail(f"--model must be MODULE:CLASS (e.g. app.models:Document), got {spec!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    """Import ``module:Class`` for ``--model`` (stops with the reason when it cannot)."""
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        fail(f"cannot import {module_name!r} for --model: {exc}")
-    model = getattr(module, name, None)
-    if not isinstance(model, type):
-        fail(f"module {module_name!r} has no class {name!r}")
-    return model
+        return import_model(spec)
+    except ConfigurationError as exc:
+        fail(f"--model: {exc}")
 
 
 def columns_of(model: type, name: str | None) -> list[Any]:
     """The model's StoredObject columns (instrumented attributes), or just ``name``."""
-    from sqlalchemy import inspect
-    from sqlalchemy.exc import NoInspectionAvailable
-
-    from storeroom.orm.lifecycle import file_columns
-
     try:
-        mapper: Any = inspect(model)
-    except NoInspectionAvailable:
-        fail(f"{model.__name__} is not a mapped SQLAlchemy model")
-    names = [n for n, _kind in file_columns(mapper)]
-    if not names:
-        fail(f"{model.__name__} has no StoredObject columns")
-    if name is not None:
-        if name not in names:
-            fail(f"{model.__name__} has no file column {name!r}; file columns: {', '.join(names)}")
-        names = [name]
-    return [getattr(model, n) for n in names]
+        return stored_columns(model, name)
+    except ConfigurationError as exc:
+        fail(str(exc))
 
 
 def session_factory(database: str | None) -> Callable[[], Any]:

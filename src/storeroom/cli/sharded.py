@@ -1,6 +1,6 @@
 """``--shards N --queue URL`` for verify, gc and migrate, and ``storeroom jobs status RUN``.
 
-The work itself is :mod:`storeroom.jobs.maintenance`: one job per shard on SAQ, progress
+The work itself is :mod:`storeroom.orm.sharded`: one job per shard on SAQ, progress
 and findings in the application's database. These helpers start a run, follow it on
 standard error, and print its aggregated result like the single-process command would.
 """
@@ -60,7 +60,7 @@ def sharded_options(func: F) -> F:
             type=click.IntRange(min=1),
             default=None,
             help="Split the work into this many shards (by path hash), run as jobs "
-            "by 'python -m storeroom.jobs.saq --import storeroom.jobs.maintenance' "
+            "by 'python -m storeroom.jobs.saq --import storeroom.orm.sharded' "
             "workers (needs --queue).",
         ),
         click.option(
@@ -107,8 +107,8 @@ def start_and_follow(
     database: str | None,
 ) -> None:
     """Start a sharded run; unless ``--no-follow``, wait for it and print its result."""
-    from storeroom.jobs.maintenance import start_run
     from storeroom.jobs.saq import SaqQueue
+    from storeroom.orm.sharded import start_run
 
     shards, queue_url, queue_name = sharding.shards, sharding.queue_url, sharding.queue_name
     if not queue_url:
@@ -140,7 +140,7 @@ def show(database: str, run: str, *, wait: bool, stale_after: float | None = Non
     A shard whose worker sent no heartbeat for ``stale_after`` seconds shows as stalled, or
     as failed on its last attempt (the queue gave up on it): following then ends, exit 1.
     """
-    from storeroom.jobs.maintenance import STALE_AFTER, run_status, wait_for_run
+    from storeroom.orm.sharded import STALE_AFTER, run_status, wait_for_run
 
     stale = STALE_AFTER if stale_after is None else stale_after
 
@@ -173,7 +173,7 @@ def show(database: str, run: str, *, wait: bool, stale_after: float | None = Non
 
 def _result(database: str, run: str, status: list[Any]) -> None:
     from storeroom.cli.formatting import print_finding
-    from storeroom.jobs.maintenance import run_counts, run_findings
+    from storeroom.orm.sharded import run_counts, run_findings
 
     counts = run_counts(status)
     failed = [s for s in status if s.status != "done"]
@@ -257,7 +257,7 @@ def status(
     if as_json:
         from dataclasses import asdict
 
-        from storeroom.jobs.maintenance import run_status
+        from storeroom.orm.sharded import run_status
 
         try:
             shards = run_status(database, run, stale_after=stale_after)

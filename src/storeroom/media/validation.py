@@ -53,7 +53,7 @@ import re
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, NoReturn, Protocol, TypedDict, runtime_checkable
+from typing import IO, Any, NoReturn, Protocol, TypedDict, runtime_checkable
 
 from typing_extensions import Unpack
 
@@ -61,9 +61,6 @@ from storeroom.errors import ConfigurationError, ValidationError
 from storeroom.media import probe
 from storeroom.media.sniff import SNIFF_BYTES, sniff_type
 from storeroom.streams import DEFAULT_CHUNK_SIZE, aiter_content, iter_content, read_size_for
-
-if TYPE_CHECKING:
-    from storeroom.file import FileObject
 
 __all__ = [
     "Check",
@@ -729,7 +726,19 @@ async def _arun(inspection: _Inspection, content: Any, read_size: int) -> AsyncI
         yield held
 
 
-def screened(file: FileObject, content: Any, validators: Iterable[ValidatorLike] | None) -> Any:
+class ScreenedFile(Protocol):
+    """What :func:`screened` needs of a file (a FileObject): its name and its metadata."""
+
+    @property
+    def filename(self) -> str | None:
+        """The name validators report and sniff by."""
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Where what the bytes reveal is recorded."""
+
+
+def screened(file: ScreenedFile, content: Any, validators: Iterable[ValidatorLike] | None) -> Any:
     """``content`` as ``file.save(content, validators=...)`` sends it to the store.
 
     Unchanged when ``validators`` is None; else inspected on its way (a refusal raises
@@ -743,7 +752,7 @@ def screened(file: FileObject, content: Any, validators: Iterable[ValidatorLike]
 
 
 def screened_async(
-    file: FileObject, content: Any, validators: Iterable[ValidatorLike] | None
+    file: ScreenedFile, content: Any, validators: Iterable[ValidatorLike] | None
 ) -> Any:
     """Async form of :func:`screened` (for ``save_async``; takes async content too)."""
     if validators is None:

@@ -5,7 +5,7 @@ the work by path hash (:class:`~storeroom.orm.maintenance.Shard`: a reference an
 it points at always fall in the same shard) into N jobs on SAQ
 (:mod:`storeroom.jobs.saq`), which any number of workers run::
 
-    python -m storeroom.jobs.saq --url redis://... --import storeroom.jobs.maintenance
+    python -m storeroom.jobs.saq --url redis://... --import storeroom.orm.sharded
 
 Each shard runs the single-process code on its paths only (a
 :class:`~storeroom.orm.maintenance.ReferenceScan` with a shard filter) and records its
@@ -373,19 +373,26 @@ class _Work:
 
 
 def _registry(params: Mapping[str, Any]) -> Any:
-    from storeroom.cli.app import Context
+    """The backends of the run's configuration file, or of the worker's environment."""
+    from storeroom import config
+    from storeroom.registry import StorageRegistry
 
-    config = params.get("config")
-    return Context(Path(config) if config else None).registry
+    registry = StorageRegistry()
+    path = params.get("config")
+    if path:
+        config.configure_from_file(Path(path), registry)
+    else:
+        config.configure_from_env(registry)
+    return registry
 
 
 def _columns(params: Mapping[str, Any]) -> list[Any]:
-    from storeroom.cli.rows import columns_of, load_model
+    from storeroom.orm.columns import import_model, stored_columns
 
     return [
         col
         for spec in params.get("models") or ()
-        for col in columns_of(load_model(spec), params.get("column"))
+        for col in stored_columns(import_model(spec), params.get("column"))
     ]
 
 
