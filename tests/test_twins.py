@@ -55,7 +55,13 @@ NO_IO: dict[str, set[str]] = {
     # io.RawIOBase's protocol, served from the same buffer logic as read().
     "ObjectReader": {"readable", "readall", "readinto", "seekable", "seek", "tell"},
     "storeroom.backends.transfer": {"algorithm_of", "new_hash"},
-    "storeroom.orm.migration": {"default_concurrency", "plan_rows", "plan_scan", "repoint"},
+    "storeroom.orm.migration": {
+        "default_concurrency",
+        "plan_listing",
+        "plan_rows",
+        "plan_scan",
+        "repoint",
+    },
     "storeroom.uploads": {"enforced_limits"},
 }
 
