@@ -354,11 +354,6 @@ def _saq_status(setup: Setup, key: str) -> str | None:
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent on a loaded machine: SAQ had not aborted the job after the 2nd killed "
-    "attempt (seen 2 of 4 CI runs on 2026-11-30, sqlite and postgresql); cause not found yet",
-)
 def test_a_shard_the_queue_gives_up_on_shows_failed_and_follow_exits_non_zero(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:

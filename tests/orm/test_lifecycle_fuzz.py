@@ -46,7 +46,8 @@ from tests.orm.conftest import (
 
 STEPS = int(os.environ.get("STOREROOM_FUZZ_STEPS", "1000"))
 SEED = int(os.environ.get("STOREROOM_FUZZ_SEED", "20261129"))
-MAX_ROWS = 12
+MAX_ROWS = 12  # rows in the session before deletes are favoured
+MAX_REFERENCES = 80  # committed file references before old rows are pruned (keeps steps O(1))
 
 EXPECTED = (
     DBAPIError,
@@ -67,6 +68,7 @@ class Fuzzer:
         self.trace: list[str] = []
         self.held: list[Any] = []  # the identity map is weak: the application holds its rows
         self.names = 0
+        self.references = 0
         self.ops: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
@@ -182,6 +184,8 @@ class Fuzzer:
             choices.append("drop")
         if len(docs) > MAX_ROWS:
             choices += ["delete", "bulk-delete"] * 4
+        if self.references > MAX_REFERENCES:  # rows the session never loaded pile up
+            choices += ["prune"] * 8
         op = rng.choice(choices)
         self.ops[op] += 1
         self.trace.append(op)
@@ -299,6 +303,11 @@ class Fuzzer:
                 await self.ended()
         elif op == "cancel":
             await self.flush_with_cancellation()
+        elif op == "prune":  # the oldest committed rows, by a bulk DELETE and an ORM delete
+            ids = list(await s.scalars(select(Document.id).limit(rng.randint(1, 8))))
+            await s.execute(delete(Document).where(Document.id.in_(ids)))
+            for folder in await s.scalars(select(Folder).limit(1)):
+                await s.delete(folder)  # its items (and their files) go by delete-orphan
         return op
 
     # -- the rule ------------------------------------------------------------------------------
@@ -327,6 +336,7 @@ class Fuzzer:
     def check(self, step: int, op: str) -> None:
         assert wait_for_cleanup(60), "post-commit work did not drain"
         referenced = self.committed_references()
+        self.references = len(referenced)
         stored = {("files", p) for p in self.files.paths()}
         dangling = referenced - stored
         orphans = stored - referenced - self.open_uploads()

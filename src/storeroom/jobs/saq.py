@@ -275,10 +275,12 @@ def current_attempt() -> tuple[int, int] | None:
 
 
 _SWEEP_ABORT = 1.0
+_QUEUED_GRACE = 10.0
 
 
 def _worker_queue(queue: Any, name: str) -> Any:
-    """The worker's queue: SAQ's, except that a sweep waits 1 s, not 5 s, per stale job.
+    """The worker's queue: SAQ's, with a sweep that waits 1 s, not 5 s, per stale job, and
+    (on Redis) never sweeps a job a live worker has just taken.
 
     A sweep first asks a stale job's worker to abort and waits for an answer; a dead worker
     never answers, and SAQ waits for each such job in turn, so after a worker with 8 jobs in
@@ -288,23 +290,81 @@ def _worker_queue(queue: Any, name: str) -> Any:
     if not isinstance(queue, str):
         return _make_queue(queue, name)
     scheme = queue.split(":", 1)[0].lower()
-    base: type[Any]
     if scheme.startswith("redis"):
-        from saq.queue.redis import RedisQueue
-
-        base = RedisQueue
-    elif scheme.startswith("postgres"):
+        return _redis_worker_queue().from_url(queue, name=name)
+    if scheme.startswith("postgres"):
         from saq.queue.postgres import PostgresQueue
 
-        base = PostgresQueue
-    else:
-        return _make_queue(queue, name)  # raises the usual error
+        class _Queue(PostgresQueue):
+            async def sweep(self, lock: int = 60, abort: float = _SWEEP_ABORT) -> list[str]:
+                return list(await super().sweep(lock, abort=min(abort, _SWEEP_ABORT)))
 
-    class _Queue(base):  # type: ignore[misc]
+        return _Queue.from_url(queue, name=name)
+    return _make_queue(queue, name)  # raises the usual error
+
+
+def _redis_worker_queue() -> type[Any]:
+    """SAQ's Redis queue with a sweep that leaves a just-taken job alone.
+
+    A worker takes a job in two steps: it moves the job's id from the queued list to the
+    active list, then (one round trip later) records the job as active. SAQ's own sweep
+    treats any job in the active list whose record is not "active" as abandoned, so a sweep
+    that lands between those two steps aborts and re-queues a job that is starting to run:
+    it then runs twice, and a job meant to be given up after its last attempt is run again
+    instead (SAQ issues 124 and 277). Here a job in the active list still recorded as queued
+    is swept only when this worker has seen it so, with the same attempt count, for
+    ``_QUEUED_GRACE`` seconds: long after any live worker records it, soon enough for a
+    worker that died in between.
+    """
+    from saq.job import Status
+    from saq.queue.redis import RedisQueue
+
+    class _Queue(RedisQueue):
+        _queued_since: dict[bytes, tuple[float, int]]
+
         async def sweep(self, lock: int = 60, abort: float = _SWEEP_ABORT) -> list[str]:
-            return list(await super().sweep(lock, abort=min(abort, _SWEEP_ABORT)))
+            redis: Any = self.redis  # its stubs type every command as sync-or-async
+            if not await redis.set(self._sweep, 1, ex=lock, nx=True):
+                return []  # another worker swept less than ``lock`` seconds ago
+            ids = await redis.lrange(self._active, 0, -1)
+            records = await redis.mget(ids) if ids else []
+            seen = getattr(self, "_queued_since", {})
+            self._queued_since = {}
+            now = time.monotonic()
+            swept: list[bytes] = []
+            for job_id, record in zip(ids, records, strict=True):
+                job = self.deserialize(record)
+                if job is None:  # its record expired or was deleted: drop the id
+                    pipe: Any
+                    async with redis.pipeline(transaction=True) as pipe:
+                        pipe.lrem(self._active, 0, job_id)
+                        pipe.zrem(self._incomplete, job_id)
+                        await pipe.execute()
+                    swept.append(job_id)
+                    continue
+                if job.status == Status.QUEUED:
+                    since, attempts = seen.get(job_id, (now, job.attempts))
+                    if attempts != job.attempts:
+                        since = now
+                    if now - since < _QUEUED_GRACE:
+                        self._queued_since[job_id] = (since, job.attempts)
+                        continue
+                elif job.status == Status.ACTIVE and not job.stuck:
+                    continue
+                logger.info("sweeping job %s (%s, attempt %s)", job.key, job.status, job.attempts)
+                swept.append(job_id)
+                await self.abort(job, error=self.swept_error_message)
+                try:
+                    await job.refresh(min(abort, _SWEEP_ABORT))
+                except asyncio.TimeoutError:
+                    pass  # its worker is dead: nobody answers the abort
+                if job.retryable:
+                    await self.retry(job, error=self.swept_error_message)
+                else:
+                    await self.finish(job, Status.ABORTED, error=self.swept_error_message)
+            return [job_id.decode() for job_id in swept]
 
-    return _Queue.from_url(queue, name=name)
+    return _Queue
 
 
 def worker_settings(
