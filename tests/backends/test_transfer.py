@@ -98,9 +98,14 @@ def test_a_source_that_no_longer_matches_its_record_is_not_copied() -> None:
             source, "a.bin", destination, "a.bin", size=saved.size, checksum=saved.checksum
         )
     assert not destination.exists("a.bin")
-    with pytest.raises(IntegrityError, match=f"read {len(DATA)} bytes, but 5 are recorded"):
+    with pytest.raises(IntegrityError, match="found more than the 5 bytes recorded"):
         transfer.copy(source, "a.bin", destination, "a.bin", size=5)
     assert not destination.exists("a.bin")
+    big = len(BIG)  # recorded larger than a whole copy takes: streamed, and measured whole
+    source.put("big.bin", BIG + b"!")
+    with pytest.raises(IntegrityError, match=f"read {big + 1} bytes, but {big} are recorded"):
+        transfer.copy(source, "big.bin", destination, "big.bin", size=big)
+    assert not destination.exists("big.bin")
 
 
 def test_a_store_that_loses_bytes_is_caught_by_the_size_check() -> None:
@@ -291,3 +296,126 @@ async def test_a_create_only_copy_never_replaces_what_is_there() -> None:
     assert store.get("b.txt") == b"kept" and other.get("b.txt") == b"kept too"
     created = transfer.copy(store, "a.txt", store, "c.txt", overwrite=False)
     assert not created.server_side and store.get("c.txt") == b"new"
+
+
+class CountingLocal(ObstoreBackend):
+    """A real local-disk store that counts what it is asked to read and how it is written."""
+
+    def __init__(self, key: str, url: str) -> None:
+        super().__init__(key, url)
+        self.read_bytes = 0
+        self.reads = 0
+        self.bodies: list[str] = []
+
+    def _read(self, path: str, start: int, end: int | None, chunk_size: int) -> Iterator[bytes]:
+        self.reads += 1
+        chunks = list(super()._read(path, start, end, chunk_size))
+        self.read_bytes += sum(map(len, chunks))
+        return iter(chunks)
+
+    async def _read_async(
+        self, path: str, start: int, end: int | None, chunk_size: int
+    ) -> AsyncIterator[bytes]:
+        self.reads += 1
+        chunks = [c async for c in await super()._read_async(path, start, end, chunk_size)]
+        self.read_bytes += sum(map(len, chunks))
+
+        async def again() -> AsyncIterator[bytes]:
+            for chunk in chunks:
+                yield chunk
+
+        return again()
+
+    def _write(self, path: str, body: bytes | Iterator[bytes], opts: WriteOptions) -> PutResult:
+        self.bodies.append(type(body).__name__)
+        return super()._write(path, body, opts)
+
+    async def _write_async(
+        self, path: str, body: bytes | AsyncIterator[bytes], opts: WriteOptions
+    ) -> PutResult:
+        self.bodies.append(type(body).__name__)
+        return await super()._write_async(path, body, opts)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_a_small_object_is_copied_in_one_read_and_one_write_and_read_back_once(
+    tmp_path: Path, asynchronous: bool
+) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    source = CountingLocal("src", f"file://{tmp_path / 'src'}")
+    destination = CountingLocal("dst", f"file://{tmp_path / 'dst'}")
+    saved = source.put("a/b.bin", DATA)
+    source.reads = source.read_bytes = 0
+    arguments = dict(size=saved.size, checksum=saved.checksum, verify_read=True, overwrite=False)
+    if asynchronous:
+        copied = await transfer.copy_async(source, "a/b.bin", destination, "a/b.bin", **arguments)
+    else:
+        copied = transfer.copy(source, "a/b.bin", destination, "a/b.bin", **arguments)
+    assert (copied.size, copied.checksum) == (len(DATA), saved.checksum)
+    assert (source.reads, source.read_bytes) == (1, len(DATA))
+    assert destination.bodies == ["bytes"]  # one create-only PUT of the whole body
+    assert (destination.reads, destination.read_bytes) == (1, len(DATA))
+    assert (tmp_path / "dst" / "a" / "b.bin").read_bytes() == DATA
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_an_object_larger_than_its_record_is_not_read_whole(
+    tmp_path: Path, asynchronous: bool
+) -> None:
+    """A record saying 10 bytes for a 4 MiB object (a replaced file, a tampered table)."""
+    source = CountingLocal("src", f"file://{tmp_path}")
+    destination = ObstoreBackend("dst", "memory://")
+    source.put("big.bin", BIG)
+    source.read_bytes = 0
+    with pytest.raises(IntegrityError, match="found more than the 10 bytes recorded"):
+        if asynchronous:
+            await transfer.copy_async(source, "big.bin", destination, "big.bin", size=10)
+        else:
+            transfer.copy(source, "big.bin", destination, "big.bin", size=10)
+    assert source.read_bytes == 11
+    assert not destination.exists("big.bin")
+
+
+async def test_empty_and_exactly_limit_sized_objects_copy_both_ways(tmp_path: Path) -> None:
+    source = ObstoreBackend("src", f"file://{tmp_path}")
+    destination = ObstoreBackend("dst", "memory://")
+    limit = b"x" * transfer.WHOLE_COPY_LIMIT
+    for name, data in [("empty", b""), ("limit", limit), ("over", limit + b"y")]:
+        saved = source.put(name, data)
+        for i, call in enumerate((transfer.copy, transfer.copy_async)):
+            result = call(
+                source,
+                name,
+                destination,
+                f"{name}{i}",
+                size=saved.size,
+                checksum=saved.checksum,
+                verify_read=True,
+            )
+            copied = await result if i else result
+            assert copied.size == len(data) and destination.get(f"{name}{i}") == data
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_ranged_reads_of_local_files_match_the_memory_store(
+    tmp_path: Path, asynchronous: bool
+) -> None:
+    local = ObstoreBackend("local", f"file://{tmp_path}")
+    memory = ObstoreBackend("mem", "memory://")
+    for store in (local, memory):
+        store.put("a.txt", b"hello")
+    for start, end in [(0, 5), (0, 10), (2, 4), (2, None), (4, 99)]:
+        found = []
+        for store in (local, memory):
+            if asynchronous:
+                found.append(await store.get_async("a.txt", start=start, end=end))
+            else:
+                found.append(store.get("a.txt", start=start, end=end))
+        assert found[0] == found[1] == b"hello"[start:end], (start, end)
+    for store in (local, memory):
+        with pytest.raises(Exception) as caught:
+            store.get("a.txt", start=7, end=9)
+        assert "range" in str(caught.value).lower(), caught.value
+        with pytest.raises(ObjectNotFound):
+            store.get("missing.txt", start=0, end=3)

@@ -434,11 +434,33 @@ class ObstoreBackend(StorageBackend):
             return {"range": {"offset": start}}
         return {}
 
+    def _read_small_file(self, path: str, start: int, end: int | None, limit: int) -> bytes | None:
+        """Bytes ``[start, end)`` of a local file read directly, when they are ``limit``
+        bytes or fewer; None when obstore should read them (too many, or an error to
+        report). ``end`` past the end of the file reads to its end, as obstore does."""
+        local = self._local_file(path)
+        if local is None:
+            return None
+        try:
+            fileobj = open(local, "rb")  # noqa: SIM115 (closed below, on every path)
+        except OSError:
+            return None  # obstore reads it, and says what is wrong in its own words
+        with fileobj:
+            size = os.fstat(fileobj.fileno()).st_size
+            stop = size if end is None else min(end, size)
+            if stop - start > limit or start >= size:
+                return None
+            fileobj.seek(start)
+            return fileobj.read(stop - start)
+
     def _read(self, path: str, start: int, end: int | None, chunk_size: int) -> Iterator[bytes]:
         self._confine(path)
         if end == start:
             self._head(path)
             return iter(())
+        small = self._read_small_file(path, start, end, chunk_size)
+        if small is not None:
+            return iter((small,))
         result = obstore.get(self.store, path, options=cast(Any, self._range(start, end)))
         if _span(result) <= chunk_size:
             # One chunk anyway: take the body in one call rather than through a stream.
@@ -452,6 +474,9 @@ class ObstoreBackend(StorageBackend):
         if end == start:
             await self._head_async(path)
             return _empty()
+        small = self._read_small_file(path, start, end, min(chunk_size, _INLINE))
+        if small is not None:  # a thread hop costs more than this read
+            return _single(small)
         options = cast(Any, self._range(start, end))
         result = await obstore.get_async(self.store, path, options=options)
         if _span(result) <= chunk_size:
