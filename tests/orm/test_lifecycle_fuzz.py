@@ -11,7 +11,7 @@ object (0 dangling), and every object in the store is referenced by a committed 
 uploaded by the transaction still open (0 orphans; once it ends, that part is empty too).
 
 Default: 1,000 steps per driver. A long run on one driver (``--timeout 0`` lifts the suite's
-300 s limit per test; 100,000 steps take about 2 hours on a quiet 2-core machine)::
+300 s limit per test; 100,000 steps on SQLite took 11 min 17 s here, with a parallel test run)::
 
     export STOREROOM_FUZZ_STEPS=100000 STOREROOM_FUZZ_SEED=7
     pytest tests/orm/test_lifecycle_fuzz.py -s -k "sqlite and not aio" --timeout 0

@@ -230,6 +230,8 @@ class MigrationState:
         self._file.flush()
         self._unflushed = 0
         self._flushed_at = now
+        if self._db.in_transaction:  # the index is rebuilt from the journal: no fsync
+            self._db.execute("COMMIT")
 
     def sync(self) -> None:
         """Make every line written so far durable (fsync)."""
@@ -251,6 +253,8 @@ class MigrationState:
                 "status": "verified",
             }
         )
+        if not self._db.in_transaction:  # one index transaction per group of journal lines
+            self._db.execute("BEGIN")
         self._db.execute(
             "INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?)",
             (item.source, item.destination, size, checksum),
@@ -507,19 +511,17 @@ class _Copier:
                 and (found := await _adopt(self.source, self.destination, item)) is not None
             ):
                 return (True, *found)
-            return (False, *await _copy_one(self.source, self.destination, item, self.verify_read))
+            return (False, *await self._copy(item))
         try:
-            return (
-                False,
-                *await _copy_one(
-                    self.source, self.destination, item, self.verify_read, overwrite=False
-                ),
-            )
+            return (False, *await self._copy(item, overwrite=False))
         except ObjectExists:
             found = await _adopt(self.source, self.destination, item)
             if found is not None:
                 return (True, *found)
-        return (False, *await _copy_one(self.source, self.destination, item, self.verify_read))
+        return (False, *await self._copy(item))
+
+    async def _copy(self, item: CopyItem, overwrite: bool = True) -> tuple[int, str]:
+        return await _copy_one(self.source, self.destination, item, self.verify_read, overwrite)
 
 
 async def copy_objects(
