@@ -298,7 +298,7 @@ def test_a_sweep_leaves_a_job_being_taken_alone_and_requeues_one_whose_taker_die
         try:
             taken = await queue.enqueue(adapter.FUNCTION, key="taken", name="x", payload={})
             died = await queue.enqueue(adapter.FUNCTION, key="died", name="x", payload={})
-            for job in (taken, died):  # step one of taking it, as a worker's dequeue does
+            for _ in (taken, died):  # step one of taking each, as a worker's dequeue does
                 assert await queue.redis.lmove(queue._queued, queue._active, "RIGHT", "LEFT")
 
             async def sweep() -> list[str]:
