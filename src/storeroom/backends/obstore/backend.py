@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import uuid
@@ -71,6 +72,9 @@ _WHOLE_CHUNK = 4 * 1024 * 1024
 # without leaving the event loop: below it a hop to a worker thread or obstore's async
 # runtime costs more than the work itself.
 _INLINE = 1024 * 1024
+# The most an async call writes to local disk without leaving the event loop (creating a
+# file is metadata work for the filesystem, slower than a read).
+_INLINE_WRITE = 64 * 1024
 
 _KIND_OF_STORE: tuple[tuple[type[Any], str], ...] = (
     (S3Store, "s3"),
@@ -353,6 +357,47 @@ class ObstoreBackend(StorageBackend):
         finally:
             obstore.delete(self.store, scratch)
 
+    def _write_small_file(self, path: str, body: bytes, opts: WriteOptions) -> PutResult | None:
+        """Write ``body`` (one PUT's worth) to a local store's file directly, as obstore would.
+
+        Like obstore's LocalStore: the bytes go to a scratch file beside the path, which is
+        then renamed over it (replacing what was there, atomically) or, create-only, hard
+        linked to it (failing if anything is there, a link included); the etag is obstore's
+        (inode, modification time in microseconds, size), so :meth:`head` agrees with it.
+        Skipping obstore's runtime makes a small save about twice as fast. None when this
+        store is not local disk or the path needs obstore's encoding: obstore writes it.
+        """
+        local = self._local_file(path)
+        if local is None or opts.multipart:
+            return None
+        scratch = _scratch_path(local)
+        try:
+            fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(local), exist_ok=True)  # obstore makes them too
+            fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            try:
+                with memoryview(body) as view:
+                    written = 0
+                    while written < len(view):
+                        written += os.write(fd, view[written:])
+                stat = os.fstat(fd)
+            finally:
+                os.close(fd)
+            if opts.create_only:
+                try:
+                    os.link(scratch, local)
+                except FileExistsError:
+                    raise self._taken(path) from None
+            else:
+                os.replace(scratch, local)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(scratch)  # after a link, or after a failure
+        etag = f'"{stat.st_ino:x}-{stat.st_mtime_ns // 1000:x}-{stat.st_size:x}"'
+        return PutResult(path, 0, None, etag, None)
+
     def _taken(self, path: str) -> ObjectExists:
         return ObjectExists(
             f"object {path!r} already exists in backend {self.key!r} and the write was "
@@ -361,6 +406,8 @@ class ObstoreBackend(StorageBackend):
 
     def _write(self, path: str, body: bytes | Iterator[bytes], opts: WriteOptions) -> PutResult:
         self._confine(path)
+        if isinstance(body, bytes) and (direct := self._write_small_file(path, body, opts)):
+            return direct
         if self._stages(body, opts):
             scratch = _scratch_path(path)
             staged = self._write(scratch, body, replace(opts, create_only=False))
@@ -396,6 +443,12 @@ class ObstoreBackend(StorageBackend):
             result = obstore.put(self.store, path, body, **self._put_kwargs(opts))
             return PutResult(path, 0, None, result["e_tag"], result["version"])
         self._confine(path)
+        if (
+            isinstance(body, bytes)
+            and len(body) <= _INLINE_WRITE
+            and (direct := self._write_small_file(path, body, opts))
+        ):
+            return direct  # a thread hop or obstore's runtime would cost more than this write
         if self._stages(body, opts):
             scratch = _scratch_path(path)
             staged = await self._write_async(scratch, body, replace(opts, create_only=False))

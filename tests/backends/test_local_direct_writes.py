@@ -1,0 +1,115 @@
+"""Small saves on local disk are written to the file directly, exactly as obstore would.
+
+``ObstoreBackend._write_small_file``: a scratch file beside the path, renamed over it (or,
+create-only, hard linked to it), with obstore's etag. These tests hold it to obstore's own
+LocalStore: same bytes, same etag as a HEAD, same refusals, nothing left behind.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import obstore
+import pytest
+from obstore.store import LocalStore
+
+from storeroom import ObjectExists, ObstoreBackend
+from storeroom.errors import StoreroomError, UnsafePath
+
+SIZES = [0, 1, 4096, 64 * 1024, 64 * 1024 + 1, 3 * 1024 * 1024]  # inline, threaded, 1 PUT
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("size", SIZES)
+async def test_a_direct_write_is_what_obstore_would_have_written(
+    tmp_path: Path, size: int, asynchronous: bool
+) -> None:
+    ours_root, theirs_root = tmp_path / "ours", tmp_path / "theirs"
+    ours_root.mkdir()
+    theirs_root.mkdir()
+    ours = ObstoreBackend("ours", f"file://{ours_root}")
+    theirs = LocalStore(str(theirs_root))
+    data = os.urandom(size)
+    for path in ("a.bin", "deep/er/b.bin"):
+        if asynchronous:
+            written = await ours.put_async(path, data)
+        else:
+            written = ours.put(path, data)
+        obstore.put(theirs, path, data)
+        assert (ours_root / path).read_bytes() == data == (theirs_root / path).read_bytes()
+        assert written.etag == ours.head(path).etag == obstore.head(ours.store, path)["e_tag"]
+        assert oct((ours_root / path).stat().st_mode) == oct((theirs_root / path).stat().st_mode)
+    assert _files(ours_root) == _files(theirs_root) == ["a.bin", "deep/er/b.bin"]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+async def test_overwrite_replaces_and_create_only_refuses_leaving_the_file_as_it_was(
+    tmp_path: Path, asynchronous: bool
+) -> None:
+    backend = ObstoreBackend("local", f"file://{tmp_path}")
+
+    async def aput(data: bytes, overwrite: bool = True):  # type: ignore[no-untyped-def]
+        if asynchronous:
+            return await backend.put_async("f.txt", data, overwrite=overwrite)
+        return backend.put("f.txt", data, overwrite=overwrite)
+
+    first = await aput(b"first", overwrite=False)
+    replaced = await aput(b"second")
+    assert (tmp_path / "f.txt").read_bytes() == b"second" and replaced.etag != first.etag
+    with pytest.raises(ObjectExists, match="'f.txt' already exists"):
+        await aput(b"third", overwrite=False)
+    assert (tmp_path / "f.txt").read_bytes() == b"second"
+    assert backend.head("f.txt").etag == replaced.etag
+    assert _files(tmp_path) == ["f.txt"]  # no scratch file left by the refused write
+
+
+def test_two_create_only_writers_racing_for_one_path_leave_one_whole_file(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend = ObstoreBackend("local", f"file://{tmp_path}")
+    bodies = [bytes([i]) * 50_000 for i in range(16)]
+
+    def write(body: bytes) -> bool:
+        try:
+            backend.put("race.bin", body, overwrite=False)
+        except ObjectExists:
+            return False
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(write, bodies))
+    assert won.count(True) == 1
+    assert (tmp_path / "race.bin").read_bytes() == bodies[won.index(True)]
+    assert _files(tmp_path) == ["race.bin"]
+
+
+def test_a_write_that_cannot_land_fails_clearly_and_leaves_nothing(tmp_path: Path) -> None:
+    backend = ObstoreBackend("local", f"file://{tmp_path}")
+    (tmp_path / "dir.bin").mkdir()
+    (tmp_path / "file").write_bytes(b"a file, not a folder")
+    with pytest.raises(StoreroomError):
+        backend.put("dir.bin", b"over a folder")
+    with pytest.raises(ObjectExists):
+        backend.put("dir.bin", b"over a folder", overwrite=False)
+    with pytest.raises(StoreroomError):
+        backend.put("file/below.bin", b"under a file")
+    assert _files(tmp_path) == ["file"] and (tmp_path / "dir.bin").is_dir()
+
+
+def test_a_link_in_the_way_is_still_refused_and_nothing_lands_outside(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    os.symlink(outside, root / "dirlink")
+    os.symlink(outside / "target.bin", root / "filelink.bin")
+    backend = ObstoreBackend("local", f"file://{root}")
+    for path in ("dirlink/new.bin", "filelink.bin"):
+        for overwrite in (True, False):
+            with pytest.raises(UnsafePath):
+                backend.put(path, b"x", overwrite=overwrite)
+    assert list(outside.iterdir()) == []
