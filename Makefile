@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/orm.py
 	$(BIN)/python benchmarks/web_memory.py
 	$(BIN)/python benchmarks/small_paths.py
+	$(BIN)/python benchmarks/s3_get_content.py
 	$(BIN)/python benchmarks/media.py
 	$(BIN)/python benchmarks/uploads.py
 	$(BIN)/python benchmarks/maintenance.py
