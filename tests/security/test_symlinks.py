@@ -173,3 +173,41 @@ def test_storeroom_gc_and_verify_never_touch_files_behind_a_link(tmp_path: Path)
         assert done.returncode in (0, 1), done.stderr.decode()
     assert (outside / "precious.txt").read_bytes() == SECRET
     assert not (root / "orphan.txt").exists()  # gc still does its job inside the root
+
+
+def test_a_listing_check_agrees_with_the_check_of_each_path(tmp_path: Path) -> None:
+    """ListingCheck remembers the last clean folder; whatever the order of the paths, it
+    must answer exactly as a fresh check of each one would."""
+    import random
+
+    from storeroom.backends.local_root import ListingCheck, contained, real_root
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (outside / "x").mkdir(parents=True)
+    (outside / "x" / "f.bin").write_bytes(SECRET)
+    paths = []
+    for a in ("a", "b", "c"):
+        for b in ("d", "e"):
+            (root / a / b).mkdir(parents=True)
+            for name in ("1.bin", "2.bin"):
+                (root / a / b / name).write_bytes(b"mine")
+                paths.append(f"{a}/{b}/{name}")
+    os.symlink(outside, root / "a" / "link")  # a folder link in the middle of a tree
+    os.symlink(outside / "x" / "f.bin", root / "b" / "d" / "3.bin")  # a file link
+    os.symlink(outside, root / "zlink")  # a folder link at the top
+    paths += ["a/link/x/f.bin", "b/d/3.bin", "zlink/x/f.bin", "top.bin", "a/../a/d/1.bin"]
+    (root / "top.bin").write_bytes(b"mine")
+    base = real_root(str(root))
+    expected = {path: contained(base, path) for path in paths}
+    assert [p for p, ok in expected.items() if not ok] == [
+        "a/link/x/f.bin",
+        "b/d/3.bin",
+        "zlink/x/f.bin",
+        "a/../a/d/1.bin",
+    ]
+    rng = random.Random(7)
+    for order in [sorted(paths), sorted(paths, reverse=True)] + [
+        rng.sample(paths, len(paths)) for _ in range(20)
+    ]:
+        check = ListingCheck(base)
+        assert {path: check.contained(path) for path in order} == expected

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from storeroom.backends.base import Method, ObjectInfo, PutResult, StorageBackend, WriteOptions
-from storeroom.backends.local_root import confine, contained, real_root
+from storeroom.backends.local_root import ListingCheck, confine, real_root
 from storeroom.errors import (
     BackendError,
     ConfigurationError,
@@ -387,11 +387,12 @@ class FSSpecBackend(StorageBackend):
         except FileNotFoundError:
             return []
         infos = []
+        check = None if self._root is None else ListingCheck(self._root)
         for full, info in sorted(found.items()):
             if info.get("type", "file") != "file":
                 continue
             relative = self._relative(full)
-            if self._root is not None and not contained(self._root, relative):
+            if check is not None and not check.contained(relative):
                 continue  # behind a link: not this backend's object
             infos.append(self._info(relative, info))
         return infos

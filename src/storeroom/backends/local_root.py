@@ -3,9 +3,10 @@
 A link planted inside a backend's directory (``uploads/evil -> /etc``) would otherwise let
 reads, writes, deletes, listings and copies reach files outside it, and ``storeroom gc``
 delete them. Both local backends (obstore's LocalStore and fsspec's LocalFileSystem) call
-:func:`confine` before touching a path, and :func:`contained` to drop listed objects that
-sit behind a link. Links are refused whether they point in or out of the root: a link is
-a name whose target can change at any moment, so the target cannot be vouched for.
+:func:`confine` before touching a path, and :class:`ListingCheck` (:func:`contained` made
+cheap for a whole listing) to drop listed objects that sit behind a link. Links are refused
+whether they point in or out of the root: a link is a name whose target can change at any
+moment, so the target cannot be vouched for.
 
 The check runs just before the operation; a local user who can replace a directory of the
 root with a link in between (a race of microseconds) is outside what this guards against:
@@ -20,7 +21,7 @@ import stat
 
 from storeroom.errors import UnsafePath
 
-__all__ = ["confine", "contained", "real_root"]
+__all__ = ["ListingCheck", "confine", "contained", "real_root"]
 
 
 def real_root(root: str) -> str:
@@ -63,3 +64,37 @@ def confine(root: str, path: str, backend: str = "") -> None:
 def contained(root: str, path: str) -> bool:
     """Whether ``path`` (relative to ``root``) reaches its object without a link."""
     return _link_in(root, path) is None
+
+
+class ListingCheck:
+    """:func:`contained` for the paths of one listing, without repeating work.
+
+    A listing walks one directory after another, so consecutive paths share their leading
+    directories. The check remembers the last directory it found free of links and looks
+    only at the components after the part a new path shares with it: one ``lstat`` per
+    listed file (its own name) instead of one per component. It holds one directory name,
+    so memory stays flat however long the listing.
+    """
+
+    __slots__ = ("_clean", "_root")
+
+    def __init__(self, root: str) -> None:
+        self._root = root
+        self._clean: list[str] = []  # components of the last directory found free of links
+
+    def contained(self, path: str) -> bool:
+        """Whether ``path`` (relative to the root) reaches its object without a link."""
+        *folders, name = path.split("/")
+        clean = self._clean
+        shared = 0
+        for mine, known in zip(folders, clean, strict=False):
+            if mine != known:
+                break
+            shared += 1
+        if shared < len(folders):
+            del clean[shared:]
+            base = self._root + "".join("/" + part for part in folders[:shared])
+            if _link_in(base, "/".join(folders[shared:])) is not None:
+                return False
+            clean.extend(folders[shared:])
+        return _link_in(self._root + "".join("/" + part for part in folders), name) is None

@@ -40,7 +40,7 @@ from storeroom.backends.base import (
     collect,
     collect_async,
 )
-from storeroom.backends.local_root import confine, contained, real_root
+from storeroom.backends.local_root import ListingCheck, confine, real_root
 from storeroom.backends.obstore.credentials import CredentialPlan, plan_credentials
 from storeroom.backends.obstore.options import (
     split_options,
@@ -607,15 +607,17 @@ class ObstoreBackend(StorageBackend):
             pass
 
     def _list(self, prefix: str) -> Iterator[ObjectInfo]:
+        check = None if self._root is None else ListingCheck(self._root)
         for batch in obstore.list(self.store, prefix or None):
             for meta in batch:
-                if self._root is None or contained(self._root, meta["path"]):
+                if check is None or check.contained(meta["path"]):
                     yield _info(meta)
 
     async def _list_async(self, prefix: str) -> AsyncIterator[ObjectInfo]:
+        check = None if self._root is None else ListingCheck(self._root)
         async for batch in obstore.list(self.store, prefix or None):
             for meta in batch:
-                if self._root is None or contained(self._root, meta["path"]):
+                if check is None or check.contained(meta["path"]):
                     yield _info(meta)
 
     def _copy(self, src: str, dst: str) -> None:
