@@ -75,6 +75,10 @@ _INLINE = 1024 * 1024
 # The most an async call writes to local disk without leaving the event loop (creating a
 # file is metadata work for the filesystem, slower than a read).
 _INLINE_WRITE = 64 * 1024
+# A scratch file for a direct write: created here or not at all, never inherited by children.
+_NEW_FILE = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
 
 _KIND_OF_STORE: tuple[tuple[type[Any], str], ...] = (
     (S3Store, "s3"),
@@ -372,10 +376,10 @@ class ObstoreBackend(StorageBackend):
             return None
         scratch = _scratch_path(local)
         try:
-            fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            fd = os.open(scratch, _NEW_FILE, 0o666)
         except FileNotFoundError:
             os.makedirs(os.path.dirname(local), exist_ok=True)  # obstore makes them too
-            fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            fd = os.open(scratch, _NEW_FILE, 0o666)
         try:
             try:
                 with memoryview(body) as view:
