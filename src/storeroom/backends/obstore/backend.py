@@ -113,7 +113,15 @@ def _absolute_file_url(url: str) -> str:
 
 
 def _info(meta: ObjectMeta, attributes: Mapping[str, Any] | None = None) -> ObjectInfo:
-    attributes = dict(attributes or {})
+    if not attributes:  # every listed object: no attributes to sort out
+        return ObjectInfo(
+            meta["path"],
+            meta["size"],
+            meta.get("e_tag"),
+            meta.get("last_modified"),
+            meta.get("version"),
+        )
+    attributes = dict(attributes)
     content_type = attributes.pop("Content-Type", None)
     for standard in (
         "Content-Disposition",
