@@ -197,6 +197,13 @@ def test_a_listing_check_agrees_with_the_check_of_each_path(tmp_path: Path) -> N
     os.symlink(outside, root / "zlink")  # a folder link at the top
     paths += ["a/link/x/f.bin", "b/d/3.bin", "zlink/x/f.bin", "top.bin", "a/../a/d/1.bin"]
     (root / "top.bin").write_bytes(b"mine")
+    (root / "many").mkdir()  # a directory read once: its links are found among many files
+    for i in range(40):
+        if i in (7, 31):
+            os.symlink(outside / "x" / "f.bin", root / "many" / f"{i}.bin")
+        else:
+            (root / "many" / f"{i}.bin").write_bytes(b"mine")
+        paths.append(f"many/{i}.bin")
     base = real_root(str(root))
     expected = {path: contained(base, path) for path in paths}
     assert [p for p, ok in expected.items() if not ok] == [
@@ -204,6 +211,8 @@ def test_a_listing_check_agrees_with_the_check_of_each_path(tmp_path: Path) -> N
         "b/d/3.bin",
         "zlink/x/f.bin",
         "a/../a/d/1.bin",
+        "many/7.bin",
+        "many/31.bin",
     ]
     rng = random.Random(7)
     for order in [sorted(paths), sorted(paths, reverse=True)] + [

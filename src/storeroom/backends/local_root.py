@@ -71,16 +71,23 @@ class ListingCheck:
 
     A listing walks one directory after another, so consecutive paths share their leading
     directories. The check remembers the last directory it found free of links and looks
-    only at the components after the part a new path shares with it: one ``lstat`` per
-    listed file (its own name) instead of one per component. It holds one directory name,
-    so memory stays flat however long the listing.
+    only at the components after the part a new path shares with it. Within that directory
+    the first file's name is checked with one ``lstat``. From the second file on, the
+    directory is read once and the names of the links in it are kept. That read costs no
+    ``stat`` per entry, and every later file of the directory is checked against those
+    names. It holds one directory's path and the names of the links in it, so memory stays
+    flat however long the listing. A file that becomes a link after the directory was read
+    is still listed (a listing is no snapshot either); every operation on it checks again
+    (:func:`confine`).
     """
 
-    __slots__ = ("_clean", "_root")
+    __slots__ = ("_clean", "_files", "_links", "_root")
 
     def __init__(self, root: str) -> None:
         self._root = root
         self._clean: list[str] = []  # components of the last directory found free of links
+        self._files = 0  # files of that directory checked so far
+        self._links: frozenset[str] | None = None  # names of the links in it, once read
 
     def contained(self, path: str) -> bool:
         """Whether ``path`` (relative to the root) reaches its object without a link."""
@@ -91,10 +98,26 @@ class ListingCheck:
             if mine != known:
                 break
             shared += 1
-        if shared < len(folders):
-            del clean[shared:]
-            base = self._root + "".join("/" + part for part in folders[:shared])
-            if _link_in(base, "/".join(folders[shared:])) is not None:
-                return False
-            clean.extend(folders[shared:])
-        return _link_in(self._root + "".join("/" + part for part in folders), name) is None
+        if shared < len(folders) or len(clean) != len(folders):
+            self._files, self._links = 0, None  # another directory
+            if shared < len(folders):
+                del clean[shared:]
+                base = self._root + "".join("/" + part for part in folders[:shared])
+                if _link_in(base, "/".join(folders[shared:])) is not None:
+                    return False
+                clean.extend(folders[shared:])
+            else:
+                del clean[len(folders) :]
+        if name in ("", ".", ".."):
+            return _link_in(self._root, path) is None
+        directory = self._root + "".join("/" + part for part in folders)
+        self._files += 1
+        if self._links is None and self._files >= 2:
+            try:
+                with os.scandir(directory) as entries:
+                    self._links = frozenset(e.name for e in entries if e.is_symlink())
+            except OSError:
+                self._files = -(1 << 62)  # unreadable: check each name on its own
+        if self._links is not None:
+            return name not in self._links
+        return _link_in(directory, name) is None
