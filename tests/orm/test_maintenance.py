@@ -381,3 +381,29 @@ def test_a_shard_outside_its_split_is_refused(index: int, count: int) -> None:
 
     with pytest.raises(ConfigurationError, match="a shard is an index"):
         Shard(index, count)
+
+
+async def test_many_dangling_references_are_confirmed_together_and_reported_in_row_order(
+    db: Db, files: FaultyBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Missing objects are confirmed with HEADs that overlap, in groups; the findings must
+    be the same, in the same order, as when they are confirmed one at a time."""
+    from storeroom.orm import maintenance
+
+    session = db.session()
+    for i in range(600):
+        path = f"many/{i:04d}.txt"
+        if i % 2:
+            files.put(path, b"here")
+        session.add(
+            Document(name=f"m{i}", file=FileObject(backend="files", filename="x", path=path))
+        )
+    await session.commit()
+    await session.close()
+    together = await _run(db, lambda s: find_dangling(s, [Document]))
+    monkeypatch.setattr(maintenance, "_CONFIRMING", 1)
+    one_by_one = await _run(db, lambda s: find_dangling(s, [Document]))
+    paths = [d.file.path for d in together]
+    assert sorted(paths) == [f"many/{i:04d}.txt" for i in range(0, 600, 2)]  # 2 groups
+    assert paths == [d.file.path for d in one_by_one]
+    assert [d.primary_key for d in together] == [d.primary_key for d in one_by_one]

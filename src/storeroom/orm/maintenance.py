@@ -27,6 +27,7 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, cast
@@ -73,6 +74,8 @@ DEFAULT_PAGE_SIZE = 1000
 """Rows fetched per round trip while scanning (one row may hold a list of many files)."""
 
 _BATCH = 5000  # references or listed objects inserted into the index per executemany
+_CONFIRMING = 8  # HEAD requests at once that confirm a reference missing from a listing
+_CONFIRM_GROUP = 256  # ... over this many references at a time (memory stays flat)
 _CACHE_KIB = 16 * 1024  # SQLite page cache per file: the part of the index kept in memory
 
 
@@ -428,13 +431,23 @@ class ReferenceScan:
         after the listing began may reference an object uploaded since.
         """
         self._list_referenced()
-        for source, key, text, backend, path in self._db.execute(
+        missing = self._db.execute(
             "SELECT source, key, file, backend, path FROM ref r WHERE NOT EXISTS "
             "(SELECT 1 FROM l.obj o WHERE o.backend = r.backend AND o.path = r.path) "
             "ORDER BY r.id"
-        ):
-            if path is None or not self._store(backend).exists(path):
-                yield DanglingReference(*self._finding(source, key, text))
+        )
+
+        def absent(row: tuple[Any, ...]) -> bool:
+            path = row[4]
+            return path is None or not self._store(row[3]).exists(path)
+
+        # The HEADs overlap (a network store answers each in a round trip), a bounded group
+        # at a time; findings still come out in row order.
+        with ThreadPoolExecutor(_CONFIRMING, thread_name_prefix="storeroom-scan-head") as pool:
+            while group := missing.fetchmany(_CONFIRM_GROUP):
+                for row, gone in zip(group, pool.map(absent, group), strict=True):
+                    if gone:
+                        yield DanglingReference(*self._finding(row[0], row[1], row[2]))
 
     def mismatched(self, *, checksums: bool = False) -> Iterator[MismatchedObject]:
         """References whose object's size (or, with ``checksums``, checksum) differs.
