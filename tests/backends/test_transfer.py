@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -298,6 +299,17 @@ async def test_a_create_only_copy_never_replaces_what_is_there() -> None:
     assert not created.server_side and store.get("c.txt") == b"new"
 
 
+async def _copy(
+    asynchronous: bool,
+    ends: tuple[ObstoreBackend, str, ObstoreBackend, str],
+    **options: Any,
+) -> transfer.Transfer:
+    """``transfer.copy`` or its async twin, with the same arguments."""
+    if asynchronous:
+        return await transfer.copy_async(*ends, **options)
+    return transfer.copy(*ends, **options)
+
+
 class CountingLocal(ObstoreBackend):
     """A real local-disk store that counts what it is asked to read and how it is written."""
 
@@ -347,11 +359,14 @@ async def test_a_small_object_is_copied_in_one_read_and_one_write_and_read_back_
     destination = CountingLocal("dst", f"file://{tmp_path / 'dst'}")
     saved = source.put("a/b.bin", DATA)
     source.reads = source.read_bytes = 0
-    arguments = dict(size=saved.size, checksum=saved.checksum, verify_read=True, overwrite=False)
-    if asynchronous:
-        copied = await transfer.copy_async(source, "a/b.bin", destination, "a/b.bin", **arguments)
-    else:
-        copied = transfer.copy(source, "a/b.bin", destination, "a/b.bin", **arguments)
+    copied = await _copy(
+        asynchronous,
+        (source, "a/b.bin", destination, "a/b.bin"),
+        size=saved.size,
+        checksum=saved.checksum,
+        verify_read=True,
+        overwrite=False,
+    )
     assert (copied.size, copied.checksum) == (len(DATA), saved.checksum)
     assert (source.reads, source.read_bytes) == (1, len(DATA))
     assert destination.bodies == ["bytes"]  # one create-only PUT of the whole body
@@ -369,10 +384,7 @@ async def test_an_object_larger_than_its_record_is_not_read_whole(
     source.put("big.bin", BIG)
     source.read_bytes = 0
     with pytest.raises(IntegrityError, match="found more than the 10 bytes recorded"):
-        if asynchronous:
-            await transfer.copy_async(source, "big.bin", destination, "big.bin", size=10)
-        else:
-            transfer.copy(source, "big.bin", destination, "big.bin", size=10)
+        await _copy(asynchronous, (source, "big.bin", destination, "big.bin"), size=10)
     assert source.read_bytes == 11
     assert not destination.exists("big.bin")
 
@@ -383,17 +395,14 @@ async def test_empty_and_exactly_limit_sized_objects_copy_both_ways(tmp_path: Pa
     limit = b"x" * transfer.WHOLE_COPY_LIMIT
     for name, data in [("empty", b""), ("limit", limit), ("over", limit + b"y")]:
         saved = source.put(name, data)
-        for i, call in enumerate((transfer.copy, transfer.copy_async)):
-            result = call(
-                source,
-                name,
-                destination,
-                f"{name}{i}",
+        for i, asynchronous in enumerate((False, True)):
+            copied = await _copy(
+                asynchronous,
+                (source, name, destination, f"{name}{i}"),
                 size=saved.size,
                 checksum=saved.checksum,
                 verify_read=True,
             )
-            copied = await result if i else result
             assert copied.size == len(data) and destination.get(f"{name}{i}") == data
 
 

@@ -16,6 +16,7 @@ the root, with no other writer.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 
@@ -112,12 +113,9 @@ class ListingCheck:
             return _link_in(self._root, path) is None
         directory = self._root + "".join("/" + part for part in folders)
         self._files += 1
-        if self._links is None and self._files >= 2:
-            try:
-                with os.scandir(directory) as entries:
-                    self._links = frozenset(e.name for e in entries if e.is_symlink())
-            except OSError:
-                self._files = -(1 << 62)  # unreadable: check each name on its own
+        if self._files == 2:  # read once; if it cannot be read, each name is checked alone
+            with contextlib.suppress(OSError), os.scandir(directory) as entries:
+                self._links = frozenset(e.name for e in entries if e.is_symlink())
         if self._links is not None:
             return name not in self._links
         return _link_in(directory, name) is None
