@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,17 @@ class Demo:
     def stored(self) -> list[Path]:
         return [p for p in (self.data / "uploads").rglob("*") if p.is_file()]
 
+    def stored_once_deletes_ran(self, seconds: float = 30) -> list[Path]:
+        """What is stored once the deletes that follow a commit had time to run.
+
+        They run in the background after the commit (docs/models.md), so right after the
+        response they may not have finished; wait for the store to settle, bounded.
+        """
+        deadline = time.monotonic() + seconds
+        while (found := self.stored()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
+
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[Demo]:
@@ -96,7 +108,7 @@ def test_replayed_upload_and_second_completion_are_refused(demo: Demo) -> None:
     files = httpx.get(f"{demo.url}/api/files").json()
     assert [f["size"] for f in files] == [len(PNG)]
     httpx.delete(f"{demo.url}/api/files/{files[0]['id']}")
-    assert demo.stored() == []
+    assert demo.stored_once_deletes_ran() == []
     # Within the URL's lifetime a replay can recreate an object no row references; the
     # expiry sweep (which `storeroom gc` runs) removes it.
     demo.put(target, PNG)
