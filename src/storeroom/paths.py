@@ -38,6 +38,28 @@ def safe_path(path: str) -> str:
     accepted when already NFC-normalised, so two spellings of one name cannot name two
     objects.
     """
+    if (
+        type(path) is str
+        and path.isascii()
+        and path.isprintable()  # for ASCII: no control characters
+        and 1 < len(path) <= MAX_PATH_LENGTH
+        and path[0] not in "./"
+        and path[-1] != "/"
+        and path[1] != ":"
+        and "\\" not in path
+        and " " not in path
+        and "//" not in path
+        and "/." not in path
+    ):
+        # The common case, decided by string methods alone: printable ASCII, no segment
+        # that starts with a dot or holds a space, no empty segment. Anything else takes
+        # the full checks.
+        return path
+    return _checked(path)
+
+
+def _checked(path: str) -> str:
+    """:func:`safe_path`'s full checks (for paths its fast test does not accept)."""
     if not isinstance(path, str):
         raise UnsafePath(f"object path must be a str, got {type(path).__name__}")
     if not path:

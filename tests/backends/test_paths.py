@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storeroom import ObstoreBackend, StorageBackend, StoreroomError, UnsafePath
+from storeroom import ObstoreBackend, StorageBackend, StoreroomError, UnsafePath, paths
 from storeroom.backends.fsspec import FSSpecBackend
 from storeroom.paths import MAX_PATH_LENGTH, safe_path
 
@@ -60,6 +60,53 @@ def test_hostile_names_are_rejected(name: str) -> None:
 )
 def test_ordinary_names_are_accepted(name: str) -> None:
     assert safe_path(name) == name
+
+
+def _verdict(check: object, name: str) -> str:
+    try:
+        return f"accepted {check(name)!r}"  # type: ignore[operator]
+    except UnsafePath as exc:
+        return f"rejected: {exc}"
+
+
+_piece = st.sampled_from(
+    [
+        "a",
+        "Z9",
+        ".",
+        "..",
+        "/",
+        "//",
+        " ",
+        "\\",
+        ":",
+        "C:",
+        "-",
+        "_",
+        "~",
+        "\x00",
+        "\x7f",
+        "\t",
+        "é",
+        "e\u0301",
+        "%2e",
+    ]
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(name=st.one_of(st.lists(_piece, max_size=8).map("".join), st.text(max_size=12)))
+def test_the_fast_test_for_common_paths_agrees_with_the_full_checks(name: str) -> None:
+    # safe_path accepts most paths by string methods alone; whatever it decides must be
+    # what the full checks decide, message included.
+    assert _verdict(safe_path, name) == _verdict(paths._checked, name)
+
+
+@pytest.mark.parametrize("length", [MAX_PATH_LENGTH - 1, MAX_PATH_LENGTH, MAX_PATH_LENGTH + 1])
+def test_the_fast_test_keeps_the_length_limit(length: int) -> None:
+    name = "a/" + "b" * (length - 2)
+    assert _verdict(safe_path, name) == _verdict(paths._checked, name)
+    assert _verdict(safe_path, name).startswith("accepted") == (length <= MAX_PATH_LENGTH)
 
 
 def test_non_string_is_rejected() -> None:

@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from storeroom import checksums, events
@@ -103,6 +104,10 @@ class WriteOptions:
     multipart: bool = False
     create_only: bool = False
     """Fail with :class:`ObjectExists` instead of replacing an object already at the path."""
+
+
+_NO_METADATA: Mapping[str, str] = MappingProxyType({})
+_SHARED_OPTIONS: dict[tuple[str | None, int, int, bool], WriteOptions] = {}
 
 
 def _check_tuning(chunk_size: int, max_concurrency: int) -> None:
@@ -607,14 +612,27 @@ class StorageBackend(ABC):
         max_concurrency: int,
         overwrite: bool = True,
     ) -> WriteOptions:
+        shared = not metadata and type(chunk_size) is int and type(max_concurrency) is int
+        if shared:
+            # Options without metadata are shared (they are frozen, their metadata an empty
+            # read-only mapping): most saves use a handful of combinations.
+            key = (content_type, chunk_size, max_concurrency, bool(overwrite))
+            cached = _SHARED_OPTIONS.get(key)
+            if cached is not None:
+                return cached
         _check_tuning(chunk_size, max_concurrency)
-        return WriteOptions(
+        opts = WriteOptions(
             content_type=content_type,
-            metadata=dict(metadata) if metadata else {},
+            metadata=dict(metadata) if metadata else _NO_METADATA,
             chunk_size=chunk_size,
             max_concurrency=max_concurrency,
             create_only=not overwrite,
         )
+        if shared:
+            if len(_SHARED_OPTIONS) >= 256:
+                _SHARED_OPTIONS.clear()
+            _SHARED_OPTIONS[key] = opts
+        return opts
 
     # -- public API -------------------------------------------------------------------------
 

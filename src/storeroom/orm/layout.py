@@ -10,9 +10,9 @@ name and the FileObject) to choose another layout.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import unicodedata
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,8 @@ PathFunction = Callable[[Any, str, "FileObject"], str]
 """``(row, column name, file) -> object path``; the result must pass :func:`safe_path`."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# A name safe_filename returns unchanged: allowed characters only, none of ``._`` at the ends.
+_ALREADY_SAFE = re.compile(r"[A-Za-z0-9-](?:[A-Za-z0-9._-]*[A-Za-z0-9-])?")
 
 
 def safe_filename(name: str, *, max_length: int = 120) -> str:
@@ -36,6 +38,12 @@ def safe_filename(name: str, *, max_length: int = 120) -> str:
     leading dots are removed (no hidden files, no ``..``), and long names keep their
     extension.
     """
+    if len(name) <= max_length and _ALREADY_SAFE.fullmatch(name):
+        return name
+    return _reduced(name, max_length)
+
+
+def _reduced(name: str, max_length: int) -> str:
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     ascii_name = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode()
     cleaned = _UNSAFE.sub("_", ascii_name).strip("._ ") or "file"
@@ -53,9 +61,15 @@ def _prefix(table: str, column: str) -> str:
     return f"{safe_filename(table)}/{safe_filename(column)}/"
 
 
+def _uuid4_hex() -> str:
+    """``uuid.uuid4().hex`` without building a UUID object (a third of the time)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()
+
+
 def default_path(row: Any, column: str, file: FileObject) -> str:
     """``{table}/{column}/{uuid4 hex}/{safe filename}``."""
     table = getattr(getattr(row, "__table__", None), "name", None) or type(row).__name__
-    return safe_path(
-        f"{_prefix(str(table), column)}{uuid.uuid4().hex}/{safe_filename(file.filename)}"
-    )
+    return safe_path(f"{_prefix(str(table), column)}{_uuid4_hex()}/{safe_filename(file.filename)}")

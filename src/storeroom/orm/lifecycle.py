@@ -25,7 +25,7 @@ first row write of the flush (``before_insert`` / ``before_update`` / ``before_d
     A transaction (or SAVEPOINT) that ended without committing, by any route (rollback,
     failed flush, close, reset, ``with Session`` exit), deletes what it uploaded, shielded
     from cancellation, and gives the FileObjects their content back. A session dropped with a
-    transaction open is caught by a finalizer on that transaction.
+    transaction open is caught by a weak reference to that transaction (its callback).
 
 State lives in one :class:`TransactionFiles` per outermost transaction and dies with it.
 """
@@ -33,7 +33,6 @@ State lives in one :class:`TransactionFiles` per outermost transaction and dies 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import os
@@ -482,12 +481,17 @@ class TransactionFiles:
     references: list[RowReference] = field(default_factory=list)
     parent_of: dict[int, int] = field(default_factory=dict)
     released: set[int] = field(default_factory=set)
-    savepoints: weakref.WeakKeyDictionary[SessionTransaction, int] = field(
-        default_factory=weakref.WeakKeyDictionary
-    )
+    savepoints: weakref.WeakKeyDictionary[SessionTransaction, int] | None = None
+    """Numbers of the SAVEPOINTs seen (made at the first one: most transactions have none)."""
     plan: FlushPlan | None = None
     deleted_in_flush: set[int] = field(default_factory=set)
-    finalizer: weakref.finalize[[TransactionFiles], SessionTransaction] | None = None
+    watch: weakref.ref[SessionTransaction] | None = None
+    """Calls :meth:`abandoned` if the transaction is garbage-collected before it ends."""
+
+    def abandoned(self, _gone: weakref.ref[SessionTransaction]) -> None:
+        """The transaction was dropped with its session open (see :func:`_abandoned`)."""
+        self.watch = None
+        _abandoned(self)
 
     def savepoint(self, transaction: SessionTransaction | None) -> int:
         """This transaction's number for ``transaction`` (0: the outermost)."""
@@ -495,6 +499,8 @@ class TransactionFiles:
             transaction = transaction.parent
         if transaction is None:
             return _ROOT
+        if self.savepoints is None:
+            self.savepoints = weakref.WeakKeyDictionary()
         number = self.savepoints.get(transaction)
         if number is None:
             number = self.savepoints[transaction] = len(self.parent_of) + 1
@@ -526,6 +532,8 @@ class TransactionFiles:
 
     def files_to_delete(self) -> list[FileKey]:
         """After the commit: obsolete files that no row's last flush references."""
+        if not self.obsolete:
+            return []
         last: dict[Hashable, frozenset[FileKey]] = {}
         for reference in self.references:
             row = reference.identity()
@@ -540,8 +548,12 @@ class TransactionFiles:
 _transactions: weakref.WeakKeyDictionary[SessionTransaction, TransactionFiles] = (
     weakref.WeakKeyDictionary()
 )
-_flushing_plans: weakref.WeakKeyDictionary[Session, FlushPlan] = weakref.WeakKeyDictionary()
-_flush_started: weakref.WeakSet[Session] = weakref.WeakSet()
+# Per-session flush state lives in ``session.info`` (dies with the session; a plain dict
+# is several times cheaper than a WeakKeyDictionary on a path every flush takes).
+_PLAN = "storeroom.flush_plan"
+"""``session.info`` key: the plan of the flush in progress, until its first row is written."""
+_FLUSH_STARTED = "storeroom.flush_started"
+"""``session.info`` key present while a flush that ran ``before_flush`` is in progress."""
 
 
 def _outermost(transaction: SessionTransaction) -> SessionTransaction:
@@ -564,15 +576,18 @@ def _open_transaction_files(session: Session) -> TransactionFiles:
     files = _transactions.get(root)
     if files is None:
         files = _transactions[root] = TransactionFiles()
-        files.finalizer = weakref.finalize(root, _abandoned, files)
-        files.finalizer.atexit = False
+        # A weak reference with a callback rather than weakref.finalize (a fifth of the
+        # cost): the reference lives as long as ``files`` does, and ``files`` as long as
+        # ``_transactions`` holds it, so the callback runs if the transaction is dropped
+        # before it ends; closing the files drops the reference first.
+        files.watch = weakref.ref(root, files.abandoned)
     return files
 
 
 def _close_transaction_files(root: SessionTransaction) -> TransactionFiles | None:
     files = _transactions.pop(root, None)
-    if files is not None and files.finalizer is not None:
-        files.finalizer.detach()
+    if files is not None:
+        files.watch = None
     return files
 
 
@@ -768,7 +783,8 @@ def refuse_unsafe_bind(value: object) -> None:
 def _before_flush(
     session: Session, flush_context: UOWTransaction, instances: Sequence[object] | None
 ) -> None:
-    _flush_started.add(session)
+    info = session.info
+    info[_FLUSH_STARTED] = True
     plan = plan_flush(session, instances)
     if plan.error is None:
         try:
@@ -776,9 +792,9 @@ def _before_flush(
         except StoreroomError as exc:
             plan.error = exc
     if plan.is_empty:
-        _flushing_plans.pop(session, None)
+        info.pop(_PLAN, None)
     else:
-        _flushing_plans[session] = plan
+        info[_PLAN] = plan
 
 
 def _read_locked(
@@ -979,19 +995,31 @@ def _record_findings(upload: PlannedUpload) -> None:
         record_variants(file, upload.column, makers, findings.content_type)
 
 
-@contextlib.contextmanager
-def _staged(record: UploadRecord) -> Iterator[None]:
-    """Track how far an upload got: its stage says what a failure may have left behind."""
-    record.stage = "started"
-    try:
-        yield
-    except ObjectExists:
-        record.stage = "nothing written"
-        raise
-    except Exception:
-        record.stage = "failed"
-        raise
-    record.stage = "done"
+class _staged:
+    """Track how far an upload got: its stage says what a failure may have left behind.
+
+    A class rather than ``@contextmanager``: it wraps every upload of every flush, and a
+    generator-based context manager costs several times more.
+    """
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: UploadRecord) -> None:
+        self.record = record
+
+    def __enter__(self) -> None:
+        self.record.stage = "started"
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> Literal[False]:
+        if kind is None:
+            self.record.stage = "done"
+        elif issubclass(kind, ObjectExists):
+            self.record.stage = "nothing written"
+        elif issubclass(kind, Exception):
+            self.record.stage = "failed"
+        return False
 
 
 def _upload(files: TransactionFiles, savepoint: int, uploads: Sequence[PlannedUpload]) -> None:
@@ -1053,7 +1081,7 @@ def _before_row_write(mapper: Mapper[Any], connection: Connection, row: object) 
     session = state.session
     if session is None:
         return
-    plan = _flushing_plans.pop(session, None)
+    plan = session.info.pop(_PLAN, None)
     if plan is not None:
         _carry_out(session, connection, plan)
         files = _transaction_files(session)
@@ -1081,8 +1109,9 @@ def _before_delete(mapper: Mapper[Any], connection: Connection, row: object) -> 
 
 
 def _after_flush_postexec(session: Session, flush_context: UOWTransaction) -> None:
-    _flushing_plans.pop(session, None)
-    _flush_started.discard(session)
+    info = session.info
+    info.pop(_PLAN, None)
+    info.pop(_FLUSH_STARTED, None)
     files = _transaction_files(session)
     if files is None or files.plan is None:
         return
@@ -1274,13 +1303,13 @@ def _after_transaction_create(session: Session, transaction: SessionTransaction)
         transaction.parent is not None
         and not transaction.nested
         and session._flushing
-        and session not in _flush_started
+        and _FLUSH_STARTED not in session.info
     ):
         _bulk_tokens[transaction] = _BULK_SAVE.set(True)
 
 
 def _after_soft_rollback(session: Session, previous: SessionTransaction) -> None:
-    _flushing_plans.pop(session, None)
+    session.info.pop(_PLAN, None)
     root = _outermost(previous)
     files = _transactions.get(root)
     if files is None:
@@ -1322,7 +1351,7 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         except ValueError:  # ended in another context than it began
             _BULK_SAVE.set(False)
     if transaction.parent is not None and not transaction.nested:
-        _flush_started.discard(session)
+        session.info.pop(_FLUSH_STARTED, None)
         return  # a flush's (or bulk save's) subtransaction
     root = _outermost(transaction)
     files = _transactions.get(root)

@@ -420,7 +420,14 @@ class ObstoreBackend(StorageBackend):
             "create-only (overwrite=False); nothing was changed. Choose a new path."
         )
 
+    def _put_in_memory(self, path: str, body: bytes, opts: WriteOptions) -> PutResult:
+        """One PUT of bytes to the memory store: a copy in this process, nothing to decide."""
+        result = obstore.put(self.store, path, body, **self._put_kwargs(opts))
+        return PutResult(path, 0, None, result["e_tag"], result["version"])
+
     def _write(self, path: str, body: bytes | Iterator[bytes], opts: WriteOptions) -> PutResult:
+        if self._kind == "memory" and isinstance(body, bytes):
+            return self._put_in_memory(path, body, opts)
         self._confine(path)
         if isinstance(body, bytes) and (direct := self._write_small_file(path, body, opts)):
             return direct
@@ -455,9 +462,7 @@ class ObstoreBackend(StorageBackend):
         self, path: str, body: bytes | AsyncIterator[bytes], opts: WriteOptions
     ) -> PutResult:
         if self._kind == "memory" and isinstance(body, bytes) and len(body) <= _INLINE:
-            # A copy in this process: nothing to await.
-            result = obstore.put(self.store, path, body, **self._put_kwargs(opts))
-            return PutResult(path, 0, None, result["e_tag"], result["version"])
+            return self._put_in_memory(path, body, opts)  # nothing to await
         self._confine(path)
         if (
             isinstance(body, bytes)
