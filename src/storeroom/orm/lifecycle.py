@@ -914,11 +914,13 @@ def _carry_out(session: Session, connection: Connection, plan: FlushPlan) -> Non
             current[id(change)] = _stored_keys(
                 f for name in change.columns for f in in_db.get(name, [])
             )
-    everywhere = set().union(*current.values()) if current else set()
-    known = files.uploaded_keys() | {k for _s, k in files.obsolete} | everywhere
+    known: set[FileKey] | None = None  # built at the first row that needs it
     for change in plan.rows:
         if change.deleting or change.is_new:
             continue
+        if known is None:
+            known = files.uploaded_keys() | {k for _s, k in files.obsolete}
+            known.update(*current.values())
         stale = (change.written & change.previous) - known
         if stale:
             backend, path = sorted(stale)[0]
