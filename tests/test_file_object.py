@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from storeroom import (
     BackendNotRegistered,
@@ -178,6 +182,48 @@ def test_to_dict_from_dict_round_trip(registry: StorageRegistry) -> None:
     assert again.get_content() == b"hi"
     with pytest.raises(ConfigurationError, match="unknown FileObject fields"):
         FileObject.from_dict({**data, "bogus": 1})
+
+
+_records = st.fixed_dictionaries(
+    {},
+    optional={
+        "backend": st.one_of(st.none(), st.sampled_from(["mem", "disk", ""])),
+        "filename": st.sampled_from(["a.txt", "photo.JPG", "noext", ""]),
+        "path": st.sampled_from(["u/1/a.txt", "x", "a/b c.pdf"]),
+        "content_type": st.one_of(st.none(), st.sampled_from(["", "image/png"])),
+        "size": st.one_of(st.none(), st.integers(0, 10**12)),
+        "checksum": st.one_of(st.none(), st.just("blake3:" + "ab" * 32)),
+        "etag": st.one_of(st.none(), st.just('"1-2-3"')),
+        "version": st.one_of(st.none(), st.just("v7")),
+        "last_modified": st.one_of(
+            st.none(), st.just("2026-11-30T07:00:00.123456+00:00"), st.just("2026-11-30")
+        ),
+        "metadata": st.one_of(st.none(), st.just({}), st.just({"k": "v", "n": 1})),
+    },
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=_records)
+def test_from_dict_builds_exactly_what_the_constructor_builds(data: dict[str, Any]) -> None:
+    # from_dict sets the fields of a record directly (the ORM's load path); the result must
+    # be the FileObject the constructor makes from the same values, or the same error.
+    def through_init() -> FileObject:
+        values = dict(data)
+        if isinstance(values.get("last_modified"), str):
+            values["last_modified"] = datetime.fromisoformat(values["last_modified"])
+        return FileObject(**values)
+
+    try:
+        expected = through_init()
+    except ConfigurationError as exc:
+        with pytest.raises(ConfigurationError, match=re.escape(str(exc))):
+            FileObject.from_dict(data)
+        return
+    got = FileObject.from_dict(data)
+    for name in FileObject.__slots__:
+        assert getattr(got, name) == getattr(expected, name), name
+    assert got.metadata is not data.get("metadata")
 
 
 def test_repr_is_short_and_has_no_content() -> None:
