@@ -142,6 +142,11 @@ def referenced_files(
                 yield row, column.key, file
 
 
+def _sql_text(value: str) -> str:
+    """``value`` as an SQLite string literal (one statement for a whole listing's rows)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def _prefix_bounds(prefix: str) -> tuple[str, str]:
     """``[low, high)`` of the paths inside the directory ``prefix`` ('0' follows '/')."""
     return prefix + "/", prefix + "0"
@@ -379,17 +384,11 @@ class ReferenceScan:
         db.execute("BEGIN")
         db.execute("DROP INDEX IF EXISTS obj_at")
         db.execute("DELETE FROM obj WHERE backend = ?", (key,))
-        batch: list[tuple[Any, ...]] = []
         keep = self._keep
-        for info in store.list(prefix):
-            if keep is not None and not keep(info.path):
-                continue
-            modified = info.last_modified.timestamp() if info.last_modified else None
-            batch.append((key, info.path, info.size, modified, info.etag, info.version))
-            if len(batch) >= _BATCH:
-                db.executemany("INSERT INTO obj VALUES (?, ?, ?, ?, ?, ?)", batch)
-                batch.clear()
-        db.executemany("INSERT INTO obj VALUES (?, ?, ?, ?, ?, ?)", batch)
+        for rows in store.list_rows(prefix):
+            if keep is not None:
+                rows = [row for row in rows if keep(row[0])]
+            db.executemany(f"INSERT INTO obj VALUES ({_sql_text(key)}, ?, ?, ?, ?, ?)", rows)
         db.execute("COMMIT")
         self._listed[key] = prefix
         return store

@@ -32,6 +32,8 @@ from obstore.store import (
 )
 
 from storeroom.backends.base import (
+    ListedBatch,
+    ListedRow,
     Method,
     ObjectInfo,
     PutResult,
@@ -633,6 +635,29 @@ class ObstoreBackend(StorageBackend):
             for meta in batch:
                 if check is None or check.contained(meta["path"]):
                     yield _info(meta)
+
+    def _list_rows(self, prefix: str) -> Iterator[ListedBatch]:
+        if type(self)._list is not ObstoreBackend._list:
+            # A subclass changed what a listing yields (a test double injecting faults):
+            # the rows follow it.
+            yield from super()._list_rows(prefix)
+            return
+        # Straight from obstore's batches: no ObjectInfo per object.
+        check = None if self._root is None else ListingCheck(self._root)
+        for batch in obstore.list(self.store, prefix or None, chunk_size=_LIST_CHUNK):
+            rows: list[ListedRow] = [
+                (
+                    meta["path"],
+                    meta["size"],
+                    meta["last_modified"].timestamp(),
+                    meta.get("e_tag"),
+                    meta.get("version"),
+                )
+                for meta in batch
+                if check is None or check.contained(meta["path"])
+            ]
+            if rows:
+                yield rows
 
     async def _list_async(self, prefix: str) -> AsyncIterator[ObjectInfo]:
         check = None if self._root is None else ListingCheck(self._root)
