@@ -10,6 +10,7 @@ started to reference between the scan and the delete.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +29,7 @@ from storeroom.orm import (
     find_dangling,
     find_orphans,
     iter_findings,
+    maintenance,
     remove_orphans,
 )
 from tests.orm.conftest import Db, Document, FaultyBackend, Report
@@ -335,6 +337,35 @@ async def test_a_listing_that_fails_in_its_thread_fails_the_scan_and_leaves_no_f
     assert list(scans.iterdir()) == []
 
 
+async def test_an_index_write_that_fails_in_its_thread_fails_the_scan_and_leaves_no_files(
+    db: Db, files: FaultyBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # References go into the index in a thread of their own: a failure there (a full
+    # disk) reaches the caller, and the scan's files are still removed.
+    await _seed(db, files)
+    monkeypatch.setattr(maintenance, "_BATCH", 4)  # several batches from the 21 references
+    written: list[int] = []
+    real = maintenance._insert_many
+
+    def failing(db: Any, head: str, row: str, rows: list[Any]) -> None:
+        if head.startswith("INSERT INTO ref") and written:
+            raise sqlite3.OperationalError("database or disk is full")
+        written.append(len(rows))
+        real(db, head, row, rows)
+
+    monkeypatch.setattr(maintenance, "_insert_many", failing)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+
+    def scan(session: Session) -> None:
+        with ReferenceScan(TARGET, directory=str(scans)) as index:
+            index.read_rows(session)
+
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        await _run(db, scan)
+    assert written and list(scans.iterdir()) == []
+
+
 @pytest.mark.parametrize("count", [1, 2, 3, 7])
 async def test_shards_together_find_exactly_what_one_scan_finds(
     db: Db, files: FaultyBackend, count: int
@@ -407,3 +438,12 @@ async def test_many_dangling_references_are_confirmed_together_and_reported_in_r
     assert sorted(paths) == [f"many/{i:04d}.txt" for i in range(0, 600, 2)]  # 2 groups
     assert paths == [d.file.path for d in one_by_one]
     assert [d.primary_key for d in together] == [d.primary_key for d in one_by_one]
+
+
+@pytest.mark.parametrize("count", [0, 1, 49, 50, 51, 149, 150, 5000])
+def test_rows_are_inserted_fifty_to_a_statement_with_none_lost_or_repeated(count: int) -> None:
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (a INTEGER, b TEXT, c BLOB)")
+    rows = [(i, f"p/{i}", bytes([i % 256])) for i in range(count)]
+    maintenance._insert_many(db, "INSERT INTO t", "(?, ?, ?)", rows)
+    assert db.execute("SELECT a, b, c FROM t ORDER BY rowid").fetchall() == rows

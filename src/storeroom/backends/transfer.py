@@ -27,7 +27,7 @@ import threading
 from collections.abc import AsyncIterable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from storeroom import checksums
 from storeroom.backends.base import DEFAULT_READ_CHUNK_SIZE, ObjectInfo, PutResult, StorageBackend
@@ -353,7 +353,10 @@ def _existing_steps(plan: _Plan) -> Steps:
     return Transfer(plan.dst_path, found.size, found.checksum, info.etag, info.version)
 
 
-class _Relay:
+_T = TypeVar("_T")
+
+
+class _Relay(Generic[_T]):
     """Reads a source stream in a thread of its own and hands its chunks over a small queue.
 
     A sync obstore write consumes its body inside obstore's runtime, where a sync obstore
@@ -366,7 +369,7 @@ class _Relay:
 
     _END = object()
 
-    def __init__(self, chunks: Iterator[bytes], depth: int = 4) -> None:
+    def __init__(self, chunks: Iterator[_T], depth: int = 4) -> None:
         self._chunks = chunks
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -379,7 +382,7 @@ class _Relay:
             daemon=True,
         )
 
-    def __enter__(self) -> _Relay:
+    def __enter__(self) -> _Relay[_T]:
         self._thread.start()
         return self
 
@@ -413,7 +416,7 @@ class _Relay:
         if not self._stop.is_set():
             self._queue.put(item)
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[_T]:
         while True:
             item = self._queue.get()
             if item is self._END:

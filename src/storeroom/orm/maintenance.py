@@ -19,9 +19,11 @@ merge of two sorted streams would need no disk, but stores do not all list in ke
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import pickle
+import queue
 import sqlite3
 import tempfile
 import threading
@@ -224,7 +226,9 @@ class ReferenceScan:
         self._listed: dict[str, str] = {}  # backend key -> prefix listed ('' = everything)
         self._stores: dict[str, StorageBackend] = {}  # backends passed in, maybe unregistered
         self._paths = [_temporary(directory), _temporary(directory)]
-        self._db = _connect(self._paths[0])
+        # Shared with the thread that inserts references while rows are read (one user at
+        # a time: read_rows hands it over and waits for it).
+        self._db = _connect(self._paths[0], check_same_thread=False)
         # Listings go to a second file through their own connection, so a backend can be
         # listed in a thread while the rows are read; the main connection attaches it.
         self._lister = _connect(self._paths[1], check_same_thread=False)
@@ -285,12 +289,20 @@ class ReferenceScan:
 
         db = self._db
         db.execute("BEGIN")  # one transaction: SQLite commits per statement otherwise
+        inserter: _Inserter | None = None
         try:
             db.execute("DROP INDEX IF EXISTS ref_at")
             db.execute("DELETE FROM ref")
-            count = self._load_references(session, start_listing)
+            # The references go into the index in a thread of their own, while this one
+            # waits for the database's next page and decodes it.
+            inserter = _Inserter(db, _REF_INSERT)
+            count = self._load_references(session, start_listing, inserter.put)
+            running, inserter = inserter, None
+            running.close()
             db.execute("COMMIT")
         except BaseException:
+            if inserter is not None:
+                inserter.close(quiet=True)
             if db.in_transaction:
                 db.execute("ROLLBACK")
             for lister in listers:
@@ -301,7 +313,13 @@ class ReferenceScan:
         self.references = count
         return count
 
-    def _load_references(self, session: Session, started: Callable[[], None]) -> int:
+    def _load_references(
+        self,
+        session: Session,
+        started: Callable[[], None],
+        insert: Callable[[list[tuple[Any, ...]]], None],
+    ) -> int:
+        """Read every reference, handing them to ``insert`` in batches (each list given away)."""
         self._sources = []
         count = 0
         batch: list[tuple[Any, ...]] = []
@@ -359,21 +377,16 @@ class ReferenceScan:
                             )
                         )
                         if len(batch) >= _BATCH:
-                            count += self._insert_refs(batch)
+                            count += len(batch)
+                            insert(batch)
+                            batch = []
                 if len(batch) >= _BATCH:
-                    count += self._insert_refs(batch)
-        return count + self._insert_refs(batch)
-
-    def _insert_refs(self, batch: list[tuple[Any, ...]]) -> int:
-        done = len(batch)
-        if done:
-            self._db.executemany(
-                "INSERT INTO ref (backend, path, size, checksum, source, key, file) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                batch,
-            )
-            batch.clear()
-        return done
+                    count += len(batch)
+                    insert(batch)
+                    batch = []
+        if batch:
+            insert(batch)
+        return count + len(batch)
 
     def _list(self, key: str, prefix: str = "") -> StorageBackend:
         """List backend ``key`` (under ``prefix``) into the index unless already covered."""
@@ -385,10 +398,14 @@ class ReferenceScan:
         db.execute("DROP INDEX IF EXISTS obj_at")
         db.execute("DELETE FROM obj WHERE backend = ?", (key,))
         keep = self._keep
-        for rows in store.list_rows(prefix):
-            if keep is not None:
-                rows = [row for row in rows if keep(row[0])]
-            db.executemany(f"INSERT INTO obj VALUES ({_sql_text(key)}, ?, ?, ?, ?, ?)", rows)
+        row = f"({_sql_text(key)}, ?, ?, ?, ?, ?)"
+        # The store is listed in a thread of its own, a few batches ahead: its native work
+        # (one stat per file on local disk) overlaps the inserts here.
+        with transfer._Relay(store.list_rows(prefix)) as listed:
+            for rows in listed:
+                if keep is not None:
+                    rows = [row for row in rows if keep(row[0])]
+                _insert_many(db, "INSERT INTO obj", row, rows)
         db.execute("COMMIT")
         self._listed[key] = prefix
         return store
@@ -674,6 +691,68 @@ def _reference_query(
     )
     text = sql_cast(source, Text) if source is column or dialect != "sqlite" else source
     return select(*keys, text, *fields).where(column.isnot(None)), True
+
+
+_ROWS_PER_STATEMENT = 50
+
+
+def _insert_many(db: sqlite3.Connection, head: str, row: str, rows: list[tuple[Any, ...]]) -> None:
+    """``head`` + ``VALUES row, row, ...`` for ``rows``, 50 rows per statement.
+
+    One statement per row (``executemany``) costs half as much again: each row is bound,
+    stepped and reset on its own, and lets go of the interpreter lock once.
+    """
+    size = _ROWS_PER_STATEMENT
+    whole = len(rows) - len(rows) % size
+    if whole:
+        statement = f"{head} VALUES {', '.join([row] * size)}"
+        for start in range(0, whole, size):
+            db.execute(statement, list(itertools.chain.from_iterable(rows[start : start + size])))
+    if whole < len(rows):
+        db.executemany(f"{head} VALUES {row}", rows[whole:])
+
+
+_REF_INSERT = (
+    "INSERT INTO ref (backend, path, size, checksum, source, key, file)",
+    "(?, ?, ?, ?, ?, ?, ?)",
+)
+
+
+class _Inserter:
+    """Runs one insert statement over batches of rows in a thread; :meth:`close` waits.
+
+    At most ``depth`` batches wait, so memory stays bounded. The first error stops the
+    inserts; :meth:`put` raises it at the next batch and :meth:`close` at the end.
+    """
+
+    def __init__(self, db: sqlite3.Connection, statement: tuple[str, str], depth: int = 4) -> None:
+        self._queue: queue.Queue[list[tuple[Any, ...]] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(db, statement), name="storeroom-scan-insert", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, db: sqlite3.Connection, statement: tuple[str, str]) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    _insert_many(db, *statement, batch)
+                except BaseException as exc:  # raised to the reader by put() or close()
+                    self._error = exc
+
+    def put(self, batch: list[tuple[Any, ...]]) -> None:
+        """Queue ``batch`` (now owned by the inserter)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(batch)
+
+    def close(self, *, quiet: bool = False) -> None:
+        """Wait for the queued batches; raise the first error unless ``quiet``."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and not quiet:
+            raise self._error
 
 
 class _Lister:
