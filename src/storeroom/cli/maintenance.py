@@ -8,9 +8,10 @@ options and print what it yields as it comes.
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from datetime import timedelta
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -54,27 +55,31 @@ class _JsonReport:
     def __init__(self) -> None:
         self._open = -1  # index of the section whose list is open
         self._entries = 0
-        click.echo("{")
+        # Written to directly: click.echo checks the terminal again for every call, and a
+        # large store has hundreds of thousands of entries.
+        self._out: TextIO = sys.stdout
+        self._out.write("{\n")
 
     def _advance(self, upto: int) -> None:
         while self._open < upto:
             if self._open >= 0:
-                click.echo("\n  ]," if self._entries else "],")
+                self._out.write("\n  ],\n" if self._entries else "],\n")
             self._open += 1
             self._entries = 0
             if self._open < len(_SECTIONS):
-                click.echo(f'  "{_SECTIONS[self._open]}": [', nl=False)
+                self._out.write(f'  "{_SECTIONS[self._open]}": [')
 
     def entry(self, section: str, entry: dict[str, Any]) -> None:
         self._advance(_SECTIONS.index(section))
         text = textwrap.indent(json.dumps(entry, indent=2), "    ")
-        click.echo(("," if self._entries else "") + "\n" + text, nl=False)
+        self._out.write(("," if self._entries else "") + "\n" + text)
         self._entries += 1
 
     def summary(self, summary: dict[str, Any]) -> None:
         self._advance(len(_SECTIONS))
         body = textwrap.indent(json.dumps(summary, indent=2), "  ")[2:]
-        click.echo(f'  "summary": {body}\n}}')
+        self._out.write(f'  "summary": {body}\n}}\n')
+        self._out.flush()
 
 
 @click.command(short_help="Find dangling references, mismatches and orphans.")
@@ -98,7 +103,8 @@ class _JsonReport:
 @click.option(
     "--checksums",
     is_flag=True,
-    help="Also read every referenced object and compare its SHA-256 with the row's.",
+    help="Also read every referenced object and compare its checksum with the row's "
+    "(hashed with the algorithm the row records).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @sharded_options
