@@ -42,7 +42,7 @@ ESTABLISHED = {"iter_chunks": "aiter_chunks", "iter_content": "aiter_content", "
 #: Public methods that do no I/O, so have no twin (class name -> method names).
 NO_IO: dict[str, set[str]] = {
     "FileObject": {"assign_path", "set_content", "to_dict", "from_dict", "variant"},
-    "StorageBackend": {"signs_natively"},
+    "StorageBackend": {"signs_natively", "copies_from"},
     "StorageRegistry": {
         "clear",
         "get_backend",

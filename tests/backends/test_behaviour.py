@@ -269,6 +269,14 @@ def test_list_rows_gives_what_list_gives_in_batches(backend: StorageBackend) -> 
     assert len(listing) == 1 and listing[0].size == count and listing[0].error is None
 
 
+async def test_list_rows_async_gives_what_list_rows_gives(backend: StorageBackend) -> None:
+    for i in range(5):
+        await backend.put_async(f"q/{i}", b"x" * i)
+    rows = [row async for batch in backend.list_rows_async("q") for row in batch]
+    assert sorted(rows) == sorted(row for batch in backend.list_rows("q") for row in batch)
+    assert [row[:2] for row in sorted(rows)] == [(f"q/{i}", i) for i in range(5)]
+
+
 async def test_list_async(backend: StorageBackend) -> None:
     await backend.put_async("l/1", b"x")
     await backend.put_async("l/2", b"yy")

@@ -120,6 +120,11 @@ _NO_METADATA: Mapping[str, str] = MappingProxyType({})
 _SHARED_OPTIONS: dict[tuple[str | None, int, int, bool], WriteOptions] = {}
 
 
+def _listed_row(info: ObjectInfo) -> ListedRow:
+    when = info.last_modified
+    return (info.path, info.size, when.timestamp() if when else None, info.etag, info.version)
+
+
 def _check_tuning(chunk_size: int, max_concurrency: int) -> None:
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ConfigurationError(
@@ -900,10 +905,23 @@ class StorageBackend(ABC):
         """Batches for :meth:`list_rows` (a store with a cheaper way overrides it)."""
         batch: ListedBatch = []
         for info in self._list(prefix):
-            when = info.last_modified
-            batch.append(
-                (info.path, info.size, when.timestamp() if when else None, info.etag, info.version)
-            )
+            batch.append(_listed_row(info))
+            if len(batch) >= _ROWS_PER_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def list_rows_async(self, prefix: str = "") -> AsyncIterator[ListedBatch]:
+        """Async form of :meth:`list_rows`."""
+        prefix = safe_path(prefix) if prefix else ""
+        return _ACounted(self._list_rows_async(prefix), self._guard(prefix, "list"), measure=True)
+
+    async def _list_rows_async(self, prefix: str) -> AsyncIterator[ListedBatch]:
+        """Async form of :meth:`_list_rows`."""
+        batch: ListedBatch = []
+        async for info in self._list_async(prefix):
+            batch.append(_listed_row(info))
             if len(batch) >= _ROWS_PER_BATCH:
                 yield batch
                 batch = []
@@ -926,6 +944,84 @@ class StorageBackend(ABC):
         src, dst = safe_path(src), safe_path(dst)
         with self._guard(src, "copy") as guard:
             await self._aretrying(guard, lambda: self._copy_async(src, dst))
+
+    def copies_from(
+        self, source: StorageBackend, *, create_only: bool = False, size: int | None = None
+    ) -> bool:
+        """Whether this backend's store copies ``source``'s objects itself (server-side).
+
+        True within one backend for a copy that may replace what is at the destination.
+        Stores that also reach another backend's objects (two prefixes of one bucket) or
+        copy create-only override it; ``size`` (the object's, when known) lets a store
+        refuse objects it cannot copy in one request. :mod:`storeroom.backends.transfer`
+        asks before every copy and streams the bytes when the answer is no.
+        """
+        return source is self and not create_only
+
+    def copy_from(
+        self,
+        source: StorageBackend,
+        src: str,
+        dst: str,
+        *,
+        create_only: bool = False,
+        size: int | None = None,
+    ) -> None:
+        """Copy ``src`` of ``source`` to ``dst`` here, server-side (see :meth:`copies_from`).
+
+        No byte passes through this process. With ``create_only`` an object already at
+        ``dst`` raises :class:`ObjectExists` and is left as it is. ``size`` is the object's
+        size when known (else, where the store needs it, one HEAD asks). A copy the store
+        cannot make raises :class:`ConfigurationError`; for a copy any two backends can
+        make, verified, use :func:`storeroom.backends.transfer.copy`.
+        """
+        src, dst = safe_path(src), safe_path(dst)
+        self._check_copies_from(source, src, create_only, size)
+        with self._guard(src, "copy") as guard:
+            self._retrying(guard, lambda: self._copy_from(source, src, dst, create_only))
+
+    async def copy_from_async(
+        self,
+        source: StorageBackend,
+        src: str,
+        dst: str,
+        *,
+        create_only: bool = False,
+        size: int | None = None,
+    ) -> None:
+        """Async form of :meth:`copy_from`."""
+        src, dst = safe_path(src), safe_path(dst)
+        if size is None and not self.copies_from(source, create_only=create_only):
+            size = (await source.head_async(src)).size
+        self._check_copies_from(source, src, create_only, size)
+        with self._guard(src, "copy") as guard:
+            await self._aretrying(
+                guard, lambda: self._copy_from_async(source, src, dst, create_only)
+            )
+
+    def _check_copies_from(
+        self, source: StorageBackend, src: str, create_only: bool, size: int | None
+    ) -> None:
+        if size is None and not self.copies_from(source, create_only=create_only):
+            size = source.head(src).size  # (the async twin asks before calling this)
+        if not self.copies_from(source, create_only=create_only, size=size):
+            kind = "create-only copies" if create_only else "copies"
+            raise ConfigurationError(
+                f"backend {self.key!r} cannot make server-side {kind} of backend "
+                f"{source.key!r}'s objects (their stores differ, the object is too large for "
+                "one copy request, or this store has no such copy); "
+                "storeroom.backends.transfer.copy streams the bytes instead"
+            )
+
+    def _copy_from(self, source: StorageBackend, src: str, dst: str, create_only: bool) -> None:
+        """Primitive of :meth:`copy_from`: by default a copy within this backend."""
+        self._copy(src, dst)
+
+    async def _copy_from_async(
+        self, source: StorageBackend, src: str, dst: str, create_only: bool
+    ) -> None:
+        """Async form of :meth:`_copy_from`."""
+        await self._copy_async(src, dst)
 
     def _sign_plan(
         self, path: str, expires_in: int, for_upload: bool, content_type: str | None

@@ -5,8 +5,11 @@ The one place that copies bytes from a backend to another (or within one): used 
 migration library (:mod:`storeroom.orm.migration`); ``storeroom verify --checksums`` hashes
 objects with :func:`digest_object`.
 
-- Within one backend the store copies server-side (no bytes through this process); the copy
-  is then checked with a HEAD (its size) and, with ``verify_read``, read back and hashed.
+- Where the destination's store can copy the source's objects itself (within one backend,
+  or between two prefixes of one S3 bucket or Azure container: see
+  :meth:`StorageBackend.copies_from <storeroom.backends.base.StorageBackend.copies_from>`)
+  the store copies server-side (no bytes through this process); the copy is then checked
+  with a HEAD (its size) and, with ``verify_read``, read back and hashed.
 - Between backends the bytes stream from the source into the destination (never whole in
   memory); their size and checksum are measured on the way and must match what is
   recorded for the source. A copy that does not match is deleted before the error is
@@ -202,9 +205,10 @@ def _plan(
     metadata: Mapping[str, str] | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> _Plan:
-    # A store's own copy replaces what is at the destination: a create-only copy streams
-    # instead, through the destination's conditional write.
-    server_side = source is destination and overwrite
+    # Server-side where the destination's store can copy the source's objects itself (the
+    # same backend, or another prefix of the same bucket; create-only where the store has
+    # a conditional copy); otherwise the bytes stream through the destination's write.
+    server_side = destination.copies_from(source, create_only=not overwrite, size=size)
     if source is destination and src_path == dst_path:
         raise ConfigurationError(
             f"cannot copy {src_path!r} onto itself in backend {source.key!r}; give another "
@@ -461,7 +465,13 @@ def _perform(plan: _Plan, step: str) -> Any:
         with _Relay(chunks) as relayed:
             return destination.put(plan.dst_path, iter(relayed), **plan.put_options)
     if step == _COPY:
-        return source.copy(plan.src_path, plan.dst_path)
+        return destination.copy_from(
+            source,
+            plan.src_path,
+            plan.dst_path,
+            create_only=not plan.put_options["overwrite"],
+            size=plan.size,
+        )
     if step in (_HEAD, _HEAD_OR_NONE):
         try:
             return destination.head(plan.dst_path)
@@ -487,7 +497,13 @@ async def _aperform(plan: _Plan, step: str) -> Any:
         chunks = await source.stream_async(plan.src_path, chunk_size=DEFAULT_READ_CHUNK_SIZE)
         return await destination.put_async(plan.dst_path, chunks, **plan.put_options)
     if step == _COPY:
-        return await source.copy_async(plan.src_path, plan.dst_path)
+        return await destination.copy_from_async(
+            source,
+            plan.src_path,
+            plan.dst_path,
+            create_only=not plan.put_options["overwrite"],
+            size=plan.size,
+        )
     if step in (_HEAD, _HEAD_OR_NONE):
         try:
             return await destination.head_async(plan.dst_path)

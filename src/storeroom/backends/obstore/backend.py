@@ -217,6 +217,7 @@ class ObstoreBackend(StorageBackend):
         self.whole_bytes_in_one_put = self._kind in ("local", "memory")
         # Local roots never follow links (storeroom.backends.local_root).
         self._root = _local_root(self.store) if self._kind == "local" else None
+        self._bucket_root: Any = None  # the store at the bucket's root, made at a first need
 
     def _confine(self, *paths: str) -> None:
         if self._root is not None:
@@ -674,6 +675,78 @@ class ObstoreBackend(StorageBackend):
         self._confine(src, dst)
         await obstore.copy_async(self.store, src, dst)
 
+    # -- server-side copies: within this backend, or from another on the same bucket ------
+
+    def copies_from(
+        self, source: StorageBackend, *, create_only: bool = False, size: int | None = None
+    ) -> bool:
+        """Whether this store copies ``source``'s objects itself, without the bytes passing here.
+
+        Within one backend, a copy that may replace what is there always is (as on every
+        backend). Beyond that, on S3 and Azure: from another backend on the same bucket or
+        container (another prefix, the same endpoint and credentials), and create-only
+        (Azure's conditional copy; on S3 when the store is configured with
+        ``aws_copy_if_not_exists``, for example ``"multipart"`` on AWS), for objects whose
+        size is known and fits one copy request (5 GiB on S3, 256 MiB on Azure). On local
+        disk a create-only copy would be a hard link (one file under two names), so those
+        are streamed instead.
+        """
+        if source is self and not create_only:
+            return size is None or size <= _COPY_LIMITS.get(self._kind, size)
+        if self._kind not in _COPY_LIMITS or size is None or size > _COPY_LIMITS[self._kind]:
+            return False
+        if source is not self and not self._shares_bucket_with(source):
+            return False
+        if create_only:
+            return self._kind == "azure" or bool(self._store_config().get("copy_if_not_exists"))
+        return True
+
+    def _store_config(self) -> dict[str, Any]:
+        return dict(getattr(self.store, "config", None) or {})
+
+    def _shares_bucket_with(self, other: StorageBackend) -> bool:
+        """Same kind of store, bucket, endpoint, credentials and client: only the prefix differs."""
+        if not isinstance(other, ObstoreBackend) or type(other.store) is not type(self.store):
+            return False
+        mine: Any = self.store
+        theirs: Any = other.store
+        return bool(
+            self._store_config() == other._store_config()
+            and mine.client_options == theirs.client_options
+            and mine.credential_provider is theirs.credential_provider
+        )
+
+    def _copy_route(self, source: StorageBackend, src: str, dst: str) -> tuple[Any, str, str]:
+        """The store that makes a copy from ``source`` and the two keys as it sees them."""
+        if source is self:
+            self._confine(src, dst)
+            return self.store, src, dst
+        if self._bucket_root is None:
+            store: Any = self.store
+            self._bucket_root = type(store)(
+                config=store.config,
+                client_options=store.client_options,
+                retry_config=store.retry_config,
+                credential_provider=store.credential_provider,
+            )
+        return self._bucket_root, _under(cast(ObstoreBackend, source), src), _under(self, dst)
+
+    def _copy_from(self, source: StorageBackend, src: str, dst: str, create_only: bool) -> None:
+        store, src_key, dst_key = self._copy_route(source, src, dst)
+        try:
+            obstore.copy(store, src_key, dst_key, overwrite=not create_only)
+        except AlreadyExistsError:
+            raise self._taken(dst) from None
+
+    async def _copy_from_async(
+        self, source: StorageBackend, src: str, dst: str, create_only: bool
+    ) -> None:
+        store, src_key, dst_key = self._copy_route(source, src, dst)
+        try:
+            await obstore.copy_async(store, src_key, dst_key, overwrite=not create_only)
+        except AlreadyExistsError:
+            raise self._taken(dst) from None
+
     def signs_natively(self, method: Method) -> bool:
         """S3, GCS and Azure stores sign GET and PUT URLs themselves."""
         return self._kind in ("s3", "gcs", "azure")
@@ -691,6 +764,17 @@ class ObstoreBackend(StorageBackend):
             raise self._signing_not_supported()
         store = cast(Any, self.store)
         return await obstore.sign_async(store, method, path, timedelta(seconds=expires_in))
+
+
+# The largest object one server-side copy request takes (S3 CopyObject and UploadPartCopy:
+# 5 GiB; Azure's synchronous Copy Blob From URL: 256 MiB); larger ones are streamed.
+_COPY_LIMITS = {"s3": 5 * 1024**3, "azure": 256 * 1024**2}
+
+
+def _under(backend: ObstoreBackend, path: str) -> str:
+    """``path`` of ``backend`` as a key from its bucket's root (its prefix in front)."""
+    prefix = str(getattr(backend.store, "prefix", None) or "").strip("/")
+    return f"{prefix}/{path}" if prefix else path
 
 
 def _read_file(name: str) -> bytes:
