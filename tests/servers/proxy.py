@@ -28,6 +28,8 @@ class RecordedRequest:
     query: str
     status: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    response_bytes: int = 0
+    """Size of the response body sent back to the client."""
 
 
 @dataclass
@@ -136,6 +138,7 @@ class RecordingProxy:
                 response = conn.getresponse()
                 data = response.read()
                 entry.status = response.status
+                entry.response_bytes = 0 if self.command == "HEAD" else len(data)
                 self.send_response(response.status)
                 for key, value in response.getheaders():
                     if key.lower() not in ("transfer-encoding", "content-length", "connection"):

@@ -1008,9 +1008,9 @@ class StorageBackend(ABC):
             kind = "create-only copies" if create_only else "copies"
             raise ConfigurationError(
                 f"backend {self.key!r} cannot make server-side {kind} of backend "
-                f"{source.key!r}'s objects (their stores differ, the object is too large for "
-                "one copy request, or this store has no such copy); "
-                "storeroom.backends.transfer.copy streams the bytes instead"
+                f"{source.key!r}'s objects (their stores differ, or this store makes no such "
+                "copy, or none of an object this size); storeroom.backends.transfer.copy "
+                "streams the bytes instead"
             )
 
     def _copy_from(self, source: StorageBackend, src: str, dst: str, create_only: bool) -> None:
