@@ -65,6 +65,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/media.py
 	$(BIN)/python benchmarks/uploads.py
 	$(BIN)/python benchmarks/maintenance.py
+	$(BIN)/python benchmarks/s3_migrate.py
 
 ## Start the demo on http://127.0.0.1:8000 (SQLite and local disk under ./data).
 ## Installs only storeroom[demo] (litestar, uvicorn, aiosqlite): no test tools, npm or apt.

@@ -131,6 +131,11 @@ def test_only_stores_that_share_the_bucket_copy_server_side(
     with pytest.raises(ConfigurationError, match="cannot make server-side create-only"):
         plain_old.put("x.bin", b"0123456789")
         plain_new.copy_from(plain_old, "x.bin", "y.bin", create_only=True)
+    # How each one writes does not matter: the destination's conditional copy does.
+    conditional_new = _s3(
+        moto_server, s3_bucket, "new", endpoint, aws_copy_if_not_exists="multipart"
+    )
+    assert conditional_new.copies_from(plain_old, create_only=True, size=len(DATA))
     # The size must be known and fit one request; other buckets and credentials never share.
     assert not plain_new.copies_from(plain_old, size=None)
     assert not plain_new.copies_from(plain_old, size=5 * 1024**3 + 1)

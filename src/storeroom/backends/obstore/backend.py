@@ -716,9 +716,9 @@ class ObstoreBackend(StorageBackend):
         mine: Any = self.store
         theirs: Any = other.store
         return bool(
-            self._store_config() == other._store_config()
+            _identity(self._store_config()) == _identity(other._store_config())
             and mine.client_options == theirs.client_options
-            and mine.credential_provider is theirs.credential_provider
+            and _same_credentials(mine.credential_provider, theirs.credential_provider)
         )
 
     def _copy_route(self, source: StorageBackend, src: str, dst: str) -> tuple[Any, str, str]:
@@ -778,6 +778,24 @@ _COPY_LIMITS = {"s3": 5 * 1024**3, "azure": 256 * 1024**2}
 # measured against moto, 1 KiB objects 0.65x and 1 MiB 0.84x of a streamed copy, 4 MiB
 # even, 32 MiB 2.9x; benchmarks/s3_migrate.py).
 _S3_CONDITIONAL_COPY_FROM = 4 * 1024 * 1024
+
+
+# Store options that change how a store writes, not which bucket it reaches as whom: two
+# backends that differ only in these share their bucket.
+_WRITE_BEHAVIOUR = frozenset(
+    {"copy_if_not_exists", "conditional_put", "checksum_algorithm", "disable_tagging"}
+)
+
+
+def _identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in _WRITE_BEHAVIOUR}
+
+
+def _same_credentials(mine: Any, theirs: Any) -> bool:
+    if mine is theirs:
+        return True
+    same_source = getattr(mine, "same_source", None)
+    return bool(same_source(theirs)) if same_source is not None else False
 
 
 def _under(backend: ObstoreBackend, path: str) -> str:

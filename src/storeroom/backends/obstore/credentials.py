@@ -422,6 +422,11 @@ class _LazyProvider:
         self.failure = CredentialsNotFound(reason)
         return self.failure
 
+    def same_source(self, other: object) -> bool:
+        """Whether ``other`` gets its credentials from the same place (so acts as the same
+        principal); by default only the provider itself does."""
+        return other is self
+
 
 def wrap_provider(provider: Any) -> Any:
     """``provider`` (sync or async) wrapped so that obstore accepts what it returns.
@@ -496,6 +501,10 @@ class BotocoreCredentialProvider(_LazyProvider):
 
     def __repr__(self) -> str:
         return f"BotocoreCredentialProvider(profile={self.profile!r})"
+
+    def same_source(self, other: object) -> bool:
+        """The same profile (or both botocore's default chain) of this machine's files."""
+        return isinstance(other, BotocoreCredentialProvider) and other.profile == self.profile
 
     @property
     def region(self) -> str | None:
