@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKEND_DEFAULT",
     "DEFAULT_READ_CHUNK_SIZE",
+    "ListedBatch",
     "ListedRow",
     "ObjectInfo",
     "PutResult",
@@ -896,7 +897,8 @@ class StorageBackend(ABC):
 
         Each row is ``(path, size, last modified as a Unix timestamp or None, etag,
         version)``; the same objects as :meth:`list`, without an :class:`ObjectInfo` each
-        (what ``storeroom verify``, ``gc`` and ``migrate`` read, a million objects at a time).
+        (what the scans behind ``storeroom verify`` and ``gc`` read, a million objects at a
+        time).
         """
         prefix = safe_path(prefix) if prefix else ""
         return _Counted(self._list_rows(prefix), self._guard(prefix, "list"), measure=True)

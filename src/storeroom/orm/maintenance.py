@@ -398,14 +398,14 @@ class ReferenceScan:
         db.execute("DROP INDEX IF EXISTS obj_at")
         db.execute("DELETE FROM obj WHERE backend = ?", (key,))
         keep = self._keep
-        row = f"({_sql_text(key)}, ?, ?, ?, ?, ?)"
+        values = f"({_sql_text(key)}, ?, ?, ?, ?, ?)"
         # The store is listed in a thread of its own, a few batches ahead: its native work
         # (one stat per file on local disk) overlaps the inserts here.
         with transfer._Relay(store.list_rows(prefix)) as listed:
             for rows in listed:
                 if keep is not None:
-                    rows = [row for row in rows if keep(row[0])]
-                _insert_many(db, "INSERT INTO obj", row, rows)
+                    rows = [listed_row for listed_row in rows if keep(listed_row[0])]
+                _insert_many(db, "INSERT INTO obj", values, rows)
         db.execute("COMMIT")
         self._listed[key] = prefix
         return store
