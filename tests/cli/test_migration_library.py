@@ -78,6 +78,22 @@ async def test_copy_is_journaled_and_a_rerun_copies_nothing(tmp_path: Path) -> N
     assert len(dst.puts) == 20
 
 
+async def test_a_second_run_with_the_same_open_journal_skips_what_the_first_copied(
+    tmp_path: Path,
+) -> None:
+    # One journal object, two runs in one process (a retry loop): the second finds the
+    # first's copies in the journal instead of trying each again and adopting it.
+    src, dst = ObstoreBackend("src", "memory://"), Counting("dst")
+    _fill(src, 8)
+    items = list(plan_objects(src))
+    with MigrationState(tmp_path / "s.jsonl", "src", "dst") as state:
+        first = await copy_objects(src, dst, items[:5], state=state)
+        second = await copy_objects(src, dst, items, state=state)
+    assert (first.copied, first.skipped) == (5, 0)
+    assert (second.copied, second.skipped, second.adopted) == (3, 5, 0)
+    assert len(dst.puts) == 8
+
+
 async def test_a_journaled_copy_deleted_since_is_forgotten_and_copied_again(
     tmp_path: Path,
 ) -> None:

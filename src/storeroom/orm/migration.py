@@ -170,8 +170,8 @@ class MigrationState:
         if self.path.exists():
             self._load()
         self.resumed = len(self.verified) > 0
-        """Whether the journal held verified copies when opened (else no lookup can hit
-        an entry this run did not write)."""
+        """Whether the journal held verified copies when opened or when a run with it ended
+        (else no lookup can hit an entry this run did not write)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a", encoding="utf-8")
         if self._file.tell() and not _ends_with_newline(self.path):
@@ -565,7 +565,12 @@ async def copy_objects(
         for item in queue:
             await copier.one(item)
 
-    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    finally:
+        if state is not None and len(state.verified) > 0:
+            # A later run with the same journal (in this process) looks its items up.
+            state.resumed = True
     return copier.report
 
 
