@@ -36,6 +36,7 @@ import asyncio
 import contextvars
 import logging
 import os
+import sys
 import time
 import types
 import weakref
@@ -489,9 +490,13 @@ class TransactionFiles:
     """Calls :meth:`abandoned` if the transaction is garbage-collected before it ends."""
 
     def abandoned(self, _gone: weakref.ref[SessionTransaction]) -> None:
-        """The transaction was dropped with its session open (see :func:`_abandoned`)."""
+        """The transaction was dropped with its session open (see :func:`_abandoned`).
+
+        Not while the interpreter shuts down: no background delete could run then.
+        """
         self.watch = None
-        _abandoned(self)
+        if not sys.is_finalizing():
+            _abandoned(self)
 
     def savepoint(self, transaction: SessionTransaction | None) -> int:
         """This transaction's number for ``transaction`` (0: the outermost)."""
