@@ -14,7 +14,7 @@ import pytest
 
 from storeroom import ObstoreBackend
 from storeroom.backends import transfer
-from storeroom.errors import ConfigurationError, IntegrityError, ObjectExists
+from storeroom.errors import ConfigurationError, IntegrityError, ObjectExists, ObjectNotFound
 from storeroom.orm.migration import CopyItem, copy_objects
 from tests.servers.proxy import RecordingProxy
 
@@ -91,6 +91,14 @@ async def test_a_copy_between_prefixes_of_one_bucket_is_made_by_s3(
     # The refused copies were multipart copies completed conditionally: none is left open
     # (its parts would be billed, invisibly).
     assert moto_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+    # A missing source is named with its own backend; a copy onto itself is refused.
+    with pytest.raises(ObjectNotFound, match="'a/missing.bin' does not exist in backend 's3-old'"):
+        new.copy_from(old, "a/missing.bin", "b/missing.bin", size=len(DATA))
+    with pytest.raises(ObjectNotFound, match="backend 's3-old'"):
+        await new.copy_from_async(old, "a/missing.bin", "b/missing.bin", size=len(DATA))
+    with pytest.raises(ConfigurationError, match="onto itself"):
+        new.copy_from(new, "b/file.bin", "b/file.bin")
 
     # A replacing copy, async, and to a path of its own.
     await new.copy_from_async(old, "a/other.bin", "b/file.bin")

@@ -978,7 +978,7 @@ class StorageBackend(ABC):
         make, verified, use :func:`storeroom.backends.transfer.copy`.
         """
         src, dst = safe_path(src), safe_path(dst)
-        self._check_copies_from(source, src, create_only, size)
+        self._check_copies_from(source, src, dst, create_only, size)
         with self._guard(src, "copy") as guard:
             self._retrying(guard, lambda: self._copy_from(source, src, dst, create_only))
 
@@ -995,15 +995,19 @@ class StorageBackend(ABC):
         src, dst = safe_path(src), safe_path(dst)
         if size is None and not self.copies_from(source, create_only=create_only):
             size = (await source.head_async(src)).size
-        self._check_copies_from(source, src, create_only, size)
+        self._check_copies_from(source, src, dst, create_only, size)
         with self._guard(src, "copy") as guard:
             await self._aretrying(
                 guard, lambda: self._copy_from_async(source, src, dst, create_only)
             )
 
     def _check_copies_from(
-        self, source: StorageBackend, src: str, create_only: bool, size: int | None
+        self, source: StorageBackend, src: str, dst: str, create_only: bool, size: int | None
     ) -> None:
+        if source is self and src == dst:
+            raise ConfigurationError(
+                f"cannot copy {src!r} onto itself in backend {self.key!r}; give another path"
+            )
         if size is None and not self.copies_from(source, create_only=create_only):
             size = source.head(src).size  # (the async twin asks before calling this)
         if not self.copies_from(source, create_only=create_only, size=size):

@@ -742,6 +742,8 @@ class ObstoreBackend(StorageBackend):
             obstore.copy(store, src_key, dst_key, overwrite=not create_only)
         except AlreadyExistsError:
             raise self._taken(dst) from None
+        except (FileNotFoundError, NotFoundError):
+            raise source._not_found(src) from None  # named with its own backend
 
     async def _copy_from_async(
         self, source: StorageBackend, src: str, dst: str, create_only: bool
@@ -751,6 +753,8 @@ class ObstoreBackend(StorageBackend):
             await obstore.copy_async(store, src_key, dst_key, overwrite=not create_only)
         except AlreadyExistsError:
             raise self._taken(dst) from None
+        except (FileNotFoundError, NotFoundError):
+            raise source._not_found(src) from None
 
     def signs_natively(self, method: Method) -> bool:
         """S3, GCS and Azure stores sign GET and PUT URLs themselves."""
