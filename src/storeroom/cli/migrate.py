@@ -43,8 +43,9 @@ __all__ = ["migrate"]
     "--verify-read/--no-verify-read",
     default=True,
     show_default=True,
-    help="Also read each copy back and compare its SHA-256 (size and the SHA-256 "
-    "of the bytes sent are always checked).",
+    help="Also read each copy back and hash it against the record (with the algorithm "
+    "the recorded checksum names; SHA-256 when none). Without it, a streamed copy is "
+    "still hashed on the way, and a copy made by the store is checked by its size.",
 )
 @click.option(
     "--update-rows",
