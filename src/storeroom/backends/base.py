@@ -350,19 +350,29 @@ class _Upload:
         self.path = safe_path(path)
         opts = backend._options(content_type, metadata, chunk_size, max_concurrency, overwrite)
         algorithm = backend.checksum_algorithm if checksum == BACKEND_DEFAULT else checksum
-        self.meter = Meter(algorithm)
         self.hashing: Future[str] | None = None
-        self.whole = as_bytes(content)
-        if self.whole is not None:
-            size = len(self.whole)
+        self.whole = whole = as_bytes(content)
+        if whole is not None:
+            # Bytes already in memory: one digest of the whole (no hasher fed chunk by
+            # chunk), in a worker thread meanwhile when they are large.
+            self.meter = Meter(None)
+            size = len(whole)
             if size > chunk_size and not backend.whole_bytes_in_one_put:
                 opts = replace(opts, multipart=True)
-            if size >= checksums.BACKGROUND_THRESHOLD and self.meter.algorithm is not None:
-                self.hashing = checksums.digest_in_background(self.meter.algorithm, self.whole)
+            if algorithm is None:
+                self.meter.measured(size, None)
+            elif size >= checksums.BACKGROUND_THRESHOLD:
+                self.hashing = checksums.digest_in_background(
+                    checksums.check_algorithm(algorithm), whole
+                )
             else:
-                self.meter.update(self.whole)
+                self.meter.measured(
+                    size, checksums.digest(checksums.check_algorithm(algorithm), whole)
+                )
+        else:
+            self.meter = Meter(algorithm)
+            self.prefetch = Prefetch(chunk_size)
         self.opts = opts
-        self.prefetch = Prefetch(chunk_size)
 
     @property
     def read_size(self) -> int:
