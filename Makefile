@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/orm.py
+	$(BIN)/python benchmarks/orm_instructions.py
 	$(BIN)/python benchmarks/web_memory.py
 	$(BIN)/python benchmarks/small_paths.py
 	$(BIN)/python benchmarks/s3_get_content.py
