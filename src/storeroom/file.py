@@ -361,10 +361,11 @@ class FileObject:
                 f"{self.path!r} in backend {self.backend!r} has {size} bytes, but "
                 f"{self.size} were recorded when it was saved"
             )
-        if self.checksum and not checksums.matches(self.checksum, checksum):
+        recorded = self.checksum
+        if recorded and checksum != recorded and not checksums.matches(recorded, checksum):
             raise IntegrityError(
                 f"{self.path!r} in backend {self.backend!r} does not match its recorded "
-                f"checksum {self.checksum}; it was changed or corrupted in the store"
+                f"checksum {recorded}; it was changed or corrupted in the store"
             )
 
     def _whole_meter(self) -> Meter:

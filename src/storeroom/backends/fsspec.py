@@ -155,6 +155,7 @@ class FSSpecBackend(StorageBackend):
         )
         self._local = isinstance(self.fs, LocalFileSystem)
         self._memory = isinstance(self.fs, MemoryFileSystem)
+        self.served_locally = self._local or self._memory
         self.prefix = self._normalise_prefix(prefix)
         self.stores_attributes = False
         self._root = real_root(self.prefix) if self._local else None

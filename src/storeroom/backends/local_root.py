@@ -82,40 +82,50 @@ class ListingCheck:
     (:func:`confine`).
     """
 
-    __slots__ = ("_clean", "_files", "_links", "_root")
+    __slots__ = ("_blocked", "_clean", "_directory", "_files", "_folder", "_links", "_root")
 
     def __init__(self, root: str) -> None:
         self._root = root
         self._clean: list[str] = []  # components of the last directory found free of links
+        self._folder: str | None = None  # the last path's folder, as the listing spells it
+        self._blocked = False  # whether that folder is reached through a link
+        self._directory = root  # that folder's absolute path
         self._files = 0  # files of that directory checked so far
         self._links: frozenset[str] | None = None  # names of the links in it, once read
 
     def contained(self, path: str) -> bool:
         """Whether ``path`` (relative to the root) reaches its object without a link."""
-        *folders, name = path.split("/")
+        cut = path.rfind("/")
+        folder, name = path[:cut] if cut >= 0 else "", path[cut + 1 :]
+        if folder != self._folder:  # another directory: most paths of a listing skip this
+            self._enter(folder)
+        if self._blocked:
+            return False
+        if name in ("", ".", ".."):
+            return _link_in(self._root, path) is None
+        self._files += 1
+        if self._files == 2:  # read once; if it cannot be read, each name is checked alone
+            with contextlib.suppress(OSError), os.scandir(self._directory) as entries:
+                self._links = frozenset(e.name for e in entries if e.is_symlink())
+        if self._links is not None:
+            return name not in self._links
+        return _link_in(self._directory, name) is None
+
+    def _enter(self, folder: str) -> None:
+        """Check the components of ``folder`` that the last clean directory does not share."""
+        self._folder, self._files, self._links = folder, 0, None
+        folders = folder.split("/") if folder else []
         clean = self._clean
         shared = 0
         for mine, known in zip(folders, clean, strict=False):
             if mine != known:
                 break
             shared += 1
-        if shared < len(folders) or len(clean) != len(folders):
-            self._files, self._links = 0, None  # another directory
-            if shared < len(folders):
-                del clean[shared:]
-                base = self._root + "".join("/" + part for part in folders[:shared])
-                if _link_in(base, "/".join(folders[shared:])) is not None:
-                    return False
-                clean.extend(folders[shared:])
-            else:
-                del clean[len(folders) :]
-        if name in ("", ".", ".."):
-            return _link_in(self._root, path) is None
-        directory = self._root + "".join("/" + part for part in folders)
-        self._files += 1
-        if self._files == 2:  # read once; if it cannot be read, each name is checked alone
-            with contextlib.suppress(OSError), os.scandir(directory) as entries:
-                self._links = frozenset(e.name for e in entries if e.is_symlink())
-        if self._links is not None:
-            return name not in self._links
-        return _link_in(directory, name) is None
+        del clean[shared:]
+        base = self._root + "".join("/" + part for part in folders[:shared])
+        self._blocked = shared < len(folders) and (
+            _link_in(base, "/".join(folders[shared:])) is not None
+        )
+        if not self._blocked:
+            clean.extend(folders[shared:])
+        self._directory = self._root + "".join("/" + part for part in folders)

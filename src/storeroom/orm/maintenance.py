@@ -223,6 +223,7 @@ class ReferenceScan:
         self.references = 0
         """How many file references the last :meth:`read_rows` found."""
         self._sources: list[tuple[str, str]] = []
+        self._referenced: set[str] = set()  # the backends references point at
         self._listed: dict[str, str] = {}  # backend key -> prefix listed ('' = everything)
         self._stores: dict[str, StorageBackend] = {}  # backends passed in, maybe unregistered
         self._paths = [_temporary(directory), _temporary(directory)]
@@ -321,8 +322,14 @@ class ReferenceScan:
     ) -> int:
         """Read every reference, handing them to ``insert`` in batches (each list given away)."""
         self._sources = []
+        self._referenced = set()
         count = 0
         batch: list[tuple[Any, ...]] = []
+
+        def hand_over(batch: list[tuple[Any, ...]]) -> None:
+            self._referenced.update({row[0] for row in batch})
+            insert(batch)
+
         for column in self.columns:
             model = column.class_
             mapper: Any = inspect(model)
@@ -378,14 +385,14 @@ class ReferenceScan:
                         )
                         if len(batch) >= _BATCH:
                             count += len(batch)
-                            insert(batch)
+                            hand_over(batch)
                             batch = []
                 if len(batch) >= _BATCH:
                     count += len(batch)
-                    insert(batch)
+                    hand_over(batch)
                     batch = []
         if batch:
-            insert(batch)
+            hand_over(batch)
         return count + len(batch)
 
     def _list(self, key: str, prefix: str = "") -> StorageBackend:
@@ -418,8 +425,7 @@ class ReferenceScan:
         return self._stores.get(key) or self.registry.get_backend(key or None)
 
     def _list_referenced(self) -> None:
-        keys = [key for (key,) in self._db.execute("SELECT DISTINCT backend FROM ref")]
-        for key in keys:
+        for key in sorted(self._referenced):
             self._list(key)
         self._index("obj")
 
@@ -457,11 +463,14 @@ class ReferenceScan:
             path = row[4]
             return path is None or not self._store(row[3]).exists(path)
 
-        # The HEADs overlap (a network store answers each in a round trip), a bounded group
-        # at a time; findings still come out in row order.
+        # The HEADs overlap where a store answers each in a network round trip, a bounded
+        # group at a time (threads would only contend for a store on this machine);
+        # findings still come out in row order.
         with ThreadPoolExecutor(_CONFIRMING, thread_name_prefix="storeroom-scan-head") as pool:
             while group := missing.fetchmany(_CONFIRM_GROUP):
-                for row, gone in zip(group, pool.map(absent, group), strict=True):
+                remote = any(not self._store(key).served_locally for key in {r[3] for r in group})
+                answers = pool.map(absent, group) if remote else map(absent, group)
+                for row, gone in zip(group, answers, strict=True):
                     if gone:
                         yield DanglingReference(*self._finding(row[0], row[1], row[2]))
 

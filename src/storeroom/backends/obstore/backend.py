@@ -214,7 +214,7 @@ class ObstoreBackend(StorageBackend):
             self._url = f"{self._kind}://" + (getattr(fs, "prefix", None) or "")
             self.store = fs
         self.stores_attributes = self._kind not in ("local", "http")
-        self.whole_bytes_in_one_put = self._kind in ("local", "memory")
+        self.served_locally = self._kind in ("local", "memory")
         # Local roots never follow links (storeroom.backends.local_root).
         self._root = _local_root(self.store) if self._kind == "local" else None
         self._bucket_root: Any = None  # the store at the bucket's root, made at a first need
@@ -438,7 +438,7 @@ class ObstoreBackend(StorageBackend):
             scratch = _scratch_path(path)
             staged = self._write(scratch, body, replace(opts, create_only=False))
             self._link_into_place(scratch, path)
-            return replace(staged, path=path)
+            return staged._replace(path=path)
         if self._checks_before_streaming(opts):
             try:
                 obstore.head(self.store, path)
@@ -477,7 +477,7 @@ class ObstoreBackend(StorageBackend):
             scratch = _scratch_path(path)
             staged = await self._write_async(scratch, body, replace(opts, create_only=False))
             await asyncio.to_thread(self._link_into_place, scratch, path)
-            return replace(staged, path=path)
+            return staged._replace(path=path)
         if self._checks_before_streaming(opts):
             try:
                 await obstore.head_async(self.store, path)
@@ -567,11 +567,15 @@ class ObstoreBackend(StorageBackend):
         return os.path.join(self._root, path)
 
     def _read_all(self, path: str, meter: Meter | None) -> bytes:
-        self._confine(path)
-        local = self._local_file(path)
-        if local is not None:
+        if self._kind == "memory":
+            # Already in this process: one copy out, whatever the size (every read of a
+            # small file comes this way, so it makes no call it does not need).
+            data = obstore.get(self.store, path).bytes().to_bytes()
+        elif (local := self._local_file(path)) is not None:
+            confine(cast(str, self._root), path, self.key)
             data = _read_file(local)
         else:
+            self._confine(path)
             result = obstore.get(self.store, path)
             if _span(result) > _WHOLE_CHUNK:
                 return collect(iter(result.stream(min_chunk_size=_WHOLE_CHUNK)), meter)
