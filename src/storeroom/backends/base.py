@@ -330,6 +330,23 @@ class _ACounted:
             self._end(None)
 
 
+class _Batches:
+    """Groups listed objects into :data:`ListedBatch` lists, for the sync and async listings."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self) -> None:
+        self.batch: ListedBatch = []
+
+    def add(self, info: ObjectInfo) -> ListedBatch | None:
+        """Add ``info``; the batch, handed over, once it is full."""
+        self.batch.append(_listed_row(info))
+        if len(self.batch) < _ROWS_PER_BATCH:
+            return None
+        full, self.batch = self.batch, []
+        return full
+
+
 class _Upload:
     """The decisions of one save, shared by :meth:`~StorageBackend.put` and its async twin.
 
@@ -915,14 +932,12 @@ class StorageBackend(ABC):
 
     def _list_rows(self, prefix: str) -> Iterator[ListedBatch]:
         """Batches for :meth:`list_rows` (a store with a cheaper way overrides it)."""
-        batch: ListedBatch = []
+        batches = _Batches()
         for info in self._list(prefix):
-            batch.append(_listed_row(info))
-            if len(batch) >= _ROWS_PER_BATCH:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+            if (full := batches.add(info)) is not None:
+                yield full
+        if rest := batches.batch:
+            yield rest
 
     def list_rows_async(self, prefix: str = "") -> AsyncIterator[ListedBatch]:
         """Async form of :meth:`list_rows`."""
@@ -931,14 +946,12 @@ class StorageBackend(ABC):
 
     async def _list_rows_async(self, prefix: str) -> AsyncIterator[ListedBatch]:
         """Async form of :meth:`_list_rows`."""
-        batch: ListedBatch = []
+        batches = _Batches()
         async for info in self._list_async(prefix):
-            batch.append(_listed_row(info))
-            if len(batch) >= _ROWS_PER_BATCH:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+            if (full := batches.add(info)) is not None:
+                yield full
+        if rest := batches.batch:
+            yield rest
 
     def list_async(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         """Async form of :meth:`list`."""
