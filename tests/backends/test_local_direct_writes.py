@@ -7,6 +7,7 @@ LocalStore: same bytes, same etag as a HEAD, same refusals, nothing left behind.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from obstore.store import LocalStore
 
 from storeroom import ObjectExists, ObstoreBackend
+from storeroom.backends.obstore import backend as backend_module
 from storeroom.errors import StoreroomError, UnsafePath
 
 SIZES = [0, 1, 4096, 64 * 1024, 64 * 1024 + 1, 3 * 1024 * 1024]  # inline, threaded, 1 PUT
@@ -113,3 +115,63 @@ def test_a_link_in_the_way_is_still_refused_and_nothing_lands_outside(tmp_path: 
             with pytest.raises(UnsafePath):
                 backend.put(path, b"x", overwrite=overwrite)
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["create-only", "overwrite"])
+def test_no_name_holds_a_small_file_while_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overwrite: bool
+) -> None:
+    """A process killed mid-write leaves nothing for a listing to find: on Linux the bytes
+    go to an unnamed file (O_TMPFILE) that is linked into place once whole."""
+    if not backend_module._UNNAMED_FILE:
+        pytest.skip("this system writes through a scratch file (no O_TMPFILE or /proc)")
+    backend = ObstoreBackend("local", f"file://{tmp_path}")
+    backend.put("d/old.bin", b"old")
+    seen: list[list[str]] = []
+    real_write = os.write
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        seen.append(_files(tmp_path))  # what a listing (or a kill) would find right now
+        return real_write(fd, data)
+
+    monkeypatch.setattr(backend_module.os, "write", write)
+    backend.put("d/new.bin", b"new bytes", overwrite=overwrite)
+    backend.put("d/old.bin", b"newer", overwrite=True)
+    monkeypatch.undo()
+    assert seen == [["d/old.bin"], ["d/new.bin", "d/old.bin"]]
+    assert _files(tmp_path) == ["d/new.bin", "d/old.bin"]
+    assert (tmp_path / "d/new.bin").read_bytes() == b"new bytes"
+    assert (tmp_path / "d/old.bin").read_bytes() == b"newer"
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed-file", "scratch-file"])
+@pytest.mark.parametrize("overwrite", [False, True], ids=["create-only", "overwrite"])
+def test_a_write_failing_midway_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overwrite: bool, unnamed: bool
+) -> None:
+    if not unnamed:  # as on a system without O_TMPFILE
+        monkeypatch.setattr(backend_module, "_UNNAMED_FILE", 0)
+    backend = ObstoreBackend("local", f"file://{tmp_path}")
+    backend.put("kept.bin", b"kept")
+
+    real_write = os.write
+
+    def full(fd: int, data: bytes | memoryview) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(backend_module.os, "write", full)
+    with pytest.raises(StoreroomError, match="No space left"):
+        backend.put("lost.bin", b"x" * 100, overwrite=overwrite)
+    with pytest.raises(StoreroomError, match="No space left"):
+        backend.put("kept.bin", b"replacement", overwrite=True)
+    monkeypatch.setattr(backend_module.os, "write", real_write)
+    assert _files(tmp_path) == ["kept.bin"]
+    assert (tmp_path / "kept.bin").read_bytes() == b"kept"
+    # And with room again, both ways of writing work.
+    backend.put("new.bin", b"new", overwrite=overwrite)
+    with pytest.raises(ObjectExists):
+        backend.put("new.bin", b"again", overwrite=False)
+    backend.put("kept.bin", b"replaced")
+    assert _files(tmp_path) == ["kept.bin", "new.bin"]
+    assert (tmp_path / "kept.bin").read_bytes() == b"replaced"
+    assert backend.head("new.bin").etag == obstore.head(backend.store, "new.bin")["e_tag"]

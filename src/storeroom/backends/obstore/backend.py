@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import re
 import uuid
@@ -389,31 +390,37 @@ class ObstoreBackend(StorageBackend):
         local = self._local_file(path)
         if local is None or opts.multipart:
             return None
-        scratch = _scratch_path(local)
+        fd, scratch = _new_file(local)
         try:
-            fd = os.open(scratch, _NEW_FILE, 0o666)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(local), exist_ok=True)  # obstore makes them too
-            fd = os.open(scratch, _NEW_FILE, 0o666)
-        try:
-            try:
-                with memoryview(body) as view:
-                    written = 0
-                    while written < len(view):
-                        written += os.write(fd, view[written:])
-                stat = os.fstat(fd)
-            finally:
-                os.close(fd)
-            if opts.create_only:
+            with memoryview(body) as view:
+                written = 0
+                while written < len(view):
+                    written += os.write(fd, view[written:])
+            stat = os.fstat(fd)
+            if scratch is None:  # an unnamed file: it gets a name only once it is whole
+                if opts.create_only:
+                    try:
+                        _name_unnamed(fd, local)
+                    except FileExistsError:
+                        raise self._taken(path) from None
+                else:
+                    scratch = _scratch_path(local)
+                    _name_unnamed(fd, scratch)
+                    os.replace(scratch, local)
+                    scratch = None  # renamed: nothing left to remove
+            elif opts.create_only:
                 try:
                     os.link(scratch, local)
                 except FileExistsError:
                     raise self._taken(path) from None
             else:
                 os.replace(scratch, local)
+                scratch = None
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(scratch)  # after a link, or after a failure
+            os.close(fd)
+            if scratch is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(scratch)  # after a link, or after a failure
         etag = f'"{stat.st_ino:x}-{stat.st_mtime_ns // 1000:x}-{stat.st_size:x}"'
         return PutResult(path, 0, None, etag, None)
 
@@ -816,6 +823,45 @@ def _read_file(name: str) -> bytes:
     # One read loop into one bytes object sized from fstat: no chunks, no second copy.
     with open(name, "rb") as fileobj:
         return fileobj.read()
+
+
+# Linux writes a small file unnamed (O_TMPFILE) and names it once whole: a process killed
+# mid-write leaves nothing behind. Elsewhere, or on a file system without it, a scratch file.
+_UNNAMED_FILE = (
+    os.O_TMPFILE | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+    if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+    else 0
+)
+
+
+def _new_file(local: str) -> tuple[int, str | None]:
+    """An open file to write ``local``'s bytes to: unnamed where the system can, else a
+    scratch file beside it (its path returned); the directories are made as needed."""
+    try:
+        return _open_new(local)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(local), exist_ok=True)  # obstore makes them too
+        return _open_new(local)
+
+
+def _open_new(local: str) -> tuple[int, str | None]:
+    global _UNNAMED_FILE
+    if _UNNAMED_FILE:
+        try:
+            return os.open(os.path.dirname(local), _UNNAMED_FILE, 0o666), None
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+            _UNNAMED_FILE = 0  # this file system cannot: scratch files from now on
+    scratch = _scratch_path(local)
+    return os.open(scratch, _NEW_FILE, 0o666), scratch
+
+
+def _name_unnamed(fd: int, target: str) -> None:
+    """Give the unnamed file open as ``fd`` the path ``target`` (FileExistsError if taken)."""
+    # linkat(fd, "/proc/self/fd/<fd>", AT_FDCWD, target, AT_SYMLINK_FOLLOW). os.link makes
+    # that call only when given a directory fd; an absolute source path ignores it.
+    os.link(f"/proc/self/fd/{fd}", target, src_dir_fd=fd)
 
 
 def _scratch_path(path: str) -> str:
