@@ -357,7 +357,7 @@ class _Upload:
     The twins only sequence the I/O.
     """
 
-    __slots__ = ("hashing", "meter", "opts", "path", "prefetch", "whole")
+    __slots__ = ("checksum", "hashing", "meter", "opts", "path", "prefetch", "whole")
 
     def __init__(
         self,
@@ -376,23 +376,19 @@ class _Upload:
         algorithm = backend.checksum_algorithm if checksum == BACKEND_DEFAULT else checksum
         self.hashing: Future[str] | None = None
         self.whole = whole = as_bytes(content)
+        self.checksum: str | None = None
         if whole is not None:
             # Bytes already in memory: one digest of the whole (no hasher fed chunk by
             # chunk), in a worker thread meanwhile when they are large.
-            self.meter = Meter(None)
             size = len(whole)
             if size > chunk_size and not backend.served_locally:
                 opts = replace(opts, multipart=True)
-            if algorithm is None:
-                self.meter.measured(size, None)
-            elif size >= checksums.BACKGROUND_THRESHOLD:
+            if algorithm is not None and size >= checksums.BACKGROUND_THRESHOLD:
                 self.hashing = checksums.digest_in_background(
                     checksums.check_algorithm(algorithm), whole
                 )
-            else:
-                self.meter.measured(
-                    size, checksums.digest(checksums.check_algorithm(algorithm), whole)
-                )
+            elif algorithm is not None:
+                self.checksum = checksums.digest(checksums.check_algorithm(algorithm), whole)
         else:
             self.meter = Meter(algorithm)
             self.prefetch = Prefetch(chunk_size)
@@ -416,14 +412,16 @@ class _Upload:
             self.hashing.cancel()
 
     def finish(self, written: PutResult, guard: _Guard, digest: str | None = None) -> PutResult:
-        """The save's result, with the size and checksum measured on the way."""
-        meter = self.meter
-        if self.hashing is not None:
-            assert self.whole is not None
-            meter.measured(len(self.whole), digest)
-        guard.size = meter.size
+        """The save's result, with the size and checksum measured on the way (for bytes
+        in memory: their length, and the digest computed before or, ``digest``, beside)."""
+        whole = self.whole
+        if whole is not None:
+            size, checksum = len(whole), self.checksum if self.hashing is None else digest
+        else:
+            size, checksum = self.meter.size, self.meter.checksum
+        guard.size = size
         # path, size, checksum, etag, version
-        return PutResult(written[0], meter.size, meter.checksum, written[3], written[4])
+        return PutResult(written[0], size, checksum, written[3], written[4])
 
 
 def collect(chunks: Iterator[bytes], meter: Meter | None = None) -> bytes:
@@ -719,7 +717,10 @@ class StorageBackend(ABC):
             whole = upload.whole
             if whole is not None:
                 try:
-                    written = self._retrying(guard, lambda: self._write(path, whole, opts))
+                    if self.retries_natively:
+                        written = self._write(path, whole, opts)
+                    else:
+                        written = self._retrying(guard, lambda: self._write(path, whole, opts))
                 except BaseException:
                     upload.abandon()
                     raise
