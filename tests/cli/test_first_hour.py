@@ -13,7 +13,8 @@ import pytest
 from rich.progress import Progress
 
 from storeroom import checksums
-from storeroom.cli.formatting import BinarySpeedColumn, human_size
+from storeroom.cli.formatting import human_size
+from storeroom.cli.progress import BinarySpeedColumn
 from tests.cli.test_commands import ROOT, storeroom
 from tests.servers.moto import MotoServer
 

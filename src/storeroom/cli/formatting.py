@@ -1,4 +1,4 @@
-"""How the commands print: rich tables, sizes, durations.
+"""How the commands print: rich tables, sizes, durations (progress bars: :mod:`.progress`).
 
 Sizes and speeds use binary units everywhere (KiB, MiB/s): the progress bar and the summary
 line of one command never disagree about what a megabyte is.
@@ -10,21 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
-from rich.progress import ProgressColumn
-from rich.text import Text
 
-__all__ = ["BinarySpeedColumn", "human_size", "print_finding", "print_table"]
-
-
-class BinarySpeedColumn(ProgressColumn):
-    """A progress bar's transfer speed in binary units (``12.5 MiB/s``), like :func:`human_size`."""
-
-    def render(self, task: Any) -> Text:
-        """The task's current speed, or ``?`` before there is one."""
-        speed = task.finished_speed or task.speed
-        if speed is None:
-            return Text("?", style="progress.data.speed")
-        return Text(f"{human_size(int(speed))}/s", style="progress.data.speed")
+__all__ = ["human_size", "print_finding", "print_table"]
 
 
 def print_table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:

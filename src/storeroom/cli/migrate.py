@@ -281,7 +281,7 @@ def _copy_with_progress(
         TimeRemainingColumn,
     )
 
-    from storeroom.cli.formatting import BinarySpeedColumn
+    from storeroom.cli.progress import BinarySpeedColumn
     from storeroom.orm.migration import copy_objects
 
     console = Console(stderr=True)
