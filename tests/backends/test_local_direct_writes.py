@@ -15,7 +15,7 @@ import obstore
 import pytest
 from obstore.store import LocalStore
 
-from storeroom import ObjectExists, ObstoreBackend
+from storeroom import FileObject, ObjectExists, ObstoreBackend
 from storeroom.backends.obstore import backend as backend_module
 from storeroom.errors import StoreroomError, UnsafePath
 
@@ -175,3 +175,32 @@ def test_a_write_failing_midway_leaves_no_file(
     assert _files(tmp_path) == ["kept.bin", "new.bin"]
     assert (tmp_path / "kept.bin").read_bytes() == b"replaced"
     assert backend.head("new.bin").etag == obstore.head(backend.store, "new.bin")["e_tag"]
+
+
+@pytest.mark.parametrize("how", ["one read", "short reads", "past one read", "shrinking"])
+def test_a_whole_read_of_a_local_file_returns_its_bytes_however_the_reads_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """``get`` reads a local file with open, fstat, read, close; a read that returns less
+    (a signal, a huge file) is continued, and a file shrinking meanwhile ends the read."""
+    backend = ObstoreBackend("local", f"file://{tmp_path}")
+    data = os.urandom(100_000)
+    backend.put("f.bin", data)
+    real_read = os.read
+    if how == "short reads":
+        monkeypatch.setattr(backend_module.os, "read", lambda fd, n: real_read(fd, min(n, 7_000)))
+    elif how == "past one read":
+        monkeypatch.setattr(backend_module, "_ONE_READ", 1_000)
+    elif how == "shrinking":
+
+        def shrink_then_read(fd: int, n: int) -> bytes:
+            os.truncate(tmp_path / "f.bin", 60_000)
+            return real_read(fd, min(n, 50_000))
+
+        monkeypatch.setattr(backend_module.os, "read", shrink_then_read)
+    got = backend.get("f.bin")
+    monkeypatch.undo()
+    assert got == (data[:60_000] if how == "shrinking" else data)
+    if how == "shrinking":  # and a verified read names what happened
+        with pytest.raises(StoreroomError, match="60000 bytes"):
+            FileObject(backend=backend, path="f.bin", size=100_000).get_content()

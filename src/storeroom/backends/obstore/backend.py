@@ -820,9 +820,28 @@ def _under(backend: ObstoreBackend, path: str) -> str:
 
 
 def _read_file(name: str) -> bytes:
-    # One read loop into one bytes object sized from fstat: no chunks, no second copy.
-    with open(name, "rb") as fileobj:
-        return fileobj.read()
+    """The file's bytes, read into one bytes object sized from ``fstat``: open, fstat, read,
+    close (Python's ``open().read()`` adds a terminal check, two seeks and a read at the end)."""
+    fd = os.open(name, _READ_FILE)
+    try:
+        size = os.fstat(fd).st_size
+        if size > _ONE_READ:  # past what one read() returns: Python's loop, one buffer still
+            with open(fd, "rb", closefd=False) as fileobj:
+                return fileobj.read()
+        data = os.read(fd, size)
+        if len(data) < size:  # cut short (a signal), or the file shrank meanwhile
+            parts, got = [data], len(data)
+            while got < size and (chunk := os.read(fd, size - got)):
+                parts.append(chunk)
+                got += len(chunk)
+            data = b"".join(parts)
+        return data
+    finally:
+        os.close(fd)
+
+
+_READ_FILE = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+_ONE_READ = 1 << 30  # Linux returns at most about 2 GiB from one read()
 
 
 # Linux writes a small file unnamed (O_TMPFILE) and names it once whole: a process killed
