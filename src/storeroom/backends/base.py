@@ -717,10 +717,7 @@ class StorageBackend(ABC):
             whole = upload.whole
             if whole is not None:
                 try:
-                    if self.retries_natively:
-                        written = self._write(path, whole, opts)
-                    else:
-                        written = self._retrying(guard, lambda: self._write(path, whole, opts))
+                    written = self._retrying(guard, lambda: self._write(path, whole, opts))
                 except BaseException:
                     upload.abandon()
                     raise

@@ -579,7 +579,7 @@ class ObstoreBackend(StorageBackend):
             # small file comes this way, so it makes no call it does not need).
             data = obstore.get(self.store, path).bytes().to_bytes()
         elif (local := self._local_file(path)) is not None:
-            confine(cast(str, self._root), path, self.key)
+            self._confine(path)
             data = _read_file(local)
         else:
             self._confine(path)
