@@ -521,6 +521,17 @@ class StorageBackend(ABC):
     #: (splitting it only adds copies) and overlapping requests gains nothing.
     served_locally: bool = False
 
+    @property
+    def listing_directory(self) -> str | None:
+        """The local directory a listing of this backend walks, when another process may walk it.
+
+        Set (on obstore's local stores) only where any process listing that directory lists
+        what :meth:`list_rows` would; the scans behind ``storeroom verify`` and ``gc`` then
+        list a large store in a child process (:mod:`storeroom.backends.local_listing`).
+        None, the default, keeps every listing in this process.
+        """
+        return None
+
     def __init__(self, key: str) -> None:
         if not isinstance(key, str) or not key.strip():
             raise ConfigurationError(f"backend key must be a non-empty string, got {key!r}")

@@ -19,15 +19,14 @@ merge of two sorted streams would need no disk, but stores do not all list in ke
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
+import logging
 import os
 import pickle
 import queue
 import sqlite3
 import tempfile
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -50,12 +49,16 @@ from sqlalchemy import column as sql_column
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from storeroom.backends import transfer
-from storeroom.backends.base import ObjectInfo, StorageBackend
-from storeroom.errors import ConfigurationError
+from storeroom.backends import local_listing, transfer
+from storeroom.backends.base import ObjectInfo, StorageBackend, _Guard
+from storeroom.backends.local_listing import CACHE_KIB, connect, in_shard
+from storeroom.backends.local_listing import insert_many as _insert_many
+from storeroom.backends.relay import Relay
+from storeroom.errors import ConfigurationError, StoreroomError
 from storeroom.file import FileObject
 from storeroom.orm.lifecycle import file_columns
 from storeroom.orm.variants import VARIANTS_DIRECTORY
+from storeroom.paths import safe_path
 from storeroom.registry import StorageRegistry, storages
 
 __all__ = [
@@ -75,10 +78,12 @@ __all__ = [
 DEFAULT_PAGE_SIZE = 1000
 """Rows fetched per round trip while scanning (one row may hold a list of many files)."""
 
+logger = logging.getLogger("storeroom.orm")
+
+_LIST_APART_AFTER = 20_000  # references read before a local store is listed by a child
 _BATCH = 5000  # references or listed objects inserted into the index per executemany
 _CONFIRMING = 8  # HEAD requests at once that confirm a reference missing from a listing
 _CONFIRM_GROUP = 256  # ... over this many references at a time (memory stays flat)
-_CACHE_KIB = 16 * 1024  # SQLite page cache per file: the part of the index kept in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,11 +149,6 @@ def referenced_files(
                 yield row, column.key, file
 
 
-def _sql_text(value: str) -> str:
-    """``value`` as an SQLite string literal (one statement for a whole listing's rows)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _prefix_bounds(prefix: str) -> tuple[str, str]:
     """``[low, high)`` of the paths inside the directory ``prefix`` ('0' follows '/')."""
     return prefix + "/", prefix + "0"
@@ -181,9 +181,7 @@ class Shard:
 
     def contains(self, path: str | None) -> bool:
         """Whether ``path`` belongs to this shard (a missing path belongs to shard 0)."""
-        if path is None:
-            return self.index == 0
-        return zlib.crc32(path.encode("utf-8", "surrogatepass")) % self.count == self.index
+        return in_shard(path, self.index, self.count)
 
 
 class ReferenceScan:
@@ -226,19 +224,21 @@ class ReferenceScan:
         self._referenced: set[str] = set()  # the backends references point at
         self._listed: dict[str, str] = {}  # backend key -> prefix listed ('' = everything)
         self._stores: dict[str, StorageBackend] = {}  # backends passed in, maybe unregistered
+        self._children: list[local_listing.ChildListing] = []  # listings by child processes
+        self._filling = threading.Lock()
         self._paths = [_temporary(directory), _temporary(directory)]
         # Shared with the thread that inserts references while rows are read (one user at
         # a time: read_rows hands it over and waits for it).
-        self._db = _connect(self._paths[0], check_same_thread=False)
+        self._db = connect(self._paths[0], check_same_thread=False)
         # Listings go to a second file through their own connection, so a backend can be
         # listed in a thread while the rows are read; the main connection attaches it.
-        self._lister = _connect(self._paths[1], check_same_thread=False)
+        self._lister = connect(self._paths[1], check_same_thread=False)
         self._lister.execute(
             "CREATE TABLE obj (backend TEXT, path TEXT, size INTEGER, "
             "modified REAL, etag TEXT, version TEXT)"
         )
         self._db.execute("ATTACH DATABASE ? AS l", (self._paths[1],))
-        self._db.execute(f"PRAGMA l.cache_size=-{_CACHE_KIB}")
+        self._db.execute(f"PRAGMA l.cache_size=-{CACHE_KIB}")
         self._db.executescript(
             """
             CREATE TABLE ref (id INTEGER PRIMARY KEY, backend TEXT, path TEXT, size INTEGER,
@@ -256,6 +256,7 @@ class ReferenceScan:
 
     def close(self) -> None:
         """Delete the temporary index."""
+        self._stop_children()
         self._db.close()
         self._lister.close()
         for path in self._paths:
@@ -281,12 +282,23 @@ class ReferenceScan:
                 key = getattr(column.property.columns[0].type, "backend", None)
                 if key and (key in self._stores or self.registry.is_registered(key)):
                     list_ahead[key] = ""
-        ahead = list_ahead
+        # A store on local disk is listed by a child process once the scan has read enough
+        # references to repay the child's start (a tenth of a second); any other store is
+        # listed from the first query on, in a thread.
+        apart = {key: prefix for key, prefix in list_ahead.items() if self._lists_apart(key)}
+        groups = [
+            ({key: prefix for key, prefix in list_ahead.items() if key not in apart}, 0),
+            (apart, _LIST_APART_AFTER),
+        ]
         listers: list[_Lister] = []
 
-        def start_listing() -> None:
-            if not listers:
-                listers.append(_Lister(self, ahead))
+        def start_listing(references: int, *, last: bool = False) -> None:
+            for group, (todo, after) in enumerate(groups):
+                if todo and (last or references >= after):
+                    # A small scan lists its local stores at the end, here: a child would
+                    # not repay its start.
+                    listers.append(_Lister(self, todo, apart=group == 1 and not last))
+                    groups[group] = ({}, 0)
 
         db = self._db
         db.execute("BEGIN")  # one transaction: SQLite commits per statement otherwise
@@ -302,6 +314,7 @@ class ReferenceScan:
             running.close()
             db.execute("COMMIT")
         except BaseException:
+            self._stop_children()
             if inserter is not None:
                 inserter.close(quiet=True)
             if db.in_transaction:
@@ -309,26 +322,51 @@ class ReferenceScan:
             for lister in listers:
                 lister.join(quiet=True)
             raise
-        start_listing()
-        listers[0].join()
+        start_listing(count, last=True)
+        try:
+            if any(lister.running for lister in listers):
+                # Sorting the references into their index now, while a listing still runs,
+                # takes that second (at a million references) off the first question.
+                self._index("ref")
+            for lister in listers:
+                lister.join()
+        except BaseException:
+            self._stop_children()
+            for lister in listers:
+                lister.join(quiet=True)
+            raise
         self.references = count
         return count
+
+    def _lists_apart(self, key: str) -> bool:
+        """Whether backend ``key`` may be listed by a child process (local disk)."""
+        try:
+            return self._store(key).listing_directory is not None
+        except StoreroomError:
+            return False  # an unknown backend: its lister raises that, as before
 
     def _load_references(
         self,
         session: Session,
-        started: Callable[[], None],
+        started: Callable[[int], None],
         insert: Callable[[list[tuple[Any, ...]]], None],
     ) -> int:
-        """Read every reference, handing them to ``insert`` in batches (each list given away)."""
+        """Read every reference, handing them to ``insert`` in batches (each list given away).
+
+        ``started`` is told how many references were read so far: once each query has run,
+        and after each batch.
+        """
         self._sources = []
         self._referenced = set()
         count = 0
         batch: list[tuple[Any, ...]] = []
 
         def hand_over(batch: list[tuple[Any, ...]]) -> None:
+            nonlocal count
+            count += len(batch)
             self._referenced.update({row[0] for row in batch})
             insert(batch)
+            started(count)
 
         for column in self.columns:
             model = column.class_
@@ -347,13 +385,13 @@ class ReferenceScan:
                 connection.dialect.name,
             )
             rows = connection.execute(statement.execution_options(yield_per=self.page_size))
-            started()
+            started(count)
             keep = self._keep
             for row in rows:
                 text = row[keys]
                 if text is None or text == "null":
                     continue
-                key = pickle.dumps(tuple(row[:keys]))
+                key = _row_key(row, keys)
                 if fields:
                     if keep is not None and not keep(row[keys + 2]):
                         continue
@@ -384,38 +422,61 @@ class ReferenceScan:
                             )
                         )
                         if len(batch) >= _BATCH:
-                            count += len(batch)
                             hand_over(batch)
                             batch = []
                 if len(batch) >= _BATCH:
-                    count += len(batch)
                     hand_over(batch)
                     batch = []
         if batch:
             hand_over(batch)
-        return count + len(batch)
+        return count
 
-    def _list(self, key: str, prefix: str = "") -> StorageBackend:
-        """List backend ``key`` (under ``prefix``) into the index unless already covered."""
+    def _list(self, key: str, prefix: str = "", *, apart: bool = False) -> StorageBackend:
+        """List backend ``key`` (under ``prefix``) into the index unless already covered.
+
+        With ``apart``, a store on local disk is listed by a child process
+        (:mod:`storeroom.backends.local_listing`), so the listing's Python work runs beside
+        this process's instead of taking turns with it; should the child fail, the listing
+        runs here.
+        """
         store = self._store(key)
         if self._covered(key, prefix):
             return store
-        db = self._lister
-        db.execute("BEGIN")
-        db.execute("DROP INDEX IF EXISTS obj_at")
-        db.execute("DELETE FROM obj WHERE backend = ?", (key,))
-        keep = self._keep
-        values = f"({_sql_text(key)}, ?, ?, ?, ?, ?)"
-        # The store is listed in a thread of its own, a few batches ahead: its native work
-        # (one stat per file on local disk) overlaps the inserts here.
-        with transfer._Relay(store.list_rows(prefix)) as listed:
-            for rows in listed:
-                if keep is not None:
-                    rows = [listed_row for listed_row in rows if keep(listed_row[0])]
-                _insert_many(db, "INSERT INTO obj", values, rows)
-        db.execute("COMMIT")
+        # One listing writes the index file at a time (a child's holds its lock throughout).
+        with self._filling:
+            if not (apart and self._list_apart(store, prefix)):
+                # The store is listed in a thread of its own, a few batches ahead: its
+                # native work (one stat per file on local disk) overlaps the inserts here.
+                with Relay(store.list_rows(prefix)) as listed:
+                    local_listing.fill(self._lister, key, listed, self._keep)
         self._listed[key] = prefix
         return store
+
+    def _list_apart(self, store: StorageBackend, prefix: str) -> bool:
+        """List ``store`` by a child process; whether it did (see :meth:`_list`)."""
+        root = store.listing_directory
+        if root is None:
+            return False
+        shard = None if self.shard is None else (self.shard.index, self.shard.count)
+        prefix = safe_path(prefix) if prefix else ""
+        child = local_listing.ChildListing(self._paths[1], store.key, root, prefix, shard)
+        self._children.append(child)
+        guard = _Guard(store, prefix, "list")
+        objects = child.run()
+        if objects is None:
+            logger.debug(
+                "listing backend %r in a child process failed, listing it here: %s",
+                store.key,
+                child.error,
+            )
+            return False
+        guard.size = objects
+        guard.emit()
+        return True
+
+    def _stop_children(self) -> None:
+        for child in self._children:
+            child.stop()
 
     def _covered(self, key: str, prefix: str) -> bool:
         done = self._listed.get(key)
@@ -444,7 +505,7 @@ class ReferenceScan:
         model, column = self._sources[source]
         data = json.loads(text)
         file = FileObject.from_dict(data, registry=self.registry)
-        return model, pickle.loads(key), column, file
+        return model, pickle.loads(key) if type(key) is bytes else (key,), column, file
 
     def dangling(self) -> Iterator[DanglingReference]:
         """References whose object is missing from its backend, in row order.
@@ -702,24 +763,22 @@ def _reference_query(
     return select(*keys, text, *fields).where(column.isnot(None)), True
 
 
-_ROWS_PER_STATEMENT = 50
+def _row_key(row: Any, keys: int) -> int | str | bytes:
+    """A row's primary key as the index keeps it: a lone integer or string as it is.
 
-
-def _insert_many(db: sqlite3.Connection, head: str, row: str, rows: list[tuple[Any, ...]]) -> None:
-    """``head`` + ``VALUES row, row, ...`` for ``rows``, 50 rows per statement.
-
-    One statement per row (``executemany``) costs half as much again: each row is bound,
-    stepped and reset on its own, and lets go of the interpreter lock once.
+    Any other key is pickled. SQLite keeps each value's own type in the untyped ``key``
+    column, so :meth:`ReferenceScan._finding` tells a pickled key (bytes) from a plain one.
+    Pickling a million integer keys cost a second of the scan.
     """
-    size = _ROWS_PER_STATEMENT
-    whole = len(rows) - len(rows) % size
-    if whole:
-        statement = f"{head} VALUES {', '.join([row] * size)}"
-        for start in range(0, whole, size):
-            db.execute(statement, list(itertools.chain.from_iterable(rows[start : start + size])))
-    if whole < len(rows):
-        db.executemany(f"{head} VALUES {row}", rows[whole:])
+    if keys == 1:
+        value = row[0]
+        kind = type(value)
+        if kind is str or (kind is int and -_INT64 <= value < _INT64):
+            return value  # type: ignore[no-any-return]
+    return pickle.dumps(tuple(row[:keys]))
 
+
+_INT64 = 2**63
 
 _REF_INSERT = (
     "INSERT INTO ref (backend, path, size, checksum, source, key, file)",
@@ -765,10 +824,14 @@ class _Inserter:
 
 
 class _Lister:
-    """Lists backends into a scan's index in a thread; :meth:`join` re-raises its error."""
+    """Lists backends into a scan's index in a thread; :meth:`join` re-raises its error.
 
-    def __init__(self, scan: ReferenceScan, ahead: Mapping[str, str]) -> None:
+    With ``apart``, a local store is listed by a child process (the thread waits for it).
+    """
+
+    def __init__(self, scan: ReferenceScan, ahead: Mapping[str, str], *, apart: bool) -> None:
         self._scan = scan
+        self._apart = apart
         self._todo = [(k, p) for k, p in ahead.items() if not scan._covered(k, p)]
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -781,9 +844,14 @@ class _Lister:
     def _run(self) -> None:
         try:
             for key, prefix in self._todo:
-                self._scan._list(key, prefix)
+                self._scan._list(key, prefix, apart=self._apart)
         except BaseException as exc:  # handed to the caller's thread by join()
             self._error = exc
+
+    @property
+    def running(self) -> bool:
+        """Whether it is still listing."""
+        return self._thread is not None and self._thread.is_alive()
 
     def join(self, *, quiet: bool = False) -> None:
         if self._thread is not None:
@@ -797,18 +865,6 @@ def _temporary(directory: str | None) -> str:
     handle, path = tempfile.mkstemp(prefix="storeroom-scan-", suffix=".sqlite", dir=directory)
     os.close(handle)
     return path
-
-
-def _connect(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
-    for pragma in (
-        "journal_mode=OFF",
-        "synchronous=OFF",
-        "temp_store=FILE",
-        f"cache_size=-{_CACHE_KIB}",
-    ):
-        db.execute(f"PRAGMA {pragma}")
-    return db
 
 
 def _object(

@@ -243,7 +243,7 @@ def put_create_only(
     """Stream ``chunks`` into a new object at ``path``; :class:`ObjectExists` if one is there.
 
     ``relay`` wraps ``chunks`` for the write when they are read from an obstore stream
-    (a sync obstore write cannot read one: see ``storeroom.backends.transfer._Relay``).
+    (a sync obstore write cannot read one: see ``storeroom.backends.relay.Relay``).
     The write streams in bounded memory on every backend (local disk and memory stage a
     create-only stream and link it into place).
     """

@@ -306,12 +306,12 @@ def _tus_state(verdict: Verdict) -> tus.TusState:
 def _assemble(verdict: Verdict, state: tus.TusState) -> tus.TusState:
     """Stream the parts, in order, into the upload's object; then drop them."""
     backend, grant = verdict.backend, verdict.grant
-    from storeroom.backends.transfer import _Relay
+    from storeroom.backends.relay import Relay
 
     # The parts are read in a thread of their own: a sync obstore write cannot read a sync
-    # obstore stream inside its runtime (see _Relay).
+    # obstore stream inside its runtime (see Relay).
     try:
-        assemble(backend, grant.path, state.chain, grant.content_type, relay=_Relay)
+        assemble(backend, grant.path, state.chain, grant.content_type, relay=Relay)
     except ObjectExists:  # a concurrent request assembled it
         pass
     delete_tus_parts(backend, grant.path)

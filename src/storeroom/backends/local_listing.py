@@ -1,0 +1,263 @@
+"""Listing a store into a scan's SQLite index: in this process, or for local disk in a child.
+
+The scans behind ``storeroom verify``, ``gc`` and ``find_orphans``
+(:class:`storeroom.orm.maintenance.ReferenceScan`) read every reference from the database
+while they list the store. Both halves are Python work (rows turned into tuples and bound
+into SQLite statements), so in one process they take turns on the interpreter lock:
+reading a million references and listing a million local files took as long side by side
+as one after the other. Another process can walk a local directory just as well, so a large
+scan hands that listing to a child: :class:`ChildListing` starts ``sys.executable`` on
+:func:`main`, which fills the same SQLite file through the same code (:func:`fill`,
+:func:`rows_of`) and exits.
+
+The child imports this module, :mod:`storeroom.backends.local_root`,
+:mod:`storeroom.backends.relay`, :mod:`storeroom.errors` and obstore, nothing else of
+storeroom: the packages above them are stood in for by empty modules, so their
+``__init__`` (SQLAlchemy and the rest, half a second) never runs. It starts in about a
+tenth of a second. Anything that keeps the child from finishing (an interpreter that
+cannot import obstore, a directory it cannot read, a kill) makes :meth:`ChildListing.run`
+return None; the caller then lists in its own process, where an
+error is raised as any listing raises it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from storeroom.backends.local_root import ListingCheck
+from storeroom.backends.relay import Relay
+
+if TYPE_CHECKING:
+    from storeroom.backends.base import ListedBatch
+
+__all__ = [
+    "CACHE_KIB",
+    "LIST_CHUNK",
+    "ChildListing",
+    "Stopped",
+    "connect",
+    "fill",
+    "in_shard",
+    "insert_many",
+    "rows_of",
+    "sql_text",
+]
+
+CACHE_KIB = 16 * 1024  # SQLite's page cache per index file
+_ROWS_PER_STATEMENT = 50
+LIST_CHUNK = 1000  # objects per batch obstore hands over
+
+
+class Stopped(Exception):
+    """The listing's child was stopped (:meth:`ChildListing.stop`) before it finished."""
+
+
+def connect(path: str, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    """A connection to a scan's index file: no journal, no syncing, a capped page cache."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
+    for pragma in (
+        "journal_mode=OFF",
+        "synchronous=OFF",
+        "temp_store=FILE",
+        f"cache_size=-{CACHE_KIB}",
+        "busy_timeout=60000",  # a child listing into the same file holds its lock a moment
+    ):
+        db.execute(f"PRAGMA {pragma}")
+    return db
+
+
+def insert_many(db: sqlite3.Connection, head: str, row: str, rows: Sequence[Any]) -> None:
+    """``head`` + ``VALUES row, row, ...`` for ``rows``, 50 rows per statement.
+
+    One statement per row (``executemany``) costs half as much again: each row is bound,
+    stepped and reset on its own, and lets go of the interpreter lock once.
+    """
+    size = _ROWS_PER_STATEMENT
+    whole = len(rows) - len(rows) % size
+    if whole:
+        statement = f"{head} VALUES {', '.join([row] * size)}"
+        for start in range(0, whole, size):
+            db.execute(statement, list(itertools.chain.from_iterable(rows[start : start + size])))
+    if whole < len(rows):
+        db.executemany(f"{head} VALUES {row}", rows[whole:])
+
+
+def sql_text(value: str) -> str:
+    """``value`` as an SQLite string literal (one statement for a whole listing's rows)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def in_shard(path: str | None, index: int, count: int) -> bool:
+    """Whether ``path`` falls in shard ``index`` of ``count`` (a missing path: shard 0)."""
+    if path is None:
+        return index == 0
+    return zlib.crc32(path.encode("utf-8", "surrogatepass")) % count == index
+
+
+def rows_of(batch: Sequence[Mapping[str, Any]], check: ListingCheck | None) -> ListedBatch:
+    """obstore's listed objects as rows, without those behind a link (``check``)."""
+    return [
+        (
+            meta["path"],
+            meta["size"],
+            meta["last_modified"].timestamp(),
+            meta.get("e_tag"),
+            meta.get("version"),
+        )
+        for meta in batch
+        if check is None or check.contained(meta["path"])
+    ]
+
+
+def fill(
+    db: sqlite3.Connection,
+    key: str,
+    batches: Iterable[ListedBatch],
+    keep: Callable[[str], bool] | None,
+) -> int:
+    """Replace backend ``key``'s rows of the index's ``obj`` table by ``batches``' rows.
+
+    Only the rows whose path ``keep`` accepts are kept (all when it is None). One
+    transaction; returns how many rows went in.
+    """
+    db.execute("BEGIN")
+    db.execute("DROP INDEX IF EXISTS obj_at")
+    db.execute("DELETE FROM obj WHERE backend = ?", (key,))
+    values = f"({sql_text(key)}, ?, ?, ?, ?, ?)"
+    count = 0
+    for rows in batches:
+        if keep is not None:
+            rows = [listed_row for listed_row in rows if keep(listed_row[0])]
+        insert_many(db, "INSERT INTO obj", values, rows)
+        count += len(rows)
+    db.execute("COMMIT")
+    return count
+
+
+# The child's first lines: stand in for storeroom's packages so that importing this module
+# runs none of their __init__, then hand over to main().
+_BOOT = """\
+import json, sys, types
+spec = json.loads(sys.argv[1])
+sys.path[:] = spec["sys_path"]
+for name, where in spec["packages"]:
+    package = types.ModuleType(name)
+    package.__path__ = [where]
+    sys.modules[name] = package
+from storeroom.backends.local_listing import main
+main(spec)
+"""
+
+
+class ChildListing:
+    """One local directory listed into an index file by a child process.
+
+    :meth:`run` blocks until the child ends; :meth:`stop`, from any thread, kills it.
+    """
+
+    def __init__(
+        self,
+        index: str,
+        key: str,
+        root: str,
+        prefix: str,
+        shard: tuple[int, int] | None,
+    ) -> None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        self._spec = {
+            "index": index,
+            "key": key,
+            "root": root,
+            "prefix": prefix,
+            "shard": list(shard) if shard is not None else None,
+            "parent": os.getpid(),
+            "sys_path": [entry for entry in sys.path if isinstance(entry, str)],
+            "packages": [
+                ("storeroom", os.path.dirname(here)),
+                ("storeroom.backends", here),
+            ],
+        }
+        self._lock = threading.Lock()
+        self._child: subprocess.Popen[bytes] | None = None
+        self._stopped = False
+        self.error = ""
+        """Why the child did not finish (its last lines of output), when it did not."""
+
+    def run(self) -> int | None:
+        """List; how many objects went in, or None when the child could not do it.
+
+        Raises :class:`Stopped` when :meth:`stop` ended it.
+        """
+        if not sys.executable:
+            self.error = "no Python interpreter to start (sys.executable is empty)"
+            return None
+        with self._lock:
+            if self._stopped:
+                raise Stopped
+            try:
+                self._child = subprocess.Popen(
+                    [sys.executable, "-I", "-c", _BOOT, json.dumps(self._spec)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+            except OSError as exc:
+                self.error = f"could not start {sys.executable!r}: {exc}"
+                return None
+        out, err = self._child.communicate()
+        if self._stopped:
+            raise Stopped
+        if self._child.returncode == 0:
+            try:
+                return int(json.loads(out)["objects"])
+            except (ValueError, KeyError, TypeError):
+                pass
+        self.error = (err or out).decode("utf-8", "replace").strip()[-2000:] or (
+            f"exit status {self._child.returncode}"
+        )
+        return None
+
+    def stop(self) -> None:
+        """Kill the child (if it runs) and make :meth:`run` raise :class:`Stopped`."""
+        with self._lock:
+            self._stopped = True
+            if self._child is not None and self._child.poll() is None:
+                self._child.kill()
+
+
+def main(spec: Mapping[str, Any]) -> None:
+    """The child: list ``spec["root"]`` under ``spec["prefix"]`` into ``spec["index"]``."""
+    from obstore import list as list_objects
+    from obstore.store import LocalStore
+
+    root, parent = spec["root"], spec["parent"]
+    shard = spec["shard"]
+    keep = None if shard is None else (lambda path: in_shard(path, shard[0], shard[1]))
+    check = ListingCheck(root)
+
+    def batches() -> Iterable[ListedBatch]:
+        listed = list_objects(LocalStore(root), spec["prefix"] or None, chunk_size=LIST_CHUNK)
+        for batch in listed:
+            if os.getppid() != parent:  # the scan's process is gone: stop here
+                raise SystemExit(3)
+            if rows := rows_of(batch, check):
+                yield rows
+
+    db = connect(spec["index"])
+    try:
+        # As in a scan's own process: the walk (a stat per file) runs a few batches ahead
+        # of the inserts, in a thread of its own.
+        with Relay(iter(batches())) as listed:
+            count = fill(db, spec["key"], listed, keep)
+    finally:
+        db.close()
+    sys.stdout.write(json.dumps({"objects": count}))
