@@ -43,7 +43,7 @@ from storeroom.backends.base import (
     collect,
     collect_async,
 )
-from storeroom.backends.local_listing import LIST_CHUNK, rows_of
+from storeroom.backends.local_listing import LIST_CHUNK, list_batches
 from storeroom.backends.local_root import ListingCheck, confine, real_root
 from storeroom.backends.obstore.credentials import CredentialPlan, plan_credentials
 from storeroom.backends.obstore.options import (
@@ -687,10 +687,9 @@ class ObstoreBackend(StorageBackend):
             yield from super()._list_rows(prefix)
             return
         # Straight from obstore's batches: no ObjectInfo per object.
-        check = None if self._root is None else ListingCheck(self._root)
-        for batch in obstore.list(self.store, prefix or None, chunk_size=LIST_CHUNK):
-            if rows := rows_of(batch, check):
-                yield rows
+        yield from list_batches(
+            self.store, prefix, None if self._root is None else ListingCheck(self._root)
+        )
 
     @property
     def listing_directory(self) -> str | None:
