@@ -196,6 +196,42 @@ async def test_orphans_under_a_prefix_are_those_inside_that_directory(
     assert await _run(db, scan_prefix) == expected
 
 
+async def test_dangling_and_mismatched_share_one_comparison_redone_when_rows_change(
+    db: Db, files: FaultyBackend
+) -> None:
+    # dangling() compares every reference with the listing once; mismatched() reads the
+    # same comparison. Reading the rows again must compare again: a row deleted since must
+    # drop out of both answers.
+    await _seed(db, files)
+
+    def scan(session: Session) -> list[list[str]]:
+        with ReferenceScan(TARGET) as scan:
+            scan.read_rows(session)
+            answers = [
+                [d.file.path for d in scan.dangling()],
+                [m.file.path for m in scan.mismatched()],
+                [m.file.path for m in scan.mismatched()],  # asked twice: the same
+            ]
+            table = Document.__table__.name
+            session.connection().exec_driver_sql(
+                f"DELETE FROM {table} WHERE name IN ('short', 'dangling')"
+            )
+            scan.read_rows(session)
+            answers += [
+                [m.file.path for m in scan.mismatched()],  # mismatched first this time
+                [d.file.path for d in scan.dangling()],
+            ]
+            return answers
+
+    assert await _run(db, scan) == [
+        DANGLING,
+        ["stray/short.bin"],
+        ["stray/short.bin"],
+        [],
+        DANGLING[1:],
+    ]
+
+
 async def test_rows_are_read_in_pages_smaller_than_the_table(db: Db, files: FaultyBackend) -> None:
     await _seed(db, files)
     engine = db.engine.sync_engine if db.is_async else db.engine

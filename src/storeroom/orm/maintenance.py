@@ -226,6 +226,7 @@ class ReferenceScan:
         self._stores: dict[str, StorageBackend] = {}  # backends passed in, maybe unregistered
         self._children: list[local_listing.ChildListing] = []  # listings by child processes
         self._filling = threading.Lock()
+        self._compared = False  # whether table cmp holds the references against the listings
         self._paths = [_temporary(directory), _temporary(directory)]
         # Shared with the thread that inserts references while rows are read (one user at
         # a time: read_rows hands it over and waits for it).
@@ -245,6 +246,7 @@ class ReferenceScan:
                               checksum TEXT, source INTEGER, key BLOB, file TEXT);
             CREATE TABLE candidate (path TEXT PRIMARY KEY, size INTEGER, modified REAL,
                                     etag TEXT, version TEXT) WITHOUT ROWID;
+            CREATE TABLE cmp (id INTEGER PRIMARY KEY, stored INTEGER, missing INTEGER);
             """
         )
 
@@ -301,6 +303,7 @@ class ReferenceScan:
                     groups[group] = ({}, 0)
 
         db = self._db
+        self._compared = False
         db.execute("BEGIN")  # one transaction: SQLite commits per statement otherwise
         inserter: _Inserter | None = None
         try:
@@ -450,6 +453,7 @@ class ReferenceScan:
                 with Relay(store.list_rows(prefix)) as listed:
                     local_listing.fill(self._lister, key, listed, self._keep)
         self._listed[key] = prefix
+        self._compared = False
         return store
 
     def _list_apart(self, store: StorageBackend, prefix: str) -> bool:
@@ -513,11 +517,10 @@ class ReferenceScan:
         Each one missing from the listing is confirmed with a HEAD request: a row read
         after the listing began may reference an object uploaded since.
         """
-        self._list_referenced()
+        self._compare()
         missing = self._db.execute(
-            "SELECT source, key, file, backend, path FROM ref r WHERE NOT EXISTS "
-            "(SELECT 1 FROM l.obj o WHERE o.backend = r.backend AND o.path = r.path) "
-            "ORDER BY r.id"
+            "SELECT r.source, r.key, r.file, r.backend, r.path FROM cmp c "
+            "JOIN ref r ON r.id = c.id WHERE c.missing ORDER BY c.id"
         )
 
         def absent(row: tuple[Any, ...]) -> bool:
@@ -535,23 +538,51 @@ class ReferenceScan:
                     if gone:
                         yield DanglingReference(*self._finding(row[0], row[1], row[2]))
 
+    def _compare(self) -> None:
+        """Compare every reference with the listings once: which objects are missing, and
+        which are listed with another size than recorded.
+
+        One pass of the references against the listing's index, into table ``cmp`` (a row
+        per finding, before any HEAD confirms it), which :meth:`dangling` and
+        :meth:`mismatched` then read in row order. At a million references, each pass costs
+        about two seconds, so ``storeroom verify`` (both questions) runs one instead of two.
+        Done again after the references or a listing change.
+        """
+        self._list_referenced()
+        if self._compared:
+            return
+        db = self._db
+        db.execute("BEGIN")
+        db.execute("DELETE FROM cmp")
+        db.execute(
+            "INSERT INTO cmp (id, stored, missing) SELECT r.id, o.size, o.path IS NULL "
+            "FROM ref r LEFT JOIN l.obj o ON o.backend = r.backend AND o.path = r.path "
+            "WHERE o.path IS NULL OR (r.size IS NOT NULL AND r.size != o.size)"
+        )
+        db.execute("COMMIT")
+        self._compared = True
+
     def mismatched(self, *, checksums: bool = False) -> Iterator[MismatchedObject]:
         """References whose object's size (or, with ``checksums``, checksum) differs.
 
         With ``checksums``, every object whose size agrees and whose row records a checksum
         is read in full, as a stream, and hashed with the algorithm the record names.
         """
-        self._list_referenced()
-        query = (
-            "SELECT r.source, r.key, r.file, r.backend, r.path, r.size, o.size, r.checksum "
-            "FROM ref r JOIN l.obj o ON o.backend = r.backend AND o.path = r.path "
-            "WHERE (r.size IS NOT NULL AND r.size != o.size)"
-        )
         if checksums:
-            query += " OR r.checksum IS NOT NULL"
-        for source, key, text, backend, path, recorded, stored, checksum in self._db.execute(
-            query + " ORDER BY r.id"
-        ):
+            self._list_referenced()
+            query = (
+                "SELECT r.source, r.key, r.file, r.backend, r.path, r.size, o.size, r.checksum "
+                "FROM ref r JOIN l.obj o ON o.backend = r.backend AND o.path = r.path "
+                "WHERE (r.size IS NOT NULL AND r.size != o.size) OR r.checksum IS NOT NULL "
+                "ORDER BY r.id"
+            )
+        else:  # the sizes were compared with the existence, in one pass (_compare)
+            self._compare()
+            query = (
+                "SELECT r.source, r.key, r.file, r.backend, r.path, r.size, c.stored, r.checksum "
+                "FROM cmp c JOIN ref r ON r.id = c.id WHERE NOT c.missing ORDER BY c.id"
+            )
+        for source, key, text, backend, path, recorded, stored, checksum in self._db.execute(query):
             if recorded is not None and recorded != stored:
                 yield MismatchedObject(*self._finding(source, key, text), "size", recorded, stored)
                 continue
