@@ -262,12 +262,28 @@ def test_no_interpreter_to_start_leaves_the_listing_to_this_process(
     sqlite_session: Session, disk: ObstoreBackend, apart: Spy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _seed_rows(sqlite_session, disk)
-    monkeypatch.setattr(sys, "executable", str(disk.listing_directory) + "/no-such-python")
+    started: list[Any] = []
+    real_popen = local_listing.subprocess.Popen
+
+    def popen(*args: Any, **kwargs: Any) -> Any:
+        started.append(args[0][0])
+        return real_popen(*args, **kwargs)
+
+    monkeypatch.setattr(local_listing.subprocess, "Popen", popen)
+    # An interpreter's name that is not there: the start fails, this process lists.
+    missing = str(disk.listing_directory) + "/python3"
+    monkeypatch.setattr(sys, "executable", missing)
     assert _orphans(sqlite_session) == ["stray/orphan.bin"]
-    assert apart.results == [None] and "could not start" in apart.listings[0].error
-    monkeypatch.setattr(sys, "executable", "")
-    assert _orphans(sqlite_session) == ["stray/orphan.bin"]
-    assert apart.results == [None, None]
+    assert apart.results == [None] and "could not start" in apart.listings[-1].error
+    assert started == [missing]
+    # No interpreter, an embedding server's binary, a frozen application: nothing is
+    # started at all (started with the child's arguments, they would do something else).
+    for executable, frozen in (("", False), ("/usr/bin/uwsgi", False), ("/opt/app/app", True)):
+        monkeypatch.setattr(sys, "executable", executable)
+        monkeypatch.setattr(sys, "frozen", frozen, raising=False)
+        assert _orphans(sqlite_session) == ["stray/orphan.bin"]
+        assert "no Python interpreter to start" in apart.listings[-1].error
+    assert apart.results == [None] * 4 and started == [missing]
 
 
 def test_a_scan_that_fails_while_its_child_lists_kills_the_child(

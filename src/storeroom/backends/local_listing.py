@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -60,6 +61,7 @@ _ROWS_PER_STATEMENT = 50
 LIST_CHUNK = 1000  # objects per batch obstore hands over
 _MICROSECONDS = DataType.timestamp("us", tz="UTC")
 _INT64 = DataType.int64()
+_INTERPRETER = re.compile(r"(python|pypy)[0-9.]*w?(\.exe)?$", re.IGNORECASE)
 
 
 class Stopped(Exception):
@@ -175,6 +177,23 @@ main(spec)
 """
 
 
+def _interpreter() -> str | None:
+    """The Python interpreter to start the child with, or None when there is none to trust.
+
+    In a frozen application (PyInstaller and the like) ``sys.executable`` is the
+    application itself, and in an embedding server (uWSGI, for one) it may be the server's
+    binary: started with the child's arguments, either would do something else entirely.
+    So only a program named like an interpreter (``python3.12``, ``pypy3``,
+    ``pythonw.exe``) is started.
+    """
+    python = sys.executable
+    if not python or getattr(sys, "frozen", False):
+        return None
+    if not _INTERPRETER.match(os.path.basename(python)):
+        return None
+    return python
+
+
 class ChildListing:
     """One local directory listed into an index file by a child process.
 
@@ -214,21 +233,24 @@ class ChildListing:
 
         Raises :class:`Stopped` when :meth:`stop` ended it.
         """
-        if not sys.executable:
-            self.error = "no Python interpreter to start (sys.executable is empty)"
+        python = _interpreter()
+        if python is None:
+            self.error = f"no Python interpreter to start: sys.executable is {sys.executable!r}" + (
+                " in a frozen application" if getattr(sys, "frozen", False) else ""
+            )
             return None
         with self._lock:
             if self._stopped:
                 raise Stopped
             try:
                 self._child = subprocess.Popen(
-                    [sys.executable, "-I", "-c", _BOOT, json.dumps(self._spec)],
+                    [python, "-I", "-c", _BOOT, json.dumps(self._spec)],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                 )
             except OSError as exc:
-                self.error = f"could not start {sys.executable!r}: {exc}"
+                self.error = f"could not start {python!r}: {exc}"
                 return None
         out, err = self._child.communicate()
         if self._stopped:
