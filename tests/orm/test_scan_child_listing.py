@@ -372,3 +372,17 @@ def test_only_obstores_own_local_listing_may_be_listed_elsewhere(tmp_path: Path)
     from storeroom.backends.fsspec import FSSpecBackend
 
     assert FSSpecBackend("s", "file", prefix=str(tmp_path)).listing_directory is None
+
+
+def test_no_child_starts_once_the_scan_has_failed(
+    sqlite_session: Session, disk: ObstoreBackend, apart: Spy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lister thread can reach the child's start just after the scan failed and stopped
+    # its children: it must not start one (the scan would wait for its whole listing).
+    started: list[Any] = []
+    monkeypatch.setattr(local_listing.subprocess, "Popen", lambda *a, **k: started.append(a))
+    with ReferenceScan(Counted) as scan:
+        scan._stop_children()
+        with pytest.raises(local_listing.Stopped):
+            scan._list("files", apart=True)
+    assert started == [] and apart.listings and apart.results == []

@@ -225,6 +225,7 @@ class ReferenceScan:
         self._listed: dict[str, str] = {}  # backend key -> prefix listed ('' = everything)
         self._stores: dict[str, StorageBackend] = {}  # backends passed in, maybe unregistered
         self._children: list[local_listing.ChildListing] = []  # listings by child processes
+        self._stopping = False  # set when the scan fails or closes: no child starts after
         self._filling = threading.Lock()
         self._compared = False  # whether table cmp holds the references against the listings
         self._paths = [_temporary(directory), _temporary(directory)]
@@ -303,7 +304,7 @@ class ReferenceScan:
                     groups[group] = ({}, 0)
 
         db = self._db
-        self._compared = False
+        self._compared = self._stopping = False
         db.execute("BEGIN")  # one transaction: SQLite commits per statement otherwise
         inserter: _Inserter | None = None
         try:
@@ -465,6 +466,8 @@ class ReferenceScan:
         prefix = safe_path(prefix) if prefix else ""
         child = local_listing.ChildListing(self._paths[1], store.key, root, prefix, shard)
         self._children.append(child)
+        if self._stopping:  # the scan failed while this thread was on its way here
+            child.stop()
         guard = _Guard(store, prefix, "list")
         objects = child.run()
         if objects is None:
@@ -479,7 +482,8 @@ class ReferenceScan:
         return True
 
     def _stop_children(self) -> None:
-        for child in self._children:
+        self._stopping = True
+        for child in list(self._children):
             child.stop()
 
     def _covered(self, key: str, prefix: str) -> bool:
