@@ -9,8 +9,9 @@ each owning a 1 KiB file on local disk (written directly, rows loaded with COPY)
 orphans (files no row references) and 1% dangling rows (their file was never written).
 Then, for each code checkout, runs each case in its own subprocess with that checkout's
 ``src`` first on PYTHONPATH: ``find_orphans`` and ``find_dangling`` (library calls, grace 0)
-and ``storeroom verify --backend bench --grace 0s --json`` (the CLI, output discarded), next to
-``raw_listing``: obstore alone listing the store, which no check of the store can beat.
+and ``storeroom verify --backend bench --grace 0s --json`` (the CLI, output discarded), and
+``storeroom gc --grace 0s --yes`` (it deletes the orphans, which are then written back,
+untimed), next to ``raw_listing``: obstore alone listing the store.
 ``migrate`` is ``storeroom migrate bench copy`` of every object into a fresh local folder
 (objects per second), next to ``raw_copy``: obstore alone on 4 threads doing the same three
 operations per object (read, create-only write, read back), the floor of a verified copy.
@@ -38,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 KiB = 1024
@@ -223,6 +225,40 @@ def seed_list_row(files: int, database: str, root: Path) -> None:
     marker.touch()
 
 
+def _cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int, Any, str, str]:
+    """Run ``python -m storeroom.cli *args``: seconds, exit code, rusage, stdout, stderr.
+
+    Output goes to files, not pipes: thousands of lines would fill a pipe nobody reads
+    until the end.
+    """
+    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
+        start = time.perf_counter()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "storeroom.cli", *args],
+            env=env,
+            cwd=cwd,
+            stdout=out_file,
+            stderr=err_file,
+        )
+        _pid, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read().decode(), err_file.read().decode()
+    return seconds, os.waitstatus_to_exitcode(status), usage, out, err
+
+
+def _measured(seconds: float, usage: Any, found: int, references: int) -> dict[str, float]:
+    return {
+        "seconds": seconds,
+        "rss_mib": usage.ru_maxrss / KiB,
+        "growth_mib": float("nan"),
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "found": found,
+        "references": references,
+    }
+
+
 def run_migrate(
     n: int, database: str, root: Path, src: Path, models: Path, label: str
 ) -> dict[str, float]:
@@ -241,38 +277,39 @@ def run_migrate(
         "STORAGE__COPY__URL": f"file://{target}",
         "DATABASE_URL": database,
     }
-    args = [
-        sys.executable,
-        "-m",
-        "storeroom.cli",
-        "migrate",
-        "bench",
-        "copy",
-        "--state",
-        str(state),
-        "--no-progress",
-    ]
-    start = time.perf_counter()
-    child = subprocess.Popen(
-        args, env=env, cwd=models, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    _pid, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    out = child.stdout.read().decode() if child.stdout else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        err = child.stderr.read().decode() if child.stderr else ""
+    args = ["migrate", "bench", "copy", "--state", str(state), "--no-progress"]
+    seconds, code, usage, out, err = _cli(args, env, models)
+    if code != 0:
         raise SystemExit(f"migrate failed: {out[-1000:]} {err[-2000:]}")
     copied = int(out.split("copied ", 1)[1].split(" ", 1)[0])
     shutil.rmtree(target, ignore_errors=True)
     state.unlink(missing_ok=True)
-    return {
-        "seconds": seconds,
-        "rss_mib": usage.ru_maxrss / KiB,
-        "growth_mib": float("nan"),
-        "cpu": usage.ru_utime + usage.ru_stime,
-        "found": copied,
-        "references": copied,
+    return _measured(seconds, usage, copied, copied)
+
+
+def run_gc(n: int, database: str, root: Path, src: Path, models: Path) -> dict[str, float]:
+    """``storeroom gc --yes`` of the 1% orphans; they are written back afterwards (not timed).
+
+    gc reads the references twice: once to find the orphans, once more just before it
+    deletes them (a row may have adopted one meanwhile).
+    """
+    store = root / f"n{n}"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{src}",
+        "BENCH_TABLE": _table(n),
+        "STORAGE__BENCH__URL": f"file://{store}",
+        "DATABASE_URL": database,
     }
+    args = ["gc", "--model", "bench_models:Row", "--backend", "bench", "--grace", "0s", "--yes"]
+    seconds, code, usage, out, err = _cli(args, env, models)
+    _owned, orphans, _dangling = _paths(n)
+    for path in orphans:  # back as seeded, for the next case and the next run
+        (store / path).write_bytes(PAYLOAD)
+    if code != 0:
+        raise SystemExit(f"gc failed: {out[-1000:]} {err[-2000:]}")
+    deleted = int(out.strip().splitlines()[-1].split(" orphans deleted")[0])
+    return _measured(seconds, usage, deleted, n + max(1, n // 100))
 
 
 QUEUE = os.environ.get("STOREROOM_BENCH_QUEUE", "redis://127.0.0.1:6379/9")
@@ -390,6 +427,8 @@ def run_case(
     """Run one case in a fresh subprocess; time, peak RSS, and the count it found."""
     if case == "migrate":
         return run_migrate(n, database, root, src, models, label)
+    if case == "gc":
+        return run_gc(n, database, root, src, models)
     if case.endswith("_2w"):
         return run_sharded(case, n, database, root, src, models)
     store = str(root / (store_dir or f"n{n}"))
@@ -401,38 +440,13 @@ def run_case(
         "DATABASE_URL": database,
     }
     if case == "verify":
-        args = [
-            sys.executable,
-            "-m",
-            "storeroom.cli",
-            "verify",
-            "--model",
-            f"bench_models:{model}",
-            "--backend",
-            "bench",
-            "--grace",
-            "0s",
-            "--json",
-        ]
-        with tempfile.TemporaryFile() as out:
-            start = time.perf_counter()
-            child = subprocess.Popen(args, env=env, cwd=models, stdout=out, stderr=subprocess.PIPE)
-            _pid, status, usage = os.wait4(child.pid, 0)
-            seconds = time.perf_counter() - start
-            child.returncode = os.waitstatus_to_exitcode(status)
-            err = child.stderr.read().decode() if child.stderr else ""
-            if child.returncode not in (0, 1):
-                raise SystemExit(f"verify failed ({child.returncode}): {err[-2000:]}")
-            out.seek(0)
-            summary = json.load(out)["summary"]
-        return {
-            "seconds": seconds,
-            "rss_mib": usage.ru_maxrss / KiB,
-            "growth_mib": float("nan"),
-            "cpu": usage.ru_utime + usage.ru_stime,
-            "found": summary["orphans"] + summary["dangling"] * 1_000_000,
-            "references": summary["references"],
-        }
+        args = ["verify", "--model", f"bench_models:{model}", "--backend", "bench"]
+        seconds, code, usage, out, err = _cli([*args, "--grace", "0s", "--json"], env, models)
+        if code not in (0, 1):
+            raise SystemExit(f"verify failed ({code}): {err[-2000:]}")
+        summary = json.loads(out)["summary"]
+        found = summary["orphans"] + summary["dangling"] * 1_000_000
+        return _measured(seconds, usage, found, summary["references"])
     args = [sys.executable, "-c", CASE, case, database, str(models), store, str(n)]
     child = subprocess.Popen(
         args, env=env, cwd=models, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -474,9 +488,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--cases",
-        default="raw_listing,find_orphans,find_dangling,verify,verify_2w,"
+        default="raw_listing,find_orphans,find_dangling,verify,gc,verify_2w,"
         "raw_copy,migrate,migrate_2w",
-        help="raw_listing / raw_copy: obstore alone listing / copying the "
+        help="gc: storeroom gc --yes (the orphans are written back afterwards); "
+        "raw_listing / raw_copy: obstore alone listing / copying the "
         "store, the floors; *_2w: --shards 8 on 2 SAQ workers "
         "(STOREROOM_BENCH_QUEUE, default redis://127.0.0.1:6379/9)",
     )
@@ -523,6 +538,7 @@ def main() -> None:
                     "find_orphans": extra,
                     "find_dangling": extra,
                     "verify": extra + extra * 1_000_000,
+                    "gc": extra,
                     "migrate": n + extra,
                     "verify_2w": extra + extra * 1_000_000,
                     "migrate_2w": n + extra,

@@ -384,7 +384,7 @@ async def test_an_index_write_that_fails_in_its_thread_fails_the_scan_and_leaves
     real = maintenance._insert_many
 
     def failing(db: Any, head: str, row: str, rows: list[Any]) -> None:
-        if head.startswith("INSERT INTO ref") and written:
+        if head.startswith("INSERT INTO main.ref") and written:
             raise sqlite3.OperationalError("database or disk is full")
         written.append(len(rows))
         real(db, head, row, rows)

@@ -51,20 +51,35 @@ class Spy:
         monkeypatch.setattr(local_listing.ChildListing, "run", run)
 
 
-@pytest.fixture
-def disk(tmp_path: Path) -> Iterator[ObstoreBackend]:
-    """The backend ``files`` on local disk, with a link to a file and one to a directory."""
+@pytest.fixture(params=["plain", "links"])
+def disk(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ObstoreBackend]:
+    """The backend ``files`` on local disk: plain, or with a link to a file and one to a
+    directory (which the child's own walk leaves to obstore's listing)."""
     root = tmp_path / "store"
     backend = ObstoreBackend("files", f"file://{root}", mkdir=True)
     storages.register_backend(backend, overwrite=True)
-    outside = tmp_path / "outside"
-    (outside / "deep").mkdir(parents=True)
-    (outside / "secret.bin").write_bytes(b"not the store's")
-    (outside / "deep" / "more.bin").write_bytes(b"nor this")
     (root / "stray").mkdir(parents=True)
-    os.symlink(outside / "secret.bin", root / "stray" / "linked.bin")
-    os.symlink(outside / "deep", root / "linked-dir")
+    if request.param == "links":
+        outside = tmp_path / "outside"
+        (outside / "deep").mkdir(parents=True)
+        (outside / "secret.bin").write_bytes(b"not the store's")
+        (outside / "deep" / "more.bin").write_bytes(b"nor this")
+        os.symlink(outside / "secret.bin", root / "stray" / "linked.bin")
+        os.symlink(outside / "deep", root / "linked-dir")
     yield backend
+
+
+def _walked(disk: ObstoreBackend, listings: list[local_listing.ChildListing]) -> None:
+    """Each child walked the store itself, unless links sent it to obstore's listing."""
+    linked = os.path.islink(os.path.join(str(disk.listing_directory), "linked-dir"))
+    assert listings
+    for listing in listings:
+        if linked:
+            assert (
+                listing.note.startswith("listed by obstore: ") and "symbolic link" in listing.note
+            )
+        else:
+            assert listing.note == ""
 
 
 @pytest.fixture
@@ -89,6 +104,7 @@ async def test_a_child_listing_finds_exactly_what_this_process_finds(
     spy = Spy(monkeypatch)
     assert await _run(db, _report) == here
     assert spy.results and None not in spy.results
+    _walked(disk, spy.listings)
 
     # Each shard's child keeps that shard's paths only; together they are the whole answer.
     def sharded(session: Session) -> list[str]:
@@ -101,6 +117,7 @@ async def test_a_child_listing_finds_exactly_what_this_process_finds(
 
     assert await _run(db, sharded) == sorted(ORPHANS)
     assert len(spy.results) == 1 + 3 and None not in spy.results
+    _walked(disk, spy.listings)
 
 
 async def test_a_child_lists_only_the_prefix_asked_for(
@@ -117,6 +134,7 @@ async def test_a_child_lists_only_the_prefix_asked_for(
     # Only the prefix went through the child: its count is the objects under stray/
     # (two orphans, short.bin and wrong.bin; not the link).
     assert apart.results == [4]
+    _walked(disk, apart.listings)
 
 
 class Base(DeclarativeBase):
@@ -386,3 +404,88 @@ def test_no_child_starts_once_the_scan_has_failed(
         with pytest.raises(local_listing.Stopped):
             scan._list("files", apart=True)
     assert started == [] and apart.listings and apart.results == []
+
+
+def test_reading_the_references_leaves_the_listings_file_free(
+    sqlite_session: Session, disk: ObstoreBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While the references go into the scan's own file (one transaction), a listing writes
+    # the listing's file. Nothing in that transaction may lock the listing's file: the
+    # listing would stop until the commit (a child's stopped for 7 s at a million rows).
+    _seed_rows(sqlite_session, disk)
+    seen: list[str] = []
+    real = maintenance.ReferenceScan._load_references
+
+    def load(scan: ReferenceScan, *args: Any) -> int:
+        count = real(scan, *args)
+        assert scan._db.in_transaction  # read, not yet committed
+        other = local_listing.connect(scan._paths[1])
+        try:
+            other.execute("PRAGMA busy_timeout=0")
+            other.execute("BEGIN EXCLUSIVE")  # refused while any other connection reads
+            other.execute("ROLLBACK")
+            seen.append("free")
+        except sqlite3.OperationalError as exc:
+            seen.append(str(exc))
+        finally:
+            other.close()
+        return count
+
+    monkeypatch.setattr(maintenance.ReferenceScan, "_load_references", load)
+    assert _orphans(sqlite_session) == ["stray/orphan.bin"]
+    assert seen == ["free"]
+
+
+def test_a_child_that_leaves_its_walk_to_obstore_says_why(
+    sqlite_session: Session,
+    disk: ObstoreBackend,
+    apart: Spy,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _seed_rows(sqlite_session, disk)
+    with caplog.at_level(logging.DEBUG, logger="storeroom.orm"):
+        assert _orphans(sqlite_session) == ["stray/orphan.bin"]
+    assert apart.results == [4]
+    _walked(disk, apart.listings)
+    linked = os.path.islink(os.path.join(str(disk.listing_directory), "linked-dir"))
+    assert ("backend 'files': listed by obstore: " in caplog.text) == linked
+
+
+def test_a_listing_that_fails_half_way_leaves_the_index_as_it_was(tmp_path: Path) -> None:
+    db = local_listing.connect(str(tmp_path / "index.sqlite"))
+    db.execute(
+        "CREATE TABLE obj (backend TEXT, path TEXT, size INTEGER, modified REAL, etag TEXT, version TEXT)"
+    )
+    db.execute("INSERT INTO obj VALUES ('files', 'kept', 1, NULL, NULL, NULL)")
+
+    def batches() -> Iterator[list[Any]]:
+        yield [("new", 1, None, None, None)]
+        raise local_listing.Irregular("a link, say")
+
+    with pytest.raises(local_listing.Irregular):
+        local_listing.fill(db, "files", batches(), None)
+    assert not db.in_transaction
+    assert db.execute("SELECT backend, path FROM obj").fetchall() == [("files", "kept")]
+    # Listed again, the rows replace the old ones once.
+    rows = [("a", 1, None, None, None), ("b", 2, None, None, None)]
+    assert local_listing.fill(db, "files", iter([rows]), None) == 2
+    assert db.execute("SELECT path FROM obj ORDER BY path").fetchall() == [("a",), ("b",)]
+    db.close()
+
+
+def test_the_comparison_reads_the_references_in_the_listings_order(
+    sqlite_session: Session, disk: ObstoreBackend
+) -> None:
+    # From the references' index alone (no lookup of each row), in path order: each
+    # lookup in the listing's index then falls next to the last.
+    _seed_rows(sqlite_session, disk)
+    sqlite_session.add(Counted(id=100, file=FileObject(content=b"x", filename="y")))
+    sqlite_session.commit()
+    disk.put(sqlite_session.get(Counted, 100).file.path, b"longer")  # type: ignore[union-attr]
+    with ReferenceScan(Counted) as scan:
+        scan.read_rows(sqlite_session)
+        assert [d.file.path for d in scan.dangling()] == ["never/gone"]
+        assert [(m.recorded, m.stored) for m in scan.mismatched()] == [(1, 6)]
+        plan = scan._db.execute("EXPLAIN QUERY PLAN " + maintenance._COMPARE).fetchall()
+    details = [row[-1] for row in plan]
+    assert "SCAN r USING COVERING INDEX ref_at" in details, details

@@ -7,8 +7,10 @@ into SQLite statements), so in one process they take turns on the interpreter lo
 reading a million references and listing a million local files took as long side by side
 as one after the other. Another process can walk a local directory just as well, so a large
 scan hands that listing to a child: :class:`ChildListing` starts ``sys.executable`` on
-:func:`main`, which fills the same SQLite file through the same code (:func:`fill`,
-:func:`list_batches`) and exits.
+:func:`main`, which fills the same SQLite file through the same code (:func:`fill`) and
+exits. The child lists by a walk of its own (:func:`walk`, a third less work than obstore's
+listing), and by obstore's (:func:`list_batches`) when the tree holds anything the walk
+leaves to obstore, a symbolic link for one.
 
 The child imports this module, :mod:`storeroom.backends.local_root`,
 :mod:`storeroom.backends.relay`, :mod:`storeroom.errors` and obstore, nothing else of
@@ -37,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import obstore
 from arro3.core import DataType
 
-from storeroom.backends.local_root import ListingCheck
+from storeroom.backends.local_root import ListingCheck, contained
 from storeroom.backends.relay import Relay
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ __all__ = [
     "CACHE_KIB",
     "LIST_CHUNK",
     "ChildListing",
+    "Irregular",
     "Stopped",
     "connect",
     "fill",
@@ -54,6 +57,7 @@ __all__ = [
     "insert_many",
     "list_batches",
     "sql_text",
+    "walk",
 ]
 
 CACHE_KIB = 16 * 1024  # SQLite's page cache per index file
@@ -62,6 +66,11 @@ LIST_CHUNK = 1000  # objects per batch obstore hands over
 _MICROSECONDS = DataType.timestamp("us", tz="UTC")
 _INT64 = DataType.int64()
 _INTERPRETER = re.compile(r"(python|pypy)[0-9.]*w?(\.exe)?$", re.IGNORECASE)
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+class Irregular(Exception):
+    """:func:`walk` met something only obstore's own listing answers for exactly."""
 
 
 class Stopped(Exception):
@@ -137,6 +146,94 @@ def list_batches(store: Any, prefix: str, check: ListingCheck | None) -> Iterato
             yield rows
 
 
+def walk(root: str, prefix: str = "", chunk: int = LIST_CHUNK) -> Iterator[ListedBatch]:
+    """The rows obstore's listing of ``root`` under ``prefix`` gives, from a walk of our own.
+
+    obstore stats each file three times by its full path (its walk follows links, then it
+    asks whether the path is a file, then for its metadata), and most of its listing's
+    time is the kernel looking those paths up again: a million local files took 9.9 s to
+    list. This walk reads each directory through a descriptor and stats each file once,
+    relative to it: 6.8 s for the same million.
+
+    It yields exactly what :func:`list_batches` would for a plain tree: regular files (no
+    directory, FIFO or socket), obstore's staging files (``name#123``) left out, obstore's
+    etag (inode, modification time in microseconds, size, in hex) and modification time.
+    Anything else raises :class:`Irregular` and is left to obstore, which answers for it
+    in its own words: a symbolic link (storeroom drops what a link reaches; obstore also
+    reports a loop of links), a name that is not printable text (undecodable bytes,
+    control characters), a prefix that is no plain directory, a directory that cannot be
+    read. A file or directory that vanishes during the walk is skipped, as obstore skips
+    it. The order is obstore's too: each directory's entries as the system reads them,
+    a subdirectory's files before its next sibling.
+    """
+    if prefix and not contained(root, prefix):
+        raise Irregular(f"the prefix {prefix!r} goes through a link")
+    top = root + "/" + prefix if prefix else root
+    # One open directory per level of the current path (not per directory seen), as
+    # obstore's walk holds them.
+    stack: list[tuple[int, Iterator[os.DirEntry[str]], str]] = []
+    try:
+        _enter(stack, os.open(top, _DIRECTORY), prefix + "/" if prefix else "")
+        rows: ListedBatch = []
+        while stack:
+            fd, entries, base = stack[-1]
+            for entry in entries:
+                name = entry.name
+                if not name.isprintable():
+                    raise Irregular(f"the name {name!r} in {base or '/'!r}")
+                if entry.is_file(follow_symlinks=False):
+                    cut = name.find("#")
+                    if cut >= 0 and name[cut + 1 :].isdecimal() and name[cut + 1 :].isascii():
+                        continue  # obstore's staging file of a write in progress
+                    try:
+                        found = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    micros = found.st_mtime_ns // 1000
+                    if micros < 0:  # obstore clamps its etag's time, not its date
+                        raise Irregular(f"{base + name!r} was modified before 1970")
+                    size = found.st_size
+                    etag = f'"{found.st_ino:x}-{micros:x}-{size:x}"'
+                    rows.append((base + name, size, micros / 1_000_000, etag, None))
+                    if len(rows) >= chunk:
+                        yield rows
+                        rows = []
+                elif entry.is_dir(follow_symlinks=False):
+                    try:
+                        _enter(stack, os.open(name, _DIRECTORY, dir_fd=fd), base + name + "/")
+                    except FileNotFoundError:
+                        continue
+                    break  # into the subdirectory; this one's entries go on after it
+                elif entry.is_symlink():
+                    raise Irregular(f"the symbolic link {base + name!r}")
+            else:
+                stack.pop()
+                _close(fd, entries)
+        if rows:
+            yield rows
+    except OSError as exc:
+        raise Irregular(f"walking {top!r}: {exc}") from None
+    finally:
+        for fd, entries, _ in stack:
+            _close(fd, entries)
+
+
+def _enter(stack: list[tuple[int, Iterator[os.DirEntry[str]], str]], fd: int, base: str) -> None:
+    """Push the directory open as ``fd`` (its entries read from it) onto the walk's stack."""
+    try:
+        stack.append((fd, os.scandir(fd), base))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _close(fd: int, entries: Iterator[os.DirEntry[str]]) -> None:
+    close = getattr(entries, "close", None)
+    if close is not None:
+        close()
+    os.close(fd)
+
+
 def fill(
     db: sqlite3.Connection,
     key: str,
@@ -146,18 +243,22 @@ def fill(
     """Replace backend ``key``'s rows of the index's ``obj`` table by ``batches``' rows.
 
     Only the rows whose path ``keep`` accepts are kept (all when it is None). One
-    transaction; returns how many rows went in.
+    transaction, rolled back when ``batches`` raises; returns how many rows went in.
     """
     db.execute("BEGIN")
-    db.execute("DROP INDEX IF EXISTS obj_at")
-    db.execute("DELETE FROM obj WHERE backend = ?", (key,))
-    values = f"({sql_text(key)}, ?, ?, ?, ?, ?)"
-    count = 0
-    for rows in batches:
-        if keep is not None:
-            rows = [listed_row for listed_row in rows if keep(listed_row[0])]
-        insert_many(db, "INSERT INTO obj", values, rows)
-        count += len(rows)
+    try:
+        db.execute("DROP INDEX IF EXISTS obj_at")
+        db.execute("DELETE FROM obj WHERE backend = ?", (key,))
+        values = f"({sql_text(key)}, ?, ?, ?, ?, ?)"
+        count = 0
+        for rows in batches:
+            if keep is not None:
+                rows = [listed_row for listed_row in rows if keep(listed_row[0])]
+            insert_many(db, "INSERT INTO obj", values, rows)
+            count += len(rows)
+    except BaseException:
+        db.execute("ROLLBACK")  # the index as it was: the listing can be done again
+        raise
     db.execute("COMMIT")
     return count
 
@@ -227,6 +328,8 @@ class ChildListing:
         self._stopped = False
         self.error = ""
         """Why the child did not finish (its last lines of output), when it did not."""
+        self.note = ""
+        """Why the child listed with obstore rather than :func:`walk`, when it did."""
 
     def run(self) -> int | None:
         """List; how many objects went in, or None when the child could not do it.
@@ -257,9 +360,13 @@ class ChildListing:
             raise Stopped
         if self._child.returncode == 0:
             try:
-                return int(json.loads(out)["objects"])
+                told = json.loads(out)
+                objects = int(told["objects"])
             except (ValueError, KeyError, TypeError):
                 pass
+            else:
+                self.note = str(told.get("note", ""))
+                return objects
         self.error = (err or out).decode("utf-8", "replace").strip()[-2000:] or (
             f"exit status {self._child.returncode}"
         )
@@ -274,26 +381,37 @@ class ChildListing:
 
 
 def main(spec: Mapping[str, Any]) -> None:
-    """The child: list ``spec["root"]`` under ``spec["prefix"]`` into ``spec["index"]``."""
+    """The child: list ``spec["root"]`` under ``spec["prefix"]`` into ``spec["index"]``.
+
+    By :func:`walk`; when the tree holds something the walk leaves to obstore
+    (:class:`Irregular`), what it wrote is rolled back and obstore lists the tree instead.
+    """
     from obstore.store import LocalStore
 
-    root, parent = spec["root"], spec["parent"]
+    root, parent, prefix = spec["root"], spec["parent"], spec["prefix"]
     shard = spec["shard"]
     keep = None if shard is None else (lambda path: in_shard(path, shard[0], shard[1]))
-    check = ListingCheck(root)
 
-    def batches() -> Iterator[ListedBatch]:
-        for rows in list_batches(LocalStore(root), spec["prefix"], check):
+    def watched(batches: Iterator[ListedBatch]) -> Iterator[ListedBatch]:
+        for rows in batches:
             if os.getppid() != parent:  # the scan's process is gone: stop here
                 raise SystemExit(3)
             yield rows
 
+    note = ""
     db = connect(spec["index"])
     try:
-        # As in a scan's own process: the walk (a stat per file) runs a few batches ahead
-        # of the inserts, in a thread of its own.
-        with Relay(batches()) as listed:
-            count = fill(db, spec["key"], listed, keep)
+        try:
+            # The walk and the inserts take turns in this thread: in two threads they
+            # would contend for the interpreter lock (11.7 s a million files, not 9.2 s).
+            count = fill(db, spec["key"], watched(walk(root, prefix)), keep)
+        except Irregular as why:
+            note = f"listed by obstore: {why}"
+            # obstore's walk runs outside the interpreter lock: a few batches ahead of the
+            # inserts, in a thread of its own, as in a scan's own process.
+            obstore_rows = list_batches(LocalStore(root), prefix, ListingCheck(root))
+            with Relay(watched(obstore_rows)) as listed:
+                count = fill(db, spec["key"], listed, keep)
     finally:
         db.close()
-    sys.stdout.write(json.dumps({"objects": count}))
+    sys.stdout.write(json.dumps({"objects": count, "note": note}))
