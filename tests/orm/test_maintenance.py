@@ -11,7 +11,7 @@ started to reference between the scan and the delete.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from storeroom.orm import (
     maintenance,
     remove_orphans,
 )
+from storeroom.orm.variants import variant_path
 from tests.orm.conftest import Db, Document, FaultyBackend, Report
 
 TARGET = [Document, Report]
@@ -315,6 +316,107 @@ async def test_remove_orphans_keeps_one_a_row_started_to_reference(
     assert not files.exists("stray/orphan-1.bin") and not files.exists("elsewhere/orphan-3.bin")
     assert files.exists("stray/orphan-2.bin")
     assert await _run(db, lambda s: find_orphans(s, TARGET, files, grace=timedelta(0))) == []
+
+
+@pytest.mark.parametrize("mode", ["selected", "one-path-a-query", "every-row"])
+async def test_gc_reads_again_only_the_references_that_could_adopt_a_candidate(
+    db: Db, files: FaultyBackend, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    # Before deleting, remove_orphans reads again the references to its candidates' paths:
+    # picked by the query on PostgreSQL and SQLite (a query per path here, to cross the
+    # chunks), or every row (too many candidates; MariaDB, whose collation would call
+    # "Case" and "case" equal). Whichever way, a row that adopted a candidate through its
+    # file, its list or a variant's original keeps it; a path that differs only in case or
+    # merely starts like a candidate's adopts nothing.
+    if mode == "one-path-a-query":
+        monkeypatch.setattr(maintenance, "_PATHS_PER_QUERY", 1)
+    if mode == "every-row":
+        monkeypatch.setattr(maintenance, "_RECHECK_AT_MOST", 0)
+    await _seed(db, files)
+    variant = variant_path("stray/orig.png", "thumb", "png")
+    for path in ("stray/Case.bin", variant, "stray/prefix.bin"):
+        files.put(path, b"an orphan at first")
+    engine = create_engine(_sync_url(db))
+    plain = sessionmaker(engine, expire_on_commit=False)
+    reads: list[tuple[Collection[str] | None, int]] = []
+    real = ReferenceScan.read_rows
+
+    def read_rows(scan: ReferenceScan, session: Session, **options: Any) -> int:
+        count = real(scan, session, **options)
+        reads.append((options.get("paths"), count))
+        return count
+
+    monkeypatch.setattr(ReferenceScan, "read_rows", read_rows)
+
+    def adopt() -> None:
+        def ref(path: str) -> FileObject:
+            return FileObject(backend="files", filename=path.rsplit("/", 1)[-1], path=path)
+
+        with plain() as session:
+            session.add_all(
+                [
+                    Document(
+                        name="adopter",
+                        file=ref("stray/orphan-2.bin"),
+                        attachments=[ref("elsewhere/orphan-3.bin"), ref("stray/orig.png")],
+                    ),
+                    Document(name="other case", file=ref("stray/case.bin")),
+                    Document(name="longer", file=ref("stray/prefix.bin.old")),
+                ]
+            )
+            session.commit()
+
+    calls = 0
+
+    def sessions() -> Session:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            adopt()  # between the scan and the delete
+        return plain()
+
+    try:
+        outcome = dict(
+            (o.path, deleted)
+            for o, deleted in remove_orphans(sessions, TARGET, "files", grace=timedelta(0))
+        )
+    finally:
+        engine.dispose()
+    assert outcome == {
+        "elsewhere/orphan-3.bin": False,
+        "stray/orphan-1.bin": True,
+        "stray/orphan-2.bin": False,
+        "stray/Case.bin": True,
+        variant: False,
+        "stray/prefix.bin": True,
+    }
+    assert {path for path, deleted in outcome.items() if not deleted} <= files.paths()
+    assert not {path for path, deleted in outcome.items() if deleted} & files.paths()
+    (first, everything), (asked, found) = reads
+    assert first is None and everything == REFERENCES
+    if mode == "every-row":
+        assert asked is None and found == REFERENCES + 5
+    else:
+        assert asked == {*outcome, "stray/orig.png"}
+        assert found == 3  # orphan-2, orphan-3 and the variant's original
+
+
+async def test_gc_with_no_orphan_reads_the_rows_once(db: Db, files: FaultyBackend) -> None:
+    await _seed(db, files)
+    for path in ORPHANS:
+        files.delete(path)
+    engine = create_engine(_sync_url(db))
+    made: list[Session] = []
+
+    def sessions() -> Session:
+        made.append(sessionmaker(engine)())
+        return made[-1]
+
+    try:
+        assert list(remove_orphans(sessions, TARGET, "files", grace=timedelta(0))) == []
+    finally:
+        engine.dispose()
+    assert len(made) == 1
 
 
 async def test_a_row_holding_many_files_in_a_list_is_read_whole_and_counted(

@@ -27,7 +27,7 @@ import queue
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -81,6 +81,11 @@ DEFAULT_PAGE_SIZE = 1000
 logger = logging.getLogger("storeroom.orm")
 
 _LIST_APART_AFTER = 20_000  # references read before a local store is listed by a child
+_PATHS_PER_QUERY = 10_000  # paths a query of read_rows(paths=...) selects at most
+_EXACT_PATHS = ("postgresql", "sqlite")  # databases whose `path IN (...)` compares exactly
+# gc reads again only the references to its candidates when there are at most this many
+# (each query costs one pass over the table); otherwise every reference.
+_RECHECK_AT_MOST = 5 * _PATHS_PER_QUERY
 _BATCH = 5000  # references or listed objects inserted into the index per executemany
 _CONFIRMING = 8  # HEAD requests at once that confirm a reference missing from a listing
 _CONFIRM_GROUP = 256  # ... over this many references at a time (memory stays flat)
@@ -268,7 +273,13 @@ class ReferenceScan:
 
     # -- loading -------------------------------------------------------------------------
 
-    def read_rows(self, session: Session, *, list_ahead: Mapping[str, str] | None = None) -> int:
+    def read_rows(
+        self,
+        session: Session,
+        *,
+        list_ahead: Mapping[str, str] | None = None,
+        paths: Collection[str] | None = None,
+    ) -> int:
         """(Re)load every reference of the columns from ``session``; returns how many.
 
         Only the primary key and the column's JSON are read (cast to text; for one-file
@@ -278,7 +289,16 @@ class ReferenceScan:
         starting once the first query has run, so the rows it returns are older than the
         listing (a reference missing from a listing is confirmed with a HEAD before it is
         called dangling).
+
+        With ``paths``, only the references to those paths are loaded, and nothing is
+        listed unless ``list_ahead`` says so: the scan then answers for those paths only
+        (what :meth:`candidates` asks before a delete). PostgreSQL and SQLite select them
+        in the query (``path IN (...)``, up to 10,000 paths a query; a million-row table
+        answers 10,000 paths in about half a second, against ten seconds or more to read
+        every reference); other databases send every row, and the paths are picked here.
         """
+        if list_ahead is None and paths is not None:
+            list_ahead = {}
         if list_ahead is None:
             list_ahead = {}
             for column in self.columns:
@@ -316,7 +336,7 @@ class ReferenceScan:
             # The references go into the index in a thread of their own, while this one
             # waits for the database's next page and decodes it.
             inserter = _Inserter(db, _REF_INSERT)
-            count = self._load_references(session, start_listing, inserter.put)
+            count = self._load_references(session, start_listing, inserter.put, paths)
             running, inserter = inserter, None
             running.close()
             db.execute("COMMIT")
@@ -357,8 +377,10 @@ class ReferenceScan:
         session: Session,
         started: Callable[[int], None],
         insert: Callable[[list[tuple[Any, ...]]], None],
+        paths: Collection[str] | None = None,
     ) -> int:
-        """Read every reference, handing them to ``insert`` in batches (each list given away).
+        """Read every reference (to ``paths``, when given), handing them to ``insert`` in
+        batches (each list given away).
 
         ``started`` is told how many references were read so far: once each query has run,
         and after each batch.
@@ -367,6 +389,22 @@ class ReferenceScan:
         self._referenced = set()
         count = 0
         batch: list[tuple[Any, ...]] = []
+        keep = self._keep
+        chunks: list[list[str] | None] = [None]
+        if paths is not None:
+            wanted = paths if isinstance(paths, (set, frozenset)) else set(paths)
+            # Always checked here, exactly, whatever the database's collation made of
+            # the query's filter (it may only ever let more rows through).
+            shard = keep
+
+            def keep(path: str | None) -> bool:
+                return path in wanted and (shard is None or shard(path))
+
+            ordered = sorted(wanted)
+            chunks = [
+                ordered[start : start + _PATHS_PER_QUERY]
+                for start in range(0, len(ordered), _PATHS_PER_QUERY)
+            ]
 
         def hand_over(batch: list[tuple[Any, ...]]) -> None:
             nonlocal count
@@ -385,55 +423,55 @@ class ReferenceScan:
             keys = len(mapper.primary_key)
             # Core rather than ORM execution: plain tuples, nothing for the session to track.
             connection = session.connection(bind_arguments={"mapper": mapper})
-            statement, fields = _reference_query(
-                column,
-                mapper.primary_key,
-                bool(getattr(kind, "multiple", False)),
-                connection.dialect.name,
-            )
-            rows = connection.execute(statement.execution_options(yield_per=self.page_size))
-            started(count)
-            keep = self._keep
-            for row in rows:
-                text = row[keys]
-                if text is None or text == "null":
-                    continue
-                key = _row_key(row, keys)
-                if fields:
-                    if keep is not None and not keep(row[keys + 2]):
+            dialect = connection.dialect.name
+            multiple = bool(getattr(kind, "multiple", False))
+            # Where the database compares paths exactly, it picks the paths asked for.
+            for chunk in chunks if dialect in _EXACT_PATHS else [None]:
+                statement, fields = _reference_query(
+                    column, mapper.primary_key, multiple, dialect, chunk
+                )
+                rows = connection.execute(statement.execution_options(yield_per=self.page_size))
+                started(count)
+                for row in rows:
+                    text = row[keys]
+                    if text is None or text == "null":
                         continue
-                    batch.append(
-                        (
-                            row[keys + 1] or default,
-                            row[keys + 2],
-                            row[keys + 3],
-                            row[keys + 4],
-                            source,
-                            key,
-                            text,
-                        )
-                    )
-                else:
-                    for item in json.loads(text) or ():
-                        if keep is not None and not keep(item.get("path")):
+                    key = _row_key(row, keys)
+                    if fields:
+                        if keep is not None and not keep(row[keys + 2]):
                             continue
                         batch.append(
                             (
-                                item.get("backend") or default,
-                                item.get("path"),
-                                item.get("size"),
-                                item.get("checksum"),
+                                row[keys + 1] or default,
+                                row[keys + 2],
+                                row[keys + 3],
+                                row[keys + 4],
                                 source,
                                 key,
-                                json.dumps(item),
+                                text,
                             )
                         )
-                        if len(batch) >= _BATCH:
-                            hand_over(batch)
-                            batch = []
-                if len(batch) >= _BATCH:
-                    hand_over(batch)
-                    batch = []
+                    else:
+                        for item in json.loads(text) or ():
+                            if keep is not None and not keep(item.get("path")):
+                                continue
+                            batch.append(
+                                (
+                                    item.get("backend") or default,
+                                    item.get("path"),
+                                    item.get("size"),
+                                    item.get("checksum"),
+                                    source,
+                                    key,
+                                    json.dumps(item),
+                                )
+                            )
+                            if len(batch) >= _BATCH:
+                                hand_over(batch)
+                                batch = []
+                    if len(batch) >= _BATCH:
+                        hand_over(batch)
+                        batch = []
         if batch:
             hand_over(batch)
         return count
@@ -744,6 +782,20 @@ class ReferenceScan:
         self._db.execute("COMMIT")
         return count
 
+    def candidate_paths(self) -> set[str]:
+        """The paths a reference must have to make a remembered candidate referenced.
+
+        Each candidate's own path and, for a variant (``<path>.variants/...``), its
+        original's: pass them to :meth:`read_rows` (``paths=``) before :meth:`candidates`.
+        """
+        wanted: set[str] = set()
+        for (path,) in self._db.execute("SELECT path FROM candidate"):
+            wanted.add(path)
+            cut = path.find(VARIANTS_DIRECTORY)
+            if cut >= 0:  # as _VARIANT_OF_REF: up to the first variants directory
+                wanted.add(path[:cut])
+        return wanted
+
     def candidates(self, backend: str) -> Iterator[tuple[ObjectInfo, bool]]:
         """Each remembered candidate and whether a reference (as last read) points at it."""
         self._index("ref")
@@ -767,14 +819,19 @@ _VARIANT_OF_REF = (
 
 
 def _reference_query(
-    column: InstrumentedAttribute[Any], keys: Any, multiple: bool, dialect: str
+    column: InstrumentedAttribute[Any],
+    keys: Any,
+    multiple: bool,
+    dialect: str,
+    paths: Sequence[str] | None = None,
 ) -> tuple[Select[Any], bool]:
     """The query for one column's references, and whether the database extracts the fields.
 
     Its rows are the primary key, the file's JSON as text and, when extracted, backend,
     path, size and checksum. A list column is unnested by the database where it can
     (PostgreSQL, SQLite): one result row per file, so a row holding 100,000 files is read
-    in pages like any other; elsewhere each row's list is parsed here, whole.
+    in pages like any other; elsewhere each row's list is parsed here, whole. With
+    ``paths`` (on a database that extracts the fields), only the references to them.
     """
     source: Any = column
     if multiple and dialect == "postgresql":
@@ -799,7 +856,10 @@ def _reference_query(
         data["checksum"].as_string(),
     )
     text = sql_cast(source, Text) if source is column or dialect != "sqlite" else source
-    return select(*keys, text, *fields).where(column.isnot(None)), True
+    query = select(*keys, text, *fields).where(column.isnot(None))
+    if paths is not None:
+        query = query.where(fields[1].in_(paths))
+    return query, True
 
 
 def _row_key(row: Any, keys: int) -> int | str | bytes:
@@ -1098,9 +1158,14 @@ def remove_orphans(
     with ReferenceScan(target, registry=registry, page_size=page_size, shard=shard) as scan:
         with sessions() as session:
             scan.read_rows(session)
-        scan.remember_candidates(scan.orphans(store, prefix=prefix, grace=grace))
+        found = scan.remember_candidates(scan.orphans(store, prefix=prefix, grace=grace))
+        if not found:
+            return
+        # Only the references that could adopt a candidate: those to its path or, for a
+        # variant, to its original's (a tenth of a full read for 10,000 candidates).
+        paths = scan.candidate_paths() if found <= _RECHECK_AT_MOST else None
         with sessions() as session:
-            scan.read_rows(session)
+            scan.read_rows(session, paths=paths)
         for info, referenced in scan.candidates(store.key):
             if not referenced:
                 store.delete(info.path)
