@@ -585,3 +585,16 @@ def test_rows_are_inserted_fifty_to_a_statement_with_none_lost_or_repeated(count
     rows = [(i, f"p/{i}", bytes([i % 256])) for i in range(count)]
     maintenance._insert_many(db, "INSERT INTO t", "(?, ?, ?)", rows)
     assert db.execute("SELECT a, b, c FROM t ORDER BY rowid").fetchall() == rows
+
+
+def test_an_old_sqlite_is_asked_for_at_most_999_paths_a_query() -> None:
+    # SQLite before 3.32 binds at most 999 values in one statement.
+    class Dialect:
+        def __init__(self, name: str, version: tuple[int, ...] | None) -> None:
+            self.name = name
+            self.dbapi = type("dbapi", (), {"sqlite_version_info": version})
+
+    assert maintenance._paths_per_query(Dialect("sqlite", (3, 31, 1))) == 999
+    assert maintenance._paths_per_query(Dialect("sqlite", (3, 40, 1))) == 10_000
+    assert maintenance._paths_per_query(Dialect("sqlite", None)) == 10_000
+    assert maintenance._paths_per_query(Dialect("postgresql", (3, 31, 1))) == 10_000

@@ -390,7 +390,7 @@ class ReferenceScan:
         count = 0
         batch: list[tuple[Any, ...]] = []
         keep = self._keep
-        chunks: list[list[str] | None] = [None]
+        ordered: list[str] | None = None
         if paths is not None:
             wanted = paths if isinstance(paths, (set, frozenset)) else set(paths)
             # Always checked here, exactly, whatever the database's collation made of
@@ -401,10 +401,6 @@ class ReferenceScan:
                 return path in wanted and (shard is None or shard(path))
 
             ordered = sorted(wanted)
-            chunks = [
-                ordered[start : start + _PATHS_PER_QUERY]
-                for start in range(0, len(ordered), _PATHS_PER_QUERY)
-            ]
 
         def hand_over(batch: list[tuple[Any, ...]]) -> None:
             nonlocal count
@@ -425,8 +421,12 @@ class ReferenceScan:
             connection = session.connection(bind_arguments={"mapper": mapper})
             dialect = connection.dialect.name
             multiple = bool(getattr(kind, "multiple", False))
-            # Where the database compares paths exactly, it picks the paths asked for.
-            for chunk in chunks if dialect in _EXACT_PATHS else [None]:
+            chunks: list[list[str] | None] = [None]
+            if ordered is not None and dialect in _EXACT_PATHS:
+                # The database compares paths exactly: it picks the paths asked for.
+                size = _paths_per_query(connection.dialect)
+                chunks = [ordered[at : at + size] for at in range(0, len(ordered), size)]
+            for chunk in chunks:
                 statement, fields = _reference_query(
                     column, mapper.primary_key, multiple, dialect, chunk
                 )
@@ -860,6 +860,16 @@ def _reference_query(
     if paths is not None:
         query = query.where(fields[1].in_(paths))
     return query, True
+
+
+def _paths_per_query(dialect: Any) -> int:
+    """Paths one query of ``read_rows(paths=...)`` selects: fewer on an SQLite before 3.32,
+    which binds at most 999 values a statement."""
+    if dialect.name == "sqlite":
+        version = getattr(getattr(dialect, "dbapi", None), "sqlite_version_info", None)
+        if version is not None and tuple(version) < (3, 32):
+            return 999
+    return _PATHS_PER_QUERY
 
 
 def _row_key(row: Any, keys: int) -> int | str | bytes:
