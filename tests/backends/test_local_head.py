@@ -91,3 +91,14 @@ async def test_a_plain_local_head_makes_no_call_to_obstore(
     assert disk.head("a/b.bin") == expected
     assert await disk.head_async("a/b.bin") == expected
     assert not disk.exists("a/missing.bin")
+
+
+async def test_a_file_modified_before_1970_is_answered_by_obstore(disk: ObstoreBackend) -> None:
+    # obstore's etag takes 0 for a time before the epoch; its answer is the one given.
+    disk.put("old.bin", b"abc")
+    local = os.path.join(str(disk.listing_directory), "old.bin")
+    os.utime(local, ns=(-1_500_000_000, -1_500_000_000))
+    expected = _obstores(disk, "old.bin")
+    assert expected.etag is not None and "-0-" in expected.etag
+    assert disk.head("old.bin") == expected
+    assert await disk.head_async("old.bin") == expected

@@ -637,6 +637,8 @@ class ObstoreBackend(StorageBackend):
         if not stat.S_ISREG(found.st_mode):
             return None  # a directory: obstore says it is no object
         micros = found.st_mtime_ns // 1000
+        if micros < 0:
+            return None  # before 1970: obstore's etag takes 0 for the time; let it answer
         return ObjectInfo(
             path,
             found.st_size,
