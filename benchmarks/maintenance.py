@@ -367,16 +367,8 @@ def run_sharded(
         args = ["verify", "--model", "bench_models:Row", "--backend", "bench", "--grace", "0s"]
     else:
         args = ["migrate", "bench", "copy", "--state", str(root / f"journals-{name}")]
-    args = [sys.executable, "-m", "storeroom.cli", *args, "--shards", shards, "--queue-name", name]
-    # Files, not pipes: thousands of findings would fill a pipe nobody reads until the end.
-    with tempfile.TemporaryFile() as out_file, tempfile.TemporaryFile() as err_file:
-        start = time.perf_counter()
-        child = subprocess.Popen(args, env=env, cwd=models, stdout=out_file, stderr=err_file)
-        _pid, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - start
-        out_file.seek(0)
-        err_file.seek(0)
-        out, err = out_file.read().decode(), err_file.read().decode()
+    args = [*args, "--shards", shards, "--queue-name", name]
+    seconds, code, usage, out, err = _cli(args, env, models)
     rss = usage.ru_maxrss
     cpu = usage.ru_utime + usage.ru_stime
     for proc in procs:
@@ -392,7 +384,7 @@ def run_sharded(
         cpu += wusage.ru_utime + wusage.ru_stime
     shutil.rmtree(target, ignore_errors=True)
     shutil.rmtree(root / f"journals-{name}", ignore_errors=True)
-    if os.waitstatus_to_exitcode(status) not in (0, 1):
+    if code not in (0, 1):
         raise SystemExit(f"sharded {case} failed: {out[-1000:]} {err[-2000:]}")
     last = out.strip().splitlines()[-1]
     if case.startswith("verify"):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -143,8 +143,10 @@ def _before_1970(root: Path) -> str:
         _before_1970,
     ],
 )
-def test_what_the_walk_does_not_answer_for_is_left_to_obstore(tree: Path, plant: object) -> None:
-    why = plant(tree)  # type: ignore[operator]
+def test_what_the_walk_does_not_answer_for_is_left_to_obstore(
+    tree: Path, plant: Callable[[Path], str]
+) -> None:
+    why = plant(tree)
     before = _open_descriptors()
     with pytest.raises(Irregular, match=why):
         _walked(tree, chunk=1)

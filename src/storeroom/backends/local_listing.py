@@ -69,6 +69,10 @@ _INTERPRETER = re.compile(r"(python|pypy)[0-9.]*w?(\.exe)?$", re.IGNORECASE)
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
+# One level of a walk: the directory's descriptor, its entries, its path as a key prefix.
+_Level = tuple[int, Iterator[os.DirEntry[str]], str]
+
+
 class Irregular(Exception):
     """:func:`walk` met something only obstore's own listing answers for exactly."""
 
@@ -171,7 +175,7 @@ def walk(root: str, prefix: str = "", chunk: int = LIST_CHUNK) -> Iterator[Liste
     top = root + "/" + prefix if prefix else root
     # One open directory per level of the current path (not per directory seen), as
     # obstore's walk holds them.
-    stack: list[tuple[int, Iterator[os.DirEntry[str]], str]] = []
+    stack: list[_Level] = []
     try:
         _enter(stack, os.open(top, _DIRECTORY), prefix + "/" if prefix else "")
         rows: ListedBatch = []
@@ -182,8 +186,8 @@ def walk(root: str, prefix: str = "", chunk: int = LIST_CHUNK) -> Iterator[Liste
                 if not name.isprintable():
                     raise Irregular(f"the name {name!r} in {base or '/'!r}")
                 if entry.is_file(follow_symlinks=False):
-                    cut = name.find("#")
-                    if cut >= 0 and name[cut + 1 :].isdecimal() and name[cut + 1 :].isascii():
+                    _, hashed, suffix = name.partition("#")
+                    if hashed and suffix.isdecimal() and suffix.isascii():
                         continue  # obstore's staging file of a write in progress
                     try:
                         found = entry.stat(follow_symlinks=False)
@@ -218,7 +222,7 @@ def walk(root: str, prefix: str = "", chunk: int = LIST_CHUNK) -> Iterator[Liste
             _close(fd, entries)
 
 
-def _enter(stack: list[tuple[int, Iterator[os.DirEntry[str]], str]], fd: int, base: str) -> None:
+def _enter(stack: list[_Level], fd: int, base: str) -> None:
     """Push the directory open as ``fd`` (its entries read from it) onto the walk's stack."""
     try:
         stack.append((fd, os.scandir(fd), base))
