@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from storeroom import FileObject, ObstoreBackend, checksums, storages
@@ -245,14 +246,31 @@ def test_sharded_verify_and_gc_on_two_workers_match_one_process(
 
 
 def _kill_when(setup: Setup, run: str, worker: subprocess.Popen[bytes], ready) -> list[int]:  # type: ignore[no-untyped-def]
-    """SIGKILL ``worker`` as soon as ``ready(running_shards)`` holds; the shards it ran."""
+    """SIGKILL ``worker`` as soon as ``ready(running_shards)`` holds; the shards it ran.
+
+    Once the condition is seen, the worker is stopped (SIGSTOP) and the condition read
+    again: only a worker that cannot move on between the check and the kill is killed.
+    Otherwise it could finish the shard in that gap, and the test would not kill it
+    where it says it does (seen once in CI on PostgreSQL).
+    """
+
+    def holds() -> bool:
+        try:
+            running = [s.shard for s in run_status(setup.engine, run) if s.status == "running"]
+            return bool(running) and bool(ready(running))
+        except OperationalError:
+            # SQLite: the stopped worker holds the write lock mid-commit; look again later.
+            return False
+
     deadline = time.monotonic() + 120
     while True:
         assert time.monotonic() < deadline, "the worker never reached the point to kill it"
         assert worker.poll() is None, "the worker exited"
-        running = [s.shard for s in run_status(setup.engine, run) if s.status == "running"]
-        if running and ready(running):
-            break
+        if holds():
+            worker.send_signal(signal.SIGSTOP)
+            if holds():
+                break
+            worker.send_signal(signal.SIGCONT)
         time.sleep(0.005)
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=30)
