@@ -532,16 +532,17 @@ class ObstoreBackend(StorageBackend):
         if local is None:
             return None
         try:
-            fileobj = open(local, "rb")  # noqa: SIM115 (closed below, on every path)
+            fd = os.open(local, _READ_FILE)
         except OSError:
             return None  # obstore reads it, and says what is wrong in its own words
-        with fileobj:
-            size = os.fstat(fileobj.fileno()).st_size
+        try:  # open, fstat, read, close: Python's open() adds a terminal check and seeks
+            size = os.fstat(fd).st_size
             stop = size if end is None else min(end, size)
             if stop - start > limit or start >= size:
                 return None
-            fileobj.seek(start)
-            return fileobj.read(stop - start)
+            return _read_at(fd, start, stop - start)
+        finally:
+            os.close(fd)
 
     def _read(self, path: str, start: int, end: int | None, chunk_size: int) -> Iterator[bytes]:
         self._confine(path)
@@ -890,16 +891,24 @@ def _read_file(name: str) -> bytes:
         if size > _ONE_READ:  # past what one read() returns: Python's loop, one buffer still
             with open(fd, "rb", closefd=False) as fileobj:
                 return fileobj.read()
-        data = os.read(fd, size)
-        if len(data) < size:  # cut short (a signal), or the file shrank meanwhile
-            parts, got = [data], len(data)
-            while got < size and (chunk := os.read(fd, size - got)):
-                parts.append(chunk)
-                got += len(chunk)
-            data = b"".join(parts)
-        return data
+        return _read_at(fd, 0, size)
     finally:
         os.close(fd)
+
+
+def _read_at(fd: int, start: int, size: int) -> bytes:
+    """``size`` bytes of the file open as ``fd`` from ``start`` (fewer if it ends before):
+    one ``read`` unless a signal or a shrinking file cuts it short."""
+    if start:
+        os.lseek(fd, start, os.SEEK_SET)
+    data = os.read(fd, size)
+    if len(data) < size:
+        parts, got = [data], len(data)
+        while got < size and (chunk := os.read(fd, size - got)):
+            parts.append(chunk)
+            got += len(chunk)
+        data = b"".join(parts)
+    return data
 
 
 _READ_FILE = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
