@@ -23,6 +23,10 @@ Reports wall time, references per second, the child's CPU time (user + system; t
 time depends on what else the machine runs), its peak RSS (``wait4``) and, for the library
 calls, how far that rose above the RSS after imports, and checks every count is exact.
 
+Trees the cases write are set aside and deleted once every case has run, and the run
+starts once creating a file is fast (``--settle``): on ext4 without a journal, file
+creation is slow for minutes after thousands of deletions (see ``_discard``).
+
 The database is ``STOREROOM_BENCH_DATABASE`` (default: PostgreSQL database ``test`` on
 127.0.0.1; pass ``--database``). Nothing but the ``bench_maint_*`` tables is touched.
 """
