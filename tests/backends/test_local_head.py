@@ -102,3 +102,25 @@ async def test_a_file_modified_before_1970_is_answered_by_obstore(disk: ObstoreB
     assert expected.etag is not None and "-0-" in expected.etag
     assert disk.head("old.bin") == expected
     assert await disk.head_async("old.bin") == expected
+
+
+async def test_a_read_of_a_directory_is_not_found_as_obstore_says(disk: ObstoreBackend) -> None:
+    """The direct reads of local files (whole, ranged, async) leave a directory to obstore:
+    no object there. Opening a directory succeeds on Linux; reading it fails (EISDIR), which
+    once came out as a BackendError."""
+    disk.put("dir/file.bin", b"0123456789")
+    with pytest.raises((FileNotFoundError, obstore.exceptions.NotFoundError)):
+        obstore.get(disk.store, "dir")
+    with pytest.raises(ObjectNotFound):
+        disk.get("dir")
+    with pytest.raises(ObjectNotFound):
+        disk.get("dir", start=0, end=3)
+    with pytest.raises(ObjectNotFound):
+        await disk.get_async("dir")
+    with pytest.raises(ObjectNotFound):
+        await disk.get_async("dir", start=1, end=2)
+    # Files are still read directly, whole and in part.
+    assert disk.get("dir/file.bin") == b"0123456789"
+    assert disk.get("dir/file.bin", start=2, end=5) == b"234"
+    assert disk.get("dir/file.bin", start=8, end=99) == b"89"
+    assert await disk.get_async("dir/file.bin", start=3) == b"3456789"

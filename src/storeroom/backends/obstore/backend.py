@@ -536,10 +536,11 @@ class ObstoreBackend(StorageBackend):
         except OSError:
             return None  # obstore reads it, and says what is wrong in its own words
         try:  # open, fstat, read, close: Python's open() adds a terminal check and seeks
-            size = os.fstat(fd).st_size
+            found = os.fstat(fd)
+            size = found.st_size
             stop = size if end is None else min(end, size)
-            if stop - start > limit or start >= size:
-                return None
+            if stop - start > limit or start >= size or not stat.S_ISREG(found.st_mode):
+                return None  # (a directory is no object: obstore says so)
             return _read_at(fd, start, stop - start)
         finally:
             os.close(fd)
@@ -585,15 +586,17 @@ class ObstoreBackend(StorageBackend):
             # Already in this process: one copy out, whatever the size (every read of a
             # small file comes this way, so it makes no call it does not need).
             data = obstore.get(self.store, path).bytes().to_bytes()
-        elif (local := self._local_file(path)) is not None:
-            self._confine(path)
-            data = _read_file(local)
         else:
             self._confine(path)
-            result = obstore.get(self.store, path)
-            if _span(result) > _WHOLE_CHUNK:
-                return collect(iter(result.stream(min_chunk_size=_WHOLE_CHUNK)), meter)
-            data = result.bytes().to_bytes()
+            local = self._local_file(path)
+            direct = _read_file(local) if local is not None else None
+            if direct is not None:
+                data = direct
+            else:
+                result = obstore.get(self.store, path)
+                if _span(result) > _WHOLE_CHUNK:
+                    return collect(iter(result.stream(min_chunk_size=_WHOLE_CHUNK)), meter)
+                data = result.bytes().to_bytes()
         if meter is not None:
             meter.update(data)
         return data
@@ -601,11 +604,14 @@ class ObstoreBackend(StorageBackend):
     async def _read_all_async(self, path: str, meter: Meter | None) -> bytes:
         self._confine(path)
         local = self._local_file(path)
+        direct = None
         if local is not None:
             if os.stat(local).st_size <= _INLINE:
-                data = _read_file(local)  # a thread hop costs more than this read
+                direct = _read_file(local)  # a thread hop costs more than this read
             else:
-                data = await asyncio.to_thread(_read_file, local)
+                direct = await asyncio.to_thread(_read_file, local)
+        if direct is not None:
+            data = direct
         elif self._kind == "memory" and _span(found := obstore.get(self.store, path)) <= _INLINE:
             data = found.bytes().to_bytes()  # a lookup in this process: nothing to await
         else:
@@ -882,12 +888,16 @@ def _under(backend: ObstoreBackend, path: str) -> str:
     return f"{prefix}/{path}" if prefix else path
 
 
-def _read_file(name: str) -> bytes:
+def _read_file(name: str) -> bytes | None:
     """The file's bytes, read into one bytes object sized from ``fstat``: open, fstat, read,
-    close (Python's ``open().read()`` adds a terminal check, two seeks and a read at the end)."""
+    close (Python's ``open().read()`` adds a terminal check, two seeks and a read at the end).
+    None when it is not a regular file (a directory): obstore answers for it."""
     fd = os.open(name, _READ_FILE)
     try:
-        size = os.fstat(fd).st_size
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            return None
+        size = found.st_size
         if size > _ONE_READ:  # past what one read() returns: Python's loop, one buffer still
             with open(fd, "rb", closefd=False) as fileobj:
                 return fileobj.read()
