@@ -605,11 +605,11 @@ class ObstoreBackend(StorageBackend):
         self._confine(path)
         local = self._local_file(path)
         direct = None
-        if local is not None:
-            if os.stat(local).st_size <= _INLINE:
-                direct = _read_file(local)  # a thread hop costs more than this read
+        if local is not None and (opened := _open_file(local)) is not None:
+            if opened[1] <= _INLINE:
+                direct = _read_opened(*opened)  # a thread hop costs more than this read
             else:
-                direct = await asyncio.to_thread(_read_file, local)
+                direct = await asyncio.to_thread(_read_opened, *opened)
         if direct is not None:
             data = direct
         elif self._kind == "memory" and _span(found := obstore.get(self.store, path)) <= _INLINE:
@@ -892,12 +892,28 @@ def _read_file(name: str) -> bytes | None:
     """The file's bytes, read into one bytes object sized from ``fstat``: open, fstat, read,
     close (Python's ``open().read()`` adds a terminal check, two seeks and a read at the end).
     None when it is not a regular file (a directory): obstore answers for it."""
+    opened = _open_file(name)
+    return _read_opened(*opened) if opened is not None else None
+
+
+def _open_file(name: str) -> tuple[int, int] | None:
+    """``name`` open for reading and its size, or None (and nothing open) when it is not a
+    regular file."""
     fd = os.open(name, _READ_FILE)
     try:
         found = os.fstat(fd)
-        if not stat.S_ISREG(found.st_mode):
-            return None
-        size = found.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(found.st_mode):
+        os.close(fd)
+        return None
+    return fd, found.st_size
+
+
+def _read_opened(fd: int, size: int) -> bytes:
+    """The ``size`` bytes of the file open as ``fd``, which is then closed."""
+    try:
         if size > _ONE_READ:  # past what one read() returns: Python's loop, one buffer still
             with open(fd, "rb", closefd=False) as fileobj:
                 return fileobj.read()
