@@ -7,6 +7,7 @@ LocalStore: same bytes, same etag as a HEAD, same refusals, nothing left behind.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from obstore.store import LocalStore
 
 from storeroom import FileObject, ObjectExists, ObstoreBackend
+from storeroom.backends import local_root
 from storeroom.backends.obstore import backend as backend_module
 from storeroom.errors import StoreroomError, UnsafePath
 
@@ -103,18 +105,29 @@ def test_a_write_that_cannot_land_fails_clearly_and_leaves_nothing(tmp_path: Pat
     assert _files(tmp_path) == ["file"] and (tmp_path / "dir.bin").is_dir()
 
 
-def test_a_link_in_the_way_is_still_refused_and_nothing_lands_outside(tmp_path: Path) -> None:
+@pytest.mark.parametrize("check", ["openat2", "lstat"])
+def test_a_link_in_the_way_is_still_refused_and_nothing_lands_outside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, check: str
+) -> None:
+    if check == "lstat":  # as where the system has no openat2
+        monkeypatch.setattr(local_root, "_openat2", None)
+    elif local_root._openat2 is None:
+        pytest.skip("this system has no openat2 (Linux 5.6 or later)")
     root, outside = tmp_path / "root", tmp_path / "outside"
     root.mkdir()
     outside.mkdir()
     os.symlink(outside, root / "dirlink")
     os.symlink(outside / "target.bin", root / "filelink.bin")
     backend = ObstoreBackend("local", f"file://{root}")
-    for path in ("dirlink/new.bin", "filelink.bin"):
+    os.symlink(outside / "nowhere", root / "dangling.bin")
+    for path in ("dirlink/new.bin", "dirlink/deeper/new.bin", "filelink.bin", "dangling.bin"):
         for overwrite in (True, False):
-            with pytest.raises(UnsafePath):
+            with pytest.raises(UnsafePath, match="symbolic link"):
                 backend.put(path, b"x", overwrite=overwrite)
+            with pytest.raises(UnsafePath, match="symbolic link"):
+                asyncio.run(backend.put_async(path, b"x", overwrite=overwrite))
     assert list(outside.iterdir()) == []
+    assert os.readlink(root / "filelink.bin") == str(outside / "target.bin")  # not replaced
 
 
 @pytest.mark.parametrize("overwrite", [False, True], ids=["create-only", "overwrite"])

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from storeroom import FileObject, ObstoreBackend, StorageRegistry
+from storeroom.backends import local_root
 from storeroom.backends.base import StorageBackend
 from storeroom.backends.fsspec import FSSpecBackend
 from storeroom.errors import UnsafePath
@@ -25,10 +26,12 @@ from storeroom.orm import StoredObject, find_orphans
 SECRET = b"outside the root"
 
 
-@pytest.fixture(params=["obstore", "fsspec"])
+@pytest.fixture(params=["obstore", "obstore-lstat", "fsspec"])
 def planted(
-    request: pytest.FixtureRequest, tmp_path: Path
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[StorageBackend, Path]]:
+    if request.param == "obstore-lstat":  # as where the system has no openat2
+        monkeypatch.setattr(local_root, "_openat2", None)
     root, outside = tmp_path / "root", tmp_path / "outside"
     root.mkdir()
     outside.mkdir()
@@ -37,7 +40,7 @@ def planted(
     os.symlink(outside / "secret.txt", root / "filelink.txt")
     os.symlink(outside, root / "dirlink")
     backend: StorageBackend
-    if request.param == "obstore":
+    if request.param.startswith("obstore"):
         backend = ObstoreBackend("local", f"file://{root}")
     else:
         backend = FSSpecBackend("local", "file", prefix=str(root))

@@ -44,7 +44,13 @@ from storeroom.backends.base import (
     collect_async,
 )
 from storeroom.backends.local_listing import LIST_CHUNK, list_batches
-from storeroom.backends.local_root import ListingCheck, confine, real_root
+from storeroom.backends.local_root import (
+    ListingCheck,
+    confine,
+    open_confined,
+    open_folder,
+    real_root,
+)
 from storeroom.backends.obstore.credentials import CredentialPlan, plan_credentials
 from storeroom.backends.obstore.options import (
     split_options,
@@ -390,45 +396,56 @@ class ObstoreBackend(StorageBackend):
         then renamed over it (replacing what was there, atomically) or, create-only, hard
         linked to it (failing if anything is there, a link included); the etag is obstore's
         (inode, modification time in microseconds, size), so :meth:`head` agrees with it.
-        Skipping obstore's runtime makes a small save about twice as fast. None when this
-        store is not local disk or the path needs obstore's encoding: obstore writes it.
+        Skipping obstore's runtime makes a small save about twice as fast. The folder is
+        opened through no link (:func:`open_folder`) and every name is made in it. None when
+        this store is not local disk or the path needs obstore's encoding: obstore writes it.
         """
-        local = self._local_file(path)
-        if local is None or opts.multipart:
+        if self._root is None or opts.multipart or not _PLAIN_PATH.fullmatch(path):
             return None
-        fd, scratch = _new_file(local)
+        folder, name = _open_folder(self._root, path, self.key)
         try:
-            with memoryview(body) as view:
-                written = 0
-                while written < len(view):
-                    written += os.write(fd, view[written:])
-            stat = os.fstat(fd)
-            if scratch is None:  # an unnamed file: it gets a name only once it is whole
+            fd, scratch = _new_file(folder, name)
+            try:
+                with memoryview(body) as view:
+                    written = 0
+                    while written < len(view):
+                        written += os.write(fd, view[written:])
+                found = os.fstat(fd)
                 if opts.create_only:
                     try:
-                        _name_unnamed(fd, local)
+                        if scratch is None:  # an unnamed file: named only once it is whole
+                            _name_unnamed(fd, folder, name)
+                        else:
+                            os.link(scratch, name, src_dir_fd=folder, dst_dir_fd=folder)
                     except FileExistsError:
+                        self._refuse_link(folder, name, path)
                         raise self._taken(path) from None
                 else:
-                    scratch = _scratch_path(local)
-                    _name_unnamed(fd, scratch)
-                    os.replace(scratch, local)
+                    self._refuse_link(folder, name, path)
+                    if scratch is None:
+                        scratch = _scratch_path(name)
+                        _name_unnamed(fd, folder, scratch)
+                    os.replace(scratch, name, src_dir_fd=folder, dst_dir_fd=folder)
                     scratch = None  # renamed: nothing left to remove
-            elif opts.create_only:
-                try:
-                    os.link(scratch, local)
-                except FileExistsError:
-                    raise self._taken(path) from None
-            else:
-                os.replace(scratch, local)
-                scratch = None
+            finally:
+                os.close(fd)
+                if scratch is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(scratch, dir_fd=folder)  # after a link, or after a failure
         finally:
-            os.close(fd)
-            if scratch is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(scratch)  # after a link, or after a failure
-        etag = f'"{stat.st_ino:x}-{stat.st_mtime_ns // 1000:x}-{stat.st_size:x}"'
+            if folder is not None:
+                os.close(folder)
+        etag = f'"{found.st_ino:x}-{found.st_mtime_ns // 1000:x}-{found.st_size:x}"'
         return PutResult(path, 0, None, etag, None)
+
+    def _refuse_link(self, folder: int | None, name: str, path: str) -> None:
+        """Raise :class:`UnsafePath` when ``name`` in ``folder`` is a symbolic link (a
+        write never replaces one, nor reports it as an existing object)."""
+        if folder is None:
+            return  # the whole path was checked by confine
+        with contextlib.suppress(OSError):
+            if stat.S_ISLNK(os.lstat(name, dir_fd=folder).st_mode):
+                confine(cast(str, self._root), path, self.key)
 
     def _taken(self, path: str) -> ObjectExists:
         return ObjectExists(
@@ -444,9 +461,9 @@ class ObstoreBackend(StorageBackend):
     def _write(self, path: str, body: bytes | Iterator[bytes], opts: WriteOptions) -> PutResult:
         if self._kind == "memory" and isinstance(body, bytes):
             return self._put_in_memory(path, body, opts)
-        self._confine(path)
         if isinstance(body, bytes) and (direct := self._write_small_file(path, body, opts)):
-            return direct
+            return direct  # (its folder opened through no link)
+        self._confine(path)
         if self._stages(body, opts):
             scratch = _scratch_path(path)
             staged = self._write(scratch, body, replace(opts, create_only=False))
@@ -479,13 +496,13 @@ class ObstoreBackend(StorageBackend):
     ) -> PutResult:
         if self._kind == "memory" and isinstance(body, bytes) and len(body) <= _INLINE:
             return self._put_in_memory(path, body, opts)  # nothing to await
-        self._confine(path)
         if (
             isinstance(body, bytes)
             and len(body) <= _INLINE_WRITE
             and (direct := self._write_small_file(path, body, opts))
         ):
             return direct  # a thread hop or obstore's runtime would cost more than this write
+        self._confine(path)
         if self._stages(body, opts):
             scratch = _scratch_path(path)
             staged = await self._write_async(scratch, body, replace(opts, create_only=False))
@@ -524,35 +541,54 @@ class ObstoreBackend(StorageBackend):
             return {"range": {"offset": start}}
         return {}
 
+    def _open_local(self, path: str) -> tuple[int, int] | None:
+        """``path``'s local file open for reading through no link (:func:`open_confined`),
+        and its size. None when obstore should read it: this store is not local disk, the
+        path needs obstore's encoding, or it is no regular file (a directory is no object:
+        obstore says so); nothing is left open then. The open's errors are raised."""
+        if self._root is None or not _PLAIN_PATH.fullmatch(path):
+            return None
+        fd = open_confined(self._root, path, _READ_FILE, 0, self.key)
+        try:
+            found = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if not stat.S_ISREG(found.st_mode):
+            os.close(fd)
+            return None
+        return fd, found.st_size
+
     def _read_small_file(self, path: str, start: int, end: int | None, limit: int) -> bytes | None:
         """Bytes ``[start, end)`` of a local file read directly, when they are ``limit``
         bytes or fewer; None when obstore should read them (too many, or an error to
         report). ``end`` past the end of the file reads to its end, as obstore does."""
-        local = self._local_file(path)
-        if local is None:
-            return None
         try:
-            fd = os.open(local, _READ_FILE)
+            opened = self._open_local(path)
+        except FileNotFoundError:
+            # Said here: obstore would open the path again, by then perhaps through a link
+            raise self._not_found(path) from None
         except OSError:
             return None  # obstore reads it, and says what is wrong in its own words
+        if opened is None:
+            return None
+        fd, size = opened
         try:  # open, fstat, read, close: Python's open() adds a terminal check and seeks
-            found = os.fstat(fd)
-            size = found.st_size
             stop = size if end is None else min(end, size)
-            if stop - start > limit or start >= size or not stat.S_ISREG(found.st_mode):
-                return None  # (a directory is no object: obstore says so)
+            if stop - start > limit or start >= size:
+                return None
             return _read_at(fd, start, stop - start)
         finally:
             os.close(fd)
 
     def _read(self, path: str, start: int, end: int | None, chunk_size: int) -> Iterator[bytes]:
-        self._confine(path)
         if end == start:
-            self._head(path)
+            self._head(path)  # (which checks for links)
             return iter(())
         small = self._read_small_file(path, start, end, chunk_size)
         if small is not None:
-            return iter((small,))
+            return iter((small,))  # (opened through no link)
+        self._confine(path)
         result = obstore.get(self.store, path, options=cast(Any, self._range(start, end)))
         if _span(result) <= chunk_size:
             # One chunk anyway: take the body in one call rather than through a stream.
@@ -562,13 +598,13 @@ class ObstoreBackend(StorageBackend):
     async def _read_async(
         self, path: str, start: int, end: int | None, chunk_size: int
     ) -> AsyncIterator[bytes]:
-        self._confine(path)
         if end == start:
-            await self._head_async(path)
+            await self._head_async(path)  # (which checks for links)
             return _empty()
         small = self._read_small_file(path, start, end, min(chunk_size, _INLINE))
         if small is not None:  # a thread hop costs more than this read
             return _single(small)
+        self._confine(path)
         options = cast(Any, self._range(start, end))
         result = await obstore.get_async(self.store, path, options=options)
         if _span(result) <= chunk_size:
@@ -586,35 +622,28 @@ class ObstoreBackend(StorageBackend):
             # Already in this process: one copy out, whatever the size (every read of a
             # small file comes this way, so it makes no call it does not need).
             data = obstore.get(self.store, path).bytes().to_bytes()
+        elif (opened := self._open_local(path)) is not None:
+            data = _read_opened(*opened)
         else:
             self._confine(path)
-            local = self._local_file(path)
-            direct = _read_file(local) if local is not None else None
-            if direct is not None:
-                data = direct
-            else:
-                result = obstore.get(self.store, path)
-                if _span(result) > _WHOLE_CHUNK:
-                    return collect(iter(result.stream(min_chunk_size=_WHOLE_CHUNK)), meter)
-                data = result.bytes().to_bytes()
+            result = obstore.get(self.store, path)
+            if _span(result) > _WHOLE_CHUNK:
+                return collect(iter(result.stream(min_chunk_size=_WHOLE_CHUNK)), meter)
+            data = result.bytes().to_bytes()
         if meter is not None:
             meter.update(data)
         return data
 
     async def _read_all_async(self, path: str, meter: Meter | None) -> bytes:
-        self._confine(path)
-        local = self._local_file(path)
-        direct = None
-        if local is not None and (opened := _open_file(local)) is not None:
+        if (opened := self._open_local(path)) is not None:  # opened through no link
             if opened[1] <= _INLINE:
-                direct = _read_opened(*opened)  # a thread hop costs more than this read
+                data = _read_opened(*opened)  # a thread hop costs more than this read
             else:
-                direct = await asyncio.to_thread(_read_opened, *opened)
-        if direct is not None:
-            data = direct
+                data = await asyncio.to_thread(_read_opened, *opened)
         elif self._kind == "memory" and _span(found := obstore.get(self.store, path)) <= _INLINE:
             data = found.bytes().to_bytes()  # a lookup in this process: nothing to await
         else:
+            self._confine(path)
             result = await obstore.get_async(self.store, path)
             if _span(result) > _WHOLE_CHUNK:
                 chunks = result.stream(min_chunk_size=_WHOLE_CHUNK)
@@ -888,29 +917,6 @@ def _under(backend: ObstoreBackend, path: str) -> str:
     return f"{prefix}/{path}" if prefix else path
 
 
-def _read_file(name: str) -> bytes | None:
-    """The file's bytes, read into one bytes object sized from ``fstat``: open, fstat, read,
-    close (Python's ``open().read()`` adds a terminal check, two seeks and a read at the end).
-    None when it is not a regular file (a directory): obstore answers for it."""
-    opened = _open_file(name)
-    return _read_opened(*opened) if opened is not None else None
-
-
-def _open_file(name: str) -> tuple[int, int] | None:
-    """``name`` open for reading and its size, or None (and nothing open) when it is not a
-    regular file."""
-    fd = os.open(name, _READ_FILE)
-    try:
-        found = os.fstat(fd)
-    except BaseException:
-        os.close(fd)
-        raise
-    if not stat.S_ISREG(found.st_mode):
-        os.close(fd)
-        return None
-    return fd, found.st_size
-
-
 def _read_opened(fd: int, size: int) -> bytes:
     """The ``size`` bytes of the file open as ``fd``, which is then closed."""
     try:
@@ -950,34 +956,50 @@ _UNNAMED_FILE = (
 )
 
 
-def _new_file(local: str) -> tuple[int, str | None]:
-    """An open file to write ``local``'s bytes to: unnamed where the system can, else a
-    scratch file beside it (its path returned); the directories are made as needed."""
+def _open_folder(root: str, path: str, backend: str) -> tuple[int | None, str]:
+    """:func:`open_folder`, making the folders first when they do not exist (obstore makes
+    them too). The existing part is checked for links before anything is made in it."""
     try:
-        return _open_new(local)
+        return open_folder(root, path, backend)
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(local), exist_ok=True)  # obstore makes them too
-        return _open_new(local)
+        confine(root, path, backend)
+        os.makedirs(os.path.dirname(os.path.join(root, path)), exist_ok=True)
+        return open_folder(root, path, backend)
 
 
-def _open_new(local: str) -> tuple[int, str | None]:
+def _new_file(folder: int | None, name: str) -> tuple[int, str | None]:
+    """An open file to write ``name``'s bytes to, in ``folder`` (see :func:`open_folder`):
+    unnamed where the system can, else a scratch file beside it (its name returned). Without
+    a folder, ``name`` is the whole path and its missing folders are made."""
+    try:
+        return _open_new(folder, name)
+    except FileNotFoundError:
+        if folder is not None:
+            raise
+        os.makedirs(os.path.dirname(name), exist_ok=True)  # obstore makes them too
+        return _open_new(folder, name)
+
+
+def _open_new(folder: int | None, name: str) -> tuple[int, str | None]:
     global _UNNAMED_FILE
     if _UNNAMED_FILE:
         try:
-            return os.open(os.path.dirname(local), _UNNAMED_FILE, 0o666), None
+            where = "." if folder is not None else os.path.dirname(name)
+            return os.open(where, _UNNAMED_FILE, 0o666, dir_fd=folder), None
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 raise
             _UNNAMED_FILE = 0  # this file system cannot: scratch files from now on
-    scratch = _scratch_path(local)
-    return os.open(scratch, _NEW_FILE, 0o666), scratch
+    scratch = _scratch_path(name)
+    return os.open(scratch, _NEW_FILE, 0o666, dir_fd=folder), scratch
 
 
-def _name_unnamed(fd: int, target: str) -> None:
-    """Give the unnamed file open as ``fd`` the path ``target`` (FileExistsError if taken)."""
-    # linkat(fd, "/proc/self/fd/<fd>", AT_FDCWD, target, AT_SYMLINK_FOLLOW). os.link makes
-    # that call only when given a directory fd; an absolute source path ignores it.
-    os.link(f"/proc/self/fd/{fd}", target, src_dir_fd=fd)
+def _name_unnamed(fd: int, folder: int | None, name: str) -> None:
+    """Give the unnamed file open as ``fd`` the name ``name`` in ``folder`` (FileExistsError
+    if taken)."""
+    # linkat(fd, "/proc/self/fd/<fd>", folder, name, AT_SYMLINK_FOLLOW). os.link makes that
+    # call only when given a directory fd; an absolute source path ignores it.
+    os.link(f"/proc/self/fd/{fd}", name, src_dir_fd=fd, dst_dir_fd=folder)
 
 
 def _scratch_path(path: str) -> str:
