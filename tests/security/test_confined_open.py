@@ -102,7 +102,11 @@ def test_reads_never_return_what_a_link_flipping_in_and_out_points_at(
     flipper.start()
     try:
         while flipper.is_alive():
-            for read in (backend.get, lambda p: b"".join(backend.stream(p))):
+            for read in (
+                backend.get,
+                lambda p: b"".join(backend.stream(p)),
+                lambda p: b"?" * backend.head(p).size,  # the secret's size differs
+            ):
                 try:
                     seen.add(read("docs/a.bin"))
                     outcomes["read"] += 1
@@ -115,8 +119,28 @@ def test_reads_never_return_what_a_link_flipping_in_and_out_points_at(
         flipper.join()
         sys.setswitchinterval(old_interval)
     assert flips[0] > 100, flips
-    assert seen == {b"inside"}, outcomes
+    assert seen == {b"inside", b"??????"}, outcomes
     assert outcomes["read"] > 0 and outcomes["refused"] + outcomes["missing"] > 0, outcomes
+
+
+@needs_openat2
+def test_a_folder_swapped_for_a_link_mid_delete_does_not_delete_outside(
+    roots: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, outside = roots
+    (root / "docs" / "a.bin").write_bytes(b"inside")
+    backend = ObstoreBackend("local", f"file://{root}")
+    real_unlink = os.unlink
+
+    def unlink(path: str, *, dir_fd: int | None = None) -> None:
+        _swap_for_link(root, outside)  # the folder is open, the name not yet removed
+        real_unlink(path, dir_fd=dir_fd)
+
+    monkeypatch.setattr(backend_module.os, "unlink", unlink)
+    backend.delete("docs/a.bin")
+    monkeypatch.undo()
+    assert (outside / "a.bin").read_bytes() == SECRET
+    assert list((root / "docs-moved").iterdir()) == []  # deleted where it was found
 
 
 @pytest.fixture(params=["openat2", "lstat"])

@@ -11,10 +11,11 @@ moment, so the target cannot be vouched for.
 The check runs just before the operation; a local user who can replace a directory of the
 root with a link in between (a race of microseconds) is outside what this guards against:
 such a user can already write in the root. Run the application under an account that owns
-the root, with no other writer. Where storeroom opens a file itself (the direct reads and
-writes of local files) on Linux 5.6 or later, :func:`open_confined` leaves no such race: the
-kernel resolves the whole path in one ``openat2`` call that refuses any link on the way, and
-a write names its file in the folder it opened that way.
+the root, with no other writer. Where storeroom works on a file itself (the direct reads,
+writes, heads and deletes of local files) on Linux 5.6 or later, :func:`open_confined`,
+:func:`open_folder` and :func:`stat_confined` leave no such race: the kernel resolves the
+whole path in one ``openat2`` call that refuses any link on the way, and a write or delete
+works by name in the folder it opened that way.
 """
 
 from __future__ import annotations
@@ -30,7 +31,15 @@ from collections.abc import Callable
 
 from storeroom.errors import UnsafePath
 
-__all__ = ["ListingCheck", "confine", "contained", "open_confined", "open_folder", "real_root"]
+__all__ = [
+    "ListingCheck",
+    "confine",
+    "contained",
+    "open_confined",
+    "open_folder",
+    "real_root",
+    "stat_confined",
+]
 
 
 def real_root(root: str) -> str:
@@ -119,6 +128,25 @@ def open_folder(root: str, path: str, backend: str = "") -> tuple[int | None, st
     return folder, path[cut + 1 :]
 
 
+def stat_confined(root: str, path: str, backend: str = "") -> os.stat_result:
+    """``os.stat(root/path)``, refusing a symbolic link anywhere on the way.
+
+    With ``openat2`` (and ``O_PATH``, which opens nothing for reading or writing) the path
+    is resolved once, refusing links, and the result is the ``fstat`` of what was found;
+    elsewhere :func:`confine`, then ``os.stat``. Raises :class:`UnsafePath` when a link is
+    met, and ``OSError`` as ``os.stat`` would otherwise.
+    """
+    if _openat2 is None or not _FOLDER:
+        confine(root, path, backend)
+        return os.stat(root + "/" + path if path else root)
+    fd = open_confined(root, path, _FOUND, 0, backend)
+    try:
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+_FOUND = os.O_PATH | os.O_CLOEXEC if hasattr(os, "O_PATH") else 0
 _FOLDER = (
     os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
     if hasattr(os, "O_PATH") and hasattr(os, "O_DIRECTORY")

@@ -50,6 +50,7 @@ from storeroom.backends.local_root import (
     open_confined,
     open_folder,
     real_root,
+    stat_confined,
 )
 from storeroom.backends.obstore.credentials import CredentialPlan, plan_credentials
 from storeroom.backends.obstore.options import (
@@ -654,18 +655,18 @@ class ObstoreBackend(StorageBackend):
         return data
 
     def _stat_local(self, path: str) -> ObjectInfo | None:
-        """What obstore's HEAD tells of a local file, from one ``stat`` in this thread.
+        """What obstore's HEAD tells of a local file, from one ``stat`` in this thread (through
+        no link: :func:`stat_confined`).
 
         The etag is obstore's own for local files (inode, modification time in
         microseconds, size, in hex). None when obstore should answer: not a plain path, not
         a regular file, or an error it reports in its own words. A missing file is
         :class:`ObjectNotFound`, as from obstore.
         """
-        local = self._local_file(path)
-        if local is None:
+        if self._root is None or not _PLAIN_PATH.fullmatch(path):
             return None
         try:
-            found = os.stat(local)
+            found = stat_confined(self._root, path, self.key)
         except FileNotFoundError:
             raise self._not_found(path) from None
         except OSError:
@@ -683,18 +684,18 @@ class ObstoreBackend(StorageBackend):
         )
 
     def _head(self, path: str) -> ObjectInfo:
-        self._confine(path)
         if (local := self._stat_local(path)) is not None:
             return local  # a thread hop to obstore costs ten times this stat
+        self._confine(path)
         if not self.stores_attributes:
             return _info(obstore.head(self.store, path))
         result = obstore.get(self.store, path, options={"head": True})
         return _info(result.meta, result.attributes)
 
     async def _head_async(self, path: str) -> ObjectInfo:
-        self._confine(path)
         if (local := self._stat_local(path)) is not None:
             return local  # one stat costs less than leaving the event loop
+        self._confine(path)
         if not self.stores_attributes:
             return _info(await obstore.head_async(self.store, path))
         result = await obstore.get_async(self.store, path, options={"head": True})
@@ -706,33 +707,45 @@ class ObstoreBackend(StorageBackend):
         """Delete a plain local file with one ``unlink`` in this thread; whether that did it.
 
         obstore deletes a local file the same way, after a hop to its thread pool that
-        costs ten times the call. False when obstore should answer: not a plain path, a
-        store with ``automatic_cleanup`` or built elsewhere, or an error it reports in its
-        own words (a directory, a permission).
+        costs ten times the call. The name is removed from its folder opened through no
+        link (:func:`open_folder`), and a name that is itself a link is refused. False when
+        obstore should answer: not a plain path, a store with ``automatic_cleanup`` or
+        built elsewhere, or an error it reports in its own words (a directory, a
+        permission).
         """
-        if not self._unlinks or (local := self._local_file(path)) is None:
+        if not self._unlinks or self._root is None or not _PLAIN_PATH.fullmatch(path):
             return False
         try:
-            os.unlink(local)
+            folder, name = open_folder(self._root, path, self.key)
+        except FileNotFoundError:
+            return True  # no folder, so nothing to delete (obstore's NotFound is ignored)
+        except OSError:
+            return False
+        try:
+            self._refuse_link(folder, name, path)
+            os.unlink(name, dir_fd=folder)
         except FileNotFoundError:
             return True  # nothing to delete, as obstore's NotFound (ignored) says
         except OSError:
             return False
+        finally:
+            if folder is not None:
+                os.close(folder)
         return True
 
     def _delete(self, path: str) -> None:
-        self._confine(path)
         if self._unlink_local(path):
-            return
+            return  # (its folder opened through no link)
+        self._confine(path)
         try:
             obstore.delete(self.store, path)
         except FileNotFoundError:
             pass
 
     async def _delete_async(self, path: str) -> None:
-        self._confine(path)
         if self._unlink_local(path):
             return  # one unlink costs less than leaving the event loop
+        self._confine(path)
         try:
             await obstore.delete_async(self.store, path)
         except FileNotFoundError:
