@@ -216,3 +216,45 @@ def test_systems_without_openat2_keep_the_lstat_checks(monkeypatch: pytest.Monke
     assert local_root._find_openat2() is None
     monkeypatch.setattr(local_root.sys, "platform", "darwin")
     assert local_root._find_openat2() is None
+
+
+def test_no_descriptor_is_left_open_by_any_outcome(roots: tuple[Path, Path], check: str) -> None:
+    """Saves, reads, heads and deletes that succeed, find nothing, meet an existing object
+    or a link each close every folder and file they opened."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("counting open descriptors needs /proc/self/fd")
+    root, outside = roots
+    os.symlink(outside, root / "dirlink")
+    backend = ObstoreBackend("local", f"file://{root}")
+
+    def every_outcome(i: int) -> None:
+        backend.put(f"docs/{i}.bin", b"x" * i)
+        backend.put(f"docs/{i}.bin", b"y" * i)
+        with pytest.raises(Exception, match="already exists"):
+            backend.put(f"docs/{i}.bin", b"z", overwrite=False)
+        assert backend.get(f"docs/{i}.bin") == b"y" * i
+        assert backend.head(f"docs/{i}.bin").size == i
+        assert b"".join(backend.stream(f"docs/{i}.bin", start=0, end=i)) == b"y" * i
+        for missing in (f"docs/none-{i}.bin", f"nofolder-{i}/x.bin"):
+            with pytest.raises(ObjectNotFound):
+                backend.get(missing)
+            with pytest.raises(ObjectNotFound):
+                backend.head(missing)
+            backend.delete(missing)
+        for linked in ("dirlink/a.bin", f"dirlink/new-{i}.bin"):
+            with pytest.raises(UnsafePath):
+                backend.get(linked)
+            with pytest.raises(UnsafePath):
+                backend.head(linked)
+            with pytest.raises(UnsafePath):
+                backend.put(linked, b"x")
+            with pytest.raises(UnsafePath):
+                backend.delete(linked)
+        backend.delete(f"docs/{i}.bin")
+
+    every_outcome(1)  # anything opened once and kept (a library's own) is open before counting
+    before = sorted(os.listdir("/proc/self/fd"))
+    for i in range(2, 40):
+        every_outcome(i)
+    assert sorted(os.listdir("/proc/self/fd")) == before
+    assert sorted(p.name for p in outside.iterdir()) == ["a.bin"]
