@@ -105,6 +105,7 @@ def test_reads_never_return_what_a_link_flipping_in_and_out_points_at(
             for read in (
                 backend.get,
                 lambda p: b"".join(backend.stream(p)),
+                lambda p: b"".join(backend.stream(p, chunk_size=2)),  # chunk after chunk
                 lambda p: b"?" * backend.head(p).size,  # the secret's size differs
             ):
                 try:
@@ -253,8 +254,8 @@ def test_no_descriptor_is_left_open_by_any_outcome(roots: tuple[Path, Path], che
         backend.delete(f"docs/{i}.bin")
 
     every_outcome(1)  # anything opened once and kept (a library's own) is open before counting
-    before = sorted(os.listdir("/proc/self/fd"))
+    before = len(os.listdir("/proc/self/fd"))  # (numbers vary: the listing opens one too)
     for i in range(2, 40):
         every_outcome(i)
-    assert sorted(os.listdir("/proc/self/fd")) == before
+    assert len(os.listdir("/proc/self/fd")) == before
     assert sorted(p.name for p in outside.iterdir()) == ["a.bin"]

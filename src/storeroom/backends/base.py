@@ -10,6 +10,8 @@ upload, and turning the underlying library's exceptions into storeroom's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import io
 import itertools
 import time
@@ -258,6 +260,7 @@ class _Counted:
             self._end(None)
             raise
         except BaseException as exc:
+            _release(self._items)
             error = self._end(exc)
             if error is not exc and error is not None:
                 raise error from exc
@@ -283,6 +286,16 @@ class _Counted:
             self._end(None)
 
 
+def _release(items: object) -> None:
+    """Release what a stream holds once a read from it failed or was cancelled: its
+    ``close()``, when it has one that is not a coroutine (a local file is closed; an async
+    generator, whose ``aclose()`` must be awaited, is left to be finalized)."""
+    close = getattr(items, "close", None)
+    if close is not None and not inspect.iscoroutinefunction(close):
+        with contextlib.suppress(Exception):
+            close()
+
+
 class _ACounted:
     """Async form of :class:`_Counted` (``aclose()`` or dropping it ends the operation)."""
 
@@ -305,6 +318,7 @@ class _ACounted:
             self._end(None)
             raise
         except BaseException as exc:
+            _release(self._items)  # (cancelled: a read still running in a thread may finish)
             error = self._end(exc)
             if error is not exc and error is not None:
                 raise error from exc
