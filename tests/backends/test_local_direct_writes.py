@@ -1,6 +1,6 @@
 """Small saves on local disk are written to the file directly, exactly as obstore would.
 
-``ObstoreBackend._write_small_file``: a scratch file beside the path, renamed over it (or,
+``ObstoreBackend._write_local``: a scratch file beside the path, renamed over it (or,
 create-only, hard linked to it), with obstore's etag. These tests hold it to obstore's own
 LocalStore: same bytes, same etag as a HEAD, same refusals, nothing left behind.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import os
@@ -370,10 +371,11 @@ class ObstoreBackend(StorageBackend):
 
         A conditional (``mode="create"``) write is one PUT to obstore, which holds the whole
         body in memory first (measured: a 200 MiB stream grew the process by 202 MiB on local
-        disk). On local disk and memory a create-only stream is therefore written as a
-        normal multipart upload to a scratch object beside its path, then copied there with
-        copy-if-not-exists (a hard link on local disk): still atomic and create-only, and
-        flat in memory. A crash in between leaves the scratch object, which ``storeroom gc``
+        disk). On the memory store (and on local disk for a path that needs obstore's
+        encoding: :meth:`_write_local` writes the others) a create-only stream is therefore
+        written as a normal multipart upload to a scratch object beside its path, then
+        copied there with copy-if-not-exists (a hard link on local disk): still atomic and
+        create-only, and flat in memory. A crash in between leaves the scratch object, which ``storeroom gc``
         finds as an orphan.
         """
         return (
@@ -391,52 +393,114 @@ class ObstoreBackend(StorageBackend):
         finally:
             obstore.delete(self.store, scratch)
 
-    def _write_small_file(self, path: str, body: bytes, opts: WriteOptions) -> PutResult | None:
-        """Write ``body`` (one PUT's worth) to a local store's file directly, as obstore would.
+    def _write_local(
+        self, path: str, body: bytes | Iterator[bytes], opts: WriteOptions
+    ) -> PutResult | None:
+        """Write ``body`` (bytes, or chunks as they come) to a local store's file directly,
+        as obstore would; None when this store is not local disk or the path needs obstore's
+        encoding: obstore writes it.
 
-        Like obstore's LocalStore: the bytes go to a scratch file beside the path, which is
-        then renamed over it (replacing what was there, atomically) or, create-only, hard
-        linked to it (failing if anything is there, a link included); the etag is obstore's
-        (inode, modification time in microseconds, size), so :meth:`head` agrees with it.
-        Skipping obstore's runtime makes a small save about twice as fast. The folder is
-        opened through no link (:func:`open_folder`) and every name is made in it. None when
-        this store is not local disk or the path needs obstore's encoding: obstore writes it.
+        Like obstore's LocalStore: the bytes go to a file beside the path (unnamed, on
+        Linux), which is then renamed over it (replacing what was there, atomically) or,
+        create-only, linked to it (failing if anything is there, a link included); the
+        etag is obstore's (inode, modification time in microseconds, size), so
+        :meth:`head` agrees with it. The folder is opened through no link
+        (:func:`open_folder`) and every name is made in it. Skipping obstore's runtime makes
+        a small save about twice as fast, and a stream needs no scratch object to be
+        create-only.
         """
-        if self._root is None or opts.multipart or not _PLAIN_PATH.fullmatch(path):
+        new = self._begin_local(path)
+        if new is None:
+            return None
+        if isinstance(body, bytes):
+            try:
+                _write_all(new.fd, body)
+                return self._finish_local(new, path, opts)
+            finally:
+                new.close()
+        writing: concurrent.futures.Future[None] | None = None  # the last batch's write
+        batch = _Batch()
+        try:
+            for chunk in body:
+                if batch.add(chunk):  # a batch is full: written in a thread meanwhile
+                    if writing is not None:
+                        writing.result()  # in order: the previous batch is written first
+                    writing = _local_writer().submit(_write_parts, new.fd, batch.take())
+            if writing is not None:
+                writing.result()
+            _write_parts(new.fd, batch.take())
+            return self._finish_local(new, path, opts)
+        finally:
+            if writing is not None:
+                concurrent.futures.wait([writing])  # its file is not closed under it
+            new.close()
+
+    async def _write_local_async(
+        self, path: str, body: bytes | AsyncIterator[bytes], opts: WriteOptions
+    ) -> PutResult | None:
+        """Async form of :meth:`_write_local`: chunks up to ``_INLINE_WRITE`` are written
+        in the event loop, larger ones in a worker thread. A write cancelled while its
+        thread runs is waited for before the file is closed and dropped."""
+        new = self._begin_local(path)
+        if new is None:
+            return None
+        writing: asyncio.Future[None] | None = None  # the last batch's write
+        batch = _Batch()
+        try:
+            async for chunk in _single(body) if isinstance(body, bytes) else body:
+                if batch.add(chunk):  # a batch is full: written in a thread meanwhile
+                    if writing is not None:
+                        await asyncio.shield(writing)  # in order: the previous batch first
+                    parts = batch.take()
+                    writing = asyncio.ensure_future(asyncio.to_thread(_write_parts, new.fd, parts))
+            if writing is not None:
+                await asyncio.shield(writing)
+            parts = batch.take()
+            if sum(map(len, parts)) <= _INLINE_WRITE:
+                _write_parts(new.fd, parts)  # a thread hop would cost more than this write
+            else:
+                writing = asyncio.ensure_future(asyncio.to_thread(_write_parts, new.fd, parts))
+                await asyncio.shield(writing)
+            return self._finish_local(new, path, opts)
+        finally:
+            if writing is not None:
+                await _outlive_cancellation(writing)
+            new.close()
+
+    def _begin_local(self, path: str) -> _NewLocalFile | None:
+        """An open file to write ``path``'s bytes to, in its folder opened through no link;
+        None when this store is not local disk or the path needs obstore's encoding."""
+        if self._root is None or not _PLAIN_PATH.fullmatch(path):
             return None
         folder, name = _open_folder(self._root, path, self.key)
         try:
             fd, scratch = _new_file(folder, name)
-            try:
-                with memoryview(body) as view:
-                    written = 0
-                    while written < len(view):
-                        written += os.write(fd, view[written:])
-                found = os.fstat(fd)
-                if opts.create_only:
-                    try:
-                        if scratch is None:  # an unnamed file: named only once it is whole
-                            _name_unnamed(fd, folder, name)
-                        else:
-                            os.link(scratch, name, src_dir_fd=folder, dst_dir_fd=folder)
-                    except FileExistsError:
-                        self._refuse_link(folder, name, path)
-                        raise self._taken(path) from None
-                else:
-                    self._refuse_link(folder, name, path)
-                    if scratch is None:
-                        scratch = _scratch_path(name)
-                        _name_unnamed(fd, folder, scratch)
-                    os.replace(scratch, name, src_dir_fd=folder, dst_dir_fd=folder)
-                    scratch = None  # renamed: nothing left to remove
-            finally:
-                os.close(fd)
-                if scratch is not None:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(scratch, dir_fd=folder)  # after a link, or after a failure
-        finally:
+        except BaseException:
             if folder is not None:
                 os.close(folder)
+            raise
+        return _NewLocalFile(folder, name, fd, scratch)
+
+    def _finish_local(self, new: _NewLocalFile, path: str, opts: WriteOptions) -> PutResult:
+        """Name the file written as ``new`` ``path`` (replacing, or create-only)."""
+        folder, name, fd = new.folder, new.name, new.fd
+        found = os.fstat(fd)
+        if opts.create_only:
+            try:
+                if new.scratch is None:  # an unnamed file: named only once it is whole
+                    _name_unnamed(fd, folder, name)
+                else:
+                    os.link(new.scratch, name, src_dir_fd=folder, dst_dir_fd=folder)
+            except FileExistsError:
+                self._refuse_link(folder, name, path)
+                raise self._taken(path) from None
+        else:
+            self._refuse_link(folder, name, path)
+            if new.scratch is None:
+                new.scratch = _scratch_path(name)
+                _name_unnamed(fd, folder, new.scratch)
+            os.replace(new.scratch, name, src_dir_fd=folder, dst_dir_fd=folder)
+            new.scratch = None  # renamed: nothing left to remove
         etag = f'"{found.st_ino:x}-{found.st_mtime_ns // 1000:x}-{found.st_size:x}"'
         return PutResult(path, 0, None, etag, None)
 
@@ -463,7 +527,7 @@ class ObstoreBackend(StorageBackend):
     def _write(self, path: str, body: bytes | Iterator[bytes], opts: WriteOptions) -> PutResult:
         if self._kind == "memory" and isinstance(body, bytes):
             return self._put_in_memory(path, body, opts)
-        if isinstance(body, bytes) and (direct := self._write_small_file(path, body, opts)):
+        if (direct := self._write_local(path, body, opts)) is not None:
             return direct  # (its folder opened through no link)
         self._confine(path)
         if self._stages(body, opts):
@@ -498,12 +562,8 @@ class ObstoreBackend(StorageBackend):
     ) -> PutResult:
         if self._kind == "memory" and isinstance(body, bytes) and len(body) <= _INLINE:
             return self._put_in_memory(path, body, opts)  # nothing to await
-        if (
-            isinstance(body, bytes)
-            and len(body) <= _INLINE_WRITE
-            and (direct := self._write_small_file(path, body, opts))
-        ):
-            return direct  # a thread hop or obstore's runtime would cost more than this write
+        if (direct := await self._write_local_async(path, body, opts)) is not None:
+            return direct  # (its folder opened through no link)
         self._confine(path)
         if self._stages(body, opts):
             scratch = _scratch_path(path)
@@ -1063,6 +1123,109 @@ _UNNAMED_FILE = (
     if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
     else 0
 )
+
+
+class _NewLocalFile:
+    """A file being written for a local store: its folder (opened through no link, or None
+    where the system cannot; see :func:`open_folder`), its name there, the open file and,
+    when it is not unnamed, the scratch name it has until it is renamed."""
+
+    __slots__ = ("fd", "folder", "name", "scratch")
+
+    def __init__(self, folder: int | None, name: str, fd: int, scratch: str | None) -> None:
+        self.folder, self.name, self.fd, self.scratch = folder, name, fd, scratch
+
+    def close(self) -> None:
+        """Close the file and its folder, removing the scratch file if one is left (after a
+        link, or after a failure); an unnamed file vanishes with its descriptor."""
+        try:
+            os.close(self.fd)
+            if self.scratch is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.scratch, dir_fd=self.folder)
+        finally:
+            if self.folder is not None:
+                os.close(self.folder)
+
+
+# Chunks of a streamed local save are gathered into batches of this many bytes (or this
+# many chunks), each written with one writev in a worker thread while the caller reads and
+# hashes the next batch: hashing and writing each run near memory speed, so they overlap.
+_BATCH_BYTES = 4 * 1024 * 1024
+_BATCH_PARTS = 256
+
+
+class _Batch:
+    """Chunks gathered for one write."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> bool:
+        """Gather ``chunk``; whether the batch is now full."""
+        if chunk:
+            self.parts.append(chunk)
+            self.size += len(chunk)
+        return self.size >= _BATCH_BYTES or len(self.parts) >= _BATCH_PARTS
+
+    def take(self) -> list[bytes]:
+        """The chunks gathered so far; the batch starts again empty."""
+        parts, self.parts, self.size = self.parts, [], 0
+        return parts
+
+
+def _write_parts(fd: int, parts: list[bytes]) -> None:
+    """Write ``parts`` one after the other to ``fd``: one ``writev`` (a short one finished
+    with plain writes), or plain writes where the system has no ``writev``."""
+    if len(parts) == 1 or not hasattr(os, "writev"):
+        for part in parts:
+            _write_all(fd, part)
+        return
+    if not parts:
+        return
+    written = os.writev(fd, parts)
+    for part in parts:
+        if written >= len(part):
+            written -= len(part)
+            continue
+        _write_all(fd, part[written:] if written else part)
+        written = 0
+
+
+_WRITER: concurrent.futures.ThreadPoolExecutor | None = None
+_WRITER_LOCK = threading.Lock()
+
+
+def _local_writer() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that write chunks of streamed local saves (made on first use)."""
+    global _WRITER
+    with _WRITER_LOCK:
+        if _WRITER is None:
+            _WRITER = concurrent.futures.ThreadPoolExecutor(
+                max_workers=4, thread_name_prefix="storeroom-local-write"
+            )
+        return _WRITER
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to ``fd`` (``write`` may take fewer at a time)."""
+    with memoryview(data) as view:
+        written = 0
+        while written < len(view):
+            written += os.write(fd, view[written:])
+
+
+async def _outlive_cancellation(writing: asyncio.Future[None]) -> None:
+    """Wait until ``writing`` (a write running in a worker thread) is over, even when the
+    task waiting is cancelled again meanwhile: its file must not be closed under it."""
+    while not writing.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({writing})
+    if not writing.cancelled():
+        writing.exception()  # retrieved: an error here is the failure already raised
 
 
 def _open_folder(root: str, path: str, backend: str) -> tuple[int | None, str]:
