@@ -375,8 +375,8 @@ class ObstoreBackend(StorageBackend):
         encoding: :meth:`_write_local` writes the others) a create-only stream is therefore
         written as a normal multipart upload to a scratch object beside its path, then
         copied there with copy-if-not-exists (a hard link on local disk): still atomic and
-        create-only, and flat in memory. A crash in between leaves the scratch object, which ``storeroom gc``
-        finds as an orphan.
+        create-only, and flat in memory. A crash in between leaves the scratch object,
+        which ``storeroom gc`` finds as an orphan.
         """
         return (
             opts.create_only
@@ -438,9 +438,12 @@ class ObstoreBackend(StorageBackend):
     async def _write_local_async(
         self, path: str, body: bytes | AsyncIterator[bytes], opts: WriteOptions
     ) -> PutResult | None:
-        """Async form of :meth:`_write_local`: chunks up to ``_INLINE_WRITE`` are written
-        in the event loop, larger ones in a worker thread. A write cancelled while its
-        thread runs is waited for before the file is closed and dropped."""
+        """Async form of :meth:`_write_local`: a body up to ``_INLINE_WRITE`` bytes is
+        written in the event loop, larger ones batch by batch in a worker thread. A save
+        cancelled while a batch is written waits for that write before the file is closed
+        and dropped."""
+        if isinstance(body, bytes) and len(body) <= _INLINE_WRITE:
+            return self._write_local(path, body, opts)  # a thread hop would cost more
         new = self._begin_local(path)
         if new is None:
             return None
