@@ -19,6 +19,7 @@ from obstore.store import LocalStore
 from storeroom import FileObject, ObjectExists, ObstoreBackend
 from storeroom.backends import local_root
 from storeroom.backends.obstore import backend as backend_module
+from storeroom.backends.obstore import local_files
 from storeroom.errors import StoreroomError, UnsafePath
 
 SIZES = [0, 1, 4096, 64 * 1024, 64 * 1024 + 1, 3 * 1024 * 1024]  # inline, threaded, 1 PUT
@@ -136,7 +137,7 @@ def test_no_name_holds_a_small_file_while_it_is_written(
 ) -> None:
     """A process killed mid-write leaves nothing for a listing to find: on Linux the bytes
     go to an unnamed file (O_TMPFILE) that is linked into place once whole."""
-    if not backend_module._UNNAMED_FILE:
+    if not local_files._UNNAMED_FILE:
         pytest.skip("this system writes through a scratch file (no O_TMPFILE or /proc)")
     backend = ObstoreBackend("local", f"file://{tmp_path}")
     backend.put("d/old.bin", b"old")
@@ -163,7 +164,7 @@ def test_a_write_failing_midway_leaves_no_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overwrite: bool, unnamed: bool
 ) -> None:
     if not unnamed:  # as on a system without O_TMPFILE
-        monkeypatch.setattr(backend_module, "_UNNAMED_FILE", 0)
+        monkeypatch.setattr(local_files, "_UNNAMED_FILE", 0)
     backend = ObstoreBackend("local", f"file://{tmp_path}")
     backend.put("kept.bin", b"kept")
 
@@ -203,7 +204,7 @@ def test_a_whole_read_of_a_local_file_returns_its_bytes_however_the_reads_go(
     if how == "short reads":
         monkeypatch.setattr(backend_module.os, "read", lambda fd, n: real_read(fd, min(n, 7_000)))
     elif how == "past one read":
-        monkeypatch.setattr(backend_module, "_ONE_READ", 1_000)
+        monkeypatch.setattr(local_files, "_ONE_READ", 1_000)
     elif how == "shrinking":
 
         def shrink_then_read(fd: int, n: int) -> bytes:

@@ -16,6 +16,7 @@ import pytest
 from storeroom import FileObject, ObjectExists, ObstoreBackend
 from storeroom.backends import local_root
 from storeroom.backends.obstore import backend as backend_module
+from storeroom.backends.obstore import local_files
 from storeroom.errors import BackendError, UnsafePath
 
 CHUNK = 256 * 1024  # above the async inline limit: written in a thread
@@ -141,7 +142,7 @@ def test_a_save_cancelled_while_a_chunk_is_written_in_a_thread_waits_for_it_then
 ) -> None:
     backend = ObstoreBackend("local", f"file://{tmp_path}")
     writing, release = threading.Event(), threading.Event()
-    real_write_parts = backend_module._write_parts
+    real_write_parts = local_files.write_parts
     closed_under_it: list[bool] = []
 
     def slow_write_parts(fd: int, parts: list[bytes]) -> None:
@@ -154,7 +155,7 @@ def test_a_save_cancelled_while_a_chunk_is_written_in_a_thread_waits_for_it_then
                 closed_under_it.append(True)
         real_write_parts(fd, parts)
 
-    monkeypatch.setattr(backend_module, "_write_parts", slow_write_parts)
+    monkeypatch.setattr(local_files, "write_parts", slow_write_parts)
 
     async def cancel_midway() -> None:
         before = _open_fds()
@@ -218,7 +219,7 @@ def test_a_short_writev_is_finished_by_plain_writes(
     monkeypatch.setattr(backend_module.os, "writev", short_writev)
     fd = os.open(tmp_path / "f.bin", os.O_WRONLY | os.O_CREAT)
     try:
-        backend_module._write_parts(fd, [b"abc", b"defg", b"hi"])
+        local_files.write_parts(fd, [b"abc", b"defg", b"hi"])
     finally:
         os.close(fd)
     assert (tmp_path / "f.bin").read_bytes() == b"abcdefghi"

@@ -19,7 +19,7 @@ import pytest
 from obstore.store import LocalStore
 
 from storeroom import ObstoreBackend
-from storeroom.backends.obstore import backend as backend_module
+from storeroom.backends.obstore import local_files
 from storeroom.errors import BackendError, ObjectNotFound, RangeNotSatisfiable
 
 DATA = bytes(range(256)) * 40  # 10,240 bytes
@@ -102,7 +102,7 @@ def test_a_chunk_read_cancelled_midway_closes_the_file_once_its_thread_is_done(
     """The task awaiting a chunk is cancelled and the stream closed while the worker thread
     is still reading: the file stays open for that read and is closed right after it."""
     reading, release = threading.Event(), threading.Event()
-    real_read_at = backend_module._read_at
+    real_read_at = local_files.read_at
 
     def slow_read_at(fd: int, start: int, size: int) -> bytes:
         if threading.current_thread() is not threading.main_thread():
@@ -113,7 +113,7 @@ def test_a_chunk_read_cancelled_midway_closes_the_file_once_its_thread_is_done(
     async def cancel_midway() -> None:
         before = _open_fds()  # the event loop's own descriptors included
         stream = await local.stream_async("d/data.bin", chunk_size=4000)
-        monkeypatch.setattr(backend_module, "_read_at", slow_read_at)
+        monkeypatch.setattr(local_files, "read_at", slow_read_at)
         task = asyncio.ensure_future(stream.__anext__())
         await asyncio.to_thread(reading.wait, 10)
         task.cancel()

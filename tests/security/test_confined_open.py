@@ -21,6 +21,7 @@ import pytest
 from storeroom import ObstoreBackend
 from storeroom.backends import local_root
 from storeroom.backends.obstore import backend as backend_module
+from storeroom.backends.obstore import local_files
 from storeroom.errors import ObjectNotFound, UnsafePath
 
 SECRET = b"outside the root"
@@ -53,7 +54,7 @@ def test_a_folder_swapped_for_a_link_mid_write_does_not_redirect_the_file(
 ) -> None:
     root, outside = roots
     if not unnamed:  # as on a file system without O_TMPFILE
-        monkeypatch.setattr(backend_module, "_UNNAMED_FILE", 0)
+        monkeypatch.setattr(local_files, "_UNNAMED_FILE", 0)
     backend = ObstoreBackend("local", f"file://{root}")
     real_write = os.write
     swapped: list[bool] = []

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import errno
 import os
 import re
 import stat
-import threading
-import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -54,6 +51,7 @@ from storeroom.backends.local_root import (
     real_root,
     stat_confined,
 )
+from storeroom.backends.obstore import local_files
 from storeroom.backends.obstore.credentials import CredentialPlan, plan_credentials
 from storeroom.backends.obstore.options import (
     split_options,
@@ -92,11 +90,6 @@ _INLINE_WRITE = 64 * 1024
 # Objects per batch of a listing. obstore's default is 50, and each batch takes the GIL
 # back: next to a busy Python thread that costs up to a switch interval (5 ms) per batch.
 # Listing 101,000 local files took 11.6 s instead of 0.7 s; with 1,000 per batch, 1.5 s.
-# A scratch file for a direct write: created here or not at all, never inherited by children.
-_NEW_FILE = (
-    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-)
-
 _KIND_OF_STORE: tuple[tuple[type[Any], str], ...] = (
     (S3Store, "s3"),
     (GCSStore, "gcs"),
@@ -414,21 +407,23 @@ class ObstoreBackend(StorageBackend):
             return None
         if isinstance(body, bytes):
             try:
-                _write_all(new.fd, body)
+                local_files.write_all(new.fd, body)
                 return self._finish_local(new, path, opts)
             finally:
                 new.close()
         writing: concurrent.futures.Future[None] | None = None  # the last batch's write
-        batch = _Batch()
+        batch = local_files.Batch()
         try:
             for chunk in body:
                 if batch.add(chunk):  # a batch is full: written in a thread meanwhile
                     if writing is not None:
                         writing.result()  # in order: the previous batch is written first
-                    writing = _local_writer().submit(_write_parts, new.fd, batch.take())
+                    writing = local_files.local_writer().submit(
+                        local_files.write_parts, new.fd, batch.take()
+                    )
             if writing is not None:
                 writing.result()
-            _write_parts(new.fd, batch.take())
+            local_files.write_parts(new.fd, batch.take())
             return self._finish_local(new, path, opts)
         finally:
             if writing is not None:
@@ -448,50 +443,58 @@ class ObstoreBackend(StorageBackend):
         if new is None:
             return None
         writing: asyncio.Future[None] | None = None  # the last batch's write
-        batch = _Batch()
+        batch = local_files.Batch()
         try:
             async for chunk in _single(body) if isinstance(body, bytes) else body:
                 if batch.add(chunk):  # a batch is full: written in a thread meanwhile
                     if writing is not None:
                         await asyncio.shield(writing)  # in order: the previous batch first
                     parts = batch.take()
-                    writing = asyncio.ensure_future(asyncio.to_thread(_write_parts, new.fd, parts))
+                    writing = asyncio.ensure_future(
+                        asyncio.to_thread(local_files.write_parts, new.fd, parts)
+                    )
             if writing is not None:
                 await asyncio.shield(writing)
             parts = batch.take()
             if sum(map(len, parts)) <= _INLINE_WRITE:
-                _write_parts(new.fd, parts)  # a thread hop would cost more than this write
+                local_files.write_parts(
+                    new.fd, parts
+                )  # a thread hop would cost more than this write
             else:
-                writing = asyncio.ensure_future(asyncio.to_thread(_write_parts, new.fd, parts))
+                writing = asyncio.ensure_future(
+                    asyncio.to_thread(local_files.write_parts, new.fd, parts)
+                )
                 await asyncio.shield(writing)
             return self._finish_local(new, path, opts)
         finally:
             if writing is not None:
-                await _outlive_cancellation(writing)
+                await local_files.outlive_cancellation(writing)
             new.close()
 
-    def _begin_local(self, path: str) -> _NewLocalFile | None:
+    def _begin_local(self, path: str) -> local_files.NewLocalFile | None:
         """An open file to write ``path``'s bytes to, in its folder opened through no link;
         None when this store is not local disk or the path needs obstore's encoding."""
         if self._root is None or not _PLAIN_PATH.fullmatch(path):
             return None
-        folder, name = _open_folder(self._root, path, self.key)
+        folder, name = local_files.open_folder_making(self._root, path, self.key)
         try:
-            fd, scratch = _new_file(folder, name)
+            fd, scratch = local_files.new_file(folder, name)
         except BaseException:
             if folder is not None:
                 os.close(folder)
             raise
-        return _NewLocalFile(folder, name, fd, scratch)
+        return local_files.NewLocalFile(folder, name, fd, scratch)
 
-    def _finish_local(self, new: _NewLocalFile, path: str, opts: WriteOptions) -> PutResult:
+    def _finish_local(
+        self, new: local_files.NewLocalFile, path: str, opts: WriteOptions
+    ) -> PutResult:
         """Name the file written as ``new`` ``path`` (replacing, or create-only)."""
         folder, name, fd = new.folder, new.name, new.fd
         found = os.fstat(fd)
         if opts.create_only:
             try:
                 if new.scratch is None:  # an unnamed file: named only once it is whole
-                    _name_unnamed(fd, folder, name)
+                    local_files.name_unnamed(fd, folder, name)
                 else:
                     os.link(new.scratch, name, src_dir_fd=folder, dst_dir_fd=folder)
             except FileExistsError:
@@ -500,8 +503,8 @@ class ObstoreBackend(StorageBackend):
         else:
             self._refuse_link(folder, name, path)
             if new.scratch is None:
-                new.scratch = _scratch_path(name)
-                _name_unnamed(fd, folder, new.scratch)
+                new.scratch = local_files.scratch_path(name)
+                local_files.name_unnamed(fd, folder, new.scratch)
             os.replace(new.scratch, name, src_dir_fd=folder, dst_dir_fd=folder)
             new.scratch = None  # renamed: nothing left to remove
         etag = f'"{found.st_ino:x}-{found.st_mtime_ns // 1000:x}-{found.st_size:x}"'
@@ -534,7 +537,7 @@ class ObstoreBackend(StorageBackend):
             return direct  # (its folder opened through no link)
         self._confine(path)
         if self._stages(body, opts):
-            scratch = _scratch_path(path)
+            scratch = local_files.scratch_path(path)
             staged = self._write(scratch, body, replace(opts, create_only=False))
             self._link_into_place(scratch, path)
             return staged._replace(path=path)
@@ -569,7 +572,7 @@ class ObstoreBackend(StorageBackend):
             return direct  # (its folder opened through no link)
         self._confine(path)
         if self._stages(body, opts):
-            scratch = _scratch_path(path)
+            scratch = local_files.scratch_path(path)
             staged = await self._write_async(scratch, body, replace(opts, create_only=False))
             await asyncio.to_thread(self._link_into_place, scratch, path)
             return staged._replace(path=path)
@@ -613,7 +616,7 @@ class ObstoreBackend(StorageBackend):
         obstore says so); nothing is left open then. The open's errors are raised."""
         if self._root is None or not _PLAIN_PATH.fullmatch(path):
             return None
-        fd = open_confined(self._root, path, _READ_FILE, 0, self.key)
+        fd = open_confined(self._root, path, local_files.READ_FILE, 0, self.key)
         try:
             found = os.fstat(fd)
         except BaseException:
@@ -653,8 +656,8 @@ class ObstoreBackend(StorageBackend):
         if span is not None:  # read from the file opened through no link
             fd, stop = span
             if stop - start <= chunk_size:
-                return iter((_read_and_close(fd, start, stop - start),))
-            return _FileChunks(fd, start, stop, chunk_size, path)
+                return iter((local_files.read_and_close(fd, start, stop - start),))
+            return local_files.FileChunks(fd, start, stop, chunk_size, path)
         self._confine(path)
         result = obstore.get(self.store, path, options=cast(Any, self._range(start, end)))
         if _span(result) <= chunk_size:
@@ -672,8 +675,10 @@ class ObstoreBackend(StorageBackend):
         if span is not None:  # read from the file opened through no link
             fd, stop = span
             if stop - start <= min(chunk_size, _INLINE):  # a thread hop costs more
-                return _single(_read_and_close(fd, start, stop - start))
-            return _FileChunks(fd, start, stop, chunk_size, path)  # each chunk in a thread
+                return _single(local_files.read_and_close(fd, start, stop - start))
+            return local_files.FileChunks(
+                fd, start, stop, chunk_size, path
+            )  # each chunk in a thread
         self._confine(path)
         options = cast(Any, self._range(start, end))
         result = await obstore.get_async(self.store, path, options=options)
@@ -693,7 +698,7 @@ class ObstoreBackend(StorageBackend):
             # small file comes this way, so it makes no call it does not need).
             data = obstore.get(self.store, path).bytes().to_bytes()
         elif (opened := self._open_local(path)) is not None:
-            data = _read_opened(*opened)
+            data = local_files.read_opened(*opened)
         else:
             self._confine(path)
             result = obstore.get(self.store, path)
@@ -707,9 +712,9 @@ class ObstoreBackend(StorageBackend):
     async def _read_all_async(self, path: str, meter: Meter | None) -> bytes:
         if (opened := self._open_local(path)) is not None:  # opened through no link
             if opened[1] <= _INLINE:
-                data = _read_opened(*opened)  # a thread hop costs more than this read
+                data = local_files.read_opened(*opened)  # a thread hop costs more than this read
             else:
-                data = await asyncio.to_thread(_read_opened, *opened)
+                data = await asyncio.to_thread(local_files.read_opened, *opened)
         elif self._kind == "memory" and _span(found := obstore.get(self.store, path)) <= _INLINE:
             data = found.bytes().to_bytes()  # a lookup in this process: nothing to await
         else:
@@ -997,289 +1002,6 @@ def _under(backend: ObstoreBackend, path: str) -> str:
     """``path`` of ``backend`` as a key from its bucket's root (its prefix in front)."""
     prefix = str(getattr(backend.store, "prefix", None) or "").strip("/")
     return f"{prefix}/{path}" if prefix else path
-
-
-def _read_opened(fd: int, size: int) -> bytes:
-    """The ``size`` bytes of the file open as ``fd``, which is then closed."""
-    try:
-        if size > _ONE_READ:  # past what one read() returns: Python's loop, one buffer still
-            with open(fd, "rb", closefd=False) as fileobj:
-                return fileobj.read()
-        return _read_at(fd, 0, size)
-    finally:
-        os.close(fd)
-
-
-def _read_and_close(fd: int, start: int, size: int) -> bytes:
-    """:func:`_read_at`, then the file is closed."""
-    try:
-        return _read_at(fd, start, size)
-    finally:
-        os.close(fd)
-
-
-class _FileChunks:
-    """Bytes ``[start, stop)`` of a local file open as ``fd``, ``chunk_size`` at a time: an
-    iterator, and an async iterator whose reads run in a worker thread.
-
-    It owns the file: closed after the last chunk, on ``close()``/``aclose()``, or when
-    dropped. One ``pread`` per chunk, so it keeps one chunk in memory and streams at the
-    disk's (or the page cache's) speed; obstore's LocalStore streams a file in small
-    pieces it then joins, about 300 MiB/s on this project's machine against several GB/s.
-    A file that ends before ``stop`` (it shrank while it was read) raises
-    :class:`BackendError` rather than passing as a shorter object.
-    """
-
-    __slots__ = ("_at", "_chunk", "_closing", "_fd", "_lock", "_path", "_stop")
-
-    def __init__(self, fd: int, start: int, stop: int, chunk_size: int, path: str) -> None:
-        self._fd, self._at, self._stop, self._chunk, self._path = fd, start, stop, chunk_size, path
-        self._lock = threading.Lock()  # held while a chunk is read (in a thread, async)
-        self._closing = False
-
-    def _next(self) -> bytes | None:
-        """The next chunk, or None at the end (the file is closed then)."""
-        with self._lock:
-            if self._fd < 0:
-                return None
-            try:
-                wanted = min(self._chunk, self._stop - self._at)
-                data = _read_at(self._fd, self._at, wanted)
-                if len(data) < wanted:
-                    raise BackendError(
-                        f"{self._path!r} ended at byte {self._at + len(data)} while it was "
-                        f"read up to byte {self._stop}: the file shrank during the read"
-                    )
-                self._at += wanted
-            except BaseException:
-                self._release()
-                raise
-            if self._at >= self._stop or self._closing:
-                self._release()  # nothing more to read: the file need not wait for close()
-            return data
-
-    def _release(self) -> None:
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
-
-    def close(self) -> None:
-        """Stop reading and close the file (a read running in a thread closes it when done)."""
-        if self._lock.acquire(blocking=False):
-            try:
-                self._release()
-            finally:
-                self._lock.release()
-        else:
-            self._closing = True
-
-    def __iter__(self) -> _FileChunks:
-        return self
-
-    def __next__(self) -> bytes:
-        data = self._next()
-        if data is None:
-            raise StopIteration
-        return data
-
-    def __aiter__(self) -> _FileChunks:
-        return self
-
-    async def __anext__(self) -> bytes:
-        data = await asyncio.to_thread(self._next)
-        if data is None:
-            raise StopAsyncIteration
-        return data
-
-    async def aclose(self) -> None:
-        """Async form of :meth:`close`."""
-        self.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
-
-
-def _read_at(fd: int, start: int, size: int) -> bytes:
-    """``size`` bytes of the file open as ``fd`` from ``start`` (fewer if it ends before):
-    one ``read`` unless a signal or a shrinking file cuts it short."""
-    if start:
-        os.lseek(fd, start, os.SEEK_SET)
-    data = os.read(fd, size)
-    if len(data) < size:
-        parts, got = [data], len(data)
-        while got < size and (chunk := os.read(fd, size - got)):
-            parts.append(chunk)
-            got += len(chunk)
-        data = b"".join(parts)
-    return data
-
-
-_READ_FILE = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-_ONE_READ = 1 << 30  # Linux returns at most about 2 GiB from one read()
-
-
-# Linux writes a small file unnamed (O_TMPFILE) and names it once whole: a process killed
-# mid-write leaves nothing behind. Elsewhere, or on a file system without it, a scratch file.
-_UNNAMED_FILE = (
-    os.O_TMPFILE | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
-    if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
-    else 0
-)
-
-
-class _NewLocalFile:
-    """A file being written for a local store: its folder (opened through no link, or None
-    where the system cannot; see :func:`open_folder`), its name there, the open file and,
-    when it is not unnamed, the scratch name it has until it is renamed."""
-
-    __slots__ = ("fd", "folder", "name", "scratch")
-
-    def __init__(self, folder: int | None, name: str, fd: int, scratch: str | None) -> None:
-        self.folder, self.name, self.fd, self.scratch = folder, name, fd, scratch
-
-    def close(self) -> None:
-        """Close the file and its folder, removing the scratch file if one is left (after a
-        link, or after a failure); an unnamed file vanishes with its descriptor."""
-        try:
-            os.close(self.fd)
-            if self.scratch is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.scratch, dir_fd=self.folder)
-        finally:
-            if self.folder is not None:
-                os.close(self.folder)
-
-
-# Chunks of a streamed local save are gathered into batches of this many bytes (or this
-# many chunks), each written with one writev in a worker thread while the caller reads and
-# hashes the next batch: hashing and writing each run near memory speed, so they overlap.
-_BATCH_BYTES = 4 * 1024 * 1024
-_BATCH_PARTS = 256
-
-
-class _Batch:
-    """Chunks gathered for one write."""
-
-    __slots__ = ("parts", "size")
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.size = 0
-
-    def add(self, chunk: bytes) -> bool:
-        """Gather ``chunk``; whether the batch is now full."""
-        if chunk:
-            self.parts.append(chunk)
-            self.size += len(chunk)
-        return self.size >= _BATCH_BYTES or len(self.parts) >= _BATCH_PARTS
-
-    def take(self) -> list[bytes]:
-        """The chunks gathered so far; the batch starts again empty."""
-        parts, self.parts, self.size = self.parts, [], 0
-        return parts
-
-
-def _write_parts(fd: int, parts: list[bytes]) -> None:
-    """Write ``parts`` one after the other to ``fd``: one ``writev`` (a short one finished
-    with plain writes), or plain writes where the system has no ``writev``."""
-    if len(parts) == 1 or not hasattr(os, "writev"):
-        for part in parts:
-            _write_all(fd, part)
-        return
-    if not parts:
-        return
-    written = os.writev(fd, parts)
-    for part in parts:
-        if written >= len(part):
-            written -= len(part)
-            continue
-        _write_all(fd, part[written:] if written else part)
-        written = 0
-
-
-_WRITER: concurrent.futures.ThreadPoolExecutor | None = None
-_WRITER_LOCK = threading.Lock()
-
-
-def _local_writer() -> concurrent.futures.ThreadPoolExecutor:
-    """The threads that write chunks of streamed local saves (made on first use)."""
-    global _WRITER
-    with _WRITER_LOCK:
-        if _WRITER is None:
-            _WRITER = concurrent.futures.ThreadPoolExecutor(
-                max_workers=4, thread_name_prefix="storeroom-local-write"
-            )
-        return _WRITER
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write every byte of ``data`` to ``fd`` (``write`` may take fewer at a time)."""
-    with memoryview(data) as view:
-        written = 0
-        while written < len(view):
-            written += os.write(fd, view[written:])
-
-
-async def _outlive_cancellation(writing: asyncio.Future[None]) -> None:
-    """Wait until ``writing`` (a write running in a worker thread) is over, even when the
-    task waiting is cancelled again meanwhile: its file must not be closed under it."""
-    while not writing.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait({writing})
-    if not writing.cancelled():
-        writing.exception()  # retrieved: an error here is the failure already raised
-
-
-def _open_folder(root: str, path: str, backend: str) -> tuple[int | None, str]:
-    """:func:`open_folder`, making the folders first when they do not exist (obstore makes
-    them too). The existing part is checked for links before anything is made in it."""
-    try:
-        return open_folder(root, path, backend)
-    except FileNotFoundError:
-        confine(root, path, backend)
-        os.makedirs(os.path.dirname(os.path.join(root, path)), exist_ok=True)
-        return open_folder(root, path, backend)
-
-
-def _new_file(folder: int | None, name: str) -> tuple[int, str | None]:
-    """An open file to write ``name``'s bytes to, in ``folder`` (see :func:`open_folder`):
-    unnamed where the system can, else a scratch file beside it (its name returned). Without
-    a folder, ``name`` is the whole path and its missing folders are made."""
-    try:
-        return _open_new(folder, name)
-    except FileNotFoundError:
-        if folder is not None:
-            raise
-        os.makedirs(os.path.dirname(name), exist_ok=True)  # obstore makes them too
-        return _open_new(folder, name)
-
-
-def _open_new(folder: int | None, name: str) -> tuple[int, str | None]:
-    global _UNNAMED_FILE
-    if _UNNAMED_FILE:
-        try:
-            where = "." if folder is not None else os.path.dirname(name)
-            return os.open(where, _UNNAMED_FILE, 0o666, dir_fd=folder), None
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                raise
-            _UNNAMED_FILE = 0  # this file system cannot: scratch files from now on
-    scratch = _scratch_path(name)
-    return os.open(scratch, _NEW_FILE, 0o666, dir_fd=folder), scratch
-
-
-def _name_unnamed(fd: int, folder: int | None, name: str) -> None:
-    """Give the unnamed file open as ``fd`` the name ``name`` in ``folder`` (FileExistsError
-    if taken)."""
-    # linkat(fd, "/proc/self/fd/<fd>", folder, name, AT_SYMLINK_FOLLOW). os.link makes that
-    # call only when given a directory fd; an absolute source path ignores it.
-    os.link(f"/proc/self/fd/{fd}", name, src_dir_fd=fd, dst_dir_fd=folder)
-
-
-def _scratch_path(path: str) -> str:
-    """Where a create-only stream is staged: beside its path, under a name no save chooses."""
-    return f"{path}.{uuid.uuid4().hex}.partial"
 
 
 def _local_root(store: Any) -> str | None:
