@@ -69,7 +69,7 @@ class FileChunks:
     iterator, and an async iterator whose reads run in a worker thread.
 
     It owns the file: closed after the last chunk, on ``close()``/``aclose()``, or when
-    dropped. One ``pread`` per chunk, so it keeps one chunk in memory and streams at the
+    dropped. One ``read`` per chunk, so it keeps one chunk in memory and streams at the
     disk's (or the page cache's) speed; obstore's LocalStore streams a file in small
     pieces it then joins, about 300 MiB/s on this project's machine against several GB/s.
     A file that ends before ``stop`` (it shrank while it was read) raises
