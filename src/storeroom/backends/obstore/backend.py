@@ -444,26 +444,23 @@ class ObstoreBackend(StorageBackend):
             return None
         writing: asyncio.Future[None] | None = None  # the last batch's write
         batch = local_files.Batch()
+
+        def start(parts: list[bytes]) -> asyncio.Future[None]:
+            return asyncio.ensure_future(asyncio.to_thread(local_files.write_parts, new.fd, parts))
+
         try:
             async for chunk in _single(body) if isinstance(body, bytes) else body:
                 if batch.add(chunk):  # a batch is full: written in a thread meanwhile
                     if writing is not None:
                         await asyncio.shield(writing)  # in order: the previous batch first
-                    parts = batch.take()
-                    writing = asyncio.ensure_future(
-                        asyncio.to_thread(local_files.write_parts, new.fd, parts)
-                    )
+                    writing = start(batch.take())
             if writing is not None:
                 await asyncio.shield(writing)
             parts = batch.take()
-            if sum(map(len, parts)) <= _INLINE_WRITE:
-                local_files.write_parts(
-                    new.fd, parts
-                )  # a thread hop would cost more than this write
+            if sum(map(len, parts)) <= _INLINE_WRITE:  # a thread hop would cost more
+                local_files.write_parts(new.fd, parts)
             else:
-                writing = asyncio.ensure_future(
-                    asyncio.to_thread(local_files.write_parts, new.fd, parts)
-                )
+                writing = start(parts)
                 await asyncio.shield(writing)
             return self._finish_local(new, path, opts)
         finally:
