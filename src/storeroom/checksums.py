@@ -60,7 +60,7 @@ _pool: ThreadPoolExecutor | None = None
 class Hasher(Protocol):
     """What a digest object offers (hashlib's and blake3's both do)."""
 
-    def update(self, data: bytes, /) -> object: ...
+    def update(self, data: bytes | memoryview, /) -> object: ...
 
     def hexdigest(self) -> str: ...
 
@@ -169,7 +169,7 @@ def digest(algorithm: str, data: bytes | memoryview, *, parallel: bool = False) 
         return "blake3:" + _blake3(data).hexdigest()  # type: ignore[no-any-return]
     name = check_algorithm(algorithm)
     hasher = new_hasher(name, parallel=parallel)
-    hasher.update(data)  # type: ignore[arg-type]
+    hasher.update(data)
     return record(name, hasher)
 
 
@@ -196,11 +196,11 @@ class BackgroundHasher:
 
     def __init__(self, hasher: Hasher) -> None:
         self._hasher = hasher
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[bytes | memoryview] = deque()
         self._lock = threading.Lock()
         self._running: Future[None] | None = None
 
-    def update(self, data: bytes, /) -> None:
+    def update(self, data: bytes | memoryview, /) -> None:
         """Queue ``data`` to be hashed after everything queued before it."""
         with self._lock:
             self._queue.append(data)

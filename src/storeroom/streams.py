@@ -14,7 +14,7 @@ import inspect
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar, Union, runtime_checkable
 
 from storeroom import checksums
 from storeroom.errors import ContentUnreadable, UnsupportedContent
@@ -207,6 +207,9 @@ async def aiter_content(content: Any, read_size: int) -> AsyncIterator[bytes]:
                 yield piece
 
 
+_Data = TypeVar("_Data", bytes, memoryview)
+
+
 class Meter:
     """Counts bytes and computes a checksum of the chunks that pass through it.
 
@@ -242,8 +245,8 @@ class Meter:
         """Take over what ``other`` measured (the attempt that succeeded)."""
         self.size, self._hasher, self._result = other.size, other._hasher, other._result
 
-    def update(self, chunk: bytes) -> bytes:
-        """Account for ``chunk`` and return it unchanged."""
+    def update(self, chunk: _Data) -> _Data:
+        """Account for ``chunk`` (bytes, or a view of them) and return it unchanged."""
         self.size += len(chunk)
         if self._hasher is not None:
             self._hasher.update(chunk)

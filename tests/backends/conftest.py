@@ -38,15 +38,7 @@ def _fsspec_local(request: pytest.FixtureRequest, tmp_path: Path) -> StorageBack
 def _obstore_s3(request: pytest.FixtureRequest, tmp_path: Path) -> StorageBackend:
     server = request.getfixturevalue("moto_server")
     bucket = request.getfixturevalue("s3_bucket")
-    return ObstoreBackend(
-        "obstore-s3",
-        f"s3://{bucket}/prefix",
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-        aws_endpoint=server.endpoint,
-        aws_region=server.region,
-        aws_allow_http=True,
-    )
+    return ObstoreBackend("obstore-s3", f"s3://{bucket}/prefix", **server.obstore_options())
 
 
 def _fsspec_s3(request: pytest.FixtureRequest, tmp_path: Path) -> StorageBackend:

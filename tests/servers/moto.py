@@ -29,6 +29,16 @@ class MotoServer:
             region_name=self.region,
         )
 
+    def obstore_options(self) -> dict[str, Any]:
+        """The options an ``ObstoreBackend`` on ``s3://`` needs to reach this server."""
+        return {
+            "aws_access_key_id": self.access_key,
+            "aws_secret_access_key": self.secret_key,
+            "aws_endpoint": self.endpoint,
+            "aws_region": self.region,
+            "aws_allow_http": True,
+        }
+
     def create_bucket(self, name: str) -> str:
         """Create bucket ``name`` (no error if it exists) and return the name."""
         client = self.client()

@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from storeroom import checksums, events
+from storeroom.backends._unfilled import unfilled
 from storeroom.errors import (
     BackendError,
     ConfigurationError,
@@ -438,38 +439,72 @@ class _Upload:
         return PutResult(written[0], size, checksum, written[3], written[4])
 
 
-def collect(chunks: Iterator[bytes], meter: Meter | None = None) -> bytes:
+def collect(
+    chunks: Iterator[bytes], meter: Meter | None = None, *, size: int | None = None, path: str = ""
+) -> bytes:
     """Concatenate ``chunks`` into one bytes object, copying each once as it arrives.
 
-    BytesIO grows its buffer in place (``realloc``) and hands that buffer over in
-    ``getvalue()`` without another copy, so peak memory is the result plus one chunk.
-    Each chunk also goes through ``meter`` when one is given.
+    When ``size`` is known (what the store announced for the body), the result is made at
+    that size and each chunk is copied straight into it, so the bytes are copied once on
+    their way from the store (see :mod:`storeroom.backends._unfilled`); a body longer or
+    shorter than announced raises :class:`BackendError` naming ``path``. Otherwise BytesIO
+    grows its buffer in place (``realloc``) and hands it over in ``getvalue()`` without
+    another copy. Either way peak memory is the result plus one chunk. Each chunk also
+    goes through ``meter`` when one is given.
     """
-    assembly = _Assembly(meter)
+    assembly = _Assembly(meter, size, path)
     for chunk in chunks:
         assembly.add(chunk)
     return assembly.result()
 
 
-async def collect_async(chunks: AsyncIterator[bytes], meter: Meter | None = None) -> bytes:
+async def collect_async(
+    chunks: AsyncIterator[bytes],
+    meter: Meter | None = None,
+    *,
+    size: int | None = None,
+    path: str = "",
+) -> bytes:
     """Async form of :func:`collect`."""
-    assembly = _Assembly(meter)
+    assembly = _Assembly(meter, size, path)
     async for chunk in chunks:
         assembly.add(chunk)
     return assembly.result()
 
 
+_METER_STEP = 4 * 1024 * 1024
+"""A result filled in place goes through its meter this much at a time (a background
+hasher then hashes large pieces of the result itself, not one small chunk after another)."""
+
+
 class _Assembly:
     """One bytes object built from chunks (no I/O; shared by :func:`collect` and its twin)."""
 
-    __slots__ = ("buffer", "first", "meter")
+    __slots__ = ("at", "buffer", "first", "meter", "metered", "path", "size", "target", "view")
 
-    def __init__(self, meter: Meter | None) -> None:
-        self.meter = meter
+    def __init__(self, meter: Meter | None, size: int | None, path: str) -> None:
+        self.meter, self.size, self.path = meter, size, path
         self.first: bytes | None = None
         self.buffer: io.BytesIO | None = None
+        made = None if size is None else unfilled(size)
+        self.target: bytes | None = None
+        self.view: memoryview | None = None
+        if made is not None:
+            self.target, self.view = made
+        self.at = self.metered = 0
 
     def add(self, chunk: bytes) -> None:
+        view = self.view
+        if view is not None:
+            at, end = self.at, self.at + len(chunk)
+            if end > len(view):
+                self.view = None  # never written again
+                raise self._mismatch(end)
+            view[at:end] = chunk
+            self.at = end
+            if self.meter is not None and end - self.metered >= _METER_STEP:
+                self._meter_to(end)
+            return
         if self.meter is not None:
             self.meter.update(chunk)
         if self.buffer is not None:
@@ -482,7 +517,27 @@ class _Assembly:
             self.buffer.write(chunk)
             self.first = None
 
+    def _meter_to(self, end: int) -> None:
+        assert self.meter is not None and self.target is not None
+        # A read-only view keeps the result alive for a hasher still working on it.
+        self.meter.update(memoryview(self.target)[self.metered : end])
+        self.metered = end
+
+    def _mismatch(self, received: int) -> BackendError:
+        return BackendError(
+            f"the store announced {self.size} bytes for {self.path!r} but sent "
+            f"{'at least ' if received > (self.size or 0) else ''}{received}; the object "
+            "changed while it was read or the store's answer was cut short: read it again"
+        )
+
     def result(self) -> bytes:
+        if self.target is not None:
+            if self.at != self.size:
+                raise self._mismatch(self.at)
+            self.view = None  # filled: nothing writes to the result from here on
+            if self.meter is not None and self.metered < self.at:
+                self._meter_to(self.at)
+            return self.target
         if self.buffer is not None:
             return self.buffer.getvalue()
         return self.first if self.first is not None else b""

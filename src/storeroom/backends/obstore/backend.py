@@ -78,7 +78,14 @@ __all__ = ["ObstoreBackend"]
 # Paths obstore maps to the same file name on local disk (no percent-encoding involved);
 # only these take the direct-file fast path for whole reads.
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9._\-]+(?:/[A-Za-z0-9._\-]+)*")
+# A whole read of an object larger than _WHOLE_CHUNK streams its body into a result made
+# at the announced size (see collect). Sync reads take pieces of _FILL_CHUNK: obstore's
+# joining of network frames into a piece stays in the CPU's cache, and the Python work per
+# piece does not count. Async reads take pieces of _WHOLE_CHUNK: each piece awaited costs
+# a wake-up of the event loop, which outweighs the copy (measured on moto S3, 256 MiB:
+# 256 KiB pieces 519 MiB/s, 4 MiB pieces 604 MiB/s).
 _WHOLE_CHUNK = 4 * 1024 * 1024
+_FILL_CHUNK = 256 * 1024
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # The most an async call reads from local disk, or copies in and out of the memory store,
 # without leaving the event loop: below it a hop to a worker thread or obstore's async
@@ -699,8 +706,9 @@ class ObstoreBackend(StorageBackend):
         else:
             self._confine(path)
             result = obstore.get(self.store, path)
-            if _span(result) > _WHOLE_CHUNK:
-                return collect(iter(result.stream(min_chunk_size=_WHOLE_CHUNK)), meter)
+            if (span := _span(result)) > _WHOLE_CHUNK:
+                chunks = iter(result.stream(min_chunk_size=_FILL_CHUNK))
+                return collect(chunks, meter, size=span, path=path)
             data = result.bytes().to_bytes()
         if meter is not None:
             meter.update(data)
@@ -717,9 +725,11 @@ class ObstoreBackend(StorageBackend):
         else:
             self._confine(path)
             result = await obstore.get_async(self.store, path)
-            if _span(result) > _WHOLE_CHUNK:
-                chunks = result.stream(min_chunk_size=_WHOLE_CHUNK)
-                return await collect_async(cast(AsyncIterator[bytes], aiter(chunks)), meter)
+            if (span := _span(result)) > _WHOLE_CHUNK:
+                chunks = cast(
+                    AsyncIterator[bytes], aiter(result.stream(min_chunk_size=_WHOLE_CHUNK))
+                )
+                return await collect_async(chunks, meter, size=span, path=path)
             data = (await result.bytes_async()).to_bytes()
         if meter is not None:
             meter.update(data)

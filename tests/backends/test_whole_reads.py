@@ -1,0 +1,209 @@
+"""Whole reads of large objects from a network store: the body is copied once, into a
+``bytes`` made at the size the store announced (``storeroom.backends._unfilled``).
+
+What must hold: the result is ordinary, immutable ``bytes`` equal to what was stored, sync
+and async, at sizes around every edge of the pieces it is filled in; a body longer or
+shorter than announced is an error naming the object, never a result with stale or unset
+bytes; the digest of a verified read still sees every byte, so corruption is caught; and a
+read that fails halfway leaves nothing a background hasher could read after it is freed.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from storeroom import BackendError, FileObject, IntegrityError, ObstoreBackend, checksums
+from storeroom.backends import _unfilled, base
+from storeroom.backends.base import collect, collect_async
+from storeroom.streams import Meter
+from tests.servers.moto import MotoServer
+
+MIB = 1024 * 1024
+# Around the whole-read threshold (4 MiB), the meter's step (4 MiB), the pieces (256 KiB).
+SIZES = [4 * MIB + 1, 8 * MIB, 9 * MIB + 12_345, 17 * MIB - 1]
+
+
+@pytest.fixture
+def s3(moto_server: MotoServer, s3_bucket: str) -> ObstoreBackend:
+    return ObstoreBackend("whole-s3", f"s3://{s3_bucket}/whole", **moto_server.obstore_options())
+
+
+def _filled_in_place(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the sizes of the results made by :func:`_unfilled.unfilled`."""
+    made: list[int] = []
+    real = base.unfilled
+
+    def recording(size: int) -> tuple[bytes, memoryview] | None:
+        result = real(size)
+        if result is not None:
+            made.append(size)
+        return result
+
+    monkeypatch.setattr(base, "unfilled", recording)
+    return made
+
+
+def _is_plain_bytes(data: bytes, expected: bytes) -> None:
+    assert type(data) is bytes
+    assert data == expected
+    assert hash(data) == hash(bytes(bytearray(expected)))  # hash computed on the final bytes
+    with pytest.raises(TypeError):
+        memoryview(data)[0] = 0  # type: ignore[index]  # read-only like any bytes
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("size", SIZES)
+async def test_s3_whole_reads_are_filled_in_place_sync_and_async(
+    s3: ObstoreBackend, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = _filled_in_place(monkeypatch)
+    data = os.urandom(size)
+    f = FileObject(backend=s3, filename=f"w{size}.bin", content=data).save()
+    _is_plain_bytes(s3.get(f.path), data)
+    _is_plain_bytes(await s3.get_async(f.path), data)
+    _is_plain_bytes(f.get_content(), data)
+    _is_plain_bytes(await f.get_content_async(), data)
+    assert made == [size] * 4
+
+
+@pytest.mark.s3
+async def test_s3_whole_reads_detect_corruption_and_truncation(s3: ObstoreBackend) -> None:
+    data = os.urandom(9 * MIB)
+    for algorithm in ("blake3", "sha256"):
+        f = FileObject(backend=s3, filename="c.bin", content=data).save(checksum=algorithm)
+        middle = 6 * MIB + 7  # in the second step of the background digest
+        s3.put("c.bin", data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1 :])
+        with pytest.raises(IntegrityError, match="checksum"):
+            f.get_content()
+        with pytest.raises(IntegrityError, match="checksum"):
+            await f.get_content_async()
+        s3.put("c.bin", data[:-1] + bytes([data[-1] ^ 0x80]))  # the very last byte
+        with pytest.raises(IntegrityError, match="checksum"):
+            f.get_content()
+        s3.put("c.bin", data[: 5 * MIB])
+        with pytest.raises(IntegrityError, match="bytes"):
+            f.get_content()
+        with pytest.raises(IntegrityError, match="bytes"):
+            await f.get_content_async()
+        s3.delete("c.bin")
+
+
+def test_local_paths_obstore_reads_are_filled_in_place_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A path with a space is read through obstore, not storeroom's direct file read.
+    made = _filled_in_place(monkeypatch)
+    backend = ObstoreBackend("whole-local", f"file://{tmp_path}")
+    data = os.urandom(5 * MIB + 3)
+    f = FileObject(backend=backend, path="with space/a b.bin", filename="a b.bin", content=data)
+    f.save()
+    _is_plain_bytes(f.get_content(), data)
+    assert made == [len(data)]
+
+
+# -- collect, without a store ------------------------------------------------------------------
+
+
+def _pieces(data: bytes, sizes: list[int]) -> Iterator[bytes]:
+    at, turn = 0, 0
+    while at < len(data):
+        step = sizes[turn % len(sizes)]
+        yield data[at : at + step]
+        at, turn = at + step, turn + 1
+
+
+async def _apieces(data: bytes, sizes: list[int]) -> AsyncIterator[bytes]:
+    for piece in _pieces(data, sizes):
+        yield piece
+
+
+@pytest.mark.parametrize("background", [False, True])
+@pytest.mark.parametrize("sizes", [[1], [4095, 1, 70_000], [256 * 1024], [5 * MIB]])
+async def test_collect_fills_in_place_and_meters_every_byte(
+    sizes: list[int], background: bool
+) -> None:
+    data = os.urandom(9 * MIB + 5) if sizes != [1] else os.urandom(200_000)
+    digest = checksums.digest("blake3", data)
+    for twin in ("sync", "async"):
+        meter = Meter("blake3", background=background)
+        if twin == "sync":
+            got = collect(_pieces(data, sizes), meter, size=len(data), path="p")
+        else:
+            got = await collect_async(_apieces(data, sizes), meter, size=len(data), path="p")
+        settled = meter.settled()
+        if settled is not None:
+            settled.result()
+        _is_plain_bytes(got, data)
+        assert meter.size == len(data) and meter.checksum == digest
+
+
+@pytest.mark.parametrize("announced_delta", [-1, 1, -(3 * MIB)])
+async def test_a_body_longer_or_shorter_than_announced_is_an_error_naming_the_object(
+    announced_delta: int,
+) -> None:
+    data = os.urandom(4 * MIB)
+    announced = len(data) + announced_delta
+    with pytest.raises(BackendError, match=rf"announced {announced} bytes for 'docs/a\.pdf'"):
+        collect(_pieces(data, [300_000]), size=announced, path="docs/a.pdf")
+    with pytest.raises(BackendError, match="read it again"):
+        await collect_async(_apieces(data, [300_000]), size=announced, path="docs/a.pdf")
+
+
+def test_without_the_c_api_the_result_is_assembled_the_ordinary_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_unfilled, "_make", None)
+    assert _unfilled.unfilled(10 * MIB) is None
+    data = os.urandom(6 * MIB)
+    meter = Meter("sha256")
+    got = collect(_pieces(data, [1 * MIB]), meter, size=len(data), path="p")
+    _is_plain_bytes(got, data)
+    assert meter.checksum == checksums.digest("sha256", data)
+
+
+def test_small_results_are_never_made_unfilled() -> None:
+    # CPython shares its empty and one-byte bytes objects: writing one would change b"" for
+    # the whole process. Below MIN_SIZE nothing is made.
+    for size in (0, 1, 2, _unfilled.MIN_SIZE - 1):
+        assert _unfilled.unfilled(size) is None
+    made = _unfilled.unfilled(_unfilled.MIN_SIZE)
+    assert made is not None
+    target, view = made
+    assert len(target) == len(view) == _unfilled.MIN_SIZE and not view.readonly
+
+
+class _KeepingHasher:
+    """A hasher that keeps what it was given, as a background hasher's queue would."""
+
+    def __init__(self) -> None:
+        self.kept: list[memoryview] = []
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        assert isinstance(data, memoryview) and data.readonly  # never the writable view
+        self.kept.append(data)
+
+    def hexdigest(self) -> str:
+        return ""
+
+
+def test_a_read_that_fails_halfway_leaves_the_metered_bytes_alive() -> None:
+    data = os.urandom(12 * MIB)
+
+    def failing() -> Iterator[bytes]:
+        yield from _pieces(data[: 9 * MIB], [MIB])
+        raise ConnectionResetError("the store closed the connection")
+
+    meter = Meter(None)
+    hasher = _KeepingHasher()
+    meter._hasher = hasher  # type: ignore[assignment]
+    with pytest.raises(ConnectionResetError):
+        collect(failing(), meter, size=len(data), path="p")
+    gc.collect()
+    # The views handed to the hasher still hold the result they point into.
+    assert [len(view) for view in hasher.kept] == [4 * MIB, 4 * MIB]
+    assert b"".join(bytes(view) for view in hasher.kept) == data[: 8 * MIB]
