@@ -331,6 +331,11 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs per case; the best counts")
     parser.add_argument("--only", default="", help="comma-separated operations to run")
+    parser.add_argument(
+        "--local-root",
+        help="folder for the local-disk cases (default: the system's temporary folder); "
+        "a tmpfs such as /dev/shm measures the libraries without the disk's write-back",
+    )
     parser.add_argument("--case")
     parser.add_argument("--target")
     parser.add_argument("--endpoint")
@@ -354,7 +359,7 @@ def main() -> None:
 
     # (where, operation, storeroom result, raw result, unit, target ratio)
     rows: list[tuple[str, str, dict[str, Any], dict[str, Any], str, float]] = []
-    workdir = Path(tempfile.mkdtemp(prefix="storeroom-bench-"))
+    workdir = Path(tempfile.mkdtemp(prefix="storeroom-bench-", dir=args.local_root))
     moto, endpoint = _start_moto()
     best = lambda runs: min(runs, key=lambda r: r["seconds"])  # noqa: E731
     try:
