@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -174,7 +176,19 @@ def test_small_results_are_never_made_unfilled() -> None:
     made = _unfilled.unfilled(_unfilled.MIN_SIZE)
     assert made is not None
     target, view = made
+    del made
     assert len(target) == len(view) == _unfilled.MIN_SIZE and not view.readonly
+    # The C API hands back new references; ctypes must not keep one more (a leak per read).
+    assert sys.getrefcount(target) == 2 and sys.getrefcount(view) == 2
+    del target, view
+    tracemalloc.start()
+    try:
+        for _ in range(50):
+            made = _unfilled.unfilled(MIB)
+            del made
+        assert tracemalloc.get_traced_memory()[0] < MIB
+    finally:
+        tracemalloc.stop()
 
 
 class _KeepingHasher:
