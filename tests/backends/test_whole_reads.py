@@ -10,6 +10,7 @@ read that fails halfway leaves nothing a background hasher could read after it i
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import sys
@@ -221,3 +222,29 @@ def test_a_read_that_fails_halfway_leaves_the_metered_bytes_alive() -> None:
     # The views handed to the hasher still hold the result they point into.
     assert [len(view) for view in hasher.kept] == [4 * MIB, 4 * MIB]
     assert b"".join(bytes(view) for view in hasher.kept) == data[: 8 * MIB]
+
+
+@pytest.mark.s3
+async def test_an_s3_whole_read_cancelled_midway_leaves_the_next_one_whole(
+    s3: ObstoreBackend,
+) -> None:
+    data = os.urandom(48 * MIB)
+    f = FileObject(backend=s3, filename="cancel.bin", content=data).save()
+    started = asyncio.Event()
+    real_add = base._Assembly.add
+
+    def add(assembly: base._Assembly, chunk: bytes) -> None:
+        real_add(assembly, chunk)
+        if assembly.at >= 8 * MIB:
+            started.set()  # the read is under way, with a digest step handed out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(base._Assembly, "add", add)
+        read = asyncio.ensure_future(f.get_content_async())
+        await asyncio.wait_for(started.wait(), 60)
+        read.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await read
+    gc.collect()
+    _is_plain_bytes(await f.get_content_async(), data)
+    _is_plain_bytes(f.get_content(), data)
