@@ -20,7 +20,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    NamedTuple,
+    NoReturn,
+    Protocol,
+    TypeVar,
+    runtime_checkable,
+)
 
 from storeroom import checksums, events
 from storeroom.backends._unfilled import unfilled
@@ -203,6 +212,13 @@ class _Guard:
         if error is not exc and error is not None:
             raise error from exc
         return False
+
+    def reraise(self, exc: BaseException) -> NoReturn:
+        """End the operation with ``exc`` and raise what :meth:`end` makes of it."""
+        error = self.end(exc)
+        if error is not exc and error is not None:
+            raise error from exc
+        raise exc
 
     def end(self, exc: BaseException | None) -> BaseException | None:
         """Finish the operation (emitting its event); return the error to raise, if any.
@@ -920,6 +936,13 @@ class StorageBackend(ABC):
             chunks = self.stream(path, start=start, end=end, chunk_size=_WHOLE_READ_CHUNK)
             return collect(chunks, meter)
         path = safe_path(path)
+        if self.retries_natively and not events.has_subscribers():
+            # No event to send, no attempt to count: only errors to translate (the path
+            # of every small read, where a guard object costs as much as the read).
+            try:
+                return self._read_all(path, meter)
+            except BaseException as exc:
+                _Guard(self, path, "get").reraise(exc)
         with _Guard(self, path, "get") as guard:
             if self.retries_natively:
                 data, used = self._read_all(path, meter), None
@@ -940,6 +963,11 @@ class StorageBackend(ABC):
             )
             return await collect_async(chunks, meter)
         path = safe_path(path)
+        if self.retries_natively and not events.has_subscribers():  # as in get
+            try:
+                return await self._read_all_async(path, meter)
+            except BaseException as exc:
+                _Guard(self, path, "get").reraise(exc)
         with _Guard(self, path, "get") as guard:
             if self.retries_natively:
                 data, used = await self._read_all_async(path, meter), None
