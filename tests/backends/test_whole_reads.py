@@ -1,5 +1,6 @@
-"""Whole reads of large objects from a network store: the body is copied once, into a
-``bytes`` made at the size the store announced (``storeroom.backends._unfilled``).
+"""Whole reads of large objects from a network store (moto S3, Azurite): the body is copied
+once, into a ``bytes`` made at the size the store announced
+(``storeroom.backends._unfilled``).
 
 What must hold: the result is ordinary, immutable ``bytes`` equal to what was stored, sync
 and async, at sizes around every edge of the pieces it is filled in; a body longer or
@@ -36,6 +37,25 @@ def s3(moto_server: MotoServer, s3_bucket: str) -> ObstoreBackend:
     return ObstoreBackend("whole-s3", f"s3://{s3_bucket}/whole", **moto_server.obstore_options())
 
 
+@pytest.fixture(
+    params=[
+        pytest.param("s3", marks=pytest.mark.s3),
+        pytest.param("azure", marks=pytest.mark.azure),
+    ]
+)
+def network(request: pytest.FixtureRequest) -> ObstoreBackend:
+    """A network store: moto S3, or Azurite."""
+    if request.param == "s3":
+        return request.getfixturevalue("s3")  # type: ignore[no-any-return]
+    server = request.getfixturevalue("azurite_server")
+    container = request.getfixturevalue("azure_container")
+    return ObstoreBackend(
+        "whole-azure",
+        f"az://{container}/whole",
+        azure_storage_connection_string=server.connection_string,
+    )
+
+
 def _filled_in_place(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Record the sizes of the results made by :func:`_unfilled.unfilled`."""
     made: list[int] = []
@@ -59,41 +79,41 @@ def _is_plain_bytes(data: bytes, expected: bytes) -> None:
         memoryview(data)[0] = 0  # type: ignore[index]  # read-only like any bytes
 
 
-@pytest.mark.s3
 @pytest.mark.parametrize("size", SIZES)
-async def test_s3_whole_reads_are_filled_in_place_sync_and_async(
-    s3: ObstoreBackend, size: int, monkeypatch: pytest.MonkeyPatch
+async def test_network_whole_reads_are_filled_in_place_sync_and_async(
+    network: ObstoreBackend, size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made = _filled_in_place(monkeypatch)
     data = os.urandom(size)
-    f = FileObject(backend=s3, filename=f"w{size}.bin", content=data).save()
-    _is_plain_bytes(s3.get(f.path), data)
-    _is_plain_bytes(await s3.get_async(f.path), data)
+    f = FileObject(backend=network, filename=f"w{size}.bin", content=data).save()
+    _is_plain_bytes(network.get(f.path), data)
+    _is_plain_bytes(await network.get_async(f.path), data)
     _is_plain_bytes(f.get_content(), data)
     _is_plain_bytes(await f.get_content_async(), data)
     assert made == [size] * 4
 
 
-@pytest.mark.s3
-async def test_s3_whole_reads_detect_corruption_and_truncation(s3: ObstoreBackend) -> None:
+async def test_network_whole_reads_detect_corruption_and_truncation(
+    network: ObstoreBackend,
+) -> None:
     data = os.urandom(9 * MIB)
     for algorithm in ("blake3", "sha256"):
-        f = FileObject(backend=s3, filename="c.bin", content=data).save(checksum=algorithm)
+        f = FileObject(backend=network, filename="c.bin", content=data).save(checksum=algorithm)
         middle = 6 * MIB + 7  # in the second step of the background digest
-        s3.put("c.bin", data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1 :])
+        network.put("c.bin", data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1 :])
         with pytest.raises(IntegrityError, match="checksum"):
             f.get_content()
         with pytest.raises(IntegrityError, match="checksum"):
             await f.get_content_async()
-        s3.put("c.bin", data[:-1] + bytes([data[-1] ^ 0x80]))  # the very last byte
+        network.put("c.bin", data[:-1] + bytes([data[-1] ^ 0x80]))  # the very last byte
         with pytest.raises(IntegrityError, match="checksum"):
             f.get_content()
-        s3.put("c.bin", data[: 5 * MIB])
+        network.put("c.bin", data[: 5 * MIB])
         with pytest.raises(IntegrityError, match="bytes"):
             f.get_content()
         with pytest.raises(IntegrityError, match="bytes"):
             await f.get_content_async()
-        s3.delete("c.bin")
+        network.delete("c.bin")
 
 
 def test_local_paths_obstore_reads_are_filled_in_place_too(
