@@ -10,7 +10,8 @@ more, each one insert+commit of a row with a 4 KiB file in an in-memory obstore 
 ``--rows`` and with 0 rows; the difference divided by ``--rows`` is the cost of one row.
 Reading back is counted the same way: 1,000 rows inserted, then ``--reads`` read-backs of
 all of them with ``get_content()`` against none. Prints instructions per row and the ratio
-advanced-alchemy / storeroom (above 1.0x: storeroom runs fewer instructions).
+advanced-alchemy / storeroom (above 1.0x: storeroom runs fewer instructions). Every measured
+process runs with ``PYTHONHASHSEED=0``, so counts repeat between runs.
 """
 
 from __future__ import annotations
@@ -118,6 +119,9 @@ def _instructions(library: str, operation: str, count: int, directory: str) -> i
         ],
         capture_output=True,
         text=True,
+        # A fixed hash seed: with a random one, dict and set work differs between runs
+        # and the counts of one library moved by up to 10% between sittings.
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     )
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:

@@ -402,7 +402,7 @@ def main() -> None:
             ("local disk", f"file://{workdir}/read", None),
             ("moto S3", "s3://bench/read", endpoint),
         ):
-            ops = ["get-content", "get-content-async"] if ep is None else ["get-content"]
+            ops = ["get-content", "get-content-async"]
             if not any(wanted(op) for op in ops):
                 continue
             prepared = _spawn("whole-prepare", target, whole, args.small, ep)
