@@ -20,11 +20,7 @@ def proxied_s3(moto_server, s3_bucket) -> Iterator[tuple[ObstoreBackend, Recordi
     backend = ObstoreBackend(
         "s3",
         f"s3://{s3_bucket}/",
-        aws_access_key_id=moto_server.access_key,
-        aws_secret_access_key=moto_server.secret_key,
-        aws_endpoint=proxy.endpoint,
-        aws_region=moto_server.region,
-        aws_allow_http=True,
+        **{**moto_server.obstore_options(), "aws_endpoint": proxy.endpoint},
     )
     yield backend, proxy
     proxy.stop()

@@ -36,11 +36,7 @@ def test_s3_checksum_algorithm_sends_a_checksum_the_server_verifies(
         backend = ObstoreBackend(
             "checked",
             f"s3://{s3_bucket}/",
-            aws_access_key_id=moto_server.access_key,
-            aws_secret_access_key=moto_server.secret_key,
-            aws_region=moto_server.region,
-            aws_endpoint=proxy.endpoint,
-            aws_allow_http=True,
+            **{**moto_server.obstore_options(), "aws_endpoint": proxy.endpoint},
             aws_checksum_algorithm="SHA256",
         )
         FileObject(backend=backend, filename="c.txt", content=b"checked bytes").save()

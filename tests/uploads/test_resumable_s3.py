@@ -60,11 +60,7 @@ def s3(moto_server: Any, s3_bucket: str) -> ObstoreBackend:
         ObstoreBackend(
             "big",
             f"s3://{s3_bucket}/prefix",
-            aws_access_key_id=server.access_key,
-            aws_secret_access_key=server.secret_key,
-            aws_endpoint=server.endpoint,
-            aws_region=server.region,
-            aws_allow_http=True,
+            **server.obstore_options(),
         )
     )
 

@@ -58,11 +58,7 @@ def s3(moto_server: Any, s3_bucket: str) -> Iterator[ObstoreBackend]:
         ObstoreBackend(
             "big",
             f"s3://{s3_bucket}",
-            aws_access_key_id=moto_server.access_key,
-            aws_secret_access_key=moto_server.secret_key,
-            aws_endpoint=moto_server.endpoint,
-            aws_region=moto_server.region,
-            aws_allow_http=True,
+            **moto_server.obstore_options(),
         ),
         overwrite=True,
     )
