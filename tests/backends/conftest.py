@@ -61,11 +61,7 @@ def _fsspec_s3(request: pytest.FixtureRequest, tmp_path: Path) -> StorageBackend
 def _obstore_azure(request: pytest.FixtureRequest, tmp_path: Path) -> StorageBackend:
     server = request.getfixturevalue("azurite_server")
     container = request.getfixturevalue("azure_container")
-    return ObstoreBackend(
-        "obstore-azure",
-        f"az://{container}/prefix",
-        azure_storage_connection_string=server.connection_string,
-    )
+    return ObstoreBackend("obstore-azure", f"az://{container}/prefix", **server.obstore_options())
 
 
 def _fsspec_gcs(request: pytest.FixtureRequest, tmp_path: Path) -> StorageBackend:

@@ -49,11 +49,7 @@ def network(request: pytest.FixtureRequest) -> ObstoreBackend:
         return request.getfixturevalue("s3")  # type: ignore[no-any-return]
     server = request.getfixturevalue("azurite_server")
     container = request.getfixturevalue("azure_container")
-    return ObstoreBackend(
-        "whole-azure",
-        f"az://{container}/whole",
-        azure_storage_connection_string=server.connection_string,
-    )
+    return ObstoreBackend("whole-azure", f"az://{container}/whole", **server.obstore_options())
 
 
 def _filled_in_place(monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -35,6 +35,10 @@ class AzuriteServer:
             f"AccountKey={self.account_key};BlobEndpoint={self.endpoint};"
         )
 
+    def obstore_options(self) -> dict[str, Any]:
+        """The options an ``ObstoreBackend`` on ``az://`` needs to reach this server."""
+        return {"azure_storage_connection_string": self.connection_string}
+
     def create_container(self, name: str) -> str:
         """Create container ``name`` (no error if it exists) and return the name."""
         from azure.core.exceptions import ResourceExistsError

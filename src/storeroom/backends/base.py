@@ -208,17 +208,19 @@ class _Guard:
             if self.started is not None:
                 self.emit()
             return False
-        error = self.end(exc)
-        if error is not exc and error is not None:
-            raise error from exc
-        return False
+        self._raise_translated(exc)
+        return False  # exc itself goes on
 
     def reraise(self, exc: BaseException) -> NoReturn:
         """End the operation with ``exc`` and raise what :meth:`end` makes of it."""
+        self._raise_translated(exc)
+        raise exc
+
+    def _raise_translated(self, exc: BaseException) -> None:
+        """End the operation; raise the error it makes of ``exc`` when that is another."""
         error = self.end(exc)
         if error is not exc and error is not None:
             raise error from exc
-        raise exc
 
     def end(self, exc: BaseException | None) -> BaseException | None:
         """Finish the operation (emitting its event); return the error to raise, if any.
