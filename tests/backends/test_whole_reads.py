@@ -18,12 +18,14 @@ import sys
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from storeroom import BackendError, FileObject, IntegrityError, ObstoreBackend, checksums
 from storeroom.backends import _unfilled, base
 from storeroom.backends.base import collect, collect_async
+from storeroom.backends.obstore import backend as obstore_backend
 from storeroom.streams import Meter
 from tests.servers.moto import MotoServer
 
@@ -264,3 +266,114 @@ async def test_an_s3_whole_read_cancelled_midway_leaves_the_next_one_whole(
     gc.collect()
     _is_plain_bytes(await f.get_content_async(), data)
     _is_plain_bytes(f.get_content(), data)
+
+
+# -- async whole reads ask for the next chunk while copying this one ----------------------
+
+
+@pytest.mark.s3
+async def test_async_s3_whole_reads_ask_for_the_next_chunk_before_copying_this_one(
+    s3: ObstoreBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(21 * MIB + 3)
+    f = FileObject(backend=s3, filename="ahead.bin", content=data).save()
+    asked = 0
+    seen: list[tuple[int, int]] = []  # (chunks asked for, chunks copied) at each copy
+    real_anext, real_add = anext, base._Assembly.add
+
+    def counting(stream: Any) -> Any:
+        nonlocal asked
+        asked += 1
+        return real_anext(stream)
+
+    def add(assembly: base._Assembly, chunk: bytes) -> None:
+        seen.append((asked, len(seen)))
+        real_add(assembly, chunk)
+
+    monkeypatch.setattr(obstore_backend, "anext", counting, raising=False)
+    monkeypatch.setattr(base._Assembly, "add", add)
+    _is_plain_bytes(await f.get_content_async(), data)
+    assert len(seen) >= 4  # pieces of 4 MiB or more
+    # While each chunk is copied, the one after it is already asked for; never two ahead.
+    assert all(asked_then == copied + 2 for asked_then, copied in seen)
+    assert asked == len(seen) + 1  # and the last ask found the end of the body
+
+
+async def _chunks(pieces: list[bytes], error: BaseException | None = None) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        await asyncio.sleep(0)
+        yield piece
+    if error is not None:
+        raise error
+
+
+async def test_read_ahead_hands_chunks_over_in_order_and_the_error_where_it_happened() -> None:
+    pieces = [bytes([i]) * 1000 for i in range(5)]
+    got = [chunk async for chunk in obstore_backend._read_ahead(_chunks(pieces))]
+    assert got == pieces
+    ahead = obstore_backend._read_ahead(_chunks(pieces[:2], ConnectionResetError("reset")))
+    assert [await anext(ahead), await anext(ahead)] == pieces[:2]
+    with pytest.raises(ConnectionResetError, match="reset"):
+        await anext(ahead)
+
+
+async def test_closing_a_read_ahead_stops_the_chunk_under_way_and_logs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    release = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield b"first"
+        try:
+            await release.wait()  # the chunk read ahead: never arrives
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        yield b"second"
+
+    ahead = obstore_backend._read_ahead(slow())
+    assert await anext(ahead) == b"first"
+    await asyncio.sleep(0.01)  # the next chunk is under way
+    assert not cancelled.is_set()
+    await ahead.aclose()
+    await asyncio.wait_for(cancelled.wait(), 5)
+    # A chunk read ahead that failed after the caller stopped wanting it: dropped quietly.
+    failing = obstore_backend._read_ahead(_chunks([b"only"], ConnectionResetError("late")))
+    assert await anext(failing) == b"only"
+    await asyncio.sleep(0.01)  # the failing read ahead has finished
+    await failing.aclose()
+    del ahead, failing
+    gc.collect()
+    await asyncio.sleep(0)
+    assert "never retrieved" not in caplog.text
+
+
+@pytest.mark.s3
+async def test_an_async_s3_whole_read_cancelled_midway_logs_nothing_and_stops(
+    s3: ObstoreBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = os.urandom(24 * MIB)
+    f = FileObject(backend=s3, filename="cancel-ahead.bin", content=data).save()
+    real_add = base._Assembly.add
+    for after in (0, 4 * MIB, 12 * MIB):
+        started = asyncio.Event()
+
+        def add(
+            assembly: base._Assembly, chunk: bytes, after: int = after, started: Any = started
+        ) -> None:
+            real_add(assembly, chunk)
+            if assembly.at > after:
+                started.set()
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(base._Assembly, "add", add)
+            read = asyncio.ensure_future(s3.get_async(f.path))
+            await asyncio.wait_for(started.wait(), 60)
+            read.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await read
+    gc.collect()
+    await asyncio.sleep(0.05)
+    assert "never retrieved" not in caplog.text
+    _is_plain_bytes(await s3.get_async(f.path), data)
