@@ -406,14 +406,10 @@ class FileObject:
                 await aclose()
         self._verify(meter)
 
-    def _hashed_while_reading(self) -> bool:
-        # Known to be large: hash in a worker thread while the rest arrives. Otherwise one
-        # digest of the bytes read costs less than feeding a hasher chunk by chunk.
-        return self.size is not None and self.size >= checksums.BACKGROUND_THRESHOLD
-
     def _verified_bytes(self, data: bytes, algorithm: str | None) -> bytes:
         digest = None if algorithm is None else checksums.digest(algorithm, data, parallel=True)
-        self._check(len(data), digest)
+        if digest != self.checksum or len(data) != self.size:  # else nothing to look into
+            self._check(len(data), digest)
         return data
 
     def get_content(self) -> bytes:
@@ -422,7 +418,9 @@ class FileObject:
         Read into one buffer (straight from the file on local disk) and checked against
         the recorded size and checksum; :class:`IntegrityError` when they differ.
         """
-        if not self._hashed_while_reading():
+        # Known to be large: hash in a worker thread while the rest arrives. Otherwise one
+        # digest of the bytes read costs less than feeding a hasher chunk by chunk.
+        if (size := self.size) is None or size < checksums.BACKGROUND_THRESHOLD:
             algorithm = checksums.algorithm_of(self.checksum)  # a bad record fails before I/O
             return self._verified_bytes(self.storage.get(self.path), algorithm)
         meter = self._whole_meter()
@@ -435,7 +433,8 @@ class FileObject:
 
     async def get_content_async(self) -> bytes:
         """Async form of :meth:`get_content`."""
-        if not self._hashed_while_reading():
+        size = self.size  # as in get_content
+        if size is None or size < checksums.BACKGROUND_THRESHOLD:
             algorithm = checksums.algorithm_of(self.checksum)
             data = await self.storage.get_async(self.path)
             if algorithm and len(data) >= checksums.BACKGROUND_THRESHOLD:
