@@ -444,7 +444,9 @@ class _Upload:
         if self.hashing is not None:
             self.hashing.cancel()
 
-    def finish(self, written: PutResult, guard: _Guard, digest: str | None = None) -> PutResult:
+    def finish(
+        self, written: PutResult, guard: _Guard | None, digest: str | None = None
+    ) -> PutResult:
         """The save's result, with the size and checksum measured on the way (for bytes
         in memory: their length, and the digest computed before or, ``digest``, beside)."""
         whole = self.whole
@@ -452,7 +454,8 @@ class _Upload:
             size, checksum = len(whole), self.checksum if self.hashing is None else digest
         else:
             size, checksum = self.meter.size, self.meter.checksum
-        guard.size = size
+        if guard is not None:
+            guard.size = size
         # path, size, checksum, etag, version
         return PutResult(written[0], size, checksum, written[3], written[4])
 
@@ -810,9 +813,18 @@ class StorageBackend(ABC):
             checksum,
             overwrite,
         )
-        path, opts = upload.path, upload.opts
+        path, opts, whole = upload.path, upload.opts, upload.whole
+        if whole is not None and self.retries_natively and not events.has_subscribers():
+            # As in get: no event to send, no attempt to count, only errors to translate
+            # (every small save comes this way).
+            try:
+                written = self._write(path, whole, opts)
+                digest = None if upload.hashing is None else upload.hashing.result()
+            except BaseException as exc:
+                upload.abandon()
+                _Guard(self, path, "put").reraise(exc)
+            return upload.finish(written, None, digest)
         with _Guard(self, path, "put") as guard:
-            whole = upload.whole
             if whole is not None:
                 try:
                     written = self._retrying(guard, lambda: self._write(path, whole, opts))
@@ -855,9 +867,19 @@ class StorageBackend(ABC):
             checksum,
             overwrite,
         )
-        path, opts = upload.path, upload.opts
+        path, opts, whole = upload.path, upload.opts, upload.whole
+        hashing = upload.hashing
+        digest: str | None = None
+        if whole is not None and self.retries_natively and not events.has_subscribers():
+            try:
+                written = await self._write_async(path, whole, opts)
+                if hashing is not None:
+                    digest = await asyncio.wrap_future(hashing)
+            except BaseException as exc:
+                upload.abandon()
+                _Guard(self, path, "put").reraise(exc)
+            return upload.finish(written, None, digest)
         with _Guard(self, path, "put") as guard:
-            whole = upload.whole
             if whole is not None:
                 try:
                     written = await self._aretrying(
@@ -866,8 +888,6 @@ class StorageBackend(ABC):
                 except BaseException:
                     upload.abandon()
                     raise
-                hashing = upload.hashing
-                digest: str | None = None
                 if hashing is not None:
                     digest = await asyncio.wrap_future(hashing)
                 return upload.finish(written, guard, digest)
