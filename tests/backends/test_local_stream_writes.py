@@ -18,33 +18,13 @@ from storeroom.backends import local_root
 from storeroom.backends.obstore import backend as backend_module
 from storeroom.backends.obstore import local_files
 from storeroom.errors import BackendError, UnsafePath
+from tests.backends.descriptors import needs_proc, open_fds
 
 CHUNK = 256 * 1024  # above the async inline limit: written in a thread
 
 
 def _files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-
-
-def _open_fds(folder: Path) -> int:
-    """How many descriptors this process has open on files and folders under ``folder``.
-
-    Only those: a connection an earlier test left in a pool may close at any moment, and
-    counting every descriptor of the process made the count move by itself.
-    """
-    count = 0
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:  # the listing's own descriptor, closed by now
-            continue
-        count += target.startswith(f"{folder}/")
-    return count
-
-
-needs_proc = pytest.mark.skipif(
-    not os.path.isdir("/proc/self/fd"), reason="counting open descriptors needs /proc/self/fd"
-)
 
 
 def _chunks(
@@ -133,7 +113,7 @@ def test_a_stream_that_fails_midway_leaves_nothing(tmp_path: Path, mode: str) ->
         for chunk in failing():
             yield chunk
 
-    before = _open_fds(tmp_path)
+    before = open_fds(tmp_path)
     for overwrite in (False, True):
         with pytest.raises(BackendError, match="the source broke"):
             if mode == "sync":
@@ -145,7 +125,7 @@ def test_a_stream_that_fails_midway_leaves_nothing(tmp_path: Path, mode: str) ->
                     )
                 )
     assert _files(tmp_path) == ["d/kept.bin"]
-    assert _open_fds(tmp_path) == before
+    assert open_fds(tmp_path) == before
 
 
 @needs_proc
@@ -170,7 +150,7 @@ def test_a_save_cancelled_while_a_chunk_is_written_in_a_thread_waits_for_it_then
     monkeypatch.setattr(local_files, "write_parts", slow_write_parts)
 
     async def cancel_midway() -> None:
-        before = _open_fds(tmp_path)
+        before = open_fds(tmp_path)
         task = asyncio.ensure_future(
             backend.put_async("d/new.bin", _achunks(3), overwrite=False, chunk_size=CHUNK)
         )
@@ -181,7 +161,7 @@ def test_a_save_cancelled_while_a_chunk_is_written_in_a_thread_waits_for_it_then
         release.set()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert _open_fds(tmp_path) == before
+        assert open_fds(tmp_path) == before
 
     asyncio.run(cancel_midway())
     assert closed_under_it == []

@@ -21,29 +21,9 @@ from obstore.store import LocalStore
 from storeroom import ObstoreBackend
 from storeroom.backends.obstore import local_files
 from storeroom.errors import BackendError, ObjectNotFound, RangeNotSatisfiable
+from tests.backends.descriptors import needs_proc, open_fds
 
 DATA = bytes(range(256)) * 40  # 10,240 bytes
-
-
-def _open_fds(folder: Path) -> int:
-    """How many descriptors this process has open on files and folders under ``folder``.
-
-    Only those: a connection an earlier test left in a pool may close at any moment, and
-    counting every descriptor of the process made the count move by itself.
-    """
-    count = 0
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:  # the listing's own descriptor, closed by now
-            continue
-        count += target.startswith(f"{folder}/")
-    return count
-
-
-needs_proc = pytest.mark.skipif(
-    not os.path.isdir("/proc/self/fd"), reason="counting open descriptors needs /proc/self/fd"
-)
 
 
 @pytest.fixture
@@ -87,7 +67,7 @@ def test_a_missing_file_and_a_start_past_the_end_fail_before_the_first_chunk(
 
 @needs_proc
 def test_the_file_is_closed_however_the_stream_ends(local: ObstoreBackend, tmp_path: Path) -> None:
-    before = _open_fds(tmp_path)
+    before = open_fds(tmp_path)
     assert b"".join(local.stream("d/data.bin", chunk_size=1000)) == DATA  # to the end
     stream = local.stream("d/data.bin", chunk_size=1000)
     next(stream)
@@ -102,7 +82,7 @@ def test_the_file_is_closed_however_the_stream_ends(local: ObstoreBackend, tmp_p
         await stream.aclose()  # type: ignore[attr-defined]
 
     asyncio.run(early_async())
-    assert _open_fds(tmp_path) == before
+    assert open_fds(tmp_path) == before
 
 
 @needs_proc
@@ -121,7 +101,7 @@ def test_a_chunk_read_cancelled_midway_closes_the_file_once_its_thread_is_done(
         return real_read_at(fd, start, size)
 
     async def cancel_midway() -> None:
-        before = _open_fds(tmp_path)
+        before = open_fds(tmp_path)
         stream = await local.stream_async("d/data.bin", chunk_size=4000)
         monkeypatch.setattr(local_files, "read_at", slow_read_at)
         task = asyncio.ensure_future(stream.__anext__())
@@ -130,13 +110,13 @@ def test_a_chunk_read_cancelled_midway_closes_the_file_once_its_thread_is_done(
         with pytest.raises(asyncio.CancelledError):
             await task
         await stream.aclose()  # type: ignore[attr-defined]
-        assert _open_fds(tmp_path) == before + 1  # the read in the thread still uses it
+        assert open_fds(tmp_path) == before + 1  # the read in the thread still uses it
         release.set()
         for _ in range(500):  # the thread finishes its read, then closes the file
-            if _open_fds(tmp_path) == before:
+            if open_fds(tmp_path) == before:
                 break
             await asyncio.sleep(0.01)
-        assert _open_fds(tmp_path) == before
+        assert open_fds(tmp_path) == before
 
     asyncio.run(cancel_midway())
 
