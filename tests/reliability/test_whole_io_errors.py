@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from storeroom import BackendError, ObjectExists, ObjectNotFound, ObstoreBackend, events
+from storeroom.backends.obstore import local_files
 
 
 @pytest.fixture(params=["no subscriber", "subscribed"])
@@ -131,16 +133,26 @@ async def test_a_create_only_save_onto_an_object_is_object_exists_and_keeps_it(
 
 
 async def test_a_cancelled_save_of_bytes_stays_cancelled_and_leaves_nothing(
-    seen: Any, tmp_path: Path
+    seen: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = ObstoreBackend("loc", f"file://{tmp_path}")
-    content = os.urandom(64 * 1024 * 1024)  # written, and hashed, in worker threads
-    for delay in (0.0, 0.005, 0.02):
-        save = asyncio.ensure_future(backend.put_async(f"c{delay}.bin", content))
-        await asyncio.sleep(delay)
-        save.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await save
-    await asyncio.sleep(0.2)  # a thread that went on writing would have landed by now
+    writing, release = threading.Event(), threading.Event()
+    real_write_parts = local_files.write_parts
+
+    def held_write_parts(fd: int, parts: list[bytes]) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            writing.set()  # the bytes are being written in a worker thread
+            release.wait(10)
+        real_write_parts(fd, parts)
+
+    monkeypatch.setattr(local_files, "write_parts", held_write_parts)
+    content = os.urandom(2 * 1024 * 1024)  # written, and hashed, in worker threads
+    save = asyncio.ensure_future(backend.put_async("c.bin", content))
+    await asyncio.to_thread(writing.wait, 10)
+    save.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await save
     assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
     assert backend.put("after.bin", content).size == len(content)
