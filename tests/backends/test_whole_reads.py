@@ -28,6 +28,7 @@ from storeroom.backends.base import collect, collect_async
 from storeroom.backends.obstore import backend as obstore_backend
 from storeroom.streams import Meter
 from tests.servers.moto import MotoServer
+from tests.servers.proxy import RecordingProxy
 
 MIB = 1024 * 1024
 # Around the whole-read threshold (4 MiB), the meter's step (4 MiB), the pieces (256 KiB).
@@ -377,3 +378,96 @@ async def test_an_async_s3_whole_read_cancelled_midway_logs_nothing_and_stops(
     await asyncio.sleep(0.05)
     assert "never retrieved" not in caplog.text
     _is_plain_bytes(await s3.get_async(f.path), data)
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_connection_cut_midway_through_the_body_never_yields_part_of_it(
+    moto_server: MotoServer, s3_bucket: str, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store's answer announces every byte, then the connection closes after 5 MiB of a
+    9 MiB body: the read either gets the whole object again or raises an error naming it;
+    it never returns part of the body, and the next read is whole."""
+    data = os.urandom(9 * MIB + 5)
+    cut = {"armed": False}
+
+    def fault(number: int, method: str, path: str) -> str | None:
+        if method == "GET" and cut["armed"]:
+            cut["armed"] = False
+            return f"cut:{5 * MIB}"
+        return None
+
+    proxy = RecordingProxy(moto_server.endpoint, fault=fault).start()
+    try:
+        options = {**moto_server.obstore_options(), "aws_endpoint": proxy.endpoint}
+        backend = ObstoreBackend("cut-s3", f"s3://{s3_bucket}/cut", **options)
+        f = FileObject(backend=backend, filename="cut.bin", content=data).save()
+        for read in ("get", "get_content"):
+            cut["armed"] = True
+            proxy.clear()
+            try:
+                if mode == "sync":
+                    got = backend.get(f.path) if read == "get" else f.get_content()
+                else:
+                    got = await (
+                        backend.get_async(f.path) if read == "get" else f.get_content_async()
+                    )
+            except BackendError as error:
+                assert "'cut/cut.bin'" in str(error) and "cut-s3" in str(error)
+            else:
+                _is_plain_bytes(got, data)
+                # obstore asked again for the rest, from where the body broke off
+                gets = [r for r in proxy.requests if r.method == "GET"]
+                assert [r.headers.get("range") for r in gets] == [
+                    None,
+                    f"bytes={5 * MIB}-{len(data) - 1}",
+                ]
+            assert not cut["armed"]  # the cut did happen
+            _is_plain_bytes(
+                await backend.get_async(f.path) if mode == "async" else f.get_content(), data
+            )
+        gc.collect()
+        await asyncio.sleep(0.05)
+        assert "never retrieved" not in caplog.text
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_an_object_replaced_before_a_cut_read_resumes_is_an_error_never_a_splice(
+    moto_server: MotoServer, s3_bucket: str, mode: str
+) -> None:
+    """Two writers racing a reader: the body breaks off after 5 MiB, and another writer
+    replaces the object (same size) before the read asks for the rest. The read must not
+    return the first 5 MiB of one object joined to the rest of the other; unverified
+    ``backend.get`` included, which has no digest to catch it."""
+    old, new = os.urandom(9 * MIB), os.urandom(9 * MIB)
+    gets = {"n": 0}
+    client = moto_server.client()
+
+    def fault(number: int, method: str, path: str) -> str | None:
+        if method != "GET" or not path.endswith("/race.bin"):
+            return None
+        gets["n"] += 1
+        if gets["n"] == 1:
+            return f"cut:{5 * MIB}"
+        if gets["n"] == 2:  # the resumed read: the other writer got there first
+            client.put_object(Bucket=s3_bucket, Key="race/race.bin", Body=new)
+        return None
+
+    proxy = RecordingProxy(moto_server.endpoint, fault=fault).start()
+    try:
+        options = {**moto_server.obstore_options(), "aws_endpoint": proxy.endpoint}
+        backend = ObstoreBackend("race-s3", f"s3://{s3_bucket}/race", **options)
+        backend.put("race.bin", old)
+        with pytest.raises(BackendError, match="reading 'race.bin' on backend 'race-s3' failed"):
+            if mode == "sync":
+                backend.get("race.bin")
+            else:
+                await backend.get_async("race.bin")
+        assert gets["n"] == 2  # it did resume, and refused what came back
+        got = backend.get("race.bin")
+        assert got == new
+    finally:
+        proxy.stop()

@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 
 Fault = Callable[[int, str, str], "int | str | None"]
 """Called with (request number, method, path); returns None to forward, an HTTP status to
-answer with instead, "drop" to close the connection without answering, or "stall" to hold
-the request for ``stall_seconds`` and then drop it."""
+answer with instead, "drop" to close the connection without answering, "stall" to hold
+the request for ``stall_seconds`` and then drop it, or ``"cut:N"`` to forward it and close
+the connection after the first N bytes of the answer's body (its headers announce all)."""
 
 
 @dataclass
@@ -146,8 +147,16 @@ class RecordingProxy:
                 length = response.getheader("Content-Length") if self.command == "HEAD" else None
                 self.send_header("Content-Length", length or str(len(data)))
                 self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                try:
+                    if isinstance(action, str) and action.startswith("cut:"):
+                        self.wfile.write(data[: int(action[4:])])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.close()
+                    elif self.command != "HEAD":
+                        self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client stopped reading: nothing to do
                 conn.close()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
