@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -87,6 +88,12 @@ _PLAIN_PATH = re.compile(r"[A-Za-z0-9._\-]+(?:/[A-Za-z0-9._\-]+)*")
 _WHOLE_CHUNK = 4 * 1024 * 1024
 _FILL_CHUNK = 256 * 1024
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_REPLACING = WriteOptions()  # a copy within a local store replaces what is at its target
+# Why a hard link could not be made: another filesystem, one without hard links, too many
+# links to the file, no /proc to name the open file by.
+_NO_HARD_LINK = frozenset(
+    {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOENT, errno.ENOTDIR}
+)
 # The most an async call reads from local disk, or copies in and out of the memory store,
 # without leaving the event loop: below it a hop to a worker thread or obstore's async
 # runtime costs more than the work itself.
@@ -872,12 +879,77 @@ class ObstoreBackend(StorageBackend):
                     yield _info(meta)
 
     def _copy(self, src: str, dst: str) -> None:
+        if self._copy_local(src, dst):
+            return
         self._confine(src, dst)
         obstore.copy(self.store, src, dst)
 
+    def _link_local(self, fd: int, dst: str) -> bool:
+        """Name the open file ``fd`` ``dst`` too (a hard link, replacing what is at ``dst``);
+        False when this system or filesystem cannot, with nothing changed."""
+        folder, name = local_files.open_folder_making(cast(str, self._root), dst, self.key)
+        if folder is None:
+            return False  # no folder opened through no link: copy the bytes instead
+        try:
+            self._refuse_link(folder, name, dst)
+            scratch = local_files.scratch_path(name)
+            try:
+                local_files.name_unnamed(fd, folder, scratch)
+            except OSError as exc:
+                if exc.errno in _NO_HARD_LINK:
+                    return False
+                raise
+            try:
+                os.replace(scratch, name, src_dir_fd=folder, dst_dir_fd=folder)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(scratch, dir_fd=folder)
+                raise
+            return True
+        finally:
+            os.close(folder)
+
     async def _copy_async(self, src: str, dst: str) -> None:
+        if self._root is not None and await asyncio.to_thread(self._copy_local, src, dst):
+            return
         self._confine(src, dst)
         await obstore.copy_async(self.store, src, dst)
+
+    def _copy_local(self, src: str, dst: str) -> bool:
+        """Copy ``src`` to ``dst`` on local disk through no link, replacing what is there.
+
+        The source is opened through no link (:meth:`_open_local`). Like obstore, the copy
+        is a hard link to the source's file, made from the open file into ``dst``'s folder
+        (itself opened through no link) under a scratch name, then renamed into place: no
+        byte is copied. Where a hard link cannot be made (another filesystem, a system
+        without ``/proc``) the bytes are copied as a save writes them. A link swapped into
+        either path after the check cannot redirect the copy, as it could obstore's (which
+        opens both paths by name). False when obstore should copy: not local disk, a path
+        that needs obstore's encoding, or a source that is no regular file.
+        """
+        if self._root is None or not (_PLAIN_PATH.fullmatch(src) and _PLAIN_PATH.fullmatch(dst)):
+            return False
+        try:
+            opened = self._open_local(src)
+        except FileNotFoundError:
+            raise self._not_found(src) from None
+        if opened is None:
+            return False
+        fd = opened[0]
+        try:
+            if self._link_local(fd, dst):
+                return True
+            new = self._begin_local(dst)
+            if new is None:
+                return False
+            try:
+                local_files.copy_to_end(fd, new.fd)
+                self._finish_local(new, dst, _REPLACING)
+            finally:
+                new.close()
+        finally:
+            os.close(fd)
+        return True
 
     # -- server-side copies: within this backend, or from another on the same bucket ------
 
@@ -941,6 +1013,8 @@ class ObstoreBackend(StorageBackend):
         return self._bucket_root, _under(cast(ObstoreBackend, source), src), _under(self, dst)
 
     def _copy_from(self, source: StorageBackend, src: str, dst: str, create_only: bool) -> None:
+        if source is self and not create_only and self._copy_local(src, dst):
+            return
         store, src_key, dst_key = self._copy_route(source, src, dst)
         try:
             obstore.copy(store, src_key, dst_key, overwrite=not create_only)
@@ -952,6 +1026,9 @@ class ObstoreBackend(StorageBackend):
     async def _copy_from_async(
         self, source: StorageBackend, src: str, dst: str, create_only: bool
     ) -> None:
+        local = source is self and not create_only and self._root is not None
+        if local and await asyncio.to_thread(self._copy_local, src, dst):
+            return
         store, src_key, dst_key = self._copy_route(source, src, dst)
         try:
             await obstore.copy_async(store, src_key, dst_key, overwrite=not create_only)
