@@ -885,29 +885,22 @@ class ObstoreBackend(StorageBackend):
         obstore.copy(self.store, src, dst)
 
     def _link_local(self, fd: int, dst: str) -> bool:
-        """Name the open file ``fd`` ``dst`` too (a hard link, replacing what is at ``dst``);
-        False when this system or filesystem cannot, with nothing changed."""
+        """Name the open file ``fd`` ``dst`` too (a hard link, replacing what is at ``dst``),
+        as a save names the file it wrote; False when this system or filesystem cannot,
+        with nothing changed."""
         folder, name = local_files.open_folder_making(cast(str, self._root), dst, self.key)
         if folder is None:
             return False  # no folder opened through no link: copy the bytes instead
+        new = local_files.NewLocalFile(folder, name, os.dup(fd), None)
         try:
-            self._refuse_link(folder, name, dst)
-            scratch = local_files.scratch_path(name)
-            try:
-                local_files.name_unnamed(fd, folder, scratch)
-            except OSError as exc:
-                if exc.errno in _NO_HARD_LINK:
-                    return False
-                raise
-            try:
-                os.replace(scratch, name, src_dir_fd=folder, dst_dir_fd=folder)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(scratch, dir_fd=folder)
-                raise
-            return True
+            self._finish_local(new, dst, _REPLACING)
+        except OSError as exc:
+            if exc.errno in _NO_HARD_LINK:
+                return False
+            raise
         finally:
-            os.close(folder)
+            new.close()  # (and the scratch name, when the link was made but not renamed)
+        return True
 
     async def _copy_async(self, src: str, dst: str) -> None:
         if self._root is not None and await asyncio.to_thread(self._copy_local, src, dst):
