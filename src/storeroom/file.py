@@ -77,6 +77,7 @@ class FileObject:
 
     __slots__ = (
         "_backend_key",
+        "_in_row",
         "_path_given",
         "_pending",
         "_registry",
@@ -136,6 +137,9 @@ class FileObject:
         self.last_modified = last_modified
         self.metadata: dict[str, Any] = dict(metadata or {})
         self._pending: Content | None = content
+        # Set by the ORM once this object was read from a database row or written into
+        # one: another row given it then gets a copy (a stored object belongs to one row).
+        self._in_row = False
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -253,6 +257,7 @@ class FileObject:
             metadata = data.get("metadata")
             file.metadata = dict(metadata) if metadata else {}
             file._pending = None
+            file._in_row = False
             return file
         values = dict(data)
         modified = values.get("last_modified")
@@ -548,17 +553,26 @@ class FileObject:
         path: str | None = None,
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        overwrite: bool = True,
     ) -> FileObject:
         """Copy the file to ``backend`` (a key or instance), returning the new FileObject.
 
         Within one backend the store copies server-side and the copy's size is checked;
         between backends the bytes stream through this process and their size and checksum
         are verified against the recorded ones (see :mod:`storeroom.backends.transfer`).
-        Raises :class:`IntegrityError` (and deletes the copy) when they differ.
+        Raises :class:`IntegrityError` (and deletes the copy) when they differ. With
+        ``overwrite=False`` the copy is create-only: :class:`ObjectExists` when ``path`` is
+        taken, whose object is left untouched (such a copy streams, verified, even within
+        one backend).
         """
         target = self._copy_target(backend, path)
         result = transfer.copy(
-            self.storage, self.path, target.storage, target.path, **self._copy_args(chunk_size)
+            self.storage,
+            self.path,
+            target.storage,
+            target.path,
+            overwrite=overwrite,
+            **self._copy_args(chunk_size),
         )
         return self._copied(target, result)
 
@@ -568,11 +582,17 @@ class FileObject:
         path: str | None = None,
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        overwrite: bool = True,
     ) -> FileObject:
         """Async form of :meth:`copy_to`."""
         target = self._copy_target(backend, path)
         result = await transfer.copy_async(
-            self.storage, self.path, target.storage, target.path, **self._copy_args(chunk_size)
+            self.storage,
+            self.path,
+            target.storage,
+            target.path,
+            overwrite=overwrite,
+            **self._copy_args(chunk_size),
         )
         return self._copied(target, result)
 

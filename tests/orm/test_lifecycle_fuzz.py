@@ -1,6 +1,6 @@
 """A seeded lifecycle fuzzer: random session lifecycles, the rule checked after every step.
 
-Operations: add, replace, remove, list mutation, flush, SAVEPOINT begin/release/rollback,
+Operations: add, replace, remove, list mutation, a file given to a second row, flush, SAVEPOINT begin/release/rollback,
 commit, rollback, close, reset, session reuse (same Session after close, a new Session, a
 Session dropped with its transaction open), bulk insert/update/delete, delete-orphan,
 cancellation mid-flush (async; an injected BaseException on sync drivers), an injected storage
@@ -159,6 +159,7 @@ class Fuzzer:
             "replace",
             "remove",
             "list",
+            "share",
             "flush",
             "commit",
             "commit",
@@ -223,6 +224,21 @@ class Fuzzer:
                 other.attachments = [*(other.attachments or []), moved]
             else:
                 row.attachments = [*items[:1], self.new_file()]
+        elif op == "share" and docs:
+            # One row's stored (or pending) file given to another row: that row gets a copy.
+            source = rng.choice(docs)
+            given = source.file or next(iter(source.attachments or []), None)
+            if given is not None:
+                others = [d for d in docs if d is not source]
+                if not others or rng.random() < 0.4:
+                    doc = Document(name=self.name(), file=given)
+                    s.add(doc)
+                    self.held.append(doc)
+                elif rng.random() < 0.5:
+                    rng.choice(others).file = given
+                else:
+                    target = rng.choice(others)
+                    target.attachments = [*(target.attachments or []), given]
         elif op == "flush":
             await s.flush()
         elif op == "commit":

@@ -40,7 +40,16 @@ import sys
 import time
 import types
 import weakref
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
@@ -217,6 +226,29 @@ class _SpentStream:
         )
 
 
+class _CopyOf:
+    """The content of a file given to a row while another row still references it: a copy.
+
+    A stored object belongs to one row (deleting that row deletes the object), so the row
+    that is given it gets its own object, uploaded create-only from the source's bytes as
+    any new content is, and verified against the source's recorded size and checksum as
+    they are read (:class:`~storeroom.errors.IntegrityError` fails the flush otherwise).
+    """
+
+    __slots__ = ("source",)
+
+    def __init__(self, source: FileObject) -> None:
+        self.source = source
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.source.iter_chunks()
+
+    async def chunks_async(self) -> AsyncIterator[bytes]:
+        """The source's bytes, verified, read with its backend's async calls."""
+        async for chunk in await self.source.aiter_chunks():
+            yield chunk
+
+
 def _rewinder(content: Content | None) -> Callable[[], Content] | None:
     """How to get ``content`` back after a rollback deleted what was uploaded from it.
 
@@ -224,7 +256,7 @@ def _rewinder(content: Content | None) -> Callable[[], Content] | None:
     """
     if content is None:
         return None
-    if isinstance(content, bytes | bytearray | memoryview | str | os.PathLike):
+    if isinstance(content, bytes | bytearray | memoryview | str | os.PathLike | _CopyOf):
         return lambda: content
     seekable = getattr(content, "seekable", None)
     if callable(seekable) and not asyncio.iscoroutinefunction(getattr(content, "read", None)):
@@ -306,10 +338,27 @@ class FlushPlan:
     rows: list[RowChange] = field(default_factory=list)
     lists: list[CommittedList] = field(default_factory=list)
     error: StoreroomError | None = None
+    copies: list[tuple[_Arrival, FileObject]] = field(default_factory=list)
+    """Files given to a row while another row keeps them, and the copy each row gets."""
 
     @property
     def is_empty(self) -> bool:
         return not (self.uploads or self.rows or self.lists or self.error)
+
+
+@dataclass(slots=True)
+class _Arrival:
+    """A file that a row's column now holds and that came from elsewhere in the session."""
+
+    row: object
+    state: InstanceState[Any]
+    column: str
+    kind: FileColumn
+    file: FileObject
+    key: FileKey | None
+    """The stored object's key; None for new content that another row uploads."""
+    held: frozenset[FileKey]
+    """What the row held before (a copy's path must not be one of them)."""
 
 
 def _previous_files(state: InstanceState[Any], column: str) -> list[FileObject]:
@@ -356,11 +405,17 @@ def _destination(
 def plan_flush(session: Session, instances: Sequence[object] | None = None) -> FlushPlan:
     """Decide what a flush of ``session`` uploads and which file columns it changes.
 
-    Looks only; changes nothing (the caller applies the plan).
+    Looks only; changes nothing (the caller applies the plan). A stored file that a row is
+    given while the row it came from keeps it (both in this session or not) is planned as a
+    copy for the row given it, as is new content given to two rows: deleting one row must
+    not delete what the other references. A file that another row gives up in the same
+    transaction moves instead.
     """
     only = None if not instances else {id(obj) for obj in instances}
     plan = FlushPlan()
     seen: set[int] = set()
+    arrivals: list[_Arrival] = []
+    leaving: set[FileKey] = set()  # what rows of this flush give up
     for row in session.deleted:
         if only is not None and id(row) not in only:
             continue
@@ -368,6 +423,10 @@ def plan_flush(session: Session, instances: Sequence[object] | None = None) -> F
         columns = tuple(name for name, _kind in file_columns(state.mapper))
         if columns:
             plan.rows.append(RowChange(state, columns, deleting=True, is_new=False))
+            for column in columns:
+                leaving |= _stored_keys(
+                    [*_previous_files(state, column), *_files(state.dict.get(column))]
+                )
     for row in [*session.new, *session.dirty]:
         if only is not None and id(row) not in only:
             continue
@@ -379,17 +438,25 @@ def plan_flush(session: Session, instances: Sequence[object] | None = None) -> F
         changed = tuple(c for c, _k in kinds if is_new or _changed(state, c))
         if not changed:
             continue
+        olds = {c: [] if is_new else _previous_files(state, c) for c in changed}
+        previous = {_key(f) for old in olds.values() for f in old if f.backend is not None}
+        held = frozenset(
+            previous.union(
+                *(_stored_keys(_files(state.dict.get(c))) for c, _k in kinds if c not in changed)
+            )
+        )
+        now: set[FileKey] = set()
         written: set[FileKey] = set()
-        previous: set[FileKey] = set()
         for column, kind in kinds:
             if column not in changed:
                 continue
             value = state.dict.get(column)
-            old = [] if is_new else _previous_files(state, column)
-            taken = {_key(f) for f in old if f.backend is not None}
-            previous |= taken
+            taken = {_key(f) for f in olds[column] if f.backend is not None}
             for file in _files(value):
-                if file.has_pending_content and id(file) not in seen:
+                if file.has_pending_content:
+                    if id(file) in seen:  # new content given to two rows (or twice)
+                        arrivals.append(_Arrival(row, state, column, kind, file, None, held))
+                        continue
                     seen.add(id(file))
                     try:
                         upload = _destination(row, column, kind, file, taken)
@@ -398,10 +465,16 @@ def plan_flush(session: Session, instances: Sequence[object] | None = None) -> F
                         continue
                     plan.uploads.append(upload)
                     written.add((upload.backend or "", upload.path))
-                elif not file.has_pending_content:
-                    written.add((file.backend or kind.backend or "", file.path))
+                    continue
+                key = (file.backend or kind.backend or "", file.path)
+                now.add(key)
+                if file._in_row and key not in held:
+                    arrivals.append(_Arrival(row, state, column, kind, file, key, held))
+                else:
+                    written.add(key)
             if kind.multiple and hasattr(value, "mark_committed"):
                 plan.lists.append(cast(CommittedList, value))
+        leaving |= previous - now
         plan.rows.append(
             RowChange(
                 state,
@@ -412,11 +485,57 @@ def plan_flush(session: Session, instances: Sequence[object] | None = None) -> F
                 previous=frozenset(previous),
             )
         )
+    if arrivals:
+        _plan_copies(session, plan, arrivals, leaving)
     return plan
 
 
+def _plan_copies(
+    session: Session, plan: FlushPlan, arrivals: Sequence[_Arrival], leaving: set[FileKey]
+) -> None:
+    """Moves stay as they are; every other arrival is planned as a copy (see plan_flush)."""
+    files = _transaction_files(session)
+    if files is not None:
+        leaving.update(k for _s, k in files.obsolete)  # given up earlier in this transaction
+    for arrival in arrivals:
+        if arrival.key is not None and arrival.key in leaving:
+            leaving.discard(arrival.key)  # the first row to take it gets it; others copy
+            continue
+        file = arrival.file
+        if arrival.key is None:
+            source = file  # uploaded in this flush: copied once that upload is done
+        else:
+            source = FileObject.from_dict(file.to_dict(), registry=file._registry)
+            source.backend = arrival.key[0] or None
+        metadata = {k: v for k, v in file.metadata.items() if k != "variants"}
+        copy = FileObject(
+            filename=file.filename,
+            content_type=file.content_type,
+            metadata=metadata,
+            content=cast("Content", _CopyOf(source)),
+            registry=file._registry,
+        )
+        copy.backend = file.backend  # the object's own backend (or the column's, if unset)
+        try:
+            upload = _destination(
+                arrival.row, arrival.column, arrival.kind, copy, set(arrival.held)
+            )
+        except StoreroomError as exc:
+            plan.error = plan.error or exc
+            continue
+        plan.uploads.append(upload)
+        plan.copies.append((arrival, copy))
+
+
 def _apply(plan: FlushPlan) -> None:
-    """Give each planned upload its backend and path (the plan's only side effect)."""
+    """Put each planned copy in its row; give each planned upload its backend and path."""
+    for arrival, copy in plan.copies:
+        value = arrival.state.dict.get(arrival.column)
+        if value is arrival.file:
+            arrival.state.dict[arrival.column] = copy
+        elif isinstance(value, list):
+            at = next(i for i, item in enumerate(value) if item is arrival.file)
+            list.__setitem__(value, at, copy)  # the column's change is already tracked
     for upload in plan.uploads:
         if upload.backend is not None:
             upload.file.backend = upload.backend
@@ -436,6 +555,7 @@ def _apply(plan: FlushPlan) -> None:
                     if file.backend is None and kind.backend is not None:
                         file.backend = kind.backend
                     written.update(_keys(file))
+                    file._in_row = True
                 holds.update(_keys(file))
         change.written = frozenset(written)
         change.holds = frozenset(holds)
@@ -446,12 +566,14 @@ def _apply(plan: FlushPlan) -> None:
 
 @dataclass(slots=True)
 class RowReference:
-    """What a row references after a flush (or, with ``subtract``, what a bulk UPDATE took)."""
+    """What a row references after a flush (or, with ``subtract``, what a bulk statement
+    took from it and ``adds``, what it gave it)."""
 
     savepoint: int
     row: InstanceState[Any] | tuple[str, tuple[Any, ...]]
     keys: frozenset[FileKey]
     subtract: bool = False
+    adds: frozenset[FileKey] = frozenset()
 
     def identity(self) -> Hashable:
         """The row, by table and primary key once it has one."""
@@ -543,7 +665,7 @@ class TransactionFiles:
         for reference in self.references:
             row = reference.identity()
             if reference.subtract:
-                last[row] = last.get(row, frozenset()) - reference.keys
+                last[row] = (last.get(row, frozenset()) - reference.keys) | reference.adds
             else:
                 last[row] = reference.keys
         referenced: set[FileKey] = set().union(*last.values())
@@ -979,6 +1101,8 @@ def prepare_upload(upload: PlannedUpload, *, asynchronous: bool = False) -> Cont
     :class:`~storeroom.errors.ValidationError`, failing the flush.
     """
     content = upload.file.pending_content
+    if isinstance(content, _CopyOf):
+        content = cast("Content", content.chunks_async() if asynchronous else iter(content))
     kind = upload.kind
     if content is None or kind is None or not getattr(kind, "analyze", False):
         return content
@@ -1043,6 +1167,8 @@ def _upload(files: TransactionFiles, savepoint: int, uploads: Sequence[PlannedUp
     ]
     files.uploads += records  # recorded before any of them starts
     pairs = list(zip(records, uploads, strict=True))
+    # Copies read their source, which may be one of this flush's uploads: they go after.
+    pairs.sort(key=lambda pair: isinstance(pair[0].file.pending_content, _CopyOf))
 
     def upload_sync(pair: tuple[UploadRecord, PlannedUpload]) -> None:
         record, planned = pair
@@ -1058,8 +1184,13 @@ def _upload(files: TransactionFiles, savepoint: int, uploads: Sequence[PlannedUp
             )
             _record_findings(planned)
 
-    errors = _for_each_file(pairs, upload_sync, upload_async)
-    failures = [(r, e) for r, e in zip(records, errors, strict=True) if e is not None]
+    copies = sum(isinstance(r.file.pending_content, _CopyOf) for r, _u in pairs)
+    plain, copying = pairs[: len(pairs) - copies], pairs[len(pairs) - copies :]
+    errors = _for_each_file(plain, upload_sync, upload_async)
+    if copying and not any(errors):
+        errors += _for_each_file(copying, upload_sync, upload_async)
+    # Copies skipped after a failure have no entry in errors (and wrote nothing).
+    failures = [(r, e) for (r, _u), e in zip(pairs, errors, strict=False) if e is not None]
     if not failures:
         return
     logger.warning(
@@ -1200,6 +1331,7 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
     uploads = _bulk_uploads(table, by_name, rows)
     dropped: list[FileKey] = []
     references: list[RowReference] = []
+    before: list[frozenset[FileKey]] = []  # what each row of ``rows`` referenced
     if execute.is_update and rows:
         set_by_rows = [n for n in by_name if any(n in r for r in rows)]
         if set_by_rows:
@@ -1215,12 +1347,12 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
             held = _read_locked_table(
                 connection, table, pk, [by_name[n] for n in set_by_rows], idents
             )
+            before = [held.get(ident, frozenset()) for ident in idents]
             for ident, old in held.items():
-                dropped += old - written.get(ident, frozenset())
+                given = written.get(ident, frozenset())
+                dropped += old - given
                 references.append(
-                    RowReference(
-                        savepoint, (table.name, ident), old - written.get(ident, frozenset()), True
-                    )
+                    RowReference(savepoint, (table.name, ident), old - given, True, given)
                 )
     elif execute.is_update:
         set_here = [n for n in by_name if n in values]
@@ -1233,6 +1365,22 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
                 references.append(
                     RowReference(savepoint, (table.name, ident), _stored_keys(held_files), True)
                 )
+    elif execute.is_insert and rows:
+        # New rows may take files that other rows gave up in this transaction (moves; any
+        # other stored file of another row is refused below). Kept until the commit, even
+        # if the new row lets go of it again: at worst an orphan for gc, never a loss.
+        given = frozenset(
+            k
+            for r in rows
+            for n in by_name
+            for f in _files(r.get(n))
+            if f._in_row and not f.has_pending_content
+            for k in _keys(f)
+        )
+        if given:
+            references.append(
+                RowReference(savepoint, (f"{table.name} inserts", ()), given, True, given)
+            )
     elif execute.is_delete:
         found = _read_where(connection, table, columns, _where_of(execute.statement))
         for ident, held_files in found:
@@ -1245,12 +1393,14 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
                 if f.backend is not None
                 for k in _keys(f)
             ]
+    free = set(dropped).union(k for _s, k in files.obsolete)
+    _refuse_shared(table, by_name, rows, before or [frozenset()] * len(rows), free)
     if not keep:
         files.obsolete += [(savepoint, k) for k in dropped]
         files.references += references
     try:
         _upload(files, savepoint, uploads)
-        return execute.invoke_statement()
+        result = execute.invoke_statement()
     except BaseException:
         # The statement did not run (or failed): forget what it recorded, delete its uploads.
         gone = files.uploads[mark[0] :]
@@ -1261,6 +1411,46 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
         for record in gone:
             record.give_content_back()
         raise
+    # In rows now (the session may hand them out as loaded rows' values): another row
+    # given one of them later gets a copy.
+    for row in rows:
+        for name in by_name:
+            for file in _files(row.get(name)):
+                file._in_row = True
+    return result
+
+
+def _refuse_shared(
+    table: Table,
+    names: Mapping[str, Column[Any]],
+    rows: Sequence[dict[str, Any]],
+    before: Sequence[frozenset[FileKey]],
+    free: set[FileKey],
+) -> None:
+    """Refuse a bulk statement that gives a row a stored file another row keeps.
+
+    The unit of work copies such a file (:func:`plan_flush`); a bulk statement cannot put a
+    copy in the caller's parameters, so it is refused before anything is written. ``before``
+    holds what each row referenced (its own file may be set again); ``free`` what rows of
+    this statement or transaction gave up (such a file moves).
+    """
+    for row, held in zip(rows, before, strict=True):
+        for name, column in names.items():
+            kind: FileColumn = column.type  # type: ignore[assignment]
+            for file in _files(row.get(name)):
+                key = (file.backend or kind.backend or "", file.path)
+                if file.has_pending_content or not file._in_row or key in held:
+                    continue
+                if key in free:
+                    free.discard(key)  # moved to this row; a second taker must copy
+                    continue
+                raise ConfigurationError(
+                    f"this bulk statement on {table.name} gives a row the file {file.path!r} "
+                    f"(backend {key[0]!r}), which another row references; two rows sharing "
+                    "one object would lose it when either is deleted. Set it on a loaded "
+                    "row instead (the flush gives that row its own copy), or pass a copy: "
+                    "FileObject(filename=f.filename, content=f.open())"
+                )
 
 
 def _where_of(statement: Executable) -> ColumnElement[bool] | None:

@@ -181,9 +181,13 @@ class StoredObject(TypeDecorator[Any]):
             value = json.loads(value)
         if self.multiple:
             files = FileList(FileObject.from_dict(item) for item in value)
+            for file in files:
+                file._in_row = True
             files.mark_committed()
             return files
-        return FileObject.from_dict(value)
+        file = FileObject.from_dict(value)
+        file._in_row = True  # another row given it gets a copy (lifecycle.plan_flush)
+        return file
 
     def copy(self, **kw: Any) -> StoredObject:
         return StoredObject(
