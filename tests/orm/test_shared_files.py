@@ -220,3 +220,61 @@ async def test_bulk_statements_refuse_a_file_another_row_keeps(
     assert (await _load(db, "inserted")).file.get_content() == b"held"
     assert sorted(files.paths()) == [moving.path]
     await _assert_consistent(db, files)
+
+
+async def test_a_copy_made_in_a_rolled_back_savepoint_is_deleted(
+    db: Db, files: FaultyBackend
+) -> None:
+    kept = (await _committed(db, "kept", b"kept")).file
+    loaded = (await _load(db, "kept")).file
+    session = db.session()
+    nested = session.begin_nested()
+    if db.is_async:
+        nested = await nested
+    session.add(Document(name="copy", file=loaded))
+    await session.flush()
+    assert len(files.paths()) == 2
+    if db.is_async:
+        await nested.rollback()
+    else:
+        nested.rollback()
+    assert files.paths() == {kept.path}
+    await session.commit()
+    await session.close()
+    await _assert_consistent(db, files)
+
+
+async def test_a_file_given_up_in_one_flush_and_taken_in_the_next_moves(
+    db: Db, files: FaultyBackend
+) -> None:
+    await _committed(db, "giver", b"g")
+    session = db.session()
+    giver = _one(await session.scalars(select(Document).where(Document.name == "giver")))
+    moving = giver.file
+    giver.file = None
+    await session.flush()
+    taker = Document(name="taker", file=moving)
+    session.add(taker)
+    await session.commit()
+    await session.close()
+    assert taker.file is moving and files.paths() == {moving.path}
+    await _assert_consistent(db, files)
+
+
+async def test_a_copy_of_another_rows_list_gets_copies_of_its_files(
+    db: Db, files: FaultyBackend
+) -> None:
+    session = db.session()
+    a = Document(name="a", attachments=[FileObject(filename="l.txt", content=b"list item")])
+    b = Document(name="b")
+    session.add_all([a, b])
+    await session.commit()
+    b.attachments = list(a.attachments or [])
+    await session.commit()
+    assert b.attachments is not None and a.attachments is not None
+    assert b.attachments[0].path != a.attachments[0].path
+    await session.delete(a)
+    await session.commit()
+    await session.close()
+    assert (await _load(db, "b")).attachments[0].get_content() == b"list item"
+    await _assert_consistent(db, files)

@@ -340,6 +340,8 @@ class FlushPlan:
     error: StoreroomError | None = None
     copies: list[tuple[_Arrival, FileObject]] = field(default_factory=list)
     """Files given to a row while another row keeps them, and the copy each row gets."""
+    moves: set[FileKey] = field(default_factory=set)
+    """Files a row takes because another row gives them up (checked against the database)."""
 
     @property
     def is_empty(self) -> bool:
@@ -496,10 +498,11 @@ def _plan_copies(
     """Moves stay as they are; every other arrival is planned as a copy (see plan_flush)."""
     files = _transaction_files(session)
     if files is not None:
-        leaving.update(k for _s, k in files.obsolete)  # given up earlier in this transaction
+        leaving.update(files.free_keys())  # given up earlier in this transaction, not taken
     for arrival in arrivals:
         if arrival.key is not None and arrival.key in leaving:
             leaving.discard(arrival.key)  # the first row to take it gets it; others copy
+            plan.moves.add(arrival.key)
             continue
         file = arrival.file
         if arrival.key is None:
@@ -550,6 +553,10 @@ def _apply(plan: FlushPlan) -> None:
         written: set[FileKey] = set()
         holds: set[FileKey] = set()
         for column, kind in file_columns(change.state.mapper):
+            if change.is_new and column not in change.state.dict and _no_default(change, column):
+                # Inserted as NULL either way; set, a later assignment's history records
+                # None as the previous value (unset, it would read as a change in place).
+                change.state.dict[column] = None
             for file in _files(change.state.dict.get(column)):
                 if column in change.columns:
                     if file.backend is None and kind.backend is not None:
@@ -559,6 +566,14 @@ def _apply(plan: FlushPlan) -> None:
                 holds.update(_keys(file))
         change.written = frozenset(written)
         change.holds = frozenset(holds)
+
+
+def _no_default(change: RowChange, column: str) -> bool:
+    """Whether an unset ``column`` of a new row is inserted as NULL (no default of any kind)."""
+    table_column = change.state.mapper.columns.get(column)
+    return table_column is not None and (
+        table_column.default is None and table_column.server_default is None
+    )
 
 
 # -- what a transaction did --------------------------------------------------------------------
@@ -661,6 +676,15 @@ class TransactionFiles:
         """After the commit: obsolete files that no row's last flush references."""
         if not self.obsolete:
             return []
+        return list(self.free_keys())
+
+    def free_keys(self) -> dict[FileKey, None]:
+        """Files rows gave up in this transaction that no row's last flush took (in order).
+
+        Such a file may move to a row; once one row has taken it, it is no longer free.
+        """
+        if not self.obsolete:
+            return {}
         last: dict[Hashable, frozenset[FileKey]] = {}
         for reference in self.references:
             row = reference.identity()
@@ -669,7 +693,7 @@ class TransactionFiles:
             else:
                 last[row] = reference.keys
         referenced: set[FileKey] = set().union(*last.values())
-        return list(dict.fromkeys(k for _s, k in self.obsolete if k not in referenced))
+        return dict.fromkeys(k for _s, k in self.obsolete if k not in referenced)
 
 
 _transactions: weakref.WeakKeyDictionary[SessionTransaction, TransactionFiles] = (
@@ -1041,6 +1065,19 @@ def _carry_out(session: Session, connection: Connection, plan: FlushPlan) -> Non
             current[id(change)] = _stored_keys(
                 f for name in change.columns for f in in_db.get(name, [])
             )
+    if plan.moves:
+        # A move was decided from the session's copy of the row giving the file up: the
+        # database (read under lock) or this transaction must agree that it held it.
+        givers = files.uploaded_keys() | {k for _s, k in files.obsolete}
+        givers.update(*current.values())
+        if moved := sorted(plan.moves - givers):
+            backend, path = moved[0]
+            raise StaleFileReference(
+                f"this flush moves {path!r} (backend {backend!r}) from the row that held it "
+                "in this session's copy, but the database no longer has it there: another "
+                "transaction replaced or deleted it after the rows were loaded. Reload the "
+                "rows (session.refresh(row)) and move the file again"
+            )
     known: set[FileKey] | None = None  # built at the first row that needs it
     for change in plan.rows:
         if change.deleting or change.is_new:
@@ -1393,7 +1430,7 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
                 if f.backend is not None
                 for k in _keys(f)
             ]
-    free = set(dropped).union(k for _s, k in files.obsolete)
+    free = set(dropped).union(files.free_keys())
     _refuse_shared(table, by_name, rows, before or [frozenset()] * len(rows), free)
     if not keep:
         files.obsolete += [(savepoint, k) for k in dropped]

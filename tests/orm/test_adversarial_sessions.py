@@ -1,0 +1,744 @@
+"""Adversarial session use against the transaction rule (docs/models.md).
+
+Ordinary SQLAlchemy calls (merge, make_transient, expunge, copies, in-place edits,
+inheritance, cascades, deferred loading, refresh, two sessions) each checked against the
+three parts of the rule: no dangling reference, no orphan of a transaction that does not
+commit, no committed bytes deleted while a row references them. Cases that break the rule
+today are marked ``xfail(strict=True)`` with the violation in the reason (docs/models.md
+lists them); strict, so a fix shows up as a failure until its marker is removed.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import ForeignKey, String, create_engine, delete, insert, select, update
+from sqlalchemy.orm import (
+    Mapped,
+    defer,
+    load_only,
+    make_transient,
+    make_transient_to_detached,
+    mapped_column,
+)
+from sqlalchemy.orm.attributes import flag_modified
+
+from storeroom import ConfigurationError, FileObject, StoredObject
+from storeroom.orm import StaleFileReference, UUIDAuditBase, find_dangling, find_orphans
+from tests.orm.conftest import (
+    SUFFIX,
+    CascadeAlbum,
+    CascadePhoto,
+    Db,
+    Document,
+    FaultyBackend,
+    Folder,
+    Item,
+)
+from tests.orm.test_ownership import _assert_consistent
+
+# -- models of this file: joined-table and single-table inheritance ---------------------------
+
+
+class Asset(UUIDAuditBase):
+    """The base of a joined-table hierarchy; the file column lives on the subclass table."""
+
+    __tablename__ = f"sr_adv_asset_{SUFFIX}"
+
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(100))
+    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "asset"}
+
+
+class Image(Asset):
+    __tablename__ = f"sr_adv_image_{SUFFIX}"
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey(f"{Asset.__tablename__}.id", ondelete="CASCADE"), primary_key=True
+    )
+    file: Mapped[FileObject | None] = mapped_column(StoredObject(backend="files"), nullable=True)
+    __mapper_args__ = {"polymorphic_identity": "image"}
+
+
+class Shape(UUIDAuditBase):
+    """The base of a single-table hierarchy; only the subclass maps the file column."""
+
+    __tablename__ = f"sr_adv_shape_{SUFFIX}"
+
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(100))
+    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "shape"}
+
+
+class Circle(Shape):
+    file: Mapped[FileObject | None] = mapped_column(StoredObject(backend="files"), nullable=True)
+    __mapper_args__ = {"polymorphic_identity": "circle"}
+
+
+ADV_TABLES = [Asset.__table__, Image.__table__, Shape.__table__]
+
+
+def _sync_url(db: Db) -> str:
+    return (
+        db.url.replace("+aiosqlite", "")
+        .replace("+asyncpg", "+psycopg")
+        .replace("+aiomysql", "+pymysql")
+    )
+
+
+@pytest.fixture
+def inheritance(db: Db) -> Iterator[Db]:
+    """The ``db`` fixture plus this file's inheritance tables."""
+    engine = create_engine(_sync_url(db))
+    UUIDAuditBase.metadata.create_all(engine, tables=ADV_TABLES)
+    try:
+        yield db
+    finally:
+        UUIDAuditBase.metadata.drop_all(engine, tables=ADV_TABLES)
+        engine.dispose()
+
+
+async def _assert_rule_holds(db: Db, files: FaultyBackend) -> None:
+    """No orphan and no dangling reference over Document and this file's models."""
+    columns = [Document.file, Document.attachments, Image.file, Circle.file]
+    session = db.session()
+    try:
+        orphans = await session.run_sync(
+            lambda s: find_orphans(s, columns, files, grace=timedelta(0))
+        )
+        dangling = await session.run_sync(lambda s: find_dangling(s, [Document, Image, Circle]))
+    finally:
+        await session.close()
+    assert [o.path for o in orphans] == []
+    assert dangling == []
+
+
+async def _committed(db: Db, name: str, content: bytes) -> Document:
+    session = db.session()
+    doc = Document(name=name, file=FileObject(filename=f"{name}.txt", content=content))
+    session.add(doc)
+    await session.commit()
+    await session.close()
+    return doc
+
+
+async def _by_name(session: Any, name: str) -> Document:
+    rows = await session.scalars(select(Document).where(Document.name == name))
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+async def _paths(db: Db) -> dict[str, list[str]]:
+    """Each row's referenced paths (file, then attachments), read in a fresh session."""
+    session = db.session()
+    try:
+        rows = await session.scalars(select(Document).order_by(Document.name))
+    finally:
+        await session.close()
+    return {
+        r.name: ([r.file.path] if r.file else []) + [f.path for f in r.attachments or []]
+        for r in rows
+    }
+
+
+async def _assert_no_shared_object(db: Db) -> None:
+    """No two references (rows or columns) name one stored object."""
+    every = [p for paths in (await _paths(db)).values() for p in paths]
+    assert sorted(every) == sorted(set(every)), f"shared objects: {await _paths(db)}"
+
+
+async def _loaded(db: Db, name: str) -> Document:
+    session = db.session()
+    try:
+        return await _by_name(session, name)
+    finally:
+        await session.close()
+
+
+async def _plain(db: Db, name: str) -> None:
+    """A committed row without files, created (and loaded later) by another session."""
+    session = db.session()
+    session.add(Document(name=name))
+    await session.commit()
+    await session.close()
+
+
+async def _refused(session: Any, error: type[Exception]) -> bool:
+    """Commit; True if ``error`` refused it (then rolled back). The session is closed."""
+    try:
+        await session.commit()
+    except error:
+        await session.rollback()
+        return True
+    finally:
+        await session.close()
+    return False
+
+
+async def _image(db: Db, name: str, content: bytes) -> Image:
+    session = db.session()
+    row = Image(name=name, file=FileObject(filename=f"{name}.png", content=content))
+    session.add(row)
+    await session.commit()
+    await session.close()
+    return row
+
+
+# == what broke the rule: fixed cases assert the fix; the others are xfail (strict) ===========
+
+# -- moves: a file one row gives up is taken by one row only ------------------------------------
+
+
+async def test_a_file_given_up_once_moves_to_one_row_only(db: Db, files: FaultyBackend) -> None:
+    await _committed(db, "giver", b"given once")
+    await _plain(db, "first")
+    await _plain(db, "second")
+    session = db.session()
+    giver = await _by_name(session, "giver")
+    first, second = await _by_name(session, "first"), await _by_name(session, "second")
+    moving = giver.file
+    giver.file = None
+    await session.flush()
+    first.file = moving  # a move: giver gave it up
+    await session.flush()
+    second.file = moving  # first keeps it: second must get a copy
+    await session.commit()
+    await session.close()
+    await _assert_no_shared_object(db)
+    session = db.session()
+    await session.delete(await _by_name(session, "first"))
+    await session.commit()
+    await session.close()
+    assert (await _loaded(db, "second")).file.get_content() == b"given once"
+    await _assert_consistent(db, files)
+
+
+async def test_bulk_inserts_take_a_given_up_file_once(db: Db, files: FaultyBackend) -> None:
+    await _committed(db, "giver", b"g")
+    session = db.session()
+    giver = await _by_name(session, "giver")
+    moving = giver.file
+    giver.file = None
+    await session.flush()
+    await session.execute(insert(Document), [{"name": "one", "file": moving}])
+    try:
+        with pytest.raises(ConfigurationError, match="another row references"):
+            await session.execute(insert(Document), [{"name": "two", "file": moving}])
+        await session.commit()
+    finally:
+        await session.close()
+    await _assert_no_shared_object(db)
+    await _assert_consistent(db, files)
+
+
+async def test_a_stale_session_cannot_move_a_file_another_transaction_replaced(
+    db: Db, files: FaultyBackend
+) -> None:
+    await _committed(db, "owner", b"v1")
+    await _plain(db, "taker")
+    stale = db.session()
+    owner, taker = await _by_name(stale, "owner"), await _by_name(stale, "taker")
+    await stale.commit()  # the read transaction ends; the objects stay loaded
+    other = db.session()
+    (await _by_name(other, "owner")).file = FileObject(filename="v2.txt", content=b"v2")
+    await other.commit()  # owner's v1 is deleted after this commit
+    await other.close()
+    assert owner.file.path not in files.paths()
+    taker.file, owner.file = owner.file, None  # a move, as the stale session sees it
+    assert await _refused(stale, StaleFileReference)
+    await _assert_consistent(db, files)
+
+
+async def test_two_sessions_moving_one_file_to_two_rows(db: Db, files: FaultyBackend) -> None:
+    await _committed(db, "source", b"contested")
+    await _plain(db, "left")
+    await _plain(db, "right")
+    a, b = db.session(), db.session()
+    a_source, left = await _by_name(a, "source"), await _by_name(a, "left")
+    b_source, right = await _by_name(b, "source"), await _by_name(b, "right")
+    await b.commit()  # b's read transaction ends (SQLite: b must not block a's write)
+    left.file, a_source.file = a_source.file, None
+    await a.commit()
+    await a.close()
+    right.file, b_source.file = b_source.file, None  # b's copy of source is stale now
+    assert await _refused(b, StaleFileReference)
+    await _assert_no_shared_object(db)
+    await _assert_consistent(db, files)
+
+
+# -- one list object given to two rows -----------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="rule 3: b.attachments = a.attachments makes both rows hold the same FileList; its "
+    "remembered committed files make a's files count as b's own (no copy), and both rows "
+    "are written with the same objects",
+)
+async def test_a_list_assigned_from_another_row_is_not_shared(db: Db, files: FaultyBackend) -> None:
+    session = db.session()
+    a = Document(name="a", attachments=[FileObject(filename="l.txt", content=b"list")])
+    session.add(a)
+    await session.commit()
+    await session.close()
+    await _plain(db, "b")
+    session = db.session()
+    a, b = await _by_name(session, "a"), await _by_name(session, "b")
+    b.attachments = a.attachments  # the very same FileList object
+    a.attachments.append(FileObject(filename="m.txt", content=b"more"))
+    await session.commit()
+    await session.close()
+    await _assert_no_shared_object(db)
+    await _assert_consistent(db, files)
+
+
+# -- a file column never loaded on a row created in this session -------------------------------
+
+
+async def test_a_file_given_to_a_row_inserted_in_this_session_is_copied(
+    db: Db, files: FaultyBackend
+) -> None:
+    await _committed(db, "template", b"template")
+    session = db.session()
+    template = await _by_name(session, "template")
+    draft = Document(name="draft")
+    session.add(draft)
+    await session.commit()
+    template.file.metadata["used"] = "yes"
+    flag_modified(template, "file")
+    draft.file = template.file
+    await session.commit()
+    await session.close()
+    await _assert_no_shared_object(db)
+    await _assert_consistent(db, files)
+
+
+async def test_a_file_given_to_a_row_inserted_in_this_session_is_copied_without_refusal(
+    db: Db, files: FaultyBackend
+) -> None:
+    await _committed(db, "template", b"template")
+    session = db.session()
+    template = await _by_name(session, "template")
+    draft = Document(name="draft")
+    session.add(draft)
+    await session.commit()
+    draft.file = template.file
+    assert not await _refused(session, StaleFileReference)  # it was, before the fix
+    paths = await _paths(db)
+    assert paths["draft"] != paths["template"]
+    assert (await _loaded(db, "draft")).file.get_content() == b"template"
+    await _assert_consistent(db, files)
+
+
+# -- a FileObject edited in place --------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="rule 3: a loaded file's path edited in place to another row's upload of this "
+    "transaction, with flag_modified, passes the stale check (uploads count as known), so "
+    "two rows share the new object",
+)
+async def test_a_path_edited_in_place_to_another_rows_upload_is_refused(
+    db: Db, files: FaultyBackend
+) -> None:
+    await _committed(db, "a", b"a")
+    await _committed(db, "b", b"b")
+    session = db.session()
+    a, b = await _by_name(session, "a"), await _by_name(session, "b")
+    a.file = FileObject(filename="new.txt", content=b"new")
+    await session.flush()
+    b.file.path = a.file.path
+    flag_modified(b, "file")
+    assert await _refused(session, StaleFileReference)
+    await _assert_no_shared_object(db)
+    await _assert_consistent(db, files)
+
+
+# -- serialised and rebuilt FileObjects ----------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="rule 3: FileObject.from_dict(f.to_dict()) (a JSON/pydantic round trip of a loaded "
+    "file) forgets that a row holds the object (_in_row is not serialised), so a second row "
+    "given it shares the object; docs/models.md only mentions FileObject(backend=, path=) "
+    "built by hand",
+)
+async def test_a_file_rebuilt_from_its_dict_is_copied(db: Db, files: FaultyBackend) -> None:
+    await _committed(db, "source", b"serialised")
+    session = db.session()
+    rebuilt = FileObject.from_dict((await _by_name(session, "source")).file.to_dict())
+    session.add(Document(name="target", file=rebuilt))
+    await session.commit()
+    await session.close()
+    await _assert_no_shared_object(db)
+    await _assert_consistent(db, files)
+
+
+# -- committed deletes that leave their files behind (orphans after the commit) -----------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="orphan after commit (docs: files of rows deleted in bulk are deleted after the "
+    "commit): delete(Base) on a joined-table hierarchy lets ON DELETE CASCADE remove the "
+    "subclass row, whose file column _on_orm_execute never reads",
+)
+async def test_bulk_delete_through_the_joined_base_deletes_the_subclass_file(
+    inheritance: Db, files: FaultyBackend
+) -> None:
+    db = inheritance
+    await _image(db, "gone", b"img")
+    kept = await _image(db, "kept", b"kept")
+    session = db.session()
+    await session.execute(delete(Asset).where(Asset.name == "gone"))
+    await session.commit()
+    await session.close()
+    assert files.paths() == {kept.file.path}
+    await _assert_rule_holds(db, files)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="orphan after commit: a child that took a file earlier in the transaction and is "
+    "then removed by a declared database cascade (cascade_files) keeps its last "
+    "RowReference, so files_to_delete() thinks a row still references the file",
+)
+async def test_a_cascaded_child_that_took_a_file_in_the_transaction_loses_it(
+    db: Db, files: FaultyBackend
+) -> None:
+    await _committed(db, "giver", b"moved into a photo")
+    session = db.session()
+    album = CascadeAlbum(name="al")
+    session.add(album)
+    await session.flush()
+    photo = CascadePhoto(album_id=album.id)
+    session.add(photo)
+    await session.commit()
+    giver = await _by_name(session, "giver")
+    photo.file, giver.file = giver.file, None
+    await session.flush()
+    await session.delete(album)  # passive_deletes: the database deletes the photo
+    await session.commit()
+    await session.close()
+    assert files.paths() == set()
+    await _assert_consistent(db, files)
+
+
+# == what holds =================================================================================
+
+# -- merge, make_transient, expunge --------------------------------------------------------------
+
+
+async def test_merging_a_detached_row_with_new_content_replaces_the_file(
+    db: Db, files: FaultyBackend
+) -> None:
+    await _committed(db, "m", b"old")
+    await _committed(db, "unchanged", b"same")
+    detached, same = await _loaded(db, "m"), await _loaded(db, "unchanged")
+    old = detached.file.path
+    detached.file = FileObject(filename="new.txt", content=b"new")
+    session = db.session()
+    await session.run_sync(lambda s: (s.merge(detached), s.merge(same)))  # same: no change
+    await session.commit()
+    await session.close()
+    assert detached.file.path not in (old, same.file.path)
+    assert files.paths() == {
+        (await _loaded(db, "m")).file.path,
+        same.file.path,
+    }
+    assert (await _loaded(db, "m")).file.get_content() == b"new"
+    await _assert_consistent(db, files)
+
+
+async def test_merging_a_row_given_another_rows_file_copies_it(
+    db: Db, files: FaultyBackend
+) -> None:
+    doc = await _committed(db, "m", b"old")
+    await _committed(db, "o", b"other")
+    detached, other = await _loaded(db, "m"), await _loaded(db, "o")
+    detached.file = other.file
+    transient = Document(id=doc.id, name="m", file=other.file)  # merge by primary key
+    for value in (detached, transient):
+        session = db.session()
+        await session.run_sync(lambda s, v=value: s.merge(v))
+        await session.commit()
+        await session.close()
+        await _assert_no_shared_object(db)
+    session = db.session()
+    await session.delete(await _by_name(session, "o"))
+    await session.commit()
+    await session.close()
+    assert (await _loaded(db, "m")).file.get_content() == b"other"
+    assert len(files.paths()) == 1
+    await _assert_consistent(db, files)
+
+
+async def test_a_row_cloned_with_make_transient_gets_its_own_copy(
+    db: Db, files: FaultyBackend
+) -> None:
+    await _committed(db, "orig", b"orig")
+    session = db.session()
+    row = await _by_name(session, "orig")
+    original = row.file.path
+    await session.run_sync(lambda s: (s.expunge(row), make_transient(row)))
+    row.id, row.name = uuid.uuid4(), "clone"
+    session.add(row)
+    await session.commit()
+    await session.close()
+    assert row.file.path != original
+    await _assert_no_shared_object(db)
+    session = db.session()
+    await session.delete(await _by_name(session, "orig"))
+    await session.commit()
+    await session.close()
+    assert (await _loaded(db, "clone")).file.get_content() == b"orig"
+    await _assert_consistent(db, files)
+
+
+async def test_an_expunged_row_added_back_and_replaced_keeps_the_rule(
+    db: Db, files: FaultyBackend
+) -> None:
+    await _committed(db, "e", b"one")
+    session = db.session()
+    row = await _by_name(session, "e")
+    await session.run_sync(lambda s: s.expunge(row))
+    row.file = FileObject(filename="two.txt", content=b"two")
+    session.add(row)
+    await session.commit()
+    await session.close()
+    assert files.paths() == {row.file.path}
+    await _assert_consistent(db, files)
+
+
+async def test_a_row_made_detached_by_hand_deletes_what_the_database_holds(
+    db: Db, files: FaultyBackend
+) -> None:
+    doc = await _committed(db, "orig", b"orig")
+    ghost = Document(id=doc.id, name="orig", file=FileObject(filename="g.txt", content=b"g"))
+    session = db.session()
+    await session.run_sync(lambda s: (make_transient_to_detached(ghost), s.add(ghost)))
+    await session.delete(ghost)
+    await session.commit()
+    await session.close()
+    assert files.paths() == set()  # the committed file went; the ghost's was never written
+    assert await _paths(db) == {}
+    await _assert_consistent(db, files)
+
+
+# -- copies of FileObjects, in-place edits ------------------------------------------------------
+
+
+async def test_a_shallow_copy_of_a_loaded_file_is_copied(db: Db, files: FaultyBackend) -> None:
+    await _committed(db, "orig", b"orig")
+    session = db.session()
+    row = await _by_name(session, "orig")
+    session.add(Document(name="c", file=copy.copy(row.file)))
+    await session.commit()
+    await session.close()
+    await _assert_no_shared_object(db)
+    assert len(files.paths()) == 2
+    await _assert_consistent(db, files)
+
+
+async def test_a_deep_copy_of_a_loaded_file_fails_loudly_and_writes_nothing(
+    db: Db, files: FaultyBackend
+) -> None:
+    await _committed(db, "orig", b"orig")
+    row = await _loaded(db, "orig")
+    with pytest.raises(TypeError, match="pickle"):  # the registry's backends come along
+        copy.deepcopy(row.file)
+    assert len(files.paths()) == 1
+
+
+async def test_in_place_edits_of_a_loaded_file(db: Db, files: FaultyBackend) -> None:
+    await _committed(db, "e", b"e")
+    session = db.session()
+    row = await _by_name(session, "e")
+    path = row.file.path
+    row.file.path = "elsewhere.txt"  # not flagged: never written
+    row.name = "renamed"
+    await session.commit()
+    assert (await _loaded(db, "renamed")).file.path == path
+    row.file.path = "elsewhere.txt"  # flagged: refused before anything is written
+    flag_modified(row, "file")
+    assert await _refused(session, StaleFileReference)
+    session = db.session()
+    row = await _by_name(session, "renamed")
+    row.file.backend = "other"
+    flag_modified(row, "file")
+    assert await _refused(session, StaleFileReference)
+    session = db.session()
+    row = await _by_name(session, "renamed")
+    row.file.metadata["reviewed"] = "yes"  # metadata only: written
+    flag_modified(row, "file")
+    await session.commit()
+    await session.close()
+    again = await _loaded(db, "renamed")
+    assert again.file.path == path and again.file.metadata == {"reviewed": "yes"}
+    assert files.paths() == {path}
+    await _assert_consistent(db, files)
+
+
+# -- inheritance ---------------------------------------------------------------------------------
+
+
+async def test_joined_subclass_rows_through_the_base_class(
+    inheritance: Db, files: FaultyBackend
+) -> None:
+    db = inheritance
+    await _image(db, "del", b"d")
+    await _image(db, "rep", b"r")
+    session = db.session()
+    rows = {r.name: r for r in await session.scalars(select(Asset))}  # polymorphic load
+    assert all(type(r) is Image and "file" not in r.__dict__ for r in rows.values())
+    await session.delete(rows["del"])
+    # Assigning loads the old value first (IO: run_sync for AsyncSession).
+    await session.run_sync(
+        lambda s: setattr(rows["rep"], "file", FileObject(filename="new.png", content=b"new"))
+    )
+    await session.commit()
+    await session.close()
+    assert files.paths() == {rows["rep"].file.path}
+    await _assert_rule_holds(db, files)
+    session = db.session()
+    given = (await session.scalars(select(Image)))[0].file
+    with pytest.raises(ConfigurationError, match="another row references"):
+        await session.execute(insert(Image), [{"name": "bulk", "file": given}])
+    await session.rollback()
+    session.add(Image(name="copy", file=given))
+    await session.commit()
+    await session.close()
+    assert len(files.paths()) == 2
+    await _assert_rule_holds(db, files)
+
+
+async def test_single_table_subclass_rows_deleted_through_the_base(
+    inheritance: Db, files: FaultyBackend
+) -> None:
+    db = inheritance
+    session = db.session()
+    session.add_all(
+        [Circle(name=n, file=FileObject(filename=f"{n}.txt", content=b"c")) for n in "abc"]
+    )
+    session.add(Shape(name="plain"))
+    await session.commit()
+    await session.close()
+    session = db.session()
+    # Through the base: the subclass's file column is not loaded.
+    rows = {r.name: r for r in await session.scalars(select(Shape))}
+    assert type(rows["a"]) is Circle and "file" not in rows["a"].__dict__
+    kept = (await session.scalars(select(Circle.file).where(Circle.name == "c")))[0].path
+    await session.delete(rows["a"])
+    await session.delete(rows["plain"])
+    await session.execute(update(Shape).where(Shape.name == "b").values(name="bb"))
+    await session.execute(delete(Shape).where(Shape.name == "bb"))
+    await session.commit()
+    await session.close()
+    assert files.paths() == {kept}
+    await _assert_rule_holds(db, files)
+
+
+# -- cascades ------------------------------------------------------------------------------------
+
+
+async def test_a_delete_orphan_childs_file_moves_or_is_copied(db: Db, files: FaultyBackend) -> None:
+    session = db.session()
+    folder = Folder(
+        name="f",
+        items=[Item(file=FileObject(filename=f"{i}.txt", content=str(i).encode())) for i in "12"],
+    )
+    session.add(folder)
+    await session.commit()
+    await session.close()
+    await _plain(db, "same-flush")
+    await _plain(db, "next-flush")
+    session = db.session()
+    folder = (await session.scalars(select(Folder)))[0]
+    first, second = folder.items
+    same = await _by_name(session, "same-flush")
+    same.file = first.file  # the orphan is found during the flush: a copy
+    folder.items.remove(first)
+    await session.flush()
+    folder.items.remove(second)
+    await session.flush()
+    later = await _by_name(session, "next-flush")
+    later.file = second.file  # its row is gone: a move
+    await session.commit()
+    await session.close()
+    assert same.file.path != first.file.path and later.file.path == second.file.path
+    assert files.paths() == {same.file.path, later.file.path}
+    await _assert_consistent(db, files)
+
+
+async def test_a_declared_database_cascade_with_a_file_copied_out_first(
+    db: Db, files: FaultyBackend
+) -> None:
+    await _plain(db, "keeper")
+    session = db.session()
+    album = CascadeAlbum(name="al")
+    session.add(album)
+    await session.flush()
+    photo = CascadePhoto(album_id=album.id, file=FileObject(filename="p.jpg", content=b"p"))
+    session.add(photo)
+    await session.commit()
+    keeper = await _by_name(session, "keeper")
+    keeper.file = photo.file  # the photo keeps it: a copy
+    await session.delete(album)
+    await session.commit()
+    await session.close()
+    assert files.paths() == {keeper.file.path} and keeper.file.path != photo.file.path
+    await _assert_consistent(db, files)
+
+
+# -- deferred columns, expire, refresh, populate_existing ---------------------------------------
+
+
+async def test_deferred_and_expired_file_columns(db: Db, files: FaultyBackend) -> None:
+    for name in ("d1", "d2", "d3"):
+        await _committed(db, name, name.encode())
+    session = db.session()
+    rows = await session.scalars(
+        select(Document).options(defer(Document.file)).order_by(Document.name)
+    )
+    await session.delete(rows[0])
+    # Assigning loads the old value first (IO: run_sync for AsyncSession).
+    await session.run_sync(
+        lambda s: setattr(rows[1], "file", FileObject(filename="n.txt", content=b"n"))
+    )
+    await session.commit()
+    only = await session.scalars(
+        select(Document).options(load_only(Document.name)).where(Document.name == "d3")
+    )
+    await session.run_sync(lambda s: s.expire(only[0], ["file"]))
+    await session.run_sync(lambda s: setattr(only[0], "file", None))
+    await session.commit()
+    await session.close()
+    assert files.paths() == {rows[1].file.path}
+    await _assert_consistent(db, files)
+
+
+async def test_refresh_and_populate_existing_mid_transaction(db: Db, files: FaultyBackend) -> None:
+    await _committed(db, "p", b"p")
+    session = db.session()
+    row = await _by_name(session, "p")
+    old = row.file.path
+    row.file = FileObject(filename="n.txt", content=b"n")
+    await session.flush()
+    new = row.file.path
+    await session.refresh(row)
+    assert row.file.path == new
+    reloaded = await session.scalars(select(Document).execution_options(populate_existing=True))
+    assert reloaded[0].file.path == new
+    row.file = FileObject(filename="unflushed.txt", content=b"u")
+    await session.refresh(row)  # drops the unflushed change: nothing uploaded for it
+    await session.commit()
+    await session.close()
+    assert old != new and files.paths() == {new}
+    await _assert_consistent(db, files)
