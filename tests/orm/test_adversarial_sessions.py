@@ -404,13 +404,7 @@ async def test_bulk_delete_through_the_joined_base_deletes_the_subclass_file(
     await _assert_rule_holds(db, files)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="orphan after commit: a child that took a file earlier in the transaction and is "
-    "then removed by a declared database cascade (cascade_files) keeps its last "
-    "RowReference, so files_to_delete() thinks a row still references the file",
-)
-async def test_a_cascaded_child_that_took_a_file_in_the_transaction_loses_it(
+async def test_a_cascaded_child_that_took_a_file_in_the_transaction_takes_it_along(
     db: Db, files: FaultyBackend
 ) -> None:
     await _committed(db, "giver", b"moved into a photo")

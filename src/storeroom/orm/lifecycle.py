@@ -1025,9 +1025,10 @@ def _cascaded(
     mapper: Mapper[Any],
     identities: Sequence[tuple[Any, ...]],
     depth: int = 0,
-) -> list[FileObject]:
-    """Files of the children the database will delete along with these parent rows."""
-    found: list[FileObject] = []
+) -> list[tuple[tuple[str, tuple[Any, ...]], list[FileObject]]]:
+    """The children the database will delete along with these parent rows: each child's
+    identity (table, primary key) and files."""
+    found: list[tuple[tuple[str, tuple[Any, ...]], list[FileObject]]] = []
     if not identities or depth > 16:
         return found
     for child, pairs in _cascades.get(mapper, []):
@@ -1041,8 +1042,7 @@ def _cascaded(
         columns = [child.columns[name] for name, _kind in file_columns(child)]
         table = child.local_table
         rows = _read_where(connection, table, columns, where)  # type: ignore[arg-type]
-        for _ident, files in rows:
-            found += files
+        found += [((str(table.name), ident), files) for ident, files in rows]  # type: ignore[attr-defined]
         found += _cascaded(connection, child, [ident for ident, _f in rows], depth + 1)
     return found
 
@@ -1124,9 +1124,13 @@ def _record_cascaded(
         if mapper in _cascades:
             by_mapper.setdefault(mapper, []).append(ident)
     for mapper, idents in by_mapper.items():
-        for file in _cascaded(connection, mapper, idents):
-            if file.backend is not None:
-                files.obsolete += [(savepoint, k) for k in _keys(file)]
+        for child, held in _cascaded(connection, mapper, idents):
+            files.obsolete += [
+                (savepoint, k) for f in held if f.backend is not None for k in _keys(f)
+            ]
+            # Gone with its parent: whatever the child took earlier in this transaction,
+            # it references nothing now.
+            files.references.append(RowReference(savepoint, child, frozenset()))
 
 
 def prepare_upload(upload: PlannedUpload, *, asynchronous: bool = False) -> Content | None:
@@ -1424,12 +1428,9 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
             dropped += _stored_keys(held_files)
             references.append(RowReference(savepoint, (table.name, ident), frozenset()))
         if mapper is not None:
-            dropped += [
-                k
-                for f in _cascaded(connection, mapper, [i for i, _f in found])
-                if f.backend is not None
-                for k in _keys(f)
-            ]
+            for child, held_files in _cascaded(connection, mapper, [i for i, _f in found]):
+                dropped += [k for f in held_files if f.backend is not None for k in _keys(f)]
+                references.append(RowReference(savepoint, child, frozenset()))
     free = set(dropped).union(files.free_keys())
     _refuse_shared(table, by_name, rows, before or [frozenset()] * len(rows), free)
     if not keep:
