@@ -17,6 +17,7 @@ from storeroom import (
     ConfigurationError,
     FileObject,
     IntegrityError,
+    ObjectExists,
     ObjectNotFound,
     ObstoreBackend,
     StorageRegistry,
@@ -154,6 +155,21 @@ async def test_copy_to_async_and_within_backend(registry: StorageRegistry) -> No
     assert await same.get_content_async() == b"abc"
     with pytest.raises(ConfigurationError, match="onto itself"):
         await src.copy_to_async("mem")
+
+
+async def test_create_only_copies_never_replace_what_is_there(registry: StorageRegistry) -> None:
+    src = FileObject(backend="mem", filename="c.txt", content=b"new", registry=registry).save()
+    FileObject(backend="mem", filename="taken.txt", content=b"old", registry=registry).save()
+    FileObject(backend="disk", filename="taken.txt", content=b"old", registry=registry).save()
+    with pytest.raises(ObjectExists):
+        src.copy_to("mem", "taken.txt", overwrite=False)  # within one backend
+    with pytest.raises(ObjectExists):
+        await src.copy_to_async("disk", "taken.txt", overwrite=False)  # between two
+    assert registry.get_backend("mem").get("taken.txt") == b"old"
+    assert registry.get_backend("disk").get("taken.txt") == b"old"
+    free = await src.copy_to_async("disk", "free.txt", overwrite=False)
+    assert free.get_content() == b"new" and free.checksum == src.checksum
+    assert src.copy_to("mem", "taken.txt").get_content() == b"new"  # overwrite by default
 
 
 def test_copy_of_corrupted_source_raises_and_leaves_no_copy(registry: StorageRegistry) -> None:
