@@ -138,8 +138,9 @@ class FileObject:
         self.metadata: dict[str, Any] = dict(metadata or {})
         self._pending: Content | None = content
         # Set by the ORM once this object was read from a database row or written into
-        # one: another row given it then gets a copy (a stored object belongs to one row).
-        self._in_row = False
+        # one, to the (backend, path) the row holds: another row given it then gets a copy
+        # (a stored object belongs to one row), and an in-place edit of either shows.
+        self._in_row: tuple[str | None, str] | None = None
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -257,7 +258,7 @@ class FileObject:
             metadata = data.get("metadata")
             file.metadata = dict(metadata) if metadata else {}
             file._pending = None
-            file._in_row = False
+            file._in_row = None
             return file
         values = dict(data)
         modified = values.get("last_modified")

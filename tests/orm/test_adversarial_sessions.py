@@ -29,7 +29,13 @@ from sqlalchemy.orm import (
 from sqlalchemy.orm.attributes import flag_modified
 
 from storeroom import ConfigurationError, FileObject, StoredObject
-from storeroom.orm import StaleFileReference, UUIDAuditBase, find_dangling, find_orphans
+from storeroom.orm import (
+    StaleFileReference,
+    UUIDAuditBase,
+    find_dangling,
+    find_orphans,
+    wait_for_cleanup,
+)
 from tests.orm.conftest import (
     SUFFIX,
     CascadeAlbum,
@@ -168,11 +174,13 @@ async def _plain(db: Db, name: str) -> None:
     await session.close()
 
 
-async def _refused(session: Any, error: type[Exception]) -> bool:
-    """Commit; True if ``error`` refused it (then rolled back). The session is closed."""
+async def _refused(session: Any, error: type[Exception], match: str = "") -> bool:
+    """Commit; True if ``error`` (saying ``match``) refused it (then rolled back). The
+    session is closed."""
     try:
         await session.commit()
-    except error:
+    except error as exc:
+        assert match in str(exc), exc
         await session.rollback()
         return True
     finally:
@@ -250,7 +258,7 @@ async def test_a_stale_session_cannot_move_a_file_another_transaction_replaced(
     await other.close()
     assert owner.file.path not in files.paths()
     taker.file, owner.file = owner.file, None  # a move, as the stale session sees it
-    assert await _refused(stale, StaleFileReference)
+    assert await _refused(stale, StaleFileReference, "another transaction")
     await _assert_consistent(db, files)
 
 
@@ -274,12 +282,6 @@ async def test_two_sessions_moving_one_file_to_two_rows(db: Db, files: FaultyBac
 # -- one list object given to two rows -----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rule 3: b.attachments = a.attachments makes both rows hold the same FileList; its "
-    "remembered committed files make a's files count as b's own (no copy), and both rows "
-    "are written with the same objects",
-)
 async def test_a_list_assigned_from_another_row_is_not_shared(db: Db, files: FaultyBackend) -> None:
     session = db.session()
     a = Document(name="a", attachments=[FileObject(filename="l.txt", content=b"list")])
@@ -290,10 +292,20 @@ async def test_a_list_assigned_from_another_row_is_not_shared(db: Db, files: Fau
     session = db.session()
     a, b = await _by_name(session, "a"), await _by_name(session, "b")
     b.attachments = a.attachments  # the very same FileList object
+    assert b.attachments is not a.attachments  # b gets its own list of the same files
     a.attachments.append(FileObject(filename="m.txt", content=b"more"))
+    b.attachments.append(FileObject(filename="n.txt", content=b"b's own"))  # still tracked
     await session.commit()
     await session.close()
     await _assert_no_shared_object(db)
+    a, b = await _loaded(db, "a"), await _loaded(db, "b")
+    assert [f.get_content() for f in a.attachments] == [b"list", b"more"]
+    assert [f.get_content() for f in b.attachments] == [b"list", b"b's own"]
+    session = db.session()
+    await session.delete(await _by_name(session, "a"))
+    await session.commit()
+    await session.close()
+    assert [f.get_content() for f in (await _loaded(db, "b")).attachments] == [b"list", b"b's own"]
     await _assert_consistent(db, files)
 
 
@@ -338,12 +350,6 @@ async def test_a_file_given_to_a_row_inserted_in_this_session_is_copied_without_
 # -- a FileObject edited in place --------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rule 3: a loaded file's path edited in place to another row's upload of this "
-    "transaction, with flag_modified, passes the stale check (uploads count as known), so "
-    "two rows share the new object",
-)
 async def test_a_path_edited_in_place_to_another_rows_upload_is_refused(
     db: Db, files: FaultyBackend
 ) -> None:
@@ -355,7 +361,7 @@ async def test_a_path_edited_in_place_to_another_rows_upload_is_refused(
     await session.flush()
     b.file.path = a.file.path
     flag_modified(b, "file")
-    assert await _refused(session, StaleFileReference)
+    assert await _refused(session, StaleFileReference, "edited in place")
     await _assert_no_shared_object(db)
     await _assert_consistent(db, files)
 
@@ -384,12 +390,6 @@ async def test_a_file_rebuilt_from_its_dict_is_copied(db: Db, files: FaultyBacke
 # -- committed deletes that leave their files behind (orphans after the commit) -----------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="orphan after commit (docs: files of rows deleted in bulk are deleted after the "
-    "commit): delete(Base) on a joined-table hierarchy lets ON DELETE CASCADE remove the "
-    "subclass row, whose file column _on_orm_execute never reads",
-)
 async def test_bulk_delete_through_the_joined_base_deletes_the_subclass_file(
     inheritance: Db, files: FaultyBackend
 ) -> None:
@@ -562,12 +562,12 @@ async def test_in_place_edits_of_a_loaded_file(db: Db, files: FaultyBackend) -> 
     assert (await _loaded(db, "renamed")).file.path == path
     row.file.path = "elsewhere.txt"  # flagged: refused before anything is written
     flag_modified(row, "file")
-    assert await _refused(session, StaleFileReference)
+    assert await _refused(session, StaleFileReference, "'file' was edited in place")
     session = db.session()
     row = await _by_name(session, "renamed")
     row.file.backend = "other"
     flag_modified(row, "file")
-    assert await _refused(session, StaleFileReference)
+    assert await _refused(session, StaleFileReference, "edited in place")
     session = db.session()
     row = await _by_name(session, "renamed")
     row.file.metadata["reviewed"] = "yes"  # metadata only: written
@@ -736,3 +736,40 @@ async def test_refresh_and_populate_existing_mid_transaction(db: Db, files: Faul
     await session.close()
     assert old != new and files.paths() == {new}
     await _assert_consistent(db, files)
+
+
+def test_without_sqlites_foreign_key_pragma_a_bulk_delete_keeps_the_childrens_files(
+    tmp_path: Any, files: FaultyBackend
+) -> None:
+    """SQLite runs ON DELETE CASCADE only with ``PRAGMA foreign_keys=ON``; without it the
+    children (declared cascades, joined-table subclass rows) stay, and so must their files."""
+    from sqlalchemy.orm import Session
+
+    from tests.orm.conftest import CascadeNote
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'no-pragma.sqlite'}")
+    tables = [CascadeAlbum.__table__, CascadePhoto.__table__, CascadeNote.__table__, *ADV_TABLES]
+    UUIDAuditBase.metadata.create_all(engine, tables=tables)
+    try:
+        with Session(engine) as session:
+            album = CascadeAlbum(name="al")
+            session.add(album)
+            session.flush()
+            session.add(
+                CascadePhoto(album_id=album.id, file=FileObject(filename="p", content=b"p"))
+            )
+            session.add(Image(name="img", file=FileObject(filename="i", content=b"i")))
+            session.commit()
+            kept = files.paths()
+            assert len(kept) == 2
+            session.execute(delete(CascadeAlbum))
+            session.execute(delete(Asset))
+            session.commit()
+        assert wait_for_cleanup(10)
+        assert files.paths() == kept  # the child rows are still there, referencing them
+        with Session(engine) as session:
+            photo = session.scalars(select(CascadePhoto)).one()
+            assert photo.file.get_content() == b"p"
+    finally:
+        UUIDAuditBase.metadata.drop_all(engine, tables=tables)
+        engine.dispose()

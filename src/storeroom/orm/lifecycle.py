@@ -134,7 +134,8 @@ class StaleFileReference(StoreroomError):
 
     Another transaction replaced the file after this session loaded the row; writing the
     session's copy would point the row at deleted bytes. Reload the row and apply the change
-    again.
+    again. Also raised when a loaded FileObject's ``path`` or ``backend`` was edited in place
+    to name an object the row does not hold (assign a file instead; the message says which).
     """
 
 
@@ -540,6 +541,7 @@ def _apply(plan: FlushPlan) -> None:
             at = next(i for i, item in enumerate(value) if item is arrival.file)
             list.__setitem__(value, at, copy)  # the column's change is already tracked
     for upload in plan.uploads:
+        upload.file._in_row = None  # new bytes at a new key: marked below, with that key
         if upload.backend is not None:
             upload.file.backend = upload.backend
         if upload.path != upload.file.path or not upload.file.has_explicit_path:
@@ -562,7 +564,8 @@ def _apply(plan: FlushPlan) -> None:
                     if file.backend is None and kind.backend is not None:
                         file.backend = kind.backend
                     written.update(_keys(file))
-                    file._in_row = True
+                    if file._in_row is None:  # kept as loaded: an in-place edit shows
+                        file._in_row = (file.backend, file.path)
                 holds.update(_keys(file))
         change.written = frozenset(written)
         change.holds = frozenset(holds)
@@ -1020,18 +1023,55 @@ def cascade_files(relationship: QueryableAttribute[Any]) -> None:
         event.listen(parent, "before_delete", _before_delete)
 
 
+def _enforces_foreign_keys(connection: Connection) -> bool:
+    """Whether the database runs ``ON DELETE CASCADE`` (SQLite only with the pragma on)."""
+    if connection.dialect.name != "sqlite":
+        return True
+    return bool(connection.exec_driver_sql("PRAGMA foreign_keys").scalar())
+
+
+_Links = list[tuple[Mapper[Any], list[tuple[Column[Any], Column[Any]]]]]
+
+
+def _joined_subclasses(mapper: Mapper[Any]) -> _Links:
+    """Joined-table subclasses of ``mapper`` with their own table: a bulk ``delete`` of
+    base rows leaves their rows to the foreign key's ``ON DELETE CASCADE``, so their file
+    columns are read like a declared cascade's (see :func:`cascade_files`)."""
+    links: _Links = []
+    parent = cast(Table, mapper.local_table)
+    for sub in mapper.self_and_descendants:
+        table = sub.local_table
+        if sub.inherits is not mapper or table is parent or not isinstance(table, Table):
+            continue
+        pairs = [
+            (fk.column, fk.parent)
+            for fk in table.foreign_keys
+            if fk.column.table is parent
+            and fk.column.primary_key
+            and fk.parent.primary_key
+            and (fk.ondelete or "").upper() == "CASCADE"  # otherwise the delete fails
+        ]
+        if pairs:
+            links.append((sub, pairs))
+    return links
+
+
 def _cascaded(
     connection: Connection,
     mapper: Mapper[Any],
     identities: Sequence[tuple[Any, ...]],
     depth: int = 0,
+    *,
+    joined: bool = False,
 ) -> list[tuple[tuple[str, tuple[Any, ...]], list[FileObject]]]:
     """The children the database will delete along with these parent rows: each child's
-    identity (table, primary key) and files."""
+    identity (table, primary key) and files. With ``joined``, joined-table subclass rows
+    count as children (a bulk delete of base rows; the unit of work deletes those itself)."""
     found: list[tuple[tuple[str, tuple[Any, ...]], list[FileObject]]] = []
-    if not identities or depth > 16:
+    if not identities or depth > 16 or (depth == 0 and not _enforces_foreign_keys(connection)):
         return found
-    for child, pairs in _cascades.get(mapper, []):
+    links = _cascades.get(mapper, []) + (_joined_subclasses(mapper) if joined else [])
+    for child, pairs in links:
         parent_pk = list(cast(Table, mapper.local_table).primary_key.columns)
         remote = [r for _l, r in sorted(pairs, key=lambda p: parent_pk.index(p[0]))]
         where = (
@@ -1039,11 +1079,17 @@ def _cascaded(
             if len(remote) == 1
             else tuple_(*remote).in_(list(identities))
         )
-        columns = [child.columns[name] for name, _kind in file_columns(child)]
-        table = child.local_table
-        rows = _read_where(connection, table, columns, where)  # type: ignore[arg-type]
-        found += [((str(table.name), ident), files) for ident, files in rows]  # type: ignore[attr-defined]
-        found += _cascaded(connection, child, [ident for ident, _f in rows], depth + 1)
+        table = cast(Table, child.local_table)
+        columns = [
+            child.columns[name]
+            for name, _kind in file_columns(child)
+            if child.columns[name].table is table  # an inherited column is the parent's
+        ]
+        rows = _read_where(connection, table, columns, where)
+        found += [((str(table.name), ident), files) for ident, files in rows]
+        found += _cascaded(
+            connection, child, [ident for ident, _f in rows], depth + 1, joined=joined
+        )
     return found
 
 
@@ -1083,17 +1129,11 @@ def _carry_out(session: Session, connection: Connection, plan: FlushPlan) -> Non
         if change.deleting or change.is_new:
             continue
         if known is None:
-            known = files.uploaded_keys() | {k for _s, k in files.obsolete}
+            known = {k for _s, k in files.obsolete}
             known.update(*current.values())
         stale = (change.written & change.previous) - known
         if stale:
-            backend, path = sorted(stale)[0]
-            raise StaleFileReference(
-                f"{change.state.class_.__name__} row {change.state.identity!r}: this session's "
-                f"copy references {path!r} (backend {backend!r}), which the database no "
-                "longer holds: another transaction replaced it after this row was loaded. "
-                "Reload the row (session.refresh(row)) and apply the change again"
-            )
+            raise _stale(change, *sorted(stale)[0])
     keep = bool(session.info.get(KEEP_REPLACED_FILES))
     deleted: list[tuple[Mapper[Any], tuple[Any, ...]]] = []
     for change in plan.rows:
@@ -1111,6 +1151,30 @@ def _carry_out(session: Session, connection: Connection, plan: FlushPlan) -> Non
     if not keep:
         _record_cascaded(connection, files, savepoint, deleted)
     _upload(files, savepoint, plan.uploads)
+
+
+def _stale(change: RowChange, backend: str, path: str) -> StaleFileReference:
+    """The refusal of a row whose kept reference the database does not hold for it."""
+    row = f"{change.state.class_.__name__} row {change.state.identity!r}"
+    edited = [
+        c
+        for c in change.columns
+        for f in _files(change.state.dict.get(c))
+        if f._in_row is not None and f._in_row != (f.backend, f.path)
+    ]
+    if edited:
+        return StaleFileReference(
+            f"{row}: the FileObject in {edited[0]!r} was edited in place to reference "
+            f"{path!r} (backend {backend!r}), which the database does not hold for this row. "
+            "A stored file's path and backend name the object it is; to give the row another "
+            "file, assign it (row.file = other_row.file is copied, row.file = "
+            "FileObject(content=...) is uploaded)"
+        )
+    return StaleFileReference(
+        f"{row}: this session's copy references {path!r} (backend {backend!r}), which the "
+        "database no longer holds: another transaction replaced it after this row was "
+        "loaded. Reload the row (session.refresh(row)) and apply the change again"
+    )
 
 
 def _record_cascaded(
@@ -1329,7 +1393,11 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
         return None
     columns = [c for c in table.columns if _is_file_column(c.type)]
     mapper = execute.bind_mapper
-    if not columns and not (execute.is_delete and mapper is not None and mapper in _cascades):
+    if not columns and not (
+        execute.is_delete
+        and mapper is not None
+        and (mapper in _cascades or _joined_subclasses(mapper))
+    ):
         return None
     session = execute.session
     by_name: dict[str, Column[Any]] = {c.key: c for c in columns}
@@ -1428,7 +1496,8 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
             dropped += _stored_keys(held_files)
             references.append(RowReference(savepoint, (table.name, ident), frozenset()))
         if mapper is not None:
-            for child, held_files in _cascaded(connection, mapper, [i for i, _f in found]):
+            idents = [i for i, _f in found]
+            for child, held_files in _cascaded(connection, mapper, idents, joined=True):
                 dropped += [k for f in held_files if f.backend is not None for k in _keys(f)]
                 references.append(RowReference(savepoint, child, frozenset()))
     free = set(dropped).union(files.free_keys())
@@ -1454,7 +1523,8 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
     for row in rows:
         for name in by_name:
             for file in _files(row.get(name)):
-                file._in_row = True
+                if file._in_row is None:
+                    file._in_row = (file.backend, file.path)
     return result
 
 

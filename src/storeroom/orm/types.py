@@ -6,10 +6,11 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, SupportsIndex
 
-from sqlalchemy import JSON
+from sqlalchemy import JSON, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.mutable import MutableList
+from sqlalchemy.orm import InstanceState, InstrumentedAttribute
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from storeroom.errors import ConfigurationError
@@ -76,6 +77,34 @@ class FileList(MutableList[FileObject]):
             files._committed = []
             return files
         return cls(_as_file(item) for item in super().coerce(key, value) or [])
+
+    @classmethod
+    def associate_with_attribute(cls, attribute: InstrumentedAttribute[Any]) -> None:
+        """Track ``attribute`` (SQLAlchemy's mutation events), and give every row its own list.
+
+        Assigning a FileList that another row holds (``b.attachments = a.attachments``)
+        gives the row a new FileList of the same files: one list object in two rows would
+        make the first row's committed files count as the second's own, so the second would
+        share the stored objects instead of getting copies (lifecycle.plan_flush).
+        """
+        super().associate_with_attribute(attribute)
+        key = attribute.key
+
+        def own_list(
+            target: InstanceState[Any], value: Any, oldvalue: Any, _initiator: object
+        ) -> Any:
+            if not isinstance(value, FileList) or value is oldvalue:
+                return value
+            parents = value._parents
+            if not value.committed_files() and all(p is target for p in parents):
+                return value  # a new list, or already this row's: nothing to mistake
+            fresh = FileList(value)
+            fresh._committed = []
+            parents.pop(target, None)  # SQLAlchemy's listener ran first: undo its link
+            fresh._parents[target] = key
+            return fresh
+
+        event.listen(attribute, "set", own_list, raw=True, retval=True, propagate=True)
 
     def committed_files(self) -> list[FileObject]:
         """The files this list held when it was loaded or last committed."""
@@ -182,11 +211,12 @@ class StoredObject(TypeDecorator[Any]):
         if self.multiple:
             files = FileList(FileObject.from_dict(item) for item in value)
             for file in files:
-                file._in_row = True
+                file._in_row = (file.backend, file.path)
             files.mark_committed()
             return files
         file = FileObject.from_dict(value)
-        file._in_row = True  # another row given it gets a copy (lifecycle.plan_flush)
+        # Another row given it gets a copy; an in-place edit shows (lifecycle.plan_flush).
+        file._in_row = (file.backend, file.path)
         return file
 
     def copy(self, **kw: Any) -> StoredObject:
