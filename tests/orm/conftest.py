@@ -11,18 +11,25 @@ import asyncio
 import os
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import ForeignKey, String, UniqueConstraint, create_engine, event, text
+from sqlalchemy import ForeignKey, String, UniqueConstraint, create_engine, event, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from storeroom import FileObject, ObstoreBackend, StoredObject, storages
 from storeroom.backends.base import PutResult, WriteOptions
-from storeroom.orm import UUIDAuditBase, cascade_files, wait_for_cleanup
+from storeroom.orm import (
+    UUIDAuditBase,
+    cascade_files,
+    find_dangling,
+    find_orphans,
+    wait_for_cleanup,
+)
 from tests.servers.databases import DatabaseUrls
 
 SUFFIX = os.environ.get("STOREROOM_TEST_SUFFIX") or uuid.uuid4().hex[:8]
@@ -280,6 +287,15 @@ class Db:
             return SessionAdapter(AsyncSession(self.engine, expire_on_commit=False))
         return SessionAdapter(Session(self.engine, expire_on_commit=False))
 
+    @property
+    def sync_url(self) -> str:
+        """The same database through the sync driver (for a plain engine of a test's own)."""
+        return (
+            self.url.replace("+aiosqlite", "")
+            .replace("+asyncpg", "+psycopg")
+            .replace("+aiomysql", "+pymysql")
+        )
+
 
 DATABASES = [
     ("sqlite", False),
@@ -375,11 +391,7 @@ def row_json(db: Db, table: str, name: str) -> Any:
     """The raw JSON stored in a row's ``file`` column, read without the ORM."""
     import json
 
-    engine = create_engine(
-        db.url.replace("+aiosqlite", "")
-        .replace("+asyncpg", "+psycopg")
-        .replace("+aiomysql", "+pymysql")
-    )
+    engine = create_engine(db.sync_url)
     try:
         with engine.connect() as conn:
             value = conn.execute(
@@ -388,3 +400,59 @@ def row_json(db: Db, table: str, name: str) -> Any:
     finally:
         engine.dispose()
     return json.loads(value) if isinstance(value, str) else value
+
+
+# -- helpers of the rule's tests: rows by name, committed in sessions of their own -----------
+
+
+async def committed(db: Db, name: str, content: bytes, model: type[Any] = Document) -> Any:
+    """A ``model`` row named ``name`` with a file holding ``content``, committed (its
+    session closed)."""
+    session = db.session()
+    row = model(name=name, file=FileObject(filename=f"{name}.txt", content=content))
+    session.add(row)
+    await session.commit()
+    await session.close()
+    return row
+
+
+async def plain(db: Db, name: str) -> None:
+    """A committed Document without files (loaded later by another session)."""
+    session = db.session()
+    session.add(Document(name=name))
+    await session.commit()
+    await session.close()
+
+
+async def by_name(session: Any, name: str) -> Document:
+    """The one Document named ``name``, loaded in ``session``."""
+    rows = await session.scalars(select(Document).where(Document.name == name))
+    assert len(rows) == 1, rows
+    return rows[0]  # type: ignore[no-any-return]
+
+
+async def loaded(db: Db, name: str) -> Document:
+    """The Document named ``name``, loaded in a fresh session (closed again)."""
+    session = db.session()
+    try:
+        return await by_name(session, name)
+    finally:
+        await session.close()
+
+
+async def assert_consistent(
+    db: Db, files: FaultyBackend, columns: Sequence[Any] = (), models: Sequence[type] = ()
+) -> None:
+    """The store holds exactly what rows of Document and Report (and of ``models``, whose
+    file columns are ``columns``) reference: no orphan, no dangling reference."""
+    every = [Document.file, Document.attachments, Report.file, *columns]
+    session = db.session()
+    try:
+        orphans = await session.run_sync(
+            lambda s: find_orphans(s, every, files, grace=timedelta(0))
+        )
+        dangling = await session.run_sync(lambda s: find_dangling(s, [Document, Report, *models]))
+    finally:
+        await session.close()
+    assert [o.path for o in orphans] == []
+    assert dangling == []

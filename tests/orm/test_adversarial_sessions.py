@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -32,21 +31,24 @@ from storeroom import ConfigurationError, FileObject, StoredObject
 from storeroom.orm import (
     StaleFileReference,
     UUIDAuditBase,
-    find_dangling,
-    find_orphans,
     wait_for_cleanup,
 )
 from tests.orm.conftest import (
     SUFFIX,
     CascadeAlbum,
+    CascadeNote,
     CascadePhoto,
     Db,
     Document,
     FaultyBackend,
     Folder,
     Item,
+    assert_consistent,
+    by_name,
+    committed,
+    loaded,
+    plain,
 )
-from tests.orm.test_ownership import _assert_consistent
 
 # -- models of this file: joined-table and single-table inheritance ---------------------------
 
@@ -89,54 +91,16 @@ class Circle(Shape):
 ADV_TABLES = [Asset.__table__, Image.__table__, Shape.__table__]
 
 
-def _sync_url(db: Db) -> str:
-    return (
-        db.url.replace("+aiosqlite", "")
-        .replace("+asyncpg", "+psycopg")
-        .replace("+aiomysql", "+pymysql")
-    )
-
-
 @pytest.fixture
 def inheritance(db: Db) -> Iterator[Db]:
     """The ``db`` fixture plus this file's inheritance tables."""
-    engine = create_engine(_sync_url(db))
+    engine = create_engine(db.sync_url)
     UUIDAuditBase.metadata.create_all(engine, tables=ADV_TABLES)
     try:
         yield db
     finally:
         UUIDAuditBase.metadata.drop_all(engine, tables=ADV_TABLES)
         engine.dispose()
-
-
-async def _assert_rule_holds(db: Db, files: FaultyBackend) -> None:
-    """No orphan and no dangling reference over Document and this file's models."""
-    columns = [Document.file, Document.attachments, Image.file, Circle.file]
-    session = db.session()
-    try:
-        orphans = await session.run_sync(
-            lambda s: find_orphans(s, columns, files, grace=timedelta(0))
-        )
-        dangling = await session.run_sync(lambda s: find_dangling(s, [Document, Image, Circle]))
-    finally:
-        await session.close()
-    assert [o.path for o in orphans] == []
-    assert dangling == []
-
-
-async def _committed(db: Db, name: str, content: bytes) -> Document:
-    session = db.session()
-    doc = Document(name=name, file=FileObject(filename=f"{name}.txt", content=content))
-    session.add(doc)
-    await session.commit()
-    await session.close()
-    return doc
-
-
-async def _by_name(session: Any, name: str) -> Document:
-    rows = await session.scalars(select(Document).where(Document.name == name))
-    assert len(rows) == 1, rows
-    return rows[0]
 
 
 async def _paths(db: Db) -> dict[str, list[str]]:
@@ -158,22 +122,6 @@ async def _assert_no_shared_object(db: Db) -> None:
     assert sorted(every) == sorted(set(every)), f"shared objects: {await _paths(db)}"
 
 
-async def _loaded(db: Db, name: str) -> Document:
-    session = db.session()
-    try:
-        return await _by_name(session, name)
-    finally:
-        await session.close()
-
-
-async def _plain(db: Db, name: str) -> None:
-    """A committed row without files, created (and loaded later) by another session."""
-    session = db.session()
-    session.add(Document(name=name))
-    await session.commit()
-    await session.close()
-
-
 async def _refused(session: Any, error: type[Exception], match: str = "") -> bool:
     """Commit; True if ``error`` (saying ``match``) refused it (then rolled back). The
     session is closed."""
@@ -188,27 +136,18 @@ async def _refused(session: Any, error: type[Exception], match: str = "") -> boo
     return False
 
 
-async def _image(db: Db, name: str, content: bytes) -> Image:
-    session = db.session()
-    row = Image(name=name, file=FileObject(filename=f"{name}.png", content=content))
-    session.add(row)
-    await session.commit()
-    await session.close()
-    return row
-
-
 # == what broke the rule: fixed cases assert the fix; the others are xfail (strict) ===========
 
 # -- moves: a file one row gives up is taken by one row only ------------------------------------
 
 
 async def test_a_file_given_up_once_moves_to_one_row_only(db: Db, files: FaultyBackend) -> None:
-    await _committed(db, "giver", b"given once")
-    await _plain(db, "first")
-    await _plain(db, "second")
+    await committed(db, "giver", b"given once")
+    await plain(db, "first")
+    await plain(db, "second")
     session = db.session()
-    giver = await _by_name(session, "giver")
-    first, second = await _by_name(session, "first"), await _by_name(session, "second")
+    giver = await by_name(session, "giver")
+    first, second = await by_name(session, "first"), await by_name(session, "second")
     moving = giver.file
     giver.file = None
     await session.flush()
@@ -219,17 +158,17 @@ async def test_a_file_given_up_once_moves_to_one_row_only(db: Db, files: FaultyB
     await session.close()
     await _assert_no_shared_object(db)
     session = db.session()
-    await session.delete(await _by_name(session, "first"))
+    await session.delete(await by_name(session, "first"))
     await session.commit()
     await session.close()
-    assert (await _loaded(db, "second")).file.get_content() == b"given once"
-    await _assert_consistent(db, files)
+    assert (await loaded(db, "second")).file.get_content() == b"given once"
+    await assert_consistent(db, files)
 
 
 async def test_bulk_inserts_take_a_given_up_file_once(db: Db, files: FaultyBackend) -> None:
-    await _committed(db, "giver", b"g")
+    await committed(db, "giver", b"g")
     session = db.session()
-    giver = await _by_name(session, "giver")
+    giver = await by_name(session, "giver")
     moving = giver.file
     giver.file = None
     await session.flush()
@@ -241,34 +180,34 @@ async def test_bulk_inserts_take_a_given_up_file_once(db: Db, files: FaultyBacke
     finally:
         await session.close()
     await _assert_no_shared_object(db)
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_a_stale_session_cannot_move_a_file_another_transaction_replaced(
     db: Db, files: FaultyBackend
 ) -> None:
-    await _committed(db, "owner", b"v1")
-    await _plain(db, "taker")
+    await committed(db, "owner", b"v1")
+    await plain(db, "taker")
     stale = db.session()
-    owner, taker = await _by_name(stale, "owner"), await _by_name(stale, "taker")
+    owner, taker = await by_name(stale, "owner"), await by_name(stale, "taker")
     await stale.commit()  # the read transaction ends; the objects stay loaded
     other = db.session()
-    (await _by_name(other, "owner")).file = FileObject(filename="v2.txt", content=b"v2")
+    (await by_name(other, "owner")).file = FileObject(filename="v2.txt", content=b"v2")
     await other.commit()  # owner's v1 is deleted after this commit
     await other.close()
     assert owner.file.path not in files.paths()
     taker.file, owner.file = owner.file, None  # a move, as the stale session sees it
     assert await _refused(stale, StaleFileReference, "another transaction")
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_two_sessions_moving_one_file_to_two_rows(db: Db, files: FaultyBackend) -> None:
-    await _committed(db, "source", b"contested")
-    await _plain(db, "left")
-    await _plain(db, "right")
+    await committed(db, "source", b"contested")
+    await plain(db, "left")
+    await plain(db, "right")
     a, b = db.session(), db.session()
-    a_source, left = await _by_name(a, "source"), await _by_name(a, "left")
-    b_source, right = await _by_name(b, "source"), await _by_name(b, "right")
+    a_source, left = await by_name(a, "source"), await by_name(a, "left")
+    b_source, right = await by_name(b, "source"), await by_name(b, "right")
     await b.commit()  # b's read transaction ends (SQLite: b must not block a's write)
     left.file, a_source.file = a_source.file, None
     await a.commit()
@@ -276,7 +215,7 @@ async def test_two_sessions_moving_one_file_to_two_rows(db: Db, files: FaultyBac
     right.file, b_source.file = b_source.file, None  # b's copy of source is stale now
     assert await _refused(b, StaleFileReference)
     await _assert_no_shared_object(db)
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 # -- one list object given to two rows -----------------------------------------------------------
@@ -288,9 +227,9 @@ async def test_a_list_assigned_from_another_row_is_not_shared(db: Db, files: Fau
     session.add(a)
     await session.commit()
     await session.close()
-    await _plain(db, "b")
+    await plain(db, "b")
     session = db.session()
-    a, b = await _by_name(session, "a"), await _by_name(session, "b")
+    a, b = await by_name(session, "a"), await by_name(session, "b")
     b.attachments = a.attachments  # the very same FileList object
     assert b.attachments is not a.attachments  # b gets its own list of the same files
     a.attachments.append(FileObject(filename="m.txt", content=b"more"))
@@ -298,15 +237,15 @@ async def test_a_list_assigned_from_another_row_is_not_shared(db: Db, files: Fau
     await session.commit()
     await session.close()
     await _assert_no_shared_object(db)
-    a, b = await _loaded(db, "a"), await _loaded(db, "b")
+    a, b = await loaded(db, "a"), await loaded(db, "b")
     assert [f.get_content() for f in a.attachments] == [b"list", b"more"]
     assert [f.get_content() for f in b.attachments] == [b"list", b"b's own"]
     session = db.session()
-    await session.delete(await _by_name(session, "a"))
+    await session.delete(await by_name(session, "a"))
     await session.commit()
     await session.close()
-    assert [f.get_content() for f in (await _loaded(db, "b")).attachments] == [b"list", b"b's own"]
-    await _assert_consistent(db, files)
+    assert [f.get_content() for f in (await loaded(db, "b")).attachments] == [b"list", b"b's own"]
+    await assert_consistent(db, files)
 
 
 # -- a file column never loaded on a row created in this session -------------------------------
@@ -315,9 +254,9 @@ async def test_a_list_assigned_from_another_row_is_not_shared(db: Db, files: Fau
 async def test_a_file_given_to_a_row_inserted_in_this_session_is_copied(
     db: Db, files: FaultyBackend
 ) -> None:
-    await _committed(db, "template", b"template")
+    await committed(db, "template", b"template")
     session = db.session()
-    template = await _by_name(session, "template")
+    template = await by_name(session, "template")
     draft = Document(name="draft")
     session.add(draft)
     await session.commit()
@@ -327,15 +266,15 @@ async def test_a_file_given_to_a_row_inserted_in_this_session_is_copied(
     await session.commit()
     await session.close()
     await _assert_no_shared_object(db)
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_a_file_given_to_a_row_inserted_in_this_session_is_copied_without_refusal(
     db: Db, files: FaultyBackend
 ) -> None:
-    await _committed(db, "template", b"template")
+    await committed(db, "template", b"template")
     session = db.session()
-    template = await _by_name(session, "template")
+    template = await by_name(session, "template")
     draft = Document(name="draft")
     session.add(draft)
     await session.commit()
@@ -343,8 +282,8 @@ async def test_a_file_given_to_a_row_inserted_in_this_session_is_copied_without_
     assert not await _refused(session, StaleFileReference)  # it was, before the fix
     paths = await _paths(db)
     assert paths["draft"] != paths["template"]
-    assert (await _loaded(db, "draft")).file.get_content() == b"template"
-    await _assert_consistent(db, files)
+    assert (await loaded(db, "draft")).file.get_content() == b"template"
+    await assert_consistent(db, files)
 
 
 # -- a FileObject edited in place --------------------------------------------------------------
@@ -353,17 +292,17 @@ async def test_a_file_given_to_a_row_inserted_in_this_session_is_copied_without_
 async def test_a_path_edited_in_place_to_another_rows_upload_is_refused(
     db: Db, files: FaultyBackend
 ) -> None:
-    await _committed(db, "a", b"a")
-    await _committed(db, "b", b"b")
+    await committed(db, "a", b"a")
+    await committed(db, "b", b"b")
     session = db.session()
-    a, b = await _by_name(session, "a"), await _by_name(session, "b")
+    a, b = await by_name(session, "a"), await by_name(session, "b")
     a.file = FileObject(filename="new.txt", content=b"new")
     await session.flush()
     b.file.path = a.file.path
     flag_modified(b, "file")
     assert await _refused(session, StaleFileReference, "edited in place")
     await _assert_no_shared_object(db)
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 # -- serialised and rebuilt FileObjects ----------------------------------------------------------
@@ -377,14 +316,14 @@ async def test_a_path_edited_in_place_to_another_rows_upload_is_refused(
     "built by hand",
 )
 async def test_a_file_rebuilt_from_its_dict_is_copied(db: Db, files: FaultyBackend) -> None:
-    await _committed(db, "source", b"serialised")
+    await committed(db, "source", b"serialised")
     session = db.session()
-    rebuilt = FileObject.from_dict((await _by_name(session, "source")).file.to_dict())
+    rebuilt = FileObject.from_dict((await by_name(session, "source")).file.to_dict())
     session.add(Document(name="target", file=rebuilt))
     await session.commit()
     await session.close()
     await _assert_no_shared_object(db)
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 # -- committed deletes that leave their files behind (orphans after the commit) -----------------
@@ -394,20 +333,20 @@ async def test_bulk_delete_through_the_joined_base_deletes_the_subclass_file(
     inheritance: Db, files: FaultyBackend
 ) -> None:
     db = inheritance
-    await _image(db, "gone", b"img")
-    kept = await _image(db, "kept", b"kept")
+    await committed(db, "gone", b"img", Image)
+    kept = await committed(db, "kept", b"kept", Image)
     session = db.session()
     await session.execute(delete(Asset).where(Asset.name == "gone"))
     await session.commit()
     await session.close()
     assert files.paths() == {kept.file.path}
-    await _assert_rule_holds(db, files)
+    await assert_consistent(db, files, [Image.file, Circle.file], [Image, Circle])
 
 
 async def test_a_cascaded_child_that_took_a_file_in_the_transaction_takes_it_along(
     db: Db, files: FaultyBackend
 ) -> None:
-    await _committed(db, "giver", b"moved into a photo")
+    await committed(db, "giver", b"moved into a photo")
     session = db.session()
     album = CascadeAlbum(name="al")
     session.add(album)
@@ -415,14 +354,14 @@ async def test_a_cascaded_child_that_took_a_file_in_the_transaction_takes_it_alo
     photo = CascadePhoto(album_id=album.id)
     session.add(photo)
     await session.commit()
-    giver = await _by_name(session, "giver")
+    giver = await by_name(session, "giver")
     photo.file, giver.file = giver.file, None
     await session.flush()
     await session.delete(album)  # passive_deletes: the database deletes the photo
     await session.commit()
     await session.close()
     assert files.paths() == set()
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 # == what holds =================================================================================
@@ -433,9 +372,9 @@ async def test_a_cascaded_child_that_took_a_file_in_the_transaction_takes_it_alo
 async def test_merging_a_detached_row_with_new_content_replaces_the_file(
     db: Db, files: FaultyBackend
 ) -> None:
-    await _committed(db, "m", b"old")
-    await _committed(db, "unchanged", b"same")
-    detached, same = await _loaded(db, "m"), await _loaded(db, "unchanged")
+    await committed(db, "m", b"old")
+    await committed(db, "unchanged", b"same")
+    detached, same = await loaded(db, "m"), await loaded(db, "unchanged")
     old = detached.file.path
     detached.file = FileObject(filename="new.txt", content=b"new")
     session = db.session()
@@ -444,19 +383,19 @@ async def test_merging_a_detached_row_with_new_content_replaces_the_file(
     await session.close()
     assert detached.file.path not in (old, same.file.path)
     assert files.paths() == {
-        (await _loaded(db, "m")).file.path,
+        (await loaded(db, "m")).file.path,
         same.file.path,
     }
-    assert (await _loaded(db, "m")).file.get_content() == b"new"
-    await _assert_consistent(db, files)
+    assert (await loaded(db, "m")).file.get_content() == b"new"
+    await assert_consistent(db, files)
 
 
 async def test_merging_a_row_given_another_rows_file_copies_it(
     db: Db, files: FaultyBackend
 ) -> None:
-    doc = await _committed(db, "m", b"old")
-    await _committed(db, "o", b"other")
-    detached, other = await _loaded(db, "m"), await _loaded(db, "o")
+    doc = await committed(db, "m", b"old")
+    await committed(db, "o", b"other")
+    detached, other = await loaded(db, "m"), await loaded(db, "o")
     detached.file = other.file
     transient = Document(id=doc.id, name="m", file=other.file)  # merge by primary key
     for value in (detached, transient):
@@ -466,20 +405,20 @@ async def test_merging_a_row_given_another_rows_file_copies_it(
         await session.close()
         await _assert_no_shared_object(db)
     session = db.session()
-    await session.delete(await _by_name(session, "o"))
+    await session.delete(await by_name(session, "o"))
     await session.commit()
     await session.close()
-    assert (await _loaded(db, "m")).file.get_content() == b"other"
+    assert (await loaded(db, "m")).file.get_content() == b"other"
     assert len(files.paths()) == 1
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_a_row_cloned_with_make_transient_gets_its_own_copy(
     db: Db, files: FaultyBackend
 ) -> None:
-    await _committed(db, "orig", b"orig")
+    await committed(db, "orig", b"orig")
     session = db.session()
-    row = await _by_name(session, "orig")
+    row = await by_name(session, "orig")
     original = row.file.path
     await session.run_sync(lambda s: (s.expunge(row), make_transient(row)))
     row.id, row.name = uuid.uuid4(), "clone"
@@ -489,32 +428,32 @@ async def test_a_row_cloned_with_make_transient_gets_its_own_copy(
     assert row.file.path != original
     await _assert_no_shared_object(db)
     session = db.session()
-    await session.delete(await _by_name(session, "orig"))
+    await session.delete(await by_name(session, "orig"))
     await session.commit()
     await session.close()
-    assert (await _loaded(db, "clone")).file.get_content() == b"orig"
-    await _assert_consistent(db, files)
+    assert (await loaded(db, "clone")).file.get_content() == b"orig"
+    await assert_consistent(db, files)
 
 
 async def test_an_expunged_row_added_back_and_replaced_keeps_the_rule(
     db: Db, files: FaultyBackend
 ) -> None:
-    await _committed(db, "e", b"one")
+    await committed(db, "e", b"one")
     session = db.session()
-    row = await _by_name(session, "e")
+    row = await by_name(session, "e")
     await session.run_sync(lambda s: s.expunge(row))
     row.file = FileObject(filename="two.txt", content=b"two")
     session.add(row)
     await session.commit()
     await session.close()
     assert files.paths() == {row.file.path}
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_a_row_made_detached_by_hand_deletes_what_the_database_holds(
     db: Db, files: FaultyBackend
 ) -> None:
-    doc = await _committed(db, "orig", b"orig")
+    doc = await committed(db, "orig", b"orig")
     ghost = Document(id=doc.id, name="orig", file=FileObject(filename="g.txt", content=b"g"))
     session = db.session()
     await session.run_sync(lambda s: (make_transient_to_detached(ghost), s.add(ghost)))
@@ -523,61 +462,61 @@ async def test_a_row_made_detached_by_hand_deletes_what_the_database_holds(
     await session.close()
     assert files.paths() == set()  # the committed file went; the ghost's was never written
     assert await _paths(db) == {}
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 # -- copies of FileObjects, in-place edits ------------------------------------------------------
 
 
 async def test_a_shallow_copy_of_a_loaded_file_is_copied(db: Db, files: FaultyBackend) -> None:
-    await _committed(db, "orig", b"orig")
+    await committed(db, "orig", b"orig")
     session = db.session()
-    row = await _by_name(session, "orig")
+    row = await by_name(session, "orig")
     session.add(Document(name="c", file=copy.copy(row.file)))
     await session.commit()
     await session.close()
     await _assert_no_shared_object(db)
     assert len(files.paths()) == 2
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_a_deep_copy_of_a_loaded_file_fails_loudly_and_writes_nothing(
     db: Db, files: FaultyBackend
 ) -> None:
-    await _committed(db, "orig", b"orig")
-    row = await _loaded(db, "orig")
+    await committed(db, "orig", b"orig")
+    row = await loaded(db, "orig")
     with pytest.raises(TypeError, match="pickle"):  # the registry's backends come along
         copy.deepcopy(row.file)
     assert len(files.paths()) == 1
 
 
 async def test_in_place_edits_of_a_loaded_file(db: Db, files: FaultyBackend) -> None:
-    await _committed(db, "e", b"e")
+    await committed(db, "e", b"e")
     session = db.session()
-    row = await _by_name(session, "e")
+    row = await by_name(session, "e")
     path = row.file.path
     row.file.path = "elsewhere.txt"  # not flagged: never written
     row.name = "renamed"
     await session.commit()
-    assert (await _loaded(db, "renamed")).file.path == path
+    assert (await loaded(db, "renamed")).file.path == path
     row.file.path = "elsewhere.txt"  # flagged: refused before anything is written
     flag_modified(row, "file")
     assert await _refused(session, StaleFileReference, "'file' was edited in place")
     session = db.session()
-    row = await _by_name(session, "renamed")
+    row = await by_name(session, "renamed")
     row.file.backend = "other"
     flag_modified(row, "file")
     assert await _refused(session, StaleFileReference, "edited in place")
     session = db.session()
-    row = await _by_name(session, "renamed")
+    row = await by_name(session, "renamed")
     row.file.metadata["reviewed"] = "yes"  # metadata only: written
     flag_modified(row, "file")
     await session.commit()
     await session.close()
-    again = await _loaded(db, "renamed")
+    again = await loaded(db, "renamed")
     assert again.file.path == path and again.file.metadata == {"reviewed": "yes"}
     assert files.paths() == {path}
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 # -- inheritance ---------------------------------------------------------------------------------
@@ -587,8 +526,8 @@ async def test_joined_subclass_rows_through_the_base_class(
     inheritance: Db, files: FaultyBackend
 ) -> None:
     db = inheritance
-    await _image(db, "del", b"d")
-    await _image(db, "rep", b"r")
+    await committed(db, "del", b"d", Image)
+    await committed(db, "rep", b"r", Image)
     session = db.session()
     rows = {r.name: r for r in await session.scalars(select(Asset))}  # polymorphic load
     assert all(type(r) is Image and "file" not in r.__dict__ for r in rows.values())
@@ -600,7 +539,7 @@ async def test_joined_subclass_rows_through_the_base_class(
     await session.commit()
     await session.close()
     assert files.paths() == {rows["rep"].file.path}
-    await _assert_rule_holds(db, files)
+    await assert_consistent(db, files, [Image.file, Circle.file], [Image, Circle])
     session = db.session()
     given = (await session.scalars(select(Image)))[0].file
     with pytest.raises(ConfigurationError, match="another row references"):
@@ -610,7 +549,7 @@ async def test_joined_subclass_rows_through_the_base_class(
     await session.commit()
     await session.close()
     assert len(files.paths()) == 2
-    await _assert_rule_holds(db, files)
+    await assert_consistent(db, files, [Image.file, Circle.file], [Image, Circle])
 
 
 async def test_single_table_subclass_rows_deleted_through_the_base(
@@ -636,7 +575,7 @@ async def test_single_table_subclass_rows_deleted_through_the_base(
     await session.commit()
     await session.close()
     assert files.paths() == {kept}
-    await _assert_rule_holds(db, files)
+    await assert_consistent(db, files, [Image.file, Circle.file], [Image, Circle])
 
 
 # -- cascades ------------------------------------------------------------------------------------
@@ -651,30 +590,30 @@ async def test_a_delete_orphan_childs_file_moves_or_is_copied(db: Db, files: Fau
     session.add(folder)
     await session.commit()
     await session.close()
-    await _plain(db, "same-flush")
-    await _plain(db, "next-flush")
+    await plain(db, "same-flush")
+    await plain(db, "next-flush")
     session = db.session()
     folder = (await session.scalars(select(Folder)))[0]
     first, second = folder.items
-    same = await _by_name(session, "same-flush")
+    same = await by_name(session, "same-flush")
     same.file = first.file  # the orphan is found during the flush: a copy
     folder.items.remove(first)
     await session.flush()
     folder.items.remove(second)
     await session.flush()
-    later = await _by_name(session, "next-flush")
+    later = await by_name(session, "next-flush")
     later.file = second.file  # its row is gone: a move
     await session.commit()
     await session.close()
     assert same.file.path != first.file.path and later.file.path == second.file.path
     assert files.paths() == {same.file.path, later.file.path}
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_a_declared_database_cascade_with_a_file_copied_out_first(
     db: Db, files: FaultyBackend
 ) -> None:
-    await _plain(db, "keeper")
+    await plain(db, "keeper")
     session = db.session()
     album = CascadeAlbum(name="al")
     session.add(album)
@@ -682,13 +621,13 @@ async def test_a_declared_database_cascade_with_a_file_copied_out_first(
     photo = CascadePhoto(album_id=album.id, file=FileObject(filename="p.jpg", content=b"p"))
     session.add(photo)
     await session.commit()
-    keeper = await _by_name(session, "keeper")
+    keeper = await by_name(session, "keeper")
     keeper.file = photo.file  # the photo keeps it: a copy
     await session.delete(album)
     await session.commit()
     await session.close()
     assert files.paths() == {keeper.file.path} and keeper.file.path != photo.file.path
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 # -- deferred columns, expire, refresh, populate_existing ---------------------------------------
@@ -696,7 +635,7 @@ async def test_a_declared_database_cascade_with_a_file_copied_out_first(
 
 async def test_deferred_and_expired_file_columns(db: Db, files: FaultyBackend) -> None:
     for name in ("d1", "d2", "d3"):
-        await _committed(db, name, name.encode())
+        await committed(db, name, name.encode())
     session = db.session()
     rows = await session.scalars(
         select(Document).options(defer(Document.file)).order_by(Document.name)
@@ -715,13 +654,13 @@ async def test_deferred_and_expired_file_columns(db: Db, files: FaultyBackend) -
     await session.commit()
     await session.close()
     assert files.paths() == {rows[1].file.path}
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_refresh_and_populate_existing_mid_transaction(db: Db, files: FaultyBackend) -> None:
-    await _committed(db, "p", b"p")
+    await committed(db, "p", b"p")
     session = db.session()
-    row = await _by_name(session, "p")
+    row = await by_name(session, "p")
     old = row.file.path
     row.file = FileObject(filename="n.txt", content=b"n")
     await session.flush()
@@ -735,7 +674,7 @@ async def test_refresh_and_populate_existing_mid_transaction(db: Db, files: Faul
     await session.commit()
     await session.close()
     assert old != new and files.paths() == {new}
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 def test_without_sqlites_foreign_key_pragma_a_bulk_delete_keeps_the_childrens_files(
@@ -744,8 +683,6 @@ def test_without_sqlites_foreign_key_pragma_a_bulk_delete_keeps_the_childrens_fi
     """SQLite runs ON DELETE CASCADE only with ``PRAGMA foreign_keys=ON``; without it the
     children (declared cascades, joined-table subclass rows) stay, and so must their files."""
     from sqlalchemy.orm import Session
-
-    from tests.orm.conftest import CascadeNote
 
     engine = create_engine(f"sqlite:///{tmp_path / 'no-pragma.sqlite'}")
     tables = [CascadeAlbum.__table__, CascadePhoto.__table__, CascadeNote.__table__, *ADV_TABLES]

@@ -271,19 +271,11 @@ def test_page_size_must_be_positive() -> None:
         ReferenceScan(Document, page_size=0)
 
 
-def _sync_url(db: Db) -> str:
-    return (
-        db.url.replace("+aiosqlite", "")
-        .replace("+asyncpg", "+psycopg")
-        .replace("+aiomysql", "+pymysql")
-    )
-
-
 async def test_remove_orphans_keeps_one_a_row_started_to_reference(
     db: Db, files: FaultyBackend
 ) -> None:
     await _seed(db, files)
-    engine = create_engine(_sync_url(db))
+    engine = create_engine(db.sync_url)
     plain = sessionmaker(engine, expire_on_commit=False)
     calls = 0
 
@@ -336,7 +328,7 @@ async def test_gc_reads_again_only_the_references_that_could_adopt_a_candidate(
     variant = variant_path("stray/orig.png", "thumb", "png")
     for path in ("stray/Case.bin", variant, "stray/prefix.bin"):
         files.put(path, b"an orphan at first")
-    engine = create_engine(_sync_url(db))
+    engine = create_engine(db.sync_url)
     plain = sessionmaker(engine, expire_on_commit=False)
     reads: list[tuple[Collection[str] | None, int]] = []
     real = ReferenceScan.read_rows
@@ -405,7 +397,7 @@ async def test_gc_with_no_orphan_reads_the_rows_once(db: Db, files: FaultyBacken
     await _seed(db, files)
     for path in ORPHANS:
         files.delete(path)
-    engine = create_engine(_sync_url(db))
+    engine = create_engine(db.sync_url)
     made: list[Session] = []
 
     def sessions() -> Session:

@@ -6,7 +6,6 @@ Each scenario ends with the store holding exactly what committed rows reference.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from io import BytesIO
 
 import pytest
@@ -16,23 +15,7 @@ from sqlalchemy.exc import PendingRollbackError
 from sqlalchemy.orm.attributes import flag_modified
 
 from storeroom import ConfigurationError, FileObject, ObstoreBackend, StoreroomError, storages
-from storeroom.orm import find_dangling, find_orphans
-from tests.orm.conftest import Db, Document, FaultyBackend, Report
-
-
-async def _assert_consistent(db: Db, files: FaultyBackend) -> None:
-    session = db.session()
-    try:
-        orphans = await session.run_sync(
-            lambda s: find_orphans(
-                s, [Document.file, Document.attachments, Report.file], files, grace=timedelta(0)
-            )
-        )
-        dangling = await session.run_sync(lambda s: find_dangling(s, [Document, Report]))
-    finally:
-        await session.close()
-    assert [o.path for o in orphans] == []
-    assert dangling == []
+from tests.orm.conftest import Db, Document, FaultyBackend, Report, assert_consistent
 
 
 async def test_storage_failure_rolls_the_transaction_back_at_once(
@@ -75,7 +58,7 @@ async def test_retry_after_a_failed_commit_uploads_again(db: Db, files: FaultyBa
     await session.close()
     assert retry.file.get_content() == b"bytes"
     assert streamed.attachments[0].get_content() == b"seekable stream"
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_retry_with_a_spent_stream_fails_clearly(db: Db, files: FaultyBackend) -> None:
@@ -109,7 +92,7 @@ async def test_file_moved_to_another_row_survives(db: Db, files: FaultyBackend) 
     await session.commit()
     await session.close()
     assert a.file.get_content() == b"x"
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_value_restored_before_commit_is_kept(db: Db, files: FaultyBackend) -> None:
@@ -131,7 +114,7 @@ async def test_value_restored_before_commit_is_kept(db: Db, files: FaultyBackend
     await session.close()
     assert doc.file.get_content() == b"one"
     assert doc.attachments[0].get_content() == b"l1"
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_item_appended_then_removed_in_one_transaction_is_deleted(
@@ -147,7 +130,7 @@ async def test_item_appended_then_removed_in_one_transaction_is_deleted(
     await session.commit()
     await session.close()
     assert files.paths() == set()
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_content_replaced_in_place_never_overwrites_committed_bytes(
@@ -173,7 +156,7 @@ async def test_content_replaced_in_place_never_overwrites_committed_bytes(
     await session.close()
     assert again.file.path != old_path and again.file.get_content() == b"three"
     assert files.paths() == {again.file.path}
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_path_function_that_would_overwrite_the_old_file_is_refused(
@@ -189,7 +172,7 @@ async def test_path_function_that_would_overwrite_the_old_file_is_refused(
     await session.rollback()
     await session.close()
     assert files.get("custom/q4/summary.csv") == b"v1"
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_deleting_a_row_with_an_unsaved_replacement_deletes_the_committed_file(

@@ -16,30 +16,15 @@ from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 
 from storeroom import ConfigurationError, FileObject, IntegrityError, ObjectNotFound
 from storeroom.orm import wait_for_cleanup
-from tests.orm.conftest import Db, Document, FaultyBackend
-from tests.orm.test_ownership import _assert_consistent
-
-
-def _one(rows: list[Document]) -> Document:
-    assert len(rows) == 1, rows
-    return rows[0]
-
-
-async def _committed(db: Db, name: str, content: bytes) -> Document:
-    session = db.session()
-    doc = Document(name=name, file=FileObject(filename=f"{name}.txt", content=content))
-    session.add(doc)
-    await session.commit()
-    await session.close()
-    return doc
-
-
-async def _load(db: Db, name: str) -> Document:
-    session = db.session()
-    try:
-        return _one(await session.scalars(select(Document).where(Document.name == name)))
-    finally:
-        await session.close()
+from tests.orm.conftest import (
+    Db,
+    Document,
+    FaultyBackend,
+    assert_consistent,
+    by_name,
+    committed,
+    loaded,
+)
 
 
 async def test_a_file_given_to_a_second_row_is_copied_and_outlives_the_first(
@@ -60,21 +45,21 @@ async def test_a_file_given_to_a_second_row_is_copied_and_outlives_the_first(
     await session.close()
     wait_for_cleanup()
     assert not files.exists(first.file.path)
-    assert (await _load(db, "second")).file.get_content() == b"shared?"
-    await _assert_consistent(db, files)
+    assert (await loaded(db, "second")).file.get_content() == b"shared?"
+    await assert_consistent(db, files)
 
 
 async def test_a_file_loaded_in_another_session_is_copied(db: Db, files: FaultyBackend) -> None:
-    await _committed(db, "source", b"from elsewhere")
-    loaded = (await _load(db, "source")).file  # its session is closed
+    await committed(db, "source", b"from elsewhere")
+    source_file = (await loaded(db, "source")).file  # its session is closed
     session = db.session()
-    session.add(Document(name="target", file=loaded))
+    session.add(Document(name="target", file=source_file))
     await session.commit()
     await session.close()
-    target = await _load(db, "target")
-    assert target.file.path != loaded.path
-    assert sorted(o.path for o in files.list("")) == sorted([loaded.path, target.file.path])
-    await _assert_consistent(db, files)
+    target = await loaded(db, "target")
+    assert target.file.path != source_file.path
+    assert sorted(o.path for o in files.list("")) == sorted([source_file.path, target.file.path])
+    await assert_consistent(db, files)
 
 
 async def test_new_content_given_to_two_rows_is_stored_twice(db: Db, files: FaultyBackend) -> None:
@@ -88,14 +73,14 @@ async def test_new_content_given_to_two_rows_is_stored_twice(db: Db, files: Faul
     await session.commit()
     await session.close()
     wait_for_cleanup()
-    assert (await _load(db, "two")).file.get_content() == b"one upload, two rows"
-    await _assert_consistent(db, files)
+    assert (await loaded(db, "two")).file.get_content() == b"one upload, two rows"
+    await assert_consistent(db, files)
 
 
 async def test_a_file_appended_to_another_rows_list_is_copied(db: Db, files: FaultyBackend) -> None:
-    await _committed(db, "owner", b"attached")
+    await committed(db, "owner", b"attached")
     session = db.session()
-    owner = _one(await session.scalars(select(Document).where(Document.name == "owner")))
+    owner = await by_name(session, "owner")
     other = Document(name="other", attachments=[])
     session.add(other)
     await session.commit()
@@ -107,8 +92,8 @@ async def test_a_file_appended_to_another_rows_list_is_copied(db: Db, files: Fau
     await session.commit()
     await session.close()
     wait_for_cleanup()
-    assert (await _load(db, "owner")).file.get_content() == b"attached"
-    await _assert_consistent(db, files)
+    assert (await loaded(db, "owner")).file.get_content() == b"attached"
+    await assert_consistent(db, files)
 
 
 async def test_a_file_its_row_gives_up_moves_without_a_copy(db: Db, files: FaultyBackend) -> None:
@@ -129,14 +114,14 @@ async def test_a_file_its_row_gives_up_moves_without_a_copy(db: Db, files: Fault
     await session.commit()
     await session.close()
     assert a.file.path == path and [o.path for o in files.list("")] == [path]
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_a_rolled_back_copy_is_deleted_and_made_again_on_retry(
     db: Db, files: FaultyBackend
 ) -> None:
-    await _committed(db, "kept", b"keep me")
-    kept = (await _load(db, "kept")).file
+    await committed(db, "kept", b"keep me")
+    kept = (await loaded(db, "kept")).file
     session = db.session()
     session.add(Document(name="kept", file=kept))  # the name is taken: the INSERT fails
     with pytest.raises(DatabaseIntegrityError):
@@ -150,13 +135,13 @@ async def test_a_rolled_back_copy_is_deleted_and_made_again_on_retry(
     await session.commit()
     await session.close()
     assert retry.file.path != kept.path and retry.file.get_content() == b"keep me"
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_a_copy_of_a_missing_object_fails_the_flush_and_writes_nothing(
     db: Db, files: FaultyBackend
 ) -> None:
-    gone = (await _committed(db, "gone", b"soon deleted")).file
+    gone = (await committed(db, "gone", b"soon deleted")).file
     files.delete(gone.path)  # behind the database's back
     session = db.session()
     session.add(Document(name="dangling", file=gone))
@@ -174,7 +159,7 @@ async def test_a_copy_of_a_missing_object_fails_the_flush_and_writes_nothing(
 async def test_a_copy_of_corrupted_bytes_fails_the_flush_and_leaves_no_copy(
     db: Db, files: FaultyBackend
 ) -> None:
-    source = (await _committed(db, "source", b"original bytes")).file
+    source = (await committed(db, "source", b"original bytes")).file
     files.put(source.path, b"tampered bytes")  # same size, other bytes
     session = db.session()
     session.add(Document(name="copy", file=source))
@@ -188,9 +173,9 @@ async def test_a_copy_of_corrupted_bytes_fails_the_flush_and_leaves_no_copy(
 async def test_bulk_statements_refuse_a_file_another_row_keeps(
     db: Db, files: FaultyBackend
 ) -> None:
-    await _committed(db, "held", b"held")
-    await _committed(db, "other", b"other")
-    held, other = await _load(db, "held"), await _load(db, "other")
+    await committed(db, "held", b"held")
+    await committed(db, "other", b"other")
+    held, other = await loaded(db, "held"), await loaded(db, "other")
     session = db.session()
     with pytest.raises(ConfigurationError, match="another row references"):
         await session.execute(insert(Document), [{"name": "bulk", "file": held.file}])
@@ -206,32 +191,32 @@ async def test_bulk_statements_refuse_a_file_another_row_keeps(
     await session.execute(update(Document), [{"id": other.id, "file": held.file}])
     await session.commit()
     await session.close()
-    assert (await _load(db, "other")).file.get_content() == b"held"
+    assert (await loaded(db, "other")).file.get_content() == b"held"
     assert sorted(files.paths()) == [held.file.path]  # other's own file was replaced
     # A file given up earlier in the transaction moves into an inserted row.
     session = db.session()
-    other = _one(await session.scalars(select(Document).where(Document.name == "other")))
+    other = await by_name(session, "other")
     moving = other.file
     other.file = None
     await session.flush()
     await session.execute(insert(Document), [{"name": "inserted", "file": moving}])
     await session.commit()
     await session.close()
-    assert (await _load(db, "inserted")).file.get_content() == b"held"
+    assert (await loaded(db, "inserted")).file.get_content() == b"held"
     assert sorted(files.paths()) == [moving.path]
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_a_copy_made_in_a_rolled_back_savepoint_is_deleted(
     db: Db, files: FaultyBackend
 ) -> None:
-    kept = (await _committed(db, "kept", b"kept")).file
-    loaded = (await _load(db, "kept")).file
+    kept = (await committed(db, "kept", b"kept")).file
+    source_file = (await loaded(db, "kept")).file
     session = db.session()
     nested = session.begin_nested()
     if db.is_async:
         nested = await nested
-    session.add(Document(name="copy", file=loaded))
+    session.add(Document(name="copy", file=source_file))
     await session.flush()
     assert len(files.paths()) == 2
     if db.is_async:
@@ -241,15 +226,15 @@ async def test_a_copy_made_in_a_rolled_back_savepoint_is_deleted(
     assert files.paths() == {kept.path}
     await session.commit()
     await session.close()
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_a_file_given_up_in_one_flush_and_taken_in_the_next_moves(
     db: Db, files: FaultyBackend
 ) -> None:
-    await _committed(db, "giver", b"g")
+    await committed(db, "giver", b"g")
     session = db.session()
-    giver = _one(await session.scalars(select(Document).where(Document.name == "giver")))
+    giver = await by_name(session, "giver")
     moving = giver.file
     giver.file = None
     await session.flush()
@@ -258,7 +243,7 @@ async def test_a_file_given_up_in_one_flush_and_taken_in_the_next_moves(
     await session.commit()
     await session.close()
     assert taker.file is moving and files.paths() == {moving.path}
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_a_copy_of_another_rows_list_gets_copies_of_its_files(
@@ -276,5 +261,5 @@ async def test_a_copy_of_another_rows_list_gets_copies_of_its_files(
     await session.delete(a)
     await session.commit()
     await session.close()
-    assert (await _load(db, "b")).attachments[0].get_content() == b"list item"
-    await _assert_consistent(db, files)
+    assert (await loaded(db, "b")).attachments[0].get_content() == b"list item"
+    await assert_consistent(db, files)

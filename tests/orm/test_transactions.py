@@ -11,26 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DatabaseIntegrityError
 
 from storeroom import BackendError, FileObject, StoreroomError, checksums
-from storeroom.orm import find_dangling, find_orphans, settings
-from tests.orm.conftest import Db, Document, FaultyBackend, Report, row_json
-
-
-async def _assert_consistent(db: Db, files: FaultyBackend) -> None:
-    """Zero dangling references and zero orphans."""
-    from datetime import timedelta
-
-    session = db.session()
-    try:
-        orphans = await session.run_sync(
-            lambda s: find_orphans(
-                s, [Document.file, Document.attachments, Report.file], files, grace=timedelta(0)
-            )
-        )
-        dangling = await session.run_sync(lambda s: find_dangling(s, Document))
-    finally:
-        await session.close()
-    assert [o.path for o in orphans] == []
-    assert dangling == []
+from storeroom.orm import settings
+from tests.orm.conftest import Db, Document, FaultyBackend, Report, assert_consistent, row_json
 
 
 async def test_insert_uploads_before_commit_and_stores_metadata_in_the_row(
@@ -51,7 +33,7 @@ async def test_insert_uploads_before_commit_and_stores_metadata_in_the_row(
     again = (await session.scalars(select(Document).where(Document.name == "q3")))[0]
     assert again.file.get_content() == b"%PDF q3"
     await session.close()
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_rollback_deletes_what_the_transaction_uploaded(db: Db, files: FaultyBackend) -> None:
@@ -98,7 +80,7 @@ async def test_database_failure_after_uploads_deletes_them(db: Db, files: Faulty
     await session.rollback()
     await session.close()
     assert files.paths() == kept
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_replace_then_commit_deletes_the_old_file(db: Db, files: FaultyBackend) -> None:
@@ -113,7 +95,7 @@ async def test_replace_then_commit_deletes_the_old_file(db: Db, files: FaultyBac
     await session.commit()
     assert files.paths() == {doc.file.path}
     await session.close()
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_replace_then_rollback_keeps_the_old_file(db: Db, files: FaultyBackend) -> None:
@@ -127,7 +109,7 @@ async def test_replace_then_rollback_keeps_the_old_file(db: Db, files: FaultyBac
     await session.rollback()
     await session.close()
     assert files.paths() == {old_path}
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_replace_of_an_unloaded_row_still_deletes_the_old_file(
@@ -144,7 +126,7 @@ async def test_replace_of_an_unloaded_row_still_deletes_the_old_file(
     await session.commit()
     await session.close()
     assert len(files.paths()) == 1
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_delete_row_then_commit_deletes_its_files(db: Db, files: FaultyBackend) -> None:
@@ -175,7 +157,7 @@ async def test_delete_row_then_rollback_keeps_its_files(db: Db, files: FaultyBac
     await session.rollback()
     await session.close()
     assert len(files.paths()) == 1
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_savepoint_rollback_deletes_only_its_uploads(db: Db, files: FaultyBackend) -> None:
@@ -196,7 +178,7 @@ async def test_savepoint_rollback_deletes_only_its_uploads(db: Db, files: Faulty
     assert files.paths() == {outer.file.path}
     await session.commit()
     await session.close()
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_savepoint_release_then_outer_rollback_deletes_everything(
@@ -242,7 +224,7 @@ async def test_list_append_remove_and_slice_assignment(db: Db, files: FaultyBack
     assert sorted(f.filename for f in again.attachments) == ["c.txt", "d.txt"]
     assert sorted(f.get_content() for f in again.attachments) == [b"c", b"d"]
     await session.close()
-    await _assert_consistent(db, files)
+    await assert_consistent(db, files)
 
 
 async def test_same_filename_never_shares_an_object(db: Db, files: FaultyBackend) -> None:

@@ -58,17 +58,9 @@ class Picture(UUIDAuditBase):
     )
 
 
-def _sync_url(db: Db) -> str:
-    return (
-        db.url.replace("+aiosqlite", "")
-        .replace("+asyncpg", "+psycopg")
-        .replace("+aiomysql", "+pymysql")
-    )
-
-
 @pytest.fixture
 def pictures(db: Db) -> Iterator[None]:
-    engine = create_engine(_sync_url(db))
+    engine = create_engine(db.sync_url)
     UUIDAuditBase.metadata.create_all(engine, tables=[Picture.__table__])  # type: ignore[list-item]
     try:
         yield
@@ -384,7 +376,7 @@ async def test_gc_keeps_variants_of_referenced_files_and_removes_the_others(
     stray = variant_path("gone/b.png", "thumb", "png")  # the original is referenced nowhere
     files.put(not_made_yet, b"x")
     files.put(stray, b"y")
-    engine = create_engine(_sync_url(db))
+    engine = create_engine(db.sync_url)
     try:
         removed = [
             info.path
