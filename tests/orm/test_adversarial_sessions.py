@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import ForeignKey, String, create_engine, delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import (
     Mapped,
     defer,
@@ -25,6 +26,7 @@ from sqlalchemy.orm import (
     make_transient_to_detached,
     mapped_column,
 )
+from sqlalchemy.orm import Session as SyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
 from storeroom import ConfigurationError, FileObject, StoredObject
@@ -43,6 +45,7 @@ from tests.orm.conftest import (
     FaultyBackend,
     Folder,
     Item,
+    SessionAdapter,
     assert_consistent,
     by_name,
     committed,
@@ -532,10 +535,8 @@ async def test_joined_subclass_rows_through_the_base_class(
     rows = {r.name: r for r in await session.scalars(select(Asset))}  # polymorphic load
     assert all(type(r) is Image and "file" not in r.__dict__ for r in rows.values())
     await session.delete(rows["del"])
-    # Assigning loads the old value first (IO: run_sync for AsyncSession).
-    await session.run_sync(
-        lambda s: setattr(rows["rep"], "file", FileObject(filename="new.png", content=b"new"))
-    )
+    # Not loaded: what it replaces is read at the flush (no IO here, fine for AsyncSession).
+    rows["rep"].file = FileObject(filename="new.png", content=b"new")
     await session.commit()
     await session.close()
     assert files.paths() == {rows["rep"].file.path}
@@ -641,19 +642,50 @@ async def test_deferred_and_expired_file_columns(db: Db, files: FaultyBackend) -
         select(Document).options(defer(Document.file)).order_by(Document.name)
     )
     await session.delete(rows[0])
-    # Assigning loads the old value first (IO: run_sync for AsyncSession).
-    await session.run_sync(
-        lambda s: setattr(rows[1], "file", FileObject(filename="n.txt", content=b"n"))
-    )
+    # Not loaded: what it replaces is read at the flush (no IO here, fine for AsyncSession).
+    rows[1].file = FileObject(filename="n.txt", content=b"n")
     await session.commit()
     only = await session.scalars(
         select(Document).options(load_only(Document.name)).where(Document.name == "d3")
     )
     await session.run_sync(lambda s: s.expire(only[0], ["file"]))
-    await session.run_sync(lambda s: setattr(only[0], "file", None))
+    only[0].file = None
     await session.commit()
     await session.close()
     assert files.paths() == {rows[1].file.path}
+    await assert_consistent(db, files)
+
+
+async def test_file_columns_assigned_after_commit_expired_them(
+    db: Db, files: FaultyBackend
+) -> None:
+    """expire_on_commit=True (SQLAlchemy's default): assigning to an expired file column
+    does no IO (an AsyncSession would raise MissingGreenlet); the flush reads what it
+    replaces, so the replaced file goes, a file taken from a row that keeps it is copied,
+    and one taken from a row that gives it up moves."""
+    for name in ("a", "b", "c", "d", "e"):
+        await committed(db, name, name.encode())
+    raw = (AsyncSession if db.is_async else SyncSession)(db.engine)  # expire_on_commit=True
+    session = SessionAdapter(raw)
+    a, b, c, d, e = [await by_name(session, n) for n in "abcde"]
+    kept, moving, replaced = e.file, d.file, c.file
+    await session.commit()  # every attribute expired
+    a.file = FileObject(filename="new.txt", content=b"new")
+    b.file = kept  # e keeps it: b gets a copy
+    d.file, c.file = None, moving  # d gives it up: c takes it (c's own file goes)
+    a.attachments = [FileObject(filename="l.txt", content=b"list")]
+    await session.commit()
+    await session.close()
+    got = {n: await loaded(db, n) for n in "abcde"}
+    assert got["a"].file.get_content() == b"new"
+    assert got["b"].file.get_content() == b"e" and got["b"].file.path != kept.path
+    assert got["c"].file.path == moving.path and got["c"].file.get_content() == b"d"
+    assert got["d"].file is None
+    assert got["e"].file.path == kept.path and got["e"].file.get_content() == b"e"
+    assert [f.get_content() for f in got["a"].attachments] == [b"list"]
+    # a's new file and list item, b's copy, c's (moved from d), e's; a's, b's and c's old
+    # files are gone.
+    assert len(files.paths()) == 5 and replaced.path not in files.paths()
     await assert_consistent(db, files)
 
 

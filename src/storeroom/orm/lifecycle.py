@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 from sqlalchemy import Column, Table, event, select, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import (
+    AttributeEventToken,
     InstanceState,
     Mapper,
     ORMExecuteState,
@@ -76,6 +77,7 @@ from storeroom.orm.variants import record_variants, register_column, schedule_va
 if TYPE_CHECKING:
     from sqlalchemy.engine import Result
     from sqlalchemy.orm import QueryableAttribute, RelationshipProperty
+    from sqlalchemy.orm.instrumentation import ClassManager
     from sqlalchemy.orm.unitofwork import UOWTransaction
     from sqlalchemy.sql import ColumnElement, Executable
 
@@ -364,6 +366,43 @@ class _Arrival:
     """What the row held before (a copy's path must not be one of them)."""
 
 
+_UNLOADED = "storeroom.assigned_unloaded"
+"""``state.info`` key: file columns assigned while not loaded (expired or deferred)."""
+
+
+def _note_unloaded(
+    state: InstanceState[Any], _value: object, oldvalue: object, initiator: AttributeEventToken
+) -> None:
+    if oldvalue is NO_VALUE and state.key is not None:
+        state.info.setdefault(_UNLOADED, set()).add(initiator.key)
+
+
+def _read_replaced(session: Session, states: Iterable[InstanceState[Any]]) -> None:
+    """Give file columns assigned while not loaded the value they replace, read now.
+
+    What the database holds becomes the attribute's committed state, as SQLAlchemy's active
+    history would have made it on assignment; read in the flush, the one place where an
+    AsyncSession may do IO. Batched: one query per mapper (and table).
+    """
+    wanted: dict[Mapper[Any], list[tuple[InstanceState[Any], set[str]]]] = {}
+    for state in states:
+        names = state.info.pop(_UNLOADED, None) if _UNLOADED in state.info else None
+        if not names or state.key is None:
+            continue
+        names = {n for n in names if state.committed_state.get(n, None) is NO_VALUE}
+        if names:
+            wanted.setdefault(state.mapper, []).append((state, names))
+    for mapper, entries in wanted.items():
+        connection = session.connection(bind_arguments={"mapper": mapper})
+        idents = [tuple(state.key[1]) for state, _n in entries]  # type: ignore[index]
+        names = set().union(*(n for _s, n in entries))
+        rows = _read_values(connection, mapper, idents, sorted(names), lock=False)
+        for (state, mine), ident in zip(entries, idents, strict=True):
+            row = rows.get(ident, {})
+            for name in mine:
+                state.committed_state[name] = row.get(name)
+
+
 def _previous_files(state: InstanceState[Any], column: str) -> list[FileObject]:
     """What ``column`` referenced at the last flush or load, as far as the session knows."""
     history = state.get_history(column, PASSIVE_NO_INITIALIZE)
@@ -408,7 +447,8 @@ def _destination(
 def plan_flush(session: Session, instances: Sequence[object] | None = None) -> FlushPlan:
     """Decide what a flush of ``session`` uploads and which file columns it changes.
 
-    Looks only; changes nothing (the caller applies the plan). A stored file that a row is
+    Changes nothing (the caller applies the plan); it reads only what file columns assigned
+    while not loaded replaced (:func:`_read_replaced`). A stored file that a row is
     given while the row it came from keeps it (both in this session or not) is planned as a
     copy for the row given it, as is new content given to two rows: deleting one row must
     not delete what the other references. A file that another row gives up in the same
@@ -430,9 +470,9 @@ def plan_flush(session: Session, instances: Sequence[object] | None = None) -> F
                 leaving |= _stored_keys(
                     [*_previous_files(state, column), *_files(state.dict.get(column))]
                 )
-    for row in [*session.new, *session.dirty]:
-        if only is not None and id(row) not in only:
-            continue
+    changing = [r for r in [*session.new, *session.dirty] if only is None or id(r) in only]
+    _read_replaced(session, (attributes.instance_state(r) for r in changing))
+    for row in changing:
         state = attributes.instance_state(row)
         kinds = file_columns(state.mapper)
         if not kinds:
@@ -955,9 +995,26 @@ def _read_locked(
     connection: Connection, mapper: Mapper[Any], identities: Sequence[tuple[Any, ...]]
 ) -> dict[tuple[Any, ...], dict[str, list[FileObject]]]:
     """What the database holds now in ``mapper``'s file columns for these rows, locked."""
-    found: dict[tuple[Any, ...], dict[str, list[FileObject]]] = {}
+    names = [name for name, _kind in file_columns(mapper)]
+    rows = _read_values(connection, mapper, identities, names, lock=True)
+    return {
+        ident: {name: _files(value) for name, value in row.items()}
+        for ident, row in rows.items()
+    }
+
+
+def _read_values(
+    connection: Connection,
+    mapper: Mapper[Any],
+    identities: Sequence[tuple[Any, ...]],
+    names: Iterable[str],
+    *,
+    lock: bool,
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The values (FileObject, FileList or None) of columns ``names`` of these rows."""
+    found: dict[tuple[Any, ...], dict[str, Any]] = {}
     by_table: dict[Table, list[tuple[str, Column[Any]]]] = {}
-    for name, _kind in file_columns(mapper):
+    for name in names:
         column = mapper.columns[name]
         by_table.setdefault(column.table, []).append((name, column))
     for table, columns in by_table.items():
@@ -965,12 +1022,11 @@ def _read_locked(
         for start in range(0, len(identities), 500):
             chunk = list(identities[start : start + 500])
             where = pk[0].in_([i[0] for i in chunk]) if len(pk) == 1 else tuple_(*pk).in_(chunk)
-            query = select(*pk, *(c for _n, c in columns)).where(where).with_for_update()
-            for values in connection.execute(query):
-                ident = tuple(values[: len(pk)])
-                row = found.setdefault(ident, {})
+            query = select(*pk, *(c for _n, c in columns)).where(where)
+            for values in connection.execute(query.with_for_update() if lock else query):
+                row = found.setdefault(tuple(values[: len(pk)]), {})
                 for (name, _column), value in zip(columns, values[len(pk) :], strict=True):
-                    row[name] = _files(value)
+                    row[name] = value
     return found
 
 
@@ -1683,12 +1739,14 @@ def _mapper_configured(mapper: Mapper[Any], class_: type) -> None:
     columns = file_columns(mapper)
     if not columns:
         return
-    # Replacing a file must reveal the old one (for the stale-write check): load the old
-    # value on assignment.
+    # Replacing a file must reveal the old one (copies, moves, the stale-write check). One
+    # assigned while not loaded is read at the flush (_read_replaced), not on assignment:
+    # that would be IO outside the flush, which AsyncSession refuses (MissingGreenlet).
+    manager: ClassManager[Any] = attributes.manager_of_class(class_)
     for column, _kind in columns:
-        impl = getattr(attributes.manager_of_class(class_).get(column), "impl", None)
-        if impl is not None:
-            impl.active_history = True
+        attribute = manager.get(column)
+        if attribute is not None and not event.contains(attribute, "set", _note_unloaded):
+            event.listen(attribute, "set", _note_unloaded, raw=True)
     table = _table_name(mapper)
     for column, kind in columns:
         makers = getattr(kind, "variants", None)
