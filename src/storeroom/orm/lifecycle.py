@@ -54,7 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
 
-from sqlalchemy import Column, Table, event, select, tuple_
+from sqlalchemy import Column, Table, and_, event, select, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import (
     AttributeEventToken,
@@ -420,6 +420,24 @@ def _previous_files(state: InstanceState[Any], column: str) -> list[FileObject]:
     return old
 
 
+def _edited_in_place(file: FileObject, key: FileKey, kind: FileColumn) -> bool:
+    """Whether a file a row holds now names another object than the one the row held."""
+    held = file._in_row
+    return held is not None and (held[0] or kind.backend or "", held[1]) != key
+
+
+def _edited(state: InstanceState[Any], column: str, key: FileKey) -> StaleFileReference:
+    """The refusal of a stored file whose ``path`` or ``backend`` was edited in place."""
+    backend, path = key
+    return StaleFileReference(
+        f"{state.class_.__name__} row {state.identity!r}: the FileObject in {column!r} was "
+        f"edited in place to reference {path!r} (backend {backend!r}), but a stored file's "
+        "path and backend name the object it is, which the row holds elsewhere. To give the "
+        "row another file, assign one: row.file = other_row.file (copied), or "
+        "row.file = FileObject(content=...) (uploaded)"
+    )
+
+
 def _changed(state: InstanceState[Any], column: str) -> bool:
     return bool(state.get_history(column, PASSIVE_NO_INITIALIZE).has_changes())
 
@@ -510,6 +528,9 @@ def plan_flush(session: Session, instances: Sequence[object] | None = None) -> F
                     written.add((upload.backend or "", upload.path))
                     continue
                 key = (file.backend or kind.backend or "", file.path)
+                if _edited_in_place(file, key, kind):
+                    plan.error = plan.error or _edited(state, column, key)
+                    continue
                 now.add(key)
                 if file._in_row and key not in held:
                     arrivals.append(_Arrival(row, state, column, kind, file, key, held))
@@ -998,8 +1019,7 @@ def _read_locked(
     names = [name for name, _kind in file_columns(mapper)]
     rows = _read_values(connection, mapper, identities, names, lock=True)
     return {
-        ident: {name: _files(value) for name, value in row.items()}
-        for ident, row in rows.items()
+        ident: {name: _files(value) for name, value in row.items()} for ident, row in rows.items()
     }
 
 
@@ -1075,8 +1095,24 @@ def cascade_files(relationship: QueryableAttribute[Any]) -> None:
     entries = _cascades.setdefault(parent, [])
     if all(existing is not child for existing, _p in entries):
         entries.append((child, pairs))  # type: ignore[arg-type]
-    if not file_columns(parent) and not event.contains(parent, "before_delete", _before_delete):
-        event.listen(parent, "before_delete", _before_delete)
+    for mapper in parent.self_and_descendants:  # subclasses configured later: below
+        _listen_for_cascades(mapper)
+
+
+def _listen_for_cascades(mapper: Mapper[Any]) -> None:
+    """A mapper without file columns whose deletes start declared cascades: the flush plans
+    no file work for its rows, so their deletes are watched one by one."""
+    if (
+        not file_columns(mapper)
+        and _declares_cascades(mapper)
+        and not event.contains(mapper, "before_delete", _before_delete)
+    ):
+        event.listen(mapper, "before_delete", _before_delete)
+
+
+def _declares_cascades(mapper: Mapper[Any]) -> bool:
+    """Whether ``mapper`` or a class it inherits from declared :func:`cascade_files`."""
+    return any(m in _cascades for m in mapper.iterate_to_root())
 
 
 def _enforces_foreign_keys(connection: Connection) -> bool:
@@ -1097,7 +1133,12 @@ def _joined_subclasses(mapper: Mapper[Any]) -> _Links:
     parent = cast(Table, mapper.local_table)
     for sub in mapper.self_and_descendants:
         table = sub.local_table
-        if sub.inherits is not mapper or table is parent or not isinstance(table, Table):
+        if (
+            sub.inherits is None
+            or sub.inherits.local_table is not parent  # below a table of its own: later
+            or table is parent  # single-table: the same rows
+            or not isinstance(table, Table)
+        ):
             continue
         pairs = [
             (fk.column, fk.parent)
@@ -1126,9 +1167,18 @@ def _cascaded(
     found: list[tuple[tuple[str, tuple[Any, ...]], list[FileObject]]] = []
     if not identities or depth > 16 or (depth == 0 and not _enforces_foreign_keys(connection)):
         return found
-    links = _cascades.get(mapper, []) + (_joined_subclasses(mapper) if joined else [])
-    for child, pairs in links:
-        parent_pk = list(cast(Table, mapper.local_table).primary_key.columns)
+    # The unit of work deletes a row from every table of its class, so cascades declared on
+    # a base class start too; a bulk statement deletes from its own table only.
+    declaring_mappers = mapper.iterate_to_root() if depth == 0 and not joined else [mapper]
+    links = [
+        (declaring, child, pairs)
+        for declaring in declaring_mappers
+        for child, pairs in _cascades.get(declaring, [])
+    ]
+    if joined:
+        links += [(mapper, child, pairs) for child, pairs in _joined_subclasses(mapper)]
+    for declaring, child, pairs in links:
+        parent_pk = list(cast(Table, declaring.local_table).primary_key.columns)
         remote = [r for _l, r in sorted(pairs, key=lambda p: parent_pk.index(p[0]))]
         where = (
             remote[0].in_([i[0] for i in identities])
@@ -1211,25 +1261,11 @@ def _carry_out(session: Session, connection: Connection, plan: FlushPlan) -> Non
 
 def _stale(change: RowChange, backend: str, path: str) -> StaleFileReference:
     """The refusal of a row whose kept reference the database does not hold for it."""
-    row = f"{change.state.class_.__name__} row {change.state.identity!r}"
-    edited = [
-        c
-        for c in change.columns
-        for f in _files(change.state.dict.get(c))
-        if f._in_row is not None and f._in_row != (f.backend, f.path)
-    ]
-    if edited:
-        return StaleFileReference(
-            f"{row}: the FileObject in {edited[0]!r} was edited in place to reference "
-            f"{path!r} (backend {backend!r}), which the database does not hold for this row. "
-            "A stored file's path and backend name the object it is; to give the row another "
-            "file, assign it (row.file = other_row.file is copied, row.file = "
-            "FileObject(content=...) is uploaded)"
-        )
     return StaleFileReference(
-        f"{row}: this session's copy references {path!r} (backend {backend!r}), which the "
-        "database no longer holds: another transaction replaced it after this row was "
-        "loaded. Reload the row (session.refresh(row)) and apply the change again"
+        f"{change.state.class_.__name__} row {change.state.identity!r}: this session's copy "
+        f"references {path!r} (backend {backend!r}), which the database no longer holds: "
+        "another transaction replaced it after this row was loaded. Reload the row "
+        "(session.refresh(row)) and apply the change again"
     )
 
 
@@ -1241,7 +1277,7 @@ def _record_cascaded(
 ) -> None:
     by_mapper: dict[Mapper[Any], list[tuple[Any, ...]]] = {}
     for mapper, ident in deleted:
-        if mapper in _cascades:
+        if _declares_cascades(mapper):
             by_mapper.setdefault(mapper, []).append(ident)
     for mapper, idents in by_mapper.items():
         for child, held in _cascaded(connection, mapper, idents):
@@ -1522,7 +1558,7 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
     elif execute.is_update:
         set_here = [n for n in by_name if n in values]
         if set_here:
-            where = _where_of(execute.statement)
+            where = _where_of(execute.statement, mapper)
             for ident, held_files in _read_where(
                 connection, table, [by_name[n] for n in set_here], where
             ):
@@ -1547,7 +1583,7 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
                 RowReference(savepoint, (f"{table.name} inserts", ()), given, True, given)
             )
     elif execute.is_delete:
-        found = _read_where(connection, table, columns, _where_of(execute.statement))
+        found = _read_where(connection, table, columns, _where_of(execute.statement, mapper))
         for ident, held_files in found:
             dropped += _stored_keys(held_files)
             references.append(RowReference(savepoint, (table.name, ident), frozenset()))
@@ -1617,8 +1653,15 @@ def _refuse_shared(
                 )
 
 
-def _where_of(statement: Executable) -> ColumnElement[bool] | None:
-    return cast("ColumnElement[bool] | None", getattr(statement, "whereclause", None))
+def _where_of(statement: Executable, mapper: Mapper[Any] | None) -> ColumnElement[bool] | None:
+    """The rows a bulk statement matches: its WHERE clause and, for a single-table
+    subclass, the discriminator SQLAlchemy adds (``kind IN (...)``)."""
+    where = cast("ColumnElement[bool] | None", getattr(statement, "whereclause", None))
+    if mapper is None or not mapper.single or mapper.polymorphic_on is None:
+        return where
+    kinds = [m.polymorphic_identity for m in mapper.self_and_descendants]
+    only = cast("ColumnElement[bool]", mapper.polymorphic_on).in_(kinds)
+    return only if where is None else and_(where, only)
 
 
 def _read_locked_table(
@@ -1738,6 +1781,7 @@ def _mapper_configured(mapper: Mapper[Any], class_: type) -> None:
     _columns_cache.pop(mapper, None)
     columns = file_columns(mapper)
     if not columns:
+        _listen_for_cascades(mapper)
         return
     # Replacing a file must reveal the old one (copies, moves, the stale-write check). One
     # assigned while not loaded is read at the flush (_read_replaced), not on assignment:

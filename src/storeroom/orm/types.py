@@ -96,12 +96,18 @@ class FileList(MutableList[FileObject]):
             if not isinstance(value, FileList) or value is oldvalue:
                 return value
             parents = value._parents
-            if not value.committed_files() and all(p is target for p in parents):
-                return value  # a new list, or already this row's: nothing to mistake
+            held_as = [n for n, v in target.dict.items() if v is value and n != key]
+            if not held_as and not value.committed_files() and all(p is target for p in parents):
+                return value  # a new list that no other row or column holds
             fresh = FileList(value)
             fresh._committed = []
-            parents.pop(target, None)  # SQLAlchemy's listener ran first: undo its link
             fresh._parents[target] = key
+            # SQLAlchemy's listener ran first and linked the row to the given list: undo
+            # that, unless the row holds that list in another column (which stays tracked).
+            if held_as:
+                parents[target] = held_as[0]
+            else:
+                parents.pop(target, None)
             return fresh
 
         event.listen(attribute, "set", own_list, raw=True, retval=True, propagate=True)
