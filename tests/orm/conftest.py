@@ -12,6 +12,7 @@ import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -456,3 +457,66 @@ async def assert_consistent(
         await session.close()
     assert [o.path for o in orphans] == []
     assert dangling == []
+
+
+def expiring_session(db: Db) -> SessionAdapter:
+    """A session with SQLAlchemy's default ``expire_on_commit=True``."""
+    if db.is_async:
+        return SessionAdapter(AsyncSession(db.engine))
+    return SessionAdapter(Session(db.engine))
+
+
+@contextmanager
+def with_tables(db: Db, tables: Sequence[Any]) -> Iterator[Db]:
+    """``db`` with a test file's own ``tables`` created for the block, dropped afterwards."""
+    engine = create_engine(db.sync_url)
+    UUIDAuditBase.metadata.create_all(engine, tables=tables)
+    try:
+        yield db
+    finally:
+        UUIDAuditBase.metadata.drop_all(engine, tables=tables)
+        engine.dispose()
+
+
+async def delete_named(db: Db, name: str) -> None:
+    """Delete the Document ``name`` in a session of its own (its files go after the commit)."""
+    session = db.session()
+    await session.delete(await by_name(session, name))
+    await session.commit()
+    await session.close()
+
+
+async def refused(session: Any, error: type[Exception], match: str = "") -> str | None:
+    """Commit and close: the message of ``error`` (saying ``match``) if it refused, else None."""
+    try:
+        await session.commit()
+    except error as exc:
+        assert match in str(exc), exc
+        await session.rollback()
+        return str(exc)
+    finally:
+        await session.close()
+    return None
+
+
+async def references(db: Db) -> list[tuple[str, str, str]]:
+    """Every ``(row, backend, path)`` that a Document or Report row references (fresh session)."""
+    session = db.session()
+    try:
+        docs = await session.scalars(select(Document))
+        reports = await session.scalars(select(Report))
+    finally:
+        await session.close()
+    found = [
+        (d.name, f.backend or "", f.path)
+        for d in docs
+        for f in ([d.file] if d.file else []) + list(d.attachments or [])
+    ]
+    found += [(f"report:{r.name}", r.file.backend or "", r.file.path) for r in reports]
+    return found
+
+
+async def assert_no_shared_object(db: Db) -> None:
+    """No two references (rows or columns) name one stored object (backend and path)."""
+    every = [(backend, path) for _row, backend, path in await references(db)]
+    assert sorted(every) == sorted(set(every)), f"shared objects: {await references(db)}"

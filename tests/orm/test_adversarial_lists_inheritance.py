@@ -32,9 +32,13 @@ from tests.orm.conftest import (
     Document,
     FaultyBackend,
     assert_consistent,
+    assert_no_shared_object,
     by_name,
+    delete_named,
     loaded,
     plain,
+    refused,
+    with_tables,
 )
 
 # -- models of this file -----------------------------------------------------------------------
@@ -206,13 +210,8 @@ FILE_NAMES = ("file", "mfile", "lfile", "sfile", "picture", "attachments", "extr
 @pytest.fixture
 def models(db: Db) -> Iterator[Db]:
     """The ``db`` fixture plus this file's tables."""
-    engine = create_engine(db.sync_url)
-    UUIDAuditBase.metadata.create_all(engine, tables=TABLES)
-    try:
+    with with_tables(db, TABLES):
         yield db
-    finally:
-        UUIDAuditBase.metadata.drop_all(engine, tables=TABLES)
-        engine.dispose()
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -251,45 +250,8 @@ async def _listed(db: Db, name: str, *contents: bytes) -> None:
     await _add(db, Document(name=name, attachments=files))
 
 
-async def _document_paths(db: Db) -> dict[str, list[str]]:
-    session = db.session()
-    try:
-        rows = await session.scalars(select(Document).order_by(Document.name))
-    finally:
-        await session.close()
-    return {
-        r.name: ([r.file.path] if r.file else []) + [f.path for f in r.attachments or []]
-        for r in rows
-    }
-
-
-async def _no_shared_object(db: Db) -> None:
-    every = [p for paths in (await _document_paths(db)).values() for p in paths]
-    assert sorted(every) == sorted(set(every)), f"shared objects: {await _document_paths(db)}"
-
-
 def _contents(row: Any) -> list[bytes]:
     return [f.get_content() for f in row.attachments or []]
-
-
-async def _delete_named(db: Db, name: str) -> None:
-    session = db.session()
-    await session.delete(await by_name(session, name))
-    await session.commit()
-    await session.close()
-
-
-async def _refused(session: Any, error: type[Exception], match: str = "") -> str:
-    """Commit, expecting ``error`` (whose message must say ``match``); roll back, close.
-    Returns the message."""
-    try:
-        with pytest.raises(error) as caught:
-            await session.commit()
-        assert match in str(caught.value), caught.value
-        await session.rollback()
-    finally:
-        await session.close()
-    return str(caught.value)
 
 
 async def _in_nested(db: Db, session: Any, statement: Any) -> None:
@@ -324,9 +286,9 @@ async def test_a_list_from_a_row_of_another_session_is_copied(
     assert b.attachments is not a.attachments
     await session.commit()
     await session.close()
-    await _no_shared_object(db)
+    await assert_no_shared_object(db)
     assert _contents(await loaded(db, "b")) == [b"one", b"two"]
-    await _delete_named(db, "a")
+    await delete_named(db, "a")
     assert _contents(await loaded(db, "b")) == [b"one", b"two"]
     assert len(files.paths()) == 2
     await assert_consistent(db, files)
@@ -355,7 +317,7 @@ async def test_a_list_handed_over_in_one_flush_moves(
     assert [f.path for f in b.attachments] == before  # moved, not copied
     assert _contents(b) == [b"one", b"two"]
     assert files.paths() == set(before)
-    await _no_shared_object(db)
+    await assert_no_shared_object(db)
     await assert_consistent(db, files)
 
 
@@ -370,8 +332,8 @@ async def test_new_content_in_a_list_given_to_two_rows_is_stored_twice(
     b.attachments = a.attachments  # a's list is not flushed yet
     await session.commit()
     await session.close()
-    await _no_shared_object(db)
-    await _delete_named(db, "a")
+    await assert_no_shared_object(db)
+    await delete_named(db, "a")
     assert _contents(await loaded(db, "b")) == [b"new"]
     assert len(files.paths()) == 1
     await assert_consistent(db, files)
@@ -422,8 +384,8 @@ async def test_slices_copies_and_sums_of_another_rows_list_are_copied(
     e.attachments = a.attachments + [_f("e-new")]  # noqa: RUF005 (the + is the attack)
     await session.commit()
     await session.close()
-    await _no_shared_object(db)
-    await _delete_named(db, "a")
+    await assert_no_shared_object(db)
+    await delete_named(db, "a")
     got = {n: _contents(await loaded(db, n)) for n in "bcde"}
     assert got == {
         "b": [b"one", b"two"],
@@ -448,9 +410,9 @@ async def test_another_rows_files_put_into_a_list_in_place_are_copied(
     g.attachments[0] = a.attachments[1]
     await session.commit()
     await session.close()
-    await _no_shared_object(db)
+    await assert_no_shared_object(db)
     assert replaced not in files.paths()  # g's replaced element went
-    await _delete_named(db, "a")
+    await delete_named(db, "a")
     assert _contents(await loaded(db, "f")) == [b"f0", b"one", b"two"]
     assert _contents(await loaded(db, "g")) == [b"two", b"g1"]
     assert len(files.paths()) == 5
@@ -498,7 +460,7 @@ async def test_a_list_taken_from_another_row_tracks_in_place_changes(
     assert popped.path not in files.paths() and removed.path not in files.paths()
     assert _contents(await loaded(db, "b")) == [b"b-new"]
     assert _contents(await loaded(db, "a")) == [b"one", b"two", b"a-new"]
-    await _no_shared_object(db)
+    await assert_no_shared_object(db)
     assert len(files.paths()) == 4
     await assert_consistent(db, files)
 
@@ -567,12 +529,12 @@ async def test_an_edited_list_element_is_refused(db: Db, files: FaultyBackend, f
     a = await by_name(session, "a")
     setattr(a.attachments[1], field, "elsewhere.txt" if field == "path" else "other")
     flag_modified(a, "attachments")
-    await _refused(session, StaleFileReference, "'attachments' was edited in place")
+    assert await refused(session, StaleFileReference, "'attachments' was edited in place")
     session = db.session()
     a = await by_name(session, "a")
     a.attachments[0].path = "elsewhere.txt"  # not flagged, but the list changes too
     a.attachments.append(_f("new"))
-    await _refused(session, StaleFileReference, "edited in place")
+    assert await refused(session, StaleFileReference, "edited in place")
     assert [f.path for f in (await loaded(db, "a")).attachments] == before
     assert files.paths() == set(before)
     await assert_consistent(db, files)
@@ -620,7 +582,7 @@ async def test_a_path_edited_to_the_rows_other_column_is_refused(
     else:
         a.attachments[0].path = a.file.path
     flag_modified(a, edited)
-    await _refused(session, StaleFileReference, f"{edited!r} was edited in place")
+    assert await refused(session, StaleFileReference, f"{edited!r} was edited in place")
     a = await loaded(db, "a")
     assert {a.file.path, a.attachments[0].path} == before == files.paths()
     assert a.file.get_content() == b"f" and _contents(a) == [b"one"]
@@ -675,8 +637,8 @@ async def test_a_metadata_edit_in_a_stale_session_says_another_transaction(
     target = a.file if column == "file" else a.attachments[0]
     target.metadata["reviewed"] = "yes"
     flag_modified(a, column)
-    message = await _refused(stale, StaleFileReference, "another transaction")
-    assert "edited in place" not in message
+    message = await refused(stale, StaleFileReference, "another transaction")
+    assert message and "edited in place" not in message
     a = await loaded(db, "a")
     assert a.file.get_content() == (b"v2" if column == "file" else b"f")
     assert _contents(a) == ([b"one"] if column == "file" else [b"v2"])
@@ -708,9 +670,9 @@ async def test_a_path_edited_to_a_file_another_row_holds_is_refused(
     else:
         flag_modified(a, "file")
     try:
-        await _refused(session, StaleFileReference, "edited in place")
+        assert await refused(session, StaleFileReference, "edited in place")
     finally:
-        await _no_shared_object(db)
+        await assert_no_shared_object(db)
         await assert_consistent(db, files)
 
 
@@ -729,11 +691,12 @@ async def test_an_edited_file_moved_to_another_row_is_refused_as_edited(
         flag_modified(a, "file")
     b.file, a.file = edited, None
     try:
-        message = await _refused(session, StaleFileReference)
+        message = await refused(session, StaleFileReference)
     finally:
-        await _no_shared_object(db)
+        await assert_no_shared_object(db)
         await assert_consistent(db, files)
-    assert "edited in place" in message and "another transaction" not in message, message
+    assert message and "edited in place" in message, message
+    assert "another transaction" not in message, message
 
 
 async def test_a_stale_column_is_not_reported_as_another_columns_edit(
@@ -755,9 +718,9 @@ async def test_a_stale_column_is_not_reported_as_another_columns_edit(
     flag_modified(a, "file")
     a.attachments[0].metadata["reviewed"] = "yes"
     flag_modified(a, "attachments")
-    message = await _refused(stale, StaleFileReference)
+    message = await refused(stale, StaleFileReference)
     await assert_consistent(db, files)
-    assert not ("edited in place" in message and repr(gone) in message), message
+    assert message and not ("edited in place" in message and repr(gone) in message), message
 
 
 # == joined-table inheritance ====================================================================

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from sqlalchemy import ForeignKey, String, create_engine, delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import (
     Mapped,
     defer,
@@ -26,7 +25,6 @@ from sqlalchemy.orm import (
     make_transient_to_detached,
     mapped_column,
 )
-from sqlalchemy.orm import Session as SyncSession
 from sqlalchemy.orm.attributes import flag_modified
 
 from storeroom import ConfigurationError, FileObject, StoredObject
@@ -45,12 +43,16 @@ from tests.orm.conftest import (
     FaultyBackend,
     Folder,
     Item,
-    SessionAdapter,
     assert_consistent,
+    assert_no_shared_object,
     by_name,
     committed,
+    expiring_session,
     loaded,
     plain,
+    references,
+    refused,
+    with_tables,
 )
 
 # -- models of this file: joined-table and single-table inheritance ---------------------------
@@ -97,46 +99,8 @@ ADV_TABLES = [Asset.__table__, Image.__table__, Shape.__table__]
 @pytest.fixture
 def inheritance(db: Db) -> Iterator[Db]:
     """The ``db`` fixture plus this file's inheritance tables."""
-    engine = create_engine(db.sync_url)
-    UUIDAuditBase.metadata.create_all(engine, tables=ADV_TABLES)
-    try:
+    with with_tables(db, ADV_TABLES):
         yield db
-    finally:
-        UUIDAuditBase.metadata.drop_all(engine, tables=ADV_TABLES)
-        engine.dispose()
-
-
-async def _paths(db: Db) -> dict[str, list[str]]:
-    """Each row's referenced paths (file, then attachments), read in a fresh session."""
-    session = db.session()
-    try:
-        rows = await session.scalars(select(Document).order_by(Document.name))
-    finally:
-        await session.close()
-    return {
-        r.name: ([r.file.path] if r.file else []) + [f.path for f in r.attachments or []]
-        for r in rows
-    }
-
-
-async def _assert_no_shared_object(db: Db) -> None:
-    """No two references (rows or columns) name one stored object."""
-    every = [p for paths in (await _paths(db)).values() for p in paths]
-    assert sorted(every) == sorted(set(every)), f"shared objects: {await _paths(db)}"
-
-
-async def _refused(session: Any, error: type[Exception], match: str = "") -> bool:
-    """Commit; True if ``error`` (saying ``match``) refused it (then rolled back). The
-    session is closed."""
-    try:
-        await session.commit()
-    except error as exc:
-        assert match in str(exc), exc
-        await session.rollback()
-        return True
-    finally:
-        await session.close()
-    return False
 
 
 # == what broke the rule: fixed cases assert the fix; the others are xfail (strict) ===========
@@ -159,7 +123,7 @@ async def test_a_file_given_up_once_moves_to_one_row_only(db: Db, files: FaultyB
     second.file = moving  # first keeps it: second must get a copy
     await session.commit()
     await session.close()
-    await _assert_no_shared_object(db)
+    await assert_no_shared_object(db)
     session = db.session()
     await session.delete(await by_name(session, "first"))
     await session.commit()
@@ -182,7 +146,7 @@ async def test_bulk_inserts_take_a_given_up_file_once(db: Db, files: FaultyBacke
         await session.commit()
     finally:
         await session.close()
-    await _assert_no_shared_object(db)
+    await assert_no_shared_object(db)
     await assert_consistent(db, files)
 
 
@@ -200,7 +164,7 @@ async def test_a_stale_session_cannot_move_a_file_another_transaction_replaced(
     await other.close()
     assert owner.file.path not in files.paths()
     taker.file, owner.file = owner.file, None  # a move, as the stale session sees it
-    assert await _refused(stale, StaleFileReference, "another transaction")
+    assert await refused(stale, StaleFileReference, "another transaction")
     await assert_consistent(db, files)
 
 
@@ -216,8 +180,8 @@ async def test_two_sessions_moving_one_file_to_two_rows(db: Db, files: FaultyBac
     await a.commit()
     await a.close()
     right.file, b_source.file = b_source.file, None  # b's copy of source is stale now
-    assert await _refused(b, StaleFileReference)
-    await _assert_no_shared_object(db)
+    assert await refused(b, StaleFileReference)
+    await assert_no_shared_object(db)
     await assert_consistent(db, files)
 
 
@@ -239,7 +203,7 @@ async def test_a_list_assigned_from_another_row_is_not_shared(db: Db, files: Fau
     b.attachments.append(FileObject(filename="n.txt", content=b"b's own"))  # still tracked
     await session.commit()
     await session.close()
-    await _assert_no_shared_object(db)
+    await assert_no_shared_object(db)
     a, b = await loaded(db, "a"), await loaded(db, "b")
     assert [f.get_content() for f in a.attachments] == [b"list", b"more"]
     assert [f.get_content() for f in b.attachments] == [b"list", b"b's own"]
@@ -268,7 +232,7 @@ async def test_a_file_given_to_a_row_inserted_in_this_session_is_copied(
     draft.file = template.file
     await session.commit()
     await session.close()
-    await _assert_no_shared_object(db)
+    await assert_no_shared_object(db)
     await assert_consistent(db, files)
 
 
@@ -282,8 +246,8 @@ async def test_a_file_given_to_a_row_inserted_in_this_session_is_copied_without_
     session.add(draft)
     await session.commit()
     draft.file = template.file
-    assert not await _refused(session, StaleFileReference)  # it was, before the fix
-    paths = await _paths(db)
+    assert await refused(session, StaleFileReference) is None  # it was, before the fix
+    paths = {row: path for row, _backend, path in await references(db)}
     assert paths["draft"] != paths["template"]
     assert (await loaded(db, "draft")).file.get_content() == b"template"
     await assert_consistent(db, files)
@@ -303,8 +267,8 @@ async def test_a_path_edited_in_place_to_another_rows_upload_is_refused(
     await session.flush()
     b.file.path = a.file.path
     flag_modified(b, "file")
-    assert await _refused(session, StaleFileReference, "edited in place")
-    await _assert_no_shared_object(db)
+    assert await refused(session, StaleFileReference, "edited in place")
+    await assert_no_shared_object(db)
     await assert_consistent(db, files)
 
 
@@ -325,7 +289,7 @@ async def test_a_file_rebuilt_from_its_dict_is_copied(db: Db, files: FaultyBacke
     session.add(Document(name="target", file=rebuilt))
     await session.commit()
     await session.close()
-    await _assert_no_shared_object(db)
+    await assert_no_shared_object(db)
     await assert_consistent(db, files)
 
 
@@ -406,7 +370,7 @@ async def test_merging_a_row_given_another_rows_file_copies_it(
         await session.run_sync(lambda s, v=value: s.merge(v))
         await session.commit()
         await session.close()
-        await _assert_no_shared_object(db)
+        await assert_no_shared_object(db)
     session = db.session()
     await session.delete(await by_name(session, "o"))
     await session.commit()
@@ -429,7 +393,7 @@ async def test_a_row_cloned_with_make_transient_gets_its_own_copy(
     await session.commit()
     await session.close()
     assert row.file.path != original
-    await _assert_no_shared_object(db)
+    await assert_no_shared_object(db)
     session = db.session()
     await session.delete(await by_name(session, "orig"))
     await session.commit()
@@ -464,7 +428,7 @@ async def test_a_row_made_detached_by_hand_deletes_what_the_database_holds(
     await session.commit()
     await session.close()
     assert files.paths() == set()  # the committed file went; the ghost's was never written
-    assert await _paths(db) == {}
+    assert await references(db) == []
     await assert_consistent(db, files)
 
 
@@ -478,7 +442,7 @@ async def test_a_shallow_copy_of_a_loaded_file_is_copied(db: Db, files: FaultyBa
     session.add(Document(name="c", file=copy.copy(row.file)))
     await session.commit()
     await session.close()
-    await _assert_no_shared_object(db)
+    await assert_no_shared_object(db)
     assert len(files.paths()) == 2
     await assert_consistent(db, files)
 
@@ -504,12 +468,12 @@ async def test_in_place_edits_of_a_loaded_file(db: Db, files: FaultyBackend) -> 
     assert (await loaded(db, "renamed")).file.path == path
     row.file.path = "elsewhere.txt"  # flagged: refused before anything is written
     flag_modified(row, "file")
-    assert await _refused(session, StaleFileReference, "'file' was edited in place")
+    assert await refused(session, StaleFileReference, "'file' was edited in place")
     session = db.session()
     row = await by_name(session, "renamed")
     row.file.backend = "other"
     flag_modified(row, "file")
-    assert await _refused(session, StaleFileReference, "edited in place")
+    assert await refused(session, StaleFileReference, "edited in place")
     session = db.session()
     row = await by_name(session, "renamed")
     row.file.metadata["reviewed"] = "yes"  # metadata only: written
@@ -665,8 +629,7 @@ async def test_file_columns_assigned_after_commit_expired_them(
     and one taken from a row that gives it up moves."""
     for name in ("a", "b", "c", "d", "e"):
         await committed(db, name, name.encode())
-    raw = (AsyncSession if db.is_async else SyncSession)(db.engine)  # expire_on_commit=True
-    session = SessionAdapter(raw)
+    session = expiring_session(db)
     a, b, c, d, e = [await by_name(session, n) for n in "abcde"]
     kept, moving, replaced = e.file, d.file, c.file
     await session.commit()  # every attribute expired

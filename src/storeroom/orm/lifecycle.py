@@ -366,15 +366,17 @@ class _Arrival:
     """What the row held before (a copy's path must not be one of them)."""
 
 
-_UNLOADED = "storeroom.assigned_unloaded"
-"""``state.info`` key: file columns assigned while not loaded (expired or deferred)."""
+_unloaded: weakref.WeakKeyDictionary[InstanceState[Any], set[str]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Rows' file columns assigned while not loaded (expired or deferred); usually empty."""
 
 
 def _note_unloaded(
     state: InstanceState[Any], _value: object, oldvalue: object, initiator: AttributeEventToken
 ) -> None:
     if oldvalue is NO_VALUE and state.key is not None:
-        state.info.setdefault(_UNLOADED, set()).add(initiator.key)
+        _unloaded.setdefault(state, set()).add(initiator.key)
 
 
 def _read_replaced(session: Session, states: Iterable[InstanceState[Any]]) -> None:
@@ -384,9 +386,11 @@ def _read_replaced(session: Session, states: Iterable[InstanceState[Any]]) -> No
     history would have made it on assignment; read in the flush, the one place where an
     AsyncSession may do IO. Batched: one query per mapper (and table).
     """
+    if not _unloaded:
+        return
     wanted: dict[Mapper[Any], list[tuple[InstanceState[Any], set[str]]]] = {}
     for state in states:
-        names = state.info.pop(_UNLOADED, None) if _UNLOADED in state.info else None
+        names = _unloaded.pop(state, None)
         if not names or state.key is None:
             continue
         names = {n for n in names if state.committed_state.get(n, None) is NO_VALUE}
@@ -506,13 +510,13 @@ def plan_flush(session: Session, instances: Sequence[object] | None = None) -> F
                 *(_stored_keys(_files(state.dict.get(c))) for c, _k in kinds if c not in changed)
             )
         )
-        now: set[FileKey] = set()
         written: set[FileKey] = set()
         for column, kind in kinds:
             if column not in changed:
                 continue
             value = state.dict.get(column)
             taken = {_key(f) for f in olds[column] if f.backend is not None}
+            now: set[FileKey] = set()
             for file in _files(value):
                 if file.has_pending_content:
                     if id(file) in seen:  # new content given to two rows (or twice)
@@ -532,13 +536,14 @@ def plan_flush(session: Session, instances: Sequence[object] | None = None) -> F
                     plan.error = plan.error or _edited(state, column, key)
                     continue
                 now.add(key)
-                if file._in_row and key not in held:
+                # Another column's file (of this row too) arrives: one object, one column.
+                if file._in_row and key not in taken:
                     arrivals.append(_Arrival(row, state, column, kind, file, key, held))
                 else:
                     written.add(key)
             if kind.multiple and hasattr(value, "mark_committed"):
                 plan.lists.append(cast(CommittedList, value))
-        leaving |= previous - now
+            leaving |= taken - now
         plan.rows.append(
             RowChange(
                 state,
@@ -1253,7 +1258,9 @@ def _carry_out(session: Session, connection: Connection, plan: FlushPlan) -> Non
             continue
         if not keep:
             files.obsolete += [(savepoint, k) for k in held - change.written]
-            files.references.append(RowReference(savepoint, change.state, change.holds))
+        # Recorded even while replaced files are kept: the row may have taken a file given
+        # up before the option was set, which must then outlive the commit.
+        files.references.append(RowReference(savepoint, change.state, change.holds))
     if not keep:
         _record_cascaded(connection, files, savepoint, deleted)
     _upload(files, savepoint, plan.uploads)
@@ -1597,6 +1604,10 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
     if not keep:
         files.obsolete += [(savepoint, k) for k in dropped]
         files.references += references
+    else:  # nothing given up now; what rows take (given up earlier) they still hold
+        files.references += [
+            RowReference(savepoint, r.row, frozenset(), True, r.adds) for r in references if r.adds
+        ]
     try:
         _upload(files, savepoint, uploads)
         result = execute.invoke_statement()
@@ -1646,8 +1657,9 @@ def _refuse_shared(
                     continue
                 raise ConfigurationError(
                     f"this bulk statement on {table.name} gives a row the file {file.path!r} "
-                    f"(backend {key[0]!r}), which another row references; two rows sharing "
-                    "one object would lose it when either is deleted. Set it on a loaded "
+                    f"(backend {key[0]!r}), which another row references (or another "
+                    "column of this row); two references to one object would lose it when "
+                    "either is dropped. Set it on a loaded "
                     "row instead (the flush gives that row its own copy), or pass a copy: "
                     "FileObject(filename=f.filename, content=f.open())"
                 )
@@ -1739,12 +1751,50 @@ def _after_commit(session: Session) -> None:
         files.released.add(files.savepoint(transaction))
         return  # a released SAVEPOINT: nothing is final until the outermost commit
     _close_transaction_files(root)
+    outer = session.bind
+    if isinstance(outer, Connection) and outer.in_transaction():
+        # Joined to a transaction the session did not begin (join_transaction_mode): its
+        # commit released a SAVEPOINT or nothing; the connection's own commit decides.
+        _defer_to(outer, files)
+        return
+    _committed(files)
+
+
+def _committed(files: TransactionFiles) -> None:
+    """The transaction's writes are durable: delete what it gave up, make variants."""
     doomed = files.files_to_delete()
     if doomed:
         _enqueue_deletes(doomed, "the committed transaction replaced or removed them")
     made = [u.file for u in files.uploads if u.stage == "done" and "variants" in u.file.metadata]
     if made:
         schedule_variants(made)
+
+
+_OUTER = "storeroom.committed_inside"
+"""``Connection.info`` key: files of sessions that committed inside its open transaction."""
+
+
+def _defer_to(connection: Connection, files: TransactionFiles) -> None:
+    """Finish ``files`` when ``connection``'s transaction ends: deletes after its commit,
+    this session's uploads deleted after its rollback."""
+    waiting: list[TransactionFiles] | None = connection.info.get(_OUTER)
+    if waiting is None:
+        waiting = connection.info[_OUTER] = []
+        if not event.contains(connection, "commit", _outer_committed):
+            event.listen(connection, "commit", _outer_committed)
+            event.listen(connection, "rollback", _outer_rolled_back)
+    waiting.append(files)
+
+
+def _outer_committed(connection: Connection) -> None:
+    for files in connection.info.pop(_OUTER, []):
+        _committed(files)
+
+
+def _outer_rolled_back(connection: Connection) -> None:
+    for files in connection.info.pop(_OUTER, []):
+        gone, files.uploads = files.uploads, []
+        _delete_now(gone, "was rolled back by the transaction it was joined to")
 
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
