@@ -366,9 +366,7 @@ class _Arrival:
     """What the row held before (a copy's path must not be one of them)."""
 
 
-_unloaded: weakref.WeakKeyDictionary[InstanceState[Any], set[str]] = (
-    weakref.WeakKeyDictionary()
-)
+_unloaded: weakref.WeakKeyDictionary[InstanceState[Any], set[str]] = weakref.WeakKeyDictionary()
 """Rows' file columns assigned while not loaded (expired or deferred); usually empty."""
 
 
