@@ -1168,7 +1168,7 @@ def _cascaded(
     identity (table, primary key) and files. With ``joined``, joined-table subclass rows
     count as children (a bulk delete of base rows; the unit of work deletes those itself)."""
     found: list[tuple[tuple[str, tuple[Any, ...]], list[FileObject]]] = []
-    if not identities or depth > 16 or (depth == 0 and not _enforces_foreign_keys(connection)):
+    if not identities or depth > 16:
         return found
     # The unit of work deletes a row from every table of its class, so cascades declared on
     # a base class start too; a bulk statement deletes from its own table only.
@@ -1180,6 +1180,8 @@ def _cascaded(
     ]
     if joined:
         links += [(mapper, child, pairs) for child, pairs in _joined_subclasses(mapper)]
+    if not links or (depth == 0 and not _enforces_foreign_keys(connection)):
+        return found
     for declaring, child, pairs in links:
         parent_pk = list(cast(Table, declaring.local_table).primary_key.columns)
         remote = [r for _l, r in sorted(pairs, key=lambda p: parent_pk.index(p[0]))]

@@ -217,12 +217,12 @@ class StoredObject(TypeDecorator[Any]):
         if self.multiple:
             files = FileList(FileObject.from_dict(item) for item in value)
             for file in files:
-                file._in_row = (file.backend, file.path)
+                file._in_row = (file._backend_key, file.path)
             files.mark_committed()
             return files
         file = FileObject.from_dict(value)
         # Another row given it gets a copy; an in-place edit shows (lifecycle.plan_flush).
-        file._in_row = (file.backend, file.path)
+        file._in_row = (file._backend_key, file.path)  # the slot: a property costs a call
         return file
 
     def copy(self, **kw: Any) -> StoredObject:
