@@ -692,6 +692,12 @@ class TransactionFiles:
     deleted_in_flush: set[int] = field(default_factory=set)
     watch: weakref.ref[SessionTransaction] | None = None
     """Calls :meth:`abandoned` if the transaction is garbage-collected before it ends."""
+    connections: list[Connection] = field(default_factory=list)
+    """The connections its flushes and statements wrote through (usually one)."""
+
+    def wrote_through(self, connection: Connection) -> None:
+        if not any(c is connection for c in self.connections):
+            self.connections.append(connection)
 
     def abandoned(self, _gone: weakref.ref[SessionTransaction]) -> None:
         """The transaction was dropped with its session open (see :func:`_abandoned`).
@@ -1207,6 +1213,7 @@ def _cascaded(
 def _carry_out(session: Session, connection: Connection, plan: FlushPlan) -> None:
     """Lock and read the changed rows, refuse stale writes, record, then upload."""
     files = _open_transaction_files(session)
+    files.wrote_through(connection)
     savepoint = files.savepoint(session.get_nested_transaction())
     if plan.error is not None:
         raise plan.error
@@ -1534,6 +1541,7 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
         session.flush()
     connection = session.connection(bind_arguments={"mapper": mapper} if mapper else None)
     files = _open_transaction_files(session)
+    files.wrote_through(connection)
     savepoint = files.savepoint(session.get_nested_transaction())
     mark = (len(files.uploads), len(files.obsolete), len(files.references))
     uploads = _bulk_uploads(table, by_name, rows)
@@ -1751,8 +1759,9 @@ def _after_commit(session: Session) -> None:
         files.released.add(files.savepoint(transaction))
         return  # a released SAVEPOINT: nothing is final until the outermost commit
     _close_transaction_files(root)
-    outer = session.bind
-    if isinstance(outer, Connection) and outer.in_transaction():
+    outer = next((c for c in files.connections if c.in_transaction()), None)
+    files.connections = []  # held no longer: a connection dropped unclosed must be collected
+    if outer is not None:
         # Joined to a transaction the session did not begin (join_transaction_mode): its
         # commit released a SAVEPOINT or nothing; the connection's own commit decides.
         _defer_to(outer, files)
@@ -1770,31 +1779,60 @@ def _committed(files: TransactionFiles) -> None:
         schedule_variants(made)
 
 
-_OUTER = "storeroom.committed_inside"
-"""``Connection.info`` key: files of sessions that committed inside its open transaction."""
+class _Outer:
+    """Files of the sessions that committed inside one connection's open transaction."""
+
+    __slots__ = ("waiting",)
+
+    def __init__(self) -> None:
+        self.waiting: list[TransactionFiles] = []
+
+    def settle(self, committed: bool) -> None:
+        waiting, self.waiting = self.waiting, []
+        if not waiting:
+            return
+        if committed:
+            # One transaction: a row of a later session may reference what an earlier one
+            # gave up, so the files are settled together, in commit order.
+            together = TransactionFiles()
+            for files in waiting:
+                together.uploads += files.uploads
+                together.obsolete += files.obsolete
+                together.references += files.references
+            _committed(together)
+            return
+        gone = [u for files in waiting for u in files.uploads]
+        _delete_now(gone, "was rolled back by the transaction it was joined to")
+        for record in gone:
+            record.give_content_back()
+
+
+_outer: weakref.WeakKeyDictionary[Connection, _Outer] = weakref.WeakKeyDictionary()
 
 
 def _defer_to(connection: Connection, files: TransactionFiles) -> None:
-    """Finish ``files`` when ``connection``'s transaction ends: deletes after its commit,
-    this session's uploads deleted after its rollback."""
-    waiting: list[TransactionFiles] | None = connection.info.get(_OUTER)
-    if waiting is None:
-        waiting = connection.info[_OUTER] = []
-        if not event.contains(connection, "commit", _outer_committed):
-            event.listen(connection, "commit", _outer_committed)
-            event.listen(connection, "rollback", _outer_rolled_back)
-    waiting.append(files)
+    """Settle ``files`` when ``connection``'s transaction ends: deletes after its commit,
+    the uploads deleted after its rollback (or once the connection is dropped unclosed,
+    which the pool rolls back without an event)."""
+    outer = _outer.get(connection)
+    if outer is None:
+        outer = _outer[connection] = _Outer()
+        event.listen(connection, "commit", _outer_committed)
+        event.listen(connection, "rollback", _outer_rolled_back)
+        weakref.finalize(connection, outer.settle, False)
+    outer.waiting.append(files)
 
 
 def _outer_committed(connection: Connection) -> None:
-    for files in connection.info.pop(_OUTER, []):
-        _committed(files)
+    outer = _outer.get(connection)
+    if outer is not None:
+        outer.settle(True)
 
 
 def _outer_rolled_back(connection: Connection) -> None:
-    for files in connection.info.pop(_OUTER, []):
-        gone, files.uploads = files.uploads, []
-        _delete_now(gone, "was rolled back by the transaction it was joined to")
+    outer = _outer.get(connection)
+    if outer is not None:
+        outer.settle(False)
 
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
