@@ -12,6 +12,7 @@ that break the rule are ``xfail(strict=True)`` with the violation in the reason.
 from __future__ import annotations
 
 import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -23,9 +24,14 @@ from sqlalchemy.orm.exc import ObjectDeletedError
 from storeroom import BackendError, ConfigurationError, FileObject, ObjectNotFound
 from storeroom.orm import wait_for_cleanup
 from tests.orm.conftest import (
+    CascadeAlbum,
+    CascadeNote,
+    CascadePhoto,
     Db,
     Document,
     FaultyBackend,
+    Folder,
+    Item,
     Report,
     SessionAdapter,
     assert_consistent,
@@ -41,6 +47,7 @@ from tests.orm.conftest import (
 from tests.orm.test_adversarial_sessions import ADV_TABLES, Asset, Image
 
 MODES = ["create_savepoint", "rollback_only", "conditional_savepoint"]
+CHILD_FILES = [Item.file, CascadePhoto.file, CascadeNote.file]
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -216,7 +223,8 @@ async def test_an_outer_connection_dropped_unclosed_then_its_dbapi_connection_re
         pytest.skip("the pool terminates an AsyncConnection dropped unclosed (sync engine)")
     a = await committed(db, "a", b"A")
     b = await committed(db, "b", b"B")
-    engine = create_engine(db.sync_url, pool_size=1, max_overflow=0)  # one DBAPI connection
+    # One DBAPI connection, so the second Connection gets the one the first left behind.
+    engine = create_engine(db.sync_url, pool_size=1, max_overflow=0, pool_timeout=5)
     if db.name == "sqlite":
         sqlite_recipe(engine)
     try:
@@ -227,12 +235,17 @@ async def test_an_outer_connection_dropped_unclosed_then_its_dbapi_connection_re
                 row = session.scalars(select(Document).where(Document.name == name)).one()
                 row.file = _new(name, name.upper().encode() + b"2")
                 session.commit()
-            if name == "a":
-                del connection, session, row
-                gc.collect()  # back in the pool, rolled back there
-            else:
+            if name == "b":
                 connection.commit()
                 connection.close()
+                continue
+            dropped = weakref.ref(connection)
+            del connection, session, row
+            gc.collect()  # back in the pool, rolled back there
+            alive = dropped()
+            if alive is not None:  # closed, or its locks would block the tables' drop
+                alive.close()
+            assert alive is None, "the dropped Connection is still referenced: never pooled"
     finally:
         engine.dispose()
     assert wait_for_cleanup(60)
@@ -287,8 +300,8 @@ async def test_a_session_inside_a_released_connection_savepoint(
     raises=ObjectNotFound,
     reason="DANGLING + orphan: the session's commit was deferred to the connection, whose "
     "SAVEPOINT then rolled back (no 'rollback' event, only 'rollback_savepoint'); the outer "
-    "commit runs _outer_committed, which deletes a's original file although the row points "
-    "at it again, and keeps the rolled-back upload",
+    "commit settles it as committed (_outer_committed -> _Outer.settle(True)), deleting a's "
+    "original file although the row points at it again, and keeping the rolled-back upload",
 )
 @pytest.mark.parametrize("mode", ["create_savepoint", "conditional_savepoint"])
 async def test_a_session_inside_a_rolled_back_connection_savepoint(
@@ -429,6 +442,31 @@ async def test_a_joined_session_closed_after_a_flush_then_the_outer_commit(
     assert await _content(db, "a") == b"A2"
     assert a.file.path not in files.paths() and len(files.paths()) == 1
     await assert_consistent(db, files)
+
+
+@pytest.mark.parametrize("cascade", ["delete-orphan", "database"])
+async def test_children_deleted_by_a_cascade_inside_an_outer_rollback(
+    db: Db, files: FaultyBackend, cascade: str
+) -> None:
+    seed = db.session()
+    seed.add(Folder(name="f", items=[Item(file=_new("i1")), Item(file=_new("i2"))]))
+    seed.add(CascadeAlbum(name="al", photos=[CascadePhoto(file=_new("p1"))]))
+    await seed.commit()
+    await seed.close()
+    before = files.paths()
+    async with Outer(db) as outer:
+        session = outer.session()
+        if cascade == "delete-orphan":
+            folder = (await session.scalars(select(Folder)))[0]
+            folder.items.remove(folder.items[0])
+        else:
+            await session.delete((await session.scalars(select(CascadeAlbum)))[0])
+        await session.commit()
+        await session.close()
+        assert files.paths() == before, "deleted before the outer transaction ended"
+        await outer.end(commit=False)
+    assert files.paths() == before
+    await assert_consistent(db, files, CHILD_FILES, [Item, CascadePhoto])
 
 
 @pytest.mark.parametrize("outcome", ["commit", "rollback"])

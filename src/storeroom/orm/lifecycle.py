@@ -692,12 +692,21 @@ class TransactionFiles:
     deleted_in_flush: set[int] = field(default_factory=set)
     watch: weakref.ref[SessionTransaction] | None = None
     """Calls :meth:`abandoned` if the transaction is garbage-collected before it ends."""
-    connections: list[Connection] = field(default_factory=list)
-    """The connections its flushes and statements wrote through (usually one)."""
+    connections: list[weakref.ref[Connection]] = field(default_factory=list)
+    """The connections its flushes and statements wrote through (usually one), weakly: a
+    session dropped with its transaction open must not keep its connection from the pool."""
 
     def wrote_through(self, connection: Connection) -> None:
-        if not any(c is connection for c in self.connections):
-            self.connections.append(connection)
+        if not any(c() is connection for c in self.connections):
+            self.connections.append(weakref.ref(connection))
+
+    def open_connection(self) -> Connection | None:
+        """A connection it wrote through that is still in a transaction (one it joined)."""
+        for ref in self.connections:
+            connection = ref()
+            if connection is not None and connection.in_transaction():
+                return connection
+        return None
 
     def abandoned(self, _gone: weakref.ref[SessionTransaction]) -> None:
         """The transaction was dropped with its session open (see :func:`_abandoned`).
@@ -1445,6 +1454,7 @@ def _before_delete(mapper: Mapper[Any], connection: Connection, row: object) -> 
     if session is None or session.info.get(KEEP_REPLACED_FILES) or state.key is None:
         return
     files = _open_transaction_files(session)
+    files.wrote_through(connection)
     if id(state) in files.deleted_in_flush:
         return
     # A row the flush deletes without it being in session.deleted: a delete-orphan cascade.
@@ -1759,8 +1769,7 @@ def _after_commit(session: Session) -> None:
         files.released.add(files.savepoint(transaction))
         return  # a released SAVEPOINT: nothing is final until the outermost commit
     _close_transaction_files(root)
-    outer = next((c for c in files.connections if c.in_transaction()), None)
-    files.connections = []  # held no longer: a connection dropped unclosed must be collected
+    outer = files.open_connection()
     if outer is not None:
         # Joined to a transaction the session did not begin (join_transaction_mode): its
         # commit released a SAVEPOINT or nothing; the connection's own commit decides.
