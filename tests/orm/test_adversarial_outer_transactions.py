@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, defer, load_only
 from sqlalchemy.orm.exc import ObjectDeletedError
 
-from storeroom import BackendError, ConfigurationError, FileObject, ObjectNotFound
+from storeroom import BackendError, ConfigurationError, FileObject
 from storeroom.orm import wait_for_cleanup
 from tests.orm.conftest import (
     CascadeAlbum,
@@ -110,6 +110,17 @@ class Outer:
         await session.commit()
         await session.close()
         return row.file  # type: ignore[return-value]
+
+    async def flushed(
+        self, name: str, content: bytes, mode: str = "create_savepoint"
+    ) -> tuple[SessionAdapter, Any]:
+        """A joined session that gave the Document ``name`` a new file and flushed, not
+        committed; and the row."""
+        session = self.session(mode)
+        row = await by_name(session, name)
+        row.file = _new(name, content)
+        await session.flush()
+        return session, row
 
     async def nested(self) -> Any:
         return await _done(self.db, self.connection.begin_nested())
@@ -295,14 +306,6 @@ async def test_a_session_inside_a_released_connection_savepoint(
     await assert_consistent(db, files)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ObjectNotFound,
-    reason="DANGLING + orphan: the session's commit was deferred to the connection, whose "
-    "SAVEPOINT then rolled back (no 'rollback' event, only 'rollback_savepoint'); the outer "
-    "commit settles it as committed (_outer_committed -> _Outer.settle(True)), deleting a's "
-    "original file although the row points at it again, and keeping the rolled-back upload",
-)
 @pytest.mark.parametrize("mode", ["create_savepoint", "conditional_savepoint"])
 async def test_a_session_inside_a_rolled_back_connection_savepoint(
     db: Db, files: FaultyBackend, mode: str
@@ -416,15 +419,6 @@ async def test_a_joined_sessions_failed_flush_inside_an_outer_transaction(
     await assert_consistent(db, files)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ObjectNotFound,
-    reason="DANGLING + orphan: rollback_only (and conditional_savepoint outside a SAVEPOINT) "
-    "leaves the flushed UPDATE in the outer transaction when the session closes, but "
-    "_after_transaction_end treats the close as 'ended without committing' and deletes "
-    "the upload; the outer commit then commits a row pointing at it (the replaced file "
-    "stays: orphan)",
-)
 @pytest.mark.parametrize("mode", ["rollback_only", "conditional_savepoint"])
 async def test_a_joined_session_closed_after_a_flush_then_the_outer_commit(
     db: Db, files: FaultyBackend, mode: str
@@ -433,14 +427,139 @@ async def test_a_joined_session_closed_after_a_flush_then_the_outer_commit(
     session flushed is committed by the outer commit, so its upload must stay."""
     a = await committed(db, "a", b"A")
     async with Outer(db) as outer:
-        session = outer.session(mode)
-        row = await by_name(session, "a")
-        row.file = _new("a", b"A2")
-        await session.flush()
+        session, _row = await outer.flushed("a", b"A2", mode)
         await session.close()  # without commit
         await outer.end(commit=True)
     assert await _content(db, "a") == b"A2"
     assert a.file.path not in files.paths() and len(files.paths()) == 1
+    await assert_consistent(db, files)
+
+
+@pytest.mark.parametrize("mode", ["create_savepoint", "conditional_savepoint"])
+async def test_sessions_in_connection_savepoints_released_and_rolled_back(
+    db: Db, files: FaultyBackend, mode: str
+) -> None:
+    """A session's files wait in the connection SAVEPOINT it committed in: releasing it hands
+    them to the one around it, rolling that one back undoes them, the rest commits."""
+    a = await committed(db, "a", b"A")
+    b = await committed(db, "b", b"B")
+    c = await committed(db, "c", b"C")
+    async with Outer(db) as outer:
+        new_a = await outer.replace("a", b"A2", mode)
+        one = await outer.nested()
+        await outer.replace("b", b"B2", mode)
+        two = await outer.nested()
+        await outer.replace("c", b"C2", mode)
+        await _done(db, two.commit())  # c's files now wait in `one`
+        await _done(db, one.rollback())  # b and c point at their first files again
+        await outer.end(commit=True)
+    assert [await _content(db, n) for n in "abc"] == [b"A2", b"B", b"C"]
+    assert files.paths() == {new_a, b.file.path, c.file.path}
+    assert a.file.path not in files.paths()
+    await assert_consistent(db, files)
+
+
+@pytest.mark.parametrize("mode", ["create_savepoint", "conditional_savepoint"])
+async def test_sessions_in_savepoints_opened_before_the_first_one_committed(
+    db: Db, files: FaultyBackend, mode: str
+) -> None:
+    """SAVEPOINTs opened before any session committed are not seen opening: releasing the
+    inner one and rolling back the outer one still undoes everything inside it."""
+    a = await committed(db, "a", b"A")
+    b = await committed(db, "b", b"B")
+    async with Outer(db) as outer:
+        around = await outer.nested()
+        inner = await outer.nested()
+        await outer.replace("a", b"A2", mode)
+        await _done(db, inner.commit())
+        await outer.replace("b", b"B2", mode)
+        await _done(db, around.rollback())
+        await outer.replace("a", b"A3", mode)  # after the rollback: this one stays
+        await outer.end(commit=True)
+    assert [await _content(db, n) for n in "ab"] == [b"A3", b"B"]
+    assert len(files.paths()) == 2 and b.file.path in files.paths()
+    assert a.file.path not in files.paths()
+    await assert_consistent(db, files)
+
+
+async def test_a_released_savepoint_then_the_outer_rollback(db: Db, files: FaultyBackend) -> None:
+    a = await committed(db, "a", b"A")
+    async with Outer(db) as outer:
+        savepoint = await outer.nested()
+        await outer.replace("a", b"A2")
+        await _done(db, savepoint.commit())
+        await outer.end(commit=False)
+    assert await _content(db, "a") == b"A"
+    assert files.paths() == {a.file.path}
+    await assert_consistent(db, files)
+
+
+@pytest.mark.parametrize("mode", ["rollback_only", "conditional_savepoint"])
+async def test_a_joined_session_closed_after_a_flush_then_the_outer_rollback(
+    db: Db, files: FaultyBackend, mode: str
+) -> None:
+    a = await committed(db, "a", b"A")
+    async with Outer(db) as outer:
+        session, _row = await outer.flushed("a", b"A2", mode)
+        await session.close()
+        assert len(files.paths()) == 2, "the upload went before the outer transaction ended"
+        await outer.end(commit=False)
+    assert await _content(db, "a") == b"A"
+    assert files.paths() == {a.file.path}
+    await assert_consistent(db, files)
+
+
+@pytest.mark.parametrize("mode", ["rollback_only", "control_fully", "conditional_savepoint"])
+async def test_a_joined_session_closed_inside_a_savepoint_rolled_back(
+    db: Db, files: FaultyBackend, mode: str
+) -> None:
+    """Inside a connection SAVEPOINT: rollback_only's close keeps the flushed row until the
+    SAVEPOINT's rollback; control_fully's close rolls the SAVEPOINT back itself;
+    conditional_savepoint's close rolls back a SAVEPOINT of its own."""
+    a = await committed(db, "a", b"A")
+    async with Outer(db) as outer:
+        savepoint = await outer.nested()
+        session, _row = await outer.flushed("a", b"A2", mode)
+        await session.close()
+        if mode == "rollback_only":
+            await _done(db, savepoint.rollback())
+        await outer.end(commit=True)
+    assert await _content(db, "a") == b"A"
+    assert files.paths() == {a.file.path}
+    await assert_consistent(db, files)
+
+
+async def test_a_closed_rollback_only_session_then_another_replaces_its_file(
+    db: Db, files: FaultyBackend
+) -> None:
+    """What a closed rollback_only session flushed waits with what later sessions commit:
+    the next session's replacement gives up its upload, deleted at the outer commit."""
+    a = await committed(db, "a", b"A")
+    async with Outer(db) as outer:
+        session, row = await outer.flushed("a", b"A2", "rollback_only")
+        first = row.file.path
+        await session.close()
+        last = await outer.replace("a", b"A3", "rollback_only")
+        assert {a.file.path, first, last} == files.paths()
+        await outer.end(commit=True)
+    assert await _content(db, "a") == b"A3"
+    assert files.paths() == {last}
+    await assert_consistent(db, files)
+
+
+async def test_a_rollback_only_session_rolled_back_after_a_flush(
+    db: Db, files: FaultyBackend
+) -> None:
+    """rollback_only passes the session's rollback() on to the transaction it joined."""
+    a = await committed(db, "a", b"A")
+    async with Outer(db) as outer:
+        session, _row = await outer.flushed("a", b"A2", "rollback_only")
+        await session.rollback()
+        await session.close()
+        assert not outer.connection.in_transaction()
+        assert wait_for_cleanup(60)
+    assert await _content(db, "a") == b"A"
+    assert files.paths() == {a.file.path}
     await assert_consistent(db, files)
 
 

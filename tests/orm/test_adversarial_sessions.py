@@ -705,3 +705,47 @@ def test_without_sqlites_foreign_key_pragma_a_bulk_delete_keeps_the_childrens_fi
     finally:
         UUIDAuditBase.metadata.drop_all(engine, tables=tables)
         engine.dispose()
+
+
+# == a session with two engines to one database ================================================
+
+
+@pytest.mark.timeout(120)
+async def test_a_session_with_two_engines_to_one_database(db: Db, files: FaultyBackend) -> None:
+    """binds= with a second engine for Report: each mapper's rows are read and locked through
+    the connection its bind gives, so the flush does not wait on a lock of its own."""
+    if db.name == "sqlite":
+        pytest.skip("SQLite lets one connection write at a time: two engines cannot both write")
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+    from sqlalchemy.orm import Session
+
+    from tests.orm.conftest import Report, SessionAdapter
+
+    a = await committed(db, "a", b"A")
+    r = await committed(db, "r", b"R", model=Report)
+    second = create_async_engine(db.url) if db.is_async else create_engine(db.url)
+    binds = {Document: db.engine, Report: second}
+    maker: Any = AsyncSession if db.is_async else Session
+    try:
+        session = SessionAdapter(maker(binds=binds, expire_on_commit=False))
+        doc = await by_name(session, "a")
+        report = (await session.scalars(select(Report)))[0]
+        doc.file = FileObject(filename="a.txt", content=b"A2")
+        report.file = FileObject(filename="r2.txt", content=b"R2")
+        await session.commit()
+        moved = FileObject(filename="moved.txt", content=b"M")
+        doc.attachments = [moved]
+        report.file = None  # type: ignore[assignment]
+        await session.delete(report)
+        await session.commit()
+        await session.close()
+    finally:
+        if db.is_async:
+            await second.dispose()
+        else:
+            second.dispose()
+    assert wait_for_cleanup(60)
+    assert a.file.path not in files.paths() and r.file.path not in files.paths()
+    assert (await loaded(db, "a")).file.get_content() == b"A2"
+    assert len(files.paths()) == 2
+    await assert_consistent(db, files)

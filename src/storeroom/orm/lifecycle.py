@@ -1232,7 +1232,10 @@ def _carry_out(session: Session, connection: Connection, plan: FlushPlan) -> Non
             by_mapper.setdefault(change.state.mapper, []).append(change)
     current: dict[int, frozenset[FileKey]] = {}
     for mapper, changes in by_mapper.items():
-        rows = _read_locked(connection, mapper, [c.state.key[1] for c in changes])  # type: ignore[index]
+        through = _connection_of(session, connection, mapper)
+        if through is not connection:
+            files.wrote_through(through)
+        rows = _read_locked(through, mapper, [c.state.key[1] for c in changes])  # type: ignore[index]
         for change in changes:
             in_db = rows.get(tuple(change.state.key[1]), {})  # type: ignore[index]
             current[id(change)] = _stored_keys(
@@ -1278,8 +1281,18 @@ def _carry_out(session: Session, connection: Connection, plan: FlushPlan) -> Non
         # up before the option was set, which must then outlive the commit.
         files.references.append(RowReference(savepoint, change.state, change.holds))
     if not keep:
-        _record_cascaded(connection, files, savepoint, deleted)
+        _record_cascaded(session, connection, files, savepoint, deleted)
     _upload(files, savepoint, plan.uploads)
+
+
+def _connection_of(session: Session, connection: Connection, mapper: Mapper[Any]) -> Connection:
+    """The connection the flush writes ``mapper``'s rows through: ``connection`` (the one the
+    first row was written through) unless ``binds=`` gives the mapper another engine, whose
+    rows read and locked through ``connection`` would make the flush wait on itself."""
+    bind = session.get_bind(mapper)
+    if bind is connection or bind is connection.engine:
+        return connection
+    return session.connection(bind_arguments={"mapper": mapper})
 
 
 def _stale(change: RowChange, backend: str, path: str) -> StaleFileReference:
@@ -1293,6 +1306,7 @@ def _stale(change: RowChange, backend: str, path: str) -> StaleFileReference:
 
 
 def _record_cascaded(
+    session: Session,
     connection: Connection,
     files: TransactionFiles,
     savepoint: int,
@@ -1303,7 +1317,8 @@ def _record_cascaded(
         if _declares_cascades(mapper):
             by_mapper.setdefault(mapper, []).append(ident)
     for mapper, idents in by_mapper.items():
-        for child, held in _cascaded(connection, mapper, idents):
+        through = _connection_of(session, connection, mapper)
+        for child, held in _cascaded(through, mapper, idents):
             files.obsolete += [
                 (savepoint, k) for f in held if f.backend is not None for k in _keys(f)
             ]
@@ -1464,7 +1479,7 @@ def _before_delete(mapper: Mapper[Any], connection: Connection, row: object) -> 
     files.obsolete += [(savepoint, k) for k in _stored_keys(f for v in held.values() for f in v)]
     files.references.append(RowReference(savepoint, state, frozenset()))
     files.deleted_in_flush.add(id(state))
-    _record_cascaded(connection, files, savepoint, [(state.mapper, ident)])
+    _record_cascaded(session, connection, files, savepoint, [(state.mapper, ident)])
 
 
 def _after_flush_postexec(session: Session, flush_context: UOWTransaction) -> None:
@@ -1789,31 +1804,67 @@ def _committed(files: TransactionFiles) -> None:
 
 
 class _Outer:
-    """Files of the sessions that committed inside one connection's open transaction."""
+    """Files of the sessions that committed inside one connection's open transaction.
 
-    __slots__ = ("waiting",)
+    They wait by the connection SAVEPOINT they were committed in: ``levels[0]`` holds those
+    committed in the SAVEPOINT (or transaction) that was innermost when the first files
+    arrived, ``levels[i]`` those committed in the i-th SAVEPOINT opened since and still open.
+    Releasing a SAVEPOINT hands its files to the one around it; rolling it back undoes them;
+    the transaction's commit settles them all. SAVEPOINTs nest (SQLAlchemy's
+    ``begin_nested()`` keeps them in order), so each release or rollback ends the innermost.
+    """
+
+    __slots__ = ("levels",)
 
     def __init__(self) -> None:
-        self.waiting: list[TransactionFiles] = []
+        self.levels: list[list[TransactionFiles]] = [[]]
+
+    def add(self, files: TransactionFiles) -> None:
+        self.levels[-1].append(files)
+
+    def opened(self) -> None:
+        self.levels.append([])
+
+    def released(self) -> None:
+        # One opened before the first files arrived hands them on to the one around it,
+        # where levels[0] now waits.
+        if len(self.levels) > 1:
+            inner = self.levels.pop()
+            self.levels[-1] += inner
+
+    def rolled_back(self) -> None:
+        if len(self.levels) > 1:
+            _undo(self.levels.pop())
+        else:
+            waiting, self.levels[0] = self.levels[0], []
+            _undo(waiting)
 
     def settle(self, committed: bool) -> None:
-        waiting, self.waiting = self.waiting, []
+        waiting = [files for level in self.levels for files in level]
+        self.levels = [[]]
         if not waiting:
             return
-        if committed:
-            # One transaction: a row of a later session may reference what an earlier one
-            # gave up, so the files are settled together, in commit order.
-            together = TransactionFiles()
-            for files in waiting:
-                together.uploads += files.uploads
-                together.obsolete += files.obsolete
-                together.references += files.references
-            _committed(together)
+        if not committed:
+            _undo(waiting)
             return
-        gone = [u for files in waiting for u in files.uploads]
-        _delete_now(gone, "was rolled back by the transaction it was joined to")
-        for record in gone:
-            record.give_content_back()
+        # One transaction: a row of a later session may reference what an earlier one gave
+        # up, so the files are settled together, in commit order.
+        together = TransactionFiles()
+        for files in waiting:
+            together.uploads += files.uploads
+            together.obsolete += files.obsolete
+            together.references += files.references
+        _committed(together)
+
+
+def _undo(waiting: list[TransactionFiles]) -> None:
+    """Their writes were rolled back with the transaction or SAVEPOINT they waited in."""
+    gone = [u for files in waiting for u in files.uploads]
+    if not gone:
+        return
+    _delete_now(gone, "was rolled back by the transaction it was joined to")
+    for record in gone:
+        record.give_content_back()
 
 
 _outer: weakref.WeakKeyDictionary[Connection, _Outer] = weakref.WeakKeyDictionary()
@@ -1821,15 +1872,19 @@ _outer: weakref.WeakKeyDictionary[Connection, _Outer] = weakref.WeakKeyDictionar
 
 def _defer_to(connection: Connection, files: TransactionFiles) -> None:
     """Settle ``files`` when ``connection``'s transaction ends: deletes after its commit,
-    the uploads deleted after its rollback (or once the connection is dropped unclosed,
-    which the pool rolls back without an event)."""
+    the uploads deleted after its rollback, or the rollback of the SAVEPOINT they were
+    committed in, or once the connection is dropped unclosed (which the pool rolls back
+    without an event)."""
     outer = _outer.get(connection)
     if outer is None:
         outer = _outer[connection] = _Outer()
         event.listen(connection, "commit", _outer_committed)
         event.listen(connection, "rollback", _outer_rolled_back)
+        event.listen(connection, "savepoint", _outer_savepoint)
+        event.listen(connection, "release_savepoint", _outer_released)
+        event.listen(connection, "rollback_savepoint", _outer_rolled_back_to)
         weakref.finalize(connection, outer.settle, False)
-    outer.waiting.append(files)
+    outer.add(files)
 
 
 def _outer_committed(connection: Connection) -> None:
@@ -1842,6 +1897,46 @@ def _outer_rolled_back(connection: Connection) -> None:
     outer = _outer.get(connection)
     if outer is not None:
         outer.settle(False)
+
+
+def _outer_savepoint(connection: Connection, _name: str | None) -> None:
+    outer = _outer.get(connection)
+    if outer is not None:
+        outer.opened()
+
+
+def _outer_released(connection: Connection, _name: str, _context: object) -> None:
+    outer = _outer.get(connection)
+    if outer is not None:
+        outer.released()
+
+
+def _outer_rolled_back_to(connection: Connection, _name: str, _context: object) -> None:
+    outer = _outer.get(connection)
+    if outer is not None:
+        outer.rolled_back()
+
+
+def _kept_by(transaction: SessionTransaction, files: TransactionFiles) -> Connection | None:
+    """A connection that keeps what the flushes wrote though the session ended without
+    committing: one it joined in ``rollback_only`` mode (also ``conditional_savepoint``
+    outside a SAVEPOINT), whose transaction SQLAlchemy's ``close()`` leaves open."""
+    if not files.connections:
+        return None
+    # SQLAlchemy's record of each connection: (connection, transaction, should_commit,
+    # autoclose); should_commit is False only for a rollback_only join.
+    joined = getattr(transaction, "_connections", None)
+    if not joined:
+        return None
+    for connection, kept, should_commit, _autoclose in set(joined.values()):
+        if (
+            not should_commit
+            and kept.is_active
+            and connection.in_transaction()
+            and any(ref() is connection for ref in files.connections)
+        ):
+            return cast("Connection", connection)
+    return None
 
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
@@ -1865,6 +1960,12 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         gone = files.discard(files.within(savepoint))
     else:
         _close_transaction_files(root)
+        kept = _kept_by(transaction, files)
+        if kept is not None:
+            # Joined in rollback_only mode: its close leaves what its flushes wrote in the
+            # transaction it joined, whose end decides, as after a commit.
+            _defer_to(kept, files)
+            return
         gone = files.uploads
         files.uploads = []
     # Ended without committing (close, reset, with-block exit, or a rollback event already
