@@ -2,6 +2,7 @@
 
     python benchmarks/orm.py            # needs advanced-alchemy (pip install '.[bench]')
     python benchmarks/orm.py --rows 200 # a quick run
+    python benchmarks/orm.py --checksum xxh3-128   # storeroom records XXH3-128
 
 For each database (SQLite file, PostgreSQL on 127.0.0.1 if reachable) and each mode (sync,
 async): insert 1,000 rows each with a 4 KiB file, one commit per row (as a web request
@@ -52,7 +53,12 @@ def _models(library: str, table: str) -> tuple[Any, Any, Any]:
     if library == "storeroom":
         from storeroom import FileObject, ObstoreBackend, StoredObject, storages
 
-        storages.register_backend(ObstoreBackend("bench", "memory://"), overwrite=True)
+        backend = ObstoreBackend("bench", "memory://")
+        # The digest storeroom records and verifies (--checksum; the library's default if unset).
+        backend.checksum_algorithm = os.environ.get(
+            "STOREROOM_BENCH_CHECKSUM", backend.checksum_algorithm
+        )
+        storages.register_backend(backend, overwrite=True)
     else:
         from advanced_alchemy.types import FileObject, StoredObject
         from advanced_alchemy.types.file_object import storages
@@ -206,7 +212,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3, help="rounds per case (best is kept)")
     parser.add_argument("--case", nargs=3, metavar=("LIBRARY", "URL", "MODE"))
+    parser.add_argument(
+        "--checksum",
+        help="the digest storeroom records and verifies (default: the library's, BLAKE3)",
+    )
     args = parser.parse_args()
+    if args.checksum:
+        os.environ["STOREROOM_BENCH_CHECKSUM"] = args.checksum  # read by each case
     if args.case:
         library, url, mode = args.case
         print(json.dumps(run_case(library, url, mode == "async", args.rows)))
@@ -216,6 +228,7 @@ def main() -> None:
     databases = [("SQLite", f"sqlite:///{tmp}/b.db", f"sqlite+aiosqlite:///{tmp}/b.db")]
     if _postgres_available():
         databases.append(("PostgreSQL", *POSTGRES))
+    print(f"storeroom records {args.checksum or 'its default digest (BLAKE3)'}")
     print(
         f"{'database':<11} {'mode':<6} {'operation':<10} {'storeroom':>12} "
         f"{'adv.-alchemy':>13} {'ratio':>6} {'CPU ratio':>9}"

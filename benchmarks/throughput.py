@@ -3,6 +3,7 @@
     python benchmarks/throughput.py                 # 1 GiB streams, 256 MiB whole, 10,000 small
     python benchmarks/throughput.py --size-mib 64 --whole-mib 64 --small 1000   # a quick run
     python benchmarks/throughput.py --only whole-save,get-content,get-content-async
+    python benchmarks/throughput.py --checksum xxh3-128   # storeroom records XXH3-128
 
 Each case runs in its own subprocess so its peak RSS growth is its own. The S3 cases run
 against a moto server started in another subprocess on 127.0.0.1. Prints a table with the
@@ -85,6 +86,12 @@ def run_case(
     import obstore
 
     from storeroom import FileObject, ObstoreBackend
+    from storeroom.backends.base import StorageBackend
+
+    # The digest storeroom records and verifies (--checksum; the library's default if unset).
+    StorageBackend.checksum_algorithm = os.environ.get(
+        "STOREROOM_BENCH_CHECKSUM", StorageBackend.checksum_algorithm
+    )
 
     extra = extra or {}
     kwargs = _s3_kwargs(endpoint) if endpoint else {}
@@ -341,6 +348,10 @@ def main() -> None:
         help="folder for the local-disk cases (default: the system's temporary folder); "
         "a tmpfs such as /dev/shm measures the libraries without the disk's write-back",
     )
+    parser.add_argument(
+        "--checksum",
+        help="the digest storeroom records and verifies (default: the library's, BLAKE3)",
+    )
     parser.add_argument("--case")
     parser.add_argument("--target")
     parser.add_argument("--endpoint")
@@ -358,6 +369,8 @@ def main() -> None:
         # async read; the figures are out, so skip the shutdown.
         os._exit(0)
     only = {name for name in args.only.split(",") if name}
+    if args.checksum:
+        os.environ["STOREROOM_BENCH_CHECKSUM"] = args.checksum  # read by each case
 
     def wanted(op: str) -> bool:
         return not only or op in only
@@ -483,6 +496,9 @@ def main() -> None:
             moto.wait()
         shutil.rmtree(workdir, ignore_errors=True)
 
+    from storeroom.backends.base import StorageBackend
+
+    print(f"storeroom records {args.checksum or StorageBackend.checksum_algorithm}")
     print(
         f"{'where':<11} {'operation':<34} {'storeroom':>12} {'raw obstore':>12} "
         f"{'ratio':>6} {'target':>7} {'RSS+ storeroom':>15} {'RSS+ raw':>9} {'CPU ratio':>9}"

@@ -322,7 +322,8 @@ class FileObject:
         ``max_concurrency`` parts in flight. Records size, checksum, etag and version; makes
         exactly one upload and no other request. ``checksum`` names the digest recorded
         (``"default"``: the backend's ``checksum_algorithm``, BLAKE3 unless configured;
-        ``"sha256"`` or any :mod:`hashlib` name; None records none). With
+        ``"sha256"`` or any :mod:`hashlib` name; ``"xxh3-128"`` with ``storeroom[xxhash]``,
+        fast but not tamper-evident; None records none). With
         ``overwrite=False`` the write is create-only and raises
         :class:`~storeroom.errors.ObjectExists` if the path is taken. ``validators``
         (:mod:`storeroom.media.validation`) check the bytes as they stream: a refused file

@@ -59,7 +59,14 @@ _FIELDS = (
     _Field("filename", "string", False, False, "The file's name as the user gave it."),
     _Field("size", "integer", True, False, "Size in bytes (null until known)."),
     _Field("content_type", "string", False, False, "The file's media type."),
-    _Field("checksum", "string", True, False, "'sha256:<hex>' of the content (null until saved)."),
+    _Field(
+        "checksum",
+        "string",
+        True,
+        False,
+        "'<algorithm>:<hex>' of the content, e.g. 'blake3:...', 'sha256:...', 'xxh3-128:...' "
+        "(null until saved).",
+    ),
     _Field("backend", "string", True, True, "Key of the storage backend holding the file."),
     _Field("path", "string", False, True, "The object's key inside the backend."),
     _Field("etag", "string", True, True, "The store's entity tag."),

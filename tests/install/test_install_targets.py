@@ -7,8 +7,8 @@ base one runs every Python block of README.md on its own, twice, and must not be
 import any extra's packages; the demo one starts ``python -m storeroom.demo`` and fetches its
 page; every other extra runs a program (``EXTRA_PROGRAMS``, most in ``programs/``) that uses
 what the extra is for, offline. A dependency that only the test extra brings in (greenlet
-was one; requests for google-auth's token refresh another) fails here. Sixteen virtualenvs,
-built three at a time.
+was one; requests for google-auth's token refresh another) fails here. Seventeen
+virtualenvs, built three at a time.
 """
 
 from __future__ import annotations
@@ -202,6 +202,7 @@ EXTRA_MODULES = (
     "gcsfs",
     "advanced_alchemy",
     "moto",
+    "xxhash",
 )
 
 

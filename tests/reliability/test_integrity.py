@@ -134,7 +134,7 @@ def _backend(where: str, tmp_path: Path) -> ObstoreBackend:
     return ObstoreBackend("mem", "memory://")
 
 
-@pytest.mark.parametrize("algorithm", ["blake3", "sha256", "md5"])
+@pytest.mark.parametrize("algorithm", ["blake3", "sha256", "md5", "xxh3-128"])
 def test_copy_between_backends_refuses_corrupted_bytes(algorithm: str, tmp_path: Path) -> None:
     source = ObstoreBackend("src", "memory://")
     target = ObstoreBackend("dst", f"file://{tmp_path}/dst")
@@ -148,7 +148,7 @@ def test_copy_between_backends_refuses_corrupted_bytes(algorithm: str, tmp_path:
     assert copied.checksum == f.checksum and copied.get_content() == ORIGINAL
 
 
-@pytest.mark.parametrize("algorithm", ["blake3", "sha256"])
+@pytest.mark.parametrize("algorithm", ["blake3", "sha256", "xxh3-128"])
 async def test_async_copy_refuses_corrupted_bytes(algorithm: str) -> None:
     source, target = ObstoreBackend("src", "memory://"), ObstoreBackend("dst", "memory://")
     f = _corrupted(source, algorithm)
@@ -157,7 +157,7 @@ async def test_async_copy_refuses_corrupted_bytes(algorithm: str) -> None:
     assert not await target.exists_async("doc.bin")
 
 
-@pytest.mark.parametrize("algorithm", ["blake3", "sha256"])
+@pytest.mark.parametrize("algorithm", ["blake3", "sha256", "xxh3-128"])
 @pytest.mark.parametrize("where", ["memory", "local"])
 async def test_large_whole_reads_hashed_in_the_background_still_detect_corruption(
     algorithm: str, where: str, tmp_path: Path
@@ -266,7 +266,7 @@ def test_unknown_digest_is_refused_before_anything_is_written() -> None:
         FileObject(backend=backend, filename="x.bin", checksum="deadbeef").get_content()
 
 
-@pytest.mark.parametrize("algorithm", ["blake3", "sha256"])
+@pytest.mark.parametrize("algorithm", ["blake3", "sha256", "xxh3-128"])
 @pytest.mark.parametrize("size", [0, 1, 5 * 1024 * 1024 + 1])
 async def test_every_content_kind_records_the_same_checksum_sync_and_async(
     algorithm: str, size: int, tmp_path: Path

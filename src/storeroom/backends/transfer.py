@@ -61,7 +61,7 @@ object larger than its record is caught, never read whole."""
 
 
 def new_hash(algorithm: str) -> Any:
-    """A fresh hash object for ``algorithm`` (``"blake3"`` or a :mod:`hashlib` name).
+    """A fresh hash object for ``algorithm`` (``"blake3"``, ``"xxh3-128"``, a :mod:`hashlib` name).
 
     Raises :class:`~storeroom.errors.ConfigurationError` naming the algorithm when this
     Python has no such hash.

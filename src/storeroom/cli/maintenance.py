@@ -124,7 +124,7 @@ def verify(
     """Compare rows with the store: dangling references, mismatches, orphans.
 
     Dangling: a row references an object that does not exist. Mismatched: the object's
-    size (with --checksums also its SHA-256) differs from what the row records. Orphans
+    size (with --checksums also its checksum) differs from what the row records. Orphans
     (with --backend): objects no row references, older than --grace.
 
     Exit codes: 0 rows and store agree, 1 findings, 2 bad arguments.

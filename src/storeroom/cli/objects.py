@@ -146,7 +146,8 @@ def put(ctx: Context, target: str, source: str | None, content_type: str | None)
     """Upload SOURCE (a file, or - for standard input) to BACKEND:PATH, streamed.
 
     Records the content type with the object (on stores that keep one: S3, GCS, Azure,
-    memory) and prints the path, size, content type and SHA-256 of what was stored.
+    memory) and prints the path, size, content type and checksum of what was stored (with the
+    backend's digest: BLAKE3 unless its configuration sets checksum_algorithm).
 
     \b
     Examples:

@@ -136,7 +136,10 @@ def _construct(spec: SpecData) -> StorageBackend:
 
 
 def _configure(spec: SpecData, backend: StorageBackend) -> None:
-    """Apply the settings every backend reads after construction: retry and signing."""
+    """Apply the settings every backend reads after construction: retry, signing and the
+    digest new saves record."""
+    if spec.checksum_algorithm is not None:
+        backend.checksum_algorithm = spec.checksum_algorithm
     if spec.retry is not None:
         # Backends that retry natively got it at construction; the rest read it here.
         from storeroom.retry import RetryPolicy

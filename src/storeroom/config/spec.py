@@ -75,7 +75,11 @@ class BackendSpec(SpecData):
     ``default=True`` makes the backend the registry's default.
 
     Applied after the backend is built: ``signing_secret`` and ``signing_base_url``
-    (HMAC-signed URLs for stores that cannot sign), ``retry`` and ``timeout``.
+    (HMAC-signed URLs for stores that cannot sign), ``retry``, ``timeout`` and
+    ``checksum_algorithm`` (the digest new saves record, the backend's
+    :attr:`~storeroom.backends.base.StorageBackend.checksum_algorithm`: ``"blake3"`` by
+    default, ``"sha256"``, ``"xxh3-128"`` with ``storeroom[xxhash]``...; S3's own upload
+    checksum stays the option ``aws_checksum_algorithm``).
 
     ``source`` says where the spec came from, for error messages. Secrets (options named
     like keys, tokens, passwords, connection strings, and ``signing_secret``) are shown as

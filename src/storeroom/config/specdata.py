@@ -41,6 +41,7 @@ class SpecData:
     signing_base_url: str | None = None
     retry: Any = None
     timeout: Any = None
+    checksum_algorithm: str | None = None
     source: str | None = None
 
     def __repr__(self) -> str:

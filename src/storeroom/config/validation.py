@@ -14,9 +14,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from storeroom import checksums
 from storeroom.backends.obstore.options import STORE_KINDS
 from storeroom.config.errors import InvalidBackendSpec, shown, spec_error
 from storeroom.config.urls import ENDPOINT_OPTION, URL_SCHEME, url_type
+from storeroom.errors import ConfigurationError
 from storeroom.masking import reveal
 
 if TYPE_CHECKING:
@@ -47,8 +49,9 @@ TYPE_ALIASES: Mapping[str, str] = {
 }
 _TYPE_CHOICES = "s3, minio, gcs (or gs), azure (or az), local (or file), memory, fsspec"
 
-#: Settings applied after the backend is built: HMAC URL signing, retry policy, timeout.
-RESERVED_FIELDS = ("signing_secret", "signing_base_url", "retry", "timeout")
+#: Settings applied after the backend is built: HMAC URL signing, retry policy, timeout,
+#: and the digest new saves record (``checksum_algorithm``, see :mod:`storeroom.checksums`).
+RESERVED_FIELDS = ("signing_secret", "signing_base_url", "retry", "timeout", "checksum_algorithm")
 
 #: Every field a spec mapping may hold; any other entry is a backend option.
 SPEC_FIELDS = (
@@ -261,11 +264,12 @@ def _validate_options(spec: SpecData) -> None:
         if not isinstance(name, str) or not name:
             raise _error(spec, "options", f"option names must be strings, got {name!r}")
         if name in SPEC_FIELDS and name != "timeout":
+            fix = f"Set {name} next to key and type instead"
+            if name == "checksum_algorithm":
+                # S3 store option of the same name: the server-verified upload checksum.
+                fix += " (S3's own upload checksum is the option aws_checksum_algorithm)"
             raise _error(
-                spec,
-                f"options.{name}",
-                f"{name!r} is a field of the spec, not an option",
-                f"Set {name} next to key and type instead",
+                spec, f"options.{name}", f"{name!r} is a field of the spec, not an option", fix
             )
     spec.options = dict(spec.options)
 
@@ -295,6 +299,19 @@ def _validate_reserved(spec: SpecData) -> None:
             )
     if spec.timeout is not None:
         spec.timeout = _timeout(spec)
+    if spec.checksum_algorithm is not None:
+        spec.checksum_algorithm = _checksum_algorithm(spec)
+
+
+def _checksum_algorithm(spec: SpecData) -> str:
+    value = spec.checksum_algorithm
+    fix = "Name the digest new saves record, e.g. 'blake3' (the default), 'sha256' or 'xxh3-128'"
+    if not isinstance(value, str) or not value.strip():
+        raise _error(spec, "checksum_algorithm", f"expected an algorithm name, got {value!r}", fix)
+    try:
+        return checksums.check_algorithm(value.strip())
+    except ConfigurationError as exc:
+        raise _error(spec, "checksum_algorithm", str(exc)) from exc
 
 
 def _timeout(spec: SpecData) -> Any:

@@ -270,6 +270,8 @@ class ObstoreBackend(StorageBackend):
                 raise
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             message = mask_text(message)
+            if "not a valid checksum algorithm" in message:
+                message += _S3_CHECKSUM_HINT
             raise ConfigurationError(
                 f"backend {self.key!r}: obstore rejected the options for {self._url!r} "
                 f"({', '.join(sorted(options))}): {message}"
@@ -1057,6 +1059,15 @@ _COPY_LIMITS = {"s3": 5 * 1024**3, "azure": 256 * 1024**2}
 # even, 32 MiB 2.9x; benchmarks/s3_migrate.py).
 _S3_CONDITIONAL_COPY_FROM = 4 * 1024 * 1024
 
+
+# The S3 store option aws_checksum_algorithm (alias checksum_algorithm) is a header the
+# server checks on upload, not the digest storeroom records; the two are easily confused.
+_S3_CHECKSUM_HINT = (
+    ". aws_checksum_algorithm is S3's own upload checksum, which the server verifies (such "
+    "as 'SHA256'); the digest storeroom records and verifies on reads ('blake3', 'sha256', "
+    "'xxh3-128', ...) is set with backend.checksum_algorithm, or checksum_algorithm in a "
+    "configuration spec"
+)
 
 # Store options that change how a store writes, not which bucket it reaches as whom: two
 # backends that differ only in these share their bucket.
