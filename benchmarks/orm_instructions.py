@@ -2,6 +2,7 @@
 
     python benchmarks/orm_instructions.py              # needs valgrind and '.[bench]'
     python benchmarks/orm_instructions.py --rows 200   # quicker
+    python benchmarks/orm_instructions.py --checksum xxh3-128   # storeroom records XXH3-128
 
 For each library (a plain ``JSON`` column with no file library, storeroom, advanced-alchemy):
 a SQLite file on tmpfs (``/dev/shm`` when there is one), 200 warm-up rows, then ``--rows``
@@ -134,7 +135,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=500, help="inserted rows counted")
     parser.add_argument("--reads", type=int, default=4, help="read-backs of 1,000 rows counted")
     parser.add_argument("--child", nargs=4, metavar=("LIBRARY", "OPERATION", "COUNT", "DIR"))
+    parser.add_argument(
+        "--checksum",
+        help="the digest storeroom records and verifies (default: the library's, BLAKE3)",
+    )
     opts = parser.parse_args()
+    if opts.checksum:
+        os.environ["STOREROOM_BENCH_CHECKSUM"] = opts.checksum  # read by benchmarks/orm.py
     if opts.child:
         library, operation, count, directory = opts.child
         child(library, operation, int(count), directory)

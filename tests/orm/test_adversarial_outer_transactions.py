@@ -643,7 +643,10 @@ async def test_a_bulk_insert_of_a_file_another_session_gave_up_is_refused(
     async with Outer(db) as outer:
         given_up = await outer.delete("a")
         two = outer.session()
-        with pytest.raises(ConfigurationError, match="another row references"):
+        with pytest.raises(
+            ConfigurationError,
+            match="another session gave it up in, whose transaction has not ended",
+        ):
             await two.execute(insert(Document), [{"name": "c", "file": given_up}])
         await two.rollback()
         await two.close()

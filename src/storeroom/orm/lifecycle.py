@@ -1691,8 +1691,9 @@ def _refuse_shared(
                 raise ConfigurationError(
                     f"this bulk statement on {table.name} gives a row the file {file.path!r} "
                     f"(backend {key[0]!r}), which another row references (or another "
-                    "column of this row); two references to one object would lose it when "
-                    "either is dropped. Set it on a loaded "
+                    "column of this row, or a row another session gave it up in, whose "
+                    "transaction has not ended); two references to one object would lose it "
+                    "when either is dropped. Set it on a loaded "
                     "row instead (the flush gives that row its own copy), or pass a copy: "
                     "FileObject(filename=f.filename, content=f.open())"
                 )
