@@ -314,7 +314,8 @@ async def test_remove_orphans_keeps_one_a_row_started_to_reference(
 async def test_gc_reads_again_only_the_references_that_could_adopt_a_candidate(
     db: Db, files: FaultyBackend, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
-    # Before deleting, remove_orphans reads again the references to its candidates' paths:
+    # Before each batch of deletes, remove_orphans reads again the references to the batch's
+    # candidates' paths:
     # picked by the query on PostgreSQL and SQLite (a query per path here, to cross the
     # chunks), or every row (too many candidates; MariaDB, whose collation would call
     # "Case" and "case" equal). Whichever way, a row that adopted a candidate through its
@@ -384,13 +385,18 @@ async def test_gc_reads_again_only_the_references_that_could_adopt_a_candidate(
     }
     assert {path for path, deleted in outcome.items() if not deleted} <= files.paths()
     assert not {path for path, deleted in outcome.items() if deleted} & files.paths()
-    (first, everything), (asked, found) = reads
+    # Read again batch by batch, just before each batch's deletes: the first batch holds
+    # one candidate (elsewhere/orphan-3.bin, first in path order).
+    (first, everything), *rechecks = reads
     assert first is None and everything == REFERENCES
+    assert len(rechecks) > 1
     if mode == "every-row":
-        assert asked is None and found == REFERENCES + 5
+        assert all(asked is None and found == REFERENCES + 5 for asked, found in rechecks)
     else:
-        assert asked == {*outcome, "stray/orig.png"}
-        assert found == 3  # orphan-2, orphan-3 and the variant's original
+        assert rechecks[0] == ({"elsewhere/orphan-3.bin"}, 1)
+        assert set().union(*(asked or () for asked, _ in rechecks)) == {*outcome, "stray/orig.png"}
+        # orphan-2, orphan-3 and the variant's original, each read once
+        assert sum(found for _, found in rechecks) == 3
 
 
 async def test_gc_with_no_orphan_reads_the_rows_once(db: Db, files: FaultyBackend) -> None:

@@ -10,7 +10,10 @@ scan hands that listing to a child: :class:`ChildListing` starts ``sys.executabl
 :func:`main`, which fills the same SQLite file through the same code (:func:`fill`) and
 exits. The child lists by a walk of its own (:func:`walk`, a third less work than obstore's
 listing), and by obstore's (:func:`list_batches`) when the tree holds anything the walk
-leaves to obstore, a symbolic link for one.
+leaves to obstore, a symbolic link for one. A scan's own process lists a small local store
+the same way. Unlike obstore's, a scan's walk lists a name holding a control character
+(obstore's whole listing fails on one), and leaves out, naming it, one that is not valid
+UTF-8.
 
 The child imports this module, :mod:`storeroom.backends.local_root`,
 :mod:`storeroom.backends.relay`, :mod:`storeroom.errors` and obstore, nothing else of
@@ -39,8 +42,9 @@ from typing import TYPE_CHECKING, Any
 import obstore
 from arro3.core import DataType
 
-from storeroom.backends.local_root import ListingCheck, contained
+from storeroom.backends.local_root import ListingCheck, contained, stat_confined
 from storeroom.backends.relay import Relay
+from storeroom.errors import UnsafePath
 
 if TYPE_CHECKING:
     from storeroom.backends.base import ListedBatch
@@ -51,6 +55,9 @@ __all__ = [
     "ChildListing",
     "Irregular",
     "Stopped",
+    "UNLISTED_SHOWN",
+    "Unlisted",
+    "changed_at",
     "connect",
     "fill",
     "in_shard",
@@ -63,6 +70,8 @@ __all__ = [
 CACHE_KIB = 16 * 1024  # SQLite's page cache per index file
 _ROWS_PER_STATEMENT = 50
 LIST_CHUNK = 1000  # objects per batch obstore hands over
+UNLISTED_SHOWN = 20
+"""How many of the names a walk left out are named in its report (all are counted)."""
 _MICROSECONDS = DataType.timestamp("us", tz="UTC")
 _INT64 = DataType.int64()
 _INTERPRETER = re.compile(r"(python|pypy)[0-9.]*w?(\.exe)?$", re.IGNORECASE)
@@ -116,10 +125,19 @@ def sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def in_shard(path: str | None, index: int, count: int) -> bool:
-    """Whether ``path`` falls in shard ``index`` of ``count`` (a missing path: shard 0)."""
+def in_shard(path: str | None, index: int, count: int, variants: str = "") -> bool:
+    """Whether ``path`` falls in shard ``index`` of ``count`` (a missing path: shard 0).
+
+    The shard is the CRC-32 of the path modulo ``count``. With ``variants`` (what joins a
+    file's path to its variants' paths, ``".variants/"``), a path holding it is hashed only
+    up to its first occurrence, so a file, its variants and theirs fall in one shard.
+    """
     if path is None:
         return index == 0
+    if variants:
+        cut = path.find(variants)
+        if cut > 0:
+            path = path[:cut]
     return zlib.crc32(path.encode("utf-8", "surrogatepass")) % count == index
 
 
@@ -150,7 +168,13 @@ def list_batches(store: Any, prefix: str, check: ListingCheck | None) -> Iterato
             yield rows
 
 
-def walk(root: str, prefix: str = "", chunk: int = LIST_CHUNK) -> Iterator[ListedBatch]:
+def walk(
+    root: str,
+    prefix: str = "",
+    chunk: int = LIST_CHUNK,
+    *,
+    unlisted: Callable[[str], None] | None = None,
+) -> Iterator[ListedBatch]:
     """The rows obstore's listing of ``root`` under ``prefix`` gives, from a walk of our own.
 
     obstore stats each file three times by its full path (its walk follows links, then it
@@ -169,6 +193,15 @@ def walk(root: str, prefix: str = "", chunk: int = LIST_CHUNK) -> Iterator[Liste
     read. A file or directory that vanishes during the walk is skipped, as obstore skips
     it. The order is obstore's too: each directory's entries as the system reads them,
     a subdirectory's files before its next sibling.
+
+    With ``unlisted``, the walk also answers for names that obstore's listing refuses
+    outright (its whole listing fails on one of them): a name holding an ASCII control
+    character is listed as it is (no path storeroom writes holds one, so it can only be an
+    orphan, and gc skips it), as is any other unprintable name that is valid unicode
+    (obstore lists those as they are); a name that is not valid UTF-8 cannot be a path at
+    all, so it is passed to ``unlisted`` (its path under the root, as ``repr`` shows its
+    bytes) and left out. Scans list this way, so that one stray name cannot stop
+    ``verify`` and ``gc``.
     """
     if prefix and not contained(root, prefix):
         raise Irregular(f"the prefix {prefix!r} goes through a link")
@@ -184,7 +217,11 @@ def walk(root: str, prefix: str = "", chunk: int = LIST_CHUNK) -> Iterator[Liste
             for entry in entries:
                 name = entry.name
                 if not name.isprintable():
-                    raise Irregular(f"the name {name!r} in {base or '/'!r}")
+                    if unlisted is None:
+                        raise Irregular(f"the name {name!r} in {base or '/'!r}")
+                    if not _decodable(name):
+                        unlisted(repr(os.fsencode(base + name)))  # as bytes: no text to show
+                        continue
                 if entry.is_file(follow_symlinks=False):
                     _, hashed, suffix = name.partition("#")
                     if hashed and suffix.isdecimal() and suffix.isascii():
@@ -222,6 +259,33 @@ def walk(root: str, prefix: str = "", chunk: int = LIST_CHUNK) -> Iterator[Liste
             _close(fd, entries)
 
 
+def changed_at(root: str, path: str) -> float | None:
+    """When the file at ``path`` under ``root`` last changed, as gc measures its age: the
+    later of its modification time and its status change time (seconds since the epoch).
+
+    A copy within a local store is a hard link to its source's file, so it keeps the
+    source's modification time; making the link changes the file's status change time.
+    (That time also moves when a file is renamed, or its permissions or times change: a
+    file then counts as younger than it is, and waits for a later gc.) None when the file
+    is gone or cannot be reached without following a link.
+    """
+    try:
+        found = stat_confined(root, path)
+    except (OSError, UnsafePath):
+        return None
+    return max(found.st_mtime, found.st_ctime)
+
+
+def _decodable(name: str) -> bool:
+    """Whether ``name`` (as the system decodes it, undecodable bytes as lone surrogates) is
+    valid unicode text."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _enter(stack: list[_Level], fd: int, base: str) -> None:
     """Push the directory open as ``fd`` (its entries read from it) onto the walk's stack."""
     try:
@@ -236,6 +300,25 @@ def _close(fd: int, entries: Iterator[os.DirEntry[str]]) -> None:
     if close is not None:
         close()
     os.close(fd)
+
+
+class Unlisted:
+    """Collects the names a :func:`walk` left out (call it with each): how many, and the
+    first :data:`UNLISTED_SHOWN` of them."""
+
+    def __init__(self) -> None:
+        self.shown: list[str] = []
+        self.count = 0
+
+    def __call__(self, name: str) -> None:
+        self.count += 1
+        if len(self.shown) < UNLISTED_SHOWN:
+            self.shown.append(name)
+
+    def clear(self) -> None:
+        """Forget the names collected so far (the walk's listing was given up)."""
+        self.shown.clear()
+        self.count = 0
 
 
 def fill(
@@ -312,6 +395,7 @@ class ChildListing:
         root: str,
         prefix: str,
         shard: tuple[int, int] | None,
+        variants: str = "",
     ) -> None:
         here = os.path.dirname(os.path.abspath(__file__))
         self._spec = {
@@ -320,6 +404,7 @@ class ChildListing:
             "root": root,
             "prefix": prefix,
             "shard": list(shard) if shard is not None else None,
+            "variants": variants,
             "parent": os.getpid(),
             "sys_path": [entry for entry in sys.path if isinstance(entry, str)],
             "packages": [
@@ -334,6 +419,10 @@ class ChildListing:
         """Why the child did not finish (its last lines of output), when it did not."""
         self.note = ""
         """Why the child listed with obstore rather than :func:`walk`, when it did."""
+        self.unlisted: list[str] = []
+        """Names the walk left out, not being valid UTF-8 (the first :data:`UNLISTED_SHOWN`)."""
+        self.unlisted_count = 0
+        """How many names the walk left out in all."""
 
     def run(self) -> int | None:
         """List; how many objects went in, or None when the child could not do it.
@@ -370,6 +459,8 @@ class ChildListing:
                 pass
             else:
                 self.note = str(told.get("note", ""))
+                self.unlisted = [str(name) for name in told.get("unlisted", ())]
+                self.unlisted_count = int(told.get("unlisted_count", len(self.unlisted)))
                 return objects
         self.error = (err or out).decode("utf-8", "replace").strip()[-2000:] or (
             f"exit status {self._child.returncode}"
@@ -387,14 +478,16 @@ class ChildListing:
 def main(spec: Mapping[str, Any]) -> None:
     """The child: list ``spec["root"]`` under ``spec["prefix"]`` into ``spec["index"]``.
 
-    By :func:`walk`; when the tree holds something the walk leaves to obstore
-    (:class:`Irregular`), what it wrote is rolled back and obstore lists the tree instead.
+    By :func:`walk` (names that are not valid UTF-8 left out, and told in its output);
+    when the tree holds something the walk leaves to obstore (:class:`Irregular`), what it
+    wrote is rolled back and obstore lists the tree instead.
     """
     from obstore.store import LocalStore
 
     root, parent, prefix = spec["root"], spec["parent"], spec["prefix"]
-    shard = spec["shard"]
-    keep = None if shard is None else (lambda path: in_shard(path, shard[0], shard[1]))
+    shard, variants = spec["shard"], spec.get("variants", "")
+    keep = None if shard is None else (lambda path: in_shard(path, shard[0], shard[1], variants))
+    unlisted = Unlisted()
 
     def watched(batches: Iterator[ListedBatch]) -> Iterator[ListedBatch]:
         for rows in batches:
@@ -408,8 +501,9 @@ def main(spec: Mapping[str, Any]) -> None:
         try:
             # The walk and the inserts take turns in this thread: in two threads they
             # would contend for the interpreter lock (11.7 s a million files, not 9.2 s).
-            count = fill(db, spec["key"], watched(walk(root, prefix)), keep)
+            count = fill(db, spec["key"], watched(walk(root, prefix, unlisted=unlisted)), keep)
         except Irregular as why:
+            unlisted.clear()
             note = f"listed by obstore: {why}"
             # obstore's walk runs outside the interpreter lock: a few batches ahead of the
             # inserts, in a thread of its own, as in a scan's own process.
@@ -418,4 +512,7 @@ def main(spec: Mapping[str, Any]) -> None:
                 count = fill(db, spec["key"], listed, keep)
     finally:
         db.close()
-    sys.stdout.write(json.dumps({"objects": count, "note": note}))
+    told = {"objects": count, "note": note}
+    if unlisted.count:
+        told.update(unlisted=unlisted.shown, unlisted_count=unlisted.count)
+    sys.stdout.write(json.dumps(told))

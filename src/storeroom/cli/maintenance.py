@@ -25,6 +25,7 @@ from storeroom.cli.rows import (
     session_factory,
 )
 from storeroom.cli.sharded import Sharding, sharded_options, start_and_follow
+from storeroom.errors import UnsafePath
 
 __all__ = ["gc", "verify"]
 
@@ -228,9 +229,11 @@ def gc(
 ) -> None:
     """Delete orphans (objects no row references) older than --grace; dry run by default.
 
-    The rows are read again just before deleting, so an object a row started to
-    reference meanwhile is kept. Every model whose files live in the backend must be
-    named with --model (repeat it): files of models left out look like orphans.
+    The rows are read again just before each batch of deletes, so an object a row
+    started to reference meanwhile is kept; so are the objects of upload sessions in
+    progress. Names storeroom will not touch (a backslash, a control character) are
+    reported as skipped. Every model whose files live in the backend must be named with
+    --model (repeat it): files of models left out look like orphans.
 
     \b
     Examples:
@@ -287,9 +290,15 @@ def _collect_orphans(
     grace: str,
     yes: bool,
 ) -> None:
-    """gc's orphan step: list (dry run) or delete the orphans of backend ``key``."""
-    from storeroom.orm.maintenance import ReferenceScan, remove_orphans
+    """gc's orphan step: list (dry run) or delete the orphans of backend ``key``.
 
+    Upload sessions in progress count as references (the library reads them with the rows);
+    a name storeroom will not touch is reported as skipped, and the other orphans go on.
+    """
+    from storeroom.orm.maintenance import ReferenceScan, SkippedObject, remove_orphans
+    from storeroom.paths import safe_path
+
+    skipped = 0
     if yes:
         deleted = 0
         for info, removed in remove_orphans(
@@ -298,22 +307,36 @@ def _collect_orphans(
             if removed:
                 deleted += 1
                 click.echo(f"deleted {info.path}")
+            elif isinstance(info, SkippedObject):
+                skipped += 1
+                click.echo(f"skipped {info.reason}")  # the reason names the path
             else:
-                click.echo(f"kept {info.path} (referenced since the scan)")
-        click.echo(f"{deleted} orphans deleted from {key}")
+                click.echo(f"kept {info.path} (in use since the scan)")
+        click.echo(f"{deleted} orphans deleted from {key}" + _skipped(skipped))
         return
     count = total = 0
     with ReferenceScan(columns, registry=ctx.registry) as scan:
         with sessions() as session:
             scan.read_rows(session)
         for info in scan.orphans(key, prefix=prefix, grace=delay):
+            try:
+                safe_path(info.path)
+            except UnsafePath as exc:
+                skipped += 1
+                click.echo(f"would skip {exc}")  # the message names the path
+                continue
             count += 1
             total += info.size or 0
             click.echo(f"would delete {info.path}  {human_size(info.size)}")
     click.echo(
         f"{count} orphans ({human_size(total)}) older than {grace} in "
-        f"{key}; dry run: pass --yes to delete"
+        f"{key}{_skipped(skipped)}; dry run: pass --yes to delete"
     )
+
+
+def _skipped(count: int) -> str:
+    """The end of gc's last line for ``count`` orphans left in place ('' for none)."""
+    return f", {count} skipped (names storeroom will not touch)" if count else ""
 
 
 def _sweep_multipart_uploads(store: Any, older_than: timedelta, really: bool) -> None:

@@ -92,8 +92,9 @@ def migrate(
     interruption (even kill -9) and it copies only what is missing.
 
     With --update-rows the rows are then switched to DESTINATION in batches, one
-    transaction each, and only for copies the journal records as verified: a row never
-    points at an object that is not verified on DESTINATION.
+    transaction each, and only for copies the journal records as verified and that are
+    still on DESTINATION; a row another transaction changed meanwhile is read again, never
+    overwritten. A row never points at an object that is not verified on DESTINATION.
 
     Source objects are never deleted. Once 'storeroom verify' is clean, remove them with
     'storeroom gc --backend SOURCE --yes' (they are orphans by then).
@@ -119,8 +120,12 @@ def migrate(
     if models and prefix:
         fail("--prefix selects objects, --model selects rows' files: pass one of them")
     columns = columns_of(load_model(models), column) if models else []
+    if not dry_run:
+        from storeroom.orm.migration import _refuse_shared_location
+
+        # Before any planning: two keys over one folder or bucket prefix are refused.
+        _refuse_shared_location(src, ctx.backend(destination))
     if sharding is not None and not dry_run:
-        ctx.backend(destination)
         state_dir = (state_path or Path(f".storeroom-migrate-{src.key}-{dst_key}")).resolve()
         state_dir.mkdir(parents=True, exist_ok=True)
         start_and_follow(
@@ -196,6 +201,7 @@ def migrate(
                 )
             if sessions is not None and update_rows:
                 batches = 0
+                left: list[tuple[str, str]] = []
 
                 def batch_done(_changed: int) -> None:
                     nonlocal batches
@@ -210,8 +216,12 @@ def migrate(
                         state,
                         batch_size=batch_size,
                         on_batch=batch_done,
+                        on_skipped=lambda path, why: left.append((path, why)),
                     )
                 click.echo(f"rows updated {report.rows_updated} in {batches} transactions")
+                if left:
+                    click.echo(f"rows left on {src.key} for the next run: {len(left)}")
+                    report.failed += left
     for source_path, error in report.failed[:20]:
         click.echo(f"failed {source_path}: {error}", err=True)
     if report.failed:

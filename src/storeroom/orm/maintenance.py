@@ -14,11 +14,17 @@ flat whatever the number of rows or objects (SQLite's page cache is capped); the
 file takes about 300 bytes per reference and 100 per object and is deleted on close. A
 merge of two sorted streams would need no disk, but stores do not all list in key order
 (a local directory lists in the file system's order), so the index sorts instead.
+
+Besides a row's file, an object counts as referenced when it is a variant of one
+(``<path>.variants/<name>``), belongs to an upload session in progress, or is referenced
+through another registered backend whose location holds it or lies inside this one's
+(two keys over one bucket or folder): see :meth:`ReferenceScan.orphans`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -27,37 +33,46 @@ import queue
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, cast
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import (
     JSON,
+    DateTime,
     Select,
+    String,
     Text,
     case,
     func,
     inspect,
     literal_column,
+    or_,
     select,
+    table,
     type_coerce,
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy import column as sql_column
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import UnboundExecutionError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from storeroom.backends import local_listing, transfer
 from storeroom.backends.base import ObjectInfo, StorageBackend, _Guard
 from storeroom.backends.local_listing import CACHE_KIB, connect, in_shard
 from storeroom.backends.local_listing import insert_many as _insert_many
+from storeroom.backends.local_root import real_root
 from storeroom.backends.relay import Relay
-from storeroom.errors import ConfigurationError, StoreroomError
+from storeroom.errors import ConfigurationError, ObjectNotFound, StoreroomError, UnsafePath
 from storeroom.file import FileObject
 from storeroom.orm.lifecycle import file_columns
-from storeroom.orm.variants import VARIANTS_DIRECTORY
+from storeroom.orm.variants import VARIANTS_DIRECTORY, variant_original
 from storeroom.paths import safe_path
 from storeroom.registry import StorageRegistry, storages
 
@@ -67,6 +82,7 @@ __all__ = [
     "MismatchedObject",
     "ReferenceScan",
     "Shard",
+    "SkippedObject",
     "collect_findings",
     "find_dangling",
     "find_orphans",
@@ -83,9 +99,15 @@ logger = logging.getLogger("storeroom.orm")
 _LIST_APART_AFTER = 20_000  # references read before a local store is listed by a child
 _PATHS_PER_QUERY = 10_000  # paths a query of read_rows(paths=...) selects at most
 _EXACT_PATHS = ("postgresql", "sqlite")  # databases whose `path IN (...)` compares exactly
-# gc reads again only the references to its candidates when there are at most this many
-# (each query costs one pass over the table); otherwise every reference.
+# gc reads again only the references to a batch's candidates when they need at most this
+# many paths (each query costs one pass over the table); otherwise every reference.
 _RECHECK_AT_MOST = 5 * _PATHS_PER_QUERY
+# gc deletes its candidates in batches, each checked just before its deletes: the first of
+# one candidate, each then twice the last (at most this many) while its deletes take less
+# than half of _DELETE_WINDOW seconds (or of the batch's check, when that takes longer),
+# half the last once they take more than all of it.
+_DELETE_BATCH = 5000
+_DELETE_WINDOW = 1.0
 _BATCH = 5000  # references or listed objects inserted into the index per executemany
 _CONFIRMING = 8  # HEAD requests at once that confirm a reference missing from a listing
 _CONFIRM_GROUP = 256  # ... over this many references at a time (memory stays flat)
@@ -116,6 +138,39 @@ class MismatchedObject:
     kind: Literal["size", "checksum"]
     recorded: int | str
     stored: int | str
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedObject(ObjectInfo):
+    """An orphan :func:`remove_orphans` left in place, and why (``reason``).
+
+    Its name is one storeroom never writes and refuses to touch (a backslash, a control
+    character, unicode not in NFC form: :func:`storeroom.paths.safe_path`), or the delete
+    met a symbolic link. Rename or remove it by hand; gc goes on with the other orphans.
+    """
+
+    reason: str = ""
+
+
+# The table of upload sessions (storeroom.uploads.sessions.upload_sessions), read here by
+# name: the uploads package stands above the ORM, which must not import it. The bytes of a
+# session neither completed nor expired belong to an upload in progress: referenced.
+_UPLOAD_SESSIONS = table(
+    "storeroom_upload_sessions",
+    sql_column("backend", String),
+    sql_column("path", String),
+    sql_column("upload_path", String),
+    sql_column("protocol", String),
+    sql_column("expires_at", DateTime(timezone=True)),
+    sql_column("completed_at", DateTime(timezone=True)),
+)
+# Where a pending tus upload keeps its parts: storeroom.uploads.multipart.tus_parts_prefix.
+_TUS_PARTS = "_uploads/tus/"
+
+
+def _tus_parts(upload_path: str) -> str:
+    """The folder of a tus upload's parts (``storeroom.uploads.multipart.tus_parts_prefix``)."""
+    return _TUS_PARTS + hashlib.sha256(upload_path.encode()).hexdigest()[:40] + "/"
 
 
 Target = InstrumentedAttribute[Any] | type
@@ -165,7 +220,7 @@ class Shard:
 
     Hashing the path (rather than cutting key ranges) spreads any store evenly, whatever its
     naming, and needs nothing but the path: a reference and the object it points at always
-    fall in the same shard.
+    fall in the same shard. A scan places a variant with its file (:meth:`covers`).
     """
 
     index: int
@@ -188,6 +243,16 @@ class Shard:
         """Whether ``path`` belongs to this shard (a missing path belongs to shard 0)."""
         return in_shard(path, self.index, self.count)
 
+    def covers(self, path: str | None) -> bool:
+        """Whether a scan of this shard answers for ``path``: whether the shard contains the
+        path of the file it belongs to.
+
+        That is ``path`` itself, or for a variant (``<original>.variants/<name>``) the part
+        before its first ``.variants/``: a file, its variants and theirs are checked by one
+        shard, so the shards of a split together judge a variant as one scan does.
+        """
+        return in_shard(path, self.index, self.count, VARIANTS_DIRECTORY)
+
 
 class ReferenceScan:
     """An index, in temporary SQLite files, of the files rows reference and stores hold.
@@ -203,7 +268,8 @@ class ReferenceScan:
     ``directory`` is where the temporary files go (default: the system's temp directory).
     ``shard`` (a :class:`Shard`) limits the scan to the paths of one shard: every question
     then answers for those paths only, and the answers of all the shards of a split,
-    together, are the answer of an unsharded scan (a path belongs to exactly one shard).
+    together, are the answer of an unsharded scan (a path belongs to exactly one shard, a
+    variant to its file's: :meth:`Shard.covers`).
     """
 
     def __init__(
@@ -219,7 +285,7 @@ class ReferenceScan:
             raise ConfigurationError(f"page_size must be a positive integer, got {page_size!r}")
         self.shard = shard
         """Only paths of this shard are indexed (references and listed objects alike)."""
-        self._keep = shard.contains if shard is not None else None
+        self._keep = shard.covers if shard is not None else None
         self.columns = _columns(target)
         self.registry = registry or storages
         self.page_size = page_size
@@ -233,6 +299,9 @@ class ReferenceScan:
         self._stopping = False  # set when the scan fails or closes: no child starts after
         self._filling = threading.Lock()
         self._compared = False  # whether table cmp holds the references against the listings
+        self._reader: Session | None = None  # the session of the last read_rows (re-checks)
+        self._pending = 0  # upload sessions in progress, as the last read_rows found them
+        self._cutoffs: dict[str, float] = {}  # backend key -> the grace's cutoff of orphans()
         self._paths = [_temporary(directory), _temporary(directory)]
         # Shared with the thread that inserts references while rows are read (one user at
         # a time: read_rows hands it over and waits for it).
@@ -253,8 +322,11 @@ class ReferenceScan:
             CREATE TABLE candidate (path TEXT PRIMARY KEY, size INTEGER, modified REAL,
                                     etag TEXT, version TEXT) WITHOUT ROWID;
             CREATE TABLE cmp (id INTEGER PRIMARY KEY, stored INTEGER, missing INTEGER);
+            CREATE TABLE pending (backend TEXT, path TEXT);
+            CREATE INDEX pending_at ON pending (backend, path);
             """
         )
+        self._db.create_function("variant_original", 1, variant_original, deterministic=True)
 
     def __enter__(self) -> ReferenceScan:
         return self
@@ -296,6 +368,12 @@ class ReferenceScan:
         in the query (``path IN (...)``, up to 10,000 paths a query; a million-row table
         answers 10,000 paths in about half a second, against ten seconds or more to read
         every reference); other databases send every row, and the paths are picked here.
+
+        A column value stored as a JSON string holding the JSON (encoded twice, by code
+        other than storeroom's) is decoded once more, as the column type does when the
+        application reads it. The upload sessions in progress (neither completed nor
+        expired; table ``storeroom_upload_sessions``, when the database has it) are read
+        too, first: their objects are not orphans.
         """
         if list_ahead is None and paths is not None:
             list_ahead = {}
@@ -333,6 +411,9 @@ class ReferenceScan:
             # in progress from writing (a child's stopped for 7 s at a million rows).
             db.execute("DROP INDEX IF EXISTS main.ref_at")
             db.execute("DELETE FROM main.ref")
+            # Before the rows: an upload completed after this read is in a row read after it.
+            self._pending = self._load_pending(session)
+            self._reader = session
             # The references go into the index in a thread of their own, while this one
             # waits for the database's next page and decodes it.
             inserter = _Inserter(db, _REF_INSERT)
@@ -364,6 +445,45 @@ class ReferenceScan:
             raise
         self.references = count
         return count
+
+    def _load_pending(self, session: Session) -> int:
+        """Put the paths of the upload sessions in progress into table ``pending``; how many
+        sessions there are.
+
+        Each session's final path and staging path, and for a tus upload the folder of its
+        parts (a path ending with ``/``). A database without the sessions table has none.
+        """
+        self._db.execute("DELETE FROM main.pending")
+        connection = self._uploads_connection(session)
+        if connection is None or not inspect(connection).has_table(_UPLOAD_SESSIONS.name):
+            return 0
+        c = _UPLOAD_SESSIONS.c
+        rows = connection.execute(
+            select(c.backend, c.path, c.upload_path, c.protocol).where(
+                c.completed_at.is_(None), c.expires_at > datetime.now(timezone.utc)
+            )
+        )
+        sessions = 0
+        for backend, path, upload_path, protocol in rows:
+            sessions += 1
+            places = [(backend, path)]
+            if upload_path and upload_path != path:
+                places.append((backend, upload_path))
+            if protocol == "tus" and upload_path:
+                places.append((backend, _tus_parts(upload_path)))  # a folder: ends with "/"
+            self._db.executemany("INSERT INTO main.pending VALUES (?, ?)", places)
+        return sessions
+
+    def _uploads_connection(self, session: Session) -> Connection | None:
+        """The connection that reaches the upload sessions' table: the session's own, or, for a
+        session bound per model only, the first column's model's."""
+        try:
+            return session.connection()
+        except UnboundExecutionError:
+            if not self.columns:
+                return None
+            mapper: Any = inspect(self.columns[0].class_)
+            return session.connection(bind_arguments={"mapper": mapper})
 
     def _lists_apart(self, key: str) -> bool:
         """Whether backend ``key`` may be listed by a child process (local disk)."""
@@ -437,7 +557,12 @@ class ReferenceScan:
                     if text is None or text == "null":
                         continue
                     key = _row_key(row, keys)
-                    if fields:
+                    items = None
+                    if not fields or row[keys + 2] is None:
+                        # Parsed here: a list on MariaDB, or a value the database found no
+                        # path in (JSON text stored as a JSON string, decoded once more).
+                        items = _files_in(text)
+                    if items is None:
                         if keep is not None and not keep(row[keys + 2]):
                             continue
                         batch.append(
@@ -452,7 +577,7 @@ class ReferenceScan:
                             )
                         )
                     else:
-                        for item in json.loads(text) or ():
+                        for item in items:
                             if keep is not None and not keep(item.get("path")):
                                 continue
                             batch.append(
@@ -489,7 +614,7 @@ class ReferenceScan:
             return store
         # One listing writes the index file at a time (a child's holds its lock throughout).
         with self._filling:
-            if not (apart and self._list_apart(store, prefix)):
+            if not (apart and self._list_apart(store, prefix)) and not self._walk(store, prefix):
                 # The store is listed in a thread of its own, a few batches ahead: its
                 # native work (one stat per file on local disk) overlaps the inserts here.
                 with Relay(store.list_rows(prefix)) as listed:
@@ -498,6 +623,27 @@ class ReferenceScan:
         self._compared = False
         return store
 
+    def _walk(self, store: StorageBackend, prefix: str) -> bool:
+        """List a store on local disk here by :func:`~storeroom.backends.local_listing.walk`,
+        as a child lists it; whether it did (not when the tree holds what the walk leaves to
+        obstore's listing, a symbolic link for one)."""
+        root = store.listing_directory
+        if root is None:
+            return False
+        prefix = safe_path(prefix) if prefix else ""
+        unlisted = local_listing.Unlisted()
+        guard = _Guard(store, prefix, "list")
+        try:
+            walked = local_listing.walk(root, prefix, unlisted=unlisted)
+            objects = local_listing.fill(self._lister, store.key, walked, self._keep)
+        except local_listing.Irregular as why:
+            logger.debug("backend %r: listed by obstore: %s", store.key, why)
+            return False
+        _report_unlisted(store.key, unlisted.count, unlisted.shown)
+        guard.size = objects
+        guard.emit()
+        return True
+
     def _list_apart(self, store: StorageBackend, prefix: str) -> bool:
         """List ``store`` by a child process; whether it did (see :meth:`_list`)."""
         root = store.listing_directory
@@ -505,7 +651,9 @@ class ReferenceScan:
             return False
         shard = None if self.shard is None else (self.shard.index, self.shard.count)
         prefix = safe_path(prefix) if prefix else ""
-        child = local_listing.ChildListing(self._paths[1], store.key, root, prefix, shard)
+        child = local_listing.ChildListing(
+            self._paths[1], store.key, root, prefix, shard, VARIANTS_DIRECTORY
+        )
         self._children.append(child)
         if self._stopping:  # the scan failed while this thread was on its way here
             child.stop()
@@ -520,6 +668,7 @@ class ReferenceScan:
             return False
         if child.note:
             logger.debug("backend %r: %s", store.key, child.note)
+        _report_unlisted(store.key, child.unlisted_count, child.unlisted)
         guard.size = objects
         guard.emit()
         return True
@@ -536,9 +685,18 @@ class ReferenceScan:
     def _store(self, key: str) -> StorageBackend:
         return self._stores.get(key) or self.registry.get_backend(key or None)
 
+    def _reachable(self, key: str) -> StorageBackend | None:
+        """Backend ``key``, or None when no backend answers to it (not registered)."""
+        try:
+            return self._store(key)
+        except StoreroomError:
+            return None
+
     def _list_referenced(self) -> None:
+        # A reference to a backend that is not registered reaches nothing: dangling.
         for key in sorted(self._referenced):
-            self._list(key)
+            if self._reachable(key) is not None:
+                self._list(key)
         self._index("obj")
 
     def _index(self, table: Literal["ref", "obj"]) -> None:
@@ -564,7 +722,9 @@ class ReferenceScan:
         """References whose object is missing from its backend, in row order.
 
         Each one missing from the listing is confirmed with a HEAD request: a row read
-        after the listing began may reference an object uploaded since.
+        after the listing began may reference an object uploaded since. A reference that
+        reaches no object at all is dangling too: one to a backend that is not registered,
+        or to a path no backend accepts (:func:`~storeroom.paths.safe_path`).
         """
         self._compare()
         missing = self._db.execute(
@@ -573,15 +733,21 @@ class ReferenceScan:
         )
 
         def absent(row: tuple[Any, ...]) -> bool:
-            path = row[4]
-            return path is None or not self._store(row[3]).exists(path)
+            path, store = row[4], self._reachable(row[3])
+            if path is None or store is None:
+                return True
+            try:
+                return not store.exists(path)
+            except UnsafePath:  # a path no backend accepts: the row reaches nothing
+                return True
 
         # The HEADs overlap where a store answers each in a network round trip, a bounded
         # group at a time (threads would only contend for a store on this machine);
         # findings still come out in row order.
         with ThreadPoolExecutor(_CONFIRMING, thread_name_prefix="storeroom-scan-head") as pool:
             while group := missing.fetchmany(_CONFIRM_GROUP):
-                remote = any(not self._store(key).served_locally for key in {r[3] for r in group})
+                stores = [self._reachable(key) for key in {r[3] for r in group}]
+                remote = any(store is not None and not store.served_locally for store in stores)
                 answers = pool.map(absent, group) if remote else map(absent, group)
                 for row, gone in zip(group, answers, strict=True):
                     if gone:
@@ -612,7 +778,11 @@ class ReferenceScan:
         """References whose object's size (or, with ``checksums``, checksum) differs.
 
         With ``checksums``, every object whose size agrees and whose row records a checksum
-        is read in full, as a stream, and hashed with the algorithm the record names.
+        is read in full, as a stream, and hashed with the algorithm the record names. An
+        object gone by the time it is read (those reads can take hours) is skipped when its
+        row, read again, no longer references it (the application replaced or deleted the
+        file meanwhile); when the row still does, :class:`~storeroom.errors.ObjectNotFound`
+        names the row (a dangling reference appeared during the run: run it again).
         """
         if checksums:
             self._list_referenced()
@@ -632,13 +802,45 @@ class ReferenceScan:
             if recorded is not None and recorded != stored:
                 yield MismatchedObject(*self._finding(source, key, text), "size", recorded, stored)
                 continue
-            digest = transfer.digest_object(
-                self._store(backend), path, transfer.algorithm_of(checksum)
-            ).checksum
+            try:
+                digest = transfer.digest_object(
+                    self._store(backend), path, transfer.algorithm_of(checksum)
+                ).checksum
+            except ObjectNotFound:
+                if not self._still_references(source, key, backend, path):
+                    continue  # replaced or deleted by its row since the rows were read
+                model, primary_key, column, _file = self._finding(source, key, text)
+                raise ObjectNotFound(
+                    f"{path!r} on backend {backend!r} vanished while verify read it, and "
+                    f"{model} {primary_key!r} still references it in column {column!r}: a "
+                    "dangling reference that appeared during the run; run verify again to "
+                    "list it with the others"
+                ) from None
             if digest != checksum:
                 yield MismatchedObject(
                     *self._finding(source, key, text), "checksum", checksum, digest
                 )
+
+    def _still_references(self, source: int, key: Any, backend: str, path: str) -> bool:
+        """Whether the row of a reference (``source``'s column, primary ``key``) references
+        ``path`` on ``backend`` now, read again through the session of :meth:`read_rows`.
+
+        True when it cannot be told (no session): the caller then reports what it found.
+        """
+        session = self._reader
+        if session is None:
+            return True
+        column = self.columns[source]
+        mapper: Any = inspect(column.class_)
+        values = pickle.loads(key) if type(key) is bytes else (key,)
+        statement = select(column).where(
+            *(part == value for part, value in zip(mapper.primary_key, values, strict=True))
+        )
+        value = session.execute(statement).scalar_one_or_none()
+        files = [value] if isinstance(value, FileObject) else list(value or ())
+        default = getattr(column.property.columns[0].type, "backend", None)
+        default = default or self.registry.default_key or ""
+        return any((f.backend or default) == backend and f.path == path for f in files)
 
     def orphans(
         self,
@@ -651,6 +853,16 @@ class ReferenceScan:
 
         Objects modified within ``grace`` are skipped: they may belong to a transaction in
         flight. In path order.
+
+        Also not orphans: a variant (``<path>.variants/<name>``) of a referenced file; the
+        objects of upload sessions in progress (see :meth:`read_rows`); and, where another
+        registered backend's location lies inside this one's (or this one's inside it, or
+        both are one), the objects its references name, translated into this backend's
+        paths (refused with :class:`~storeroom.errors.ConfigurationError` for a sharded scan
+        when the two roots differ, since a path then hashes differently for each). On local
+        disk an object's age counts from the later of its modification time and its status
+        change time: a copy made as a hard link keeps its source's modification time, but
+        not its change time.
         """
         if isinstance(backend, StorageBackend):
             self._stores[backend.key] = backend
@@ -658,9 +870,11 @@ class ReferenceScan:
         else:
             key = backend
         prefix = prefix.strip("/")
-        self._list(key, prefix)
+        store = self._list(key, prefix)
         self._index("ref")
         cutoff = (datetime.now(timezone.utc) - grace).timestamp()
+        self._cutoffs[key] = cutoff
+        spared = self._spared(store, cutoff)
         query = (
             "SELECT path, size, modified, etag, version FROM l.obj o WHERE o.backend = ? "
             "AND (o.modified IS NULL OR o.modified <= ?) AND NOT EXISTS "
@@ -674,7 +888,96 @@ class ReferenceScan:
         for path, size, modified, etag, version in self._db.execute(
             query + " ORDER BY o.path", params
         ):
-            yield _object(path, size, modified, etag, version)
+            if spared is None or not spared(path):
+                yield _object(path, size, modified, etag, version)
+
+    def _views(self, store: StorageBackend) -> list[tuple[str, str, str]]:
+        """How the references of each backend name ``store``'s objects, as ``(backend key,
+        strip, add)``: an object at ``strip + rest`` is that backend's ``add + rest``.
+
+        ``store`` itself first (``strip`` and ``add`` empty), then every other backend (passed
+        to this scan, or registered) whose location is ``store``'s, lies inside it (``strip``
+        is its folder in ``store``) or holds it (``add`` is ``store``'s folder in it).
+        """
+        views = [(store.key, "", "")]
+        mine = _store_root(store)
+        if mine is None:
+            return views
+        seen = {store.key}
+        for other in [*self._stores.values(), *self.registry]:
+            if other.key in seen:
+                continue
+            seen.add(other.key)
+            theirs = _store_root(other)
+            nesting = None if theirs is None or theirs[0] != mine[0] else _nesting(mine, theirs)
+            if nesting is None:
+                continue
+            if self.shard is not None and any(nesting):
+                raise ConfigurationError(
+                    f"backend {other.key!r} ({other.location}) and backend {store.key!r} "
+                    f"({store.location}) share objects under different paths, which fall in "
+                    f"different shards: check the orphans of {store.key!r} without shards"
+                )
+            views.append((other.key, *nesting))
+        return views
+
+    def _spared(self, store: StorageBackend, cutoff: float | None) -> Callable[[str], bool] | None:
+        """Whether an object of ``store`` that no reference to ``store`` names is in use all
+        the same, or changed after ``cutoff`` (None when nothing can spare one).
+
+        Named by a reference of a backend sharing the store (:meth:`_views`), itself or as a
+        variant's original; one of an upload session in progress (of any of them); or, on
+        local disk and with a ``cutoff``, changed since (:func:`~storeroom.backends.
+        local_listing.changed_at`): a stat per object the SQL found unreferenced.
+        """
+        views = self._views(store)
+        others = views[1:]
+        root = _local_directory(store) if cutoff is not None else None
+        pending = self._pending > 0
+        if not others and not pending and root is None:
+            return None
+        db = self._db
+
+        def referenced(key: str, path: str) -> bool:
+            found = db.execute(
+                "SELECT 1 FROM ref WHERE backend = ? AND path = ? LIMIT 1", (key, path)
+            ).fetchone()
+            return found is not None
+
+        def uploading(key: str, path: str) -> bool:
+            # The path itself, or a folder holding it (a tus upload's parts).
+            places = [path, *(path[: at + 1] for at, char in enumerate(path) if char == "/")]
+            found = db.execute(
+                f"SELECT 1 FROM pending WHERE backend = ? AND path IN "
+                f"({', '.join('?' * len(places))}) LIMIT 1",
+                (key, *places),
+            ).fetchone()
+            return found is not None
+
+        def spared(path: str) -> bool:
+            original = variant_original(path)
+            for key, strip, add in views:
+                if not path.startswith(strip):
+                    continue
+                named = add + path[len(strip) :]
+                if key != store.key and (
+                    referenced(key, named)
+                    or (
+                        original is not None
+                        and original.startswith(strip)
+                        and referenced(key, add + original[len(strip) :])
+                    )
+                ):
+                    return True
+                if pending and uploading(key, named):
+                    return True
+            if root is not None and cutoff is not None:
+                changed = local_listing.changed_at(root, path)
+                if changed is not None and changed > cutoff:
+                    return True
+            return False
+
+        return spared
 
     def referenced(self, backend: str) -> Iterator[tuple[str, int | None, str | None, str | None]]:
         """Each path referenced on ``backend``, once, in path order (after :meth:`read_rows`).
@@ -782,40 +1085,91 @@ class ReferenceScan:
         self._db.execute("COMMIT")
         return count
 
-    def candidate_paths(self) -> set[str]:
+    def candidate_paths(
+        self, backend: str | None = None, *, after: str = "", limit: int | None = None
+    ) -> set[str]:
         """The paths a reference must have to make a remembered candidate referenced.
 
         Each candidate's own path and, for a variant (``<path>.variants/...``), its
         original's: pass them to :meth:`read_rows` (``paths=``) before :meth:`candidates`.
+        With ``backend`` (the backend whose orphans they are), also those paths as the
+        backends sharing its store name them (see :meth:`orphans`). With ``after`` and
+        ``limit``, only for the candidates that :meth:`candidates` answers for with them.
         """
+        views = self._views(self._store(backend)) if backend is not None else []
         wanted: set[str] = set()
-        for (path,) in self._db.execute("SELECT path FROM candidate"):
-            wanted.add(path)
-            cut = path.find(VARIANTS_DIRECTORY)
-            if cut >= 0:  # as _VARIANT_OF_REF: up to the first variants directory
-                wanted.add(path[:cut])
+        for path in self._candidate_window(after, limit):
+            original = variant_original(path)  # as _VARIANT_OF_REF: before the last one
+            for named in (path,) if original is None else (path, original):
+                wanted.add(named)
+                for _key, strip, add in views[1:]:
+                    if named.startswith(strip):
+                        wanted.add(add + named[len(strip) :])
         return wanted
 
-    def candidates(self, backend: str) -> Iterator[tuple[ObjectInfo, bool]]:
-        """Each remembered candidate and whether a reference (as last read) points at it."""
+    def _candidate_window(self, after: str, limit: int | None) -> list[str]:
+        """The remembered candidates' paths after ``after``, in path order, at most ``limit``."""
+        rows = self._db.execute(
+            "SELECT path FROM candidate WHERE path > ? ORDER BY path LIMIT ?",
+            (after, -1 if limit is None else limit),
+        )
+        return [path for (path,) in rows]
+
+    def candidates(
+        self, backend: str, *, after: str = "", limit: int | None = None
+    ) -> Iterator[tuple[ObjectInfo, bool]]:
+        """Each remembered candidate and whether a reference (as last read) points at it.
+
+        In path order; with ``after`` and ``limit``, only the candidates whose path sorts
+        after ``after``, at most ``limit`` of them. A candidate counts as referenced on the
+        grounds :meth:`orphans` spares an object on, as last read; on local disk, also when
+        it changed after the grace's cutoff that :meth:`orphans` applied.
+        """
         self._index("ref")
-        for path, size, modified, etag, version, referenced in self._db.execute(
+        rows = self._db.execute(
             "SELECT c.path, c.size, c.modified, c.etag, c.version, EXISTS "
             "(SELECT 1 FROM ref r WHERE r.backend = ? AND r.path = c.path) OR "
             f"{_VARIANT_OF_REF.format(obj='c.path', backend='?')} "
-            "FROM candidate c ORDER BY c.path",
-            (backend, backend),
-        ):
-            yield _object(path, size, modified, etag, version), bool(referenced)
+            "FROM candidate c WHERE c.path > ? ORDER BY c.path LIMIT ?",
+            (backend, backend, after, -1 if limit is None else limit),
+        ).fetchall()
+        spared = self._spared(self._store(backend), self._cutoffs.get(backend))
+        for path, size, modified, etag, version, referenced in rows:
+            kept = bool(referenced) or (spared is not None and spared(path))
+            yield _object(path, size, modified, etag, version), kept
 
 
 # An object at "<referenced path>.variants/<name>.<format>" is a variant of a referenced file
-# (storeroom.orm.variants): referenced too, whether or not the row records it yet.
+# (storeroom.orm.variants): referenced too, whether or not the row records it yet. Its
+# original is what variants.variant_original says (before the LAST ".variants/": an original's
+# own path may hold one), a function of the scan's SQLite connection.
 _VARIANT_OF_REF = (
     "(instr({obj}, '" + VARIANTS_DIRECTORY + "') > 0 AND EXISTS (SELECT 1 FROM ref r2 "
-    "WHERE r2.backend = {backend} AND r2.path = "
-    "substr({obj}, 1, instr({obj}, '" + VARIANTS_DIRECTORY + "') - 1)))"
+    "WHERE r2.backend = {backend} AND r2.path = variant_original({obj})))"
 )
+
+
+def _files_in(text: str) -> list[dict[str, Any]] | None:
+    """The files (dicts) of a column's JSON text, decoded as the column type decodes it.
+
+    A JSON string is decoded once more, as :meth:`StoredObject.process_result_value
+    <storeroom.orm.types.StoredObject.process_result_value>` does (JSON text that other code
+    encoded twice). None when the text holds no file: invalid JSON, or neither an object
+    nor a list once decoded.
+    """
+    try:
+        value = json.loads(text)
+        if isinstance(value, str):
+            value = json.loads(value)
+    except ValueError:
+        return None
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, dict)]
+    return None
 
 
 def _reference_query(
@@ -836,8 +1190,12 @@ def _reference_query(
     source: Any = column
     if multiple and dialect == "postgresql":
         # JSON null (a list column set to None) is a scalar: give the function an empty list.
+        # A JSON string (the list encoded twice) becomes one element, decoded in Python.
+        kind = func.jsonb_typeof(column)
         array = case(
-            (func.jsonb_typeof(column) == "array", column), else_=literal_column("'[]'::jsonb")
+            (kind == "array", column),
+            (kind == "string", func.jsonb_build_array(column)),
+            else_=literal_column("'[]'::jsonb"),
         )
         elements = func.jsonb_array_elements(array).table_valued(
             sql_column("value", JSONB), joins_implicitly=True
@@ -858,7 +1216,8 @@ def _reference_query(
     text = sql_cast(source, Text) if source is column or dialect != "sqlite" else source
     query = select(*keys, text, *fields).where(column.isnot(None))
     if paths is not None:
-        query = query.where(fields[1].in_(paths))
+        # No path found by the database: JSON encoded twice, decoded and picked in Python.
+        query = query.where(or_(fields[1].in_(paths), fields[1].is_(None)))
     return query, True
 
 
@@ -1159,27 +1518,150 @@ def remove_orphans(
     """Delete the orphans of ``backend``; yields each and whether it was deleted.
 
     ``sessions`` makes a new session (a ``sessionmaker``). The orphans are found as by
-    :func:`find_orphans`, then the rows are read again in a new session just before
-    deleting: an orphan a row started to reference meanwhile is kept (yielded with
-    ``False``). With ``shard``, only the orphans of that shard's paths (:class:`Shard`).
-    Memory stays flat; the candidates wait in the scan's temporary file.
+    :func:`find_orphans`, then deleted in batches in path order. Just before each batch's
+    deletes, the references that could adopt its orphans are read again in a new session
+    (and the upload sessions in progress with them): an orphan a row started to reference
+    meanwhile is kept (yielded with ``False``). Nothing is yielded between a batch's check
+    and its deletes, so a caller that takes its time with each result does not widen that
+    window. The first batch holds one orphan; each next one twice as many as the last, up
+    to 5,000, while deleting a batch takes less than half a second (or half as long as its
+    check), and half as many once it takes longer than a second (or its check).
+
+    A name storeroom never writes and will not touch (:func:`~storeroom.paths.safe_path`
+    refuses it: a backslash, a control character, unicode not in NFC form), or whose
+    delete meets a symbolic link, is left in place: it is yielded as a
+    :class:`SkippedObject` (with its ``reason``) and ``False``, and gc goes on. With
+    ``shard``, only the orphans of that shard's paths (:class:`Shard`). Memory stays flat;
+    the candidates wait in the scan's temporary file.
     """
     store = _backend(backend, registry)
     with ReferenceScan(target, registry=registry, page_size=page_size, shard=shard) as scan:
         with sessions() as session:
             scan.read_rows(session)
-        found = scan.remember_candidates(scan.orphans(store, prefix=prefix, grace=grace))
-        if not found:
+        if not scan.remember_candidates(scan.orphans(store, prefix=prefix, grace=grace)):
             return
-        # Only the references that could adopt a candidate: those to its path or, for a
-        # variant, to its original's (a tenth of a full read for 10,000 candidates).
-        paths = scan.candidate_paths() if found <= _RECHECK_AT_MOST else None
-        with sessions() as session:
-            scan.read_rows(session, paths=paths)
-        for info, referenced in scan.candidates(store.key):
-            if not referenced:
-                store.delete(info.path)
-            yield info, not referenced
+        size, after = 1, ""
+        while paths := scan.candidate_paths(store.key, after=after, limit=size):
+            began = time.monotonic()
+            # Only the references that could adopt a candidate of the batch: those to its
+            # path or, for a variant, to its original's.
+            with sessions() as session:
+                scan.read_rows(
+                    session, list_ahead={}, paths=paths if len(paths) <= _RECHECK_AT_MOST else None
+                )
+            checked = time.monotonic()
+            batch: list[tuple[ObjectInfo, bool]] = []
+            try:
+                for info, referenced in scan.candidates(store.key, after=after, limit=size):
+                    batch.append(_remove(store, info, referenced))
+            except Exception:
+                yield from batch  # what was deleted before the failure is told, then it
+                raise
+            size = _next_batch(size, checked - began, time.monotonic() - checked)
+            after = batch[-1][0].path
+            yield from batch
+
+
+def _remove(store: StorageBackend, info: ObjectInfo, referenced: bool) -> tuple[ObjectInfo, bool]:
+    """Delete the candidate ``info`` of ``store`` unless ``referenced``; what gc yields for it."""
+    if referenced:
+        return info, False
+    try:
+        store.delete(safe_path(info.path))
+    except UnsafePath as exc:
+        skipped = SkippedObject(
+            info.path,
+            info.size,
+            info.etag,
+            info.last_modified,
+            info.version,
+            info.content_type,
+            info.metadata,
+            reason=str(exc),
+        )
+        return skipped, False
+    return info, True
+
+
+def _next_batch(size: int, checking: float, deleting: float) -> int:
+    """How many candidates gc checks and deletes next, after a batch of ``size`` whose check
+    took ``checking`` seconds and its deletes ``deleting``."""
+    budget = max(_DELETE_WINDOW, checking)
+    if deleting < budget / 2:
+        return min(size * 2, _DELETE_BATCH)
+    if deleting > budget:
+        return max(size // 2, 1)
+    return size
+
+
+def _local_directory(store: StorageBackend) -> str | None:
+    """The root directory of a backend on local disk (any that says ``file://``), else None."""
+    root = store.listing_directory
+    if root is not None:
+        return root
+    try:
+        parts = urlsplit(store.location)
+    except ValueError:
+        return None
+    if parts.scheme != "file":
+        return None
+    for path in dict.fromkeys((parts.path, unquote(parts.path))):
+        if path and os.path.isdir(path):
+            return real_root(path)
+    return None
+
+
+def _store_root(store: StorageBackend) -> tuple[Hashable, str] | None:
+    """Which store holds ``store``'s objects, and its root folder in it ('/'-separated, no
+    leading or trailing '/'); None when that cannot be told.
+
+    Local disk: the directory. A memory store: the store object (each is its own). Any other:
+    the scheme and host (bucket, container) of its location, and the location's path.
+    """
+    local = _local_directory(store)
+    if local is not None:
+        return "file", local.strip("/")
+    try:
+        parts = urlsplit(store.location)
+    except ValueError:
+        return None
+    if parts.scheme == "memory":
+        inner = getattr(store, "store", None)
+        return None if inner is None else (("memory", id(inner)), "")
+    if not parts.scheme or parts.scheme == "file":
+        return None
+    return f"{parts.scheme}://{parts.netloc}", parts.path.strip("/")
+
+
+def _nesting(mine: tuple[Hashable, str], theirs: tuple[Hashable, str]) -> tuple[str, str] | None:
+    """``(strip, add)`` of :meth:`ReferenceScan._views` for a store at ``mine`` and another at
+    ``theirs`` (from :func:`_store_root`, on one store), or None when neither holds the other."""
+    here, there = mine[1], theirs[1]
+    if here == there:
+        return "", ""
+    if not here or there.startswith(here + "/"):
+        return there[len(here) + 1 if here else 0 :] + "/", ""
+    if not there or here.startswith(there + "/"):
+        return "", here[len(there) + 1 if there else 0 :] + "/"
+    return None
+
+
+def _report_unlisted(key: str, count: int, shown: Sequence[str]) -> None:
+    """Warn of names a listing of backend ``key`` left out (not valid UTF-8)."""
+    if count:
+        more = f" and {count - len(shown)} more" if count > len(shown) else ""
+        logger.warning(
+            "backend %r: %s under its root %s not valid UTF-8 and %s left out of the "
+            "listing, so neither verify nor gc sees %s: %s%s. Rename %s.",
+            key,
+            "1 name" if count == 1 else f"{count} names",
+            "is" if count == 1 else "are",
+            "was" if count == 1 else "were",
+            "it" if count == 1 else "them",
+            ", ".join(shown),
+            more,
+            "it" if count == 1 else "them",
+        )
 
 
 def _backend(backend: StorageBackend | str, registry: StorageRegistry | None) -> StorageBackend:

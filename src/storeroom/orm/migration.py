@@ -13,7 +13,12 @@ migration script:
    missing.
 3. :func:`update_rows` / :func:`update_rows_async` then repoint rows at the destination in
    batches, each in its own transaction, and only for files the journal records as
-   verified. The source objects are never deleted.
+   verified and that are still on the destination; a row is switched only if it still
+   holds what the batch read (compare-and-swap). The source objects are never deleted.
+
+Two backends over one location (one folder, or overlapping prefixes of one bucket) are
+refused: a "copy" between them would find every object already there, and the cleanup of
+the source would then delete the files the switched rows point at.
 """
 
 from __future__ import annotations
@@ -21,18 +26,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from storeroom.backends import transfer
 from storeroom.backends.base import ObjectInfo, StorageBackend
-from storeroom.errors import ObjectExists, ObjectNotFound, StoreroomError
+from storeroom.errors import ConfigurationError, ObjectExists, ObjectNotFound, StoreroomError
 from storeroom.file import FileObject
 
 if TYPE_CHECKING:
@@ -55,6 +62,10 @@ __all__ = [
 ]
 
 ProgressCallback = Callable[["CopyItem", int], None]
+SkipCallback = Callable[[str, str], None]
+"""``on_skipped(source path, reason)`` of :func:`update_rows`."""
+
+logger = logging.getLogger("storeroom.migration")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +165,9 @@ class MigrationState:
         self.path = Path(path)
         self.source_key = source_key
         self.destination_key = destination_key
+        # The backends copy_objects last used with this journal: update_rows checks the
+        # copies on that destination (a sharded worker's backends are in no registry).
+        self._backends: tuple[StorageBackend, StorageBackend] | None = None
         handle, self._index_path = tempfile.mkstemp(
             prefix="storeroom-journal-", suffix=".sqlite", dir=directory
         )
@@ -502,8 +516,8 @@ class _Copier:
         """Copy ``item``, or adopt the verified copy already there: (adopted, size, checksum).
 
         A create-only write finds an object already at the destination without a HEAD
-        before every copy; only then is it read back and compared (and replaced when it
-        is not the same file).
+        before every copy; only then is it read back and compared. Another file there is
+        never replaced (a row of the destination may reference it): ObjectExists.
         """
         if not self.create_first:
             if (
@@ -518,10 +532,94 @@ class _Copier:
             found = await _adopt(self.source, self.destination, item)
             if found is not None:
                 return (True, *found)
-        return (False, *await self._copy(item))
+        raise ObjectExists(_taken_message(item, self.source, self.destination))
 
     async def _copy(self, item: CopyItem, overwrite: bool = True) -> tuple[int, str]:
         return await _copy_one(self.source, self.destination, item, self.verify_read, overwrite)
+
+
+def _taken_message(item: CopyItem, source: StorageBackend, destination: StorageBackend) -> str:
+    return (
+        f"{item.destination!r} on backend {destination.key!r} already holds other bytes than "
+        f"{item.source!r} on backend {source.key!r}; nothing was overwritten (a row may "
+        f"reference them). If no row does (storeroom verify --backend {destination.key}), "
+        "delete that object and run again; else give the source file another path"
+    )
+
+
+def _check_journal_keys(state: MigrationState, source_key: str, destination_key: str) -> None:
+    """Refuse a journal opened for another pair of backends (its entries are not ours)."""
+    for role, journal_key, key in (
+        ("source", state.source_key, source_key),
+        ("destination", state.destination_key, destination_key),
+    ):
+        if journal_key is not None and journal_key != key:
+            raise ConfigurationError(
+                f"the journal {str(state.path)!r} was opened for {role} {journal_key!r}, but "
+                f"this run's {role} is {key!r}; open the journal of this migration, "
+                f"MigrationState(path, {source_key!r}, {destination_key!r})"
+            )
+
+
+def _place(backend: StorageBackend) -> tuple[Hashable, tuple[str, ...]] | None:
+    """Which store holds ``backend``'s objects, and the folder (path parts) they are under;
+    None when that cannot be told (a backend of another kind)."""
+    from storeroom.backends.obstore import ObstoreBackend
+
+    # A local directory, links resolved (ObstoreBackend's and FSSpecBackend's local roots).
+    root = getattr(backend, "_root", None)
+    if isinstance(root, str):
+        return ("file",), _parts(root)
+    if isinstance(backend, ObstoreBackend):
+        store: Any = backend.store
+        if backend.kind == "memory":
+            return ("memory", id(store)), ()
+        if backend.kind == "local":
+            return ("file",), _parts(str(getattr(store, "prefix", None) or "/"))
+        config = dict(getattr(store, "config", None) or {})
+        identity = tuple(str(config.get(name)) for name in _STORE_IDENTITY)
+        return (backend.kind, *identity), _parts(str(getattr(store, "prefix", None) or ""))
+    fs, prefix = getattr(backend, "fs", None), getattr(backend, "prefix", None)
+    if fs is not None and isinstance(prefix, str):  # an FSSpecBackend not on local disk
+        protocol = getattr(fs, "protocol", None)
+        if "memory" in (protocol if isinstance(protocol, (tuple, list)) else (protocol,)):
+            return ("fsspec-memory",), _parts(prefix)  # one store per process, shared
+        return ("fsspec", id(fs)), _parts(prefix)  # fsspec caches one instance per options
+    return None
+
+
+_STORE_IDENTITY = ("bucket", "container_name", "account_name", "endpoint", "use_emulator", "url")
+"""The options of a remote obstore store that say which store it is (not how to reach it)."""
+
+
+def _parts(path: str) -> tuple[str, ...]:
+    return tuple(part for part in path.split("/") if part)
+
+
+def _refuse_shared_location(source: StorageBackend, destination: StorageBackend) -> None:
+    """Refuse two backends over one location (the same folder or bucket prefix, or one
+    inside the other): every object would be found already "copied", and the source's
+    cleanup would delete what the switched rows then point at."""
+    if source is destination:
+        return
+    mine, theirs = _place(source), _place(destination)
+    if mine is None or theirs is None or mine[0] != theirs[0]:
+        return
+    (_store, a), (_same, b) = mine, theirs
+    if a[: len(b)] != b and b[: len(a)] != a:
+        return
+    if a == b:
+        where = f"one location ({source.location})"
+    else:
+        outer, inner = (source, destination) if len(a) < len(b) else (destination, source)
+        where = f"overlapping locations ({inner.location} is inside {outer.location})"
+    raise ConfigurationError(
+        f"backends {source.key!r} and {destination.key!r} keep their objects in {where}: "
+        "a copy between them would find objects already there, and a gc of one would "
+        "delete files that rows of the other point at (above all the cleanup of "
+        f"{source.key!r} once rows point at {destination.key!r}). Migrate to a backend over "
+        "another folder or bucket prefix"
+    )
 
 
 async def copy_objects(
@@ -551,11 +649,21 @@ async def copy_objects(
     destination (an object deleted or changed since is copied again). With a journal, the
     copy is written create-only: a copy that reached the destination but not the journal
     (a crash in between) makes it fail, and is then verified and adopted instead of copied
-    twice (a different object there is replaced). Failures are collected in the report,
-    not raised, so one bad object does not stop the rest. ``on_progress(item,
+    twice. Other bytes already at the destination path are never replaced (a row of the
+    destination may reference them): that object fails. Failures are collected in the
+    report, not raised, so one bad object does not stop the rest. ``on_progress(item,
     bytes_copied)`` is called once per item that is done (``bytes_copied`` is 0 when it
     was skipped or adopted).
+
+    Raises :class:`~storeroom.errors.ConfigurationError` before copying anything when
+    ``state`` was opened for other backend keys, or when the two backends keep their
+    objects in one location (one folder, or one bucket prefix inside the other).
     """
+    if state is not None:
+        _check_journal_keys(state, source.key, destination.key)
+    _refuse_shared_location(source, destination)
+    if state is not None:
+        state._backends = (source, destination)
     if concurrency is None:
         concurrency = default_concurrency(source, destination)
     copier = _Copier(source, destination, state, verify_read, on_progress)
@@ -579,25 +687,52 @@ def repoint(value: Any, source_key: str, destination_key: str, state: MigrationS
 
     ``value`` is a FileObject or a list of them. A file is moved only when it lives on
     ``source_key`` and the journal records its copy as verified with the same size and
-    checksum the file records. Returns None when nothing changes.
+    checksum the file records. Returns None when nothing changes. This trusts the journal:
+    :func:`update_rows` first confirms that the copies are still on the destination.
     """
-    files = [value] if isinstance(value, FileObject) else list(value or [])
-    moved = [_moved(f, source_key, destination_key, state) for f in files]
+    return _repoint(value, source_key, destination_key, state.verified)
+
+
+def _repoint(
+    value: Any, source_key: str, destination_key: str, verified: Mapping[str, dict[str, Any]]
+) -> Any | None:
+    """:func:`repoint` with the verified copies by source path (the journal's, or a batch's)."""
+    files = _files_of(value)
+    moved = [_moved(f, source_key, destination_key, verified) for f in files]
     if all(new is old for new, old in zip(moved, files, strict=True)):
         return None
     return moved[0] if isinstance(value, FileObject) else moved
 
 
-def _moved(
-    file: FileObject, source_key: str, destination_key: str, state: MigrationState
-) -> FileObject:
-    entry = state.verified.get(file.path)
-    if file.backend != source_key or entry is None:
-        return file
+def _files_of(value: Any) -> list[FileObject]:
+    return [value] if isinstance(value, FileObject) else list(value or [])
+
+
+def _journaled(
+    file: FileObject, source_key: str, verified: Mapping[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The journal entry of ``file``'s verified copy, if the file may move to it."""
+    if file.backend != source_key:
+        return None
+    entry = verified.get(file.path)
+    if entry is None:
+        return None
     if (file.size is not None and file.size != entry["size"]) or (
         file.checksum and file.checksum != entry["checksum"]
     ):
-        return file  # the row changed since the copy: leave it on the source
+        return None  # the row changed since the copy: leave it on the source
+    return entry
+
+
+def _moved(
+    file: FileObject,
+    source_key: str,
+    destination_key: str,
+    verified: Mapping[str, dict[str, Any]],
+) -> FileObject:
+    entry = _journaled(file, source_key, verified)
+    if entry is None:
+        return file
     data = file.to_dict()
     data.update(
         backend=destination_key,
@@ -610,13 +745,86 @@ def _moved(
     return FileObject.from_dict(data)
 
 
+_CLAIM_ROWS = 500
+"""Rows checked by one statement (a parameter each; SQLite before 3.32 takes 999)."""
+_CLAIM_ATTEMPTS = 3
+"""Times a row may change between a batch's read and its write before it is left as it is."""
+_HEADS_AT_ONCE = 16
+"""HEAD requests in flight while a batch's copies are confirmed on a remote destination."""
+
+
+class _BatchChanged(Exception):
+    """Rows of a batch changed between its read and its write: the batch is read again."""
+
+    def __init__(self, keys: list[tuple[Any, ...]]) -> None:
+        super().__init__(f"{len(keys)} rows changed since the batch was read")
+        self.keys = keys
+
+
+@dataclass(slots=True)
+class _ReadRow:
+    """A row of a batch as read: the entity, its primary key, its column as stored (text),
+    and the source path of the (first) file it moves, to name it in reports."""
+
+    row: Any
+    key: tuple[Any, ...]
+    stored: str
+    moves: str = ""
+
+
+def _stored_text(column: Any, dialect: Any) -> Any:
+    """``column`` as the database stores it, as text: what a claim compares.
+
+    SQLite and MariaDB store JSON as text (MariaDB with a binary collation), compared as
+    it is; elsewhere the value is cast (PostgreSQL's JSONB prints one canonical text).
+    """
+    from sqlalchemy import Text, cast, type_coerce
+
+    if dialect.name == "sqlite" or getattr(dialect, "is_mariadb", False):
+        return type_coerce(column, Text)
+    return cast(column, Text)
+
+
+def _locks_on_read(dialect: Any) -> bool:
+    """Whether ``SELECT ... FOR UPDATE`` locks rows on this database (SQLite ignores it)."""
+    return dialect.name in ("postgresql", "mysql", "mariadb", "oracle")
+
+
+def _backends_for_rows(
+    state: MigrationState, source_key: str, destination_key: str
+) -> tuple[StorageBackend | None, StorageBackend]:
+    """The source (None if unknown) and destination backends of :func:`update_rows`: those
+    :func:`copy_objects` used with ``state``, else the registered ones."""
+    from storeroom.registry import storages
+
+    used = state._backends
+
+    def find(key: str, at: int) -> StorageBackend | None:
+        if used is not None and used[at].key == key:
+            return used[at]
+        return storages.get_backend(key) if storages.is_registered(key) else None
+
+    destination = find(destination_key, 1)
+    if destination is None:
+        from storeroom.errors import BackendNotRegistered
+
+        raise BackendNotRegistered(
+            f"backend {destination_key!r} is not registered; update_rows confirms each copy "
+            "is still there before switching rows to it. Register it with "
+            "storages.register_backend(...), or run copy_objects with this journal first"
+        )
+    return find(source_key, 0), destination
+
+
 @dataclass
 class _RowBatches:
     """The decisions of :func:`update_rows` and its async twin, written once (no I/O).
 
-    Each batch: :meth:`start` prepares the session and gives the query, :meth:`apply`
-    repoints the rows read (False: none left), and :meth:`committed` follows the commit.
-    The twins only open sessions, run the query and commit.
+    Each batch: :meth:`start` prepares the session and gives the query, :meth:`read` takes
+    the rows and names the copies to confirm on the destination, :meth:`apply` takes
+    their sizes there and repoints the rows, :meth:`committed` follows the commit (or
+    :meth:`changed` a batch whose rows changed meanwhile: it is read again). The twins
+    only open sessions, run the query, ask the destination and commit.
     """
 
     column: Any
@@ -625,45 +833,149 @@ class _RowBatches:
     state: MigrationState
     batch_size: int
     on_batch: Callable[[int], None] | None
-    record_batch: Callable[[int], Any] | None = None
+    record_batch: Callable[[int], Any] | None
+    on_skipped: SkipCallback | None
     updated: int = 0
     _last: Any = None
+    _next: Any = None
     _changed: int = 0
+    _rows: list[_ReadRow] = field(default_factory=list)
+    _entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _claims: list[_ReadRow] = field(default_factory=list)
+    _conflicts: dict[tuple[Any, ...], int] = field(default_factory=dict)
+    _stored: Any = None
+
+    def __post_init__(self) -> None:
+        from sqlalchemy import inspect
+
+        self._mapper: Any = inspect(self.column.class_)
+        self._table_column: Any = self.column.property.columns[0]
+        self._table: Any = self._table_column.table
+        self._pk: list[Any] = list(self._table.primary_key.columns)
+        self._pk_names = [self._mapper.get_property_by_column(c).key for c in self._pk]
+        self._order: Any = self._mapper.primary_key[0]
+        self._order_name = self._mapper.get_property_by_column(self._order).key
 
     def start(self, session: Any) -> Any:
-        """Mark ``session`` to keep the source objects; the next batch's query."""
-        from sqlalchemy import inspect, select
+        """Mark ``session`` to keep the source objects and to claim the rows it writes; the
+        next batch's query."""
+        from sqlalchemy import event, select
 
         from storeroom.orm.lifecycle import KEEP_REPLACED_FILES
 
-        session.info[KEEP_REPLACED_FILES] = True
-        model = self.column.class_
-        primary_key = inspect(model).primary_key[0]
-        query = select(model).where(self.column.isnot(None)).order_by(primary_key)
+        sync = getattr(session, "sync_session", session)  # an AsyncSession's
+        sync.info[KEEP_REPLACED_FILES] = True
+        # Within the flush, once every other listener ran: the last moment before the write.
+        event.listen(sync, "before_flush", self._claim)
+        self._stored = _stored_text(self._table_column, sync.get_bind(mapper=self._mapper).dialect)
+        query = (
+            select(self.column.class_, self._stored.label("storeroom_stored"))
+            .where(self.column.isnot(None))
+            .order_by(self._order)
+        )
         if self._last is not None:
-            query = query.where(primary_key > self._last)
-        # Locks the batch's rows on databases that can, so an application writing the same
-        # rows concurrently is not overwritten.
+            query = query.where(self._order > self._last)
+        # Locks the batch's rows where the database can; the claim makes the write a
+        # compare-and-swap everywhere (SQLite ignores FOR UPDATE).
         return query.limit(self.batch_size).with_for_update()
 
-    def apply(self, rows: Sequence[Any]) -> bool:
-        """Repoint ``rows`` in memory; False when there were none (the run is over)."""
+    def read(self, rows: Sequence[Any]) -> list[str] | None:
+        """Take the batch's ``(row, stored text)`` results; the destination paths of the
+        copies it would switch to, to confirm there. None when no rows are left."""
         if not rows:
-            return False
-        changed = 0
-        for row in rows:
-            new = repoint(
-                getattr(row, self.column.key), self.source_key, self.destination_key, self.state
-            )
-            if new is not None:
-                setattr(row, self.column.key, new)
-                changed += 1
-        from sqlalchemy import inspect
+            return None
+        read_rows = (
+            _ReadRow(row, tuple(getattr(row, name) for name in self._pk_names), stored)
+            for row, stored in rows
+        )
+        # A row that kept changing while being switched is left as it is (reported).
+        self._rows = [r for r in read_rows if self._conflicts.get(r.key, 0) < _CLAIM_ATTEMPTS]
+        self._next = getattr(rows[-1][0], self._order_name)
+        self._entries = {}
+        for read in self._rows:
+            for file in _files_of(getattr(read.row, self.column.key)):
+                entry = _journaled(file, self.source_key, self.state.verified)
+                if entry is not None:
+                    self._entries[file.path] = entry
+        return [entry["destination"] for entry in self._entries.values()]
 
-        key = inspect(self.column.class_).primary_key[0].key
-        self._last = getattr(rows[-1], key)
-        self._changed = changed
-        return True
+    def apply(self, sizes: Sequence[int | None]) -> None:
+        """Forget the copies gone from the destination (or changed there), then repoint
+        the rows in memory to the copies that are there."""
+        for (source, entry), size in zip(list(self._entries.items()), sizes, strict=True):
+            journaled, path = entry["size"], entry["destination"]
+            if size == journaled:
+                continue
+            if size is None:
+                why, what = "missing on the destination", "is gone (deleted since it was copied)"
+            else:
+                why = f"destination has {size} bytes, journaled {journaled}"
+                what = f"has {size} bytes, not the {journaled} copied"
+            del self._entries[source]
+            self.state.forget(CopyItem(source, path), why)
+            self._skip(
+                source,
+                f"its copy {path!r} on backend {self.destination_key!r} {what}; forgotten "
+                "from the journal, so running the migration again copies it again and then "
+                "switches its row",
+            )
+        self._claims = []
+        for read in self._rows:
+            value = getattr(read.row, self.column.key)
+            new = _repoint(value, self.source_key, self.destination_key, self._entries)
+            if new is not None:
+                read.moves = next(f.path for f in _files_of(value) if f.path in self._entries)
+                setattr(read.row, self.column.key, new)
+                self._claims.append(read)
+        self._changed = len(self._claims)
+
+    def _claim(self, session: Any, _flush: Any, _instances: Any) -> None:
+        """Before the flush writes the repointed rows: lock them, and go on only if each
+        still holds what the batch read (a compare-and-swap: the check and the write are
+        in one transaction, with the rows locked in between); else raise
+        :class:`_BatchChanged`, and the batch is read again."""
+        claims, self._claims = self._claims, []
+        if not claims:
+            return
+        from sqlalchemy import select, tuple_, update
+
+        connection = session.connection(bind_arguments={"mapper": self._mapper})
+        locks_on_read = _locks_on_read(connection.dialect)
+        column, pk = self._table_column, self._pk
+        now: dict[tuple[Any, ...], Any] = {}
+        for start in range(0, len(claims), _CLAIM_ROWS):
+            keys = [read.key for read in claims[start : start + _CLAIM_ROWS]]
+            within = pk[0].in_([k[0] for k in keys]) if len(pk) == 1 else tuple_(*pk).in_(keys)
+            if not locks_on_read:
+                # SQLite ignores FOR UPDATE: a write takes the database's write lock, so no
+                # other transaction can commit between the check below and the commit.
+                connection.execute(update(self._table).where(within).values({column: column}))
+            check = select(*pk, self._stored.label("storeroom_stored")).where(within)
+            for found in connection.execute(check.with_for_update() if locks_on_read else check):
+                now[tuple(found[:-1])] = found[-1]
+        changed = [read.key for read in claims if now.get(read.key) != read.stored]
+        if changed:
+            raise _BatchChanged(changed)
+
+    def changed(self, error: _BatchChanged) -> None:
+        """The batch's write was refused: rows changed since it was read (it is read again;
+        a row that keeps changing is then left as it is)."""
+        for key in error.keys:
+            conflicts = self._conflicts[key] = self._conflicts.get(key, 0) + 1
+            if conflicts == _CLAIM_ATTEMPTS:
+                moves = next(r.moves for r in self._rows if r.key == key)
+                self._skip(
+                    moves,
+                    f"its row (primary key {', '.join(map(str, key))}) changed {conflicts} "
+                    "times while it was being switched (another transaction wrote it); left "
+                    "as that transaction wrote it: run the migration again",
+                )
+
+    def _skip(self, path: str, reason: str) -> None:
+        if self.on_skipped is not None:
+            self.on_skipped(path, reason)
+        else:
+            logger.warning("not switched to %s: %s: %s", self.destination_key, path, reason)
 
     def recording(self) -> Any | None:
         """The statement that records this batch in its own transaction, if any."""
@@ -672,10 +984,75 @@ class _RowBatches:
         return self.record_batch(self._changed)
 
     def committed(self) -> None:
-        """Count the batch just committed and report it."""
+        """Count the batch just committed and report it; the next batch starts after it."""
+        self._last, self._conflicts = self._next, {}
         self.updated += self._changed
         if self.on_batch is not None:
             self.on_batch(self._changed)
+
+
+def _prepare_rows(
+    column: Any,
+    source_key: str,
+    destination_key: str,
+    state: MigrationState,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None,
+    record_batch: Callable[[int], Any] | None,
+    on_skipped: SkipCallback | None,
+) -> tuple[_RowBatches, StorageBackend]:
+    """Check the arguments of :func:`update_rows` (refused before any row is read)."""
+    _check_journal_keys(state, source_key, destination_key)
+    source, destination = _backends_for_rows(state, source_key, destination_key)
+    if source is not None:
+        _refuse_shared_location(source, destination)
+    batches = _RowBatches(
+        column,
+        source_key,
+        destination_key,
+        state,
+        batch_size,
+        on_batch,
+        record_batch,
+        on_skipped,
+    )
+    return batches, destination
+
+
+def _sizes(
+    destination: StorageBackend, paths: Sequence[str], pool: ThreadPoolExecutor | None
+) -> list[int | None]:
+    """The size of each object at ``paths`` (None: missing), HEADs overlapping on a pool."""
+
+    def size(path: str) -> int | None:
+        try:
+            return destination.head(path).size
+        except ObjectNotFound:
+            return None
+
+    if pool is None or len(paths) < 2:
+        return [size(path) for path in paths]
+    return list(pool.map(size, paths))
+
+
+async def _sizes_async(destination: StorageBackend, paths: Sequence[str]) -> list[int | None]:
+    """Async form of :func:`_sizes` (HEADs overlapping unless the store is local)."""
+
+    async def size(path: str) -> int | None:
+        try:
+            return (await destination.head_async(path)).size
+        except ObjectNotFound:
+            return None
+
+    if destination.served_locally or len(paths) < 2:
+        return [await size(path) for path in paths]
+    limit = asyncio.Semaphore(_HEADS_AT_ONCE)
+
+    async def bounded(path: str) -> int | None:
+        async with limit:
+            return await size(path)
+
+    return list(await asyncio.gather(*(bounded(path) for path in paths)))
 
 
 def update_rows(
@@ -688,32 +1065,70 @@ def update_rows(
     batch_size: int = 100,
     on_batch: Callable[[int], None] | None = None,
     record_batch: Callable[[int], Any] | None = None,
+    on_skipped: SkipCallback | None = None,
 ) -> int:
     """Repoint the rows of ``column`` (``Document.file``) from one backend to another.
 
     ``session_factory()`` returns a new ``Session``. Rows are read in primary-key order,
     ``batch_size`` at a time, each batch in its own transaction; only files for which
-    :func:`repoint` finds a verified journal entry are switched, so a row never points at
-    an object that is not verified on the destination. The source objects are kept (the
-    session's ``KEEP_REPLACED_FILES``). ``on_batch(rows_updated)`` follows each commit.
-    ``record_batch(rows_updated)`` may return a SQL statement, run in the batch's own
-    transaction: progress recorded with it survives exactly when the batch does (a kill
-    can take neither or both). Returns the number of rows updated; running it again is
-    harmless.
+    :func:`repoint` finds a verified journal entry are switched, and only once their copies
+    are confirmed on the destination (a HEAD each, with the journaled size): a copy gone
+    since (a gc of the destination while a long copy ran) is forgotten from the journal,
+    so a rerun copies it again, and its row stays. The switch is a compare-and-swap: a
+    row is written only if it still holds what the batch read (a batch whose rows another
+    transaction changed meanwhile is read again, on every database), so a concurrent
+    write is never overwritten. The source objects are kept (the session's
+    ``KEEP_REPLACED_FILES``).
+
+    ``on_skipped(source path, reason)`` is called for each file left on the source that a
+    rerun may switch (its copy is gone from the destination, or its row kept changing);
+    without it these are logged as warnings (logger ``storeroom.migration``).
+    ``on_batch(rows_updated)`` follows each commit. ``record_batch(rows_updated)`` may
+    return a SQL statement, run in the batch's own transaction: progress recorded with it
+    survives exactly when the batch does (a kill can take neither or both). The
+    destination backend is the one :func:`copy_objects` used with ``state``, else the one
+    registered under ``destination_key``. Returns the number of rows updated; running it
+    again is harmless.
+
+    Raises :class:`~storeroom.errors.ConfigurationError` before reading any row when
+    ``state`` was opened for other backend keys, or when the two backends keep their
+    objects in one location; :class:`~storeroom.errors.BackendNotRegistered` when the
+    destination backend cannot be found.
     """
     state.sync()  # a row may point at a copy only once its journal line is durable
-    batches = _RowBatches(
-        column, source_key, destination_key, state, batch_size, on_batch, record_batch
+    batches, destination = _prepare_rows(
+        column,
+        source_key,
+        destination_key,
+        state,
+        batch_size,
+        on_batch,
+        record_batch,
+        on_skipped,
     )
-    while True:
-        with session_factory() as session:
-            query = batches.start(session)
-            if not batches.apply(session.scalars(query).all()):
-                return batches.updated
-            if (recording := batches.recording()) is not None:
-                session.execute(recording)
-            session.commit()
-        batches.committed()
+    pool = (
+        None
+        if destination.served_locally
+        else ThreadPoolExecutor(_HEADS_AT_ONCE, thread_name_prefix="storeroom-migrate-head")
+    )
+    try:
+        while True:
+            with session_factory() as session:
+                wanted = batches.read(session.execute(batches.start(session)).all())
+                if wanted is None:
+                    return batches.updated
+                batches.apply(_sizes(destination, wanted, pool))
+                try:
+                    if (recording := batches.recording()) is not None:
+                        session.execute(recording)
+                    session.commit()
+                except _BatchChanged as changed:
+                    batches.changed(changed)
+                    continue
+            batches.committed()
+    finally:
+        if pool is not None:
+            pool.shutdown()
 
 
 async def update_rows_async(
@@ -726,18 +1141,31 @@ async def update_rows_async(
     batch_size: int = 100,
     on_batch: Callable[[int], None] | None = None,
     record_batch: Callable[[int], Any] | None = None,
+    on_skipped: SkipCallback | None = None,
 ) -> int:
     """:func:`update_rows` with an ``AsyncSession`` factory (e.g. ``async_sessionmaker``)."""
     state.sync()  # a row may point at a copy only once its journal line is durable
-    batches = _RowBatches(
-        column, source_key, destination_key, state, batch_size, on_batch, record_batch
+    batches, destination = _prepare_rows(
+        column,
+        source_key,
+        destination_key,
+        state,
+        batch_size,
+        on_batch,
+        record_batch,
+        on_skipped,
     )
     while True:
         async with session_factory() as session:
-            query = batches.start(session)
-            if not batches.apply((await session.scalars(query)).all()):
+            wanted = batches.read((await session.execute(batches.start(session))).all())
+            if wanted is None:
                 return batches.updated
-            if (recording := batches.recording()) is not None:
-                await session.execute(recording)
-            await session.commit()
+            batches.apply(await _sizes_async(destination, wanted))
+            try:
+                if (recording := batches.recording()) is not None:
+                    await session.execute(recording)
+                await session.commit()
+            except _BatchChanged as changed:
+                batches.changed(changed)
+                continue
         batches.committed()

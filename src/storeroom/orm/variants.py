@@ -25,7 +25,8 @@ Decisions (docs/variants.md):
   (the one declaring that name and format for that type); same lock, same create-only write.
 - **Deleted with the original**: the transaction rule counts a file's recorded variants as
   part of it, so they are deleted after the commit that drops the original.
-- **verify/gc**: an object at ``<referenced path>.variants/...`` counts as referenced.
+- **verify/gc**: an object at ``<referenced path>.variants/...`` counts as referenced (the
+  original is the part before the last ``.variants/``: :func:`variant_original`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ __all__ = [
     "register_column",
     "schedule_variants",
     "split_variant_path",
+    "variant_original",
     "variant_path",
 ]
 
@@ -75,11 +77,26 @@ def variant_path(original: str, name: str, format: str) -> str:
     return f"{original}{VARIANTS_DIRECTORY}{name}.{format}"
 
 
+def variant_original(path: str) -> str | None:
+    """The path of the file whose variant ``path`` would be, else None.
+
+    That is the part before the last ``.variants/`` (a variant's name holds no ``/``, so an
+    original's own path may hold ``.variants/`` but a variant's tail cannot); None when
+    ``path`` holds none, or nothing before it. ``verify`` and ``gc`` count an object whose
+    original is referenced as referenced.
+    """
+    original, separator, _tail = path.rpartition(VARIANTS_DIRECTORY)
+    return original if separator and original else None
+
+
 def split_variant_path(path: str) -> tuple[str, str, str] | None:
     """``(original path, name, format)`` if ``path`` is where a variant is stored, else None."""
-    original, separator, tail = path.rpartition(VARIANTS_DIRECTORY)
+    original = variant_original(path)
+    if original is None:
+        return None
+    tail = path[len(original) + len(VARIANTS_DIRECTORY) :]
     name, dot, format = tail.rpartition(".")
-    if not (separator and original and dot and name and format) or "/" in tail:
+    if not (dot and name and format) or "/" in tail:
         return None
     return original, name, format
 

@@ -20,7 +20,11 @@ object exists; its size is within the limits and equal to the declared size; the
 from its first bytes is allowed; then it reads the object once to record its SHA-256. A failed
 check deletes the object and raises :class:`UploadRejected` naming the rule and the value.
 The completion is written in the caller's transaction: if it rolls back, the session is
-pending again (and its object is removed once it expires).
+pending again and ``complete`` can be retried (on a staging store the object was moved to
+its final path already; the retry verifies it there), or the session expires.
+:func:`remove_expired` claims expired rows (deleting them, waiting for the row lock of a
+completion in flight) and commits before it deletes any object, so a session completed
+meanwhile keeps its object.
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ import asyncio
 import fnmatch
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -48,7 +52,13 @@ from sqlalchemy import (
 )
 
 from storeroom.backends.base import StorageBackend
-from storeroom.errors import ConfigurationError, ObjectNotFound, StoreroomError, ValidationError
+from storeroom.errors import (
+    BackendError,
+    ConfigurationError,
+    ObjectNotFound,
+    StoreroomError,
+    ValidationError,
+)
 from storeroom.file import FileObject
 from storeroom.media.sniff import SNIFF_BYTES, is_active_content, sniff_type
 from storeroom.media.validation import ValidatorLike, inspect_content, inspect_content_async
@@ -530,7 +540,8 @@ def _claim(session_id: str, now: datetime, info: Any) -> Any:
 
 def _lost_race(session_id: str) -> UploadSessionInvalid:
     return UploadSessionInvalid(
-        f"upload session {session_id!r} was completed by another request meanwhile"
+        f"upload session {session_id!r} was completed by another request, or removed as "
+        "expired, meanwhile; an upload is single-use"
     )
 
 
@@ -569,6 +580,82 @@ class _Sniffer:
             self.head += chunk[: SNIFF_BYTES - len(self.head)]
 
 
+@dataclass(slots=True)
+class _Read:
+    """What reading an upload once found: its meter and first bytes, or why it was refused."""
+
+    sniffer: _Sniffer
+    metadata: dict[str, Any] | None
+    refused: ValidationError | None
+
+
+# -- the I/O of completion and expiry, named: the flows below yield these steps, and each twin
+# -- performs them (httpx's auth_flow pattern), so the sequence and its decisions exist once.
+
+_EXECUTE = "execute"  # session.execute(statement)                   -> Result
+_COMMIT = "commit"  # session.commit()                               -> None
+_HAS_TABLE = "has table"  # whether the sessions table exists           -> bool
+_CALL = "call"  # a sync-only function (in a worker thread when async) -> its result
+_HEAD = "head"  # backend.head(path), None when nothing is there      -> ObjectInfo | None
+_READ = "read"  # stream the object through the validators, meter it  -> _Read
+_COPY = "copy"  # backend.copy(src, dst)                              -> None
+_DELETE = "delete"  # backend.delete(path)                             -> None
+
+_T = TypeVar("_T")
+Step = tuple[Any, ...]
+Flow = Generator[Step, Any, _T]
+
+
+def _completion(
+    session_id: str, registry: StorageRegistry | None, validators: Iterable[ValidatorLike]
+) -> Flow[FileObject]:
+    """:func:`complete` as steps: every decision, no I/O."""
+    now = _now()
+    row = (
+        yield (_EXECUTE, select(upload_sessions).where(upload_sessions.c.id == session_id))
+    ).first()
+    _usable(row, session_id, now)
+    backend = (registry or storages).get_backend(row.backend)
+    yield (_CALL, finish_resumable, backend, row)
+    source = row.upload_path
+    info = yield (_HEAD, backend, source)
+    if info is None and row.upload_path != row.path:
+        # A completion whose transaction did not commit moved the upload to its final path
+        # already; a pending session's final path holds nothing but that move.
+        source = row.path
+        info = yield (_HEAD, backend, source)
+    if info is None:
+        raise _missing(row)
+    read: _Read | None = None
+    problem: StoreroomError | None = _size_problem(row, info.size)
+    if problem is None:
+        read = yield (_READ, backend, source, tuple(validators), row.filename)
+        problem = read.refused or _read_problem(row, read)
+    if problem is not None:
+        # At the final path, it may be what a completion racing this one is committing: a
+        # rejected object there is left to gc, which deletes it if no row commits it.
+        if source == row.upload_path:
+            yield (_DELETE, backend, source)
+        raise problem
+    assert read is not None  # no problem found means the object was read
+    if (yield (_EXECUTE, _claim(session_id, now, info))).rowcount != 1:
+        raise _lost_race(session_id)
+    if source != row.path:
+        # The staging object stays until the final one exists: a crash in between leaves
+        # the upload where a retry finds it.
+        yield (_COPY, backend, source, row.path)
+        yield (_DELETE, backend, source)
+    return _file(row, backend, _sniffed(row, read), read.sniffer.meter, info, read.metadata)
+
+
+def _sniffed(row: Any, read: _Read) -> str:
+    return sniff_type(bytes(read.sniffer.head), row.filename)
+
+
+def _read_problem(row: Any, read: _Read) -> UploadRejected | None:
+    return _type_problem(row, _sniffed(row, read)) or _size_problem(row, read.sniffer.meter.size)
+
+
 def complete(
     session: Any,
     session_id: str,
@@ -585,47 +672,13 @@ def complete(
     run on the bytes as they are read; a refusal deletes the object and raises
     :class:`~storeroom.errors.ValidationError`. What the bytes reveal (image size, PDF
     pages, duration) goes into the returned file's ``metadata``.
+
+    On a staging store the verified object is moved to its final path before the caller
+    commits; if that transaction does not commit, the session is pending again and a retry
+    verifies the object at the final path instead (one rejected there is not deleted but
+    left to ``storeroom gc``: a completion racing this one may be committing it).
     """
-    now = _now()
-    row = session.execute(select(upload_sessions).where(upload_sessions.c.id == session_id)).first()
-    _usable(row, session_id, now)
-    backend = (registry or storages).get_backend(row.backend)
-    finish_resumable(backend, row)
-    try:
-        info = backend.head(row.upload_path)
-    except ObjectNotFound:
-        raise _missing(row) from None
-    problem = _size_problem(row, info.size)
-    sniffer = _Sniffer(backend)
-    inspected = None
-    if problem is None:
-        inspected = inspect_content(
-            backend.stream(row.upload_path), validators or (), filename=row.filename
-        )
-        try:
-            for chunk in inspected:
-                sniffer.feed(chunk)
-        except ValidationError:
-            backend.delete(row.upload_path)
-            raise
-        sniffed = sniff_type(bytes(sniffer.head), row.filename)
-        problem = _type_problem(row, sniffed) or _size_problem(row, sniffer.meter.size)
-    if problem is not None:
-        backend.delete(row.upload_path)
-        raise problem
-    if session.execute(_claim(session_id, now, info)).rowcount != 1:
-        raise _lost_race(session_id)
-    if row.upload_path != row.path:
-        backend.copy(row.upload_path, row.path)
-        backend.delete(row.upload_path)
-    return _file(
-        row,
-        backend,
-        sniffed,
-        sniffer.meter,
-        info,
-        inspected.findings.metadata if inspected is not None else None,
-    )
+    return _run(session, _completion(session_id, registry, validators or ()))
 
 
 async def complete_async(
@@ -636,55 +689,35 @@ async def complete_async(
     validators: Iterable[ValidatorLike] | None = None,
 ) -> FileObject:
     """Async form of :func:`complete` (``session`` is an ``AsyncSession``)."""
-    now = _now()
-    row = (
-        await session.execute(select(upload_sessions).where(upload_sessions.c.id == session_id))
-    ).first()
-    _usable(row, session_id, now)
-    backend = (registry or storages).get_backend(row.backend)
-    await asyncio.to_thread(finish_resumable, backend, row)
-    try:
-        info = await backend.head_async(row.upload_path)
-    except ObjectNotFound:
-        raise _missing(row) from None
-    problem = _size_problem(row, info.size)
-    sniffer = _Sniffer(backend)
-    ainspected = None
-    if problem is None:
-        ainspected = inspect_content_async(
-            await backend.stream_async(row.upload_path), validators or (), filename=row.filename
-        )
-        try:
-            async for chunk in ainspected:
-                sniffer.feed(chunk)
-        except ValidationError:
-            await backend.delete_async(row.upload_path)
-            raise
-        sniffed = sniff_type(bytes(sniffer.head), row.filename)
-        problem = _type_problem(row, sniffed) or _size_problem(row, sniffer.meter.size)
-    if problem is not None:
-        await backend.delete_async(row.upload_path)
-        raise problem
-    if (await session.execute(_claim(session_id, now, info))).rowcount != 1:
-        raise _lost_race(session_id)
-    if row.upload_path != row.path:
-        await backend.copy_async(row.upload_path, row.path)
-        await backend.delete_async(row.upload_path)
-    return _file(
-        row,
-        backend,
-        sniffed,
-        sniffer.meter,
-        info,
-        ainspected.findings.metadata if ainspected is not None else None,
-    )
+    return await _arun(session, _completion(session_id, registry, validators or ()))
 
 
 # -- expiry ---------------------------------------------------------------------------------
 
 
 def _expired(now: datetime) -> Any:
-    return select(upload_sessions).where(upload_sessions.c.expires_at <= now)
+    # One order for every cleaner, so two running at once take row locks in the same order.
+    return (
+        select(upload_sessions)
+        .where(upload_sessions.c.expires_at <= now)
+        .order_by(upload_sessions.c.id)
+    )
+
+
+def _claim_expired(row: Any, now: datetime) -> Any:
+    """Delete ``row`` if it is still expired and still in the state it was read in.
+
+    The row lock of a completion not committed yet makes this wait; the database then
+    re-reads the row, so a session completed meanwhile is no longer pending and is left.
+    """
+    state = upload_sessions.c.completed_at
+    return upload_sessions.delete().where(
+        and_(
+            upload_sessions.c.id == row.id,
+            upload_sessions.c.expires_at <= now,
+            state.is_(None) if row.completed_at is None else state.is_not(None),
+        )
+    )
 
 
 def _leftovers(row: Any) -> list[str]:
@@ -715,57 +748,184 @@ def _has_table(session: Any) -> bool:
     return bool(inspect(session.connection()).has_table(upload_sessions.name))
 
 
+def _clear(backend: StorageBackend, row: Any) -> Flow[None]:
+    """Delete what the claimed session ``row`` left at its store (steps)."""
+    if row.completed_at is None:
+        yield (_CALL, abandon_resumable, backend, row)
+    for path in _leftovers(row):
+        yield (_DELETE, backend, path)
+    if row.completed_at is not None and row.upload_path == row.path:
+        info = yield (_HEAD, backend, row.path)
+        if info is not None and _replayed(row, info):
+            yield (_DELETE, backend, row.path)
+
+
+def _not_cleared(failures: list[tuple[Any, Exception]]) -> BackendError:
+    row, error = failures[0]
+    others = f" (and {len(failures) - 1} more sessions)" if len(failures) > 1 else ""
+    return BackendError(
+        f"deleting what expired upload session {row.id!r} left on backend {row.backend!r} "
+        f"failed{others}: {type(error).__name__}: {error}. The session rows are removed "
+        "already; `storeroom gc` deletes the objects left behind as orphans once they are "
+        "older than its grace period."
+    )
+
+
+def _removal(registry: StorageRegistry | None, now: datetime) -> Flow[int]:
+    """:func:`remove_expired` as steps: claim and commit first, then delete objects."""
+    if not (yield (_HAS_TABLE,)):
+        return 0
+    expired = (yield (_EXECUTE, _expired(now))).all()
+    # Every backend before any claim: a session of an unregistered backend stops the run
+    # before a row is removed whose objects could then not be deleted.
+    backends = {row.backend: (registry or storages).get_backend(row.backend) for row in expired}
+    claimed = []
+    for row in expired:
+        if (yield (_EXECUTE, _claim_expired(row, now))).rowcount == 1:
+            claimed.append(row)
+    yield (_COMMIT,)
+    failures: list[tuple[Any, Exception]] = []
+    for row in claimed:
+        try:
+            yield from _clear(backends[row.backend], row)
+        except Exception as error:  # the other sessions' objects are still deleted
+            failures.append((row, error))
+    if failures:
+        raise _not_cleared(failures) from failures[0][1]
+    return len(claimed)
+
+
 def remove_expired(
     session: Any, *, registry: StorageRegistry | None = None, now: datetime | None = None
 ) -> int:
-    """Delete the objects of expired sessions and their rows; return how many were removed.
+    """Remove expired sessions and what they left in the stores; return how many were removed.
 
-    A completed session's final object belongs to its row and is kept; what a replayed
-    upload may have put at its staging path, or at its final path after the row's file was
-    deleted (another ETag than the one verified), is deleted. ``storeroom gc`` calls this;
-    a database without the sessions table has nothing to remove (0). Commit afterwards.
+    First claims the expired sessions: deletes each row that is still expired and still
+    pending (or still completed) as it was read, waiting for the row lock of a completion
+    in flight, and **commits** ``session``. Only then does it delete the objects of the
+    sessions it claimed, so a session completed meanwhile keeps its object. A completed
+    session's final object belongs to its row and is kept; what a replayed upload may have
+    put at its staging path, or at its final path after the row's file was deleted
+    (another ETag than the one verified), is deleted. ``storeroom gc`` calls this; a
+    database without the sessions table has nothing to remove (0).
+
+    Raises :class:`~storeroom.errors.BackendError` when deleting some objects failed (after
+    trying every claimed session); those objects are left to ``storeroom gc`` as orphans.
     """
-    if not _has_table(session):
-        return 0
-    now = now or _now()
-    removed = 0
-    for row in session.execute(_expired(now)).all():
-        backend = (registry or storages).get_backend(row.backend)
-        if row.completed_at is None:
-            abandon_resumable(backend, row)
-        for path in _leftovers(row):
-            backend.delete(path)
-        if row.completed_at is not None and row.upload_path == row.path:
-            try:
-                if _replayed(row, backend.head(row.path)):
-                    backend.delete(row.path)
-            except ObjectNotFound:
-                pass
-        session.execute(upload_sessions.delete().where(upload_sessions.c.id == row.id))
-        removed += 1
-    return removed
+    return _run(session, _removal(registry, now or _now()))
 
 
 async def remove_expired_async(
     session: Any, *, registry: StorageRegistry | None = None, now: datetime | None = None
 ) -> int:
     """Async form of :func:`remove_expired`."""
-    if not await session.run_sync(_has_table):
-        return 0
-    now = now or _now()
-    removed = 0
-    for row in (await session.execute(_expired(now))).all():
-        backend = (registry or storages).get_backend(row.backend)
-        if row.completed_at is None:
-            await asyncio.to_thread(abandon_resumable, backend, row)
-        for path in _leftovers(row):
-            await backend.delete_async(path)
-        if row.completed_at is not None and row.upload_path == row.path:
-            try:
-                if _replayed(row, await backend.head_async(row.path)):
-                    await backend.delete_async(row.path)
-            except ObjectNotFound:
-                pass
-        await session.execute(upload_sessions.delete().where(upload_sessions.c.id == row.id))
-        removed += 1
-    return removed
+    return await _arun(session, _removal(registry, now or _now()))
+
+
+# -- the twins: I/O only --------------------------------------------------------------------
+
+
+def _run(session: Any, flow: Flow[_T]) -> _T:
+    """Perform ``flow``'s steps with the sync API; a step's error is raised inside the flow."""
+    sent: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            step = flow.send(sent) if error is None else flow.throw(error)
+        except StopIteration as done:
+            return cast(_T, done.value)
+        try:
+            sent, error = _perform(session, step), None
+        except Exception as failed:
+            sent, error = None, failed
+
+
+async def _arun(session: Any, flow: Flow[_T]) -> _T:
+    """Perform ``flow``'s steps with the async API; a step's error is raised inside the flow."""
+    sent: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            step = flow.send(sent) if error is None else flow.throw(error)
+        except StopIteration as done:
+            return cast(_T, done.value)
+        try:
+            sent, error = await _aperform(session, step), None
+        except Exception as failed:
+            sent, error = None, failed
+
+
+def _perform(session: Any, step: Step) -> Any:
+    kind = step[0]
+    if kind == _EXECUTE:
+        return session.execute(step[1])
+    if kind == _COMMIT:
+        return session.commit()
+    if kind == _HAS_TABLE:
+        return _has_table(session)
+    if kind == _CALL:
+        return step[1](*step[2:])
+    backend: StorageBackend = step[1]
+    if kind == _HEAD:
+        try:
+            return backend.head(step[2])
+        except ObjectNotFound:
+            return None
+    if kind == _READ:
+        return _read(backend, *step[2:])
+    if kind == _COPY:
+        return backend.copy(step[2], step[3])
+    assert kind == _DELETE, kind
+    return backend.delete(step[2])
+
+
+async def _aperform(session: Any, step: Step) -> Any:
+    kind = step[0]
+    if kind == _EXECUTE:
+        return await session.execute(step[1])
+    if kind == _COMMIT:
+        return await session.commit()
+    if kind == _HAS_TABLE:
+        return await session.run_sync(_has_table)
+    if kind == _CALL:
+        return await asyncio.to_thread(step[1], *step[2:])
+    backend: StorageBackend = step[1]
+    if kind == _HEAD:
+        try:
+            return await backend.head_async(step[2])
+        except ObjectNotFound:
+            return None
+    if kind == _READ:
+        return await _read_async(backend, *step[2:])
+    if kind == _COPY:
+        return await backend.copy_async(step[2], step[3])
+    assert kind == _DELETE, kind
+    return await backend.delete_async(step[2])
+
+
+def _read(
+    backend: StorageBackend, path: str, validators: Sequence[ValidatorLike], filename: str
+) -> _Read:
+    sniffer = _Sniffer(backend)
+    inspected = inspect_content(backend.stream(path), validators, filename=filename)
+    try:
+        for chunk in inspected:
+            sniffer.feed(chunk)
+    except ValidationError as refused:
+        return _Read(sniffer, None, refused)
+    return _Read(sniffer, inspected.findings.metadata, None)
+
+
+async def _read_async(
+    backend: StorageBackend, path: str, validators: Sequence[ValidatorLike], filename: str
+) -> _Read:
+    sniffer = _Sniffer(backend)
+    inspected = inspect_content_async(
+        await backend.stream_async(path), validators, filename=filename
+    )
+    try:
+        async for chunk in inspected:
+            sniffer.feed(chunk)
+    except ValidationError as refused:
+        return _Read(sniffer, None, refused)
+    return _Read(sniffer, inspected.findings.metadata, None)
