@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from storeroom import ObstoreBackend, storages
 from storeroom.backends.obstore.direct_uploads import AzureBlocks
+from storeroom.orm import wait_for_cleanup
 from storeroom.uploads import (
     STAGING_PREFIX,
     UploadLimits,
@@ -96,6 +97,7 @@ def test_blocks_resume_commit_and_verify(azure: ObstoreBackend, session: Session
     session.commit()
     assert file.path == target.path and file.content_type == "application/pdf"
     assert hashlib.sha256(azure.get(target.path)).digest() == hashlib.sha256(BODY).digest()
+    assert wait_for_cleanup(30)  # the staging copy is deleted after the commit
     assert [i.path for i in azure.list(f"{STAGING_PREFIX}/{target.id}")] == []
 
 

@@ -1,7 +1,7 @@
 """Upload sessions against transactions that do not commit and cleanups that run meanwhile.
 
 On real databases (SQLite, PostgreSQL, MariaDB): a completion on a staging store (Azure, on
-Azurite) whose commit fails can be retried; ``remove_expired`` racing a completion that has
+Azurite) whose commit fails leaves nothing at the final path and can be retried; ``remove_expired`` racing a completion that has
 claimed its row but not committed yet waits for it and follows its outcome; a cleanup whose
 deletes fail still clears the other sessions and names the one it could not.
 """
@@ -10,96 +10,39 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import String, create_engine, select, text
+from sqlalchemy import create_engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from storeroom import FileObject, ObstoreBackend, storages
+from storeroom import ObstoreBackend, storages
 from storeroom.errors import BackendError
-from storeroom.orm import StoredObject
+from storeroom.orm import wait_for_cleanup
 from storeroom.signing import configure_signing
 from storeroom.uploads import (
     STAGING_PREFIX,
-    UploadLimits,
     UploadSessionInvalid,
     begin,
     begin_async,
     complete,
     complete_async,
-    metadata,
     remove_expired,
     remove_expired_async,
-    upload_sessions,
 )
 from tests.servers.databases import DatabaseUrls
-
-PDF = b"%PDF-1.4\n" + b"x" * 500 + b"\n%%EOF\n"
-LIMITS = UploadLimits(max_size=4096, content_types=["application/pdf"])
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Report(Base):
-    __tablename__ = "race_reports"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(50), unique=True)
-    file: Mapped[FileObject | None] = mapped_column(StoredObject(backend="docs"))
-
-
-@contextmanager
-def _empty_tables(found: DatabaseUrls) -> Iterator[DatabaseUrls]:
-    engine = create_engine(found.sync)
-    for tables in (metadata, Base.metadata):
-        tables.drop_all(engine)
-        tables.create_all(engine)
-    try:
-        yield found
-    finally:
-        for tables in (metadata, Base.metadata):
-            tables.drop_all(engine)
-        engine.dispose()
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("mariadb", marks=pytest.mark.mariadb),
-    ]
+from tests.uploads.reports import (
+    LIMITS,
+    PDF,
+    Report,
+    session_rows,
+    stored,
+    waiting_for_a_lock,
 )
-def urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseUrls]:
-    """A database with empty upload-session and report tables."""
-    if request.param == "sqlite":
-        path = tmp_path / "db.sqlite"
-        found = DatabaseUrls("sqlite", f"sqlite:///{path}", f"sqlite+aiosqlite:///{path}")
-    else:
-        found = request.getfixturevalue(f"{request.param}_url")
-    with _empty_tables(found) as ready:
-        yield ready
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("mariadb", marks=pytest.mark.mariadb),
-    ]
-)
-def row_locking(request: pytest.FixtureRequest) -> Iterator[DatabaseUrls]:
-    """Like ``urls``, on the databases that lock rows (SQLite locks the whole database, so a
-    cleanup there fails with 'database is locked' instead of waiting)."""
-    with _empty_tables(request.getfixturevalue(f"{request.param}_url")) as ready:
-        yield ready
 
 
 @pytest.fixture
@@ -112,35 +55,6 @@ def azure(azurite_server: Any, azure_container: str) -> ObstoreBackend:
             azure_storage_connection_string=azurite_server.connection_string,
         )
     )
-
-
-@pytest.fixture
-def local(tmp_path: Path) -> ObstoreBackend:
-    """Local disk behind storeroom's HMAC handler: create-only, no staging."""
-    backend = storages.register_backend(ObstoreBackend("docs", f"file://{tmp_path}/store"))
-    configure_signing(backend, secret="session-races-0123456789abcdef", base_url="/files")
-    return backend
-
-
-def _session_rows(urls: DatabaseUrls) -> list[Any]:
-    engine = create_engine(urls.sync)
-    try:
-        with Session(engine) as db:
-            return list(db.execute(select(upload_sessions)).all())
-    finally:
-        engine.dispose()
-
-
-def _stored(urls: DatabaseUrls, name: str) -> bytes:
-    """The bytes of Report ``name``'s committed file, read back from its store."""
-    engine = create_engine(urls.sync)
-    try:
-        with Session(engine) as db:
-            report = db.execute(select(Report).where(Report.name == name)).scalar_one()
-            assert report.file is not None
-            return report.file.get_content()
-    finally:
-        engine.dispose()
 
 
 # == a completion whose commit fails ==========================================================
@@ -167,14 +81,17 @@ def test_a_staged_completion_whose_commit_failed_can_be_retried(
         with pytest.raises(IntegrityError):  # the name is taken: the commit fails
             db.commit()
         db.rollback()
-    assert [row.completed_at for row in _session_rows(urls)] == [None]  # pending again
+    assert [row.completed_at for row in session_rows(urls)] == [None]  # pending again
+    assert not azure.exists(target.path)  # the rolled-back copy is gone; the upload is staged
+    assert [info.path for info in azure.list(f"{STAGING_PREFIX}/{target.id}")] != []
 
     with Session(engine) as db:
         file = complete(db, target.id)
         db.add(Report(name="retried", file=file))
         db.commit()
     assert file.path == target.path and file.size == len(PDF)
-    assert _stored(urls, "retried") == PDF
+    assert stored(urls, "retried") == PDF
+    assert wait_for_cleanup(30)  # the staging upload is deleted after the commit
     assert [info.path for info in azure.list(f"{STAGING_PREFIX}/{target.id}")] == []
     with Session(engine) as db, pytest.raises(UploadSessionInvalid, match="single-use"):
         complete(db, target.id)
@@ -204,13 +121,15 @@ async def test_a_staged_completion_whose_commit_failed_can_be_retried_async(
         with pytest.raises(IntegrityError):
             await db.commit()
         await db.rollback()
+    assert not await azure.exists_async(target.path)
 
     async with AsyncSession(engine) as db:
         file = await complete_async(db, target.id)
         db.add(Report(name="retried", file=file))
         await db.commit()
     await engine.dispose()
-    assert _stored(urls, "retried") == PDF
+    assert stored(urls, "retried") == PDF
+    assert wait_for_cleanup(30)
     assert [info.path for info in azure.list(f"{STAGING_PREFIX}/{target.id}")] == []
 
 
@@ -219,18 +138,7 @@ async def test_a_staged_completion_whose_commit_failed_can_be_retried_async(
 
 def _cleanups_waiting(urls: DatabaseUrls) -> int:
     """How many deletes of upload-session rows wait for a row lock right now."""
-    query = {
-        "postgresql": "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        "AND datname = current_database() AND query LIKE 'DELETE FROM storeroom_upload_sessions%'",
-        "mariadb": "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_state = "
-        "'LOCK WAIT' AND trx_query LIKE 'DELETE FROM storeroom_upload_sessions%'",
-    }[urls.name]
-    engine = create_engine(urls.sync)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(text(query)).scalar_one())
-    finally:
-        engine.dispose()
+    return waiting_for_a_lock(urls, "DELETE FROM storeroom_upload_sessions")
 
 
 @pytest.mark.parametrize("outcome", ["commit", "rollback"])
@@ -272,18 +180,18 @@ async def test_expiry_cleanup_waits_for_a_completion_in_flight_and_follows_its_o
 
     if outcome == "commit":
         assert removed == 0  # completed meanwhile: not the cleanup's to remove
-        assert _stored(urls, "uploaded") == PDF
-        assert [row.completed_at is not None for row in _session_rows(urls)] == [True]
+        assert stored(urls, "uploaded") == PDF
+        assert [row.completed_at is not None for row in session_rows(urls)] == [True]
         async with AsyncSession(engine) as gc:  # the next run removes the completed row only
             assert await remove_expired_async(gc, now=later) == 1
-        assert _stored(urls, "uploaded") == PDF
+        assert stored(urls, "uploaded") == PDF
     else:
         assert removed == 1  # still pending after the rollback: abandoned, and removed
         assert not local.exists(target.path)
         async with AsyncSession(engine) as db:
             with pytest.raises(UploadSessionInvalid, match="does not exist"):
                 await complete_async(db, target.id)
-    assert _session_rows(urls) == []
+    assert session_rows(urls) == []
     await engine.dispose()
 
 
@@ -326,7 +234,7 @@ def test_a_failed_delete_after_the_claim_names_its_session_and_the_others_are_cl
     message = str(caught.value)
     assert f"expired upload session {stuck.id!r}" in message and "'docs'" in message
     assert "ConnectionError" in message and "storeroom gc" in message
-    assert _session_rows(urls) == []  # every claim was committed before any delete
+    assert session_rows(urls) == []  # every claim was committed before any delete
     assert [t.path for t in targets if store.exists(t.path)] == [stuck.path]
     with Session(engine) as db:
         assert remove_expired(db, now=later) == 0

@@ -19,7 +19,6 @@ raises :class:`~storeroom.errors.ConfigurationError` for them (single uploads st
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -34,7 +33,8 @@ from storeroom.backends.obstore.direct_uploads import (
     s3_static_credentials,
 )
 from storeroom.errors import ConfigurationError, ObjectNotFound
-from storeroom.paths import safe_path
+from storeroom.uploads.layout import TUS_PREFIX as TUS_PREFIX
+from storeroom.uploads.layout import tus_parts_prefix
 from storeroom.uploads.targets import _hmac_signer
 
 __all__ = [
@@ -116,18 +116,8 @@ def parts_problem(parts: list[PartInfo], declared: int, rules: PartRules = S3_PA
 
 
 # -- tus parts ------------------------------------------------------------------------------
-
-TUS_PREFIX = "_uploads/tus"
-
-
-def tus_parts_prefix(path: str) -> str:
-    """Where the parts of a tus upload to ``path`` are kept until the last byte arrives.
-
-    Named by a digest of the path: one folder per upload, whatever the path's length, and
-    nothing of the client's file name in it.
-    """
-    digest = hashlib.sha256(safe_path(path).encode()).hexdigest()[:40]
-    return f"{TUS_PREFIX}/{digest}/"
+# Where the parts are kept (TUS_PREFIX, tus_parts_prefix) is defined in storeroom.uploads.layout,
+# which storeroom's maintenance reads too.
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 
 from storeroom.backends.base import StorageBackend
 from storeroom.backends.obstore.direct_uploads import S3_PARTS, AzureBlocks, PartInfo, S3Multipart
@@ -318,17 +318,39 @@ def _drop(row: Any, backend: StorageBackend) -> None:
     abandon_resumable(backend, row)
     if row.protocol == "tus":
         delete_tus_parts(backend, row.upload_path)
-    # A pending session's object (assembled, committed or completed by a client) is nobody's.
-    if backend.exists(row.upload_path):
-        backend.delete(row.upload_path)
+    # A pending session's objects (assembled, committed or completed by a client; a final
+    # copy left by a completion that never committed) are nobody's.
+    for path in dict.fromkeys([row.upload_path, row.path]):
+        backend.delete(path)
+
+
+def _remove_pending(session_id: str) -> Any:
+    """Delete the row if still pending: waits for the row lock of a completion in flight,
+    which, once committed, no longer matches."""
+    return upload_sessions.delete().where(
+        and_(upload_sessions.c.id == session_id, upload_sessions.c.completed_at.is_(None))
+    )
+
+
+def _removed(rowcount: int, session_id: str) -> None:
+    if rowcount != 1:
+        raise UploadSessionInvalid(
+            f"upload session {session_id!r} was completed or removed meanwhile; nothing was aborted"
+        )
 
 
 def abort(session: Any, session_id: str, *, registry: StorageRegistry | None = None) -> None:
-    """Give up a pending resumable session: drop its parts and its row (commit afterwards)."""
+    """Give up a pending resumable session: drop its parts and its row (commit afterwards).
+
+    The row is removed first, in the caller's transaction (waiting for a completion of the
+    same session in flight): if that completion commits, :class:`UploadSessionInvalid` is
+    raised and nothing is deleted.
+    """
     row = session.execute(_select(session_id)).first()
     _pending(row, session_id)
-    _drop(row, (registry or storages).get_backend(row.backend))
-    session.execute(upload_sessions.delete().where(upload_sessions.c.id == session_id))
+    backend = (registry or storages).get_backend(row.backend)
+    _removed(session.execute(_remove_pending(session_id)).rowcount, session_id)
+    _drop(row, backend)
 
 
 async def abort_async(
@@ -337,8 +359,9 @@ async def abort_async(
     """Async form of :func:`abort`."""
     row = (await session.execute(_select(session_id))).first()
     _pending(row, session_id)
-    await asyncio.to_thread(_drop, row, (registry or storages).get_backend(row.backend))
-    await session.execute(upload_sessions.delete().where(upload_sessions.c.id == session_id))
+    backend = (registry or storages).get_backend(row.backend)
+    _removed((await session.execute(_remove_pending(session_id))).rowcount, session_id)
+    await asyncio.to_thread(_drop, row, backend)
 
 
 def _finish(row: Any, backend: StorageBackend) -> None:

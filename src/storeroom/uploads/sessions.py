@@ -18,13 +18,43 @@ The flow::
 ``complete`` checks, in order: the session exists, is not completed and has not expired; the
 object exists; its size is within the limits and equal to the declared size; the type sniffed
 from its first bytes is allowed; then it reads the object once to record its SHA-256. A failed
-check deletes the object and raises :class:`UploadRejected` naming the rule and the value.
-The completion is written in the caller's transaction: if it rolls back, the session is
-pending again and ``complete`` can be retried (on a staging store the object was moved to
-its final path already; the retry verifies it there), or the session expires.
+check deletes the object (unless another completion of the same session owns it: below) and
+raises :class:`UploadRejected` naming the rule and the value.
+
+The session row decides who owns the upload, and its lock orders the completions of one
+session (two app servers, or one request retried with another column's validators):
+
+- Accepted: the completion *claims* the row (one conditional ``UPDATE``: pending and not
+  expired -> completed), which also locks it until the caller's transaction ends; it then
+  checks that the object it verified is still there, unchanged, and returns its FileObject.
+  The completion is written in the caller's transaction: if that does not commit, the
+  session is pending again and ``complete`` can be retried.
+- Rejected: before deleting anything the completion *holds* the row (an ``UPDATE`` that
+  changes nothing, on a row still pending: a row lock on PostgreSQL and MariaDB, the write
+  lock on SQLite). It waits there for a completion that has claimed the row and not
+  committed yet; if that one commits, the row is no longer pending and the object is left
+  to it (:class:`UploadSessionInvalid`, chained to the rejection). Only a completion
+  holding a row that still says pending deletes the upload; the row stays locked until
+  the caller's transaction ends, and a completion that claims it afterwards finds the
+  object gone (:class:`UploadRejected`, rule ``"missing"``) and gives its claim back.
+
+On a staging store (one that cannot refuse a second write: the browser uploads to
+``_uploads/{session}/{name}``) the accepted upload is copied to its final path after the
+claim, before the caller commits, and both copies follow that transaction
+(:mod:`storeroom.uploads._staging`, on SQLAlchemy's connection and session events): a
+transaction that does not commit (rollback, savepoint rollback, ``close()``, a failed
+flush, the rollback of an outer transaction the session joined) deletes the final copy
+while it still holds the row lock, so a completion waiting for that lock never loses its
+own copy (a COMMIT the database refuses deletes it just after); the staging upload is kept
+for a retry. A commit has the job queue delete the
+staging upload. Only a process that dies mid-transaction leaves a final copy behind: the
+session is still pending, so a retry overwrites it and :func:`remove_expired` deletes it.
+
 :func:`remove_expired` claims expired rows (deleting them, waiting for the row lock of a
 completion in flight) and commits before it deletes any object, so a session completed
 meanwhile keeps its object.
+
+The table's name and the paths sessions use are defined in :mod:`storeroom.uploads.layout`.
 """
 
 from __future__ import annotations
@@ -36,7 +66,7 @@ import uuid
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -66,6 +96,9 @@ from storeroom.orm.layout import default_path, safe_filename
 from storeroom.paths import safe_path
 from storeroom.registry import StorageRegistry, storages
 from storeroom.streams import Meter
+from storeroom.uploads import _staging
+from storeroom.uploads.layout import SESSIONS_TABLE, staging_path
+from storeroom.uploads.layout import STAGING_PREFIX as STAGING_PREFIX
 from storeroom.uploads.targets import UploadInstructions, enforced_limits, instructions
 
 
@@ -153,7 +186,7 @@ metadata = MetaData()
 """Holds :data:`upload_sessions`; ``metadata.create_all(engine)`` (or add it to your migrations)."""
 
 upload_sessions = Table(
-    "storeroom_upload_sessions",
+    SESSIONS_TABLE,
     metadata,
     Column("id", String(32), primary_key=True),
     Column("backend", String(255), nullable=False),
@@ -177,17 +210,19 @@ upload_sessions = Table(
 )
 """One row per upload session: where it goes, what was declared, when it expires."""
 
-STAGING_PREFIX = "_uploads"
-"""Where uploads land on stores that cannot refuse a second write (moved on completion)."""
-
 
 class UploadRejected(StoreroomError):
     """A completed upload broke a rule; its object was deleted.
 
+    (Rules ``"missing"`` and ``"changed"``: the object was deleted or replaced after it was
+    verified; the session is left pending.)
+
     ``rule`` names the rule (``"missing"``, ``"max_size"``, ``"min_size"``, ``"declared_size"``,
     ``"content_type"``, ``"parts"`` for a resumable S3 upload whose parts do not make the
-    declared upload, and at :func:`begin` also ``"filename"``), ``value`` the offending
-    value.
+    declared upload, ``"changed"`` for an object replaced after it was verified, and at
+    :func:`begin` also ``"filename"``), ``value`` the offending value. A
+    :class:`~storeroom.errors.ValidationError` of the validators given to :func:`complete`
+    is raised as it is.
     """
 
     def __init__(self, message: str, *, rule: str, value: Any) -> None:
@@ -383,7 +418,7 @@ def _plan(
     else:
         path = safe_path(f"uploads/{session_id}/{name}")
     staged = "create-only" not in enforced_limits(backend)
-    upload_path = safe_path(f"{STAGING_PREFIX}/{session_id}/{name}") if staged else path
+    upload_path = staging_path(session_id, name) if staged else path
     now = _now()
     row = {
         "id": session_id,
@@ -538,10 +573,58 @@ def _claim(session_id: str, now: datetime, info: Any) -> Any:
     )
 
 
+def _hold(session_id: str) -> Any:
+    """Lock the row of session ``session_id`` if it is still pending (changes nothing).
+
+    A row lock on PostgreSQL and MariaDB (SQLite: the database's write lock), waiting for a
+    completion that claimed the row and has not committed; the database then reads the row
+    again, so one that committed leaves nothing to match.
+    """
+    return (
+        update(upload_sessions)
+        .where(and_(upload_sessions.c.id == session_id, upload_sessions.c.completed_at.is_(None)))
+        .values(expires_at=upload_sessions.c.expires_at)
+    )
+
+
+def _unclaim(session_id: str) -> Any:
+    """Undo :func:`_claim` in this transaction (the row stays locked until it ends)."""
+    return (
+        update(upload_sessions)
+        .where(upload_sessions.c.id == session_id)
+        .values(completed_at=None, etag=None, stored_at=None)
+    )
+
+
 def _lost_race(session_id: str) -> UploadSessionInvalid:
     return UploadSessionInvalid(
         f"upload session {session_id!r} was completed by another request, or removed as "
         "expired, meanwhile; an upload is single-use"
+    )
+
+
+def _same_object(verified: Any, now: Any) -> bool:
+    """Whether ``now`` (a HEAD) is still the object ``verified`` was taken from."""
+    if now is None or now.size != verified.size:
+        return False
+    if verified.etag is not None and now.etag is not None:
+        return bool(verified.etag == now.etag)
+    return bool(verified.last_modified == now.last_modified)
+
+
+def _gone(row: Any, path: str, now: Any) -> UploadRejected:
+    if now is None:
+        return UploadRejected(
+            f"the upload of session {row.id!r} at {path!r} was deleted after it was verified "
+            "(a completion of the same session rejected it meanwhile); begin a new session",
+            rule="missing",
+            value=path,
+        )
+    return UploadRejected(
+        f"the upload of session {row.id!r} at {path!r} was replaced after it was verified; "
+        "begin a new session",
+        rule="changed",
+        value=path,
     )
 
 
@@ -600,6 +683,7 @@ _HEAD = "head"  # backend.head(path), None when nothing is there      -> ObjectI
 _READ = "read"  # stream the object through the validators, meter it  -> _Read
 _COPY = "copy"  # backend.copy(src, dst)                              -> None
 _DELETE = "delete"  # backend.delete(path)                             -> None
+_WATCH = "watch"  # the copy follows the claim's transaction (_staging) -> StagedCompletion
 
 _T = TypeVar("_T")
 Step = tuple[Any, ...]
@@ -620,8 +704,9 @@ def _completion(
     source = row.upload_path
     info = yield (_HEAD, backend, source)
     if info is None and row.upload_path != row.path:
-        # A completion whose transaction did not commit moved the upload to its final path
-        # already; a pending session's final path holds nothing but that move.
+        # Nothing staged, but a copy at the final path: left by a completion whose
+        # transaction ended without a word (its process died). A pending session's final
+        # path holds nothing else.
         source = row.path
         info = yield (_HEAD, backend, source)
     if info is None:
@@ -632,20 +717,63 @@ def _completion(
         read = yield (_READ, backend, source, tuple(validators), row.filename)
         problem = read.refused or _read_problem(row, read)
     if problem is not None:
-        # At the final path, it may be what a completion racing this one is committing: a
-        # rejected object there is left to gc, which deletes it if no row commits it.
-        if source == row.upload_path:
-            yield (_DELETE, backend, source)
-        raise problem
+        yield from _rejection(row, backend, problem)
     assert read is not None  # no problem found means the object was read
     if (yield (_EXECUTE, _claim(session_id, now, info))).rowcount != 1:
         raise _lost_race(session_id)
+    # The row is locked by this transaction from here. A completion that rejected the
+    # upload may have deleted it before the claim (holding the row, pending, in turn).
+    yield from _unchanged(row, backend, source, info, None)
     if source != row.path:
-        # The staging object stays until the final one exists: a crash in between leaves
-        # the upload where a retry finds it.
-        yield (_COPY, backend, source, row.path)
-        yield (_DELETE, backend, source)
+        queued = registry is None or registry is storages  # the job looks the backend up there
+        watched = yield (_WATCH, backend, source, row.path, queued)
+        try:
+            yield (_COPY, backend, source, row.path)
+        except Exception:
+            yield from _give_back(row, backend, watched)
+            raise
+        # Unchanged before and after the copy: the copy is of the object verified.
+        yield from _unchanged(row, backend, source, info, watched)
     return _file(row, backend, _sniffed(row, read), read.sniffer.meter, info, read.metadata)
+
+
+def _rejection(row: Any, backend: StorageBackend, problem: StoreroomError) -> Flow[NoReturn]:
+    """Delete the upload ``problem`` refuses, unless another completion owns it; raise."""
+    if (yield (_EXECUTE, _hold(row.id))).rowcount != 1:
+        # Completed by a completion that accepted it (or removed as expired): not ours.
+        raise _lost_race(row.id) from problem
+    # This transaction holds the row, still pending: no completion has claimed it, and
+    # none can until this transaction ends.
+    for path in dict.fromkeys([row.upload_path, row.path]):
+        yield (_DELETE, backend, path)
+    raise problem
+
+
+def _unchanged(
+    row: Any,
+    backend: StorageBackend,
+    source: str,
+    verified: Any,
+    watched: _staging.StagedCompletion | None,
+) -> Flow[None]:
+    """Raise (after giving the claim back) if the object at ``source`` is not the verified one."""
+    now = yield (_HEAD, backend, source)
+    if not _same_object(verified, now):
+        yield from _give_back(row, backend, watched)
+        raise _gone(row, source, now)
+
+
+def _give_back(
+    row: Any, backend: StorageBackend, watched: _staging.StagedCompletion | None
+) -> Flow[None]:
+    """Undo this completion's claim (and its copy) in the caller's transaction."""
+    if watched is not None:
+        watched.forget()
+        try:
+            yield (_DELETE, backend, row.path)
+        except Exception:  # the session is pending: remove_expired deletes it later
+            pass
+    yield (_EXECUTE, _unclaim(row.id))
 
 
 def _sniffed(row: Any, read: _Read) -> str:
@@ -673,10 +801,16 @@ def complete(
     :class:`~storeroom.errors.ValidationError`. What the bytes reveal (image size, PDF
     pages, duration) goes into the returned file's ``metadata``.
 
-    On a staging store the verified object is moved to its final path before the caller
-    commits; if that transaction does not commit, the session is pending again and a retry
-    verifies the object at the final path instead (one rejected there is not deleted but
-    left to ``storeroom gc``: a completion racing this one may be committing it).
+    A rejection deletes the object only while the session row, locked by this transaction,
+    still says pending: if another completion of the same session (with other validators)
+    accepted it and commits meanwhile, this one raises :class:`UploadSessionInvalid` and the
+    object stays. Roll back after a rejection: the row stays locked until then.
+
+    On a staging store the verified object is copied to its final path before the caller
+    commits. If that transaction does not commit, the copy is deleted and the session is
+    pending again, with the upload still at its staging path for a retry; after the commit
+    the staging upload is deleted in the background (``storeroom.orm.wait_for_cleanup()``
+    waits for it).
     """
     return _run(session, _completion(session_id, registry, validators or ()))
 
@@ -721,9 +855,10 @@ def _claim_expired(row: Any, now: datetime) -> Any:
 
 
 def _leftovers(row: Any) -> list[str]:
-    """Objects an expired session may have left: its staging object, or its pending upload."""
+    """Objects an expired session may have left: its staging object, or its pending upload
+    (and, staged, a final copy left by a completion whose process died before its commit)."""
     if row.completed_at is None:
-        return [row.upload_path]
+        return list(dict.fromkeys([row.upload_path, row.path]))
     return [row.upload_path] if row.upload_path != row.path else []
 
 
@@ -803,11 +938,13 @@ def remove_expired(
     First claims the expired sessions: deletes each row that is still expired and still
     pending (or still completed) as it was read, waiting for the row lock of a completion
     in flight, and **commits** ``session``. Only then does it delete the objects of the
-    sessions it claimed, so a session completed meanwhile keeps its object. A completed
-    session's final object belongs to its row and is kept; what a replayed upload may have
-    put at its staging path, or at its final path after the row's file was deleted
-    (another ETag than the one verified), is deleted. ``storeroom gc`` calls this; a
-    database without the sessions table has nothing to remove (0).
+    sessions it claimed, so a session completed meanwhile keeps its object. Deleted are a
+    pending session's upload (staged: also a final copy left by a completion whose process
+    died before its commit), and what a replayed upload may have put at a completed
+    session's staging path, or at its final path after the row's file was deleted (another
+    ETag than the one verified); a completed session's own final object belongs to its row
+    and is kept. ``storeroom gc`` calls this; a database without the sessions table has
+    nothing to remove (0).
 
     Raises :class:`~storeroom.errors.BackendError` when deleting some objects failed (after
     trying every claimed session); those objects are left to ``storeroom gc`` as orphans.
@@ -865,6 +1002,9 @@ def _perform(session: Any, step: Step) -> Any:
         return _has_table(session)
     if kind == _CALL:
         return step[1](*step[2:])
+    if kind == _WATCH:
+        connection = session.connection(bind_arguments={"clause": upload_sessions.select()})
+        return _staging.watch(session, connection, *step[1:4], queued=step[4])
     backend: StorageBackend = step[1]
     if kind == _HEAD:
         try:
@@ -889,6 +1029,11 @@ async def _aperform(session: Any, step: Step) -> Any:
         return await session.run_sync(_has_table)
     if kind == _CALL:
         return await asyncio.to_thread(step[1], *step[2:])
+    if kind == _WATCH:
+        connection = await session.connection(bind_arguments={"clause": upload_sessions.select()})
+        return _staging.watch(
+            session.sync_session, connection.sync_connection, *step[1:4], queued=step[4]
+        )
     backend: StorageBackend = step[1]
     if kind == _HEAD:
         try:
