@@ -242,6 +242,21 @@ def test_from_dict_builds_exactly_what_the_constructor_builds(data: dict[str, An
     assert got.metadata is not data.get("metadata")
 
 
+def test_from_dict_refuses_an_unknown_field_in_place_of_a_known_one() -> None:
+    # Ten fields, as to_dict writes, but one of them unknown: refused, naming it, as a
+    # record with an extra field is.
+    data = FileObject(backend="mem", filename="a.txt").to_dict()
+    del data["version"]
+    data["bogus"] = 1
+    with pytest.raises(ConfigurationError, match=r"unknown FileObject fields \['bogus'\]"):
+        FileObject.from_dict(data)
+    del data["bogus"]  # nine of ten: the missing one is None
+    assert FileObject.from_dict(data).version is None
+    data["backend"] = 7  # not a key: the constructor's error
+    with pytest.raises(ConfigurationError, match="backend must be a backend key"):
+        FileObject.from_dict(data)
+
+
 def test_repr_is_short_and_has_no_content() -> None:
     f = FileObject(backend="mem", filename="a.txt", content=b"secret-content")
     assert "secret-content" not in repr(f)

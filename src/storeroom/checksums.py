@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -55,6 +56,7 @@ __all__ = [
     "check_algorithm",
     "digest",
     "digest_in_background",
+    "hex_check",
     "hasher_for",
     "matches",
     "new_hasher",
@@ -168,6 +170,47 @@ def algorithm_of(recorded: str | None) -> str | None:
             "such as 'blake3:…' or 'sha256:…'"
         )
     return algorithm.lower()
+
+
+HexCheck = tuple[Callable[[bytes | memoryview], str], str]
+"""``(hex_of, expected)``: see :func:`hex_check`."""
+
+# Lower-case algorithm name -> the function giving the hex digest of bytes in one call.
+_HEX_OF: dict[str, Callable[[bytes | memoryview], str]] = {}
+
+
+def _blake3_hex(data: bytes | memoryview) -> str:
+    if len(data) >= _PARALLEL_THRESHOLD:  # as digest(parallel=True)
+        return _blake3(data, max_threads=_blake3.AUTO).hexdigest()  # type: ignore[no-any-return]
+    return _blake3(data).hexdigest()  # type: ignore[no-any-return]
+
+
+def _hex_of(name: str) -> Callable[[bytes | memoryview], str]:
+    if name == "blake3":
+        return _blake3_hex
+    if name == XXH3_128:
+        return _xxhash.xxh3_128_hexdigest  # type: ignore[no-any-return]
+    return lambda data: hashlib.new(name, data).hexdigest()
+
+
+def hex_check(recorded: str | None) -> HexCheck | None:
+    """How to verify bytes against ``recorded`` with one call: ``(hex_of, expected)``.
+
+    ``hex_of(data)`` is the lower-case hex digest of ``data`` with the algorithm that
+    ``recorded`` names, and ``expected`` the hex digest it records; the bytes match when
+    the two are equal (when they differ, :func:`matches` decides, as it also accepts
+    upper-case records). None when nothing is recorded. Raises :class:`IntegrityError` for
+    a malformed record and :class:`ConfigurationError` for an algorithm this installation
+    lacks, so both fail before any I/O. Used by every small verified read.
+    """
+    if not recorded:
+        return None
+    algorithm, _, value = recorded.partition(":")
+    hex_of = _HEX_OF.get(algorithm)
+    if hex_of is None or not value:
+        name = check_algorithm(algorithm_of(recorded) or "")  # raises when malformed
+        hex_of = _HEX_OF[name] = _hex_of(name)
+    return hex_of, value
 
 
 def hasher_for(recorded: str) -> Hasher:

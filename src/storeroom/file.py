@@ -44,6 +44,7 @@ _FIELDS = (
 
 
 _FIELD_SET = frozenset(_FIELDS)
+_FIELD_COUNT = len(_FIELDS)
 
 
 def guess_content_type(filename: str) -> str:
@@ -232,6 +233,36 @@ class FileObject:
         cls, data: Mapping[str, Any], *, registry: StorageRegistry | None = None
     ) -> FileObject:
         """Rebuild a FileObject from :meth:`to_dict` output."""
+        if len(data) == _FIELD_COUNT:  # every field, as to_dict writes them (every ORM load)
+            try:
+                backend, filename, path = data["backend"], data["filename"], data["path"]
+                fast = (backend is None or type(backend) is str) and type(filename) is type(
+                    path
+                ) is str
+                if fast:
+                    # The fields are set directly, as __init__ would set them
+                    # (tests/test_file_object.py holds the two equal).
+                    file = cls.__new__(cls)
+                    file._registry = registry or storages
+                    file._storage = None
+                    file._backend_key = backend
+                    file.filename, file.path, file._path_given = filename, path, True
+                    file.content_type = data["content_type"] or guess_content_type(filename)
+                    file.size = data["size"]
+                    file.checksum = data["checksum"]
+                    file.etag = data["etag"]
+                    file.version = data["version"]
+                    modified = data["last_modified"]
+                    file.last_modified = (
+                        datetime.fromisoformat(modified) if isinstance(modified, str) else modified
+                    )
+                    metadata = data["metadata"]
+                    file.metadata = dict(metadata) if metadata else {}
+                    file._pending = None
+                    file._in_row = None
+                    return file
+            except KeyError:
+                pass  # another field among the ten: checked below
         if not _FIELD_SET.issuperset(data):
             unknown = set(data) - _FIELD_SET
             raise ConfigurationError(
@@ -239,32 +270,12 @@ class FileObject:
             )
         backend, filename, path = data.get("backend"), data.get("filename"), data.get("path")
         if (backend is None or type(backend) is str) and type(filename) is type(path) is str:
-            # What to_dict writes, as every ORM load reads it: the fields are set directly,
-            # as __init__ would set them (tests/test_file_object.py holds the two equal).
-            file = cls.__new__(cls)
-            file._registry = registry or storages
-            file._storage = None
-            file._backend_key = backend
-            file.filename, file.path, file._path_given = filename, path, True
-            file.content_type = data.get("content_type") or guess_content_type(filename)
-            file.size = data.get("size")
-            file.checksum = data.get("checksum")
-            file.etag = data.get("etag")
-            file.version = data.get("version")
-            modified = data.get("last_modified")
-            file.last_modified = (
-                datetime.fromisoformat(modified) if isinstance(modified, str) else modified
-            )
-            metadata = data.get("metadata")
-            file.metadata = dict(metadata) if metadata else {}
-            file._pending = None
-            file._in_row = None
-            return file
-        values = dict(data)
-        modified = values.get("last_modified")
+            return cls.from_dict({name: data.get(name) for name in _FIELDS}, registry=registry)
+        kwargs = dict(data)
+        modified = kwargs.get("last_modified")
         if isinstance(modified, str):
-            values["last_modified"] = datetime.fromisoformat(modified)
-        return cls(registry=registry, **values)
+            kwargs["last_modified"] = datetime.fromisoformat(modified)
+        return cls(registry=registry, **kwargs)
 
     # -- saving -----------------------------------------------------------------------------
 
@@ -413,10 +424,13 @@ class FileObject:
                 await aclose()
         self._verify(meter)
 
-    def _verified_bytes(self, data: bytes, algorithm: str | None) -> bytes:
-        digest = None if algorithm is None else checksums.digest(algorithm, data, parallel=True)
-        if digest != self.checksum or len(data) != self.size:  # else nothing to look into
-            self._check(len(data), digest)
+    def _verified_bytes(self, data: bytes, check: checksums.HexCheck | None) -> bytes:
+        if check is None:
+            if len(data) != self.size:
+                self._check(len(data), None)
+        elif (found := check[0](data)) != check[1] or len(data) != self.size:
+            algorithm = str(self.checksum).partition(":")[0]
+            self._check(len(data), f"{algorithm}:{found}")  # else nothing to look into
         return data
 
     def get_content(self) -> bytes:
@@ -428,8 +442,12 @@ class FileObject:
         # Known to be large: hash in a worker thread while the rest arrives. Otherwise one
         # digest of the bytes read costs less than feeding a hasher chunk by chunk.
         if (size := self.size) is None or size < checksums.BACKGROUND_THRESHOLD:
-            algorithm = checksums.algorithm_of(self.checksum)  # a bad record fails before I/O
-            return self._verified_bytes(self.storage.get(self.path), algorithm)
+            check = checksums.hex_check(self.checksum)  # a bad record fails before I/O
+            # self.storage, without a property call (every small read of a loaded row).
+            key, storage = self._backend_key, self._storage
+            if storage is None:
+                storage = self.storage if key is None else self._registry.get_backend(key)
+            return self._verified_bytes(storage.get(self.path), check)
         meter = self._whole_meter()
         data = self.storage.get(self.path, meter=meter)
         settled = meter.settled()
@@ -442,11 +460,14 @@ class FileObject:
         """Async form of :meth:`get_content`."""
         size = self.size  # as in get_content
         if size is None or size < checksums.BACKGROUND_THRESHOLD:
-            algorithm = checksums.algorithm_of(self.checksum)
-            data = await self.storage.get_async(self.path)
-            if algorithm and len(data) >= checksums.BACKGROUND_THRESHOLD:
-                return await asyncio.to_thread(self._verified_bytes, data, algorithm)
-            return self._verified_bytes(data, algorithm)
+            check = checksums.hex_check(self.checksum)
+            key, storage = self._backend_key, self._storage
+            if storage is None:
+                storage = self.storage if key is None else self._registry.get_backend(key)
+            data = await storage.get_async(self.path)
+            if check is not None and len(data) >= checksums.BACKGROUND_THRESHOLD:
+                return await asyncio.to_thread(self._verified_bytes, data, check)
+            return self._verified_bytes(data, check)
         meter = self._whole_meter()
         data = await self.storage.get_async(self.path, meter=meter)
         settled = meter.settled()

@@ -551,6 +551,7 @@ def without_xxhash(monkeypatch: pytest.MonkeyPatch) -> None:
     """This process as if ``xxhash`` were not installed (its import failed)."""
     monkeypatch.setattr(checksums, "_xxhash", None)
     monkeypatch.setattr(checksums, "_CHECKED", {})  # names checked while it was there
+    monkeypatch.setattr(checksums, "_HEX_OF", {})  # and the digest functions found then
 
 
 def _says_what_to_install(error: BaseException, name: str = XXH3) -> None:
