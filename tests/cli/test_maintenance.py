@@ -273,3 +273,103 @@ def test_gc_yes_removes_expired_upload_sessions_and_their_objects(
         assert paths == {live.path}
     finally:
         metadata.drop_all(engine)
+
+
+class RefusingDeletes(ObstoreBackend):
+    """An in-memory store whose deletes of chosen paths fail (a permission, say)."""
+
+    def __init__(self, key: str, refused: set[str]) -> None:
+        super().__init__(key, "memory://")
+        self.refused = refused
+
+    def _delete(self, path: str) -> None:
+        if path in self.refused:
+            raise PermissionError(f"injected: not allowed to delete {path}")
+        super()._delete(path)
+
+
+def _gc(ctx: Any, *args: str) -> Any:
+    """``storeroom gc ARGS`` in this process, with the backends of ``ctx``."""
+    from click.testing import CliRunner
+
+    from storeroom.cli.maintenance import gc
+
+    return CliRunner().invoke(gc, list(args), obj=ctx)
+
+
+def test_gc_goes_past_a_failing_delete_prints_it_and_exits_1(
+    setup: tuple[dict[str, str], Any, Any],
+) -> None:
+    from storeroom.cli.app import Context
+
+    env, _engine, _Document = setup
+    store = RefusingDeletes("local", {"stray/b.bin"})
+    for path in ("stray/a.bin", "stray/b.bin", "stray/c.bin"):
+        store.put(path, b"orphan")
+    ctx = Context(None, _specs=[], _opened={"local": store})
+    database = env["DATABASE_URL"]
+    args = ("--database", database, *MODEL, "--backend", "local", "--grace", "0s", "--yes")
+    result = _gc(ctx, *args)
+    assert result.exit_code == 1, result.output
+    assert result.stdout.splitlines() == [
+        "deleted stray/a.bin",
+        "deleted stray/c.bin",
+        "2 orphans deleted from local, 1 skipped (deletes failed)",
+    ]
+    assert result.stderr.splitlines() == [
+        "failed deleting 'stray/b.bin' on backend 'local' failed: PermissionError: injected: "
+        "not allowed to delete stray/b.bin"
+    ]
+    assert {info.path for info in store.list()} == {"stray/b.bin"}
+    store.refused.clear()
+    again = _gc(ctx, *args)
+    assert again.exit_code == 0, again.output
+    assert again.stdout.splitlines() == ["deleted stray/b.bin", "1 orphans deleted from local"]
+
+
+@pytest.mark.s3
+def test_gc_keeps_the_multipart_upload_of_an_upload_session_in_progress(
+    moto_server: Any, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storeroom.cli.app import Context
+    from storeroom.uploads import metadata
+    from storeroom.uploads.resumable import begin_resumable
+
+    monkeypatch.setenv("STOREROOM_CLI_TABLE", f"cli_mp_{uuid.uuid4().hex[:8]}")
+    monkeypatch.delitem(sys.modules, "tests.cli.models", raising=False)
+    from tests.cli.models import Document, UUIDAuditBase
+
+    store = storages.register_backend(
+        ObstoreBackend("local", f"s3://{s3_bucket}/prefix", **moto_server.obstore_options()),
+        overwrite=True,
+    )
+    database = f"sqlite:///{tmp_path}/app.db"
+    engine = create_engine(database)
+    UUIDAuditBase.metadata.create_all(engine, tables=[Document.__table__])
+    metadata.create_all(engine)
+    with Session(engine) as session:
+        pending = begin_resumable(
+            session, "local", filename="big.pdf", content_type="application/pdf", size=10 << 20
+        )
+        session.commit()
+    engine.dispose()
+    moto_server.client().create_multipart_upload(Bucket=s3_bucket, Key="prefix/crashed.bin")
+    ctx = Context(None, _specs=[], _opened={"local": store})
+    args = ("--database", database, *MODEL, "--backend", "local", "--grace", "0s")
+    kept = f"kept incomplete multipart upload prefix/{pending.path} (upload session in progress)"
+    dry = _gc(ctx, *args)
+    assert dry.exit_code == 0, dry.output
+    lines = dry.stdout.splitlines()
+    assert kept in lines
+    assert any(
+        line.startswith("would abort incomplete multipart upload prefix/crashed.bin")
+        for line in lines
+    )
+    done = _gc(ctx, *args, "--yes")
+    assert done.exit_code == 0, done.output
+    lines = done.stdout.splitlines()
+    assert kept in lines and "aborted incomplete multipart upload prefix/crashed.bin" in lines
+    assert "1 incomplete multipart uploads aborted in local" in lines
+    listed = moto_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads") or []
+    assert [upload["Key"] for upload in listed] == [f"prefix/{pending.path}"]
+    sys.modules.pop("tests.cli.models", None)

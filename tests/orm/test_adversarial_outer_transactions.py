@@ -12,11 +12,13 @@ that break the rule are ``xfail(strict=True)`` with the violation in the reason.
 from __future__ import annotations
 
 import gc
+import uuid
 import weakref
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, insert, select
+from sqlalchemy import create_engine, event, insert, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, defer, load_only
 from sqlalchemy.orm.exc import ObjectDeletedError
@@ -277,8 +279,11 @@ async def test_a_connection_reused_for_a_second_outer_transaction(
     async with Outer(db) as outer:
         new_a = await outer.replace("a", b"A2")
         await outer.end(commit=True)
+        # Nothing deleted at the commit event: the database's COMMIT could still refuse.
+        assert files.deleted == []
+        await outer.begin()  # ...which it did not: a new transaction began
+        assert wait_for_cleanup(60)
         assert files.deleted == [a.file.path]
-        await outer.begin()
         await outer.replace("b", b"B2")
         await outer.end(commit=False)
         assert files.deleted[0] == a.file.path and len(files.deleted) == 2
@@ -289,6 +294,55 @@ async def test_a_connection_reused_for_a_second_outer_transaction(
     assert files.deleted[2:] == [c.file.path]
     assert [await _content(db, n) for n in "abc"] == [b"A2", b"B", b"C2"]
     await assert_consistent(db, files)
+
+
+@pytest.mark.parametrize("mode", ["create_savepoint", "rollback_only"])
+async def test_an_outer_commit_the_database_refuses(
+    db: Db, files: FaultyBackend, mode: str
+) -> None:
+    """SQLAlchemy's commit event comes before the database's COMMIT, which checks deferred
+    constraints and may refuse: then everything is rolled back, with no event after. The
+    joined session's upload must go, and the file it gave up must stay (its row kept it)."""
+    if db.name == "mariadb":
+        pytest.skip("InnoDB checks every constraint at its statement: no COMMIT to refuse")
+    a = await committed(db, "a", b"A")
+    b = await committed(db, "b", b"B")
+    suffix = uuid.uuid4().hex[:8]
+    parent, child = f"sr_guard_parent_{suffix}", f"sr_guard_child_{suffix}"
+    setup = create_engine(db.sync_url)
+    with setup.begin() as connection:
+        connection.execute(text(f"CREATE TABLE {parent} (id INTEGER PRIMARY KEY)"))
+        connection.execute(
+            text(
+                f"CREATE TABLE {child} (id INTEGER PRIMARY KEY, parent INTEGER "
+                f"REFERENCES {parent} (id) DEFERRABLE INITIALLY DEFERRED)"
+            )
+        )
+    try:
+        async with Outer(db) as outer:
+            new_a = await outer.replace("a", b"A2", mode)
+            doomed = outer.session(mode)
+            await doomed.delete(await by_name(doomed, "b"))
+            await doomed.commit()
+            await doomed.close()
+            # Accepted now, checked at the COMMIT: no parent 99.
+            await _done(db, outer.connection.execute(text(f"INSERT INTO {child} VALUES (1, 99)")))
+            with pytest.raises(IntegrityError):
+                await outer.end(commit=True)
+            assert new_a not in files.paths(), "the refused transaction's upload is left"
+            if db.name == "sqlite":
+                # SQLite keeps the transaction open after a refused COMMIT, and SQLAlchemy,
+                # which counts it ended, would return it to the pool as it is: discard it.
+                await _done(db, outer.connection.invalidate())
+        assert wait_for_cleanup(60)
+        assert files.paths() == {a.file.path, b.file.path}
+        assert [await _content(db, n) for n in "ab"] == [b"A", b"B"]
+        await assert_consistent(db, files)
+    finally:
+        with setup.begin() as connection:
+            connection.execute(text(f"DROP TABLE {child}"))
+            connection.execute(text(f"DROP TABLE {parent}"))
+        setup.dispose()
 
 
 async def test_a_session_inside_a_released_connection_savepoint(
@@ -381,8 +435,10 @@ async def test_a_joined_session_rolled_back_inside_an_outer_transaction(
             new_a = await _replace(two, "a", b"A3")
             await two.close()
             await outer.end(commit=True)
-            assert files.paths() == {new_a, new_b}
             expected = {"a": b"A3", "b": b"B2"}
+    # (what the commit gave up goes once the connection is back in the pool)
+    if mode == "create_savepoint":
+        assert files.paths() == {new_a, new_b}
     assert {n: await _content(db, n) for n in "ab"} == expected
     await assert_consistent(db, files)
 

@@ -596,3 +596,200 @@ def test_an_old_sqlite_is_asked_for_at_most_999_paths_a_query() -> None:
     assert maintenance._paths_per_query(Dialect("sqlite", (3, 40, 1))) == 10_000
     assert maintenance._paths_per_query(Dialect("sqlite", None)) == 10_000
     assert maintenance._paths_per_query(Dialect("postgresql", (3, 31, 1))) == 10_000
+
+
+# -- gc's multipart sweep and sharded runs ---------------------------------------------------
+
+
+@pytest.mark.s3
+def test_gc_aborts_stale_multipart_uploads_but_not_those_of_upload_sessions_in_progress(
+    moto_server: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    import httpx
+    from sqlalchemy import update
+
+    from storeroom import ObstoreBackend
+    from storeroom.uploads import complete, upload_sessions
+    from storeroom.uploads import metadata as upload_metadata
+    from storeroom.uploads.resumable import begin_resumable, sign_part
+
+    big = storages.register_backend(
+        ObstoreBackend("big", f"s3://{s3_bucket}/prefix", **moto_server.obstore_options()),
+        overwrite=True,
+    )
+    engine = create_engine(f"sqlite:///{tmp_path}/db.sqlite")
+    upload_metadata.create_all(engine)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    body = b"%PDF-1.4\n" + bytes(range(256)) * 4 + b"\n%%EOF\n"
+
+    def begin(session: Session, name: str) -> Any:
+        return begin_resumable(
+            session, "big", filename=name, content_type="application/pdf", size=len(body)
+        )
+
+    with sessions() as session:
+        pending, expired = begin(session, "pending.pdf"), begin(session, "expired.pdf")
+        session.commit()
+        session.execute(
+            update(upload_sessions)
+            .where(upload_sessions.c.id == expired.id)
+            .values(expires_at=expired.expires_at.replace(year=2000))
+        )
+        session.commit()
+    client = moto_server.client()
+    client.create_multipart_upload(Bucket=s3_bucket, Key="prefix/crashed.bin")  # no session
+    client.create_multipart_upload(Bucket=s3_bucket, Key="elsewhere/not-ours.bin")
+
+    def open_uploads() -> set[str]:
+        listed = client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads") or []
+        return {upload["Key"] for upload in listed}
+
+    # moto dates every upload 2010: all are older than any grace here.
+    expected = {
+        (f"prefix/{pending.path}", False),  # its session is in progress: kept
+        (f"prefix/{expired.path}", True),
+        ("prefix/crashed.bin", True),
+    }
+    dry = maintenance.remove_incomplete_uploads(sessions, "big", grace=timedelta(0), dry_run=True)
+    assert {(upload.key, abort) for upload, abort in dry} == expected
+    assert len(open_uploads()) == 4
+    done = maintenance.remove_incomplete_uploads(sessions, "big", grace=timedelta(0))
+    assert {(upload.key, abort) for upload, abort in done} == expected
+    assert open_uploads() == {f"prefix/{pending.path}", "elsewhere/not-ours.bin"}
+    # The session in progress still completes.
+    with sessions() as session:
+        url = sign_part(session, pending.id, 1, len(body))["url"]
+        assert httpx.put(url, content=body, timeout=30).status_code == 200
+        file = complete(session, pending.id)
+        session.commit()
+    assert big.get(file.path) == body
+    engine.dispose()
+
+
+class _Jobs:
+    """Collects the jobs a sharded run enqueues, to run them here (no queue, no worker)."""
+
+    retries = 1
+
+    def __init__(self) -> None:
+        self.payloads: list[dict[str, Any]] = []
+
+    def enqueue(self, _name: str, payload: dict[str, Any], key: str) -> None:
+        self.payloads.append(payload)
+
+
+@pytest.fixture
+def cli_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
+    """(database URL, Document of tests.cli.models) on SQLite, with backends ``local`` and
+    ``other`` on local disk in the environment, as sharded workers read them."""
+    import sys
+    import uuid
+
+    monkeypatch.setenv("STOREROOM_CLI_TABLE", f"shard_{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv("STORAGE__LOCAL__URL", f"file://{tmp_path}/local")
+    monkeypatch.setenv("STORAGE__OTHER__URL", f"file://{tmp_path}/other")
+    monkeypatch.delitem(sys.modules, "tests.cli.models", raising=False)
+    from storeroom import ObstoreBackend
+    from tests.cli.models import Document as CliDocument
+
+    storages.register_backend(ObstoreBackend("local", f"file://{tmp_path}/local"), overwrite=True)
+    url = f"sqlite:///{tmp_path}/app.db"
+    engine = create_engine(url)
+    CliDocument.metadata.create_all(engine, tables=[CliDocument.__table__])
+    engine.dispose()
+    yield url, CliDocument
+    sys.modules.pop("tests.cli.models", None)
+
+
+def _run_shards(kind: str, params: dict[str, Any], url: str, shards: int) -> str:
+    from storeroom.orm.sharded import run_shard, start_run
+
+    jobs = _Jobs()
+    run = start_run(kind, params, shards=shards, database=url, queue=jobs)
+    for payload in jobs.payloads:
+        run_shard(payload)
+    return run
+
+
+@pytest.mark.filterwarnings("ignore:This declarative base already contains a class")
+def test_sharded_gc_counts_skipped_orphans_apart_from_kept_ones(
+    cli_model: tuple[str, Any], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from storeroom.cli.app import Context
+    from storeroom.cli.sharded import jobs
+    from storeroom.orm.sharded import run_counts, run_findings, run_status
+
+    url, CliDocument = cli_model
+    engine = create_engine(url)
+    with Session(engine) as session:
+        session.add(CliDocument(name="kept", file=FileObject(filename="k.txt", content=b"k")))
+        session.commit()
+    engine.dispose()
+    local = storages.get_backend("local")
+    local.put("stray/orphan.bin", b"an orphan")
+    (tmp_path / "local" / "copied\\by hand.bin").write_bytes(b"a name storeroom won't touch")
+    params = {"models": ["tests.cli.models:Document"], "backend": "local", "grace": 0}
+    run = _run_shards("gc", params, url, shards=2)
+    assert run_counts(run_status(url, run)) == {"deleted": 1, "kept": 0, "skipped": 1, "failed": 0}
+    found = list(run_findings(url, run))
+    assert [(section, entry["path"]) for section, entry in found] == [
+        ("deleted", "stray/orphan.bin"),
+        ("skipped", "copied\\by hand.bin"),
+    ]
+    assert found[1][1]["kind"] == "unsafe" and "backslash" in found[1][1]["reason"]
+    shown = CliRunner().invoke(jobs, ["status", run, "--database", url], obj=Context(None))
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "deleted stray/orphan.bin"
+    assert lines[1].startswith("skipped ") and "backslash" in lines[1]
+    assert lines[-1] == "1 orphans deleted, 1 skipped"
+
+
+@pytest.mark.filterwarnings("ignore:This declarative base already contains a class")
+def test_sharded_migrate_reports_rows_left_on_the_source(
+    cli_model: tuple[str, Any], tmp_path: Path
+) -> None:
+    # A trigger rewrites the row whenever it is written (another writer, every time): the
+    # switch refuses to overwrite it, leaves it on the source and says so (on_skipped),
+    # counted and reported apart, as one process does.
+    from click.testing import CliRunner
+    from sqlalchemy import text
+
+    from storeroom.cli.app import Context
+    from storeroom.cli.sharded import jobs
+    from storeroom.orm.sharded import run_counts, run_findings, run_status
+
+    url, CliDocument = cli_model
+    table = CliDocument.__tablename__
+    engine = create_engine(url)
+    with Session(engine) as session:
+        session.add(CliDocument(name="busy", file=FileObject(filename="b.txt", content=b"b")))
+        session.commit()
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                f"CREATE TRIGGER {table}_rewritten AFTER UPDATE OF file ON {table} BEGIN "
+                f"UPDATE {table} SET file = json_set(file, '$.metadata.seen', random()) "
+                "WHERE id = NEW.id; END"
+            )
+        )
+    engine.dispose()
+    params = {
+        "models": ["tests.cli.models:Document"],
+        "source": "local",
+        "destination": "other",
+        "state_dir": str(tmp_path / "journals"),
+        "update_rows": True,
+    }
+    (tmp_path / "journals").mkdir()
+    run = _run_shards("migrate", params, url, shards=1)
+    counts = run_counts(run_status(url, run))
+    assert (counts["copied"], counts["rows_updated"], counts["left"]) == (1, 0, 1)
+    ((section, entry),) = list(run_findings(url, run))
+    assert section == "left" and "changed 3 times" in entry["reason"]
+    shown = CliRunner().invoke(jobs, ["status", run, "--database", url], obj=Context(None))
+    assert shown.exit_code == 1
+    assert f"left on the source for the next run: {entry['path']}: " in shown.stderr
+    assert shown.stdout.splitlines()[-1].endswith("rows left on the source for the next run 1")

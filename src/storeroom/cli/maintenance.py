@@ -231,9 +231,13 @@ def gc(
 
     The rows are read again just before each batch of deletes, so an object a row
     started to reference meanwhile is kept; so are the objects of upload sessions in
-    progress. Names storeroom will not touch (a backslash, a control character) are
-    reported as skipped. Every model whose files live in the backend must be named with
-    --model (repeat it): files of models left out look like orphans.
+    progress (and, on S3, their multipart uploads), and the uploads of transactions still
+    open, whatever --grace (see docs/maintenance.md). Names storeroom will not touch (a
+    backslash, a control character) are reported as skipped, as are deletes that fail; gc
+    goes on with the other orphans. Every model whose files live in the backend must be
+    named with --model (repeat it): files of models left out look like orphans.
+
+    Exit codes: 0 done, 1 some deletes (or multipart aborts) failed, 2 bad arguments.
 
     \b
     Examples:
@@ -243,12 +247,13 @@ def gc(
     columns = _columns(models, column)
     store = ctx.backend(backend_key)
     delay = parse_duration(grace, "--grace")
+    if sharding is not None and not yes:
+        fail("--shards deletes: pass --yes (a dry run lists orphans without --shards)")
+    sessions = session_factory(database)
     if multipart:
-        _sweep_multipart_uploads(store, delay, yes)
+        _sweep_multipart_uploads(sessions, store, delay, yes, ctx)
     if sharding is not None:
-        if not yes:
-            fail("--shards deletes: pass --yes (a dry run lists orphans without --shards)")
-        _remove_expired_uploads(session_factory(database), ctx)
+        _remove_expired_uploads(sessions, ctx)
         start_and_follow(
             ctx,
             "gc",
@@ -263,7 +268,6 @@ def gc(
             database,
         )
         return
-    sessions = session_factory(database)
     if yes:
         _remove_expired_uploads(sessions, ctx)
     _collect_orphans(sessions, columns, ctx, store.key, prefix.rstrip("/"), delay, grace, yes)
@@ -293,12 +297,14 @@ def _collect_orphans(
     """gc's orphan step: list (dry run) or delete the orphans of backend ``key``.
 
     Upload sessions in progress count as references (the library reads them with the rows);
-    a name storeroom will not touch is reported as skipped, and the other orphans go on.
+    a name storeroom will not touch, a batch SQLite's write lock kept gc from checking, and
+    a delete that fails are reported as skipped, and the other orphans go on. A failed
+    delete is printed on standard error, and makes the exit code 1.
     """
     from storeroom.orm.maintenance import ReferenceScan, SkippedObject, remove_orphans
     from storeroom.paths import safe_path
 
-    skipped = 0
+    skipped: dict[str, int] = {}
     if yes:
         deleted = 0
         for info, removed in remove_orphans(
@@ -308,11 +314,16 @@ def _collect_orphans(
                 deleted += 1
                 click.echo(f"deleted {info.path}")
             elif isinstance(info, SkippedObject):
-                skipped += 1
-                click.echo(f"skipped {info.reason}")  # the reason names the path
+                skipped[info.kind] = skipped.get(info.kind, 0) + 1
+                if info.kind == "failed":
+                    click.echo(f"failed {info.reason}", err=True)  # the reason names the path
+                else:
+                    click.echo(f"skipped {info.reason}")  # the reason names the path
             else:
                 click.echo(f"kept {info.path} (in use since the scan)")
         click.echo(f"{deleted} orphans deleted from {key}" + _skipped(skipped))
+        if skipped.get("failed"):
+            click.get_current_context().exit(1)
         return
     count = total = 0
     with ReferenceScan(columns, registry=ctx.registry) as scan:
@@ -322,7 +333,7 @@ def _collect_orphans(
             try:
                 safe_path(info.path)
             except UnsafePath as exc:
-                skipped += 1
+                skipped["unsafe"] = skipped.get("unsafe", 0) + 1
                 click.echo(f"would skip {exc}")  # the message names the path
                 continue
             count += 1
@@ -334,32 +345,49 @@ def _collect_orphans(
     )
 
 
-def _skipped(count: int) -> str:
-    """The end of gc's last line for ``count`` orphans left in place ('' for none)."""
-    return f", {count} skipped (names storeroom will not touch)" if count else ""
+_SKIPPED = {
+    "unsafe": "names storeroom will not touch",
+    "locked": "not checked: SQLite's write lock was busy; run gc again",
+    "failed": "deletes failed",
+}
 
 
-def _sweep_multipart_uploads(store: Any, older_than: timedelta, really: bool) -> None:
-    """``gc`` on S3: list (or, with ``really``, abort) incomplete multipart uploads."""
-    from storeroom.backends.obstore import ObstoreBackend
-    from storeroom.backends.obstore.multipart import (
-        abort_incomplete_uploads,
-        find_incomplete_uploads,
+def _skipped(counts: dict[str, int]) -> str:
+    """The end of gc's last line for the orphans left in place, by kind ('' for none)."""
+    return "".join(
+        f", {counts[kind]} skipped ({why})" for kind, why in _SKIPPED.items() if counts.get(kind)
     )
+
+
+def _sweep_multipart_uploads(
+    sessions: Any, store: Any, older_than: timedelta, really: bool, ctx: Context
+) -> None:
+    """``gc`` on S3: list (or, with ``really``, abort) incomplete multipart uploads, except
+    those of upload sessions in progress."""
+    from storeroom.backends.obstore import ObstoreBackend
+    from storeroom.orm.maintenance import remove_incomplete_uploads
 
     if not isinstance(store, ObstoreBackend) or store.kind != "s3":
         return
-    if really:
-        aborted = abort_incomplete_uploads(store, older_than=older_than)
-        for upload in aborted:
+    found = kept = 0
+    for upload, abort in remove_incomplete_uploads(
+        sessions, store, grace=older_than, registry=ctx.registry, dry_run=not really
+    ):
+        if not abort:
+            kept += 1
+            click.echo(
+                f"kept incomplete multipart upload {upload.key} (upload session in progress)"
+            )
+            continue
+        found += 1
+        if really:
             click.echo(f"aborted incomplete multipart upload {upload.key}")
-        click.echo(f"{len(aborted)} incomplete multipart uploads aborted in {store.key}")
-        return
-    found = find_incomplete_uploads(store, older_than=older_than)
-    for upload in found:
-        click.echo(
-            f"would abort incomplete multipart upload {upload.key} "
-            f"(started {upload.initiated:%Y-%m-%d %H:%M} UTC)"
-        )
-    if found:
-        click.echo(f"{len(found)} incomplete multipart uploads in {store.key}; dry run")
+        else:
+            click.echo(
+                f"would abort incomplete multipart upload {upload.key} "
+                f"(started {upload.initiated:%Y-%m-%d %H:%M} UTC)"
+            )
+    if really:
+        click.echo(f"{found} incomplete multipart uploads aborted in {store.key}")
+    elif found:
+        click.echo(f"{found} incomplete multipart uploads in {store.key}; dry run")

@@ -182,10 +182,18 @@ def _result(database: str, run: str, status: list[Any]) -> None:
         if kind == "verify":
             print_finding(section, entry)
         elif kind == "gc":
+            if section == "deleted":
+                click.echo(f"deleted {entry['path']}")
+            elif section == "kept":
+                click.echo(f"kept {entry['path']} (referenced since the scan)")
+            elif section == "skipped":
+                click.echo(f"skipped {entry['reason']}")  # the reason names the path
+            else:
+                click.echo(f"failed {entry['reason']}", err=True)
+        elif section == "left":
             click.echo(
-                f"deleted {entry['path']}"
-                if section == "deleted"
-                else f"kept {entry['path']} (referenced since the scan)"
+                f"left on the source for the next run: {entry['path']}: {entry['reason']}",
+                err=True,
             )
         else:
             click.echo(f"failed {entry['path']}: {entry['reason']}", err=True)
@@ -203,15 +211,22 @@ def _result(database: str, run: str, status: list[Any]) -> None:
         )
         bad = counts.get("dangling", 0) or counts.get("mismatched", 0) or counts.get("orphans", 0)
     elif kind == "gc":
-        click.echo(f"{counts.get('deleted', 0)} orphans deleted")
-        bad = 0
+        skipped, failures = counts.get("skipped", 0), counts.get("failed", 0)
+        click.echo(
+            f"{counts.get('deleted', 0)} orphans deleted"
+            + (f", {skipped} skipped" if skipped else "")
+            + (f", {failures} deletes failed" if failures else "")
+        )
+        bad = failures
     else:
+        left = counts.get("left", 0)
         click.echo(
             f"copied {counts.get('copied', 0)}, already done {counts.get('skipped', 0)} "
             f"(adopted {counts.get('adopted', 0)}), failed {counts.get('failed', 0)}; "
             f"rows updated {counts.get('rows_updated', 0)}"
+            + (f", rows left on the source for the next run {left}" if left else "")
         )
-        bad = counts.get("failed", 0)
+        bad = counts.get("failed", 0) or left
     for shard in failed:
         click.echo(
             f"shard {shard.shard} failed after {shard.attempts} attempts: {shard.error}", err=True

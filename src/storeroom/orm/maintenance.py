@@ -4,7 +4,10 @@
 references (only those older than a grace period, so uploads of transactions still in
 flight are left alone); ``find_dangling`` lists references whose object is missing;
 :func:`iter_findings` produces the whole report of ``storeroom verify`` and
-:func:`remove_orphans` does the deleting of ``storeroom gc``.
+:func:`remove_orphans` does the deleting of ``storeroom gc``, which also asks the database
+about its open transactions, so that it never deletes their uploads whatever the grace
+(:func:`remove_orphans` says how). :func:`remove_incomplete_uploads` is gc's sweep of S3
+multipart uploads.
 
 How it scales: all of them build a :class:`ReferenceScan`, an index in a temporary SQLite
 file. The rows are read in pages of ``page_size`` through a server-side cursor (only the
@@ -38,7 +41,7 @@ from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import (
@@ -58,9 +61,10 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy import column as sql_column
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import UnboundExecutionError
+from sqlalchemy.exc import DBAPIError, UnboundExecutionError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from storeroom.backends import local_listing, transfer
@@ -71,10 +75,13 @@ from storeroom.backends.local_root import real_root
 from storeroom.backends.relay import Relay
 from storeroom.errors import ConfigurationError, ObjectNotFound, StoreroomError, UnsafePath
 from storeroom.file import FileObject
-from storeroom.orm.lifecycle import file_columns
+from storeroom.orm.lifecycle import file_columns, hold_write_lock
 from storeroom.orm.variants import VARIANTS_DIRECTORY, variant_original
 from storeroom.paths import safe_path
 from storeroom.registry import StorageRegistry, storages
+
+if TYPE_CHECKING:
+    from storeroom.backends.obstore.multipart import IncompleteUpload
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -83,11 +90,14 @@ __all__ = [
     "ReferenceScan",
     "Shard",
     "SkippedObject",
+    "CLOCK_MARGIN",
+    "MAINTENANCE_APPLICATION_NAME",
     "collect_findings",
     "find_dangling",
     "find_orphans",
     "iter_findings",
     "referenced_files",
+    "remove_incomplete_uploads",
     "remove_orphans",
 ]
 
@@ -110,6 +120,17 @@ _DELETE_BATCH = 5000
 _DELETE_WINDOW = 1.0
 _BATCH = 5000  # references or listed objects inserted into the index per executemany
 _CONFIRMING = 8  # HEAD requests at once that confirm a reference missing from a listing
+MAINTENANCE_APPLICATION_NAME = "storeroom maintenance"
+"""The PostgreSQL ``application_name`` of connections (or, for gc's, transactions) that
+storeroom's maintenance opens and that never upload: gc's own, and those of the workers
+and progress reads of a sharded verify or gc. gc does not wait for transactions so named
+(the shards of one run would otherwise spare each other's orphans)."""
+CLOCK_MARGIN = timedelta(seconds=30)
+"""How much older than the oldest open transaction an object must be for gc to delete it
+on PostgreSQL and MariaDB/MySQL (see :func:`remove_orphans`). The transaction's start is
+the database server's clock, an object's age the store's: the margin covers stores that
+date objects to the second (S3) and clocks a few seconds apart. Clocks further apart
+need a ``grace`` longer than their difference."""
 _CONFIRM_GROUP = 256  # ... over this many references at a time (memory stays flat)
 
 
@@ -140,16 +161,45 @@ class MismatchedObject:
     stored: int | str
 
 
+SkipKind = Literal["unsafe", "locked", "failed"]
+"""Why :func:`remove_orphans` left an orphan in place (:attr:`SkippedObject.kind`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SkippedObject(ObjectInfo):
-    """An orphan :func:`remove_orphans` left in place, and why (``reason``).
+    """An orphan :func:`remove_orphans` left in place, and why (``reason``, which names its
+    path); gc goes on with the other orphans.
 
-    Its name is one storeroom never writes and refuses to touch (a backslash, a control
-    character, unicode not in NFC form: :func:`storeroom.paths.safe_path`), or the delete
-    met a symbolic link. Rename or remove it by hand; gc goes on with the other orphans.
+    ``kind`` says what stopped it:
+
+    - ``"unsafe"``: its name is one storeroom never writes and refuses to touch (a
+      backslash, a control character, unicode not in NFC form:
+      :func:`storeroom.paths.safe_path`), or the delete met a symbolic link. Rename or
+      remove it by hand.
+    - ``"locked"``: on SQLite, gc could not take the database's write lock within the busy
+      timeout (a transaction held it throughout), so it could not tell whether that
+      transaction references the object. Run gc again.
+    - ``"failed"``: the delete raised; ``reason`` holds the error. ``storeroom gc`` exits
+      with status 1.
     """
 
     reason: str = ""
+    kind: SkipKind = "unsafe"
+
+    @classmethod
+    def of(cls, info: ObjectInfo, reason: str, kind: SkipKind) -> SkippedObject:
+        """``info`` skipped, for ``reason``."""
+        return cls(
+            info.path,
+            info.size,
+            info.etag,
+            info.last_modified,
+            info.version,
+            info.content_type,
+            info.metadata,
+            reason=reason,
+            kind=kind,
+        )
 
 
 # The table of upload sessions (storeroom.uploads.sessions.upload_sessions), read here by
@@ -161,6 +211,7 @@ _UPLOAD_SESSIONS = table(
     sql_column("path", String),
     sql_column("upload_path", String),
     sql_column("protocol", String),
+    sql_column("upload_id", String),
     sql_column("expires_at", DateTime(timezone=True)),
     sql_column("completed_at", DateTime(timezone=True)),
 )
@@ -171,6 +222,19 @@ _TUS_PARTS = "_uploads/tus/"
 def _tus_parts(upload_path: str) -> str:
     """The folder of a tus upload's parts (``storeroom.uploads.multipart.tus_parts_prefix``)."""
     return _TUS_PARTS + hashlib.sha256(upload_path.encode()).hexdigest()[:40] + "/"
+
+
+def _pending_sessions(connection: Connection) -> Iterator[Any]:
+    """The upload sessions in progress (neither completed nor expired), as rows of
+    ``(backend, path, upload_path, protocol, upload_id)``; none without the table."""
+    if not inspect(connection).has_table(_UPLOAD_SESSIONS.name):
+        return
+    c = _UPLOAD_SESSIONS.c
+    yield from connection.execute(
+        select(c.backend, c.path, c.upload_path, c.protocol, c.upload_id).where(
+            c.completed_at.is_(None), c.expires_at > datetime.now(timezone.utc)
+        )
+    )
 
 
 Target = InstrumentedAttribute[Any] | type
@@ -189,6 +253,20 @@ def _columns(target: Columns) -> list[InstrumentedAttribute[Any]]:
         return found
     items = cast(Iterable[Target], target)
     return [column for item in items for column in _columns(item)]
+
+
+def _connection(
+    session: Session, columns: Sequence[InstrumentedAttribute[Any]]
+) -> Connection | None:
+    """The connection that reaches the upload sessions' table: the session's own, or, for a
+    session bound per model only, the first column's model's (None without columns)."""
+    try:
+        return session.connection()
+    except UnboundExecutionError:
+        if not columns:
+            return None
+        mapper: Any = inspect(columns[0].class_)
+        return session.connection(bind_arguments={"mapper": mapper})
 
 
 def referenced_files(
@@ -454,17 +532,11 @@ class ReferenceScan:
         parts (a path ending with ``/``). A database without the sessions table has none.
         """
         self._db.execute("DELETE FROM main.pending")
-        connection = self._uploads_connection(session)
-        if connection is None or not inspect(connection).has_table(_UPLOAD_SESSIONS.name):
+        connection = _connection(session, self.columns)
+        if connection is None:
             return 0
-        c = _UPLOAD_SESSIONS.c
-        rows = connection.execute(
-            select(c.backend, c.path, c.upload_path, c.protocol).where(
-                c.completed_at.is_(None), c.expires_at > datetime.now(timezone.utc)
-            )
-        )
         sessions = 0
-        for backend, path, upload_path, protocol in rows:
+        for backend, path, upload_path, protocol, _upload_id in _pending_sessions(connection):
             sessions += 1
             places = [(backend, path)]
             if upload_path and upload_path != path:
@@ -473,17 +545,6 @@ class ReferenceScan:
                 places.append((backend, _tus_parts(upload_path)))  # a folder: ends with "/"
             self._db.executemany("INSERT INTO main.pending VALUES (?, ?)", places)
         return sessions
-
-    def _uploads_connection(self, session: Session) -> Connection | None:
-        """The connection that reaches the upload sessions' table: the session's own, or, for a
-        session bound per model only, the first column's model's."""
-        try:
-            return session.connection()
-        except UnboundExecutionError:
-            if not self.columns:
-                return None
-            mapper: Any = inspect(self.columns[0].class_)
-            return session.connection(bind_arguments={"mapper": mapper})
 
     def _lists_apart(self, key: str) -> bool:
         """Whether backend ``key`` may be listed by a child process (local disk)."""
@@ -1116,14 +1177,21 @@ class ReferenceScan:
         return [path for (path,) in rows]
 
     def candidates(
-        self, backend: str, *, after: str = "", limit: int | None = None
+        self,
+        backend: str,
+        *,
+        after: str = "",
+        limit: int | None = None,
+        since: datetime | None = None,
     ) -> Iterator[tuple[ObjectInfo, bool]]:
         """Each remembered candidate and whether a reference (as last read) points at it.
 
         In path order; with ``after`` and ``limit``, only the candidates whose path sorts
         after ``after``, at most ``limit`` of them. A candidate counts as referenced on the
         grounds :meth:`orphans` spares an object on, as last read; on local disk, also when
-        it changed after the grace's cutoff that :meth:`orphans` applied.
+        it changed after the grace's cutoff that :meth:`orphans` applied. With ``since``,
+        also when it changed at or after that moment (or its store gives no date): what
+        :func:`remove_orphans` spares for the transactions open in the database.
         """
         self._index("ref")
         rows = self._db.execute(
@@ -1133,9 +1201,18 @@ class ReferenceScan:
             "FROM candidate c WHERE c.path > ? ORDER BY c.path LIMIT ?",
             (backend, backend, after, -1 if limit is None else limit),
         ).fetchall()
-        spared = self._spared(self._store(backend), self._cutoffs.get(backend))
+        cutoff = self._cutoffs.get(backend)
+        newer = None if since is None else since.timestamp()
+        if newer is not None:
+            # On local disk, a copy's status change time (a hard link) counts too.
+            cutoff = newer if cutoff is None else min(cutoff, newer)
+        spared = self._spared(self._store(backend), cutoff)
         for path, size, modified, etag, version, referenced in rows:
-            kept = bool(referenced) or (spared is not None and spared(path))
+            kept = (
+                bool(referenced)
+                or (newer is not None and (modified is None or modified >= newer))
+                or (spared is not None and spared(path))
+            )
             yield _object(path, size, modified, etag, version), kept
 
 
@@ -1527,39 +1604,217 @@ def remove_orphans(
     to 5,000, while deleting a batch takes less than half a second (or half as long as its
     check), and half as many once it takes longer than a second (or its check).
 
-    A name storeroom never writes and will not touch (:func:`~storeroom.paths.safe_path`
-    refuses it: a backslash, a control character, unicode not in NFC form), or whose
-    delete meets a symbolic link, is left in place: it is yielded as a
-    :class:`SkippedObject` (with its ``reason``) and ``False``, and gc goes on. With
-    ``shard``, only the orphans of that shard's paths (:class:`Shard`). Memory stays flat;
-    the candidates wait in the scan's temporary file.
+    An upload of a transaction still open (flushed, not committed yet) is never deleted,
+    whatever ``grace``; how gc tells depends on the database:
+
+    - PostgreSQL: before each batch's check, one query asks ``pg_stat_activity`` when the
+      oldest transaction open in the database (other than gc's own) started, and every
+      candidate changed since then, less :data:`CLOCK_MARGIN`, is kept (a transaction
+      begins at its first statement: docs/maintenance.md says what that leaves to the
+      grace). A role that is
+      neither a superuser nor a member of ``pg_read_all_stats`` sees no start time for
+      other roles' sessions: gc then relies on ``grace`` alone and says so in a warning
+      (logger ``storeroom.orm``).
+    - MariaDB and MySQL: the same from ``information_schema.innodb_trx`` (which needs the
+      ``PROCESS`` privilege; without it, the same warning).
+    - SQLite: the flush of an upload takes the database's write lock before it uploads
+      (:func:`~storeroom.orm.lifecycle.hold_write_lock`) and holds it to the commit, and gc
+      holds it through each batch's check and deletes. A batch whose lock does not come
+      within the connection's busy timeout (pysqlite: ``timeout``, 5 s by default) is
+      skipped: its orphans are yielded as :class:`SkippedObject` (``kind="locked"``) and
+      ``False``. Writers wait for gc's batch meanwhile (its check and its deletes, which
+      the batch sizes keep near a second).
+    - Any other database: ``grace`` alone, with a warning.
+
+    An orphan gc leaves in place for another reason is yielded as a :class:`SkippedObject`
+    with its ``reason`` and ``False``, and gc goes on with the others: a name storeroom
+    never writes and will not touch (:func:`~storeroom.paths.safe_path` refuses it: a
+    backslash, a control character, unicode not in NFC form) or a delete that meets a
+    symbolic link (``kind="unsafe"``), and a delete that fails (``kind="failed"``, the
+    error in ``reason``). With ``shard``, only the orphans of that shard's paths
+    (:class:`Shard`). Memory stays flat; the candidates wait in the scan's temporary file.
     """
     store = _backend(backend, registry)
     with ReferenceScan(target, registry=registry, page_size=page_size, shard=shard) as scan:
+        in_flight = _InFlight(scan.columns, grace)
         with sessions() as session:
+            in_flight.name(session)
             scan.read_rows(session)
         if not scan.remember_candidates(scan.orphans(store, prefix=prefix, grace=grace)):
             return
         size, after = 1, ""
         while paths := scan.candidate_paths(store.key, after=after, limit=size):
-            began = time.monotonic()
-            # Only the references that could adopt a candidate of the batch: those to its
-            # path or, for a variant, to its original's.
-            with sessions() as session:
-                scan.read_rows(
-                    session, list_ahead={}, paths=paths if len(paths) <= _RECHECK_AT_MOST else None
-                )
-            checked = time.monotonic()
+            began = checked = time.monotonic()
             batch: list[tuple[ObjectInfo, bool]] = []
             try:
-                for info, referenced in scan.candidates(store.key, after=after, limit=size):
-                    batch.append(_remove(store, info, referenced))
+                with sessions() as session:
+                    hold = in_flight.hold(session)
+                    if hold.busy is not None:
+                        checked = time.monotonic()
+                        batch = [
+                            (SkippedObject.of(info, f"{info.path!r} {hold.busy}", "locked"), False)
+                            for info, _referenced in scan.candidates(
+                                store.key, after=after, limit=size
+                            )
+                        ]
+                    else:
+                        # Only the references that could adopt a candidate of the batch:
+                        # those to its path or, for a variant, to its original's.
+                        recheck = paths if len(paths) <= _RECHECK_AT_MOST else None
+                        scan.read_rows(session, list_ahead={}, paths=recheck)
+                        checked = time.monotonic()
+                        if not hold.locked:
+                            session.close()  # no transaction is held through the deletes
+                        for info, referenced in scan.candidates(
+                            store.key, after=after, limit=size, since=hold.since
+                        ):
+                            batch.append(_remove(store, info, referenced))
             except Exception:
                 yield from batch  # what was deleted before the failure is told, then it
                 raise
             size = _next_batch(size, checked - began, time.monotonic() - checked)
             after = batch[-1][0].path
             yield from batch
+
+
+@dataclass(slots=True)
+class _Hold:
+    """What gc learnt from the database before a batch (:meth:`_InFlight.hold`)."""
+
+    locked: bool = False
+    """It holds SQLite's write lock until its session ends."""
+    busy: str | None = None
+    """Why it could not take the lock (the batch is skipped), after a path."""
+    since: datetime | None = None
+    """Candidates changed at or after this moment may belong to a transaction still open."""
+
+
+# Names the transaction as maintenance's (MAINTENANCE_APPLICATION_NAME), until it ends.
+_PG_NAME = sql_text(
+    f"SELECT set_config('application_name', '{MAINTENANCE_APPLICATION_NAME}', true)"
+)
+# The start of the oldest transaction open in this database by a client other than gc and
+# storeroom's maintenance, and how many sessions hide theirs (other roles', unless gc's
+# role may read all statistics); gc's own transaction is named first.
+_PG_OLDEST = sql_text(
+    "SELECT set_config('application_name', :name, true), extract(epoch FROM min(xact_start) "
+    "FILTER (WHERE backend_type = 'client backend' AND application_name IS DISTINCT FROM "
+    ":name)), count(*) FILTER (WHERE backend_type IS NULL), current_user, current_database() "
+    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+).bindparams(name=MAINTENANCE_APPLICATION_NAME)
+# The same on MariaDB and MySQL (the whole server's: a connection may write to any schema).
+_MYSQL_OLDEST = sql_text(
+    "SELECT UNIX_TIMESTAMP(MIN(trx_started)) FROM information_schema.innodb_trx "
+    "WHERE trx_mysql_thread_id <> CONNECTION_ID()"
+)
+
+
+class _InFlight:
+    """What gc asks the database before each batch about the transactions still open.
+
+    One per :func:`remove_orphans` run, which warns once per problem it meets.
+    """
+
+    def __init__(self, columns: Sequence[InstrumentedAttribute[Any]], grace: timedelta) -> None:
+        self._mappers: list[Any] = list(dict.fromkeys(inspect(c.class_) for c in columns))
+        self._grace = grace
+        self._warned: set[str] = set()
+
+    def hold(self, session: Session) -> _Hold:
+        """Take SQLite's write lock in ``session``, or find when the oldest transaction
+        open in the database began (one query per database)."""
+        hold = _Hold()
+        # SQLite's locks last: a failed query elsewhere rolls the session back.
+        ordered = sorted(self._connections(session), key=lambda c: c[0].dialect.name == "sqlite")
+        for connection, mapper in ordered:
+            if connection.dialect.name == "sqlite":
+                try:
+                    hold_write_lock(connection, cast(Any, mapper.tables[0]))
+                except DBAPIError as exc:  # OperationalError: database is locked
+                    hold.busy = (
+                        "not checked: another transaction held the SQLite database's write "
+                        f"lock for longer than the busy timeout ({exc.orig}), so gc could not "
+                        "tell whether it references the object; run gc again"
+                    )
+                    return hold
+                hold.locked = True
+                continue
+            oldest = self._oldest(session, connection)
+            if oldest is not None:
+                since = oldest - CLOCK_MARGIN
+                hold.since = since if hold.since is None else min(hold.since, since)
+        return hold
+
+    def _connections(self, session: Session) -> list[tuple[Connection, Any]]:
+        """``session``'s connection to each database of the columns, with a mapper on it."""
+        found: dict[int, tuple[Connection, Any]] = {}
+        for mapper in self._mappers:
+            connection = session.connection(bind_arguments={"mapper": mapper})
+            found.setdefault(id(connection), (connection, mapper))
+        return list(found.values())
+
+    def _oldest(self, session: Session, connection: Connection) -> datetime | None:
+        """When the oldest transaction open in ``connection``'s database (other than gc's)
+        began, by the database's clock; None when none is open or it cannot be told."""
+        name = connection.dialect.name
+        if name == "postgresql":
+            statement, label = _PG_OLDEST, "PostgreSQL"
+            privilege = "membership in pg_read_all_stats"
+        elif name in ("mysql", "mariadb"):
+            statement, label = _MYSQL_OLDEST, "MariaDB/MySQL"
+            privilege = (
+                "the PROCESS privilege (GRANT PROCESS ON *.* TO ...; new connections get it)"
+            )
+        else:
+            self._warn(
+                name,
+                f"gc cannot see the transactions open on a {name} database",
+                "storeroom knows how to ask PostgreSQL, MariaDB, MySQL and SQLite only",
+            )
+            return None
+        try:
+            row = connection.execute(statement).one()
+        except DBAPIError as exc:
+            session.rollback()  # PostgreSQL refuses anything else in a failed transaction
+            self._warn(
+                f"{name}-refused",
+                f"gc cannot see the transactions open on {label}: {exc.orig}",
+                f"grant the user gc connects as {privilege}",
+            )
+            return None
+        if name == "postgresql":
+            _mark, oldest, hidden, role, database = row
+            if hidden:
+                self._warn(
+                    "postgresql-hidden",
+                    f"gc cannot see when {hidden} sessions of other roles in PostgreSQL "
+                    f"database {database!r} began their transactions (role {role!r} may only "
+                    "see its own)",
+                    f"GRANT pg_read_all_stats TO {role}",
+                )
+        else:
+            (oldest,) = row
+        return None if oldest is None else datetime.fromtimestamp(float(oldest), timezone.utc)
+
+    def name(self, session: Session) -> None:
+        """Name ``session``'s transaction as maintenance's on PostgreSQL (others: nothing),
+        so that other gc runs need not spare what changed since it began."""
+        for connection, _mapper in self._connections(session):
+            if connection.dialect.name == "postgresql":
+                connection.execute(_PG_NAME)
+
+    def _warn(self, key: str, problem: str, fix: str) -> None:
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        logger.warning(
+            "%s: an upload of a transaction still open is spared only while it is younger "
+            "than the grace period (%s), and a flushed upload older than that could be "
+            "deleted before its commit. To let gc spare such uploads whatever the grace, %s.",
+            problem,
+            self._grace,
+            fix,
+        )
 
 
 def _remove(store: StorageBackend, info: ObjectInfo, referenced: bool) -> tuple[ObjectInfo, bool]:
@@ -1569,18 +1824,76 @@ def _remove(store: StorageBackend, info: ObjectInfo, referenced: bool) -> tuple[
     try:
         store.delete(safe_path(info.path))
     except UnsafePath as exc:
-        skipped = SkippedObject(
-            info.path,
-            info.size,
-            info.etag,
-            info.last_modified,
-            info.version,
-            info.content_type,
-            info.metadata,
-            reason=str(exc),
-        )
-        return skipped, False
+        return SkippedObject.of(info, str(exc), "unsafe"), False
+    except Exception as exc:  # reported with the object; gc goes on with the others
+        reason = str(exc)
+        if not isinstance(exc, StoreroomError) or repr(info.path) not in reason:
+            reason = (
+                f"deleting {info.path!r} on backend {store.key!r} failed: "
+                f"{type(exc).__name__}: {exc}"
+            )
+        return SkippedObject.of(info, reason, "failed"), False
     return info, True
+
+
+def remove_incomplete_uploads(
+    sessions: Callable[[], Session],
+    backend: StorageBackend | str,
+    *,
+    grace: timedelta = timedelta(hours=1),
+    registry: StorageRegistry | None = None,
+    dry_run: bool = False,
+) -> Iterator[tuple[IncompleteUpload, bool]]:
+    """Abort the incomplete S3 multipart uploads of ``backend`` started more than ``grace``
+    ago, except those of upload sessions in progress; yields each such upload and whether
+    it was aborted (with ``dry_run``: whether it would be).
+
+    An upload is kept (``False``) when an upload session neither completed nor expired
+    (table ``storeroom_upload_sessions``, read through a session of ``sessions`` after the
+    listing, so a session committed meanwhile counts) names its upload id, or its key on
+    this backend: a resumable upload (:mod:`storeroom.uploads.resumable`) may take longer
+    than any grace. An upload already gone when aborted is not an error.
+
+    Raises :class:`~storeroom.errors.ConfigurationError` when ``backend`` is not an S3
+    :class:`~storeroom.backends.obstore.ObstoreBackend`.
+    """
+    from storeroom.backends.obstore.multipart import find_incomplete_uploads
+
+    store = _backend(backend, registry)
+    found = find_incomplete_uploads(store, older_than=grace)
+    if not found:
+        return
+    inner = getattr(store, "store", None)
+    root = str(getattr(inner, "prefix", None) or "").strip("/")
+    ids: set[str] = set()
+    keys: set[str] = set()
+    with sessions() as session:
+        connection = _connection(session, [])
+        for key, path, upload_path, _protocol, upload_id in (
+            _pending_sessions(connection) if connection is not None else ()
+        ):
+            if upload_id:
+                ids.add(upload_id)  # unique in the bucket, whichever key names it
+            if key == store.key:
+                keys.update(f"{root}/{p}" if root else p for p in (path, upload_path) if p)
+    client: Any = None
+    bucket = ""
+    for upload in found:
+        if upload.upload_id in ids or upload.key in keys:
+            yield upload, False
+            continue
+        if not dry_run:
+            if client is None:
+                from storeroom.backends.obstore.clients import s3_client
+
+                client, bucket = s3_client(inner)
+            try:
+                client.abort_multipart_upload(
+                    Bucket=bucket, Key=upload.key, UploadId=upload.upload_id
+                )
+            except client.exceptions.NoSuchUpload:
+                pass  # completed or aborted since it was listed
+        yield upload, True
 
 
 def _next_batch(size: int, checking: float, deleting: float) -> int:

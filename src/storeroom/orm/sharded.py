@@ -52,6 +52,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -120,8 +121,10 @@ STALE_AFTER = 60.0
 _ROWS = "rows"  # findings section: rows a batch of update_rows repointed, kept across attempts
 _SECTIONS = {
     "verify": ("dangling", "mismatched", "orphans"),
-    "gc": ("deleted", "kept"),
-    "migrate": ("failed",),
+    # skipped: SkippedObject of kind "unsafe" or "locked"; failed: of kind "failed"
+    "gc": ("deleted", "kept", "skipped", "failed"),
+    # left: files update_rows left on the source for a rerun (its on_skipped)
+    "migrate": ("failed", "left"),
 }
 
 
@@ -163,7 +166,22 @@ def _shard_status(row: Any, now: float, stale_after: float) -> ShardStatus:
 
 
 def _engine(database: str | Engine) -> Engine:
-    return database if isinstance(database, Engine) else create_engine(database)
+    return database if isinstance(database, Engine) else _named_engine(database)
+
+
+def _named_engine(database: str, **options: Any) -> Engine:
+    """An engine for ``database`` whose PostgreSQL connections are named
+    :data:`~storeroom.orm.maintenance.MAINTENANCE_APPLICATION_NAME` (a gc does not wait
+    for their transactions: they never upload)."""
+    from sqlalchemy.engine import make_url
+
+    if make_url(database).get_backend_name() == "postgresql":
+        from storeroom.orm.maintenance import MAINTENANCE_APPLICATION_NAME
+
+        connect_args = {**options.pop("connect_args", {})}
+        connect_args["application_name"] = MAINTENANCE_APPLICATION_NAME
+        options["connect_args"] = connect_args
+    return create_engine(database, **options)
 
 
 def start_run(
@@ -420,10 +438,10 @@ def _verify(work: _Work) -> dict[str, Any]:
 
 
 def _gc(work: _Work) -> dict[str, Any]:
-    from storeroom.orm.maintenance import remove_orphans
+    from storeroom.orm.maintenance import SkippedObject, remove_orphans
 
     params, rec = work.params, work.recorder
-    counts = {"deleted": 0, "kept": 0}
+    counts = {"deleted": 0, "kept": 0, "skipped": 0, "failed": 0}
     for info, removed in remove_orphans(
         work.reading,
         _columns(params),
@@ -433,11 +451,16 @@ def _gc(work: _Work) -> dict[str, Any]:
         registry=_registry(params),
         shard=work.shard,
     ):
-        section = "deleted" if removed else "kept"
+        entry: dict[str, Any] = {"backend": params["backend"], "path": info.path, "size": info.size}
+        if removed:
+            section = "deleted"
+        elif isinstance(info, SkippedObject):
+            section = "failed" if info.kind == "failed" else "skipped"
+            entry.update(kind=info.kind, reason=info.reason)
+        else:
+            section = "kept"
         counts[section] += 1
-        rec.add(
-            section, info.path, {"backend": params["backend"], "path": info.path, "size": info.size}
-        )
+        rec.add(section, info.path, entry)
         rec.flush()  # a deletion is recorded at once: a retry cannot find it again
     return counts
 
@@ -447,6 +470,7 @@ def _migrate(work: _Work) -> dict[str, Any]:
     from storeroom.orm.maintenance import ReferenceScan
 
     params, shard, rec = work.params, work.shard, work.recorder
+    counts = {"left": 0}  # files update_rows left on the source (a rerun may switch them)
     registry = _registry(params)
     src, dst = registry.get_backend(params["source"]), registry.get_backend(params["destination"])
     columns = _columns(params)
@@ -476,6 +500,11 @@ def _migrate(work: _Work) -> dict[str, Any]:
             )
         )
         if params.get("update_rows"):
+
+            def left(path: str, reason: str) -> None:
+                rec.add("left", path, {"path": path, "reason": reason})
+                counts["left"] += 1
+
             for column in columns:
                 # Each batch's count is written in the batch's own transaction, so rows an
                 # attempt killed later repointed are counted once, by the attempt that did it.
@@ -489,6 +518,7 @@ def _migrate(work: _Work) -> dict[str, Any]:
                     record_batch=lambda changed: insert(findings_table).values(
                         rec.row(_ROWS, None, {"rows": changed})
                     ),
+                    on_skipped=left,
                 )
     for path, reason in report.failed:
         rec.add("failed", path, {"path": path, "reason": reason})
@@ -500,6 +530,7 @@ def _migrate(work: _Work) -> dict[str, Any]:
         "failed": len(report.failed),
         "bytes_copied": report.bytes_copied,
         "variants_not_made": report.variants_not_made,
+        "left": counts["left"],
     }
 
 
@@ -511,8 +542,13 @@ _RUNNERS: dict[str, Callable[[_Work], dict[str, Any]]] = {
 _KEEP_EARLIER = {"gc"}  # what an earlier attempt did (deletions) stays true
 
 
-def _engines(database: str) -> tuple[Engine, Engine]:
+def _engines(database: str, kind: str) -> tuple[Engine, Engine]:
     """The worker's engines: (for writes, for reads); the same one except on SQLite.
+
+    On PostgreSQL, the connections of a gc or verify shard are named
+    :data:`~storeroom.orm.maintenance.MAINTENANCE_APPLICATION_NAME`: the shards of a gc
+    then need not spare the orphans changed since one of the others' transactions began
+    (their reads, progress and heartbeats never upload).
 
     On SQLite a write transaction begins with ``BEGIN IMMEDIATE``. Two workers whose
     transactions read and then write (a batch of ``update_rows``) would otherwise both hold
@@ -520,7 +556,7 @@ def _engines(database: str) -> tuple[Engine, Engine]:
     is locked"), which failed the shard. Immediate transactions queue for the write lock
     instead (up to a minute); reads stay deferred, so a long scan does not block writers.
     """
-    engine = create_engine(database)
+    engine = _named_engine(database) if kind in ("gc", "verify") else create_engine(database)
     if engine.dialect.name != "sqlite":
         return engine, engine
     engine.dispose()
@@ -592,7 +628,7 @@ def run_shard(payload: Mapping[str, Any]) -> None:
             f"shard {index} of run {run!r} names no database and DATABASE_URL is not set in "
             "this worker; set it to the application's database URL"
         )
-    engine, reader = _engines(database)
+    engine, reader = _engines(database, kind)
     where = (shards_table.c.run == run) & (shards_table.c.shard == index)
     attempt = uuid.uuid4().hex
     try:
@@ -678,12 +714,16 @@ def _finish(
 
 
 def _recount(connection: Any, run: str, shard: int) -> dict[str, Any]:
-    """gc's counts over every attempt of the shard (each path once)."""
-    counts = {"deleted": 0, "kept": 0}
+    """gc's counts over every attempt of the shard (each path once; an object skipped or
+    failed by one attempt and deleted by a later one counts as deleted only)."""
+    found = findings_table.c
+    mine = (found.run == run) & (found.shard == shard)
+    deleted = select(found.path).where(mine, found.section == "deleted")
+    counts = {"deleted": 0, "kept": 0, "skipped": 0, "failed": 0}
     for section, number in connection.execute(
-        select(findings_table.c.section, func.count(func.distinct(findings_table.c.path)))
-        .where(findings_table.c.run == run, findings_table.c.shard == shard)
-        .group_by(findings_table.c.section)
+        select(found.section, func.count(func.distinct(found.path)))
+        .where(mine, or_(found.section.in_(("deleted", "kept")), found.path.not_in(deleted)))
+        .group_by(found.section)
     ):
         counts[section] = number
     return counts
