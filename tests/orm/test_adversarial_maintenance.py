@@ -292,8 +292,11 @@ class SlowToStart(FaultyBackend):
             "so pg_stat_activity.xact_start is later than the object's date, and "
             "maintenance.py:_InFlight spares only objects changed since xact_start less "
             "CLOCK_MARGIN: an upload that took longer than the margin is deleted while its "
-            "transaction is open. Fix: start the transaction before uploading (any statement "
-            "on PostgreSQL), as hold_write_lock does on SQLite"
+            "transaction is open. lifecycle.py:begin_before_long_uploads sends a SELECT 1 "
+            "first only before content that may take long (a stream, or more than 1 MiB: "
+            "test_gc_spares_a_long_upload_whose_transaction_began_before_it); small bytes, "
+            "as here, are taken to upload within the 30 s margin, to spare every small "
+            "insert a round trip"
         ),
     ),
     mariadb=pytest.mark.xfail(
@@ -324,6 +327,30 @@ async def test_gc_spares_an_upload_that_took_longer_than_the_clock_margin(
         await session.close()
         assert removed == []
         assert dangling(sessions) == []
+    await assert_consistent(db, files)
+
+
+@pytest.mark.parametrize("db", [("postgresql", False)], indirect=True, ids=["postgresql-psycopg"])
+async def test_gc_spares_a_long_upload_whose_transaction_began_before_it(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Content that may take long to upload (more than lifecycle._QUICK_UPLOAD bytes, or a
+    # stream): the flush begins the transaction first, so PostgreSQL dates it from before
+    # the upload, however long the upload took.
+    files = SlowToStart("files")
+    storages.register_backend(files, overwrite=True)
+    monkeypatch.setattr(maintenance, "CLOCK_MARGIN", timedelta(0))
+    content = b"L" * (1024 * 1024 + 1)
+    session = db.session()
+    session.add(Document(name="slow", file=FileObject(filename="slow.bin", content=content)))
+    await session.flush()
+    with sync_sessions(db) as sessions:
+        removed = gc(sessions, files)
+        await session.commit()
+        await session.close()
+        assert removed == []
+        assert dangling(sessions) == []
+    assert (await loaded(db, "slow")).file.get_content() == content
     await assert_consistent(db, files)
 
 
@@ -396,6 +423,54 @@ async def test_a_flush_takes_sqlite_write_lock_before_it_uploads(
     await session.commit()
     await session.close()
     assert (await loaded(db, "held")).file.get_content() == b"uploaded while the lock is held"
+
+
+@SQLITE
+async def test_a_flush_in_sqlite3s_own_transactions_begins_with_the_write_lock(
+    db: Db, files: FaultyBackend, tmp_path: Path
+) -> None:
+    """Without SQLAlchemy's SAVEPOINT recipe (sqlite3's default), the driver would send a
+    deferred BEGIN before the INSERT; the flush opens the transaction with the lock
+    instead (BEGIN IMMEDIATE), before it uploads, and sends no other statement for it."""
+    files.slow_names = {"held.txt"}
+    statements: list[str] = []
+    with sync_sessions(db) as sessions:
+        session = sessions()
+        session.scalars(select(Document)).all()  # a read: sqlite3 opens no transaction
+        driver = session.connection().connection.dbapi_connection
+        assert driver is not None
+        driver.set_trace_callback(statements.append)
+        session.add(Document(name="held", file=FileObject(filename="held.txt", content=b"x")))
+        flushing = threading.Thread(target=session.flush)
+        flushing.start()
+        try:
+            deadline = time.monotonic() + 30
+            while files.writes == 0:  # the upload has started (and waits)
+                assert time.monotonic() < deadline and flushing.is_alive()
+                time.sleep(0.01)
+            other = sqlite3.connect(tmp_path / "test.sqlite", timeout=0)
+            try:
+                with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+                    other.execute("BEGIN IMMEDIATE")
+            finally:
+                other.close()
+        finally:
+            files.release_slow.set()
+            flushing.join(60)
+        session.commit()
+        driver.set_trace_callback(None)
+        session.close()
+        assert statements[0] == "BEGIN IMMEDIATE"
+        assert [s for s in statements if "BEGIN" in s or s.endswith("WHERE 0")] == [
+            "BEGIN IMMEDIATE"
+        ]
+        with sessions() as session:  # and the next transaction too, after a rollback
+            session.add(Document(name="gone", file=FileObject(filename="g.txt", content=b"g")))
+            session.flush()
+            session.rollback()
+    assert await loaded(db, "held") is not None
+    assert (await loaded(db, "held")).file.get_content() == b"x"
+    await assert_consistent(db, files)
 
 
 @SQLITE

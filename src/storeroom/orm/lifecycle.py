@@ -1289,6 +1289,7 @@ def _carry_out(session: Session, connection: Connection, plan: FlushPlan, table:
         _record_cascaded(session, connection, files, savepoint, deleted)
     if plan.uploads:
         hold_write_lock(connection, table)
+        begin_before_long_uploads(connection, plan.uploads)
     _upload(files, savepoint, plan.uploads)
 
 
@@ -1416,8 +1417,12 @@ def hold_write_lock(connection: Connection, table: Table) -> None:
     """
     if connection.dialect.name != "sqlite":
         return
-    statement = _write_lock_statement(connection, table)
     driver: Any = connection.connection.driver_connection
+    # Opening the transaction with the lock costs nothing more than the BEGIN the driver
+    # would send before the first write; else a write that changes nothing takes it.
+    statement = (
+        "BEGIN IMMEDIATE" if _begins_lazily(driver) else _write_lock_statement(connection, table)
+    )
     try:
         if connection.dialect.is_async:
             await_only(driver.execute_fetchall(statement))  # aiosqlite
@@ -1425,6 +1430,44 @@ def hold_write_lock(connection: Connection, table: Table) -> None:
             driver.execute(statement)  # pysqlite; the cursor is dropped at once
     except sqlite3.Error as exc:
         raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
+
+
+_LEGACY = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
+
+
+def _begins_lazily(driver: Any) -> bool:
+    """Whether SQLite's driver connection (sqlite3's, or aiosqlite's around one) has no
+    transaction open and opens one itself before its next write: sqlite3's default
+    (legacy) transaction control, not SQLAlchemy's SAVEPOINT recipe (``isolation_level =
+    None`` and a BEGIN of its own) or Python 3.12's ``autocommit``."""
+    return (
+        not driver.in_transaction
+        and driver.isolation_level is not None
+        and getattr(driver, "autocommit", _LEGACY) == _LEGACY
+    )
+
+
+def begin_before_long_uploads(connection: Connection, uploads: Sequence[PlannedUpload]) -> None:
+    """On PostgreSQL, make sure ``connection``'s transaction has begun before an upload that
+    may take long (content streamed, or more than :data:`_QUICK_UPLOAD` bytes).
+
+    ``storeroom gc`` spares what changed since the oldest open transaction began, less a
+    clock margin (:mod:`storeroom.orm.maintenance`), and PostgreSQL dates a transaction from
+    its first statement, which for a flush of new rows is the INSERT after the uploads. One
+    ``SELECT 1`` first (a round trip, only before such uploads) dates it from before.
+    (MariaDB lists a transaction only once it has written: not done there.)
+    """
+    if connection.dialect.name == "postgresql" and any(_may_take_long(u) for u in uploads):
+        connection.exec_driver_sql("SELECT 1")
+
+
+_QUICK_UPLOAD = 1024 * 1024
+"""Bytes given whole up to this size upload quickly: no statement before them."""
+
+
+def _may_take_long(upload: PlannedUpload) -> bool:
+    content = upload.file.pending_content
+    return not (isinstance(content, (bytes, bytearray)) and len(content) <= _QUICK_UPLOAD)
 
 
 _LOCK_STATEMENTS: weakref.WeakKeyDictionary[Table, str] = weakref.WeakKeyDictionary()
@@ -1699,6 +1742,7 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
     try:
         if uploads:
             hold_write_lock(connection, table)
+            begin_before_long_uploads(connection, uploads)
         _upload(files, savepoint, uploads)
         result = execute.invoke_statement()
     except BaseException:
