@@ -38,13 +38,13 @@ venv: $(STAMP)
 
 ## Run the whole test suite, then lint and type-check.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks docs/gen_api.py
 	$(BIN)/mypy
 
 test-only: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -323,6 +323,28 @@ async def test_gc_and_abort_remove_parts(tus: Tus) -> None:
     assert list(tus.backend.list(tus_parts_prefix(kept.path).rstrip("/"))) == []
 
 
+async def test_gc_with_no_grace_spares_the_parts_of_a_pending_upload(tus: Tus) -> None:
+    """The parts folder of a tus upload still in progress counts as referenced (its session
+    row, read by name through storeroom.uploads.layout); the parts of an aborted one go."""
+    from sqlalchemy.orm import sessionmaker
+
+    from storeroom.orm import remove_orphans
+
+    pending = tus.begin()
+    location = await tus.create(pending)
+    await tus("PATCH", location, headers={**PATCH, "Upload-Offset": "0"}, content=BODY[:5000])
+    tus.db.commit()
+    tus.backend.put("stray/orphan.bin", b"no row, no session")
+    sessions = sessionmaker(tus.db.get_bind())
+    removed = [
+        info.path
+        for info, gone in remove_orphans(sessions, [], tus.backend, grace=timedelta(0))
+        if gone
+    ]
+    assert removed == ["stray/orphan.bin"]
+    assert len(tus_parts(tus.backend, pending.path)) == 1
+
+
 async def test_replayed_single_put_is_refused_without_leftovers(tus: Tus) -> None:
     """Create-only writes stream through a scratch object on local disk; a refused one
     (the object exists) leaves nothing behind."""

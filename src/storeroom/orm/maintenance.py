@@ -27,7 +27,6 @@ through another registered backend whose location holds it or lies inside this o
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -79,6 +78,7 @@ from storeroom.orm.lifecycle import file_columns, hold_write_lock
 from storeroom.orm.variants import VARIANTS_DIRECTORY, variant_original
 from storeroom.paths import safe_path
 from storeroom.registry import StorageRegistry, storages
+from storeroom.uploads.layout import SESSIONS_TABLE, tus_parts_prefix
 
 if TYPE_CHECKING:
     from storeroom.backends.obstore.multipart import IncompleteUpload
@@ -203,10 +203,11 @@ class SkippedObject(ObjectInfo):
 
 
 # The table of upload sessions (storeroom.uploads.sessions.upload_sessions), read here by
-# name: the uploads package stands above the ORM, which must not import it. The bytes of a
-# session neither completed nor expired belong to an upload in progress: referenced.
+# its name from storeroom.uploads.layout: the rest of the uploads package stands above the
+# ORM. The bytes of a session neither completed nor expired belong to an upload in
+# progress: referenced.
 _UPLOAD_SESSIONS = table(
-    "storeroom_upload_sessions",
+    SESSIONS_TABLE,
     sql_column("backend", String),
     sql_column("path", String),
     sql_column("upload_path", String),
@@ -215,13 +216,15 @@ _UPLOAD_SESSIONS = table(
     sql_column("expires_at", DateTime(timezone=True)),
     sql_column("completed_at", DateTime(timezone=True)),
 )
-# Where a pending tus upload keeps its parts: storeroom.uploads.multipart.tus_parts_prefix.
-_TUS_PARTS = "_uploads/tus/"
 
 
-def _tus_parts(upload_path: str) -> str:
-    """The folder of a tus upload's parts (``storeroom.uploads.multipart.tus_parts_prefix``)."""
-    return _TUS_PARTS + hashlib.sha256(upload_path.encode()).hexdigest()[:40] + "/"
+def _tus_parts(upload_path: str) -> str | None:
+    """The folder of a pending tus upload's parts; None for a path no upload could have
+    (tus_parts_prefix refuses it, so it has no parts)."""
+    try:
+        return tus_parts_prefix(upload_path)
+    except UnsafePath:
+        return None
 
 
 def _pending_sessions(connection: Connection) -> Iterator[Any]:
@@ -541,8 +544,8 @@ class ReferenceScan:
             places = [(backend, path)]
             if upload_path and upload_path != path:
                 places.append((backend, upload_path))
-            if protocol == "tus" and upload_path:
-                places.append((backend, _tus_parts(upload_path)))  # a folder: ends with "/"
+            if protocol == "tus" and upload_path and (parts := _tus_parts(upload_path)):
+                places.append((backend, parts))  # a folder: ends with "/"
             self._db.executemany("INSERT INTO main.pending VALUES (?, ?)", places)
         return sessions
 
