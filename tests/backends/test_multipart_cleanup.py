@@ -19,6 +19,7 @@ import pytest
 
 from storeroom.backends.obstore import ObstoreBackend
 from storeroom.backends.obstore.multipart import (
+    UploadAborter,
     abort_incomplete_uploads,
     find_incomplete_uploads,
 )
@@ -109,6 +110,23 @@ def test_incomplete_uploads_are_found_after_the_grace_period_and_aborted(
     aborted = abort_incomplete_uploads(backend, older_than=timedelta(0))
     assert [u.key for u in aborted] == ["prefix/crashed.bin"]
     assert _open_uploads(moto_server, s3_bucket) == ["elsewhere/not-ours.bin"]
+
+
+def test_an_upload_finished_after_it_was_listed_is_skipped_quietly(
+    moto_server: MotoServer, s3_bucket: str
+) -> None:
+    backend = _backend(moto_server, s3_bucket)
+    client = moto_server.client()
+    for name in ("gone", "kept"):
+        client.create_multipart_upload(Bucket=s3_bucket, Key=f"prefix/{name}.bin")
+    listed = find_incomplete_uploads(backend, older_than=timedelta(0))
+    assert sorted(u.key for u in listed) == ["prefix/gone.bin", "prefix/kept.bin"]
+    gone = next(u for u in listed if u.key == "prefix/gone.bin")
+    # Another process aborts it between the listing and the sweep.
+    client.abort_multipart_upload(Bucket=s3_bucket, Key=gone.key, UploadId=gone.upload_id)
+    aborter = UploadAborter(backend)
+    assert [aborter.abort(u) for u in sorted(listed, key=lambda u: u.key)] == [False, True]
+    assert _open_uploads(moto_server, s3_bucket) == []
 
 
 def test_storeroom_gc_aborts_incomplete_multipart_uploads(

@@ -1860,7 +1860,7 @@ def remove_incomplete_uploads(
     Raises :class:`~storeroom.errors.ConfigurationError` when ``backend`` is not an S3
     :class:`~storeroom.backends.obstore.ObstoreBackend`.
     """
-    from storeroom.backends.obstore.multipart import find_incomplete_uploads
+    from storeroom.backends.obstore.multipart import UploadAborter, find_incomplete_uploads
 
     store = _backend(backend, registry)
     found = find_incomplete_uploads(store, older_than=grace)
@@ -1879,23 +1879,13 @@ def remove_incomplete_uploads(
                 ids.add(upload_id)  # unique in the bucket, whichever key names it
             if key == store.key:
                 keys.update(f"{root}/{p}" if root else p for p in (path, upload_path) if p)
-    client: Any = None
-    bucket = ""
+    aborter = UploadAborter(store)
     for upload in found:
         if upload.upload_id in ids or upload.key in keys:
             yield upload, False
             continue
         if not dry_run:
-            if client is None:
-                from storeroom.backends.obstore.clients import s3_client
-
-                client, bucket = s3_client(inner)
-            try:
-                client.abort_multipart_upload(
-                    Bucket=bucket, Key=upload.key, UploadId=upload.upload_id
-                )
-            except client.exceptions.NoSuchUpload:
-                pass  # completed or aborted since it was listed
+            aborter.abort(upload)  # (one completed or aborted since it was listed: skipped)
         yield upload, True
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IncompleteUpload",
+    "UploadAborter",
     "abort_incomplete_uploads",
     "abort_uploads_of",
     "abort_uploads_of_async",
@@ -86,14 +87,36 @@ def find_incomplete_uploads(
     return [u for u in _listed(client, bucket, prefix) if u.initiated <= cutoff]
 
 
+class UploadAborter:
+    """Aborts listed uploads of one S3 backend, through one client made at the first abort."""
+
+    def __init__(self, backend: StorageBackend) -> None:
+        self._backend = backend
+        self._client: tuple[Any, str] | None = None
+
+    def abort(self, upload: IncompleteUpload) -> bool:
+        """Abort ``upload``; False when it was already gone (completed or aborted since it
+        was listed), which is not an error."""
+        if self._client is None:
+            client, bucket, _prefix = _s3(self._backend)
+            self._client = client, bucket
+        client, bucket = self._client
+        try:
+            client.abort_multipart_upload(Bucket=bucket, Key=upload.key, UploadId=upload.upload_id)
+        except client.exceptions.NoSuchUpload:
+            return False
+        return True
+
+
 def abort_incomplete_uploads(
     backend: StorageBackend, *, older_than: timedelta = timedelta(hours=24)
 ) -> list[IncompleteUpload]:
-    """Abort the uploads :func:`find_incomplete_uploads` finds; returns them."""
-    client, bucket, _prefix = _s3(backend)
+    """Abort the uploads :func:`find_incomplete_uploads` finds; returns them (an upload
+    that finished or was aborted meanwhile is skipped quietly)."""
     found = find_incomplete_uploads(backend, older_than=older_than)
+    aborter = UploadAborter(backend)
     for upload in found:
-        client.abort_multipart_upload(Bucket=bucket, Key=upload.key, UploadId=upload.upload_id)
+        aborter.abort(upload)
     return found
 
 
