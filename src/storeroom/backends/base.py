@@ -814,7 +814,7 @@ class StorageBackend(ABC):
             overwrite,
         )
         path, opts, whole = upload.path, upload.opts, upload.whole
-        if whole is not None and self.retries_natively and not events.has_subscribers():
+        if whole is not None and self.retries_natively and not events._subscribers:
             # As in get: no event to send, no attempt to count, only errors to translate
             # (every small save comes this way).
             try:
@@ -870,7 +870,7 @@ class StorageBackend(ABC):
         path, opts, whole = upload.path, upload.opts, upload.whole
         hashing = upload.hashing
         digest: str | None = None
-        if whole is not None and self.retries_natively and not events.has_subscribers():
+        if whole is not None and self.retries_natively and not events._subscribers:
             try:
                 written = await self._write_async(path, whole, opts)
                 if hashing is not None:

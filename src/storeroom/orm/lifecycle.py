@@ -180,6 +180,17 @@ def file_columns(mapper: Mapper[Any]) -> list[tuple[str, FileColumn]]:
     return cached
 
 
+_names_cache: dict[Mapper[Any], tuple[str, ...]] = {}
+
+
+def _column_names(mapper: Mapper[Any]) -> tuple[str, ...]:
+    """The attribute names of :func:`file_columns`."""
+    names = _names_cache.get(mapper)
+    if names is None:
+        names = _names_cache[mapper] = tuple(name for name, _kind in file_columns(mapper))
+    return names
+
+
 def _files(value: object) -> list[FileObject]:
     if value is None:
         return []
@@ -191,16 +202,16 @@ def _files(value: object) -> list[FileObject]:
 
 
 def _key(file: FileObject) -> FileKey:
-    return (file.backend or "", file.path)
+    return (file._backend_key or "", file.path)
 
 
 def _keys(file: FileObject) -> list[FileKey]:
     """The file's key and those of its recorded variants (they live and die with it)."""
-    keys = [_key(file)]
+    keys = [(file._backend_key or "", file.path)]
     records = file.metadata.get("variants")
-    if isinstance(records, Mapping):
+    if records is not None and isinstance(records, Mapping):
         keys += [
-            (file.backend or "", r["path"])
+            (file._backend_key or "", r["path"])
             for r in records.values()
             if isinstance(r, Mapping) and isinstance(r.get("path"), str)
         ]
@@ -293,6 +304,24 @@ class UploadRecord:
     rewind: Callable[[], Content] | None
     stage: UploadStage = "planned"
 
+    # As a context manager around the upload, it tracks how far the upload got: its stage
+    # says what a failure may have left behind. (Methods of the record itself: it wraps
+    # every upload of every flush, and an object made for the purpose costs a call more.)
+
+    def __enter__(self) -> None:
+        self.stage = "started"
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> Literal[False]:
+        if kind is None:
+            self.stage = "done"
+        elif issubclass(kind, ObjectExists):
+            self.stage = "nothing written"
+        elif issubclass(kind, Exception):
+            self.stage = "failed"
+        return False
+
     def give_content_back(self) -> None:
         """After a rollback: the file gets its content again (or content saying why not)."""
         if self.stage in ("started", "failed", "done"):
@@ -379,7 +408,7 @@ def _note_unloaded(
         _unloaded.setdefault(state, set()).add(initiator.key)
 
 
-def _read_replaced(session: Session, states: Iterable[InstanceState[Any]]) -> None:
+def _read_replaced(session: Session, rows: Iterable[object]) -> None:
     """Give file columns assigned while not loaded the value they replace, read now.
 
     What the database holds becomes the attribute's committed state, as SQLAlchemy's active
@@ -389,7 +418,8 @@ def _read_replaced(session: Session, states: Iterable[InstanceState[Any]]) -> No
     if not _unloaded:
         return
     wanted: dict[Mapper[Any], list[tuple[InstanceState[Any], set[str]]]] = {}
-    for state in states:
+    for row in rows:
+        state = attributes.instance_state(row)
         names = _unloaded.pop(state, None)
         if not names or state.key is None:
             continue
@@ -450,10 +480,10 @@ def _destination(
     row: object, column: str, kind: FileColumn, file: FileObject, taken: set[FileKey]
 ) -> PlannedUpload:
     """Where a file with content goes: its own path, or a new one that overwrites nothing."""
-    backend = file.backend or kind.backend
+    backend = file._backend_key or kind.backend
     path = file.path
     stored_before = file.checksum is not None or file.etag is not None
-    if not file.has_explicit_path or (backend or "", path) in taken or stored_before:
+    if not file._path_given or stored_before or (taken and (backend or "", path) in taken):
         path = kind.path_function(row, column, file)
         if (backend or "", path) in taken:
             raise ConfigurationError(
@@ -485,40 +515,54 @@ def plan_flush(session: Session, instances: Sequence[object] | None = None) -> F
         if only is not None and id(row) not in only:
             continue
         state = attributes.instance_state(row)
-        columns = tuple(name for name, _kind in file_columns(state.mapper))
+        columns = _column_names(state.mapper)
         if columns:
             plan.rows.append(RowChange(state, columns, deleting=True, is_new=False))
             for column in columns:
                 leaving |= _stored_keys(
                     [*_previous_files(state, column), *_files(state.dict.get(column))]
                 )
-    changing = [r for r in [*session.new, *session.dirty] if only is None or id(r) in only]
-    _read_replaced(session, (attributes.instance_state(r) for r in changing))
+    changing = [*session.new, *session.dirty]
+    if only is not None:
+        changing = [r for r in changing if id(r) in only]
+    _read_replaced(session, changing)
     for row in changing:
         state = attributes.instance_state(row)
         kinds = file_columns(state.mapper)
         if not kinds:
             continue
         is_new = state.key is None
-        changed = tuple(c for c, _k in kinds if is_new or _changed(state, c))
-        if not changed:
-            continue
-        olds = {c: [] if is_new else _previous_files(state, c) for c in changed}
-        previous = {_key(f) for old in olds.values() for f in old if f.backend is not None}
-        held = frozenset(
-            previous.union(
-                *(_stored_keys(_files(state.dict.get(c))) for c, _k in kinds if c not in changed)
+        if is_new:  # every column is written, nothing was held before
+            changed = _column_names(state.mapper)
+            olds: dict[str, list[FileObject]] | None = None
+            previous: set[FileKey] = set()
+            held: frozenset[FileKey] = frozenset()
+        else:
+            changed = tuple(c for c, _k in kinds if _changed(state, c))
+            if not changed:
+                continue
+            olds = {c: _previous_files(state, c) for c in changed}
+            previous = {_key(f) for old in olds.values() for f in old if f.backend is not None}
+            held = frozenset(
+                previous.union(
+                    *(
+                        _stored_keys(_files(state.dict.get(c)))
+                        for c, _k in kinds
+                        if c not in changed
+                    )
+                )
             )
-        )
         written: set[FileKey] = set()
         for column, kind in kinds:
             if column not in changed:
                 continue
             value = state.dict.get(column)
-            taken = {_key(f) for f in olds[column] if f.backend is not None}
+            taken = (
+                set() if olds is None else {_key(f) for f in olds[column] if f.backend is not None}
+            )
             now: set[FileKey] = set()
             for file in _files(value):
-                if file.has_pending_content:
+                if file._pending is not None:
                     if id(file) in seen:  # new content given to two rows (or twice)
                         arrivals.append(_Arrival(row, state, column, kind, file, None, held))
                         continue
@@ -607,14 +651,18 @@ def _apply(plan: FlushPlan) -> None:
             at = next(i for i, item in enumerate(value) if item is arrival.file)
             list.__setitem__(value, at, copy)  # the column's change is already tracked
     for upload in plan.uploads:
-        upload.file._in_row = None  # new bytes at a new key: marked below, with that key
-        if upload.backend is not None:
-            upload.file.backend = upload.backend
-        if upload.path != upload.file.path or not upload.file.has_explicit_path:
-            upload.file.assign_path(upload.path)
+        file = upload.file
+        file._in_row = None  # new bytes at a new key: marked below, with that key
+        if upload.backend is not None and (
+            upload.backend != file._backend_key or file._storage is not None
+        ):
+            file.backend = upload.backend  # (else the setter would change nothing)
+        if upload.path != file.path or not file._path_given:
+            file.assign_path(upload.path)
         # Resolve the backend now: fills in the registry's default, fails early on a bad key.
-        upload.file.backend = upload.file.storage
-        upload.backend = upload.file.backend
+        if file._storage is None:
+            file.backend = file.storage
+        upload.backend = file._backend_key
     for change in plan.rows:
         if change.deleting:
             continue
@@ -627,12 +675,15 @@ def _apply(plan: FlushPlan) -> None:
                 change.state.dict[column] = None
             for file in _files(change.state.dict.get(column)):
                 if column in change.columns:
-                    if file.backend is None and kind.backend is not None:
+                    if file._backend_key is None and kind.backend is not None:
                         file.backend = kind.backend
-                    written.update(_keys(file))
+                    keys = _keys(file)
+                    written.update(keys)
                     if file._in_row is None:  # kept as loaded: an in-place edit shows
-                        file._in_row = (file.backend, file.path)
-                holds.update(_keys(file))
+                        file._in_row = (file._backend_key, file.path)
+                else:
+                    keys = _keys(file)
+                holds.update(keys)
         change.written = frozenset(written)
         change.holds = frozenset(holds)
 
@@ -693,14 +744,17 @@ class TransactionFiles:
     plan: FlushPlan | None = None
     deleted_in_flush: set[int] = field(default_factory=set)
     watch: weakref.ref[SessionTransaction] | None = None
-    """Calls :meth:`abandoned` if the transaction is garbage-collected before it ends."""
+    """Its key in ``_transactions``: calls :meth:`abandoned` (through :func:`_dropped`) if
+    the transaction is garbage-collected before it ends."""
     connections: list[weakref.ref[Connection]] = field(default_factory=list)
     """The connections its flushes and statements wrote through (usually one), weakly: a
     session dropped with its transaction open must not keep its connection from the pool."""
 
     def wrote_through(self, connection: Connection) -> None:
-        if not any(c() is connection for c in self.connections):
-            self.connections.append(weakref.ref(connection))
+        for ref in self.connections:
+            if ref() is connection:
+                return
+        self.connections.append(weakref.ref(connection))
 
     def open_connection(self) -> Connection | None:
         """A connection it wrote through that is still in a transaction (one it joined)."""
@@ -780,9 +834,15 @@ class TransactionFiles:
         return dict.fromkeys(k for _s, k in self.obsolete if k not in referenced)
 
 
-_transactions: weakref.WeakKeyDictionary[SessionTransaction, TransactionFiles] = (
-    weakref.WeakKeyDictionary()
-)
+_transactions: dict[weakref.ref[SessionTransaction], TransactionFiles] = {}
+"""The files of each outermost transaction, looked up by ``weakref.ref(root)``.
+
+What a WeakKeyDictionary keeps, without its methods (Python calls, seven per flush): the
+key is the weak reference ``files.watch``, whose callback (:func:`_dropped`) forgets the
+entry and deletes the uploads if the transaction is dropped before it ends. Closing the
+files drops the entry and that reference, so the callback never runs for a transaction
+that ended.
+"""
 # Per-session flush state lives in ``session.info`` (dies with the session; a plain dict
 # is several times cheaper than a WeakKeyDictionary on a path every flush takes).
 _PLAN = "storeroom.flush_plan"
@@ -799,7 +859,7 @@ def _outermost(transaction: SessionTransaction) -> SessionTransaction:
 
 def _transaction_files(session: Session) -> TransactionFiles | None:
     root = session.get_transaction()
-    return _transactions.get(root) if root is not None else None
+    return _transactions.get(weakref.ref(root)) if root is not None else None
 
 
 def _open_transaction_files(session: Session) -> TransactionFiles:
@@ -808,19 +868,26 @@ def _open_transaction_files(session: Session) -> TransactionFiles:
         session.connection()  # begins the transaction the statement will run in
         root = session.get_transaction()
         assert root is not None
-    files = _transactions.get(root)
+    files = _transactions.get(weakref.ref(root))
     if files is None:
-        files = _transactions[root] = TransactionFiles()
+        files = TransactionFiles()
         # A weak reference with a callback rather than weakref.finalize (a fifth of the
-        # cost): the reference lives as long as ``files`` does, and ``files`` as long as
-        # ``_transactions`` holds it, so the callback runs if the transaction is dropped
-        # before it ends; closing the files drops the reference first.
-        files.watch = weakref.ref(root, files.abandoned)
+        # cost), held by the module's dict (as its key) even when the transaction is
+        # garbage in a cycle, so the callback runs.
+        files.watch = watch = weakref.ref(root, _dropped)
+        _transactions[watch] = files
     return files
 
 
+def _dropped(watch: weakref.ref[SessionTransaction]) -> None:
+    """A transaction with files was garbage-collected before it ended."""
+    files = _transactions.pop(watch, None)
+    if files is not None:
+        files.abandoned(watch)
+
+
 def _close_transaction_files(root: SessionTransaction) -> TransactionFiles | None:
-    files = _transactions.pop(root, None)
+    files = _transactions.pop(weakref.ref(root), None)
     if files is not None:
         files.watch = None
     return files
@@ -885,7 +952,9 @@ def _for_each_file(
             return exc
         return None
 
-    if len(items) == 1 or limit == 1:
+    if len(items) == 1:
+        return [one(items[0])]
+    if limit == 1:
         return [one(i) for i in items]
     with ThreadPoolExecutor(max_workers=min(limit, len(items))) as pool:
         return list(pool.map(one, items))
@@ -988,9 +1057,9 @@ def wait_for_cleanup(timeout: float | None = None) -> bool:
 _BULK_SAVE: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "storeroom_bulk_save", default=False
 )
-_bulk_tokens: weakref.WeakKeyDictionary[SessionTransaction, contextvars.Token[bool]] = (
-    weakref.WeakKeyDictionary()
-)
+_BULK_TOKENS = "storeroom.bulk_tokens"
+"""``session.info`` key: the bulk saves in progress, each subtransaction's token of
+``_BULK_SAVE`` (in the session, not a WeakKeyDictionary: one ``get`` per transaction end)."""
 
 
 def refuse_unsafe_bind(value: object) -> None:
@@ -1005,8 +1074,8 @@ def refuse_unsafe_bind(value: object) -> None:
             "session.execute(insert(Model), [{...}, ...]) / session.execute(update(Model), "
             "[{'id': ..., 'file': ...}, ...])"
         )
-    for file in _files(value):
-        if file.has_pending_content:
+    for file in (value,) if isinstance(value, FileObject) else _files(value):
+        if file._pending is not None:
             raise ConfigurationError(
                 f"FileObject {file.path!r} still has content to upload, and this statement "
                 "would store a reference to bytes that were never written. Add rows with "
@@ -1221,10 +1290,13 @@ def _cascaded(
     return found
 
 
-def _carry_out(session: Session, connection: Connection, plan: FlushPlan, table: Table) -> None:
+def _carry_out(
+    session: Session, connection: Connection, plan: FlushPlan, table: Table
+) -> TransactionFiles:
     """Lock and read the changed rows, refuse stale writes, record, then upload.
 
     ``table`` is the table of the row the flush writes first (see :func:`hold_write_lock`).
+    Returns the transaction's files.
     """
     files = _open_transaction_files(session)
     files.wrote_through(connection)
@@ -1280,17 +1352,18 @@ def _carry_out(session: Session, connection: Connection, plan: FlushPlan, table:
                 files.obsolete += [(savepoint, k) for k in held]
                 files.references.append(RowReference(savepoint, change.state, frozenset()))
             continue
-        if not keep:
+        if held and not keep:
             files.obsolete += [(savepoint, k) for k in held - change.written]
         # Recorded even while replaced files are kept: the row may have taken a file given
         # up before the option was set, which must then outlive the commit.
         files.references.append(RowReference(savepoint, change.state, change.holds))
-    if not keep:
+    if deleted and not keep:
         _record_cascaded(session, connection, files, savepoint, deleted)
     if plan.uploads:
         hold_write_lock(connection, table)
         begin_before_long_uploads(connection, plan.uploads)
     _upload(files, savepoint, plan.uploads)
+    return files
 
 
 def _connection_of(session: Session, connection: Connection, mapper: Mapper[Any]) -> Connection:
@@ -1367,33 +1440,6 @@ def _record_findings(upload: PlannedUpload) -> None:
     makers = getattr(upload.kind, "variants", None)
     if makers:
         record_variants(file, upload.column, makers, findings.content_type)
-
-
-class _staged:
-    """Track how far an upload got: its stage says what a failure may have left behind.
-
-    A class rather than ``@contextmanager``: it wraps every upload of every flush, and a
-    generator-based context manager costs several times more.
-    """
-
-    __slots__ = ("record",)
-
-    def __init__(self, record: UploadRecord) -> None:
-        self.record = record
-
-    def __enter__(self) -> None:
-        self.record.stage = "started"
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> Literal[False]:
-        if kind is None:
-            self.record.stage = "done"
-        elif issubclass(kind, ObjectExists):
-            self.record.stage = "nothing written"
-        elif issubclass(kind, Exception):
-            self.record.stage = "failed"
-        return False
 
 
 def hold_write_lock(connection: Connection, table: Table) -> None:
@@ -1489,43 +1535,44 @@ def _write_lock_statement(connection: Connection, table: Table) -> str:
 def _upload(files: TransactionFiles, savepoint: int, uploads: Sequence[PlannedUpload]) -> None:
     if not uploads:
         return
-    records = [
-        UploadRecord(
-            u.file,
-            (u.file.backend or "", u.file.path),
-            savepoint,
-            _rewinder(u.file.pending_content),
-        )
-        for u in uploads
-    ]
-    files.uploads += records  # recorded before any of them starts
-    pairs = list(zip(records, uploads, strict=True))
     # Copies read their source, which may be one of this flush's uploads: they go after.
-    pairs.sort(key=lambda pair: isinstance(pair[0].file.pending_content, _CopyOf))
+    plain: list[tuple[UploadRecord, PlannedUpload]] = []
+    copying: list[tuple[UploadRecord, PlannedUpload]] = []
+    records: list[UploadRecord] = []
+    for upload in uploads:
+        file = upload.file
+        content = file._pending
+        record = UploadRecord(
+            file, (file._backend_key or "", file.path), savepoint, _rewinder(content)
+        )
+        records.append(record)
+        (copying if isinstance(content, _CopyOf) else plain).append((record, upload))
+    files.uploads += records  # recorded before any of them starts
+    pairs = plain + copying
 
     def upload_sync(pair: tuple[UploadRecord, PlannedUpload]) -> None:
         record, planned = pair
-        with _staged(record):
+        with record:
             record.file.save(prepare_upload(planned), overwrite=False)
-            _record_findings(planned)
+            if planned.inspected is not None:
+                _record_findings(planned)
 
     async def upload_async(pair: tuple[UploadRecord, PlannedUpload]) -> None:
         record, planned = pair
-        with _staged(record):
+        with record:
             await record.file.save_async(
                 prepare_upload(planned, asynchronous=True), overwrite=False
             )
-            _record_findings(planned)
+            if planned.inspected is not None:
+                _record_findings(planned)
 
-    copies = sum(isinstance(r.file.pending_content, _CopyOf) for r, _u in pairs)
-    plain, copying = pairs[: len(pairs) - copies], pairs[len(pairs) - copies :]
     errors = _for_each_file(plain, upload_sync, upload_async)
     if copying and not any(errors):
         errors += _for_each_file(copying, upload_sync, upload_async)
+    if not any(errors):
+        return
     # Copies skipped after a failure have no entry in errors (and wrote nothing).
     failures = [(r, e) for (r, _u), e in zip(pairs, errors, strict=False) if e is not None]
-    if not failures:
-        return
     logger.warning(
         "%d of %d uploads in a flush failed; the transaction rolls back and what was "
         "uploaded is deleted",
@@ -1554,10 +1601,8 @@ def _before_row_write(mapper: Mapper[Any], connection: Connection, row: object) 
         return
     plan = session.info.pop(_PLAN, None)
     if plan is not None:
-        _carry_out(session, connection, plan, cast(Table, mapper.tables[0]))
-        files = _transaction_files(session)
-        if files is not None:
-            files.plan = plan
+        files = _carry_out(session, connection, plan, cast(Table, mapper.tables[0]))
+        files.plan = plan
 
 
 def _before_delete(mapper: Mapper[Any], connection: Connection, row: object) -> None:
@@ -1856,13 +1901,14 @@ def _after_transaction_create(session: Session, transaction: SessionTransaction)
         and session._flushing
         and _FLUSH_STARTED not in session.info
     ):
-        _bulk_tokens[transaction] = _BULK_SAVE.set(True)
+        tokens = session.info.setdefault(_BULK_TOKENS, {})
+        tokens[transaction] = _BULK_SAVE.set(True)
 
 
 def _after_soft_rollback(session: Session, previous: SessionTransaction) -> None:
     session.info.pop(_PLAN, None)
     root = _outermost(previous)
-    files = _transactions.get(root)
+    files = _transactions.get(weakref.ref(root))
     if files is None:
         return
     savepoint = files.savepoint(previous)
@@ -1879,7 +1925,7 @@ def _after_commit(session: Session) -> None:
     root = session.get_transaction()
     if root is None:
         return
-    files = _transactions.get(root)
+    files = _transactions.get(weakref.ref(root))
     if files is None:
         return
     if transaction is not None:
@@ -1897,10 +1943,12 @@ def _after_commit(session: Session) -> None:
 
 def _committed(files: TransactionFiles) -> None:
     """The transaction's writes are durable: delete what it gave up, make variants."""
-    doomed = files.files_to_delete()
-    if doomed:
+    if files.obsolete and (doomed := files.files_to_delete()):
         _enqueue_deletes(doomed, "the committed transaction replaced or removed them")
-    made = [u.file for u in files.uploads if u.stage == "done" and "variants" in u.file.metadata]
+    made: list[FileObject] = []
+    for upload in files.uploads:
+        if upload.stage == "done" and "variants" in upload.file.metadata:
+            made.append(upload.file)
     if made:
         schedule_variants(made)
 
@@ -2116,7 +2164,8 @@ def _kept_by(transaction: SessionTransaction, files: TransactionFiles) -> Connec
 
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
-    token = _bulk_tokens.pop(transaction, None)
+    tokens = session.info.get(_BULK_TOKENS)
+    token = tokens.pop(transaction, None) if tokens else None
     if token is not None:
         try:
             _BULK_SAVE.reset(token)
@@ -2125,8 +2174,8 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     if transaction.parent is not None and not transaction.nested:
         session.info.pop(_FLUSH_STARTED, None)
         return  # a flush's (or bulk save's) subtransaction
-    root = _outermost(transaction)
-    files = _transactions.get(root)
+    root = transaction if transaction.parent is None else _outermost(transaction)
+    files = _transactions.get(weakref.ref(root))
     if files is None:
         return
     if transaction.nested:
@@ -2153,6 +2202,7 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
 
 def _mapper_configured(mapper: Mapper[Any], class_: type) -> None:
     _columns_cache.pop(mapper, None)
+    _names_cache.pop(mapper, None)
     columns = file_columns(mapper)
     if not columns:
         _listen_for_cascades(mapper)

@@ -205,6 +205,8 @@ class StoredObject(TypeDecorator[Any]):
                     "this StoredObject column has multiple=True: assign a list of FileObjects"
                 )
             return [_as_file(item).to_dict() for item in value]
+        if isinstance(value, FileObject):
+            return value.to_dict()
         return _as_file(value).to_dict()
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:

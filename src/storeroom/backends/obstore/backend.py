@@ -360,7 +360,7 @@ class ObstoreBackend(StorageBackend):
             kwargs.update(chunk_size=opts.chunk_size, max_concurrency=opts.max_concurrency)
         else:
             kwargs["use_multipart"] = False
-        if opts.create_only and not self._checks_before_streaming(opts):
+        if opts.create_only and not (opts.multipart and self._checks_before_streaming(opts)):
             kwargs["mode"] = "create"
         return kwargs
 
