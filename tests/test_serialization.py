@@ -180,6 +180,7 @@ def test_msgspec_encodes_and_decodes_with_the_hooks(saved: FileObject) -> None:
 
 def _litestar_app(registry: StorageRegistry, saved: FileObject, **plugin: Any) -> Any:
     from litestar import Litestar, get, post
+    from litestar.params import JSONBody
 
     from storeroom.contrib.litestar import StoreroomPlugin
 
@@ -196,7 +197,7 @@ def _litestar_app(registry: StorageRegistry, saved: FileObject, **plugin: Any) -
         return Document(title="q3", file=saved, download=saved)
 
     @post("/echo", sync_to_thread=False)
-    def echo(data: FileObject) -> dict[str, Any]:
+    def echo(data: JSONBody[FileObject]) -> dict[str, Any]:
         return {"filename": data.filename, "backend": data.backend, "size": data.size}
 
     return Litestar(

@@ -272,6 +272,8 @@ def test_demo_starts_on_the_demo_install(demo_server: int) -> None:
 # What each extra must be enough for: a program run on an install with only that extra.
 EXTRA_PROGRAMS = {
     "litestar": """
+from typing import Annotated
+
 from litestar import Litestar, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
@@ -281,7 +283,9 @@ from storeroom.contrib.litestar import StoreroomPlugin, save_upload
 
 
 @post("/upload")
-async def upload(data: UploadFile = Body(media_type=RequestEncodingType.MULTI_PART)) -> FileObject:
+async def upload(
+    data: Annotated[UploadFile, Body(media_type=RequestEncodingType.MULTI_PART)],
+) -> FileObject:
     return await save_upload(data, backend="files")
 
 

@@ -16,8 +16,9 @@ def test_litestar_lifespan_snippet_and_plugin(upload_dir: Path) -> None:
     from typing import Annotated
 
     from litestar import Litestar, Request, get, post
+    from litestar.di import NamedDependency
     from litestar.enums import RequestEncodingType
-    from litestar.params import Body
+    from litestar.params import Body, FromPath
     from litestar.testing import TestClient
 
     from storeroom.contrib.litestar import StoreroomPlugin, file_response, save_upload
@@ -34,7 +35,7 @@ def test_litestar_lifespan_snippet_and_plugin(upload_dir: Path) -> None:
     @post("/upload")
     async def upload(
         data: Annotated[dict, Body(media_type=RequestEncodingType.MULTI_PART)],  # type: ignore[type-arg]
-        storages: StorageRegistry,
+        storages: NamedDependency[StorageRegistry],
     ) -> dict[str, str]:
         saved = await save_upload(data["file"], backend="default")
         return {
@@ -45,7 +46,7 @@ def test_litestar_lifespan_snippet_and_plugin(upload_dir: Path) -> None:
         }
 
     @get("/download/{path:path}")
-    async def download(path: str, request: Request) -> object:  # type: ignore[type-arg]
+    async def download(path: FromPath[str], request: Request) -> object:  # type: ignore[type-arg]
         file = FileObject(
             backend="default", filename=path.rsplit("/", 1)[-1], path=path.lstrip("/")
         )
@@ -71,8 +72,10 @@ def test_litestar_lifespan_snippet_and_plugin(upload_dir: Path) -> None:
 
 
 def test_litestar_signed_upload_url_snippet(upload_dir: Path) -> None:
-    """The specification's ``generate_upload_url`` handler, imports changed, on local disk."""
+    """The specification's ``generate_upload_url`` handler, imports changed and its query
+    parameters declared (``FromQuery``), on local disk."""
     from litestar import Litestar, post
+    from litestar.params import FromQuery
     from litestar.testing import TestClient
 
     from storeroom import FileObject
@@ -80,8 +83,8 @@ def test_litestar_signed_upload_url_snippet(upload_dir: Path) -> None:
 
     @post("/upload-url")
     async def generate_upload_url(
-        filename: str,
-        content_type: str,
+        filename: FromQuery[str],
+        content_type: FromQuery[str],
     ) -> "dict[str, str]":
         """Generate signed upload URL with CORS support."""
         file_obj = FileObject(

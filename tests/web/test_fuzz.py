@@ -323,13 +323,14 @@ def _driver(target: str, registry: StorageRegistry) -> Callable[[Request], int]:
     if target == "litestar":
         from litestar import Litestar, get
         from litestar import Request as LitestarRequest
+        from litestar.params import FromPath
         from litestar.testing import TestClient
 
         from storeroom.contrib.litestar import StoreroomPlugin
         from storeroom.contrib.litestar import file_response as litestar_response
 
         @get("/download/{path:path}")
-        async def download(path: str, request: LitestarRequest) -> Any:  # type: ignore[type-arg]
+        async def download(path: FromPath[str], request: LitestarRequest) -> Any:  # type: ignore[type-arg]
             file = FileObject(backend="fz", filename="f", path=path.lstrip("/"))
             return await litestar_response(file, request.headers)
 

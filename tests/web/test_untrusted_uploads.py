@@ -31,7 +31,7 @@ def _litestar() -> App:
 
     from litestar import Litestar, Request, get, post
     from litestar.enums import RequestEncodingType
-    from litestar.params import Body
+    from litestar.params import Body, FromPath
     from litestar.testing import TestClient
 
     from storeroom.contrib.litestar import StoreroomPlugin, file_response, save_upload
@@ -44,7 +44,7 @@ def _litestar() -> App:
         return saved.to_dict()
 
     @get("/download/{path:path}")
-    async def download(path: str, request: Request) -> Any:  # type: ignore[type-arg]
+    async def download(path: FromPath[str], request: Request) -> Any:  # type: ignore[type-arg]
         file = FileObject(
             backend="default",
             filename="f",

@@ -294,6 +294,7 @@ async def test_litestar_file_response_serves_a_variant_made_once(
     registry: StorageRegistry, puts: PutCounter
 ) -> None:
     from litestar import Litestar, Request, get
+    from litestar.params import FromPath
     from litestar.testing import AsyncTestClient
 
     from storeroom.contrib.litestar import file_response
@@ -301,7 +302,7 @@ async def test_litestar_file_response_serves_a_variant_made_once(
     files = _rows(registry)
 
     @get("/photos/{name:str}/{variant:str}")
-    async def photo(name: str, variant: str, request: Request) -> Any:  # type: ignore[type-arg]
+    async def photo(name: FromPath[str], variant: FromPath[str], request: Request) -> Any:  # type: ignore[type-arg]
         return await file_response(files[name], request.headers, variant=variant, attachment=False)
 
     async with AsyncTestClient(app=Litestar([photo])) as client:

@@ -7,8 +7,9 @@
 
     app = Litestar(route_handlers=[...], plugins=[StoreroomPlugin(configure=configure_storage)])
 
-Handlers can then ask for ``storages`` (the registry) by dependency injection, accept
-uploads with :func:`save_upload` and answer with :func:`file_response`.
+Handlers can then ask for ``storages`` (the registry) by dependency injection
+(``storages: NamedDependency[StorageRegistry]``, ``litestar.di``), accept uploads with
+:func:`save_upload` and answer with :func:`file_response`.
 """
 
 from __future__ import annotations

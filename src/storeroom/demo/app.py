@@ -10,7 +10,7 @@ from litestar import Litestar, MediaType, Response, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, NotFoundException
-from litestar.params import Body
+from litestar.params import Body, FromPath, JSONBody
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
@@ -140,7 +140,7 @@ def create_app(settings: DemoSettings | None = None) -> Litestar:
             return [await describe(row) for row in rows]
 
     @post("/api/uploads")
-    async def start_upload(data: dict[str, Any]) -> dict[str, Any]:
+    async def start_upload(data: JSONBody[dict[str, Any]]) -> dict[str, Any]:
         name = str(data.get("name") or "").strip()
         size = data.get("size")
         content_type = str(data.get("content_type") or "application/octet-stream")
@@ -176,7 +176,7 @@ def create_app(settings: DemoSettings | None = None) -> Litestar:
         }
 
     @post("/api/uploads/{upload_id:str}/complete")
-    async def complete_upload(upload_id: str) -> dict[str, Any]:
+    async def complete_upload(upload_id: FromPath[str]) -> dict[str, Any]:
         async with sessions() as session:
             try:
                 file = await uploads.complete_async(session, upload_id)
@@ -223,7 +223,7 @@ def create_app(settings: DemoSettings | None = None) -> Litestar:
         return await photo_preview()
 
     @delete("/api/files/{file_id:uuid}", status_code=200)
-    async def delete_file(file_id: uuid.UUID) -> dict[str, str]:
+    async def delete_file(file_id: FromPath[uuid.UUID]) -> dict[str, str]:
         async with sessions() as session:
             row = await session.get(TeamFile, file_id)
             if row is None:
