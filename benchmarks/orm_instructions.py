@@ -13,6 +13,12 @@ Reading back is counted the same way: 1,000 rows inserted, then ``--reads`` read
 all of them with ``get_content()`` against none. Prints instructions per row and the ratio
 advanced-alchemy / storeroom (above 1.0x: storeroom runs fewer instructions). Every measured
 process runs with ``PYTHONHASHSEED=0``, so counts repeat between runs.
+
+A count still depends on where objects land in memory: CPython's attribute cache is indexed
+by the addresses of interned names, so anything that shifts allocations (the length of a
+path, of an environment variable) moves one library's count by up to 4%, another's the
+other way. Each count is therefore the mean over ``--layouts`` runs whose working folders'
+names differ in length (the spread is printed beside it).
 """
 
 from __future__ import annotations
@@ -104,6 +110,13 @@ def child(library: str, operation: str, count: int, directory: str) -> None:
             read_back()
 
 
+def _per_row(library: str, operation: str, count: int, per: int, directory: str) -> int:
+    """Instructions of one row (or read-back row) in working folder ``directory``."""
+    os.makedirs(directory, exist_ok=True)
+    more = _instructions(library, operation, count, directory)
+    return (more - _instructions(library, operation, 0, directory)) // per
+
+
 def _instructions(library: str, operation: str, count: int, directory: str) -> int:
     done = subprocess.run(
         [
@@ -134,6 +147,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=500, help="inserted rows counted")
     parser.add_argument("--reads", type=int, default=4, help="read-backs of 1,000 rows counted")
+    parser.add_argument(
+        "--layouts", type=int, default=3, help="memory layouts each count is averaged over"
+    )
     parser.add_argument("--child", nargs=4, metavar=("LIBRARY", "OPERATION", "COUNT", "DIR"))
     parser.add_argument(
         "--checksum",
@@ -151,25 +167,32 @@ def main() -> None:
     shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     with tempfile.TemporaryDirectory(prefix="storeroom-orm-ir-", dir=shm) as directory:
         print(
-            f"{'operation':<34} {'plain JSON':>12} {'storeroom':>12} {'adv.-alchemy':>13} {'ratio':>6}"
+            f"{'operation':<34} {'plain JSON':>12} {'storeroom':>12} {'adv.-alchemy':>13} "
+            f"{'ratio':>6}  (mean of {opts.layouts} layouts; storeroom, adv.-alchemy: low-high)"
         )
         cases = [("insert+commit, SQLite sync", "insert", opts.rows, opts.rows)]
         cases.append(
             ("read back one row + get_content()", "read", opts.reads, opts.reads * READ_ROWS)
         )
         for label, operation, count, per in cases:
-            found = {}
+            found: dict[str, list[int]] = {}
             for library in ("plain", "storeroom", "advanced-alchemy"):
                 if library == "plain" and operation == "read":
                     continue
-                more = _instructions(library, operation, count, directory)
-                base = _instructions(library, operation, 0, directory)
-                found[library] = (more - base) // per
-            plain = f"{found['plain']:,}" if "plain" in found else ""
-            ratio = found["advanced-alchemy"] / found["storeroom"]
+                found[library] = [
+                    _per_row(library, operation, count, per, f"{directory}/l{'x' * 7 * k}")
+                    for k in range(opts.layouts)
+                ]
+            mean = {library: sum(v) // len(v) for library, v in found.items()}
+            plain = f"{mean['plain']:,}" if "plain" in mean else ""
+            ratio = mean["advanced-alchemy"] / mean["storeroom"]
+            spread = "; ".join(
+                f"{min(found[lib]):,}-{max(found[lib]):,}"
+                for lib in ("storeroom", "advanced-alchemy")
+            )
             print(
-                f"{label:<34} {plain:>12} {found['storeroom']:>12,} "
-                f"{found['advanced-alchemy']:>13,} {ratio:>5.2f}x"
+                f"{label:<34} {plain:>12} {mean['storeroom']:>12,} "
+                f"{mean['advanced-alchemy']:>13,} {ratio:>5.2f}x  ({spread})"
             )
 
 
