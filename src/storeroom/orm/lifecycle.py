@@ -1361,7 +1361,7 @@ def _carry_out(
         _record_cascaded(session, connection, files, savepoint, deleted)
     if plan.uploads:
         hold_write_lock(connection, table)
-        begin_before_long_uploads(connection, plan.uploads)
+        begin_before_long_uploads(connection, table, plan.uploads)
     _upload(files, savepoint, plan.uploads)
     return files
 
@@ -1493,18 +1493,35 @@ def _begins_lazily(driver: Any) -> bool:
     )
 
 
-def begin_before_long_uploads(connection: Connection, uploads: Sequence[PlannedUpload]) -> None:
-    """On PostgreSQL, make sure ``connection``'s transaction has begun before an upload that
-    may take long (content streamed, or more than :data:`_QUICK_UPLOAD` bytes).
+def begin_before_long_uploads(
+    connection: Connection, table: Table, uploads: Sequence[PlannedUpload]
+) -> None:
+    """On PostgreSQL, MariaDB and MySQL, make sure ``connection``'s transaction has begun
+    before an upload that may take long (content streamed, or more than
+    :data:`_QUICK_UPLOAD` bytes).
 
     ``storeroom gc`` spares what changed since the oldest open transaction began, less a
-    clock margin (:mod:`storeroom.orm.maintenance`), and PostgreSQL dates a transaction from
-    its first statement, which for a flush of new rows is the INSERT after the uploads. One
+    clock margin (:mod:`storeroom.orm.maintenance`). PostgreSQL dates a transaction from its
+    first statement, which for a flush of new rows is the INSERT after the uploads: one
     ``SELECT 1`` first (a round trip, only before such uploads) dates it from before.
-    (MariaDB lists a transaction only once it has written: not done there.)
+    InnoDB starts a transaction (``information_schema.innodb_trx``) at its first statement
+    that opens an InnoDB table, so there the statement is a read of ``table`` (the table of
+    the row the flush writes first), ``SELECT 1 FROM <table> LIMIT 1``, a consistent read
+    that takes no lock; except under SERIALIZABLE, where every read takes shared locks that
+    would stop other writers for the length of the upload: there nothing is sent, and such
+    an upload is covered by gc's grace alone.
     """
-    if connection.dialect.name == "postgresql" and any(_may_take_long(u) for u in uploads):
+    name = connection.dialect.name
+    if name not in _DATED_AT_FIRST_STATEMENT or not any(_may_take_long(u) for u in uploads):
+        return
+    if name == "postgresql":
         connection.exec_driver_sql("SELECT 1")
+    elif connection.get_isolation_level() != "SERIALIZABLE":
+        quote = connection.dialect.identifier_preparer
+        connection.exec_driver_sql(f"SELECT 1 FROM {quote.format_table(table)} LIMIT 1").all()
+
+
+_DATED_AT_FIRST_STATEMENT = frozenset({"postgresql", "mysql", "mariadb"})
 
 
 _QUICK_UPLOAD = 1024 * 1024
@@ -1787,7 +1804,7 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
     try:
         if uploads:
             hold_write_lock(connection, table)
-            begin_before_long_uploads(connection, uploads)
+            begin_before_long_uploads(connection, table, uploads)
         _upload(files, savepoint, uploads)
         result = execute.invoke_statement()
     except BaseException:
