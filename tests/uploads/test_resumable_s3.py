@@ -256,3 +256,29 @@ async def test_async_twins(s3: ObstoreBackend, tmp_path: Path) -> None:
         await session.commit()
         assert file.size == len(BODY)
     await engine.dispose()
+
+
+def _open_uploads(server: Any, bucket: str) -> list[str]:
+    listed = server.client().list_multipart_uploads(Bucket=bucket)
+    return [u["Key"] for u in listed.get("Uploads", []) or []]
+
+
+async def test_a_begin_whose_row_fails_to_insert_aborts_its_multipart_upload(
+    s3: ObstoreBackend, moto_server: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    # No sessions table: the INSERT fails after S3 created the multipart upload.
+    sync_engine = create_engine(f"sqlite:///{tmp_path}/none.sqlite")
+    with Session(sync_engine) as session, pytest.raises(Exception, match="no such table"):
+        begin_resumable(
+            session, "big", filename="a.pdf", content_type="application/pdf", size=len(BODY)
+        )
+    sync_engine.dispose()
+    assert _open_uploads(moto_server, s3_bucket) == []
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/none-async.sqlite")
+    async with AsyncSession(engine) as session:
+        with pytest.raises(Exception, match="no such table"):
+            await begin_resumable_async(
+                session, "big", filename="b.pdf", content_type="application/pdf", size=len(BODY)
+            )
+    await engine.dispose()
+    assert _open_uploads(moto_server, s3_bucket) == []

@@ -20,6 +20,7 @@ twin; both call the same decisions and only differ in how they wait for I/O.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -44,6 +45,8 @@ from storeroom.uploads.sessions import (
     _usable,
     upload_sessions,
 )
+
+logger = logging.getLogger("storeroom.uploads")
 
 __all__ = [
     "ResumableTarget",
@@ -167,6 +170,24 @@ def _start(plan: _Plan, protocol: str, expires_in: int) -> str | None:
     return None
 
 
+def _undo_start(plan: _Plan) -> None:
+    """The session's row was not written: abort the S3 multipart upload :func:`_start`
+    created (best effort: one left behind is aborted by ``storeroom gc`` once older than its
+    grace, since no pending session names it)."""
+    upload_id = plan.row.get("upload_id")
+    if not upload_id:
+        return
+    try:
+        S3Multipart(plan.backend).abort(plan.row["upload_path"], upload_id)
+    except Exception as exc:
+        logger.warning(
+            "could not abort the multipart upload of %r after its session's row failed to "
+            "insert (storeroom gc aborts it later): %s",
+            plan.row["upload_path"],
+            exc,
+        )
+
+
 def begin_resumable(
     session: Any,
     destination: Any,
@@ -187,7 +208,11 @@ def begin_resumable(
         destination, filename, content_type, size, limits, expires_in, registry
     )
     endpoint = _start(plan, protocol, expires_in)
-    session.execute(upload_sessions.insert().values(**plan.row))
+    try:
+        session.execute(upload_sessions.insert().values(**plan.row))
+    except BaseException:
+        _undo_start(plan)
+        raise
     return _target(plan, protocol, endpoint)
 
 
@@ -207,7 +232,12 @@ async def begin_resumable_async(
         destination, filename, content_type, size, limits, expires_in, registry
     )
     endpoint = await asyncio.to_thread(_start, plan, protocol, expires_in)
-    await session.execute(upload_sessions.insert().values(**plan.row))
+    try:
+        await session.execute(upload_sessions.insert().values(**plan.row))
+    except BaseException:
+        # Shielded: a cancelled begin still aborts what it started.
+        await asyncio.shield(asyncio.to_thread(_undo_start, plan))
+        raise
     return _target(plan, protocol, endpoint)
 
 
