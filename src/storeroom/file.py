@@ -167,6 +167,15 @@ class FileObject:
             self._backend_key = backend.key
         return backend
 
+    def _pin_storage(self) -> StorageBackend:
+        """Resolve the backend through the registry and keep the instance, as
+        ``file.backend = file.storage`` would (the ORM, before it uploads)."""
+        storage = self._storage
+        if storage is None:
+            storage = self._registry.get_backend(self._backend_key)
+            self._storage, self._backend_key = storage, storage.key
+        return storage
+
     @property
     def has_explicit_path(self) -> bool:
         """Whether ``path`` was given (else it is the filename, and the ORM may choose one)."""
@@ -354,7 +363,7 @@ class FileObject:
         data = self._content_to_save(content)
         if validators is not None:
             data = screened(self, data, validators)
-        storage = self.storage
+        storage = self._storage or self.storage
         kwargs = self._save_kwargs(chunk_size, max_concurrency, overwrite, checksum)
         result = storage.put(self.path, data, **kwargs)
         return self._saved(result)
@@ -373,7 +382,7 @@ class FileObject:
         data = self._content_to_save(content)
         if validators is not None:
             data = screened_async(self, data, validators)
-        storage = self.storage
+        storage = self._storage or self.storage
         kwargs = self._save_kwargs(chunk_size, max_concurrency, overwrite, checksum)
         return self._saved(await storage.put_async(self.path, data, **kwargs))
 

@@ -421,7 +421,7 @@ class _Upload:
                     checksums.check_algorithm(algorithm), whole
                 )
             elif algorithm is not None:
-                self.checksum = checksums.digest(checksums.check_algorithm(algorithm), whole)
+                self.checksum = checksums.digest(algorithm, whole)  # (it checks the name)
         else:
             self.meter = Meter(algorithm)
             self.prefetch = Prefetch(chunk_size)

@@ -377,10 +377,6 @@ class FlushPlan:
     moves: set[FileKey] = field(default_factory=set)
     """Files a row takes because another row gives them up (checked against the database)."""
 
-    @property
-    def is_empty(self) -> bool:
-        return not (self.uploads or self.rows or self.lists or self.error)
-
 
 @dataclass(slots=True)
 class _Arrival:
@@ -660,8 +656,7 @@ def _apply(plan: FlushPlan) -> None:
         if upload.path != file.path or not file._path_given:
             file.assign_path(upload.path)
         # Resolve the backend now: fills in the registry's default, fails early on a bad key.
-        if file._storage is None:
-            file.backend = file.storage
+        file._pin_storage()
         upload.backend = file._backend_key
     for change in plan.rows:
         if change.deleting:
@@ -1095,7 +1090,7 @@ def _before_flush(
             _apply(plan)
         except StoreroomError as exc:
             plan.error = exc
-    if plan.is_empty:
+    if not (plan.uploads or plan.rows or plan.lists or plan.error):  # nothing to carry out
         info.pop(_PLAN, None)
     else:
         info[_PLAN] = plan
@@ -1300,7 +1295,8 @@ def _carry_out(
     """
     files = _open_transaction_files(session)
     files.wrote_through(connection)
-    savepoint = files.savepoint(session.get_nested_transaction())
+    nested = session.get_nested_transaction()
+    savepoint = _ROOT if nested is None else files.savepoint(nested)
     if plan.error is not None:
         raise plan.error
     by_mapper: dict[Mapper[Any], list[RowChange]] = {}
@@ -1360,8 +1356,7 @@ def _carry_out(
     if deleted and not keep:
         _record_cascaded(session, connection, files, savepoint, deleted)
     if plan.uploads:
-        hold_write_lock(connection, table)
-        begin_before_long_uploads(connection, table, plan.uploads)
+        _before_uploads(connection, table, plan.uploads)
     _upload(files, savepoint, plan.uploads)
     return files
 
@@ -1416,7 +1411,7 @@ def prepare_upload(upload: PlannedUpload, *, asynchronous: bool = False) -> Cont
     code): the validators run as the bytes pass and a refused file fails the upload with
     :class:`~storeroom.errors.ValidationError`, failing the flush.
     """
-    content = upload.file.pending_content
+    content = upload.file._pending
     if isinstance(content, _CopyOf):
         content = cast("Content", content.chunks_async() if asynchronous else iter(content))
     kind = upload.kind
@@ -1465,10 +1460,17 @@ def hold_write_lock(connection: Connection, table: Table) -> None:
         return
     driver: Any = connection.connection.driver_connection
     # Opening the transaction with the lock costs nothing more than the BEGIN the driver
-    # would send before the first write; else a write that changes nothing takes it.
-    statement = (
-        "BEGIN IMMEDIATE" if _begins_lazily(driver) else _write_lock_statement(connection, table)
-    )
+    # would send before the first write (where it would send one: sqlite3's default, legacy
+    # transaction control; not SQLAlchemy's SAVEPOINT recipe, isolation_level None and a
+    # BEGIN of its own, nor Python 3.12's autocommit); else a write that changes nothing.
+    if (
+        not driver.in_transaction
+        and driver.isolation_level is not None
+        and getattr(driver, "autocommit", _LEGACY) == _LEGACY
+    ):
+        statement = "BEGIN IMMEDIATE"
+    else:
+        statement = _write_lock_statement(connection, table)
     try:
         if connection.dialect.is_async:
             await_only(driver.execute_fetchall(statement))  # aiosqlite
@@ -1479,18 +1481,6 @@ def hold_write_lock(connection: Connection, table: Table) -> None:
 
 
 _LEGACY = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
-
-
-def _begins_lazily(driver: Any) -> bool:
-    """Whether SQLite's driver connection (sqlite3's, or aiosqlite's around one) has no
-    transaction open and opens one itself before its next write: sqlite3's default
-    (legacy) transaction control, not SQLAlchemy's SAVEPOINT recipe (``isolation_level =
-    None`` and a BEGIN of its own) or Python 3.12's ``autocommit``."""
-    return (
-        not driver.in_transaction
-        and driver.isolation_level is not None
-        and getattr(driver, "autocommit", _LEGACY) == _LEGACY
-    )
 
 
 def begin_before_long_uploads(
@@ -1512,7 +1502,13 @@ def begin_before_long_uploads(
     an upload is covered by gc's grace alone.
     """
     name = connection.dialect.name
-    if name not in _DATED_AT_FIRST_STATEMENT or not any(_may_take_long(u) for u in uploads):
+    if name not in _DATED_AT_FIRST_STATEMENT:
+        return
+    for upload in uploads:  # (a loop, not any(): run before every upload of every flush)
+        content = upload.file._pending
+        if not (isinstance(content, bytes | bytearray) and len(content) <= _QUICK_UPLOAD):
+            break  # one that may take long
+    else:
         return
     if name == "postgresql":
         connection.exec_driver_sql("SELECT 1")
@@ -1528,9 +1524,14 @@ _QUICK_UPLOAD = 1024 * 1024
 """Bytes given whole up to this size upload quickly: no statement before them."""
 
 
-def _may_take_long(upload: PlannedUpload) -> bool:
-    content = upload.file.pending_content
-    return not (isinstance(content, (bytes, bytearray)) and len(content) <= _QUICK_UPLOAD)
+def _before_uploads(connection: Connection, table: Table, uploads: Sequence[PlannedUpload]) -> None:
+    """What the database needs before a flush or statement uploads: SQLite's write lock
+    (:func:`hold_write_lock`), elsewhere a transaction dated from before long uploads
+    (:func:`begin_before_long_uploads`)."""
+    if connection.dialect.name == "sqlite":
+        hold_write_lock(connection, table)
+    else:
+        begin_before_long_uploads(connection, table, uploads)
 
 
 _LOCK_STATEMENTS: weakref.WeakKeyDictionary[Table, str] = weakref.WeakKeyDictionary()
@@ -1803,8 +1804,7 @@ def _on_orm_execute(execute: ORMExecuteState) -> Result[Any] | None:
         ]
     try:
         if uploads:
-            hold_write_lock(connection, table)
-            begin_before_long_uploads(connection, table, uploads)
+            _before_uploads(connection, table, uploads)
         _upload(files, savepoint, uploads)
         result = execute.invoke_statement()
     except BaseException:
