@@ -3,6 +3,7 @@
     python benchmarks/orm.py            # needs advanced-alchemy (pip install '.[bench]')
     python benchmarks/orm.py --rows 200 # a quick run
     python benchmarks/orm.py --checksum xxh3-128   # storeroom records XXH3-128
+    python benchmarks/orm.py --rows 2000 --repeat 8 --median --pin   # steadiest figures
 
 For each database (SQLite file, PostgreSQL on 127.0.0.1 if reachable) and each mode (sync,
 async): insert 100 rows to warm up, then 1,000 rows each with a 4 KiB file, one commit per
@@ -11,7 +12,10 @@ into an obstore memory store, so the figures compare the libraries, not a disk. 
 subprocess; ``--repeat`` rounds (default 3) alternate which library goes first and the best
 round of each is kept. Prints rows/s and the storeroom/advanced-alchemy ratio, and the same
 ratio in rows per CPU second of the process (steadier on a shared machine; the database
-server's own CPU is not in it, and is the same work for both).
+server's own CPU is not in it, and is the same work for both). ``--median`` keeps the median
+round instead of the best; ``--pin`` runs each case on CPU 0 and PostgreSQL's server process
+of its connection on CPU 1 (Linux; the server's process must be the user's, or the user
+root), so that on a two-core machine the client and the server stop taking turns on one core.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -116,6 +121,30 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     return {}
 
 
+def _pin(engine: Any) -> None:
+    """With ``--pin``: this process on CPU 0 and, on PostgreSQL, the server process of each of
+    its connections on CPU 1 (where permitted), so client and server do not take turns on one
+    core: on a two-core machine that interference moved a library's figure by 15%."""
+    if not os.environ.get("STOREROOM_BENCH_PIN") or not hasattr(os, "sched_setaffinity"):
+        return
+    os.sched_setaffinity(0, {0})
+    if engine.dialect.name != "postgresql":
+        return
+    from sqlalchemy import event
+
+    def pin_server(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+        cursor.close()
+        try:
+            os.sched_setaffinity(pid, {1})
+        except (PermissionError, ProcessLookupError) as exc:  # another user's, or remote
+            print(f"--pin: the server process stays unpinned ({exc})", file=sys.stderr)
+
+    event.listen(engine, "connect", pin_server)
+
+
 def run_case(library: str, url: str, is_async: bool, rows: int) -> dict[str, float]:
     from sqlalchemy import create_engine, select
 
@@ -128,6 +157,7 @@ def run_case(library: str, url: str, is_async: bool, rows: int) -> dict[str, flo
         if is_async:
             return asyncio.run(_run_async(library, url, model, file_cls, rows))
         engine = create_engine(url, **_engine_kwargs(url))
+        _pin(engine)
         maker = _sessionmaker(library, engine, False)
 
         def insert(first: int, count: int) -> None:
@@ -172,6 +202,7 @@ async def _run_async(
     from sqlalchemy.ext.asyncio import create_async_engine
 
     engine = create_async_engine(url, **_engine_kwargs(url))
+    _pin(engine.sync_engine)
     maker = _sessionmaker(library, engine, True)
 
     async def insert(first: int, count: int) -> None:
@@ -224,6 +255,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3, help="rounds per case (best is kept)")
+    parser.add_argument(
+        "--median", action="store_true", help="keep the median of the rounds, not the best"
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="this process on CPU 0, PostgreSQL's server process of its connection on CPU 1",
+    )
     parser.add_argument("--case", nargs=3, metavar=("LIBRARY", "URL", "MODE"))
     parser.add_argument(
         "--checksum",
@@ -232,6 +271,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.checksum:
         os.environ["STOREROOM_BENCH_CHECKSUM"] = args.checksum  # read by each case
+    if args.pin:
+        os.environ["STOREROOM_BENCH_PIN"] = "1"
     if args.case:
         library, url, mode = args.case
         print(json.dumps(run_case(library, url, mode == "async", args.rows)))
@@ -250,7 +291,7 @@ def main() -> None:
         for mode, url in (("sync", sync_url), ("async", async_url)):
             # Rounds alternate which library goes first; the best of each is kept, so load
             # from other processes on the machine affects both alike.
-            results: dict[str, dict[str, float]] = {}
+            rounds: dict[str, list[dict[str, float]]] = {}
             for round_ in range(args.repeat):
                 order = ("storeroom", "advanced-alchemy")
                 for library in order if round_ % 2 == 0 else order[::-1]:
@@ -271,9 +312,12 @@ def main() -> None:
                     if done.returncode != 0:
                         raise SystemExit(f"{library} {label} {mode} failed:\n{done.stderr[-3000:]}")
                     got = json.loads(done.stdout.strip().splitlines()[-1])
-                    best = results.setdefault(library, got)
-                    for op in got:
-                        best[op] = max(best[op], got[op])
+                    rounds.setdefault(library, []).append(got)
+            keep = statistics.median if args.median else max
+            results = {
+                library: {op: keep(r[op] for r in runs) for op in runs[0]}
+                for library, runs in rounds.items()
+            }
             for op in ("write", "read"):
                 ours, theirs = results["storeroom"][op], results["advanced-alchemy"][op]
                 name = "insert+commit" if op == "write" else "read back"
