@@ -117,6 +117,49 @@ async def test_a_session_dropped_with_a_transaction_open_leaves_nothing(
     assert files.paths() == set()
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("db", [("postgresql", False)], indirect=True, ids=["postgresql-psycopg"])
+async def test_sessions_dropped_open_in_many_threads_leave_only_committed_files(
+    db: Db, files: FaultyBackend
+) -> None:
+    # The transactions' files are kept in one dict shared by every thread, and a transaction
+    # dropped before it ends is found by a weak reference's callback, run by whichever
+    # thread's garbage collection reaches it: each dropped session's upload goes, each
+    # committed one stays, whatever the interleaving.
+    errors: list[BaseException] = []
+
+    def worker(number: int) -> None:
+        try:
+            for i in range(12):
+                session = Session(db.engine, expire_on_commit=False)
+                name = f"t{number}-{i}"
+                session.add(Document(name=name, file=FileObject(filename="x.bin", content=b"x")))
+                session.flush()
+                if i % 2 == 0:
+                    session.commit()
+                    session.close()
+                del session  # odd ones: dropped with the transaction open
+                if i % 2:
+                    gc.collect()  # (gives the connection back to the pool)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    gc.collect()
+    assert wait_for_cleanup(60)
+    session = db.session()
+    kept = {d.name for d in await session.scalars(select(Document))}
+    await session.close()
+    assert kept == {f"t{n}-{i}" for n in range(4) for i in range(0, 12, 2)}
+    assert len(files.paths()) == len(kept)
+    await assert_rule_holds(db, files)
+
+
 async def test_reusing_a_closed_session_never_deletes_an_abandoned_replacements_original(
     db: Db, files: FaultyBackend
 ) -> None:
