@@ -140,6 +140,24 @@ def gc(sessions: sessionmaker[Session], backend: Any, grace: timedelta = timedel
     ]
 
 
+def wait_for_upload(files: FaultyBackend, thread: threading.Thread, *why: object) -> None:
+    """Until ``thread``'s upload to ``files`` has started (it then waits for release_slow)."""
+    deadline = time.monotonic() + 30
+    while files.writes == 0:
+        assert time.monotonic() < deadline and thread.is_alive(), why
+        time.sleep(0.01)
+
+
+def assert_write_locked(database: Path) -> None:
+    """Another connection to the SQLite file cannot take the write lock now."""
+    other = sqlite3.connect(database, timeout=0)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            other.execute("BEGIN IMMEDIATE")
+    finally:
+        other.close()
+
+
 def dangling(sessions: sessionmaker[Session]) -> list[tuple[str, str]]:
     """``(backend, path)`` of every Document and Report reference whose object is missing."""
     with sessions() as session:
@@ -390,10 +408,7 @@ async def test_the_read_before_a_long_upload_holds_back_no_writer(
     thread.start()
     other = create_engine(db.sync_url)
     try:
-        deadline = time.monotonic() + 30
-        while files.writes == 0:  # the upload has started (and waits for release_slow)
-            assert time.monotonic() < deadline and thread.is_alive(), failure
-            time.sleep(0.01)
+        wait_for_upload(files, thread, failure)
         with other.begin() as connection:
             connection.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 2")
             session = Session(bind=connection)
@@ -474,16 +489,8 @@ async def test_a_flush_takes_sqlite_write_lock_before_it_uploads(
     flushing = threading.Thread(target=write)
     flushing.start()
     try:
-        deadline = time.monotonic() + 30
-        while files.writes == 0:  # the upload has started (and waits)
-            assert time.monotonic() < deadline and flushing.is_alive()
-            time.sleep(0.01)
-        other = sqlite3.connect(tmp_path / "test.sqlite", timeout=0)
-        try:
-            with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-                other.execute("BEGIN IMMEDIATE")
-        finally:
-            other.close()
+        wait_for_upload(files, flushing)
+        assert_write_locked(tmp_path / "test.sqlite")
     finally:
         files.release_slow.set()
         flushing.join(60)
@@ -511,16 +518,8 @@ async def test_a_flush_in_sqlite3s_own_transactions_begins_with_the_write_lock(
         flushing = threading.Thread(target=session.flush)
         flushing.start()
         try:
-            deadline = time.monotonic() + 30
-            while files.writes == 0:  # the upload has started (and waits)
-                assert time.monotonic() < deadline and flushing.is_alive()
-                time.sleep(0.01)
-            other = sqlite3.connect(tmp_path / "test.sqlite", timeout=0)
-            try:
-                with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-                    other.execute("BEGIN IMMEDIATE")
-            finally:
-                other.close()
+            wait_for_upload(files, flushing)
+            assert_write_locked(tmp_path / "test.sqlite")
         finally:
             files.release_slow.set()
             flushing.join(60)
@@ -702,12 +701,7 @@ async def test_gc_holds_sqlite_write_lock_through_a_batch_of_deletes(
         running.start()
         try:
             assert files.deleting.wait(30)  # gc is inside its batch's delete
-            other = sqlite3.connect(tmp_path / "test.sqlite", timeout=0)
-            try:
-                with pytest.raises(sqlite3.OperationalError, match="database is locked"):
-                    other.execute("BEGIN IMMEDIATE")
-            finally:
-                other.close()
+            assert_write_locked(tmp_path / "test.sqlite")
         finally:
             files.delete_gate.set()
             running.join(60)

@@ -668,17 +668,17 @@ def _apply(plan: FlushPlan) -> None:
                 # Inserted as NULL either way; set, a later assignment's history records
                 # None as the previous value (unset, it would read as a change in place).
                 change.state.dict[column] = None
+            writes = column in change.columns
             for file in _files(change.state.dict.get(column)):
-                if column in change.columns:
+                if writes:
                     if file._backend_key is None and kind.backend is not None:
                         file.backend = kind.backend
-                    keys = _keys(file)
-                    written.update(keys)
                     if file._in_row is None:  # kept as loaded: an in-place edit shows
                         file._in_row = (file._backend_key, file.path)
-                else:
-                    keys = _keys(file)
+                keys = _keys(file)
                 holds.update(keys)
+                if writes:
+                    written.update(keys)
         change.written = frozenset(written)
         change.holds = frozenset(holds)
 
